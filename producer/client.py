@@ -1,0 +1,154 @@
+"""The async producer client: submit, get, wait, cancel, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, Literal
+
+import redis.asyncio
+
+from producer.errors import RequestNotFound, WaitTimeout
+from producer.models import GenerationRequest
+from producer.record import RequestView
+from producer.scripts import AsyncScripts, call, ms
+from producer.settings import Settings
+from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from producer.submission import created_id, prepare
+from producer.timers import AsyncTimers
+from producer.waiters import AsyncDoneListener
+
+CancelOutcome = Literal["cancelled", "requested", "already_finished"]
+
+#: How long ``wait()`` waits for its subscription before relying on re-reads alone.
+_SUBSCRIBE_TIMEOUT_S = 5.0
+
+
+def cancel_outcome(reply: list[str], request_id: str) -> CancelOutcome:
+    """Interpret the cancel script's reply."""
+    if reply[0] == "MISSING":
+        raise RequestNotFound(request_id)
+    if reply[0] == "CANCELLED":
+        return "cancelled"
+    if reply[0] == "REQUESTED":
+        return "requested"
+    return "already_finished"
+
+
+class AsyncClient:
+    """What an asyncio backend uses to enqueue generations and hear back.
+
+    One client per process is enough (it pools connections and shares one pub/sub
+    subscription among all waiters); close it with ``aclose()`` or ``async with``.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, *, client: redis.asyncio.Redis | None = None
+    ):
+        self.settings = settings or Settings.from_env()
+        self._redis = client or redis.asyncio.Redis.from_url(
+            self.settings.redis_url, decode_responses=True
+        )
+        self._owns_redis = client is None
+        self._keys = self.settings.keys
+        self._scripts = AsyncScripts(self._redis)
+        self._timers = AsyncTimers(self._redis, self._keys.queue)
+        self._listener = AsyncDoneListener(self._redis, self._keys)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the shared subscription and release connections."""
+        await self._listener.aclose()
+        if self._owns_redis:
+            await self._redis.aclose()
+
+    async def submit(
+        self,
+        request: GenerationRequest | dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        deadline_s: float | None = None,
+    ) -> str:
+        """Validate and enqueue a request; return its id (the same id again for a known key).
+
+        Raises ``InvalidRequest`` (nothing written) for bad input.
+        """
+        sub = prepare(
+            self.settings,
+            request,
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            deadline_s=deadline_s,
+        )
+        request_id, is_new = created_id(await self._scripts.run(sub.create))
+        if is_new:
+            # A crash before this line leaves a pending record without a timer: the
+            # reconciler re-arms it.
+            await self._timers.arm(sub.first_timer)
+        return request_id
+
+    async def get(self, request_id: str) -> RequestView:
+        """The current record; raises ``RequestNotFound``."""
+        raw = await self._redis.hgetall(self._keys.record(request_id))  # type: ignore[misc]
+        if not raw:
+            raise RequestNotFound(request_id)
+        return RequestView.from_hash(raw)
+
+    async def wait(self, request_id: str, timeout_s: float | None = None) -> RequestView:
+        """Wait until the request is terminal (woken by pub/sub, re-read as a backstop).
+
+        Raises ``WaitTimeout`` after ``timeout_s`` (None: no limit), ``RequestNotFound``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        ev = self._listener.register(request_id)
+        try:
+            await self._listener.ensure_subscribed(
+                _SUBSCRIBE_TIMEOUT_S if timeout_s is None else min(timeout_s, _SUBSCRIBE_TIMEOUT_S)
+            )
+            while True:
+                ev.clear()
+                view = await self.get(request_id)
+                if view.is_terminal:
+                    return view
+                pause = self.settings.wait_recheck_s
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise WaitTimeout(request_id, timeout_s or 0.0, view.status)
+                    pause = min(pause, remaining)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), pause)
+        finally:
+            self._listener.unregister(request_id, ev)
+
+    async def cancel(self, request_id: str) -> CancelOutcome:
+        """Cancel: at once if pending or already created upstream, else at the next step."""
+        view = await self.get(request_id)
+        c = call(
+            self.settings,
+            "cancel",
+            request_id,
+            ms(self.settings.tracking_limit_s),
+            idempotency_key=view.idempotency_key,
+        )
+        return cancel_outcome(await self._scripts.run(c), request_id)
+
+    async def stats(self) -> Stats:
+        """A snapshot of queue depth, in-flight counts and cluster totals."""
+        now = redis_time_ms(await self._redis.time())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cmd in stats_commands(self._keys, now):
+                pipe.execute_command(*cmd)
+            replies = await pipe.execute()
+        return parse_stats(replies)
+
+    @property
+    def redis(self) -> redis.asyncio.Redis:
+        return self._redis

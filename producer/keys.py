@@ -1,0 +1,142 @@
+"""The Redis wire contract shared by producers and workers.
+
+Every key name, queue name, timer job id and record field lives here, so both sides agree
+on one definition (the worker imports this module; the producer never imports the worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+#: Version of the record layout and of every task's arguments. Deferred timers outlive
+#: rolling deploys, so a worker checks this before acting on a payload.
+SCHEMA_VERSION: Final = 1
+
+Status = Literal[
+    "pending", "submitting", "queued", "in_progress", "completed", "failed", "cancelled", "expired"
+]
+NON_TERMINAL: Final[tuple[str, ...]] = ("pending", "submitting", "queued", "in_progress")
+TERMINAL: Final[tuple[str, ...]] = ("completed", "failed", "cancelled", "expired")
+ALL_STATUSES: Final[tuple[str, ...]] = NON_TERMINAL + TERMINAL
+
+TimerKind = Literal["submit", "poll"]
+SUBMIT_TASK: Final = "submit"
+POLL_TASK: Final = "poll"
+RECONCILE_TASK: Final = "reconcile"
+
+#: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
+TOTALS_SEP: Final = "|"
+
+
+def timer_job_id(kind: str, request_id: str, seq: int) -> str:
+    """The arq job id of a timer: deterministic, so arming the same step twice is a no-op."""
+    return f"{kind}:{request_id}:{seq}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix (several deployments can share a Redis)."""
+
+    prefix: str = "genqueue"
+
+    def record(self, request_id: str) -> str:
+        return f"{self.prefix}:req:{request_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def done_channel(self, request_id: str) -> str:
+        return f"{self.prefix}:done:{request_id}"
+
+    @property
+    def done_pattern(self) -> str:
+        return f"{self.prefix}:done:*"
+
+    @property
+    def inflight(self) -> str:
+        """Sorted set: request id scored by its next check time (Redis ms)."""
+        return f"{self.prefix}:inflight"
+
+    @property
+    def active(self) -> str:
+        """Set of request ids holding an upstream slot (the in-flight cap)."""
+        return f"{self.prefix}:active"
+
+    @property
+    def counts(self) -> str:
+        """Hash: non-terminal status -> number of records in it."""
+        return f"{self.prefix}:counts"
+
+    @property
+    def totals(self) -> str:
+        """Hash: ``finished|{model}|{outcome}`` and ``cost_micro|{model}`` cluster totals."""
+        return f"{self.prefix}:totals"
+
+    @property
+    def events(self) -> str:
+        """Capped stream of every transition."""
+        return f"{self.prefix}:events"
+
+    @property
+    def pause(self) -> str:
+        """Hash describing a pause of upstream creates (circuit breaker), absent when running."""
+        return f"{self.prefix}:pause"
+
+    @property
+    def queue(self) -> str:
+        """The arq queue (a sorted set of job ids scored by run time)."""
+        return f"{self.prefix}:queue"
+
+    def script_keys(self, request_id: str, idempotency_key: str | None) -> list[str]:
+        """The KEYS every transition script takes, in this order."""
+        idem = self.idempotency(idempotency_key) if idempotency_key else self.record(request_id)
+        return [
+            self.record(request_id),
+            self.inflight,
+            self.active,
+            self.counts,
+            self.totals,
+            self.events,
+            idem,
+        ]
+
+
+class Field:
+    """Names of the record hash's fields."""
+
+    VERSION: Final = "v"
+    ID: Final = "id"
+    STATUS: Final = "status"
+    MODEL: Final = "model"
+    REQUEST: Final = "request"
+    METADATA: Final = "metadata"
+    WEBHOOK_URL: Final = "webhook_url"
+    IDEMPOTENCY_KEY: Final = "idempotency_key"
+    SEQ: Final = "seq"
+    TIMER: Final = "timer"
+    NEXT_CHECK_AT_MS: Final = "next_check_at_ms"
+    DEADLINE_AT_MS: Final = "deadline_at_ms"
+    ENQUEUED_AT_MS: Final = "enqueued_at_ms"
+    SUBMITTED_AT_MS: Final = "submitted_at_ms"
+    FINISHED_AT_MS: Final = "finished_at_ms"
+    UPDATED_AT_MS: Final = "updated_at_ms"
+    ATTEMPTS: Final = "attempts"
+    SUBMIT_SEQ: Final = "submit_seq"
+    LEASE_OWNER: Final = "lease_owner"
+    LEASE_UNTIL_MS: Final = "lease_until_ms"
+    AMBIGUOUS_SUBMITS: Final = "ambiguous_submits"
+    UPSTREAM_ID: Final = "upstream_id"
+    UPSTREAM_IDS: Final = "upstream_ids"
+    UPSTREAM_STATUS: Final = "upstream_status"
+    UPSTREAM_CREATED_AT: Final = "upstream_created_at"
+    UPSTREAM_STARTED_AT: Final = "upstream_started_at"
+    UPSTREAM_DONE_AT: Final = "upstream_done_at"
+    POLLS: Final = "polls"
+    POLL_ERRORS: Final = "poll_errors"
+    CANCEL_REQUESTED: Final = "cancel_requested"
+    TRACKING: Final = "tracking"
+    TRACKING_UNTIL_MS: Final = "tracking_until_ms"
+    COST_MICRO_USD: Final = "cost_micro_usd"
+    VIDEO_URL: Final = "video_url"
+    ERROR: Final = "error"

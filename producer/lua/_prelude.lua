@@ -1,0 +1,89 @@
+-- Shared by every transition script (prepended to each one).
+-- KEYS: 1 record, 2 in-flight zset, 3 active set (in-flight cap), 4 status counts hash,
+--       5 totals hash, 6 event stream, 7 idempotency mapping (the record key itself if none).
+-- ARGV: 1 request id, 2 event stream max length, 3 done channel, 4 retention of a finished
+--       record (ms); script-specific arguments follow from ARGV[5].
+-- "Now" is always Redis TIME, never a host clock (one clock for leases and deadlines).
+local K_REC, K_INFLIGHT, K_ACTIVE, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_TOTALS, K_EVENTS, K_IDEM = KEYS[5], KEYS[6], KEYS[7]
+local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local NON_TERMINAL = {pending = true, submitting = true, queued = true, in_progress = true}
+local SEP = '|'
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local NOW = now_ms()
+
+-- Integers as decimal strings: Lua numbers are doubles and tostring() may use exponents.
+local function istr(n)
+  return string.format('%d', n)
+end
+
+local function get(field)
+  return redis.call('HGET', K_REC, field)
+end
+
+local function num(field)
+  return tonumber(redis.call('HGET', K_REC, field) or '0') or 0
+end
+
+local function emit(status, ...)
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+    'id', ID, 'status', status, 'at_ms', istr(NOW), ...)
+end
+
+local function set_status(old, new)
+  if NON_TERMINAL[old] then redis.call('HINCRBY', K_COUNTS, old, -1) end
+  if NON_TERMINAL[new] then redis.call('HINCRBY', K_COUNTS, new, 1) end
+  redis.call('HSET', K_REC, 'status', new, 'updated_at_ms', istr(NOW))
+end
+
+-- Arm the next timer step: the caller enqueues `{kind}:{id}:{seq}` to run at the returned time.
+local function next_step(kind, delay_ms)
+  local seq = redis.call('HINCRBY', K_REC, 'seq', 1)
+  local at = NOW + math.max(0, delay_ms)
+  redis.call('HSET', K_REC, 'timer', kind, 'next_check_at_ms', istr(at))
+  redis.call('ZADD', K_INFLIGHT, at, ID)
+  return seq
+end
+
+-- What the user sees as the end: the status never changes after this.
+local function visible_terminal(old, new, err)
+  set_status(old, new)
+  redis.call('HSET', K_REC, 'finished_at_ms', istr(NOW))
+  if err and err ~= '' then redis.call('HSET', K_REC, 'error', err) end
+  redis.call('HINCRBY', K_TOTALS, 'finished' .. SEP .. get('model') .. SEP .. new, 1)
+  redis.call('PUBLISH', CHANNEL, new)
+  emit(new)
+end
+
+-- A billed upstream job outlives a cancel or deadline: keep polling it (rule 2).
+local function begin_tracking(limit_ms)
+  redis.call('HSET', K_REC, 'tracking', '1', 'tracking_until_ms', istr(NOW + limit_ms))
+  redis.call('HINCRBY', K_COUNTS, 'tracking', 1)
+end
+
+-- Nothing more to watch: leave every index and let the record expire.
+local function release()
+  if get('tracking') == '1' then redis.call('HINCRBY', K_COUNTS, 'tracking', -1) end
+  redis.call('HSET', K_REC, 'tracking', '0', 'timer', '', 'lease_until_ms', '0')
+  redis.call('ZREM', K_INFLIGHT, ID)
+  redis.call('SREM', K_ACTIVE, ID)
+  redis.call('PEXPIRE', K_REC, RETENTION_MS)
+  if K_IDEM ~= K_REC then redis.call('PEXPIRE', K_IDEM, RETENTION_MS) end
+end
+
+local function add_upstream_id(upstream_id)
+  local ids = cjson.decode(get('upstream_ids') or '[]')
+  for _, v in ipairs(ids) do
+    if v == upstream_id then return end
+  end
+  ids[#ids + 1] = upstream_id
+  redis.call('HSET', K_REC, 'upstream_ids', cjson.encode(ids))
+end
+
+local function set_if(field, value)
+  if value and value ~= '' then redis.call('HSET', K_REC, field, value) end
+end

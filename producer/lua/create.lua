@@ -1,0 +1,22 @@
+-- Write a new `pending` record, unless its idempotency key already names one.
+-- ARGV: 5 fields (JSON object of string values), 6 deadline (ms from now), 7 has idempotency key.
+-- Returns {'CREATED', id} or {'EXISTS', existing id}.
+local fields_json, deadline_ms, has_idem = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
+if has_idem then
+  local existing = redis.call('GET', K_IDEM)
+  if existing then return {'EXISTS', existing} end
+end
+if redis.call('EXISTS', K_REC) == 1 then return {'EXISTS', ID} end
+local fields = cjson.decode(fields_json)
+for k, v in pairs(fields) do redis.call('HSET', K_REC, k, v) end
+redis.call('HSET', K_REC,
+  'id', ID, 'status', 'pending', 'seq', '0', 'timer', 'submit',
+  'enqueued_at_ms', istr(NOW), 'updated_at_ms', istr(NOW), 'next_check_at_ms', istr(NOW),
+  'deadline_at_ms', istr(NOW + deadline_ms), 'attempts', '0', 'submit_seq', '0',
+  'polls', '0', 'poll_errors', '0', 'ambiguous_submits', '0', 'tracking', '0',
+  'cancel_requested', '0', 'upstream_ids', '[]')
+redis.call('ZADD', K_INFLIGHT, NOW, ID)
+redis.call('HINCRBY', K_COUNTS, 'pending', 1)
+if has_idem then redis.call('SET', K_IDEM, ID) end
+emit('pending')
+return {'CREATED', ID}

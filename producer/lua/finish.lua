@@ -1,0 +1,27 @@
+-- The upstream job is finished: record outputs and cost, end the request, leave every index.
+-- ARGV: 5 expected timer seq, 6 outcome (completed | failed | cancelled), 7 cost (micro-USD, '' if none),
+--       8 video url, 9 error, 10 upstream created_at, 11 started_at, 12 done_at.
+-- Returns {'OK', final status} | {'STALE'} | {'MISSING'}
+if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
+local expected_seq, outcome, cost = ARGV[5], ARGV[6], ARGV[7]
+if get('seq') ~= expected_seq or get('timer') ~= 'poll' then return {'STALE'} end
+local status = get('status')
+if not NON_TERMINAL[status] and get('tracking') ~= '1' then return {'STALE'} end
+redis.call('HSET', K_REC, 'upstream_status', outcome)
+set_if('video_url', ARGV[8])
+set_if('upstream_created_at', ARGV[10])
+set_if('upstream_started_at', ARGV[11])
+set_if('upstream_done_at', ARGV[12])
+if cost ~= '' then
+  redis.call('HSET', K_REC, 'cost_micro_usd', cost)
+  redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. get('model'), cost)
+end
+if NON_TERMINAL[status] then
+  visible_terminal(status, outcome, ARGV[9])
+  status = outcome
+else
+  set_if('upstream_error', ARGV[9])
+  emit(status, 'tracked_outcome', outcome)
+end
+release()
+return {'OK', status}

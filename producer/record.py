@@ -1,0 +1,146 @@
+"""A typed, read-only view of one request's record (the Redis hash)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any
+
+from producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field
+
+MICRO = Decimal("0.000001")
+
+
+def micro_to_usd(micro: int) -> Decimal:
+    """Integer micro-dollars as a Decimal number of US dollars."""
+    return (Decimal(micro) * MICRO).quantize(MICRO)
+
+
+def _int(raw: dict[str, str], name: str) -> int | None:
+    v = raw.get(name)
+    if v is None or v == "":
+        return None
+    return int(v)
+
+
+def _float(raw: dict[str, str], name: str) -> float | None:
+    v = raw.get(name)
+    if v is None or v == "":
+        return None
+    return float(v)
+
+
+def _ms_to_s(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What ``get()`` returns. Times are unix seconds (Redis clock for genqueue's own)."""
+
+    id: str
+    status: str
+    model: str
+    upstream_id: str | None
+    upstream_ids: list[str]
+    upstream_status: str | None
+    video_url: str | None
+    cost_micro_usd: int | None
+    error: str | None
+    polls: int
+    attempts: int
+    ambiguous_submits: int
+    cancel_requested: bool
+    tracking: bool
+    enqueued_at: float | None
+    submitted_at: float | None
+    finished_at: float | None
+    deadline_at: float | None
+    upstream_created_at: float | None
+    upstream_started_at: float | None
+    upstream_done_at: float | None
+    metadata: dict[str, str]
+    webhook_url: str | None
+    idempotency_key: str | None
+    request: dict[str, Any]
+    schema_version: int
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the user-visible status is final (a billed job may still be tracked)."""
+        return self.status not in NON_TERMINAL
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        return None if self.cost_micro_usd is None else micro_to_usd(self.cost_micro_usd)
+
+    @property
+    def queue_wait_s(self) -> float | None:
+        """From enqueue to the upstream accepting the create."""
+        if self.enqueued_at is None or self.submitted_at is None:
+            return None
+        return max(0.0, self.submitted_at - self.enqueued_at)
+
+    @property
+    def upstream_duration_s(self) -> float | None:
+        """Upstream generation time, by the upstream's own timestamps."""
+        if self.upstream_created_at is None or self.upstream_done_at is None:
+            return None
+        return max(0.0, self.upstream_done_at - self.upstream_created_at)
+
+    @property
+    def total_duration_s(self) -> float | None:
+        """End to end: enqueue to genqueue seeing the terminal state."""
+        if self.enqueued_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.enqueued_at)
+
+    @property
+    def detection_lag_s(self) -> float | None:
+        """Our completion time minus the upstream's ``done_at``, clamped at 0 (clocks differ)."""
+        if self.finished_at is None or self.upstream_done_at is None:
+            return None
+        return max(0.0, self.finished_at - self.upstream_done_at)
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> RequestView:
+        """Build the view from ``HGETALL`` output (decoded strings)."""
+        return cls(
+            id=raw[Field.ID],
+            status=raw[Field.STATUS],
+            model=raw.get(Field.MODEL, ""),
+            upstream_id=raw.get(Field.UPSTREAM_ID) or None,
+            upstream_ids=json.loads(raw.get(Field.UPSTREAM_IDS) or "[]"),
+            upstream_status=raw.get(Field.UPSTREAM_STATUS) or None,
+            video_url=raw.get(Field.VIDEO_URL) or None,
+            cost_micro_usd=_int(raw, Field.COST_MICRO_USD),
+            error=raw.get(Field.ERROR) or None,
+            polls=_int(raw, Field.POLLS) or 0,
+            attempts=_int(raw, Field.ATTEMPTS) or 0,
+            ambiguous_submits=_int(raw, Field.AMBIGUOUS_SUBMITS) or 0,
+            cancel_requested=raw.get(Field.CANCEL_REQUESTED) == "1",
+            tracking=raw.get(Field.TRACKING) == "1",
+            enqueued_at=_ms_to_s(_int(raw, Field.ENQUEUED_AT_MS)),
+            submitted_at=_ms_to_s(_int(raw, Field.SUBMITTED_AT_MS)),
+            finished_at=_ms_to_s(_int(raw, Field.FINISHED_AT_MS)),
+            deadline_at=_ms_to_s(_int(raw, Field.DEADLINE_AT_MS)),
+            upstream_created_at=_float(raw, Field.UPSTREAM_CREATED_AT),
+            upstream_started_at=_float(raw, Field.UPSTREAM_STARTED_AT),
+            upstream_done_at=_float(raw, Field.UPSTREAM_DONE_AT),
+            metadata=json.loads(raw.get(Field.METADATA) or "{}"),
+            webhook_url=raw.get(Field.WEBHOOK_URL) or None,
+            idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
+            request=json.loads(raw.get(Field.REQUEST) or "{}"),
+            schema_version=_int(raw, Field.VERSION) or SCHEMA_VERSION,
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (cost as a decimal string in dollars, timings included)."""
+        d = asdict(self)
+        d["cost_usd"] = None if self.cost_usd is None else str(self.cost_usd)
+        d["queue_wait_s"] = self.queue_wait_s
+        d["upstream_duration_s"] = self.upstream_duration_s
+        d["total_duration_s"] = self.total_duration_s
+        d["detection_lag_s"] = self.detection_lag_s
+        return d

@@ -1,0 +1,125 @@
+"""The Lua transition scripts: the only code that changes a record's status.
+
+redis-py ``Script`` objects send ``EVALSHA`` and reload on ``NOSCRIPT``, so a Redis restart
+(which forgets ``SCRIPT LOAD``) heals itself (DESIGN.md rule 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any, Literal
+
+import redis
+import redis.asyncio
+
+from producer.keys import Keys
+from producer.settings import Settings
+
+ScriptName = Literal[
+    "create", "begin_submit", "submitted", "submit_release", "poll_update", "finish", "cancel"
+]
+SCRIPT_NAMES: tuple[ScriptName, ...] = (
+    "create",
+    "begin_submit",
+    "submitted",
+    "submit_release",
+    "poll_update",
+    "finish",
+    "cancel",
+)
+
+
+@cache
+def source(name: str) -> str:
+    """The full Lua source of a script: the shared prelude followed by its body."""
+    lua = files("producer") / "lua"
+    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """Everything one script invocation sends: keys and arguments, as strings."""
+
+    name: ScriptName
+    keys: list[str]
+    args: list[str]
+
+
+def call(
+    settings: Settings,
+    name: ScriptName,
+    request_id: str,
+    *extra: str | int,
+    idempotency_key: str | None = None,
+    extra_keys: tuple[str, ...] = (),
+) -> ScriptCall:
+    """Build a script call with the shared leading arguments (see ``_prelude.lua``)."""
+    keys: Keys = settings.keys
+    common = [
+        request_id,
+        str(settings.events_maxlen),
+        keys.done_channel(request_id),
+        str(ms(settings.retention_s)),
+    ]
+    return ScriptCall(
+        name,
+        keys.script_keys(request_id, idempotency_key) + list(extra_keys),
+        common + [_arg(x) for x in extra],
+    )
+
+
+def ms(seconds: float) -> int:
+    """Seconds to whole milliseconds (the unit every script speaks)."""
+    return max(0, round(seconds * 1000))
+
+
+def _arg(x: str | int) -> str:
+    if isinstance(x, float):  # a float here is a unit bug: scripts take whole milliseconds
+        raise TypeError(f"script arguments are str or int, got float {x!r}")
+    return str(x)
+
+
+def decode_reply(reply: Any) -> list[str]:
+    """A script reply (nested bytes/ints) as a flat list of strings."""
+    out = []
+    for item in reply:
+        out.append(item.decode() if isinstance(item, bytes) else str(item))
+    return out
+
+
+class AsyncScripts:
+    """The scripts registered on one asyncio client."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._scripts = {n: client.register_script(source(n)) for n in SCRIPT_NAMES}
+
+    async def run(self, c: ScriptCall) -> list[str]:
+        return decode_reply(await self._scripts[c.name](keys=c.keys, args=c.args))
+
+    async def queue(self, pipe: redis.asyncio.client.Pipeline, c: ScriptCall) -> None:
+        """Queue the script on a pipeline (the pipeline loads it if Redis forgot it)."""
+        await self._scripts[c.name](keys=c.keys, args=c.args, client=pipe)
+
+
+class SyncScripts:
+    """The scripts registered on one blocking client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._scripts = {n: client.register_script(source(n)) for n in SCRIPT_NAMES}
+
+    def run(self, c: ScriptCall) -> list[str]:
+        return decode_reply(self._scripts[c.name](keys=c.keys, args=c.args))
+
+
+async def run_with(
+    client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall, *command: str | int
+) -> tuple[list[str], Any]:
+    """Run a script and then ``command`` on the same connection (``WAIT``/``WAITAOF`` only
+    count the writes of their own connection)."""
+    async with client.pipeline(transaction=False) as pipe:
+        await scripts.queue(pipe, c)
+        pipe.execute_command(*command)
+        reply, extra = await pipe.execute()
+    return decode_reply(reply), extra

@@ -1,0 +1,95 @@
+"""Settings shared by producers and workers, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from producer.keys import Keys
+
+ENV_PREFIX = "GENQUEUE_"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (safe to log)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _convert(raw: str, current: Any, name: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}: cannot parse {raw!r}") from None
+    return raw
+
+
+def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """``GENQUEUE_<FIELD>`` values for a settings dataclass's fields, typed like its defaults."""
+    out: dict[str, Any] = {}
+    for f in fields(defaults):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None and raw != "":
+            out[f.name] = _convert(raw, getattr(defaults, f.name), f.name)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where the queue lives and how long things are kept (units in the names)."""
+
+    redis_url: str = "redis://localhost:6379/0"
+    key_prefix: str = "genqueue"
+    #: How long a finished record (and its idempotency key) is kept.
+    retention_s: float = 7 * 86400.0
+    #: Deadline of a request when the producer gives none.
+    default_deadline_s: float = 3600.0
+    max_deadline_s: float = 7 * 86400.0
+    #: After a cancel or deadline, how long a billed upstream job is still tracked for its cost.
+    tracking_limit_s: float = 6 * 3600.0
+    #: Approximate cap on the event stream's length.
+    events_maxlen: int = 100_000
+    #: Backstop re-read of a waited-for record if a pub/sub message is missed.
+    wait_recheck_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("retention_s", "default_deadline_s", "max_deadline_s", "tracking_limit_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.default_deadline_s > self.max_deadline_s:
+            raise ValueError("default_deadline_s must not exceed max_deadline_s")
+        if not self.key_prefix or any(c in self.key_prefix for c in " *?[]"):
+            raise ValueError(
+                f"key_prefix {self.key_prefix!r} must be non-empty, no spaces or globs"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``GENQUEUE_*`` variables (e.g. ``GENQUEUE_REDIS_URL``)."""
+        base = cls()
+        return replace(base, **overrides_from_env(base, os.environ if env is None else env))
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.key_prefix)
+
+    @property
+    def redis_url_redacted(self) -> str:
+        return redact_url(self.redis_url)

@@ -1,0 +1,108 @@
+"""Cluster-wide figures read from Redis: one snapshot for ``stats()``, the CLI and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from producer.keys import NON_TERMINAL, TOTALS_SEP, Keys
+from producer.record import micro_to_usd
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of the queue. Totals survive worker restarts (they live in Redis)."""
+
+    requests_by_status: dict[str, int]
+    tracking: int
+    active_upstream: int
+    inflight: int
+    queue_ready: int
+    queue_deferred: int
+    finished: dict[tuple[str, str], int]
+    cost_micro_usd: dict[str, int]
+    paused: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def finished_by_outcome(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (_, outcome), n in self.finished.items():
+            out[outcome] = out.get(outcome, 0) + n
+        return out
+
+    @property
+    def total_cost_micro_usd(self) -> int:
+        return sum(self.cost_micro_usd.values())
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "requests_by_status": self.requests_by_status,
+            "tracking": self.tracking,
+            "active_upstream": self.active_upstream,
+            "inflight": self.inflight,
+            "queue": {"ready": self.queue_ready, "deferred": self.queue_deferred},
+            "finished": [
+                {"model": m, "outcome": o, "count": n}
+                for (m, o), n in sorted(self.finished.items())
+            ],
+            "finished_by_outcome": self.finished_by_outcome,
+            "cost_usd": {m: str(micro_to_usd(c)) for m, c in sorted(self.cost_micro_usd.items())},
+            "total_cost_usd": str(micro_to_usd(self.total_cost_micro_usd)),
+            "paused": self.paused,
+        }
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def stats_commands(keys: Keys, now_ms: int) -> list[tuple[str, ...]]:
+    """The read-only commands of one snapshot, to send in one pipeline."""
+    return [
+        ("HGETALL", keys.counts),
+        ("SCARD", keys.active),
+        ("ZCARD", keys.inflight),
+        ("ZCOUNT", keys.queue, "-inf", str(now_ms)),
+        ("ZCOUNT", keys.queue, f"({now_ms}", "+inf"),
+        ("HGETALL", keys.totals),
+        ("HGETALL", keys.pause),
+    ]
+
+
+def _pairs(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {_s(k): _s(v) for k, v in raw.items()}
+    items = list(raw)
+    return {_s(items[i]): _s(items[i + 1]) for i in range(0, len(items), 2)}
+
+
+def parse_stats(replies: Sequence[Any]) -> Stats:
+    """Build :class:`Stats` from the replies to :func:`stats_commands`."""
+    counts, active, inflight, ready, deferred, totals, pause = replies
+    c = {k: int(v) for k, v in _pairs(counts).items()}
+    finished: dict[tuple[str, str], int] = {}
+    cost: dict[str, int] = {}
+    for k, v in _pairs(totals).items():
+        parts = k.split(TOTALS_SEP)
+        if parts[0] == "finished" and len(parts) == 3:
+            finished[(parts[1], parts[2])] = int(v)
+        elif parts[0] == "cost_micro" and len(parts) == 2:
+            cost[parts[1]] = int(v)
+    return Stats(
+        requests_by_status={s: max(0, c.get(s, 0)) for s in NON_TERMINAL},
+        tracking=max(0, c.get("tracking", 0)),
+        active_upstream=int(active),
+        inflight=int(inflight),
+        queue_ready=int(ready),
+        queue_deferred=int(deferred),
+        finished=finished,
+        cost_micro_usd=cost,
+        paused=_pairs(pause),
+    )
+
+
+def redis_time_ms(reply: Any) -> int:
+    """Redis ``TIME`` reply as milliseconds."""
+    secs, micros = reply
+    return int(secs) * 1000 + int(micros) // 1000

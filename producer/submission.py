@@ -1,0 +1,66 @@
+"""What a submit writes, built once for the async and the sync client."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from producer.keys import SCHEMA_VERSION, SUBMIT_TASK, Field
+from producer.models import GenerationRequest, parse_request, validate_options
+from producer.scripts import ScriptCall, call, ms
+from producer.settings import Settings
+from producer.timers import Timer
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A validated request ready to be written: its new id and the create script call."""
+
+    request_id: str
+    create: ScriptCall
+    first_timer: Timer
+
+
+def prepare(
+    settings: Settings,
+    request: GenerationRequest | dict[str, Any],
+    *,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    deadline_s: float | None,
+) -> Submission:
+    """Validate everything (raising ``InvalidRequest`` before any write) and build the writes."""
+    req = parse_request(request)
+    validate_options(
+        idempotency_key=idempotency_key,
+        webhook_url=webhook_url,
+        deadline_s=deadline_s,
+        max_deadline_s=settings.max_deadline_s,
+    )
+    request_id = str(uuid.uuid4())
+    fields = {
+        Field.VERSION: str(SCHEMA_VERSION),
+        Field.MODEL: req.model,
+        Field.REQUEST: json.dumps(req.upstream_body(), separators=(",", ":")),
+        Field.METADATA: json.dumps(req.metadata, separators=(",", ":")),
+        Field.WEBHOOK_URL: webhook_url or "",
+        Field.IDEMPOTENCY_KEY: idempotency_key or "",
+    }
+    deadline = settings.default_deadline_s if deadline_s is None else deadline_s
+    create = call(
+        settings,
+        "create",
+        request_id,
+        json.dumps(fields),
+        ms(deadline),
+        "1" if idempotency_key else "0",
+        idempotency_key=idempotency_key,
+    )
+    return Submission(request_id, create, Timer(SUBMIT_TASK, request_id, 0))
+
+
+def created_id(reply: list[str]) -> tuple[str, bool]:
+    """The request id a create reply names, and whether it is new."""
+    return reply[1], reply[0] == "CREATED"

@@ -1,0 +1,119 @@
+"""The blocking producer client, built on redis-py's sync API (safe inside a running event
+loop, e.g. a Django async view, where ``asyncio.run`` would fail)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from producer.client import CancelOutcome, cancel_outcome
+from producer.errors import RequestNotFound, WaitTimeout
+from producer.models import GenerationRequest
+from producer.record import RequestView
+from producer.scripts import SyncScripts, call, ms
+from producer.settings import Settings
+from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from producer.submission import created_id, prepare
+from producer.timers import SyncTimers
+from producer.waiters import SyncDoneListener
+
+_SUBSCRIBE_TIMEOUT_S = 5.0
+
+
+class Client:
+    """What a synchronous backend (Django, Flask, scripts) uses; thread-safe."""
+
+    def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None):
+        self.settings = settings or Settings.from_env()
+        self._redis = client or redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        self._owns_redis = client is None
+        self._keys = self.settings.keys
+        self._scripts = SyncScripts(self._redis)
+        self._timers = SyncTimers(self._redis, self._keys.queue)
+        self._listener = SyncDoneListener(self._redis, self._keys)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the shared subscription and release connections."""
+        self._listener.close()
+        if self._owns_redis:
+            self._redis.close()
+
+    def submit(
+        self,
+        request: GenerationRequest | dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+        deadline_s: float | None = None,
+    ) -> str:
+        """Validate and enqueue a request; return its id (see ``AsyncClient.submit``)."""
+        sub = prepare(
+            self.settings,
+            request,
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            deadline_s=deadline_s,
+        )
+        request_id, is_new = created_id(self._scripts.run(sub.create))
+        if is_new:
+            self._timers.arm(sub.first_timer)
+        return request_id
+
+    def get(self, request_id: str) -> RequestView:
+        """The current record; raises ``RequestNotFound``."""
+        raw: dict[str, str] = self._redis.hgetall(self._keys.record(request_id))  # type: ignore[assignment]
+        if not raw:
+            raise RequestNotFound(request_id)
+        return RequestView.from_hash(raw)
+
+    def wait(self, request_id: str, timeout_s: float | None = None) -> RequestView:
+        """Block until the request is terminal (see ``AsyncClient.wait``)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        ev = self._listener.register(request_id)
+        try:
+            self._listener.ensure_subscribed(
+                _SUBSCRIBE_TIMEOUT_S if timeout_s is None else min(timeout_s, _SUBSCRIBE_TIMEOUT_S)
+            )
+            while True:
+                ev.clear()
+                view = self.get(request_id)
+                if view.is_terminal:
+                    return view
+                pause = self.settings.wait_recheck_s
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise WaitTimeout(request_id, timeout_s or 0.0, view.status)
+                    pause = min(pause, remaining)
+                ev.wait(pause)
+        finally:
+            self._listener.unregister(request_id, ev)
+
+    def cancel(self, request_id: str) -> CancelOutcome:
+        """Cancel (see ``AsyncClient.cancel``)."""
+        view = self.get(request_id)
+        c = call(
+            self.settings,
+            "cancel",
+            request_id,
+            ms(self.settings.tracking_limit_s),
+            idempotency_key=view.idempotency_key,
+        )
+        return cancel_outcome(self._scripts.run(c), request_id)
+
+    def stats(self) -> Stats:
+        """A snapshot of queue depth, in-flight counts and cluster totals."""
+        now = redis_time_ms(self._redis.time())
+        with self._redis.pipeline(transaction=False) as pipe:
+            for cmd in stats_commands(self._keys, now):
+                pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
+            replies = pipe.execute()
+        return parse_stats(replies)

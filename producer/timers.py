@@ -1,0 +1,110 @@
+"""Timers: the only module that knows how arq stores a job.
+
+A timer is an arq job with a deterministic id (``poll:{id}:{seq}``) scheduled on Redis' clock.
+Arming is one Lua script (the same check arq's ``enqueue_job`` does — job or result key
+present means already armed — but atomic, usable from sync and async clients, and scored
+with Redis ``TIME`` instead of the host's clock). Payloads are JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+
+from producer.keys import SCHEMA_VERSION, timer_job_id
+
+ARM_LUA = """
+-- KEYS: 1 job key, 2 result key, 3 queue. ARGV: 1 payload, 2 run at (Redis ms, 0 = use delay),
+-- 3 delay (ms), 4 how long the job may wait past its run time before it expires (ms), 5 job id.
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = tonumber(ARGV[2])
+if at <= 0 then at = now + tonumber(ARGV[3]) end
+redis.call('PSETEX', KEYS[1], math.max(at - now, 0) + tonumber(ARGV[4]), ARGV[1])
+redis.call('ZADD', KEYS[3], at, ARGV[5])
+return 1
+"""
+
+
+def dumps(obj: Any) -> bytes:
+    """arq job serializer: JSON (a shared Redis must not be a code-execution channel)."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def loads(data: bytes) -> Any:
+    """arq job deserializer (JSON)."""
+    return json.loads(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """One step of a request's timer chain."""
+
+    kind: str
+    request_id: str
+    seq: int
+
+    @property
+    def job_id(self) -> str:
+        return timer_job_id(self.kind, self.request_id, self.seq)
+
+
+def _arm_call(
+    queue: str, timer: Timer, *, at_ms: int, delay_ms: int, now_ms: int
+) -> tuple[list[str], list[str | bytes]]:
+    # Task arguments carry the schema version: timers outlive rolling deploys.
+    payload = serialize_job(
+        timer.kind,
+        (timer.request_id, timer.seq, SCHEMA_VERSION),
+        {},
+        None,
+        now_ms,
+        serializer=dumps,
+    )
+    keys = [job_key_prefix + timer.job_id, result_key_prefix + timer.job_id, queue]
+    args: list[str | bytes] = [
+        payload,
+        str(at_ms),
+        str(max(0, delay_ms)),
+        str(expires_extra_ms),
+        timer.job_id,
+    ]
+    return keys, args
+
+
+class AsyncTimers:
+    """Arms timers through an asyncio Redis client."""
+
+    def __init__(self, client: redis.asyncio.Redis, queue: str) -> None:
+        self._script = client.register_script(ARM_LUA)
+        self._queue = queue
+
+    async def arm(self, timer: Timer, *, delay_ms: int = 0, at_ms: int = 0) -> bool:
+        """Schedule the timer; False if that exact step is already armed (or running)."""
+        keys, args = _arm_call(
+            self._queue, timer, at_ms=at_ms, delay_ms=delay_ms, now_ms=int(time.time() * 1000)
+        )
+        return bool(await self._script(keys=keys, args=args))
+
+
+class SyncTimers:
+    """Arms timers through a blocking Redis client."""
+
+    def __init__(self, client: redis.Redis, queue: str) -> None:
+        self._script = client.register_script(ARM_LUA)
+        self._queue = queue
+
+    def arm(self, timer: Timer, *, delay_ms: int = 0, at_ms: int = 0) -> bool:
+        """Schedule the timer; False if that exact step is already armed (or running)."""
+        keys, args = _arm_call(
+            self._queue, timer, at_ms=at_ms, delay_ms=delay_ms, now_ms=int(time.time() * 1000)
+        )
+        return bool(self._script(keys=keys, args=args))

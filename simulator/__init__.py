@@ -1,0 +1,21 @@
+"""A faithful, deterministic, time-scalable fake of Together AI's asynchronous video API."""
+
+from simulator.app import create_app
+from simulator.config import DEFAULT_MODELS, FaultPolicy, ModelProfile, SimConfig
+from simulator.lifecycle import SimJob, Simulator
+from simulator.server import SimServer, run_in_thread, running_simulator, serve, start_in_thread
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "FaultPolicy",
+    "ModelProfile",
+    "SimConfig",
+    "SimJob",
+    "SimServer",
+    "Simulator",
+    "create_app",
+    "run_in_thread",
+    "running_simulator",
+    "serve",
+    "start_in_thread",
+]

@@ -1,0 +1,168 @@
+"""arq glue: the worker's functions, settings and a supervisor that survives Redis restarts.
+
+This is the only worker module that imports arq (timers are armed by ``producer.timers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import httpx
+import redis
+import structlog
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import Function, Worker, func
+
+from producer.keys import POLL_TASK, RECONCILE_TASK, SCHEMA_VERSION, SUBMIT_TASK
+from producer.timers import dumps, loads
+from worker.config import WorkerConfig
+from worker.reconciler import reconcile_once
+from worker.runtime import CTX_KEY, Runtime
+from worker.tasks import run_poll, run_submit
+
+log = structlog.get_logger(__name__)
+
+#: arq counts a SIGKILLed run as a try; the record makes re-runs harmless, so allow many.
+MAX_TRIES = 1000
+
+
+def _runtime(ctx: dict[str, Any]) -> Runtime:
+    rt: Runtime = ctx[CTX_KEY]
+    return rt
+
+
+def _version_ok(v: int) -> bool:
+    if v > SCHEMA_VERSION:
+        log.error("timer_from_newer_version", version=v, supported=SCHEMA_VERSION)
+        return False
+    return True
+
+
+async def submit(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
+    """arq task: create the upstream job (see ``worker.tasks.run_submit``)."""
+    if _version_ok(v):
+        await run_submit(_runtime(ctx), request_id, seq)
+
+
+async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
+    """arq task: check the upstream job once (see ``worker.tasks.run_poll``)."""
+    if _version_ok(v):
+        await run_poll(_runtime(ctx), request_id, seq)
+
+
+async def reconcile(ctx: dict[str, Any]) -> int:
+    """arq cron: re-arm lost timers."""
+    return await reconcile_once(_runtime(ctx))
+
+
+def _cron_seconds(interval_s: int) -> dict[str, Any]:
+    if interval_s < 60:
+        return {"second": set(range(0, 60, interval_s))}
+    minutes = max(1, interval_s // 60)
+    return {"minute": set(range(0, 60, minutes)), "second": 0}
+
+
+def functions(config: WorkerConfig) -> list[Function]:
+    timeout = config.task_timeout_s
+    return [
+        func(submit, name=SUBMIT_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0),
+        func(poll, name=POLL_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0),
+    ]
+
+
+def build_worker(
+    config: WorkerConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    handle_signals: bool = True,
+    burst: bool = False,
+) -> Worker:
+    """An arq ``Worker`` for genqueue's tasks (``transport`` overrides the upstream's)."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx[CTX_KEY] = await Runtime.start(config, transport=transport)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        rt = ctx.pop(CTX_KEY, None)
+        if rt is not None:
+            await rt.close()
+
+    return Worker(
+        functions=functions(config),
+        cron_jobs=[
+            cron(
+                reconcile,
+                name=RECONCILE_TASK,
+                run_at_startup=False,
+                timeout=config.task_timeout_s,
+                keep_result=0,
+                **_cron_seconds(config.reconcile_interval_s),
+            )
+        ],
+        queue_name=config.settings.keys.queue,
+        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        handle_signals=handle_signals,
+        job_completion_wait=round(config.job_completion_wait_s),
+        max_jobs=config.max_jobs,
+        job_timeout=config.task_timeout_s,
+        keep_result=0,
+        poll_delay=config.poll_delay_s,
+        queue_read_limit=config.queue_read_limit,
+        max_tries=MAX_TRIES,
+        burst=burst,
+        job_serializer=dumps,
+        job_deserializer=loads,
+        health_check_interval=10,
+        health_check_key=f"{config.settings.keys.prefix}:health:{config.worker_name}",
+        log_results=False,
+    )
+
+
+async def run_worker(
+    config: WorkerConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> None:
+    """Run a worker until SIGTERM/SIGINT; a lost Redis restarts it (with backoff) instead of
+    killing the process, since a bare arq worker dies with its connection."""
+    logging.getLogger("arq").setLevel(logging.WARNING)
+    stopping = asyncio.Event()
+    backoff_s = 0.5
+    while not stopping.is_set():
+        worker = build_worker(config, transport=transport)
+        worker.on_stop = lambda _sig: stopping.set()
+        try:
+            await worker.async_run()
+            backoff_s = 0.5
+        except asyncio.CancelledError:
+            if stopping.is_set():
+                break
+            raise
+        except (redis.RedisError, OSError) as exc:
+            log.warning(
+                "redis_unavailable",
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+                retry_in_s=backoff_s,
+                redis=config.settings.redis_url_redacted,
+            )
+        finally:
+            for t in list(worker.tasks.values()):
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await worker.close()
+        if stopping.is_set():
+            break
+        # Signals during the backoff must still stop us (arq's handlers left with its worker).
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), backoff_s)
+        backoff_s = min(backoff_s * 2, 10.0)
+    log.info("worker_stopped")

@@ -1,0 +1,55 @@
+"""Delays between checks: pure functions, so tests can assert every delay."""
+
+from __future__ import annotations
+
+import random
+
+
+def jittered(delay_s: float, jitter: float, rng: random.Random | None) -> float:
+    """``delay_s`` spread uniformly by ±``jitter`` (a fraction); unchanged without an rng."""
+    if rng is None or jitter <= 0:
+        return delay_s
+    return delay_s * rng.uniform(1.0 - jitter, 1.0 + jitter)
+
+
+def poll_delay_s(
+    polls_done: int,
+    *,
+    first_s: float,
+    floor_s: float,
+    cap_s: float,
+    factor: float,
+    jitter: float = 0.0,
+    rng: random.Random | None = None,
+    retry_after_s: float | None = None,
+) -> float:
+    """Delay before the next status check.
+
+    ``polls_done`` counts checks already made: 0 means "just created", which waits ``first_s``
+    (near the model's typical duration); after that ``floor_s * factor**(n-1)``, at most
+    ``cap_s``. Jitter spreads a herd; an upstream ``Retry-After`` is never undercut.
+    """
+    base = first_s if polls_done <= 0 else min(cap_s, floor_s * factor ** min(polls_done - 1, 64))
+    delay = jittered(base, jitter, rng)
+    if polls_done > 0:
+        delay = min(delay, cap_s)
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    return max(0.0, delay)
+
+
+def retry_delay_s(
+    attempt: int,
+    *,
+    base_s: float,
+    cap_s: float,
+    jitter: float = 0.0,
+    rng: random.Random | None = None,
+    retry_after_s: float | None = None,
+) -> float:
+    """Delay before retrying a create after its ``attempt``-th failure (1-based): exponential."""
+    delay = min(cap_s, base_s * 2 ** max(0, min(attempt - 1, 32)))
+    delay = min(cap_s, jittered(delay, jitter, rng))
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    return max(0.0, delay)

@@ -1,0 +1,119 @@
+"""Worker configuration: one typed dataclass, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from producer.settings import Settings, overrides_from_env
+
+AmbiguousPolicy = Literal["resubmit", "fail"]
+TransportKind = Literal["aiohttp", "httpx"]
+DurableWrites = Literal["auto", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How workers talk to the upstream and schedule their checks (units in the names).
+
+    Durations marked *scaled* are multiplied by ``time_scale`` (DESIGN.md rule 14), so the
+    demo and benchmarks can run a 3-minute video in seconds with the same schedule shape.
+    """
+
+    settings: Settings = field(default_factory=Settings)
+    upstream_url: str = "https://api.together.xyz"
+    api_key: str = field(default="", repr=False)
+    transport: TransportKind = "aiohttp"
+    time_scale: float = 1.0
+    #: First check after create (scaled): near a typical video's duration.
+    first_poll_s: float = 20.0
+    #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.
+    poll_floor_s: float = 5.0
+    poll_cap_s: float = 30.0
+    poll_factor: float = 1.5
+    #: Jitter as a fraction of each delay (0 turns it off).
+    poll_jitter: float = 0.1
+    #: Retry delays of a create that did not happen (scaled), backoff base and cap.
+    submit_retry_s: float = 2.0
+    submit_retry_cap_s: float = 60.0
+    #: Cap on upstream jobs in flight across all workers (0 = no cap), and how long a request
+    #: waits before asking again when the cap is full (scaled).
+    max_inflight: int = 0
+    cap_wait_s: float = 2.0
+    #: How long creates pause for everyone after 401/402/403 (not scaled: a human must act).
+    pause_s: float = 60.0
+    ambiguous_policy: AmbiguousPolicy = "resubmit"
+    #: Consecutive 404s on a poll before the request fails.
+    not_found_limit: int = 3
+    #: Every task's timeout; it also sets how soon arq re-runs a SIGKILLed task (+10 s).
+    task_timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 15.0
+    max_jobs: int = 100
+    queue_read_limit: int = 2000
+    #: How often an idle worker asks Redis for due timers.
+    poll_delay_s: float = 0.1
+    #: On SIGTERM, how long running tasks may finish before they are cancelled.
+    job_completion_wait_s: float = 20.0
+    reconcile_interval_s: int = 30
+    #: A timer this overdue (scaled) is considered lost and re-armed.
+    reconcile_grace_s: float = 30.0
+    reconcile_batch: int = 1000
+    #: Wait for fsync (WAITAOF) or a replica (WAIT) after recording an upstream id.
+    durable_writes: DurableWrites = "auto"
+    durable_wait_timeout_s: float = 1.0
+    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def __post_init__(self) -> None:
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        if not 0 < self.poll_floor_s <= self.poll_cap_s:
+            raise ValueError("need 0 < poll_floor_s <= poll_cap_s")
+        if self.poll_factor < 1:
+            raise ValueError("poll_factor must be >= 1")
+        if not 0 <= self.poll_jitter < 1:
+            raise ValueError("poll_jitter must be in [0, 1)")
+        if self.ambiguous_policy not in ("resubmit", "fail"):
+            raise ValueError("ambiguous_policy must be 'resubmit' or 'fail'")
+        if self.transport not in ("aiohttp", "httpx"):
+            raise ValueError("transport must be 'aiohttp' or 'httpx'")
+        http_budget = self.connect_timeout_s + self.read_timeout_s
+        if http_budget >= self.task_timeout_s:
+            # The upstream id must be written before the task can time out (rule 3).
+            raise ValueError(
+                f"connect_timeout_s + read_timeout_s ({http_budget:g}) must be below "
+                f"task_timeout_s ({self.task_timeout_s:g})"
+            )
+        if self.reconcile_interval_s <= 0 or (
+            self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
+        ):
+            raise ValueError("reconcile_interval_s must divide 60 (or be a multiple of 60)")
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * self.time_scale
+
+    @property
+    def lease_s(self) -> float:
+        """Submit lease: a create can't outlive its task, plus a margin for clock jitter."""
+        return self.task_timeout_s + 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        """Config from ``GENQUEUE_*`` variables and ``TOGETHER_API_KEY``."""
+        e = os.environ if env is None else env
+        base = cls()
+        over = overrides_from_env(base, e)
+        over.pop("settings", None)
+        over.pop("api_key", None)
+        upstream = e.get("GENQUEUE_UPSTREAM_URL")
+        if upstream:
+            over["upstream_url"] = upstream
+        return replace(
+            base,
+            settings=Settings.from_env(e),
+            api_key=e.get("TOGETHER_API_KEY", ""),
+            **over,
+        )

@@ -1,0 +1,36 @@
+"""The reconciler: re-arms timers that were lost (a crash between two writes, a Redis that
+lost its last second of AOF). It only *arms*; the tasks themselves decide what to do."""
+
+from __future__ import annotations
+
+import structlog
+
+from producer.scripts import ms
+from producer.stats import redis_time_ms
+from worker.runtime import Runtime
+from worker.tasks import arm_current
+
+log = structlog.get_logger(__name__)
+
+
+async def reconcile_once(rt: Runtime) -> int:
+    """Re-arm every in-flight request whose next check is overdue by more than the grace
+    period; returns how many timers were really missing (and are now armed)."""
+    cfg = rt.config
+    now = redis_time_ms(await rt.redis.time())
+    cutoff = now - ms(cfg.scaled(cfg.reconcile_grace_s))
+    rearmed = 0
+    start = 0
+    while True:
+        ids: list[str] = await rt.redis.zrangebyscore(
+            rt.keys.inflight, "-inf", cutoff, start=start, num=cfg.reconcile_batch
+        )
+        for request_id in ids:
+            if await arm_current(rt, request_id):
+                rearmed += 1
+        if len(ids) < cfg.reconcile_batch:
+            break
+        start += len(ids)
+    if rearmed:
+        log.warning("timers_rearmed", count=rearmed)
+    return rearmed

@@ -1,0 +1,72 @@
+"""Everything a task needs, built once per worker process and kept in arq's ``ctx``."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import httpx
+import redis.asyncio
+
+from producer.keys import Keys
+from producer.scripts import AsyncScripts
+from producer.timers import AsyncTimers
+from worker.config import WorkerConfig
+from worker.durability import Durability
+from worker.pause import CreatePause
+from worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
+
+CTX_KEY = "genqueue"
+
+
+@dataclass
+class Runtime:
+    """Per-process state shared by every task of one worker."""
+
+    config: WorkerConfig
+    redis: redis.asyncio.Redis
+    upstream: UpstreamClient
+    durability: Durability = field(default_factory=Durability)
+    rng: random.Random = field(default_factory=random.Random)
+    unknown_statuses_seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.keys: Keys = self.config.settings.keys
+        self.scripts = AsyncScripts(self.redis)
+        self.timers = AsyncTimers(self.redis, self.keys.queue)
+        self.pause = CreatePause(self.redis, self.keys)
+
+    @classmethod
+    async def start(
+        cls, config: WorkerConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Runtime:
+        """Connect to Redis and the upstream (``transport`` overrides the production one)."""
+        client = redis.asyncio.Redis.from_url(
+            config.settings.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+        upstream = UpstreamClient(
+            base_url=config.upstream_url,
+            api_key=config.api_key,
+            timeouts=UpstreamTimeouts(
+                connect_s=config.connect_timeout_s,
+                read_s=config.read_timeout_s,
+                write_s=config.read_timeout_s,
+                pool_s=config.connect_timeout_s,
+                total_s=config.connect_timeout_s + config.read_timeout_s,
+            ),
+            transport=transport
+            or make_transport(config.transport, max_connections=config.max_jobs),
+        )
+        durability = await Durability.detect(
+            client,
+            mode=config.durable_writes,
+            timeout_ms=round(config.durable_wait_timeout_s * 1000),
+        )
+        return cls(config=config, redis=client, upstream=upstream, durability=durability)
+
+    async def close(self) -> None:
+        await self.upstream.aclose()
+        await self.redis.aclose()

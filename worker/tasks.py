@@ -1,0 +1,342 @@
+"""The two timer tasks, ``submit`` and ``poll``: each does one HTTP call at most, records what
+it learned with one atomic script, then arms the next step as a fresh deferred job.
+
+Every task is idempotent: a duplicate or superseded run (``seq`` moved on) only makes sure the
+current timer exists. Nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import structlog
+
+from producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field
+from producer.scripts import ScriptCall, call, ms
+from producer.timers import Timer
+from worker.backoff import poll_delay_s, retry_delay_s
+from worker.runtime import Runtime
+from worker.upstream import (
+    Disposition,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamJob,
+    classify,
+)
+
+log = structlog.get_logger(__name__)
+
+
+def idempotency_header(request_id: str) -> str:
+    """The ``Idempotency-Key`` sent with every create of a request (stable across attempts)."""
+    return f"genqueue-{request_id}"
+
+
+def _call(rt: Runtime, name: Any, raw: dict[str, str], *extra: str | int, **kw: Any) -> ScriptCall:
+    return call(
+        rt.config.settings,
+        name,
+        raw[Field.ID],
+        *extra,
+        idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
+        **kw,
+    )
+
+
+async def _load(rt: Runtime, request_id: str) -> dict[str, str]:
+    raw: dict[str, str] = await rt.redis.hgetall(rt.keys.record(request_id))  # type: ignore[misc]
+    return raw
+
+
+async def arm_current(rt: Runtime, request_id: str) -> bool:
+    """Make sure the record's current timer exists (at its ``next_check_at``); True if it was
+    missing and is now armed. Safe to call from anywhere, any number of times."""
+    raw = await _load(rt, request_id)
+    if not raw:
+        return False
+    kind = raw.get(Field.TIMER, "")
+    if kind not in (SUBMIT_TASK, POLL_TASK):
+        return False
+    if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
+        return False
+    timer = Timer(kind, request_id, int(raw.get(Field.SEQ, "0")))
+    at_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or "0")
+    return await rt.timers.arm(timer, at_ms=max(at_ms, 1))
+
+
+async def _arm_next(rt: Runtime, kind: str, request_id: str, reply: list[str]) -> None:
+    """Arm the step a script just created: reply = [tag, seq, delay_ms]."""
+    await rt.timers.arm(Timer(kind, request_id, int(reply[1])), delay_ms=int(reply[2]))
+
+
+def _scaled_ms(rt: Runtime, seconds: float) -> int:
+    return ms(rt.config.scaled(seconds))
+
+
+# --- submit -------------------------------------------------------------------------------
+
+
+async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
+    """Create the upstream job for a pending request, or re-arm when it can't be done yet."""
+    with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
+        raw = await _load(rt, request_id)
+        if not raw:
+            log.info("record_missing")
+            return
+        cfg = rt.config
+        begin = _call(
+            rt,
+            "begin_submit",
+            raw,
+            str(seq),
+            cfg.max_inflight,
+            ms(cfg.lease_s),
+            cfg.worker_name,
+            cfg.ambiguous_policy,
+            _scaled_ms(rt, cfg.cap_wait_s),
+            extra_keys=(rt.keys.pause,),
+        )
+        reply = await rt.scripts.run(begin)
+        tag = reply[0]
+        if tag in ("CAP_FULL", "LEASED", "PAUSED"):
+            log.debug("submit_deferred", reason=tag.lower(), delay_ms=int(reply[2]))
+            await _arm_next(rt, SUBMIT_TASK, request_id, reply)
+            return
+        if tag == "STALE":
+            await arm_current(rt, request_id)
+            return
+        if tag != "OK":
+            log.info("submit_ended", outcome=tag.lower())
+            return
+        submit_seq = reply[1]
+        if reply[2] == "1":
+            log.warning("ambiguous_submit", policy=cfg.ambiguous_policy)
+        body = json.loads(raw[Field.REQUEST])
+        try:
+            job = await rt.upstream.create(body, idempotency_key=idempotency_header(request_id))
+        except UpstreamError as exc:
+            await _submit_failed(rt, raw, submit_seq, exc)
+            return
+        # Shielded: once the upstream has answered, the id must reach Redis even if this
+        # task is cancelled (timeout, shutdown) — an unrecorded job is billed and lost.
+        await asyncio.shield(_record_submitted(rt, raw, submit_seq, job))
+
+
+async def _record_submitted(
+    rt: Runtime, raw: dict[str, str], submit_seq: str, job: UpstreamJob
+) -> None:
+    request_id = raw[Field.ID]
+    with structlog.contextvars.bound_contextvars(upstream_id=job.id):
+        cfg = rt.config
+        first = (
+            0.0
+            if job.is_terminal
+            else poll_delay_s(
+                0,
+                first_s=cfg.scaled(cfg.first_poll_s),
+                floor_s=cfg.scaled(cfg.poll_floor_s),
+                cap_s=cfg.scaled(cfg.poll_cap_s),
+                factor=cfg.poll_factor,
+                jitter=cfg.poll_jitter,
+                rng=rt.rng,
+            )
+        )
+        c = _call(
+            rt,
+            "submitted",
+            raw,
+            submit_seq,
+            job.id,
+            job.status,
+            _num(job.created_at),
+            _num(job.started_at),
+            ms(first),
+            ms(cfg.settings.tracking_limit_s),
+            _scaled_ms(rt, cfg.poll_cap_s),
+        )
+        reply = await rt.durability.run(rt.redis, rt.scripts, c)
+        if reply[0] == "OK":
+            log.info("upstream_job_created", upstream_status=job.status)
+            await _arm_next(rt, POLL_TASK, request_id, reply)
+        elif reply[0] == "STALE":
+            # A newer attempt owns the request; this job's id is kept in upstream_ids.
+            log.warning("upstream_job_created_by_superseded_attempt")
+        else:
+            log.error("upstream_job_created_for_missing_record")
+
+
+async def _submit_failed(
+    rt: Runtime, raw: dict[str, str], submit_seq: str, exc: UpstreamError
+) -> None:
+    cfg = rt.config
+    disposition = classify(exc)
+    retry_after = exc.retry_after_s if isinstance(exc, UpstreamHTTPError) else None
+    attempts = int(raw.get(Field.ATTEMPTS, "0")) + 1
+    delay = retry_delay_s(
+        attempts,
+        base_s=cfg.scaled(cfg.submit_retry_s),
+        cap_s=cfg.scaled(cfg.submit_retry_cap_s),
+        jitter=cfg.poll_jitter,
+        rng=rt.rng,
+        retry_after_s=retry_after,
+    )
+    mode, ambiguous = "retry", "0"
+    if disposition is Disposition.FAIL_REQUEST:
+        mode = "fail"
+    elif disposition is Disposition.PAUSE_CREATES:
+        code = exc.status_code if isinstance(exc, UpstreamHTTPError) else "?"
+        await rt.pause.pause(reason=str(exc), code=code, duration_ms=ms(cfg.pause_s))
+        delay = cfg.pause_s
+        log.error("creates_paused", code=code, pause_s=cfg.pause_s)
+    elif disposition is Disposition.RETRY_AMBIGUOUS:
+        ambiguous = "1"
+    c = _call(
+        rt,
+        "submit_release",
+        raw,
+        submit_seq,
+        mode,
+        ambiguous,
+        ms(delay),
+        str(exc),
+        cfg.ambiguous_policy,
+    )
+    reply = await rt.scripts.run(c)
+    log.info(
+        "upstream_create_failed",
+        disposition=disposition.value,
+        error=str(exc),
+        outcome=reply[0].lower(),
+        retry_in_s=round(delay, 3) if reply[0] == "RETRY" else None,
+    )
+    if reply[0] == "RETRY":
+        await _arm_next(rt, SUBMIT_TASK, raw[Field.ID], reply)
+
+
+# --- poll ---------------------------------------------------------------------------------
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
+    """Check the upstream job once; finish the request or arm the next check."""
+    with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
+        raw = await _load(rt, request_id)
+        if not raw:
+            log.info("record_missing")
+            return
+        if raw.get(Field.TIMER) != POLL_TASK or raw.get(Field.SEQ) != str(seq):
+            await arm_current(rt, request_id)
+            return
+        if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
+            return
+        upstream_id = raw.get(Field.UPSTREAM_ID, "")
+        with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
+            try:
+                job = await rt.upstream.retrieve(upstream_id)
+            except UpstreamError as exc:
+                await _poll_failed(rt, raw, seq, exc)
+                return
+            if job.is_terminal:
+                await _finish(rt, raw, seq, job)
+            else:
+                await _poll_update(rt, raw, seq, job=job)
+
+
+async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) -> None:
+    c = _call(
+        rt,
+        "finish",
+        raw,
+        str(seq),
+        job.status,
+        "" if job.cost_micro_usd is None else job.cost_micro_usd,
+        job.video_url or "",
+        job.error or "",
+        _num(job.created_at),
+        _num(job.started_at),
+        _num(job.done_at),
+    )
+    reply = await rt.scripts.run(c)
+    if reply[0] == "OK":
+        log.info(
+            "request_finished",
+            status=reply[1],
+            upstream_status=job.status,
+            cost_micro_usd=job.cost_micro_usd,
+            polls=int(raw.get(Field.POLLS, "0")) + 1,
+        )
+    elif reply[0] == "STALE":
+        await arm_current(rt, raw[Field.ID])
+
+
+async def _poll_update(
+    rt: Runtime,
+    raw: dict[str, str],
+    seq: int,
+    *,
+    job: UpstreamJob | None = None,
+    error: str = "",
+    retry_after_s: float | None = None,
+) -> None:
+    cfg = rt.config
+    if (
+        job is not None
+        and job.status == "unknown"
+        and job.raw_status not in rt.unknown_statuses_seen
+    ):
+        rt.unknown_statuses_seen.add(job.raw_status)
+        log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
+    delay = poll_delay_s(
+        int(raw.get(Field.POLLS, "0")) + 1,
+        first_s=cfg.scaled(cfg.first_poll_s),
+        floor_s=cfg.scaled(cfg.poll_floor_s),
+        cap_s=cfg.scaled(cfg.poll_cap_s),
+        factor=cfg.poll_factor,
+        jitter=cfg.poll_jitter,
+        rng=rt.rng,
+        retry_after_s=retry_after_s,
+    )
+    status = job.status if job is not None and job.status != "unknown" else ""
+    c = _call(
+        rt,
+        "poll_update",
+        raw,
+        str(seq),
+        status,
+        _num(job.started_at) if job is not None else "",
+        ms(delay),
+        _scaled_ms(rt, cfg.poll_cap_s),
+        ms(cfg.settings.tracking_limit_s),
+        error,
+    )
+    reply = await rt.scripts.run(c)
+    if reply[0] == "OK":
+        await _arm_next(rt, POLL_TASK, raw[Field.ID], reply)
+    elif reply[0] == "STALE":
+        await arm_current(rt, raw[Field.ID])
+    elif reply[0] == "ABANDONED":
+        log.error("tracking_abandoned")
+
+
+async def _poll_failed(rt: Runtime, raw: dict[str, str], seq: int, exc: UpstreamError) -> None:
+    disposition = classify(exc)
+    log.info("upstream_poll_failed", disposition=disposition.value, error=str(exc))
+    not_found = disposition is Disposition.NOT_FOUND
+    if not_found and int(raw.get(Field.POLL_ERRORS, "0")) + 1 >= rt.config.not_found_limit:
+        gone = UpstreamJob(
+            id=raw.get(Field.UPSTREAM_ID, ""),
+            status="failed",
+            raw_status="not_found",
+            error="the upstream no longer knows this job (404)",
+        )
+        await _finish(rt, raw, seq, gone)
+        return
+    retry_after = exc.retry_after_s if isinstance(exc, UpstreamHTTPError) else None
+    # Never fail a job that may be billed on a transient error: keep checking (at backoff)
+    # until its deadline; the script turns a passed deadline into `expired` + tracking.
+    await _poll_update(rt, raw, seq, error=str(exc)[:200], retry_after_s=retry_after)
