@@ -44,3 +44,75 @@ async def aredis(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+# --- workers in-process, driving the simulator through httpx.ASGITransport ----------------
+
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+
+from producer.client import AsyncClient  # noqa: E402
+from simulator import SimConfig, create_app  # noqa: E402
+from worker.app import build_worker  # noqa: E402
+from worker.config import WorkerConfig  # noqa: E402
+
+#: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
+FAST_SCALE = 0.001
+
+
+def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
+    """A worker config for tests: fast schedule, tiny arq poll delay, no jitter."""
+    base = WorkerConfig(
+        settings=settings,
+        upstream_url="http://sim",
+        api_key="test-key",
+        time_scale=FAST_SCALE,
+        poll_delay_s=0.005,
+        poll_jitter=0.0,
+        reconcile_interval_s=1,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture
+def sim_app() -> Any:
+    """An in-process simulator (no failures, fast, seeded)."""
+    return create_app(SimConfig(time_scale=FAST_SCALE, seed=7, failure_share=0.0))
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncClient]:
+    """An async producer client on the test database."""
+    async with AsyncClient(settings) as c:
+        yield c
+
+
+StartWorker = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def start_worker(settings: Settings, sim_app: Any) -> AsyncIterator[StartWorker]:
+    """Start in-process arq workers: ``await start_worker(transport=..., **config overrides)``."""
+    running: list[tuple[Any, asyncio.Task[None]]] = []
+
+    async def start(transport: httpx.AsyncBaseTransport | None = None, **overrides: Any) -> Any:
+        cfg = worker_config(settings, **overrides)
+        w = build_worker(
+            cfg, transport=transport or httpx.ASGITransport(app=sim_app), handle_signals=False
+        )
+        task = asyncio.create_task(w.async_run())
+        running.append((w, task))
+        return w
+
+    yield start
+    for w, task in running:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        with contextlib.suppress(Exception):
+            await w.close()

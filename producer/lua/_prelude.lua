@@ -16,6 +16,12 @@ local function now_ms()
 end
 local NOW = now_ms()
 
+-- A caller that forgot the idempotency mapping would leave it behind forever (rule 9):
+-- refuse before writing anything (a script error does not roll back earlier writes).
+if K_IDEM == K_REC and (redis.call('HGET', K_REC, 'idempotency_key') or '') ~= '' then
+  return redis.error_reply('genqueue: the idempotency key of ' .. ID .. ' was not passed')
+end
+
 -- Integers as decimal strings: Lua numbers are doubles and tostring() may use exponents.
 local function istr(n)
   return string.format('%d', n)

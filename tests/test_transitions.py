@@ -1,0 +1,437 @@
+"""The Lua transitions against a real Redis: every correctness rule of the record path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from producer.client import AsyncClient
+from producer.keys import SCHEMA_VERSION, Field, Keys
+from producer.scripts import AsyncScripts, ScriptName, call, ms
+from producer.settings import Settings
+from producer.stats import redis_time_ms
+
+MODEL = "minimax/video-01-director"
+REQ = {"model": MODEL, "prompt": "a lighthouse at dusk"}
+
+
+class Scripts:
+    """Calls the transition scripts the way the worker does, with readable arguments."""
+
+    def __init__(self, settings: Settings, client: redis.asyncio.Redis) -> None:
+        self.settings = settings
+        self.keys: Keys = settings.keys
+        self.redis = client
+        self.scripts = AsyncScripts(client)
+
+    async def run(
+        self, name: ScriptName, rid: str, *args: Any, idem: str | None = None
+    ) -> list[str]:
+        extra = (self.keys.pause,) if name == "begin_submit" else ()
+        if idem is None:
+            idem = await self.redis.hget(self.keys.record(rid), Field.IDEMPOTENCY_KEY) or None
+        return await self.scripts.run(
+            call(self.settings, name, rid, *args, idempotency_key=idem, extra_keys=extra)
+        )
+
+    async def rec(self, rid: str) -> dict[str, str]:
+        return await self.redis.hgetall(self.keys.record(rid))  # type: ignore[misc]
+
+    async def begin(
+        self,
+        rid: str,
+        *,
+        seq: int | None = None,
+        cap: int = 0,
+        lease_ms: int = 60_000,
+        policy: str = "resubmit",
+    ) -> list[str]:
+        if seq is None:
+            seq = int((await self.rec(rid))[Field.SEQ])
+        return await self.run("begin_submit", rid, str(seq), cap, lease_ms, "w1", policy, 1000)
+
+    async def submitted(
+        self, rid: str, submit_seq: str, upstream_id: str = "up-1", status: str = "queued"
+    ) -> list[str]:
+        return await self.run(
+            "submitted", rid, submit_seq, upstream_id, status, "1.5", "", 100, 3_600_000, 1000
+        )
+
+    async def poll(self, rid: str, *, status: str = "in_progress", error: str = "") -> list[str]:
+        seq = (await self.rec(rid))[Field.SEQ]
+        return await self.run("poll_update", rid, seq, status, "", 100, 1000, 3_600_000, error)
+
+    async def finish(
+        self,
+        rid: str,
+        outcome: str = "completed",
+        cost: int | str = 280_000,
+        seq: str | None = None,
+    ) -> list[str]:
+        seq = seq or (await self.rec(rid))[Field.SEQ]
+        return await self.run(
+            "finish", rid, seq, outcome, cost, "https://v/1.mp4", "", "1.0", "2.0", "3.0"
+        )
+
+    async def to_polling(self, rid: str, upstream_id: str = "up-1") -> None:
+        ok = await self.begin(rid)
+        assert ok[0] == "OK"
+        assert (await self.submitted(rid, ok[1], upstream_id))[0] == "OK"
+
+
+@pytest.fixture
+async def s(settings: Settings, aredis: redis.asyncio.Redis) -> Scripts:
+    return Scripts(settings, aredis)
+
+
+async def new(client: AsyncClient, **kw: Any) -> str:
+    return await client.submit(REQ, **kw)
+
+
+# --- create / submit -------------------------------------------------------------------------
+
+
+async def test_submit_writes_pending_record_indexes_and_one_timer(
+    client: AsyncClient, s: Scripts
+) -> None:
+    """submit() writes a versioned pending record, indexes it, and arms exactly one timer."""
+    rid = await new(client)
+    rec = await s.rec(rid)
+    assert rec[Field.STATUS] == "pending" and rec[Field.VERSION] == str(SCHEMA_VERSION)
+    assert json.loads(rec[Field.REQUEST]) == REQ
+    assert await s.redis.zscore(s.keys.inflight, rid) is not None
+    assert (await client.stats()).requests_by_status["pending"] == 1
+    assert await s.redis.zrange(s.keys.queue, 0, -1) == [f"submit:{rid}:0"]
+
+
+async def test_timer_payload_is_json_with_schema_version(client: AsyncClient, s: Scripts) -> None:
+    """Timer payloads are JSON (never pickle) and carry the schema version (rule 12)."""
+    rid = await new(client)
+    payload = json.loads(await s.redis.get(f"arq:job:submit:{rid}:0"))
+    assert payload["f"] == "submit" and payload["a"] == [rid, 0, SCHEMA_VERSION]
+
+
+async def test_same_idempotency_key_gives_same_id_and_one_record(
+    client: AsyncClient, s: Scripts
+) -> None:
+    """The same idempotency key returns the same id and writes nothing new."""
+    a = await new(client, idempotency_key="order-7")
+    b = await new(client, idempotency_key="order-7")
+    assert a == b
+    assert len(await s.redis.keys(f"{s.keys.prefix}:req:*")) == 1
+    assert await s.redis.zcard(s.keys.queue) == 1
+
+
+async def test_invalid_request_writes_nothing(client: AsyncClient, s: Scripts) -> None:
+    """A refused request leaves Redis untouched."""
+    from producer.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest):
+        await client.submit({"model": MODEL, "prompt": ""})
+    assert await s.redis.dbsize() == 0
+
+
+async def test_lease_blocks_a_second_submit_chain(client: AsyncClient, s: Scripts) -> None:
+    """A live submit lease makes a second chain defer, never POST again (rule 1)."""
+    rid = await new(client)
+    first = await s.begin(rid, seq=0)
+    assert first[0] == "OK" and first[2] == "0"
+    second = await s.begin(rid, seq=0)
+    assert second[0] == "LEASED" and int(second[2]) > 0
+    rec = await s.rec(rid)
+    assert rec[Field.ATTEMPTS] == "1" and rec[Field.AMBIGUOUS_SUBMITS] == "0"
+
+
+async def test_expired_lease_is_an_ambiguous_submit(client: AsyncClient, s: Scripts) -> None:
+    """Only an expired lease starts an ambiguous resubmit, and it is counted (rule 1)."""
+    rid = await new(client)
+    assert (await s.begin(rid, lease_ms=1))[0] == "OK"
+    await asyncio.sleep(0.01)
+    again = await s.begin(rid)
+    assert again[0] == "OK" and again[1] == "2" and again[2] == "1"
+    assert (await s.rec(rid))[Field.AMBIGUOUS_SUBMITS] == "1"
+
+
+async def test_ambiguous_policy_fail_fails_the_request(client: AsyncClient, s: Scripts) -> None:
+    """With the 'fail' policy an ambiguous submit ends the request as failed."""
+    rid = await new(client)
+    await s.begin(rid, lease_ms=1)
+    await asyncio.sleep(0.01)
+    assert (await s.begin(rid, policy="fail"))[0] == "FAILED"
+    view = await client.get(rid)
+    assert view.status == "failed" and "ambiguous" in (view.error or "")
+    assert await s.redis.scard(s.keys.active) == 0
+
+
+async def test_stale_timer_does_nothing(client: AsyncClient, s: Scripts) -> None:
+    """A timer whose seq has moved on changes nothing."""
+    rid = await new(client)
+    before = await s.rec(rid)
+    assert (await s.begin(rid, seq=5))[0] == "STALE"
+    assert await s.rec(rid) == before
+
+
+async def test_cap_admits_only_up_to_cap_under_concurrency(client: AsyncClient, s: Scripts) -> None:
+    """Concurrent submits never put more than the cap in flight (rule 5)."""
+    ids = [await new(client) for _ in range(20)]
+    replies = await asyncio.gather(*(s.begin(r, seq=0, cap=5) for r in ids))
+    assert sum(r[0] == "OK" for r in replies) == 5
+    assert sum(r[0] == "CAP_FULL" for r in replies) == 15
+    assert await s.redis.scard(s.keys.active) == 5
+    admitted = [r for r, rep in zip(ids, replies, strict=True) if rep[0] == "OK"]
+    await s.submitted(admitted[0], "1")
+    await s.finish(admitted[0])
+    waiting = [r for r, rep in zip(ids, replies, strict=True) if rep[0] == "CAP_FULL"]
+    assert (await s.begin(waiting[0], cap=5))[0] == "OK"
+    assert (await s.begin(waiting[1], cap=5))[0] == "CAP_FULL"
+
+
+async def test_create_failure_releases_the_slot_and_retries(
+    client: AsyncClient, s: Scripts
+) -> None:
+    """A create that did not happen gives the slot back and re-arms the submit."""
+    rid = await new(client)
+    ok = await s.begin(rid, seq=0)
+    reply = await s.run("submit_release", rid, ok[1], "retry", "0", 500, "HTTP 429", "resubmit")
+    assert reply[0] == "RETRY" and reply[2] == "500"
+    rec = await s.rec(rid)
+    assert rec[Field.STATUS] == "pending" and rec[Field.TIMER] == "submit"
+    assert await s.redis.scard(s.keys.active) == 0
+
+
+async def test_bad_request_fails_once(client: AsyncClient, s: Scripts) -> None:
+    """A rejected create fails the request with the upstream's message."""
+    rid = await new(client)
+    ok = await s.begin(rid, seq=0)
+    assert (await s.run("submit_release", rid, ok[1], "fail", "0", 0, "bad size", "resubmit"))[
+        0
+    ] == "FAILED"
+    view = await client.get(rid)
+    assert view.status == "failed" and view.error == "bad size"
+
+
+# --- submitted / poll / finish -----------------------------------------------------------------
+
+
+async def test_submitted_records_upstream_id_and_arms_poll(client: AsyncClient, s: Scripts) -> None:
+    """The upstream id is written with the status change and the first poll step."""
+    rid = await new(client)
+    ok = await s.begin(rid, seq=0)
+    reply = await s.submitted(rid, ok[1], "up-A", "in_progress")
+    assert reply[0] == "OK"
+    rec = await s.rec(rid)
+    assert rec[Field.UPSTREAM_ID] == "up-A" and rec[Field.STATUS] == "in_progress"
+    assert rec[Field.TIMER] == "poll" and rec[Field.SEQ] == reply[1]
+    assert json.loads(rec[Field.UPSTREAM_IDS]) == ["up-A"]
+
+
+async def test_superseded_create_keeps_its_upstream_id(client: AsyncClient, s: Scripts) -> None:
+    """An upstream id from a superseded attempt is kept in upstream_ids, not lost."""
+    rid = await new(client)
+    await s.begin(rid, seq=0, lease_ms=1)
+    await asyncio.sleep(0.01)
+    second = await s.begin(rid)
+    assert (await s.submitted(rid, "1", "up-old"))[0] == "STALE"
+    assert (await s.submitted(rid, second[1], "up-new"))[0] == "OK"
+    rec = await s.rec(rid)
+    assert rec[Field.UPSTREAM_ID] == "up-new"
+    assert json.loads(rec[Field.UPSTREAM_IDS]) == ["up-old", "up-new"]
+
+
+async def test_poll_with_old_seq_is_stale(client: AsyncClient, s: Scripts) -> None:
+    """A duplicate poll with an old seq writes nothing."""
+    rid = await new(client)
+    await s.to_polling(rid)
+    seq = (await s.rec(rid))[Field.SEQ]
+    assert (await s.poll(rid))[0] == "OK"
+    before = await s.rec(rid)
+    reply = await s.run("poll_update", rid, seq, "in_progress", "", 100, 1000, 3_600_000, "")
+    assert reply == ["STALE"]
+    assert await s.rec(rid) == before
+
+
+async def test_finish_updates_totals_indexes_and_ttl(client: AsyncClient, s: Scripts) -> None:
+    """The terminal step updates totals, leaves every index and starts the retention TTL."""
+    rid = await new(client, idempotency_key="k-1")
+    await s.to_polling(rid)
+    assert (await s.finish(rid, cost=280_000)) == ["OK", "completed"]
+    st = await client.stats()
+    assert st.finished == {(MODEL, "completed"): 1}
+    assert st.cost_micro_usd == {MODEL: 280_000}
+    assert st.inflight == 0 and st.active_upstream == 0
+    assert sum(st.requests_by_status.values()) == 0
+    retention = ms(s.settings.retention_s)
+    assert 0 < await s.redis.pttl(s.keys.record(rid)) <= retention
+    assert 0 < await s.redis.pttl(s.keys.idempotency("k-1")) <= retention
+
+
+async def test_terminal_status_never_changes(client: AsyncClient, s: Scripts) -> None:
+    """After a terminal state, cancel, poll and finish change nothing (no double count)."""
+    rid = await new(client)
+    await s.to_polling(rid)
+    seq = (await s.rec(rid))[Field.SEQ]
+    await s.finish(rid, outcome="failed", cost="")
+    before = await s.rec(rid)
+    assert await client.cancel(rid) == "already_finished"
+    assert (await s.finish(rid, seq=seq))[0] == "STALE"
+    assert (await s.finish(rid))[0] == "STALE"
+    assert await s.rec(rid) == before
+    assert (await client.stats()).finished == {(MODEL, "failed"): 1}
+
+
+async def test_money_is_integer_micro_dollars(client: AsyncClient, s: Scripts) -> None:
+    """Cost totals are exact integer sums (0.1 + 0.2 is 0.3 to the micro-dollar) (rule 10)."""
+    for cost in (100_000, 200_000, 280_000):
+        rid = await new(client)
+        await s.to_polling(rid)
+        await s.finish(rid, cost=cost)
+    st = await client.stats()
+    assert st.total_cost_micro_usd == 580_000
+    assert st.to_json_dict()["total_cost_usd"] == "0.580000"
+
+
+# --- cancel, deadline, tracking (rule 2) ----------------------------------------------------------
+
+
+async def test_cancel_pending_is_immediate(client: AsyncClient, s: Scripts) -> None:
+    """Cancelling a pending request ends it at once and frees everything."""
+    rid = await new(client)
+    assert await client.cancel(rid) == "cancelled"
+    assert (await client.get(rid)).status == "cancelled"
+    assert (await s.begin(rid, seq=0))[0] == "STALE"
+    assert await s.redis.zcard(s.keys.inflight) == 0
+
+
+async def test_cancel_of_billed_job_shows_cancelled_and_keeps_tracking_cost(
+    client: AsyncClient, s: Scripts
+) -> None:
+    """A cancelled request whose upstream job exists is still polled until its cost is known."""
+    rid = await new(client)
+    await s.to_polling(rid)
+    assert await client.cancel(rid) == "cancelled"
+    view = await client.get(rid)
+    assert view.status == "cancelled" and view.tracking and view.is_terminal
+    assert await s.redis.scard(s.keys.active) == 1
+    poll = await s.poll(rid)
+    assert poll[0] == "OK" and int(poll[2]) >= 1000
+    assert (await s.finish(rid, cost=280_000)) == ["OK", "cancelled"]
+    st = await client.stats()
+    assert st.cost_micro_usd == {MODEL: 280_000}
+    assert st.finished == {(MODEL, "cancelled"): 1}
+    assert st.active_upstream == 0 and st.tracking == 0
+    assert (await client.get(rid)).status == "cancelled"
+
+
+async def test_cancel_while_submitting_is_honoured_when_create_answers(
+    client: AsyncClient, s: Scripts
+) -> None:
+    """A cancel during the create POST takes effect when the upstream id is recorded."""
+    rid = await new(client)
+    ok = await s.begin(rid, seq=0)
+    assert await client.cancel(rid) == "requested"
+    assert (await s.submitted(rid, ok[1]))[0] == "OK"
+    view = await client.get(rid)
+    assert view.status == "cancelled" and view.tracking and view.upstream_id == "up-1"
+
+
+async def test_deadline_expires_but_billed_job_is_tracked(client: AsyncClient, s: Scripts) -> None:
+    """A passed deadline shows expired at once; the upstream job is still tracked."""
+    rid = await new(client, deadline_s=0.05)
+    await s.to_polling(rid)
+    await asyncio.sleep(0.08)
+    assert (await s.poll(rid))[0] == "OK"
+    view = await client.get(rid)
+    assert view.status == "expired" and view.tracking
+
+
+async def test_pending_past_deadline_expires_without_submitting(
+    client: AsyncClient, s: Scripts
+) -> None:
+    """A request still pending at its deadline expires instead of being created."""
+    rid = await new(client, deadline_s=0.01)
+    await asyncio.sleep(0.03)
+    assert (await s.begin(rid, seq=0))[0] == "EXPIRED"
+    assert (await client.get(rid)).status == "expired"
+
+
+async def test_tracking_stops_at_the_hard_limit(client: AsyncClient, s: Scripts) -> None:
+    """Tracking a cancelled job ends after the hard limit, freeing its slot."""
+    rid = await new(client)
+    await s.to_polling(rid)
+    await s.run("cancel", rid, 1)
+    await asyncio.sleep(0.01)
+    assert (await s.poll(rid)) == ["ABANDONED"]
+    assert await s.redis.scard(s.keys.active) == 0
+    assert (await client.get(rid)).status == "cancelled"
+
+
+# --- nothing resurrects (rule 9), scripts survive restarts (rule 6), one clock (rule 7) ----------
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("begin_submit", ("0", 0, 1000, "w", "resubmit", 10)),
+        ("submitted", ("1", "up", "queued", "", "", 1, 1, 1)),
+        ("submit_release", ("1", "retry", "0", 1, "e", "resubmit")),
+        ("poll_update", ("1", "queued", "", 1, 1, 1, "")),
+        ("finish", ("1", "completed", 5, "", "", "", "", "")),
+        ("cancel", (1,)),
+    ],
+)
+async def test_transition_on_missing_record_writes_nothing(
+    s: Scripts, name: ScriptName, args: tuple[Any, ...]
+) -> None:
+    """Every transition on a missing record answers MISSING and writes no key."""
+    assert (await s.run(name, "ghost", *args))[0] == "MISSING"
+    assert await s.redis.dbsize() == 0
+
+
+async def test_scripts_survive_script_flush(client: AsyncClient, s: Scripts) -> None:
+    """Transitions still work after Redis forgot every script (a restart) (rule 6)."""
+    rid = await new(client)
+    await s.redis.script_flush()
+    assert (await s.begin(rid, seq=0))[0] == "OK"
+    await s.redis.script_flush()
+    assert (await new(client)) != rid
+
+
+async def test_times_come_from_redis_not_the_host(
+    client: AsyncClient, s: Scripts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Record times use Redis TIME even when the host clock is wildly wrong (rule 7)."""
+    monkeypatch.setattr(time, "time", lambda: 946_684_800.0)  # the year 2000
+    rid = await new(client)
+    await s.to_polling(rid)
+    now = redis_time_ms(await s.redis.time())
+    rec = await s.rec(rid)
+    for f in (Field.ENQUEUED_AT_MS, Field.SUBMITTED_AT_MS, Field.NEXT_CHECK_AT_MS):
+        assert abs(int(rec[f]) - now) < 60_000, f
+    score = await s.redis.zscore(s.keys.queue, f"submit:{rid}:0")
+    assert score is not None and abs(score - now) < 60_000
+
+
+async def test_forgotten_idempotency_key_is_refused_before_any_write(
+    client: AsyncClient, s: Scripts
+) -> None:
+    """A transition called without the request's idempotency mapping fails loudly, writing
+    nothing, so a mapping can never outlive its record (rule 9)."""
+    rid = await new(client, idempotency_key="k-2")
+    before = await s.rec(rid)
+    with pytest.raises(redis.exceptions.ResponseError, match="idempotency key"):
+        await s.scripts.run(call(s.settings, "cancel", rid, 1))
+    assert await s.rec(rid) == before
+
+
+async def test_event_stream_records_each_transition(client: AsyncClient, s: Scripts) -> None:
+    """Each transition is appended to the event stream in the same step."""
+    rid = await new(client)
+    await s.to_polling(rid)
+    await s.finish(rid)
+    events = await s.redis.xrange(s.keys.events)
+    assert [e[1]["status"] for e in events] == ["pending", "submitting", "queued", "completed"]
