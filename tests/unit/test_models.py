@@ -89,7 +89,7 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
-fields = st.sampled_from(list(GenerationRequest.model_fields) + ["bogus"])
+fields = st.sampled_from([*GenerationRequest.model_fields, "bogus"])
 
 
 @settings(max_examples=300, deadline=None)
