@@ -49,7 +49,6 @@ async def aredis(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
 # --- workers in-process, driving the simulator through httpx.ASGITransport ----------------
 
 import asyncio  # noqa: E402
-import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any  # noqa: E402
@@ -58,7 +57,7 @@ import httpx  # noqa: E402
 
 from producer.client import AsyncClient  # noqa: E402
 from simulator import SimConfig, create_app  # noqa: E402
-from worker.app import build_worker  # noqa: E402
+from worker.app import build_worker, stop_worker  # noqa: E402
 from worker.config import WorkerConfig  # noqa: E402
 
 #: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
@@ -111,8 +110,5 @@ async def start_worker(settings: Settings, sim_app: Any) -> AsyncIterator[StartW
 
     yield start
     for w, task in running:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        with contextlib.suppress(Exception):
-            await w.close()
+        await stop_worker(w, grace_s=2.0)
+        await asyncio.gather(task, return_exceptions=True)

@@ -125,6 +125,40 @@ def build_worker(
     )
 
 
+async def stop_worker(worker: Worker, grace_s: float = 0.0) -> None:
+    """Stop an arq worker started with ``async_run``: stop taking jobs, give running ones
+    ``grace_s`` to finish, cancel the rest (arq re-runs them), then close its connections."""
+    worker.allow_pick_jobs = False
+    # Ending main() through arq's own burst exit avoids cancelling it mid-command, which
+    # leaves pooled connections half-used (redis-py then warns about unclosed sessions).
+    worker.burst = True
+    worker.max_burst_jobs = 0
+    main = worker.main_task
+    if main is not None and not main.done():
+        await asyncio.wait([main], timeout=grace_s + 10 * worker.poll_delay_s + 0.5)
+    for t in worker.tasks.values():
+        if not t.done():
+            t.cancel()
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    if main is not None and not main.done():
+        main.cancel()
+    if main is not None:
+        await asyncio.gather(main, return_exceptions=True)
+    # Not ``worker.close()``: it calls redis-py's deprecated ``close()`` and gives up half-way
+    # on any error, leaking the pool's connections.
+    pool = worker._pool
+    if pool is None:
+        return
+    worker._pool = None
+    with contextlib.suppress(Exception):
+        await pool.delete(worker.health_check_key)
+    try:
+        if worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)
+    finally:
+        await pool.aclose(close_connection_pool=True)
+
+
 async def run_worker(
     config: WorkerConfig, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> None:
@@ -152,10 +186,7 @@ async def run_worker(
                 redis=config.settings.redis_url_redacted,
             )
         finally:
-            for t in list(worker.tasks.values()):
-                t.cancel()
-            with contextlib.suppress(Exception):
-                await worker.close()
+            await stop_worker(worker)
         if stopping.is_set():
             break
         # Signals during the backoff must still stop us (arq's handlers left with its worker).

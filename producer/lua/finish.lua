@@ -7,6 +7,7 @@ local expected_seq, outcome, cost = ARGV[5], ARGV[6], ARGV[7]
 if get('seq') ~= expected_seq or get('timer') ~= 'poll' then return {'STALE'} end
 local status = get('status')
 if not NON_TERMINAL[status] and get('tracking') ~= '1' then return {'STALE'} end
+redis.call('HINCRBY', K_REC, 'polls', 1)
 redis.call('HSET', K_REC, 'upstream_status', outcome)
 set_if('video_url', ARGV[8])
 set_if('upstream_created_at', ARGV[10])

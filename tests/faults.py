@@ -1,0 +1,40 @@
+"""An httpx transport that injects upstream faults in front of the in-process simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+Rule = Callable[[httpx.Request], httpx.Response | None]
+
+
+class FaultTransport(httpx.AsyncBaseTransport):
+    """Answers with ``rule(request)`` when it returns a response; otherwise forwards."""
+
+    def __init__(self, app: Any, rule: Rule) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.rule = rule
+        self.seen: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append((request.method, request.url.path))
+        injected = self.rule(request)
+        if injected is not None:
+            return injected
+        return await self.inner.handle_async_request(request)
+
+
+def error(status: int, message: str = "injected", headers: dict[str, str] | None = None) -> Any:
+    return httpx.Response(
+        status, json={"error": {"message": message, "type": "injected"}}, headers=headers
+    )
+
+
+def is_create(request: httpx.Request) -> bool:
+    return request.method == "POST" and request.url.path == "/v2/videos"
+
+
+def is_retrieve(request: httpx.Request) -> bool:
+    return request.method == "GET" and request.url.path.startswith("/v2/videos/")
