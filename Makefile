@@ -1,0 +1,47 @@
+# Every target creates .venv and installs genqueue into it first (one command does all set-up).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: install demo test test-fast lint fmt compose-check clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "genqueue needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: 200 videos through 2 real workers against the local simulator (~1 minute)
+demo: $(STAMP)
+	$(VENV)/bin/genqueue demo $(DEMO_ARGS)
+
+## make test: the whole default suite (unit, Redis, in-process and subprocess integration)
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## make test-fast: without the subprocess integration tests
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) compose-check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## The compose file against the Compose Specification (offline) and docker-compose v1's parser.
+compose-check: $(STAMP)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	@if command -v docker-compose >/dev/null; then \
+		TOGETHER_API_KEY=compose-check docker-compose -f docker-compose.yml --profile sim config -q && echo "docker-compose config: ok"; \
+	else echo "docker-compose not installed: skipped its check"; fi
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
