@@ -78,6 +78,8 @@ class WorkerConfig:
             raise ValueError("poll_jitter must be in [0, 1)")
         if self.ambiguous_policy not in ("resubmit", "fail"):
             raise ValueError("ambiguous_policy must be 'resubmit' or 'fail'")
+        if self.durable_writes not in ("auto", "off"):
+            raise ValueError("durable_writes must be 'auto' or 'off'")
         if self.transport not in ("aiohttp", "httpx"):
             raise ValueError("transport must be 'aiohttp' or 'httpx'")
         http_budget = self.connect_timeout_s + self.read_timeout_s
