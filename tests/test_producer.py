@@ -1,0 +1,145 @@
+"""The producer clients: waits that never miss a wake-up, the sync API, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from producer import AsyncClient, Client, RequestNotFound, Settings, WaitTimeout
+from producer.keys import Field
+from producer.scripts import AsyncScripts, call
+
+MODEL = "minimax/video-01-director"
+REQ = {"model": MODEL, "prompt": "a kite over dunes"}
+
+
+async def finish_directly(settings: Settings, aredis: redis.asyncio.Redis, rid: str) -> None:
+    """Drive a request to `completed` with the scripts, as a worker would."""
+    scripts = AsyncScripts(aredis)
+    p = settings.keys.pause
+
+    async def run(name: Any, *args: Any, **kw: Any) -> list[str]:
+        return await scripts.run(call(settings, name, rid, *args, **kw))
+
+    ok = await run("begin_submit", "0", 0, 60_000, "w", "resubmit", 10, extra_keys=(p,))
+    reply = await run("submitted", ok[1], "up-1", "queued", "", "", 10, 3_600_000, 10)
+    await run("finish", reply[1], "completed", 280_000, "https://v", "", "", "", "")
+
+
+async def test_wait_returns_at_once_for_a_finished_request(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A request that finished before wait() began is returned at once (read after subscribe)."""
+    rid = await client.submit(REQ)
+    await finish_directly(settings, aredis, rid)
+    view = await client.wait(rid, timeout_s=5)
+    assert view.status == "completed" and view.cost_micro_usd == 280_000
+
+
+async def test_wait_is_woken_by_pubsub_not_by_rereads(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A waiter wakes on the done message long before its backstop re-read would run."""
+    slow_recheck = Settings(
+        redis_url=settings.redis_url, key_prefix=settings.key_prefix, wait_recheck_s=3600
+    )
+    async with AsyncClient(slow_recheck) as client:
+        rid = await client.submit(REQ)
+        waiter = asyncio.create_task(client.wait(rid, timeout_s=30))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await finish_directly(settings, aredis, rid)
+        view = await asyncio.wait_for(waiter, 10)
+    assert view.status == "completed"
+
+
+async def test_backstop_reread_finds_a_change_without_a_message(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """If the done message is lost, the periodic re-read still ends the wait."""
+    fast = Settings(
+        redis_url=settings.redis_url, key_prefix=settings.key_prefix, wait_recheck_s=0.05
+    )
+    async with AsyncClient(fast) as client:
+        rid = await client.submit(REQ)
+        waiter = asyncio.create_task(client.wait(rid, timeout_s=30))
+        await asyncio.sleep(0.1)
+        await aredis.hset(settings.keys.record(rid), Field.STATUS, "failed")  # no PUBLISH
+        view = await asyncio.wait_for(waiter, 10)
+    assert view.status == "failed"
+
+
+async def test_many_waiters_share_one_subscription(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Fifty concurrent waits use one pattern subscription, not a connection each."""
+    ids = [await client.submit(REQ) for _ in range(50)]
+    waiters = [asyncio.create_task(client.wait(i, timeout_s=30)) for i in ids]
+    await asyncio.sleep(0.3)
+    assert await aredis.execute_command("PUBSUB", "NUMPAT") == 1
+    clients = await aredis.client_list()
+    assert sum(1 for c in clients if int(c.get("psub", 0)) > 0) == 1
+    for rid in ids:
+        await finish_directly(settings, aredis, rid)
+    views = await asyncio.gather(*waiters)
+    assert {v.status for v in views} == {"completed"}
+
+
+async def test_wait_times_out_with_the_current_status(client: AsyncClient) -> None:
+    """wait() raises WaitTimeout naming the status it last saw."""
+    rid = await client.submit(REQ)
+    with pytest.raises(WaitTimeout, match="pending"):
+        await client.wait(rid, timeout_s=0.2)
+
+
+async def test_unknown_id_raises_not_found(client: AsyncClient) -> None:
+    """get, wait and cancel of an unknown id raise RequestNotFound."""
+    for op in (client.get, client.cancel):
+        with pytest.raises(RequestNotFound):
+            await op("no-such-id")
+    with pytest.raises(RequestNotFound):
+        await client.wait("no-such-id", timeout_s=1)
+
+
+def test_sync_client_full_cycle(settings: Settings) -> None:
+    """The blocking client submits, reads, waits, cancels and reports stats."""
+    with Client(settings) as gq:
+        rid = gq.submit(REQ, idempotency_key="sync-1", deadline_s=60)
+        assert gq.submit(REQ, idempotency_key="sync-1") == rid
+        view = gq.get(rid)
+        assert view.status == "pending" and view.request == REQ
+        assert gq.stats().requests_by_status["pending"] == 1
+        result: dict[str, Any] = {}
+
+        def waiter() -> None:
+            result["view"] = gq.wait(rid, timeout_s=10)
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        assert gq.cancel(rid) == "cancelled"
+        t.join(10)
+        assert result["view"].status == "cancelled"
+        assert gq.stats().finished == {(MODEL, "cancelled"): 1}
+
+
+async def test_sync_client_works_inside_a_running_event_loop(settings: Settings) -> None:
+    """The sync client works from code running inside an event loop (e.g. a Django async view)."""
+    with Client(settings) as gq:
+        rid = gq.submit(REQ)
+        assert gq.get(rid).status == "pending"
+        assert gq.cancel(rid) == "cancelled"
+        assert gq.wait(rid, timeout_s=5).status == "cancelled"
+
+
+def test_unreachable_redis_raises_a_redis_error() -> None:
+    """A client pointed at a closed port fails with a Redis connection error, not a hang."""
+    from genqueue.local_redis import free_port
+
+    closed = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with Client(closed) as gq, pytest.raises(redis.ConnectionError):
+        gq.submit(REQ)
