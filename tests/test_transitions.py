@@ -259,7 +259,8 @@ async def test_finish_updates_totals_indexes_and_ttl(client: AsyncClient, s: Scr
     """The terminal step updates totals, leaves every index and starts the retention TTL."""
     rid = await new(client, idempotency_key="k-1")
     await s.to_polling(rid)
-    assert (await s.finish(rid, cost=280_000)) == ["OK", "completed"]
+    reply = await s.finish(rid, cost=280_000)
+    assert reply[:2] == ["OK", "completed"] and reply[3] == "1"
     st = await client.stats()
     assert st.finished == {(MODEL, "completed"): 1}
     assert st.cost_micro_usd == {MODEL: 280_000}
@@ -319,7 +320,8 @@ async def test_cancel_of_billed_job_shows_cancelled_and_keeps_tracking_cost(
     assert await s.redis.scard(s.keys.active) == 1
     poll = await s.poll(rid)
     assert poll[0] == "OK" and int(poll[2]) >= 1000
-    assert (await s.finish(rid, cost=280_000)) == ["OK", "cancelled"]
+    reply = await s.finish(rid, cost=280_000)
+    assert reply[:2] == ["OK", "cancelled"] and reply[3] == "0"  # ended at the cancel
     st = await client.stats()
     assert st.cost_micro_usd == {MODEL: 280_000}
     assert st.finished == {(MODEL, "cancelled"): 1}

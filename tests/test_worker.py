@@ -309,3 +309,42 @@ async def test_logs_bind_ids_and_never_show_the_key(
 def test_worker_config_is_a_plain_dataclass() -> None:
     """Test configs replace fields without surprises."""
     assert dataclasses.is_dataclass(worker_config(Settings()))
+
+
+async def test_metrics_count_calls_polls_and_latency(
+    client: AsyncClient, settings: Settings, sim_app: Any, aredis: redis.asyncio.Redis
+) -> None:
+    """A finished video shows in the per-process metrics: calls, polls, latency, lag."""
+    from prometheus_client import generate_latest
+
+    from worker.metrics import WorkerMetrics
+    from worker.upstream import UpstreamClient
+
+    metrics = WorkerMetrics()
+    upstream = UpstreamClient(
+        base_url="http://sim",
+        api_key="k",
+        transport=httpx.ASGITransport(app=sim_app),
+        on_call=metrics.observe_call,
+    )
+    rt = Runtime(config=worker_config(settings), redis=aredis, upstream=upstream, metrics=metrics)
+    rid = await client.submit(req())
+    await run_submit(rt, rid, 0)
+    for _ in range(200):
+        rec = await aredis.hgetall(settings.keys.record(rid))
+        if rec[Field.STATUS] == "completed":
+            break
+        await asyncio.sleep(0.01)
+        await run_poll(rt, rid, int(rec[Field.SEQ]))
+    await upstream.aclose()
+    text = generate_latest(metrics.registry).decode()
+    polls = int(rec[Field.POLLS])
+    assert polls >= 1
+    assert f'genqueue_polls_total{{model="{MODEL}"}} {float(polls)}' in text
+    assert 'genqueue_upstream_requests_total{code="200",operation="create"} 1.0' in text
+    assert (
+        f'genqueue_upstream_requests_total{{code="200",operation="retrieve"}} {float(polls)}'
+        in text
+    )
+    assert f'genqueue_request_duration_seconds_count{{model="{MODEL}",phase="total"}} 1.0' in text
+    assert "genqueue_detection_lag_seconds_count 1.0" in text

@@ -17,10 +17,12 @@ import structlog
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
+from prometheus_client import start_http_server
 
 from producer.keys import POLL_TASK, RECONCILE_TASK, SCHEMA_VERSION, SUBMIT_TASK
 from producer.timers import dumps, loads
 from worker.config import WorkerConfig
+from worker.metrics import WorkerMetrics
 from worker.reconciler import reconcile_once
 from worker.runtime import CTX_KEY, Runtime
 from worker.tasks import run_poll, run_submit
@@ -79,13 +81,14 @@ def build_worker(
     config: WorkerConfig,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    metrics: WorkerMetrics | None = None,
     handle_signals: bool = True,
     burst: bool = False,
 ) -> Worker:
     """An arq ``Worker`` for genqueue's tasks (``transport`` overrides the upstream's)."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx[CTX_KEY] = await Runtime.start(config, transport=transport)
+        ctx[CTX_KEY] = await Runtime.start(config, transport=transport, metrics=metrics)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         rt = ctx.pop(CTX_KEY, None)
@@ -165,10 +168,14 @@ async def run_worker(
     """Run a worker until SIGTERM/SIGINT; a lost Redis restarts it (with backoff) instead of
     killing the process, since a bare arq worker dies with its connection."""
     logging.getLogger("arq").setLevel(logging.WARNING)
+    metrics = WorkerMetrics()
+    if config.metrics_port:
+        start_http_server(config.metrics_port, registry=metrics.registry)
+        log.info("metrics_serving", port=config.metrics_port)
     stopping = asyncio.Event()
     backoff_s = 0.5
     while not stopping.is_set():
-        worker = build_worker(config, transport=transport)
+        worker = build_worker(config, transport=transport, metrics=metrics)
         worker.on_stop = lambda _sig: stopping.set()
         try:
             await worker.async_run()

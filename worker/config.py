@@ -65,6 +65,8 @@ class WorkerConfig:
     #: Wait for fsync (WAITAOF) or a replica (WAIT) after recording an upstream id.
     durable_writes: DurableWrites = "auto"
     durable_wait_timeout_s: float = 1.0
+    #: Serve this process's metrics on this port (0 = don't).
+    metrics_port: int = 0
     worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def __post_init__(self) -> None:

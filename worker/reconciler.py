@@ -32,5 +32,6 @@ async def reconcile_once(rt: Runtime) -> int:
             break
         start += len(ids)
     if rearmed:
+        rt.metrics.timers_rearmed.inc(rearmed)
         log.warning("timers_rearmed", count=rearmed)
     return rearmed

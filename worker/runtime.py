@@ -13,6 +13,7 @@ from producer.scripts import AsyncScripts
 from producer.timers import AsyncTimers
 from worker.config import WorkerConfig
 from worker.durability import Durability
+from worker.metrics import WorkerMetrics
 from worker.pause import CreatePause
 from worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 
@@ -27,6 +28,7 @@ class Runtime:
     redis: redis.asyncio.Redis
     upstream: UpstreamClient
     durability: Durability = field(default_factory=Durability)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     rng: random.Random = field(default_factory=random.Random)
     unknown_statuses_seen: set[str] = field(default_factory=set)
 
@@ -38,9 +40,14 @@ class Runtime:
 
     @classmethod
     async def start(
-        cls, config: WorkerConfig, *, transport: httpx.AsyncBaseTransport | None = None
+        cls,
+        config: WorkerConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> Runtime:
         """Connect to Redis and the upstream (``transport`` overrides the production one)."""
+        metrics = metrics or WorkerMetrics()
         client = redis.asyncio.Redis.from_url(
             config.settings.redis_url,
             decode_responses=True,
@@ -59,13 +66,20 @@ class Runtime:
             ),
             transport=transport
             or make_transport(config.transport, max_connections=config.max_jobs),
+            on_call=metrics.observe_call,
         )
         durability = await Durability.detect(
             client,
             mode=config.durable_writes,
             timeout_ms=round(config.durable_wait_timeout_s * 1000),
         )
-        return cls(config=config, redis=client, upstream=upstream, durability=durability)
+        return cls(
+            config=config,
+            redis=client,
+            upstream=upstream,
+            durability=durability,
+            metrics=metrics,
+        )
 
     async def close(self) -> None:
         await self.upstream.aclose()

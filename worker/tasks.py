@@ -112,6 +112,7 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             return
         submit_seq = reply[1]
         if reply[2] == "1":
+            rt.metrics.ambiguous_submits.inc()
             log.warning("ambiguous_submit", policy=cfg.ambiguous_policy)
         body = json.loads(raw[Field.REQUEST])
         try:
@@ -188,10 +189,12 @@ async def _submit_failed(
     elif disposition is Disposition.PAUSE_CREATES:
         code = exc.status_code if isinstance(exc, UpstreamHTTPError) else "?"
         await rt.pause.pause(reason=str(exc), code=code, duration_ms=ms(cfg.pause_s))
+        rt.metrics.creates_paused.labels(str(code)).inc()
         delay = cfg.pause_s
         log.error("creates_paused", code=code, pause_s=cfg.pause_s)
     elif disposition is Disposition.RETRY_AMBIGUOUS:
         ambiguous = "1"
+        rt.metrics.ambiguous_submits.inc()
     c = _call(
         rt,
         "submit_release",
@@ -263,6 +266,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
     )
     reply = await rt.scripts.run(c)
     if reply[0] == "OK":
+        _observe_finish(rt, raw, job, now_ms=int(reply[2]), ended_now=reply[3] == "1")
         log.info(
             "request_finished",
             status=reply[1],
@@ -272,6 +276,27 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         )
     elif reply[0] == "STALE":
         await arm_current(rt, raw[Field.ID])
+
+
+def _observe_finish(
+    rt: Runtime, raw: dict[str, str], job: UpstreamJob, *, now_ms: int, ended_now: bool
+) -> None:
+    m = rt.metrics
+    model = raw.get(Field.MODEL, "")
+    m.polls.labels(model).inc()
+    if job.created_at is not None and job.done_at is not None:
+        m.request_duration.labels(model, "upstream").observe(max(0.0, job.done_at - job.created_at))
+    if not ended_now:
+        return  # cancelled/expired earlier: its latency was not this job's completion
+    enqueued = int(raw.get(Field.ENQUEUED_AT_MS) or 0)
+    submitted = int(raw.get(Field.SUBMITTED_AT_MS) or 0)
+    if enqueued and submitted:
+        m.request_duration.labels(model, "queue").observe(max(0, submitted - enqueued) / 1000)
+    if enqueued:
+        m.request_duration.labels(model, "total").observe(max(0, now_ms - enqueued) / 1000)
+    if job.done_at is not None:
+        # Clamped at 0: the upstream's clock is not ours.
+        m.detection_lag.observe(max(0.0, now_ms / 1000 - job.done_at))
 
 
 async def _poll_update(
@@ -284,13 +309,11 @@ async def _poll_update(
     retry_after_s: float | None = None,
 ) -> None:
     cfg = rt.config
-    if (
-        job is not None
-        and job.status == "unknown"
-        and job.raw_status not in rt.unknown_statuses_seen
-    ):
-        rt.unknown_statuses_seen.add(job.raw_status)
-        log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
+    if job is not None and job.status == "unknown":
+        rt.metrics.unknown_statuses.inc()
+        if job.raw_status not in rt.unknown_statuses_seen:
+            rt.unknown_statuses_seen.add(job.raw_status)
+            log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
     delay = poll_delay_s(
         int(raw.get(Field.POLLS, "0")) + 1,
         first_s=cfg.scaled(cfg.first_poll_s),
@@ -315,6 +338,8 @@ async def _poll_update(
         error,
     )
     reply = await rt.scripts.run(c)
+    if reply[0] in ("OK", "ABANDONED"):
+        rt.metrics.polls.labels(raw.get(Field.MODEL, "")).inc()
     if reply[0] == "OK":
         await _arm_next(rt, POLL_TASK, raw[Field.ID], reply)
     elif reply[0] == "STALE":

@@ -1,7 +1,7 @@
 -- The upstream job is finished: record outputs and cost, end the request, leave every index.
 -- ARGV: 5 expected timer seq, 6 outcome (completed | failed | cancelled), 7 cost (micro-USD, '' if none),
 --       8 video url, 9 error, 10 upstream created_at, 11 started_at, 12 done_at.
--- Returns {'OK', final status} | {'STALE'} | {'MISSING'}
+-- Returns {'OK', final status, now ms, '1' if the visible status ended now} | {'STALE'} | {'MISSING'}
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
 local expected_seq, outcome, cost = ARGV[5], ARGV[6], ARGV[7]
 if get('seq') ~= expected_seq or get('timer') ~= 'poll' then return {'STALE'} end
@@ -17,12 +17,14 @@ if cost ~= '' then
   redis.call('HSET', K_REC, 'cost_micro_usd', cost)
   redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. get('model'), cost)
 end
+local ended_now = '0'
 if NON_TERMINAL[status] then
   visible_terminal(status, outcome, ARGV[9])
   status = outcome
+  ended_now = '1'
 else
   set_if('upstream_error', ARGV[9])
   emit(status, 'tracked_outcome', outcome)
 end
 release()
-return {'OK', status}
+return {'OK', status, istr(NOW), ended_now}
