@@ -1,0 +1,58 @@
+"""Cluster metrics come from Redis at scrape time and never go backwards."""
+
+from __future__ import annotations
+
+import redis.asyncio
+from prometheus_client import CollectorRegistry, generate_latest
+
+from producer import AsyncClient, Settings
+from tests.test_producer import REQ, finish_directly
+from worker.cluster_metrics import ClusterCollector
+
+
+def scrape(collector: ClusterCollector) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+async def test_figures_match_redis(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Queue depth, requests by status, finished totals and cost are read from Redis."""
+    ids = [await client.submit(REQ) for _ in range(3)]
+    await finish_directly(settings, aredis, ids[0])
+    collector = ClusterCollector(settings)
+    text = scrape(collector)
+    collector.close()
+    model = REQ["model"]
+    assert "genqueue_redis_up 1.0" in text
+    assert 'genqueue_requests{status="pending"} 2.0' in text
+    assert 'genqueue_queue_depth{state="ready"} 3.0' in text  # incl. the finished one's stale timer
+    assert f'genqueue_requests_finished_total{{model="{model}",outcome="completed"}} 1.0' in text
+    assert f'genqueue_cost_usd_total{{model="{model}"}} 0.28' in text
+
+
+async def test_totals_never_go_backwards(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """If Redis loses part of its totals, the exported counters keep their high-water mark."""
+    rid = await client.submit(REQ)
+    await finish_directly(settings, aredis, rid)
+    collector = ClusterCollector(settings)
+    before = scrape(collector)
+    await aredis.delete(settings.keys.totals)  # what a lost AOF second could do
+    after = scrape(collector)
+    collector.close()
+    line = f'genqueue_cost_usd_total{{model="{REQ["model"]}"}} 0.28'
+    assert line in before and line in after
+
+
+def test_redis_down_reports_up_zero(settings: Settings) -> None:
+    """An unreachable Redis gives genqueue_redis_up 0 instead of a failed scrape."""
+    from genqueue.local_redis import free_port
+
+    down = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    collector = ClusterCollector(down)
+    assert "genqueue_redis_up 0.0" in scrape(collector)
+    collector.close()

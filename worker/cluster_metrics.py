@@ -1,0 +1,120 @@
+"""Cluster-wide metrics read from Redis at scrape time (one exporter for the whole cluster).
+
+Everything here is the same whichever process asks, so it must be exported once (by
+``genqueue exporter``), never by every worker: Prometheus would otherwise multiply it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from producer.keys import NON_TERMINAL
+from producer.record import micro_to_usd
+from producer.settings import Settings
+from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+
+
+class ClusterCollector(Collector):
+    """A Prometheus collector over one Redis snapshot per scrape."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self._settings = settings
+        self._redis = client or redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
+        )
+        # Totals never go backwards, even if Redis lost its last second of writes (rule 10).
+        self._finished_hwm: dict[tuple[str, str], int] = {}
+        self._cost_hwm: dict[str, int] = {}
+
+    def snapshot(self) -> tuple[Stats, int]:
+        """The stats and the number of live workers, read in two round trips."""
+        keys = self._settings.keys
+        now = redis_time_ms(self._redis.time())
+        with self._redis.pipeline(transaction=False) as pipe:
+            for cmd in stats_commands(keys, now):
+                pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
+            replies = pipe.execute()
+        alive = sum(1 for _ in self._redis.scan_iter(f"{keys.prefix}:health:*", count=1000))
+        return parse_stats(replies), alive
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("genqueue_redis_up", "1 if Redis answered this scrape.")
+        try:
+            stats, alive = self.snapshot()
+        except (redis.RedisError, OSError):
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+
+        depth = GaugeMetricFamily(
+            "genqueue_queue_depth",
+            "arq timers due now (ready, including running ones) or later (deferred).",
+            labels=["state"],
+        )
+        depth.add_metric(["ready"], stats.queue_ready)
+        depth.add_metric(["deferred"], stats.queue_deferred)
+        yield depth
+
+        by_status = GaugeMetricFamily(
+            "genqueue_requests", "Requests per non-terminal status.", labels=["status"]
+        )
+        for status in NON_TERMINAL:
+            by_status.add_metric([status], stats.requests_by_status.get(status, 0))
+        yield by_status
+
+        tracking = GaugeMetricFamily(
+            "genqueue_requests_tracking",
+            "Cancelled or expired requests whose billed upstream job is still being polled.",
+        )
+        tracking.add_metric([], stats.tracking)
+        yield tracking
+
+        inflight = GaugeMetricFamily(
+            "genqueue_upstream_inflight",
+            "Upstream jobs in flight (the in-flight cap counts these).",
+        )
+        inflight.add_metric([], stats.active_upstream)
+        yield inflight
+
+        finished = CounterMetricFamily(
+            "genqueue_requests_finished",
+            "Requests that reached a terminal status, by model and outcome.",
+            labels=["model", "outcome"],
+        )
+        for key, n in stats.finished.items():
+            self._finished_hwm[key] = max(n, self._finished_hwm.get(key, 0))
+        for (model, outcome), n in sorted(self._finished_hwm.items()):
+            finished.add_metric([model, outcome], n)
+        yield finished
+
+        cost = CounterMetricFamily(
+            "genqueue_cost_usd",
+            "Upstream cost recorded, in US dollars, by model.",
+            labels=["model"],
+        )
+        for model, micro in stats.cost_micro_usd.items():
+            self._cost_hwm[model] = max(micro, self._cost_hwm.get(model, 0))
+        for model, micro in sorted(self._cost_hwm.items()):
+            cost.add_metric([model], float(micro_to_usd(micro)))
+        yield cost
+
+        paused = GaugeMetricFamily(
+            "genqueue_creates_paused", "1 while upstream creates are paused for everyone."
+        )
+        paused.add_metric([], 1 if stats.paused else 0)
+        yield paused
+
+        workers = GaugeMetricFamily(
+            "genqueue_workers_alive", "Worker processes with a live heartbeat."
+        )
+        workers.add_metric([], alive)
+        yield workers
+
+    def close(self) -> None:
+        self._redis.close()
