@@ -46,6 +46,9 @@ class WorkerConfig:
     #: How long creates pause for everyone after 401/402/403 (not scaled: a human must act).
     pause_s: float = 60.0
     ambiguous_policy: AmbiguousPolicy = "resubmit"
+    #: Consecutive outage-like create failures (5xx, timeouts) across all workers that pause
+    #: creates for everyone.
+    breaker_failure_streak: int = 10
     #: Consecutive 404s on a poll before the request fails.
     not_found_limit: int = 3
     #: Every task's timeout; it also sets how soon arq re-runs a SIGKILLed task (+10 s).

@@ -1,4 +1,11 @@
-"""The shared pause of upstream creates (circuit breaker), kept in Redis for every worker."""
+"""The circuit breaker: a pause of upstream creates for every worker, kept in Redis.
+
+401/403 (key), 402 (credits) or a streak of create failures that look like an outage pause
+creates for everyone instead of failing the backlog one request at a time (DESIGN.md rule 13).
+When the pause has run its time it turns half-open: ``begin_submit`` lets one request through
+as a probe; its success resumes creates, its failure pauses again. ``genqueue resume`` (or
+``CreatePause.resume``) ends a pause at once.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +18,54 @@ _PAUSE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local untilms = now + tonumber(ARGV[3])
+if not redis.call('HGET', KEYS[1], 'since_ms') then
+  redis.call('HSET', KEYS[1], 'since_ms', string.format('%d', now))
+end
 redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'code', ARGV[2],
-  'until_ms', string.format('%d', untilms), 'since_ms', string.format('%d', now))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+  'until_ms', string.format('%d', untilms), 'probe_until_ms', '0')
 return untilms
+"""
+
+_STREAK_LUA = """
+-- KEYS: 1 failure streak counter. ARGV: 1 'fail' | 'ok', 2 threshold. Returns 1 when the
+-- streak just reached the threshold.
+if ARGV[1] == 'ok' then
+  if redis.call('GET', KEYS[1]) then redis.call('DEL', KEYS[1]) end
+  return 0
+end
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 600000)
+if n == tonumber(ARGV[2]) then return 1 end
+return 0
 """
 
 
 class CreatePause:
-    """Pauses creates for everyone after the upstream refused our key or credit."""
+    """Pauses, probes and resumes upstream creates for the whole cluster."""
 
     def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
-        self._script = client.register_script(_PAUSE_LUA)
+        self._pause = client.register_script(_PAUSE_LUA)
+        self._streak = client.register_script(_STREAK_LUA)
         self._client = client
         self._keys = keys
 
     async def pause(self, *, reason: str, code: int | str, duration_ms: int) -> int:
-        """Pause creates for ``duration_ms``; returns when the pause ends (Redis ms)."""
+        """Pause creates for ``duration_ms`` (then half-open); returns the end (Redis ms)."""
         return int(
-            await self._script(keys=[self._keys.pause], args=[reason, str(code), duration_ms])
+            await self._pause(keys=[self._keys.pause], args=[reason[:300], str(code), duration_ms])
         )
 
     async def resume(self) -> bool:
         """End a pause now; True if one was in force."""
         return bool(await self._client.delete(self._keys.pause))
+
+    async def record_outage_failure(self, threshold: int) -> bool:
+        """Count a create that failed like an outage (5xx, timeout); True when this failure
+        completes a streak of ``threshold`` across all workers."""
+        key = f"{self._keys.pause}:streak"
+        return bool(await self._streak(keys=[key], args=["fail", threshold]))
+
+    async def record_create_answered(self) -> None:
+        """A create got an answer from a working upstream: the failure streak is over."""
+        key = f"{self._keys.pause}:streak"
+        await self._streak(keys=[key], args=["ok", 0])

@@ -110,7 +110,9 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         if tag != "OK":
             log.info("submit_ended", outcome=tag.lower())
             return
-        submit_seq = reply[1]
+        submit_seq, is_probe = reply[1], reply[3] == "1"
+        if is_probe:
+            log.info("create_probe")
         if reply[2] == "1":
             rt.metrics.ambiguous_submits.inc()
             log.warning("ambiguous_submit", policy=cfg.ambiguous_policy)
@@ -120,9 +122,12 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         except UpstreamError as exc:
             await _submit_failed(rt, raw, submit_seq, exc)
             return
+        if is_probe and await rt.pause.resume():
+            log.warning("creates_resumed")
         # Shielded: once the upstream has answered, the id must reach Redis even if this
         # task is cancelled (timeout, shutdown) — an unrecorded job is billed and lost.
         await asyncio.shield(_record_submitted(rt, raw, submit_seq, job))
+        await rt.pause.record_create_answered()
 
 
 async def _record_submitted(
@@ -184,15 +189,22 @@ async def _submit_failed(
         retry_after_s=retry_after,
     )
     mode, ambiguous = "retry", "0"
+    code = exc.status_code if isinstance(exc, UpstreamHTTPError) else None
+    outage = disposition is Disposition.RETRY_AMBIGUOUS and (code is None or code >= 500)
+    if outage:
+        if await rt.pause.record_outage_failure(cfg.breaker_failure_streak):
+            disposition = Disposition.PAUSE_CREATES
+    else:
+        await rt.pause.record_create_answered()
     if disposition is Disposition.FAIL_REQUEST:
         mode = "fail"
     elif disposition is Disposition.PAUSE_CREATES:
-        code = exc.status_code if isinstance(exc, UpstreamHTTPError) else "?"
-        await rt.pause.pause(reason=str(exc), code=code, duration_ms=ms(cfg.pause_s))
-        rt.metrics.creates_paused.labels(str(code)).inc()
+        label = str(code) if code is not None and not outage else "outage"
+        await rt.pause.pause(reason=str(exc), code=label, duration_ms=ms(cfg.pause_s))
+        rt.metrics.creates_paused.labels(label).inc()
         delay = cfg.pause_s
-        log.error("creates_paused", code=code, pause_s=cfg.pause_s)
-    elif disposition is Disposition.RETRY_AMBIGUOUS:
+        log.error("creates_paused", code=label, pause_s=cfg.pause_s)
+    if isinstance(exc, UpstreamError) and classify(exc) is Disposition.RETRY_AMBIGUOUS:
         ambiguous = "1"
         rt.metrics.ambiguous_submits.inc()
     c = _call(

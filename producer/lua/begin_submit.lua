@@ -2,7 +2,9 @@
 -- cap admits it. KEYS[8]: the pause hash (circuit breaker).
 -- ARGV: 5 expected timer seq, 6 in-flight cap (0 = none), 7 lease (ms), 8 lease owner,
 --       9 ambiguous-submit policy ('resubmit' | 'fail'), 10 wait when the cap is full (ms).
--- Returns {'OK', submit_seq, ambiguous 0|1} | {'CAP_FULL' | 'LEASED' | 'PAUSED', seq, wait_ms} |
+-- A pause that has run its time is half-open: one request at a time goes through as a probe
+-- (its success resumes creates for everyone; see worker/pause.py).
+-- Returns {'OK', submit_seq, ambiguous 0|1, probe 0|1} | {'CAP_FULL' | 'LEASED' | 'PAUSED', seq, wait_ms} |
 --   {'CANCELLED'} | {'EXPIRED'} | {'FAILED'} | {'STALE'} | {'MISSING'}
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
 local expected_seq, cap, lease_ms = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -28,8 +30,16 @@ if NOW >= num('deadline_at_ms') then
   return {'EXPIRED'}
 end
 local paused_until = tonumber(redis.call('HGET', KEYS[8], 'until_ms') or '0') or 0
+local probe = 0
 if NOW < paused_until then
   return {'PAUSED', next_step('submit', paused_until - NOW), paused_until - NOW}
+elseif paused_until > 0 then
+  local probe_until = tonumber(redis.call('HGET', KEYS[8], 'probe_until_ms') or '0') or 0
+  if NOW < probe_until then
+    return {'PAUSED', next_step('submit', probe_until - NOW), probe_until - NOW}
+  end
+  redis.call('HSET', KEYS[8], 'probe_until_ms', istr(NOW + lease_ms), 'probe_request', ID)
+  probe = 1
 end
 local ambiguous = 0
 if status == 'pending' then
@@ -56,4 +66,4 @@ redis.call('HSET', K_REC, 'lease_owner', owner, 'lease_until_ms', istr(lease_unt
   'next_check_at_ms', istr(lease_until))
 redis.call('ZADD', K_INFLIGHT, lease_until, ID)
 if ambiguous == 1 then emit('submitting', 'ambiguous', '1') else emit('submitting') end
-return {'OK', submit_seq, ambiguous}
+return {'OK', submit_seq, ambiguous, probe}

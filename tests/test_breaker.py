@@ -1,0 +1,67 @@
+"""The circuit breaker: creates pause for everyone, then one probe decides to resume."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import redis.asyncio
+
+from producer.client import AsyncClient
+from producer.settings import Settings
+from tests.conftest import StartWorker
+from tests.faults import FaultTransport, error, is_create
+from tests.test_transitions import Scripts
+from worker.pause import CreatePause
+
+REQ = {"model": "minimax/video-01-director", "prompt": "rain on a tin roof"}
+
+
+async def test_expired_pause_lets_exactly_one_probe_through(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """After a pause's time, one request goes through as a probe and the rest keep waiting."""
+    s = Scripts(settings, aredis)
+    pause = CreatePause(aredis, settings.keys)
+    await pause.pause(reason="test", code=402, duration_ms=1)
+    await asyncio.sleep(0.01)
+    a, b = await client.submit(REQ), await client.submit(REQ)
+    first = await s.begin(a, seq=0)
+    second = await s.begin(b, seq=0)
+    assert first[0] == "OK" and first[3] == "1"
+    assert second[0] == "PAUSED" and int(second[2]) > 0
+    assert await pause.resume()
+    assert (await s.begin(b))[0] == "OK"
+
+
+async def test_outage_streak_pauses_creates_and_a_probe_resumes_them(
+    client: AsyncClient,
+    start_worker: StartWorker,
+    sim_app: Any,
+    aredis: redis.asyncio.Redis,
+    settings: Settings,
+) -> None:
+    """A streak of 5xx creates pauses creates for everyone; after the pause one probe
+    succeeds, creates resume, and every request completes without being failed."""
+    state = {"down": True}
+
+    def rule(r: httpx.Request) -> httpx.Response | None:
+        return error(500, "outage") if state["down"] and is_create(r) else None
+
+    transport = FaultTransport(sim_app, rule)
+    # pause_s is not scaled: keep it short for the test.
+    await start_worker(transport=transport, breaker_failure_streak=3, pause_s=0.3)
+    ids = [await client.submit(REQ) for _ in range(6)]
+    for _ in range(300):
+        if (await client.stats()).paused:
+            break
+        await asyncio.sleep(0.01)
+    st = await client.stats()
+    assert st.paused.get("code") == "outage"
+    assert not st.finished  # nobody was failed for the outage
+    state["down"] = False
+    views = await asyncio.gather(*(client.wait(i, 30) for i in ids))
+    assert {v.status for v in views} == {"completed"}
+    assert not (await client.stats()).paused
+    assert not await aredis.exists(settings.keys.pause)
