@@ -348,3 +348,17 @@ async def test_metrics_count_calls_polls_and_latency(
     )
     assert f'genqueue_request_duration_seconds_count{{model="{MODEL}",phase="total"}} 1.0' in text
     assert "genqueue_detection_lag_seconds_count 1.0" in text
+
+
+async def test_worker_refuses_a_redis_that_may_evict(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Workers refuse to start against a Redis whose maxmemory-policy is not noeviction."""
+    from worker.runtime import UnsafeRedis
+
+    await aredis.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        with pytest.raises(UnsafeRedis, match="noeviction"):
+            await Runtime.start(worker_config(settings))
+    finally:
+        await aredis.config_set("maxmemory-policy", "noeviction")

@@ -24,7 +24,7 @@ from producer.timers import dumps, loads
 from worker.config import WorkerConfig
 from worker.metrics import WorkerMetrics
 from worker.reconciler import reconcile_once
-from worker.runtime import CTX_KEY, Runtime
+from worker.runtime import CTX_KEY, Runtime, UnsafeRedis
 from worker.tasks import run_poll, run_submit
 
 log = structlog.get_logger(__name__)
@@ -183,6 +183,9 @@ async def run_worker(
         except asyncio.CancelledError:
             if stopping.is_set():
                 break
+            raise
+        except UnsafeRedis as exc:
+            log.error("redis_refused", reason=str(exc), redis=config.settings.redis_url_redacted)
             raise
         except (redis.RedisError, OSError) as exc:
             log.warning(

@@ -20,6 +20,21 @@ from worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 CTX_KEY = "genqueue"
 
 
+class UnsafeRedis(RuntimeError):
+    """Redis is configured so that records could be silently lost; workers refuse to start."""
+
+
+async def check_redis(client: redis.asyncio.Redis) -> None:
+    """Refuse a Redis that may evict keys: an evicted record is a lost, possibly billed, video."""
+    info = await client.info("memory")
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        raise UnsafeRedis(
+            f"Redis maxmemory-policy is {policy!r}: set it to 'noeviction' "
+            "(an evicted record is silent data loss)"
+        )
+
+
 @dataclass
 class Runtime:
     """Per-process state shared by every task of one worker."""
@@ -68,6 +83,11 @@ class Runtime:
             or make_transport(config.transport, max_connections=config.max_jobs),
             on_call=metrics.observe_call,
         )
+        try:
+            await check_redis(client)
+        except BaseException:
+            await client.aclose()
+            raise
         durability = await Durability.detect(
             client,
             mode=config.durable_writes,
