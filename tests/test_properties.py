@@ -1,0 +1,161 @@
+"""Property test: any interleaving of transitions keeps the record, indexes and totals
+consistent, and a terminal status never changes (e.g. a cancel racing a completion)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import redis
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from producer.keys import NON_TERMINAL, TERMINAL, Field
+from producer.scripts import SyncScripts, call
+from producer.settings import Settings
+from producer.sync_client import Client
+
+MODEL = "minimax/video-01-director"
+
+
+def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
+    class Transitions(RuleBasedStateMachine):
+        @initialize()
+        def setup(self) -> None:
+            self.settings = Settings(redis_url=redis_url, key_prefix=f"p{uuid.uuid4().hex[:8]}")
+            self.r = redis.Redis.from_url(redis_url, decode_responses=True)
+            self.client = Client(self.settings, client=self.r)
+            self.scripts = SyncScripts(self.r)
+            self.ids: list[str] = []
+            self.terminal_seen: dict[str, str] = {}
+
+        def teardown(self) -> None:
+            keys = list(self.r.scan_iter(f"{self.settings.key_prefix}:*"))
+            if keys:
+                self.r.delete(*keys)
+            self.r.close()
+
+        def run(self, name: Any, rid: str, *args: Any, **kw: Any) -> list[str]:
+            return self.scripts.run(
+                call(self.settings, name, rid, *args, idempotency_key=None, **kw)
+            )
+
+        def rec(self, rid: str) -> dict[str, str]:
+            return self.r.hgetall(self.settings.keys.record(rid))  # type: ignore[return-value]
+
+        def pick(self, i: int, timer: str | None = None) -> str | None:
+            """The i-th request (mod) among those whose current timer is ``timer``."""
+            pool = [r for r in self.ids if timer is None or self.rec(r).get(Field.TIMER) == timer]
+            return pool[i % len(pool)] if pool else None
+
+        @rule()
+        def submit(self) -> None:
+            if len(self.ids) < 4:
+                self.ids.append(self.client.submit({"model": MODEL, "prompt": "x"}))
+
+        @rule(i=st.integers(0, 3), cap=st.sampled_from([0, 1, 2]))
+        def begin(self, i: int, cap: int) -> None:
+            rid = self.pick(i, "submit")
+            if rid:
+                seq = self.rec(rid).get(Field.SEQ, "0")
+                self.run(
+                    "begin_submit", rid, seq, cap, 60_000, "w", "resubmit", 10,
+                    extra_keys=(self.settings.keys.pause,),
+                )  # fmt: skip
+
+        @rule(i=st.integers(0, 3), status=st.sampled_from(["queued", "in_progress"]))
+        def submitted(self, i: int, status: str) -> None:
+            rid = self.pick(i, "submit")
+            if rid:
+                ss = self.rec(rid).get(Field.SUBMIT_SEQ, "0")
+                self.run("submitted", rid, ss, f"up-{rid[:6]}", status, "", "", 10, 3_600_000, 10)
+
+        @rule(i=st.integers(0, 3), retry=st.booleans())
+        def release(self, i: int, retry: bool) -> None:
+            rid = self.pick(i, "submit")
+            if rid:
+                ss = self.rec(rid).get(Field.SUBMIT_SEQ, "0")
+                mode = "retry" if retry else "fail"
+                self.run("submit_release", rid, ss, mode, "0", 10, "e", "resubmit")
+
+        @rule(i=st.integers(0, 3), status=st.sampled_from(["queued", "in_progress", ""]))
+        def poll(self, i: int, status: str) -> None:
+            rid = self.pick(i, "poll")
+            if rid:
+                seq = self.rec(rid).get(Field.SEQ, "0")
+                self.run("poll_update", rid, seq, status, "", 10, 10, 3_600_000, "")
+
+        @rule(
+            i=st.integers(0, 3),
+            outcome=st.sampled_from(["completed", "failed", "cancelled"]),
+            cost=st.sampled_from(["", "280000", "100000"]),
+        )
+        def finish(self, i: int, outcome: str, cost: str) -> None:
+            rid = self.pick(i, "poll")
+            if rid:
+                seq = self.rec(rid).get(Field.SEQ, "0")
+                self.run("finish", rid, seq, outcome, cost, "", "", "", "", "")
+
+        @rule(i=st.integers(0, 3), name=st.sampled_from(["begin_submit", "poll_update", "finish"]))
+        def stale_timer(self, i: int, name: str) -> None:
+            """A duplicate/superseded timer: an old seq must change nothing."""
+            rid = self.pick(i)
+            if rid:
+                before = self.rec(rid)
+                old = str(int(before.get(Field.SEQ, "0")) - 1)
+                args: dict[str, tuple[Any, ...]] = {
+                    "begin_submit": (old, 0, 60_000, "w", "resubmit", 10),
+                    "poll_update": (old, "in_progress", "", 10, 10, 3_600_000, ""),
+                    "finish": (old, "completed", "280000", "", "", "", "", ""),
+                }
+                extra = (self.settings.keys.pause,) if name == "begin_submit" else ()
+                self.run(name, rid, *args[name], extra_keys=extra)
+                assert self.rec(rid) == before
+
+        @rule(i=st.integers(0, 3))
+        def cancel(self, i: int) -> None:
+            if self.ids:
+                self.client.cancel(self.ids[i % len(self.ids)])
+
+        @invariant()
+        def consistent(self) -> None:
+            if not hasattr(self, "ids"):
+                return
+            keys = self.settings.keys
+            recs = {rid: self.rec(rid) for rid in self.ids}
+            by_status: dict[str, int] = {}
+            live: set[str] = set()
+            tracking = 0
+            for rid, rec in recs.items():
+                status = rec[Field.STATUS]
+                if rid in self.terminal_seen:
+                    assert status == self.terminal_seen[rid], "a terminal status changed"
+                elif status in TERMINAL:
+                    self.terminal_seen[rid] = status
+                by_status[status] = by_status.get(status, 0) + 1
+                if status in NON_TERMINAL or rec.get(Field.TRACKING) == "1":
+                    live.add(rid)
+                tracking += rec.get(Field.TRACKING) == "1"
+            counts = {k: int(v) for k, v in self.r.hgetall(keys.counts).items()}  # type: ignore[union-attr]
+            for s in NON_TERMINAL:
+                assert counts.get(s, 0) == by_status.get(s, 0), s
+            assert counts.get("tracking", 0) == tracking
+            assert set(self.r.zrange(keys.inflight, 0, -1)) == live  # type: ignore[arg-type]
+            active = set(self.r.smembers(keys.active))  # type: ignore[arg-type]
+            assert active <= live
+            totals = self.r.hgetall(keys.totals)
+            finished = sum(int(v) for k, v in totals.items() if k.startswith("finished|"))  # type: ignore[union-attr]
+            assert finished == sum(by_status.get(s, 0) for s in TERMINAL)
+            cost = sum(int(v) for k, v in totals.items() if k.startswith("cost_micro|"))  # type: ignore[union-attr]
+            assert cost == sum(int(r.get(Field.COST_MICRO_USD) or 0) for r in recs.values())
+
+    return Transitions
+
+
+def test_any_interleaving_keeps_records_and_totals_consistent(redis_url: str) -> None:
+    """Random sequences of submit/begin/submitted/release/poll/finish/cancel never break the
+    invariants: terminal is final, counts, indexes and totals match the records."""
+    machine = make_machine(redis_url)
+    machine.TestCase.settings = hsettings(max_examples=150, stateful_step_count=25, deadline=None)
+    machine.TestCase().runTest()
