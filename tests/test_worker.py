@@ -362,3 +362,25 @@ async def test_worker_refuses_a_redis_that_may_evict(
             await Runtime.start(worker_config(settings))
     finally:
         await aredis.config_set("maxmemory-policy", "noeviction")
+
+
+async def test_reconciler_grace_widens_when_the_queue_lags(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Overdue checks are left alone while the queue itself is that far behind."""
+    from worker.upstream import UpstreamClient
+
+    rid = await client.submit(req())
+    await aredis.delete(settings.keys.queue, f"arq:job:submit:{rid}:0")
+    now_ms = int(float((await aredis.time())[0]) * 1000)
+    await aredis.zadd(settings.keys.inflight, {rid: now_ms - 5_000})
+    await aredis.zadd(settings.keys.queue, {"some-busy-job": now_ms - 60_000})
+    rt = Runtime(
+        config=worker_config(settings, reconcile_grace_s=0.0),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    assert await reconcile_once(rt) == 0
+    await aredis.zrem(settings.keys.queue, "some-busy-job")
+    assert await reconcile_once(rt) == 1
+    await rt.upstream.aclose()

@@ -3,6 +3,8 @@ lost its last second of AOF). It only *arms*; the tasks themselves decide what t
 
 from __future__ import annotations
 
+import time
+
 import structlog
 
 from producer.scripts import ms
@@ -13,12 +15,26 @@ from worker.tasks import arm_current
 log = structlog.get_logger(__name__)
 
 
+async def queue_lag_ms(rt: Runtime, now_ms: int) -> int:
+    """How far behind the workers are: age of the oldest due timer (0 when none is due)."""
+    oldest = await rt.redis.zrange(rt.keys.queue, 0, 0, withscores=True)
+    if not oldest:
+        return 0
+    return max(0, now_ms - int(oldest[0][1]))
+
+
 async def reconcile_once(rt: Runtime) -> int:
     """Re-arm every in-flight request whose next check is overdue by more than the grace
-    period; returns how many timers were really missing (and are now armed)."""
+    period; returns how many timers were really missing (and are now armed).
+
+    The grace widens by the queue's own lag: when workers are behind, overdue checks are
+    usually waiting their turn, not lost (arming them would only cost lookups).
+    """
     cfg = rt.config
     now = redis_time_ms(await rt.redis.time())
-    cutoff = now - ms(cfg.scaled(cfg.reconcile_grace_s))
+    rt.metrics.clock_skew.set(time.time() - now / 1000)
+    lag = await queue_lag_ms(rt, now)
+    cutoff = now - ms(cfg.scaled(cfg.reconcile_grace_s)) - lag
     rearmed = 0
     start = 0
     while True:
@@ -33,5 +49,5 @@ async def reconcile_once(rt: Runtime) -> int:
         start += len(ids)
     if rearmed:
         rt.metrics.timers_rearmed.inc(rearmed)
-        log.warning("timers_rearmed", count=rearmed)
+        log.warning("timers_rearmed", count=rearmed, queue_lag_ms=lag)
     return rearmed
