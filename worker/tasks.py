@@ -75,6 +75,21 @@ def _scaled_ms(rt: Runtime, seconds: float) -> int:
     return ms(rt.config.scaled(seconds))
 
 
+def _next_poll_s(rt: Runtime, polls_done: int, retry_after_s: float | None = None) -> float:
+    """The configured (scaled, jittered) delay before the next status check."""
+    cfg = rt.config
+    return poll_delay_s(
+        polls_done,
+        first_s=cfg.scaled(cfg.first_poll_s),
+        floor_s=cfg.scaled(cfg.poll_floor_s),
+        cap_s=cfg.scaled(cfg.poll_cap_s),
+        factor=cfg.poll_factor,
+        jitter=cfg.poll_jitter,
+        rng=rt.rng,
+        retry_after_s=retry_after_s,
+    )
+
+
 # --- submit -------------------------------------------------------------------------------
 
 
@@ -136,19 +151,7 @@ async def _record_submitted(
     request_id = raw[Field.ID]
     with structlog.contextvars.bound_contextvars(upstream_id=job.id):
         cfg = rt.config
-        first = (
-            0.0
-            if job.is_terminal
-            else poll_delay_s(
-                0,
-                first_s=cfg.scaled(cfg.first_poll_s),
-                floor_s=cfg.scaled(cfg.poll_floor_s),
-                cap_s=cfg.scaled(cfg.poll_cap_s),
-                factor=cfg.poll_factor,
-                jitter=cfg.poll_jitter,
-                rng=rt.rng,
-            )
-        )
+        first = 0.0 if job.is_terminal else _next_poll_s(rt, 0)
         c = _call(
             rt,
             "submitted",
@@ -326,16 +329,7 @@ async def _poll_update(
         if job.raw_status not in rt.unknown_statuses_seen:
             rt.unknown_statuses_seen.add(job.raw_status)
             log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
-    delay = poll_delay_s(
-        int(raw.get(Field.POLLS, "0")) + 1,
-        first_s=cfg.scaled(cfg.first_poll_s),
-        floor_s=cfg.scaled(cfg.poll_floor_s),
-        cap_s=cfg.scaled(cfg.poll_cap_s),
-        factor=cfg.poll_factor,
-        jitter=cfg.poll_jitter,
-        rng=rt.rng,
-        retry_after_s=retry_after_s,
-    )
+    delay = _next_poll_s(rt, int(raw.get(Field.POLLS, "0")) + 1, retry_after_s)
     status = job.status if job is not None and job.status != "unknown" else ""
     c = _call(
         rt,
