@@ -2,18 +2,24 @@
 
 from simulator.app import create_app
 from simulator.config import DEFAULT_MODELS, FaultPolicy, ModelProfile, SimConfig
+from simulator.faults import PROFILES as FAULT_PROFILES
+from simulator.faults import FaultProfile
+from simulator.faults import parse as parse_faults
 from simulator.lifecycle import SimJob, Simulator
 from simulator.server import SimServer, run_in_thread, running_simulator, serve, start_in_thread
 
 __all__ = [
     "DEFAULT_MODELS",
+    "FAULT_PROFILES",
     "FaultPolicy",
+    "FaultProfile",
     "ModelProfile",
     "SimConfig",
     "SimJob",
     "SimServer",
     "Simulator",
     "create_app",
+    "parse_faults",
     "run_in_thread",
     "running_simulator",
     "serve",

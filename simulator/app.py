@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.config import SimConfig
+from simulator.config import FaultPolicy, SimConfig
+from simulator.faults import Abandoned, FaultInjector, FaultProfile
 from simulator.lifecycle import Clock, SimJob, Simulator
 from simulator.shapes import error_body, legacy_job, sdk_job, user_id_for, video_bytes
 
@@ -73,14 +74,16 @@ def _api(endpoint: str, handler: Handler, *, auth: bool = True) -> Handler:
                     return denied
             return await handler(request)
 
-        faults = sim.config.faults
+        faults: FaultPolicy | None = request.app.state.faults
         try:
             # The one place where fault injection applies.
             response = await (faults(endpoint, request, call_next) if faults else call_next())
         except BaseException:
             sim.count_request(endpoint, "error")
             raise
-        sim.count_request(endpoint, response.status_code)
+        # What the client saw: nothing at all when it went away before the answer.
+        label = response.label if isinstance(response, Abandoned) else response.status_code
+        sim.count_request(endpoint, label)
         return response
 
     return route
@@ -230,6 +233,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, str(exc.detail), "invalid_request_error", None, None)
 
 
+def _fault_policy(config: SimConfig, sim: Simulator) -> FaultPolicy | None:
+    faults = config.faults
+    if not isinstance(faults, FaultProfile):
+        return faults
+    if not faults.active:
+        return None
+    return FaultInjector(
+        faults, sim, create_endpoints={CREATE}, retrieve_endpoints={RETRIEVE, LEGACY_STATUS}
+    )
+
+
 def create_app(config: SimConfig | None = None, clock: Clock = time.time) -> Starlette:
     """The simulator as an ASGI app; ``app.state.sim`` is its :class:`Simulator`."""
     cfg = config if config is not None else SimConfig()
@@ -245,4 +259,5 @@ def create_app(config: SimConfig | None = None, clock: Clock = time.time) -> Sta
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.sim = Simulator(cfg, clock)
+    app.state.faults = _fault_policy(cfg, app.state.sim)
     return app

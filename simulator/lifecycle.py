@@ -83,6 +83,7 @@ class _Counters:
     failed: int = 0
     billed_micro_usd: int = 0
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
+    faults_injected: dict[str, int] = field(default_factory=dict)
 
 
 class Simulator:
@@ -95,6 +96,9 @@ class Simulator:
         self.config = config
         self.clock = clock
         self._lock = threading.Lock()
+        self.resets = -1
+        """How many times :meth:`reset` ran after construction (per-run state elsewhere, like
+        the fault injector's, follows it)."""
         self.reset()
 
     def reset(self, seed: int | None = None) -> None:
@@ -107,6 +111,7 @@ class Simulator:
             # Jobs not yet terminal, by done_at: settled lazily so stats never scan all jobs.
             self._pending: list[tuple[float, int, SimJob]] = []
             self._counters = _Counters()
+            self.resets += 1
 
     def create(
         self,
@@ -188,6 +193,12 @@ class Simulator:
             key = str(status)
             by_status[key] = by_status.get(key, 0) + 1
 
+    def count_fault(self, kind: str) -> None:
+        """Count one injected upstream fault of ``kind`` (see ``simulator.faults``)."""
+        with self._lock:
+            faults = self._counters.faults_injected
+            faults[kind] = faults.get(kind, 0) + 1
+
     def _settle(self, now: float) -> None:
         c = self._counters
         while self._pending and self._pending[0][0] <= now:
@@ -214,6 +225,7 @@ class Simulator:
                 "billed_usd": format_usd(c.billed_micro_usd),
                 "billed_micro_usd": c.billed_micro_usd,
                 "requests": {k: dict(v) for k, v in c.requests.items()},
+                "faults_injected": dict(c.faults_injected),
                 "seed": self.seed,
                 "time_scale": self.config.time_scale,
                 "shape": self.config.shape,

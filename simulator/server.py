@@ -29,6 +29,8 @@ def _uvicorn_config(app: Starlette, host: str, port: int, access_log: bool) -> u
         ws="none",
         lifespan="off",
         http="h11",
+        # A hung-request fault holds its connection open: don't let it stall shutdown.
+        timeout_graceful_shutdown=2,
     )
 
 
