@@ -47,7 +47,7 @@ class AsyncClient:
     ):
         self.settings = settings or Settings.from_env()
         self._redis = client or redis.asyncio.Redis.from_url(
-            self.settings.redis_url, decode_responses=True
+            self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
         )
         self._owns_redis = client is None
         self._keys = self.settings.keys

@@ -27,7 +27,9 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None):
         self.settings = settings or Settings.from_env()
-        self._redis = client or redis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        self._redis = client or redis.Redis.from_url(
+            self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
+        )
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = SyncScripts(self._redis)

@@ -39,9 +39,9 @@ class WorkerConfig:
     #: Retry delays of a create that did not happen (scaled), backoff base and cap.
     submit_retry_s: float = 2.0
     submit_retry_cap_s: float = 60.0
-    #: Cap on upstream jobs in flight across all workers (0 = no cap), and how long a request
-    #: waits before asking again when the cap is full (scaled).
+    #: Cap on upstream jobs in flight across all workers (0 = no cap).
     max_inflight: int = 0
+    #: How long a request waits before asking again when the cap is full (scaled).
     cap_wait_s: float = 2.0
     #: How long creates pause for everyone after 401/402/403 (not scaled: a human must act).
     pause_s: float = 60.0

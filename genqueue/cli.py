@@ -1,0 +1,621 @@
+"""The ``genqueue`` command line: worker, simulator, submit, status, wait, cancel, stats, demo.
+
+Exit codes: 0 success; 1 not found, Redis unreachable or another runtime error; 2 invalid
+request, usage or configuration; 3 ``wait`` timed out; 4 a waited-for request finished without
+completing (failed, cancelled or expired); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import click
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from genqueue import __version__
+from genqueue.demo_report import format_usd
+from genqueue.envhelp import env_help
+from genqueue.logs import configure_logging, scrub
+from producer import (
+    Client,
+    InvalidRequest,
+    RequestNotFound,
+    RequestView,
+    Settings,
+    Stats,
+    WaitTimeout,
+)
+from producer.keys import NON_TERMINAL, TERMINAL
+from producer.settings import redact_url
+
+EXIT_NOT_FOUND = 1
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_NOT_COMPLETED = 4
+EXIT_INTERRUPTED = 130
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: How long the CLI waits to connect to Redis before calling it unreachable.
+_CONNECT_TIMEOUT_S = 5.0
+
+
+class ConfigError(Exception):
+    """The environment holds an unusable setting."""
+
+
+def _err(message: str) -> None:
+    click.echo(f"genqueue: {message}", err=True)
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    _err(message)
+    sys.exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class _Main(click.Group):
+    """The root group: turns genqueue's errors into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InvalidRequest as exc:
+            _fail(EXIT_USAGE, str(exc))
+        except RequestNotFound as exc:
+            _fail(EXIT_NOT_FOUND, str(exc))
+        except WaitTimeout as exc:
+            _fail(EXIT_TIMEOUT, f"timed out: {exc}")
+        except ConfigError as exc:
+            _fail(EXIT_USAGE, f"configuration error: {exc}")
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            url = _redacted_redis_url()
+            _fail(
+                EXIT_RUNTIME,
+                f"cannot reach Redis at {url} ({scrub(str(exc)) or type(exc).__name__}); "
+                "check GENQUEUE_REDIS_URL",
+            )
+        except redis.RedisError as exc:
+            _fail(EXIT_RUNTIME, f"Redis error at {_redacted_redis_url()}: {scrub(str(exc))}")
+        except KeyboardInterrupt:
+            _fail(EXIT_INTERRUPTED, "interrupted")
+
+
+def _redacted_redis_url() -> str:
+    try:
+        return _settings().redis_url_redacted
+    except ConfigError:
+        return "(GENQUEUE_REDIS_URL)"
+
+
+@click.group(cls=_Main, context_settings=_CONTEXT, epilog=env_help())
+@click.version_option(__version__, prog_name="genqueue")
+def main() -> None:
+    """genqueue: a durable job queue for slow, paid AI video generations (Redis + arq).
+
+    Run workers with `genqueue worker`, enqueue with `genqueue submit`, watch with
+    `genqueue stats`; `genqueue demo` runs the whole thing against the simulator.
+
+    \b
+    Exit codes: 0 ok; 1 not found / Redis unreachable / runtime error; 2 invalid request,
+    usage or configuration; 3 wait timed out; 4 finished but not completed; 130 interrupted.
+    """
+
+
+# --- worker / simulator ---------------------------------------------------------------------
+
+
+@main.command()
+def worker() -> None:
+    """Run a worker until SIGTERM/SIGINT.
+
+    Configured by the environment (see `genqueue --help`); needs TOGETHER_API_KEY. A lost Redis
+    does not stop it: it reconnects with backoff.
+    """
+    from worker.app import run_worker
+    from worker.config import WorkerConfig
+    from worker.runtime import UnsafeRedis
+
+    configure_logging()
+    try:
+        cfg = WorkerConfig.from_env()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not cfg.api_key:
+        _fail(
+            EXIT_USAGE,
+            "TOGETHER_API_KEY is empty: set it to your Together AI API key "
+            "(any value works against the simulator)",
+        )
+    import structlog
+
+    structlog.get_logger("genqueue.cli").info(
+        "worker_starting",
+        redis=cfg.settings.redis_url_redacted,
+        key_prefix=cfg.settings.key_prefix,
+        upstream=redact_url(cfg.upstream_url),
+        time_scale=cfg.time_scale,
+        max_jobs=cfg.max_jobs,
+        max_inflight=cfg.max_inflight,
+        worker_name=cfg.worker_name,
+    )
+    # Until arq installs its own handlers, a SIGTERM still means "stop cleanly".
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        asyncio.run(run_worker(cfg))
+    except UnsafeRedis as exc:
+        _fail(EXIT_RUNTIME, f"refusing to start on {cfg.settings.redis_url_redacted}: {exc}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    sys.exit(0)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Multiplies every simulated duration.  [default: 1.0]",
+)
+@click.option("--seed", type=int, help="Seed of the job outcomes.  [default: 0]")
+@click.option(
+    "--shape",
+    type=click.Choice(["sdk", "legacy"]),
+    help="Response shape of GET /v2/videos/{id}.  [default: sdk]",
+)
+@click.option(
+    "--failure-share",
+    type=click.FloatRange(0, 1),
+    help="Share of jobs that fail upstream.  [default: 0.05]",
+)
+@click.option(
+    "--no-idempotency",
+    is_flag=True,
+    default=False,
+    help="Ignore Idempotency-Key (every create makes a new job).",
+)
+@click.option(
+    "--faults",
+    help="Upstream fault profile: none, flaky, chaos, optionally with overrides, e.g. "
+    "'chaos,hang_share=0' or 'error_5xx_share=0.1,rate_limit_rps=50'.  [default: none]",
+)
+@click.option("--api-key", help="Accept only this bearer key (default: any non-empty key).")
+@click.option("--access-log", is_flag=True, help="Log every request.")
+def simulator(
+    host: str,
+    port: int,
+    time_scale: float | None,
+    seed: int | None,
+    shape: str | None,
+    failure_share: float | None,
+    no_idempotency: bool,
+    faults: str | None,
+    api_key: str | None,
+    access_log: bool,
+) -> None:
+    """Serve the fake Together video API.
+
+    Ground truth at GET /_sim/stats. Unset options fall back to GENQUEUE_SIM_* variables,
+    then to the defaults shown.
+    """
+    import dataclasses
+
+    from simulator import SimConfig, parse_faults, serve
+
+    try:
+        base = SimConfig.from_env()
+        over: dict[str, Any] = {}
+        for name, value in (
+            ("time_scale", time_scale),
+            ("seed", seed),
+            ("shape", shape),
+            ("failure_share", failure_share),
+            ("api_key", api_key),
+        ):
+            if value is not None:
+                over[name] = value
+        if no_idempotency:
+            over["honour_idempotency"] = False
+        if faults is not None:
+            over["faults"] = parse_faults(faults)
+        config = dataclasses.replace(base, **over)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    _err(
+        f"simulator on http://{host}:{port} (time scale {config.time_scale:g}, "
+        f"seed {config.seed}, shape {config.shape}, failure share {config.failure_share:g}, "
+        f"idempotency {'on' if config.honour_idempotency else 'off'}, "
+        f"faults {faults or 'from env/none'})"
+    )
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: make that SIGTERM
+    # an exit 0 (like the worker's) rather than death by signal (143).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    serve(config, host, port, access_log=access_log)
+
+
+# --- producer commands ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _client() -> Iterator[Client]:
+    configure_logging()  # the client's rare warnings go to stderr, never into --json output
+    settings = _settings()
+    conn = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
+    )
+    client = Client(settings, client=conn)
+    try:
+        yield client
+    finally:
+        client.close()
+        conn.close()
+
+
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+
+
+def parse_value(raw: str) -> Any:
+    """A ``--param`` value typed: ints, floats, true/false, null, JSON objects/arrays and
+    "quoted" JSON strings; anything else stays a string."""
+    low = raw.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none"):
+        return None
+    if _INT.fullmatch(raw.strip()):
+        return int(raw)
+    if _FLOAT.fullmatch(raw.strip()):
+        return float(raw)
+    if raw[:1] in "{[" or (len(raw) >= 2 and raw[0] == raw[-1] == '"'):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def _pairs(
+    param: click.Parameter, values: tuple[str, ...], convert: Callable[[str], Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param=param)
+        if key in out:
+            raise click.BadParameter(f"{key!r} given twice", param=param)
+        out[key] = convert(value)
+    return out
+
+
+def _params_cb(_ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
+    out = _pairs(param, values, parse_value)
+    for reserved in ("model", "prompt", "metadata"):
+        if reserved in out:
+            raise click.BadParameter(f"use --{reserved} for {reserved!r}", param=param)
+    return out
+
+
+def _metadata_cb(_ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> Any:
+    return _pairs(param, values, str)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _ts(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def _dur(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{seconds:.3f} s"
+
+
+def record_table(view: RequestView) -> Table:
+    """A request's record as a two-column table."""
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    status = view.status + (" (cancel requested)" if view.cancel_requested else "")
+    status += " (still tracked upstream for its cost)" if view.tracking else ""
+    prompt = str(view.request.get("prompt", ""))
+    rows: list[tuple[str, str | None]] = [
+        ("id", view.id),
+        ("status", status),
+        ("model", view.model),
+        ("prompt", prompt if len(prompt) <= 200 else prompt[:197] + "..."),
+        ("upstream id", view.upstream_id),
+        ("upstream status", view.upstream_status),
+        ("video url", view.video_url),
+        ("cost", None if view.cost_micro_usd is None else format_usd(view.cost_micro_usd)),
+        ("error", view.error),
+        ("polls / attempts", f"{view.polls} / {view.attempts}"),
+        ("enqueued at", _ts(view.enqueued_at)),
+        ("finished at", _ts(view.finished_at)),
+        ("queue wait", _dur(view.queue_wait_s)),
+        ("upstream generation", _dur(view.upstream_duration_s)),
+        ("end to end", _dur(view.total_duration_s)),
+        ("detection lag", _dur(view.detection_lag_s)),
+        ("metadata", json.dumps(view.metadata) if view.metadata else None),
+        ("webhook url", view.webhook_url),
+        ("idempotency key", view.idempotency_key),
+    ]
+    for key, value in rows:
+        if value not in (None, ""):
+            t.add_row(key, value)
+    return t
+
+
+def _show(view: RequestView, as_json: bool) -> None:
+    if as_json:
+        _echo_json(view.to_json_dict())
+    else:
+        Console(soft_wrap=False).print(record_table(view))
+
+
+def _finished(view: RequestView, as_json: bool) -> None:
+    _show(view, as_json)
+    if view.status != "completed":
+        sys.exit(EXIT_NOT_COMPLETED)
+
+
+_TIMEOUT = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Give up after this many seconds (exit 3).  [default: no limit]",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@main.command()
+@click.option("--model", "-m", required=True, help="Upstream model id.")
+@click.option("--prompt", "-p", required=True, help="Text prompt.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_params_cb,
+    help="Another request field, typed (width=1366, guidance_scale=7.5, "
+    "generate_audio=true, media='{...}'); repeatable.",
+)
+@click.option(
+    "--metadata",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_metadata_cb,
+    help="A tag kept with the request (string); repeatable.",
+)
+@click.option("--idempotency-key", help="The same key returns the same request id.")
+@click.option("--webhook-url", help="Called when the request finishes.")
+@click.option("--deadline-s", type=float, help="Give up after this many seconds.")
+@click.option("--wait", is_flag=True, help="Wait for the request to finish and print it.")
+@_TIMEOUT
+@_JSON
+def submit(
+    model: str,
+    prompt: str,
+    params: dict[str, Any],
+    metadata: dict[str, str],
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    deadline_s: float | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Enqueue a generation and print its id.
+
+    With --wait, print its finished record instead (exit 4 if it did not complete, 3 on
+    --timeout)."""
+    request: dict[str, Any] = {"model": model, "prompt": prompt, **params}
+    if metadata:
+        request["metadata"] = metadata
+    with _client() as client:
+        request_id = client.submit(
+            request,
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            deadline_s=deadline_s,
+        )
+        if not wait:
+            if as_json:
+                _echo_json({"id": request_id})
+            else:
+                click.echo(request_id)
+            return
+        _err(f"submitted {request_id}; waiting")
+        view = client.wait(request_id, timeout)
+    _finished(view, as_json)
+
+
+@main.command()
+@click.argument("request_id")
+@_JSON
+def status(request_id: str, as_json: bool) -> None:
+    """Print a request's record (exit 1 if unknown)."""
+    with _client() as client:
+        view = client.get(request_id)
+    _show(view, as_json)
+
+
+@main.command()
+@click.argument("request_id")
+@_TIMEOUT
+@_JSON
+def wait(request_id: str, timeout: float | None, as_json: bool) -> None:
+    """Wait until a request finishes and print it.
+
+    Exit 4 if it finished without completing, 3 on --timeout."""
+    with _client() as client:
+        view = client.wait(request_id, timeout)
+    _finished(view, as_json)
+
+
+_CANCEL_TEXT = {
+    "cancelled": "cancelled",
+    "requested": "cancel requested: it takes effect at the request's next step",
+    "already_finished": "already finished: nothing to cancel",
+}
+
+
+@main.command()
+@click.argument("request_id")
+@_JSON
+def cancel(request_id: str, as_json: bool) -> None:
+    """Cancel a request.
+
+    A request already created upstream shows `cancelled` at once; its billed job is still
+    tracked until the upstream finishes, so its cost is recorded."""
+    with _client() as client:
+        outcome = client.cancel(request_id)
+    if as_json:
+        _echo_json({"id": request_id, "outcome": outcome})
+    else:
+        click.echo(f"{request_id}: {_CANCEL_TEXT.get(outcome, outcome)}")
+
+
+def stats_tables(stats: Stats) -> list[Table]:
+    """``Stats`` as rich tables: the queue now, then finished requests and cost by model."""
+    now = Table(title="Queue", show_header=False, title_justify="left")
+    now.add_column(style="bold")
+    now.add_column(justify="right")
+    for s in NON_TERMINAL:
+        now.add_row(f"requests {s}", str(stats.requests_by_status.get(s, 0)))
+    now.add_row("tracking (billed job after cancel/deadline)", str(stats.tracking))
+    now.add_row("active upstream jobs", str(stats.active_upstream))
+    now.add_row("in flight (index)", str(stats.inflight))
+    now.add_row("timers ready (due or running)", str(stats.queue_ready))
+    now.add_row("timers deferred", str(stats.queue_deferred))
+    if stats.paused:
+        p = stats.paused
+        until = p.get("until_ms")
+        until_s = (_ts(int(until) / 1000) if until and until.isdigit() else None) or "?"
+        now.add_row(
+            "creates",
+            f"[red]PAUSED[/red] ({p.get('reason', '?')}, HTTP {p.get('code', '?')}, "
+            f"until {until_s})",
+        )
+    else:
+        now.add_row("creates", "[green]running[/green]")
+
+    done = Table(title="Finished (cluster totals)", title_justify="left")
+    done.add_column("model")
+    for outcome in TERMINAL:
+        done.add_column(outcome, justify="right")
+    done.add_column("cost", justify="right")
+    models = sorted({m for m, _ in stats.finished} | set(stats.cost_micro_usd))
+    for m in models:
+        done.add_row(
+            m,
+            *(str(stats.finished.get((m, o), 0)) for o in TERMINAL),
+            format_usd(stats.cost_micro_usd.get(m, 0)),
+        )
+    by_outcome = stats.finished_by_outcome
+    done.add_section()
+    done.add_row(
+        "total",
+        *(str(by_outcome.get(o, 0)) for o in TERMINAL),
+        format_usd(stats.total_cost_micro_usd),
+        style="bold",
+    )
+    return [now, done]
+
+
+@main.command()
+@_JSON
+def stats(as_json: bool) -> None:
+    """Show queue depth, requests by status, totals and cost.
+
+    Finished requests by model and outcome, cost by model, and whether creates are paused."""
+    with _client() as client:
+        snapshot = client.stats()
+    if as_json:
+        _echo_json(snapshot.to_json_dict())
+        return
+    console = Console()
+    for table in stats_tables(snapshot):
+        console.print(table)
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--videos", default=200, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Wall seconds per simulated second, for the simulator and the workers alike.  "
+    "[default: 0.125]",
+)
+@click.option("--seed", default=1, show_default=True, type=int, help="Simulator seed.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Wall seconds to wait for all videos.  [default: 1800 simulated s, at least 60]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(
+    videos: int,
+    workers: int,
+    time_scale: float | None,
+    seed: int,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Run everything against the simulator and check the books.
+
+    Starts the simulator and N worker processes, submits the videos, shows progress by status,
+    then a summary with latencies in simulated seconds. Exit 1 if a video was lost or the cost
+    genqueue recorded differs from what the simulator billed.
+
+    Uses GENQUEUE_REDIS_URL if it answers, else a private redis-server; a fresh key prefix
+    per run.
+    """
+    from genqueue.demo import DEFAULT_TIME_SCALE, DemoOptions, run_demo
+
+    configure_logging(level="WARNING")
+    code = run_demo(
+        DemoOptions(
+            videos=videos,
+            workers=workers,
+            time_scale=time_scale or DEFAULT_TIME_SCALE,
+            seed=seed,
+            timeout_s=timeout,
+            as_json=as_json,
+        )
+    )
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
