@@ -1,0 +1,53 @@
+"""``python -m tests.chaos``: the full chaos run (``make chaos``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from tests.chaos.harness import ChaosOptions, run_chaos
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--videos", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--time-scale", type=float, default=0.05)
+    p.add_argument("--faults", default="chaos")
+    p.add_argument("--kill-every-s", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--report", type=Path, default=Path("chaos-report.json"))
+    p.add_argument("--logs", type=Path, default=None, help="keep process logs here")
+    args = p.parse_args()
+    reports = {}
+    for honour in (True, False):
+        opts = ChaosOptions(
+            videos=args.videos,
+            workers=args.workers,
+            time_scale=args.time_scale,
+            faults=args.faults,
+            honour_idempotency=honour,
+            kill_every_s=args.kill_every_s,
+            seed=args.seed,
+            log_dir=args.logs / ("honoured" if honour else "ignored") if args.logs else None,
+        )
+        report = run_chaos(opts)
+        key = "idempotency_honoured" if honour else "idempotency_ignored"
+        reports[key] = report
+        print(key, json.dumps(asdict(report)), flush=True)
+    failures = {k: r.violations() for k, r in reports.items() if r.violations()}
+    combined = {k: asdict(r) for k, r in reports.items()}
+    combined["violations"] = failures
+    args.report.write_text(json.dumps(combined, indent=2) + "\n")
+    print(f"wrote {args.report}")
+    if failures:
+        print(f"FAILED: {failures}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The chaos run: real worker processes against a faulty simulator; SIGKILL workers at random,
+SIGKILL Redis once; then compare genqueue's records with the simulator's ground truth.
+
+``python -m tests.chaos --videos 1000`` (``make chaos``) writes ``chaos-report.json``; the
+short form runs inside ``make test`` (``test_chaos_short.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from genqueue.local_redis import LocalRedis, free_port
+from producer import Client, RequestView, Settings
+from producer.record import micro_to_usd
+
+MODELS = ["minimax/video-01-director", "google/veo-3.0-fast", "openai/sora-2", "vidu/vidu-q1"]
+
+
+@dataclass
+class ChaosOptions:
+    videos: int = 1000
+    workers: int = 3
+    time_scale: float = 0.05
+    faults: str = "chaos"
+    honour_idempotency: bool = True
+    kill_every_s: float = 4.0
+    redis_restarts: int = 1
+    seed: int = 7
+    timeout_s: float = 600.0
+    #: Short task timeouts: arq re-runs a SIGKILLed task after timeout + 10 s.
+    task_timeout_s: float = 6.0
+    log_dir: Path | None = None
+
+
+@dataclass
+class ChaosReport:
+    requests: int
+    terminal: int
+    lost: int
+    completed: int
+    failed: int
+    upstream_completed: int
+    duplicate_creations: int
+    ambiguous_submits: int
+    cost_recorded_usd: str
+    cost_billed_usd: str
+    cost_unattributed_usd: str
+    cost_learned_untracked_usd: str
+    kills: int
+    redis_restarts: int
+    honour_idempotency: bool
+    faults: str
+    faults_injected: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def violations(self) -> list[str]:
+        """The guarantees this run must show; empty when all hold."""
+        out = []
+        if self.lost:
+            out.append(f"lost {self.lost} requests")
+        if self.terminal != self.requests:
+            out.append(f"only {self.terminal}/{self.requests} terminal")
+        if self.completed != self.upstream_completed:
+            out.append(f"completed {self.completed} != upstream {self.upstream_completed}")
+        recorded, billed = Decimal(self.cost_recorded_usd), Decimal(self.cost_billed_usd)
+        if recorded != billed - Decimal(self.cost_unattributed_usd):
+            out.append(f"cost {recorded} != billed {billed} - unattributed")
+        if self.honour_idempotency:
+            if self.duplicate_creations:
+                out.append(f"{self.duplicate_creations} duplicate creations")
+            if Decimal(self.cost_unattributed_usd):
+                out.append(f"unattributed cost {self.cost_unattributed_usd}")
+        elif self.duplicate_creations > self.ambiguous_submits:
+            out.append(
+                f"{self.duplicate_creations} duplicates > {self.ambiguous_submits} ambiguous"
+            )
+        return out
+
+
+class Procs:
+    """Subprocesses with their logs in one folder."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.n = 0
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.n += 1
+        with (self.log_dir / f"{name}-{self.n}.log").open("wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "genqueue", *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+
+def _stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 30) -> None:
+    if p.poll() is None:
+        p.send_signal(sig)
+        try:
+            p.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _wait_http(url: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer")
+
+
+def _all_terminal(client: Client) -> bool:
+    st = client.stats()
+    return sum(st.requests_by_status.values()) == 0 and st.tracking == 0
+
+
+def compare(
+    views: dict[str, RequestView | None],
+    jobs: list[dict[str, Any]],
+    sim_stats: dict[str, Any],
+    opts: ChaosOptions,
+    kills: int,
+    redis_restarts: int,
+    wall_s: float,
+) -> ChaosReport:
+    """Build the report from genqueue's records and the simulator's ground truth."""
+    by_id = {j["id"]: j for j in jobs}
+    present = [v for v in views.values() if v is not None]
+    terminal = [v for v in present if v.is_terminal and not v.tracking]
+    held = {v.upstream_id for v in present if v.upstream_id}
+    learned = {u for v in present for u in v.upstream_ids}
+    unattributed = sum(j["cost_micro_usd"] for j in jobs if j["id"] not in held)
+    untracked = sum(j["cost_micro_usd"] for j in jobs if j["id"] in learned - held)
+    return ChaosReport(
+        requests=len(views),
+        terminal=len(terminal),
+        lost=len(views) - len(terminal),
+        completed=sum(v.status == "completed" for v in present),
+        failed=sum(v.status == "failed" for v in present),
+        upstream_completed=sum(
+            1 for v in present if v.upstream_id and by_id[v.upstream_id]["status"] == "completed"
+        ),
+        duplicate_creations=int(sim_stats["duplicate_creations"]),
+        ambiguous_submits=sum(v.ambiguous_submits for v in present),
+        cost_recorded_usd=str(micro_to_usd(sum(v.cost_micro_usd or 0 for v in present))),
+        cost_billed_usd=str(micro_to_usd(int(sim_stats["billed_micro_usd"]))),
+        cost_unattributed_usd=str(micro_to_usd(unattributed)),
+        cost_learned_untracked_usd=str(micro_to_usd(untracked)),
+        kills=kills,
+        redis_restarts=redis_restarts,
+        honour_idempotency=opts.honour_idempotency,
+        faults=opts.faults,
+        faults_injected=dict(sim_stats.get("faults_injected", {})),
+        wall_s=round(wall_s, 1),
+    )
+
+
+def run_chaos(opts: ChaosOptions) -> ChaosReport:
+    """Run one chaos scenario end to end and return its report."""
+    rng = random.Random(opts.seed)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="genqueue-chaos-") as tmp:
+        log_dir = opts.log_dir or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        redis_server = LocalRedis(appendfsync="always", data_dir=Path(tmp))
+        redis_server.start()
+        settings = Settings(redis_url=redis_server.url, key_prefix="chaos")
+        sim_port = free_port()
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        env = dict(os.environ)
+        env.update(
+            GENQUEUE_REDIS_URL=settings.redis_url,
+            GENQUEUE_KEY_PREFIX=settings.key_prefix,
+            GENQUEUE_UPSTREAM_URL=sim_url,
+            TOGETHER_API_KEY="chaos-key",
+            GENQUEUE_TIME_SCALE=str(opts.time_scale),
+            GENQUEUE_TASK_TIMEOUT_S=str(opts.task_timeout_s),
+            GENQUEUE_CONNECT_TIMEOUT_S="1",
+            GENQUEUE_READ_TIMEOUT_S="3",
+            GENQUEUE_POLL_DELAY_S="0.02",
+            GENQUEUE_RECONCILE_INTERVAL_S="5",
+            GENQUEUE_PAUSE_S="2",
+            GENQUEUE_LOG_FORMAT="json",
+            GENQUEUE_LOG_LEVEL="WARNING",
+        )
+        procs = Procs(log_dir, env)
+        sim_args = [
+            "simulator", "--port", str(sim_port), "--time-scale", str(opts.time_scale),
+            "--seed", str(opts.seed), "--faults", opts.faults,
+        ]  # fmt: skip
+        if not opts.honour_idempotency:
+            sim_args.append("--no-idempotency")
+        sim = procs.spawn("simulator", *sim_args)
+        workers: list[subprocess.Popen[bytes]] = []
+        kills = redis_restarts = 0
+        try:
+            _wait_http(f"{sim_url}/_sim/stats")
+            workers = [procs.spawn("worker", "worker") for _ in range(opts.workers)]
+            with Client(settings) as client:
+                ids = [
+                    client.submit({"model": MODELS[i % len(MODELS)], "prompt": f"chaos {i}"})
+                    for i in range(opts.videos)
+                ]
+                deadline = time.monotonic() + opts.timeout_s
+                next_kill = time.monotonic() + opts.kill_every_s
+                redis_due = [
+                    time.monotonic() + opts.kill_every_s * (k + 1.5)
+                    for k in range(opts.redis_restarts)
+                ]
+                while time.monotonic() < deadline:
+                    now = time.monotonic()
+                    if redis_due and now >= redis_due[0]:
+                        redis_due.pop(0)
+                        redis_server.kill()
+                        time.sleep(rng.uniform(0.5, 1.5))
+                        redis_server.start()
+                        redis_restarts += 1
+                    busy = not _safe(lambda: _all_terminal(client))
+                    if not busy and not redis_due:
+                        break
+                    if busy and now >= next_kill:
+                        i = rng.randrange(len(workers))
+                        workers[i].send_signal(signal.SIGKILL)
+                        workers[i].wait()
+                        kills += 1
+                        workers[i] = procs.spawn("worker", "worker")
+                        next_kill = now + opts.kill_every_s * rng.uniform(0.5, 1.5)
+                    time.sleep(0.2)
+                views: dict[str, RequestView | None] = {i: _get(client, i) for i in ids}
+            sim_stats = httpx.get(f"{sim_url}/_sim/stats", timeout=30).json()
+            jobs = httpx.get(f"{sim_url}/_sim/jobs", timeout=30).json()
+            if isinstance(jobs, dict):
+                jobs = jobs.get("jobs", [])
+        finally:
+            for w in workers:
+                _stop(w)
+            _stop(sim)
+            redis_server.close()
+    return compare(views, jobs, sim_stats, opts, kills, redis_restarts, time.monotonic() - started)
+
+
+def _safe(fn: Any) -> Any:
+    """Stats during a Redis restart may fail: treat that as "still busy"."""
+    try:
+        return fn()
+    except Exception:
+        return False
+
+
+def _get(client: Client, request_id: str) -> RequestView | None:
+    try:
+        return client.get(request_id)
+    except KeyError:
+        return None

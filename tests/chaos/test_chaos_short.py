@@ -1,0 +1,36 @@
+"""The short chaos run inside ``make test``: faults upstream, workers SIGKILLed at random,
+Redis SIGKILLed once — nothing lost, nothing bought twice (when the upstream honours
+idempotency keys), cost counted once. ``make chaos`` runs the full size."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import ChaosOptions, run_chaos
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("honour", [True, False], ids=["idem-honoured", "idem-ignored"])
+def test_chaos_short(tmp_path: Path, honour: bool) -> None:
+    """Under upstream faults, worker SIGKILLs and a Redis SIGKILL, every request ends, its
+    outcome matches the upstream's, and recorded cost equals billed minus unattributed."""
+    opts = ChaosOptions(
+        videos=200,
+        workers=3,
+        time_scale=0.03,
+        honour_idempotency=honour,
+        kill_every_s=3.0,
+        redis_restarts=1,
+        seed=3,
+        timeout_s=300,
+        log_dir=tmp_path,
+    )
+    report = run_chaos(opts)
+    print(asdict(report))
+    assert report.kills >= 2 and report.redis_restarts == 1
+    assert sum(report.faults_injected.values()) > 0
+    assert report.violations() == [], asdict(report)
