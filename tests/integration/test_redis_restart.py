@@ -57,3 +57,29 @@ def test_worker_survives_redis_restart_and_nothing_is_lost(tmp_path: Path) -> No
     assert truth["jobs_created"] == 100 and truth["duplicate_creations"] == 0
     assert sum(v.cost_micro_usd or 0 for v in views) == truth["billed_micro_usd"]
     assert "redis_unavailable" in log_text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_worker_started_without_redis_retries_with_clear_json_lines(tmp_path: Path) -> None:
+    """A worker whose Redis is down logs one-line JSON retries (password hidden, no traceback)
+    and still stops cleanly on SIGTERM."""
+    import json
+
+    from genqueue.local_redis import free_port
+
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+    env = worker_env(Settings(redis_url=url), "http://127.0.0.1:9")
+    env["GENQUEUE_LOG_LEVEL"] = "INFO"
+    log_path = tmp_path / "w.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "genqueue", "worker"], env=env, stdout=log, stderr=log
+        )
+    wait_until(lambda: "redis_unavailable" in log_path.read_text(), 30, "a retry line")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    text = log_path.read_text()
+    assert "Traceback" not in text and "hunter2-secret" not in text
+    events = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert any(e["event"] == "redis_unavailable" and "***" in e["redis"] for e in events)
