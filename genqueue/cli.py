@@ -549,6 +549,41 @@ def stats_tables(stats: Stats) -> list[Table]:
 
 
 @main.command()
+def resume() -> None:
+    """Resume upstream creates paused by the circuit breaker (401/402/403 or an outage).
+
+    Paused creates also resume by themselves: after GENQUEUE_PAUSE_S one request probes the
+    upstream and its success resumes them for everyone."""
+    with _client() as client:
+        was_paused = client.resume_creates()
+    click.echo("creates resumed" if was_paused else "creates were not paused")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to bind.")
+@click.option("--port", default=9108, show_default=True, type=click.IntRange(1, 65535))
+def exporter(host: str, port: int) -> None:
+    """Serve cluster-wide metrics read from Redis at scrape time (run ONE per cluster).
+
+    Queue depth, requests by status, finished totals and cost by model, creates paused,
+    workers alive. Workers serve their own per-process metrics with GENQUEUE_METRICS_PORT."""
+    import threading
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from worker.cluster_metrics import ClusterCollector
+
+    configure_logging()
+    settings = _settings()
+    registry = CollectorRegistry()
+    registry.register(ClusterCollector(settings))
+    start_http_server(port, addr=host, registry=registry)
+    _err(f"exporter on http://{host}:{port}/metrics for {settings.redis_url_redacted}")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    threading.Event().wait()
+
+
+@main.command()
 @_JSON
 def stats(as_json: bool) -> None:
     """Show queue depth, requests by status, totals and cost.

@@ -140,6 +140,11 @@ class AsyncClient:
         )
         return cancel_outcome(await self._scripts.run(c), request_id)
 
+    async def resume_creates(self) -> bool:
+        """End a pause of upstream creates now (after fixing the key or credits); True if
+        creates were paused."""
+        return bool(await self._redis.delete(self._keys.pause))
+
     async def stats(self) -> Stats:
         """A snapshot of queue depth, in-flight counts and cluster totals."""
         now = redis_time_ms(await self._redis.time())

@@ -111,6 +111,11 @@ class Client:
         )
         return cancel_outcome(self._scripts.run(c), request_id)
 
+    def resume_creates(self) -> bool:
+        """End a pause of upstream creates now (after fixing the key or credits); True if
+        creates were paused."""
+        return bool(self._redis.delete(self._keys.pause))
+
     def stats(self) -> Stats:
         """A snapshot of queue depth, in-flight counts and cluster totals."""
         now = redis_time_ms(self._redis.time())

@@ -281,3 +281,17 @@ def test_simulator_rejects_an_invalid_option() -> None:
     """`simulator --shape` accepts only sdk|legacy (exit 2 otherwise)."""
     result = CliRunner().invoke(main, ["simulator", "--shape", "xml"])
     assert result.exit_code == 2
+
+
+def test_resume_ends_a_pause(settings: Settings) -> None:
+    """`genqueue resume` ends a circuit-breaker pause that `stats` showed."""
+    r = redis.Redis.from_url(settings.redis_url)
+    r.hset(settings.keys.pause, mapping={"reason": "HTTP 402", "code": "402", "until_ms": "1"})
+    r.close()
+    env = {"GENQUEUE_REDIS_URL": settings.redis_url, "GENQUEUE_KEY_PREFIX": settings.key_prefix}
+    runner = CliRunner()
+    shown = runner.invoke(main, ["stats", "--json"], env=env)
+    assert json.loads(shown.output)["paused"]["code"] == "402"
+    result = runner.invoke(main, ["resume"], env=env)
+    assert result.exit_code == 0 and "resumed" in result.output
+    assert json.loads(runner.invoke(main, ["stats", "--json"], env=env).output)["paused"] == {}
