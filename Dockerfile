@@ -7,6 +7,7 @@ COPY producer ./producer
 COPY worker ./worker
 COPY simulator ./simulator
 COPY genqueue ./genqueue
+COPY gateway ./gateway
 RUN pip install . && useradd --system --uid 10001 genqueue
 USER genqueue
 ENTRYPOINT ["genqueue"]

@@ -45,7 +45,7 @@ fmt: $(STAMP)
 compose-check: $(STAMP)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	@if command -v docker-compose >/dev/null; then \
-		TOGETHER_API_KEY=compose-check docker-compose -f docker-compose.yml --profile sim config -q && echo "docker-compose config: ok"; \
+		TOGETHER_API_KEY=compose-check GENQUEUE_API_KEYS=compose-check docker-compose -f docker-compose.yml --profile sim config -q && echo "docker-compose config: ok"; \
 	else echo "docker-compose not installed: skipped its check"; fi
 
 clean:

@@ -549,6 +549,30 @@ def stats_tables(stats: Stats) -> list[Table]:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--allow-anonymous",
+    is_flag=True,
+    help="Serve without API keys (development only).",
+)
+def gateway(host: str, port: int, allow_anonymous: bool) -> None:
+    """Serve the HTTP gateway for backends in other languages (OpenAPI at /openapi.json).
+
+    Bearer API keys come from GENQUEUE_API_KEYS (comma-separated)."""
+    from gateway import GatewayConfigError, serve
+
+    configure_logging()
+    settings = _settings()
+    _err(f"gateway on http://{host}:{port} for {settings.redis_url_redacted}")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        serve(settings, host, port, allow_anonymous=allow_anonymous)
+    except GatewayConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@main.command()
 def resume() -> None:
     """Resume upstream creates paused by the circuit breaker (401/402/403 or an outage).
 

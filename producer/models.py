@@ -21,6 +21,16 @@ MAX_MEDIA_JSON_BYTES = 64 * 1024
 MAX_METADATA_ENTRIES = 16
 MAX_WEBHOOK_URL_CHARS = 2_048
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+MAX_MEDIA_DEPTH = 32
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of a JSON-like value, counting no further than ``limit + 1``."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
 
 ModelId = Annotated[
     str,
@@ -88,9 +98,11 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _media_bounded(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
+            if _depth(v, MAX_MEDIA_DEPTH) > MAX_MEDIA_DEPTH:
+                raise ValueError(f"must be nested at most {MAX_MEDIA_DEPTH} levels deep")
             try:
                 size = len(json.dumps(v, allow_nan=False).encode())
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 raise ValueError("must be plain JSON") from None
             if size > MAX_MEDIA_JSON_BYTES:
                 raise ValueError(f"must be at most {MAX_MEDIA_JSON_BYTES} bytes of JSON")
@@ -119,9 +131,15 @@ def parse_request(data: GenerationRequest | dict[str, Any]) -> GenerationRequest
     if not isinstance(data, dict):
         raise InvalidRequest([FieldError("request", "must be an object")])
     try:
-        return GenerationRequest.model_validate(data)
+        req = GenerationRequest.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest(_field_errors(exc)) from None
+    try:
+        # Lone surrogates survive JSON escaping but break every UTF-8 consumer downstream.
+        json.dumps(req.model_dump(), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest([FieldError("request", "contains invalid Unicode")]) from None
+    return req
 
 
 def validate_options(

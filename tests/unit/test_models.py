@@ -102,3 +102,17 @@ def test_any_input_gives_a_request_or_invalid_request(data: dict[str, Any]) -> N
         assert exc.errors
     else:
         assert req.model and req.prompt.strip()
+
+
+def test_deep_media_and_lone_surrogates_are_refused() -> None:
+    """Absurdly nested media and strings that are not valid Unicode are refused up front."""
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(900):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(InvalidRequest, match="media"):
+        parse_request({**VALID, "media": deep})
+    for bad in ({"prompt": "x\ud800y"}, {"media": {"caption": "x\ud800y"}}):
+        with pytest.raises(InvalidRequest, match=r"(?i)unicode"):
+            parse_request({**VALID, **bad})

@@ -1,0 +1,125 @@
+"""``create_app()``: the gateway's ASGI application, for backends in any language."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import redis.asyncio
+import structlog
+from fastapi import FastAPI
+
+from gateway import errors
+from gateway.auth import (
+    ENV_API_KEYS,
+    ApiKeys,
+    AuthMiddleware,
+    GatewayConfigError,
+    api_keys_from_env,
+    parse_api_keys,
+)
+from gateway.middleware import BodyLimit, RequestContext
+from gateway.routes import build_health_router, build_v1_router
+from producer import AsyncClient, Settings
+
+log = structlog.get_logger(__name__)
+
+#: Largest request body accepted (bytes); larger ones get 413.
+MAX_BODY_BYTES = 256 * 1024
+#: Longest ``?wait=`` long-poll (seconds).
+MAX_WAIT_S = 60.0
+#: Seconds to wait for a connection to Redis before answering 503.
+REDIS_CONNECT_TIMEOUT_S = 5.0
+
+DESCRIPTION = f"""
+HTTP access to genqueue, a durable queue for slow, paid AI video generations.
+
+**Auth.** Every `/v1` operation needs `Authorization: Bearer <key>`, a key listed in
+`{ENV_API_KEYS}` (comma-separated). No or a malformed header: **401** with
+`WWW-Authenticate: Bearer`; an unknown key: **403**. `/healthz`, `/readyz` and this document
+are open. (A gateway started with `allow_anonymous=True` accepts anyone: development only.)
+
+**Idempotency.** `POST /v1/generations` honours an `Idempotency-Key` header: the same key
+always names the same generation. A repeat creates nothing and answers **201** again with the
+same id and `Location`, and the record as it is now (the original response is replayed, as
+Stripe does; the first body wins).
+
+**Long-poll.** `GET /v1/generations/{{id}}?wait=S` (0 < S <= {MAX_WAIT_S:g}) holds the
+request until the generation is terminal or S seconds passed, and answers **200** either way
+with the current record: look at `status`.
+
+**Cancel.** `DELETE /v1/generations/{{id}}` answers **200** with outcome `cancelled` or
+`already_finished`, and **202** with `requested` when the generation is being submitted
+upstream at that moment (the cancel is honoured at its next step).
+
+**Errors** all have one shape:
+`{{"error": {{"type": "...", "message": "...",
+"fields": [{{"field": "...", "message": "..."}}]}}}}`.
+400 the body is not JSON (wrong `Content-Type`, malformed, empty); 422 it is JSON but not a
+valid request (`fields` names each bad field; nothing is written); 413 the body exceeds
+{MAX_BODY_BYTES // 1024} KiB; 404 unknown id; 503 Redis unreachable (with `Retry-After`).
+Every response carries an `X-Request-ID` (the client's own, if it sent a sane one).
+"""
+
+
+def _resolve_keys(api_keys: Sequence[str] | None, allow_anonymous: bool) -> ApiKeys | None:
+    keys = api_keys_from_env() if api_keys is None else parse_api_keys(",".join(api_keys))
+    if keys:
+        return ApiKeys(keys)
+    if allow_anonymous:
+        log.warning("gateway_anonymous", message="no API keys: every request is accepted")
+        return None
+    raise GatewayConfigError(
+        f"no API keys configured: set {ENV_API_KEYS} (comma-separated) or pass api_keys; "
+        "allow_anonymous=True runs without auth (development only)"
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    api_keys: Sequence[str] | None = None,
+    *,
+    allow_anonymous: bool = False,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_wait_s: float = MAX_WAIT_S,
+) -> FastAPI:
+    """The gateway app: one ``AsyncClient`` for its lifetime (opened and closed by its lifespan).
+
+    ``api_keys`` None reads ``GENQUEUE_API_KEYS``. With no keys at all the app refuses to be
+    built (``GatewayConfigError``) unless ``allow_anonymous=True`` (development only).
+    """
+    keys = _resolve_keys(api_keys, allow_anonymous)
+    resolved = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # A bounded connect: an unreachable Redis answers 503 soon instead of hanging requests.
+        connection = redis.asyncio.Redis.from_url(
+            resolved.redis_url,
+            decode_responses=True,
+            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        )
+        client = AsyncClient(resolved, client=connection)
+        app.state.client = client
+        log.info("gateway_started", redis=resolved.redis_url_redacted, keys=len(keys or ()))
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await connection.aclose()
+            log.info("gateway_stopped")
+
+    app = FastAPI(
+        title="genqueue gateway",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.include_router(build_health_router())
+    app.include_router(build_v1_router(max_wait_s), tags=["generations"])
+    errors.install(app)
+    # Added last = outermost: request id, then auth, then the body cap.
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(AuthMiddleware, keys=keys)
+    app.add_middleware(RequestContext)
+    return app
