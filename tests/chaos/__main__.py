@@ -23,19 +23,24 @@ def main() -> int:
     p.add_argument("--logs", type=Path, default=None, help="keep process logs here")
     args = p.parse_args()
     reports = {}
-    for honour in (True, False):
+    scenarios = [
+        ("idempotency_honoured", True, "always"),
+        ("idempotency_ignored", False, "always"),
+        ("aof_everysec", True, "everysec"),
+    ]
+    for key, honour, fsync in scenarios:
         opts = ChaosOptions(
             videos=args.videos,
             workers=args.workers,
             time_scale=args.time_scale,
             faults=args.faults,
             honour_idempotency=honour,
+            appendfsync=fsync,
             kill_every_s=args.kill_every_s,
             seed=args.seed,
-            log_dir=args.logs / ("honoured" if honour else "ignored") if args.logs else None,
+            log_dir=args.logs / key if args.logs else None,
         )
         report = run_chaos(opts)
-        key = "idempotency_honoured" if honour else "idempotency_ignored"
         reports[key] = report
         print(key, json.dumps(asdict(report)), flush=True)
     failures = {k: r.violations() for k, r in reports.items() if r.violations()}
