@@ -24,6 +24,8 @@ TimerKind = Literal["submit", "poll"]
 SUBMIT_TASK: Final = "submit"
 POLL_TASK: Final = "poll"
 RECONCILE_TASK: Final = "reconcile"
+SIDE_TASK: Final = "side"
+DISPATCH_TASK: Final = "dispatch_outbox"
 
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
@@ -79,6 +81,22 @@ class Keys:
         return f"{self.prefix}:events"
 
     @property
+    def outbox(self) -> str:
+        """Sorted set: request id -> when its owed side effects (download, webhook) are due."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def dead_letters(self) -> str:
+        """Sorted set: request ids whose webhook was given up on, scored by when."""
+        return f"{self.prefix}:webhooks:dead"
+
+    @property
+    def side_queue(self) -> str:
+        """The arq queue of side effects (downloads, webhooks): slow receivers never delay
+        status checks, and their timeouts never lengthen the main queue's crash recovery."""
+        return f"{self.prefix}:side"
+
+    @property
     def pause(self) -> str:
         """Hash describing a pause of upstream creates (circuit breaker), absent when running."""
         return f"{self.prefix}:pause"
@@ -99,6 +117,7 @@ class Keys:
             self.totals,
             self.events,
             idem,
+            self.outbox,
         ]
 
 
@@ -140,3 +159,15 @@ class Field:
     COST_MICRO_USD: Final = "cost_micro_usd"
     VIDEO_URL: Final = "video_url"
     ERROR: Final = "error"
+    SIDE_SEQ: Final = "side_seq"
+    WEBHOOK_ID: Final = "webhook_id"
+    WEBHOOK_STATE: Final = "webhook_state"
+    WEBHOOK_ATTEMPTS: Final = "webhook_attempts"
+    WEBHOOK_DELIVERED_AT_MS: Final = "webhook_delivered_at_ms"
+    WEBHOOK_ERROR: Final = "webhook_error"
+    DOWNLOAD_STATE: Final = "download_state"
+    DOWNLOAD_ATTEMPTS: Final = "download_attempts"
+    DOWNLOAD_PATH: Final = "download_path"
+    DOWNLOAD_SHA256: Final = "download_sha256"
+    DOWNLOAD_BYTES: Final = "download_bytes"
+    DOWNLOAD_ERROR: Final = "download_error"

@@ -18,7 +18,14 @@ from producer.keys import Keys
 from producer.settings import Settings
 
 ScriptName = Literal[
-    "create", "begin_submit", "submitted", "submit_release", "poll_update", "finish", "cancel"
+    "create",
+    "begin_submit",
+    "submitted",
+    "submit_release",
+    "poll_update",
+    "finish",
+    "cancel",
+    "side_effect",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "create",
@@ -28,6 +35,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "poll_update",
     "finish",
     "cancel",
+    "side_effect",
 )
 
 

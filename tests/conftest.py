@@ -57,7 +57,7 @@ import httpx  # noqa: E402
 
 from producer.client import AsyncClient  # noqa: E402
 from simulator import SimConfig, create_app  # noqa: E402
-from worker.app import build_worker, stop_worker  # noqa: E402
+from worker.app import build_side_worker, build_worker, stop_worker  # noqa: E402
 from worker.config import WorkerConfig  # noqa: E402
 
 #: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
@@ -99,14 +99,24 @@ async def start_worker(settings: Settings, sim_app: Any) -> AsyncIterator[StartW
     """Start in-process arq workers: ``await start_worker(transport=..., **config overrides)``."""
     running: list[tuple[Any, asyncio.Task[None]]] = []
 
-    async def start(transport: httpx.AsyncBaseTransport | None = None, **overrides: Any) -> Any:
+    async def start(
+        transport: httpx.AsyncBaseTransport | None = None,
+        side_transport: httpx.AsyncBaseTransport | None = None,
+        with_side: bool = False,
+        **overrides: Any,
+    ) -> Any:
         cfg = worker_config(settings, **overrides)
-        w = build_worker(
-            cfg, transport=transport or httpx.ASGITransport(app=sim_app), handle_signals=False
-        )
-        task = asyncio.create_task(w.async_run())
-        running.append((w, task))
-        return w
+        kw: dict[str, Any] = {
+            "transport": transport or httpx.ASGITransport(app=sim_app),
+            "side_transport": side_transport,
+            "handle_signals": False,
+        }
+        workers = [build_worker(cfg, **kw)]
+        if with_side:
+            workers.append(build_side_worker(cfg, **kw))
+        for w in workers:
+            running.append((w, asyncio.create_task(w.async_run())))
+        return workers[0]
 
     yield start
     for w, task in running:

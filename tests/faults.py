@@ -38,3 +38,13 @@ def is_create(request: httpx.Request) -> bool:
 
 def is_retrieve(request: httpx.Request) -> bool:
     return request.method == "GET" and request.url.path.startswith("/v2/videos/")
+
+
+class RouterTransport(httpx.AsyncBaseTransport):
+    """Routes by host: each host to its own transport (the simulator, a webhook receiver)."""
+
+    def __init__(self, routes: dict[str, httpx.AsyncBaseTransport]) -> None:
+        self.routes = routes
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.routes[request.url.host].handle_async_request(request)

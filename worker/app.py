@@ -1,6 +1,10 @@
 """arq glue: the worker's functions, settings and a supervisor that survives Redis restarts.
 
 This is the only worker module that imports arq (timers are armed by ``producer.timers``).
+A worker process runs two arq workers: the main one (``submit``/``poll`` timers and the
+reconciler) and a side one (downloads and webhooks, on their own queue): a slow receiver or
+download never delays a status check, and its longer timeout never lengthens the main
+queue's crash recovery (arq re-runs a killed job after the *largest* timeout + 10 s).
 """
 
 from __future__ import annotations
@@ -19,12 +23,20 @@ from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
-from producer.keys import POLL_TASK, RECONCILE_TASK, SCHEMA_VERSION, SUBMIT_TASK
+from producer.keys import (
+    DISPATCH_TASK,
+    POLL_TASK,
+    RECONCILE_TASK,
+    SCHEMA_VERSION,
+    SIDE_TASK,
+    SUBMIT_TASK,
+)
 from producer.timers import dumps, loads
 from worker.config import WorkerConfig
 from worker.metrics import WorkerMetrics
 from worker.reconciler import reconcile_once
 from worker.runtime import CTX_KEY, Runtime, UnsafeRedis
+from worker.side_effects import dispatch_outbox, run_side
 from worker.tasks import run_poll, run_submit
 
 log = structlog.get_logger(__name__)
@@ -57,9 +69,20 @@ async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> No
         await run_poll(_runtime(ctx), request_id, seq)
 
 
+async def side(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
+    """arq task: one owed side effect (see ``worker.side_effects.run_side``)."""
+    if _version_ok(v):
+        await run_side(_runtime(ctx), request_id, seq)
+
+
 async def reconcile(ctx: dict[str, Any]) -> int:
     """arq cron: re-arm lost timers."""
     return await reconcile_once(_runtime(ctx))
+
+
+async def dispatch(ctx: dict[str, Any]) -> int:
+    """arq cron: arm due side effects."""
+    return await dispatch_outbox(_runtime(ctx))
 
 
 def _cron_seconds(interval_s: int) -> dict[str, Any]:
@@ -77,25 +100,68 @@ def functions(config: WorkerConfig) -> list[Function]:
     ]
 
 
-def build_worker(
+def _worker(
     config: WorkerConfig,
     *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    metrics: WorkerMetrics | None = None,
-    handle_signals: bool = True,
-    burst: bool = False,
+    queue: str,
+    functions: list[Function],
+    cron_jobs: list[Any],
+    timeout_s: float,
+    transport: httpx.AsyncBaseTransport | None,
+    side_transport: httpx.AsyncBaseTransport | None,
+    metrics: WorkerMetrics | None,
+    handle_signals: bool,
+    burst: bool,
+    health_suffix: str,
 ) -> Worker:
-    """An arq ``Worker`` for genqueue's tasks (``transport`` overrides the upstream's)."""
-
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx[CTX_KEY] = await Runtime.start(config, transport=transport, metrics=metrics)
+        ctx[CTX_KEY] = await Runtime.start(
+            config, transport=transport, side_transport=side_transport, metrics=metrics
+        )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         rt = ctx.pop(CTX_KEY, None)
         if rt is not None:
             await rt.close()
 
+    prefix = config.settings.keys.prefix
     return Worker(
+        functions=functions,
+        cron_jobs=cron_jobs,
+        queue_name=queue,
+        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        handle_signals=handle_signals,
+        job_completion_wait=round(config.job_completion_wait_s),
+        max_jobs=config.max_jobs,
+        job_timeout=timeout_s,
+        keep_result=0,
+        poll_delay=config.poll_delay_s,
+        queue_read_limit=config.queue_read_limit,
+        max_tries=MAX_TRIES,
+        burst=burst,
+        job_serializer=dumps,
+        job_deserializer=loads,
+        health_check_interval=10,
+        health_check_key=f"{prefix}:health{health_suffix}:{config.worker_name}",
+        log_results=False,
+    )
+
+
+def build_worker(
+    config: WorkerConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    side_transport: httpx.AsyncBaseTransport | None = None,
+    metrics: WorkerMetrics | None = None,
+    handle_signals: bool = True,
+    burst: bool = False,
+) -> Worker:
+    """The main arq ``Worker``: status timers and the reconciler."""
+    return _worker(
+        config,
+        queue=config.settings.keys.queue,
         functions=functions(config),
         cron_jobs=[
             cron(
@@ -107,24 +173,47 @@ def build_worker(
                 **_cron_seconds(config.reconcile_interval_s),
             )
         ],
-        queue_name=config.settings.keys.queue,
-        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
+        timeout_s=config.task_timeout_s,
+        transport=transport,
+        side_transport=side_transport,
+        metrics=metrics,
         handle_signals=handle_signals,
-        job_completion_wait=round(config.job_completion_wait_s),
-        max_jobs=config.max_jobs,
-        job_timeout=config.task_timeout_s,
-        keep_result=0,
-        poll_delay=config.poll_delay_s,
-        queue_read_limit=config.queue_read_limit,
-        max_tries=MAX_TRIES,
         burst=burst,
-        job_serializer=dumps,
-        job_deserializer=loads,
-        health_check_interval=10,
-        health_check_key=f"{config.settings.keys.prefix}:health:{config.worker_name}",
-        log_results=False,
+        health_suffix="",
+    )
+
+
+def build_side_worker(
+    config: WorkerConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    side_transport: httpx.AsyncBaseTransport | None = None,
+    metrics: WorkerMetrics | None = None,
+    handle_signals: bool = True,
+) -> Worker:
+    """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher."""
+    timeout = max(config.webhook_timeout_s, config.download_timeout_s) + 10
+    return _worker(
+        config,
+        queue=config.settings.keys.side_queue,
+        functions=[func(side, name=SIDE_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0)],
+        cron_jobs=[
+            cron(
+                dispatch,
+                name=DISPATCH_TASK,
+                run_at_startup=True,
+                timeout=30,
+                keep_result=0,
+                **_cron_seconds(config.outbox_interval_s),
+            )
+        ],
+        timeout_s=timeout,
+        transport=transport,
+        side_transport=side_transport,
+        metrics=metrics,
+        handle_signals=handle_signals,
+        burst=False,
+        health_suffix="-side",
     )
 
 
@@ -163,47 +252,77 @@ async def stop_worker(worker: Worker, grace_s: float = 0.0) -> None:
 
 
 async def run_worker(
-    config: WorkerConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    config: WorkerConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    side_transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
-    """Run a worker until SIGTERM/SIGINT; a lost Redis restarts it (with backoff) instead of
-    killing the process, since a bare arq worker dies with its connection."""
+    """Run a worker process until SIGTERM/SIGINT.
+
+    SIGTERM: both arq workers stop taking jobs and let running ones finish for
+    ``job_completion_wait_s``. A lost Redis ends arq's loop (a bare arq worker would die
+    with it): the supervisor logs one line and starts over with backoff.
+    """
     logging.getLogger("arq").setLevel(logging.WARNING)
+    if not config.webhook_secret:
+        log.warning("webhook_secret_missing", hint="set GENQUEUE_WEBHOOK_SECRET to sign webhooks")
     metrics = WorkerMetrics()
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)
         log.info("metrics_serving", port=config.metrics_port)
     stopping = asyncio.Event()
+    current: list[Worker] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stopping.is_set():
+            log.info("worker_stopping", signal=sig.name, grace_s=config.job_completion_wait_s)
+        stopping.set()
+        for w in current:
+            w.handle_sig_wait_for_completion(sig)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    kw: dict[str, Any] = {
+        "transport": transport,
+        "side_transport": side_transport,
+        "metrics": metrics,
+        "handle_signals": False,
+    }
     backoff_s = 0.5
     while not stopping.is_set():
-        worker = build_worker(config, transport=transport, metrics=metrics)
-        worker.on_stop = lambda _sig: stopping.set()
-        try:
-            await worker.async_run()
-            backoff_s = 0.5
-        except asyncio.CancelledError:
-            if stopping.is_set():
-                break
-            raise
-        except UnsafeRedis as exc:
-            log.error("redis_refused", reason=str(exc), redis=config.settings.redis_url_redacted)
-            raise
-        except (redis.RedisError, OSError) as exc:
-            log.warning(
-                "redis_unavailable",
-                error=type(exc).__name__,
-                detail=str(exc)[:200],
-                retry_in_s=backoff_s,
-                redis=config.settings.redis_url_redacted,
+        current[:] = [build_worker(config, **kw), build_side_worker(config, **kw)]
+        tasks = [asyncio.create_task(w.async_run()) for w in current]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        failure = next(
+            (t.exception() for t in done if not t.cancelled() and t.exception() is not None),
+            None,
+        )
+        if stopping.is_set():
+            # Each worker is finishing its running jobs (bounded by job_completion_wait).
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for w in current:
+            await stop_worker(w)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if isinstance(failure, UnsafeRedis):
+            log.error(
+                "redis_refused", reason=str(failure), redis=config.settings.redis_url_redacted
             )
-        finally:
-            await stop_worker(worker)
+            raise failure
         if stopping.is_set():
             break
-        # Signals during the backoff must still stop us (arq's handlers left with its worker).
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
+        if failure is not None and not isinstance(failure, redis.RedisError | OSError):
+            raise failure
+        log.warning(
+            "redis_unavailable",
+            error=type(failure).__name__ if failure else "worker_ended",
+            detail=str(failure)[:200] if failure else "",
+            retry_in_s=backoff_s,
+            redis=config.settings.redis_url_redacted,
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), backoff_s)
         backoff_s = min(backoff_s * 2, 10.0)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
     log.info("worker_stopped")

@@ -70,6 +70,22 @@ class WorkerConfig:
     durable_wait_timeout_s: float = 1.0
     #: Serve this process's metrics on this port (0 = don't).
     metrics_port: int = 0
+    #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
+    #: webhook URLs.
+    webhook_secret: str = field(default="", repr=False)
+    webhook_timeout_s: float = 10.0
+    #: Webhook retries back off from ``webhook_retry_s`` to ``webhook_retry_cap_s`` and stop
+    #: (dead letter) this long after the request ended.
+    webhook_retry_s: float = 5.0
+    webhook_retry_cap_s: float = 3600.0
+    webhook_max_age_s: float = 86400.0
+    #: Download finished videos into this directory (empty = don't).
+    download_dir: str = ""
+    download_max_bytes: int = 1 << 30
+    download_timeout_s: float = 120.0
+    download_retries: int = 5
+    #: How often due side effects (downloads, webhooks) are dispatched.
+    outbox_interval_s: int = 1
     worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def __post_init__(self) -> None:
@@ -94,6 +110,8 @@ class WorkerConfig:
                 f"connect_timeout_s + read_timeout_s ({http_budget:g}) must be below "
                 f"task_timeout_s ({self.task_timeout_s:g})"
             )
+        if self.webhook_max_age_s + 3600 > self.settings.retention_s:
+            raise ValueError("retention_s must outlast webhook_max_age_s by at least an hour")
         if self.reconcile_interval_s <= 0 or (
             self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
         ):
@@ -115,6 +133,7 @@ class WorkerConfig:
         over = overrides_from_env(base, e)
         over.pop("settings", None)
         over.pop("api_key", None)
+        over.pop("webhook_secret", None)
         upstream = e.get("GENQUEUE_UPSTREAM_URL")
         if upstream:
             over["upstream_url"] = upstream
@@ -122,5 +141,6 @@ class WorkerConfig:
             base,
             settings=Settings.from_env(e),
             api_key=e.get("TOGETHER_API_KEY", ""),
+            webhook_secret=e.get("GENQUEUE_WEBHOOK_SECRET", ""),
             **over,
         )

@@ -80,6 +80,18 @@ class WorkerMetrics:
             ["code"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "genqueue_webhook_deliveries",
+            "Webhook delivery attempts by outcome (done, retry, dead: given up on).",
+            ["outcome"],
+            registry=r,
+        )
+        self.downloads = Counter(
+            "genqueue_downloads",
+            "Video download attempts by outcome (done, retry, dead).",
+            ["outcome"],
+            registry=r,
+        )
         self.clock_skew = Gauge(
             "genqueue_clock_skew_seconds",
             "This host's clock minus Redis' clock (timers are scheduled on Redis' clock).",

@@ -47,11 +47,29 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     unknown_statuses_seen: set[str] = field(default_factory=set)
 
+    side_transport: httpx.AsyncBaseTransport | None = None
+
     def __post_init__(self) -> None:
         self.keys: Keys = self.config.settings.keys
         self.scripts = AsyncScripts(self.redis)
         self.timers = AsyncTimers(self.redis, self.keys.queue)
+        self.side_timers = AsyncTimers(self.redis, self.keys.side_queue)
         self.pause = CreatePause(self.redis, self.keys)
+        cfg = self.config
+        # Webhook receivers get no redirects (a redirect could bounce a signed body
+        # elsewhere); video URLs are short links that redirect to a signed URL.
+        self.webhook_http = httpx.AsyncClient(
+            timeout=cfg.webhook_timeout_s,
+            follow_redirects=False,
+            transport=self.side_transport,
+            trust_env=False,
+        )
+        self.download_http = httpx.AsyncClient(
+            timeout=httpx.Timeout(cfg.download_timeout_s, connect=cfg.connect_timeout_s),
+            follow_redirects=True,
+            transport=self.side_transport,
+            trust_env=False,
+        )
 
     @classmethod
     async def start(
@@ -59,6 +77,7 @@ class Runtime:
         config: WorkerConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        side_transport: httpx.AsyncBaseTransport | None = None,
         metrics: WorkerMetrics | None = None,
     ) -> Runtime:
         """Connect to Redis and the upstream (``transport`` overrides the production one)."""
@@ -99,8 +118,11 @@ class Runtime:
             upstream=upstream,
             durability=durability,
             metrics=metrics,
+            side_transport=side_transport,
         )
 
     async def close(self) -> None:
+        await self.webhook_http.aclose()
+        await self.download_http.aclose()
         await self.upstream.aclose()
         await self.redis.aclose()

@@ -1,11 +1,12 @@
 -- Shared by every transition script (prepended to each one).
 -- KEYS: 1 record, 2 in-flight zset, 3 active set (in-flight cap), 4 status counts hash,
---       5 totals hash, 6 event stream, 7 idempotency mapping (the record key itself if none).
+--       5 totals hash, 6 event stream, 7 idempotency mapping (the record key itself if none),
+--       8 outbox zset (side effects owed after the end: download, webhook).
 -- ARGV: 1 request id, 2 event stream max length, 3 done channel, 4 retention of a finished
 --       record (ms); script-specific arguments follow from ARGV[5].
 -- "Now" is always Redis TIME, never a host clock (one clock for leases and deadlines).
 local K_REC, K_INFLIGHT, K_ACTIVE, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_TOTALS, K_EVENTS, K_IDEM = KEYS[5], KEYS[6], KEYS[7]
+local K_TOTALS, K_EVENTS, K_IDEM, K_OUTBOX = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local NON_TERMINAL = {pending = true, submitting = true, queued = true, in_progress = true}
 local SEP = '|'
@@ -55,12 +56,24 @@ local function next_step(kind, delay_ms)
   return seq
 end
 
+-- Record a side effect owed after the end (rule 4: in the same step as the terminal status,
+-- so a crash right after loses none); the outbox dispatcher runs it.
+local function owe(effect)
+  redis.call('HSET', K_REC, effect .. '_state', 'pending', effect .. '_attempts', '0')
+  if not redis.call('HGET', K_REC, 'side_seq') then redis.call('HSET', K_REC, 'side_seq', '0') end
+  redis.call('ZADD', K_OUTBOX, 'NX', NOW, ID)
+end
+
 -- What the user sees as the end: the status never changes after this.
 local function visible_terminal(old, new, err)
   set_status(old, new)
   redis.call('HSET', K_REC, 'finished_at_ms', istr(NOW))
   if err and err ~= '' then redis.call('HSET', K_REC, 'error', err) end
   redis.call('HINCRBY', K_TOTALS, 'finished' .. SEP .. get('model') .. SEP .. new, 1)
+  if (get('webhook_url') or '') ~= '' then
+    redis.call('HSET', K_REC, 'webhook_id', 'wh_' .. ID)
+    owe('webhook')
+  end
   redis.call('PUBLISH', CHANNEL, new)
   emit(new)
 end
