@@ -143,3 +143,19 @@ def test_unreachable_redis_raises_a_redis_error() -> None:
     closed = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with Client(closed) as gq, pytest.raises(redis.ConnectionError):
         gq.submit(REQ)
+
+
+async def test_event_stream_can_be_consumed_with_a_consumer_group(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A consumer group sees each transition once, in order, as docs/events.md describes."""
+    stream = settings.keys.events
+    await aredis.xgroup_create(stream, "billing", id="0", mkstream=True)
+    rid = await client.submit(REQ)
+    await finish_directly(settings, aredis, rid)
+    got = await aredis.xreadgroup("billing", "c1", {stream: ">"}, count=100)
+    entries = got[0][1]
+    assert [e["status"] for _, e in entries] == ["pending", "submitting", "queued", "completed"]
+    assert entries[2][1]["upstream_id"] == "up-1" and all(e["id"] == rid for _, e in entries)
+    await aredis.xack(stream, "billing", *[eid for eid, _ in entries])
+    assert await aredis.xreadgroup("billing", "c1", {stream: ">"}, count=100) == []
