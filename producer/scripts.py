@@ -26,6 +26,7 @@ ScriptName = Literal[
     "finish",
     "cancel",
     "side_effect",
+    "defer",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "create",
@@ -36,6 +37,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "finish",
     "cancel",
     "side_effect",
+    "defer",
 )
 
 

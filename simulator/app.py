@@ -66,6 +66,8 @@ def _api(endpoint: str, handler: Handler, *, auth: bool = True) -> Handler:
 
     async def route(request: Request) -> Response:
         sim = _sim(request)
+        if endpoint in (CREATE, RETRIEVE, LEGACY_STATUS):
+            sim.note_arrival()
 
         async def call_next() -> Response:
             if auth:
@@ -209,6 +211,16 @@ async def sim_stats(request: Request) -> Response:
     return JSONResponse(_sim(request).stats())
 
 
+async def sim_load(request: Request) -> Response:
+    """Peak load ground truth: most API calls in any window (``?window_s=1``) and most jobs
+    in flight at once."""
+    try:
+        window_s = float(request.query_params.get("window_s", "1"))
+    except ValueError:
+        window_s = 1.0
+    return JSONResponse(_sim(request).load(max(0.001, window_s)))
+
+
 async def sim_jobs(request: Request) -> Response:
     """``GET /_sim/jobs``: every job with status, cost and poll count."""
     return JSONResponse(_sim(request).jobs())
@@ -255,6 +267,7 @@ def create_app(config: SimConfig | None = None, clock: Clock = time.time) -> Sta
         Route("/_sim/files/{job_id}.mp4", _api(FILES, video_file, auth=False), methods=["GET"]),
         Route("/_sim/stats", sim_stats, methods=["GET"]),
         Route("/_sim/jobs", sim_jobs, methods=["GET"]),
+        Route("/_sim/load", sim_load, methods=["GET"]),
         Route("/_sim/reset", sim_reset, methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 import random
@@ -111,6 +112,8 @@ class Simulator:
             # Jobs not yet terminal, by done_at: settled lazily so stats never scan all jobs.
             self._pending: list[tuple[float, int, SimJob]] = []
             self._counters = _Counters()
+            # Arrival times of API calls (bounded): ground truth for rate-limit tests.
+            self._arrivals: collections.deque[float] = collections.deque(maxlen=500_000)
             self.resets += 1
 
     def create(
@@ -192,6 +195,35 @@ class Simulator:
             by_status = self._counters.requests.setdefault(endpoint, {})
             key = str(status)
             by_status[key] = by_status.get(key, 0) + 1
+
+    def note_arrival(self) -> None:
+        """Record that an API call (create or retrieve) arrived now."""
+        t = self.clock()
+        with self._lock:
+            self._arrivals.append(t)
+
+    def load(self, window_s: float = 1.0) -> dict[str, Any]:
+        """Peak load as the upstream saw it: most API calls in any ``window_s`` window, and
+        most jobs created but not yet finished at any moment."""
+        with self._lock:
+            arrivals = sorted(self._arrivals)
+            spans = [(j.created_at, j.done_at) for j in self._jobs.values()]
+        peak_calls, lo = 0, 0
+        for hi, t in enumerate(arrivals):
+            while arrivals[lo] <= t - window_s:
+                lo += 1
+            peak_calls = max(peak_calls, hi - lo + 1)
+        edges = sorted([(c, 1) for c, _ in spans] + [(d, -1) for _, d in spans])
+        peak_jobs = running = 0
+        for _, delta in edges:
+            running += delta
+            peak_jobs = max(peak_jobs, running)
+        return {
+            "window_s": window_s,
+            "max_calls_in_window": peak_calls,
+            "calls": len(arrivals),
+            "max_jobs_in_flight": peak_jobs,
+        }
 
     def count_fault(self, kind: str) -> None:
         """Count one injected upstream fault of ``kind`` (see ``simulator.faults``)."""

@@ -43,6 +43,10 @@ class WorkerConfig:
     max_inflight: int = 0
     #: How long a request waits before asking again when the cap is full (scaled).
     cap_wait_s: float = 2.0
+    #: Shared limit on upstream calls (creates and polls) across all workers: requests/s
+    #: sustained, plus a burst (0 = no limit).
+    rate_limit_rps: float = 0.0
+    rate_limit_burst: int = 0
     #: How long creates pause for everyone after 401/402/403 (not scaled: a human must act).
     pause_s: float = 60.0
     ambiguous_policy: AmbiguousPolicy = "resubmit"

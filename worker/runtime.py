@@ -15,6 +15,7 @@ from worker.config import WorkerConfig
 from worker.durability import Durability
 from worker.metrics import WorkerMetrics
 from worker.pause import CreatePause
+from worker.ratelimit import SharedRateLimit, limiter_identity
 from worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 
 CTX_KEY = "genqueue"
@@ -48,6 +49,7 @@ class Runtime:
     unknown_statuses_seen: set[str] = field(default_factory=set)
 
     side_transport: httpx.AsyncBaseTransport | None = None
+    rate_limit: SharedRateLimit | None = None
 
     def __post_init__(self) -> None:
         self.keys: Keys = self.config.settings.keys
@@ -56,6 +58,14 @@ class Runtime:
         self.side_timers = AsyncTimers(self.redis, self.keys.side_queue)
         self.pause = CreatePause(self.redis, self.keys)
         cfg = self.config
+        if self.rate_limit is None and cfg.rate_limit_rps > 0:
+            self.rate_limit = SharedRateLimit(
+                cfg.settings.redis_url,
+                prefix=self.keys.prefix,
+                rps=cfg.rate_limit_rps,
+                burst=cfg.rate_limit_burst,
+                identity=limiter_identity(cfg.upstream_url, cfg.api_key),
+            )
         # Webhook receivers get no redirects (a redirect could bounce a signed body
         # elsewhere); video URLs are short links that redirect to a signed URL.
         self.webhook_http = httpx.AsyncClient(

@@ -90,6 +90,23 @@ def _next_poll_s(rt: Runtime, polls_done: int, retry_after_s: float | None = Non
     )
 
 
+async def _rate_limited(rt: Runtime, raw: dict[str, str], seq: int, kind: str) -> bool:
+    """Take a slot of the shared rate limit; if none is free, re-arm for when one will be
+    (no sleeping, no busy retry) and return True."""
+    if rt.rate_limit is None:
+        return False
+    wait_s = await rt.rate_limit.acquire()
+    if wait_s <= 0:
+        return False
+    rt.metrics.rate_limited.labels("local").inc()
+    # Spread the re-armed steps so they don't all return at the window's edge at once.
+    delay_ms = ms(wait_s + rt.rng.uniform(0, min(1.0, wait_s)))
+    reply = await rt.scripts.run(_call(rt, "defer", raw, str(seq), kind, delay_ms))
+    if reply[0] == "OK":
+        await _arm_next(rt, kind, raw[Field.ID], reply)
+    return True
+
+
 # --- submit -------------------------------------------------------------------------------
 
 
@@ -101,6 +118,9 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             log.info("record_missing")
             return
         cfg = rt.config
+        current = raw.get(Field.TIMER) == SUBMIT_TASK and raw.get(Field.SEQ) == str(seq)
+        if current and await _rate_limited(rt, raw, seq, SUBMIT_TASK):
+            return
         begin = _call(
             rt,
             "begin_submit",
@@ -251,6 +271,8 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             await arm_current(rt, request_id)
             return
         if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
+            return
+        if await _rate_limited(rt, raw, seq, POLL_TASK):
             return
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
         with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
