@@ -96,6 +96,11 @@ class Keys:
         status checks, and their timeouts never lengthen the main queue's crash recovery."""
         return f"{self.prefix}:side"
 
+    def durations(self, model: str, kind: str) -> str:
+        """List of recent upstream durations (seconds) of one model: ``total`` (created to
+        done) or ``generation`` (started to done)."""
+        return f"{self.prefix}:durations:{kind}:{model}"
+
     @property
     def pause(self) -> str:
         """Hash describing a pause of upstream creates (circuit breaker), absent when running."""

@@ -28,7 +28,15 @@ class WorkerConfig:
     api_key: str = field(default="", repr=False)
     transport: TransportKind = "aiohttp"
     time_scale: float = 1.0
-    #: First check after create (scaled): near a typical video's duration.
+    #: ``adaptive``: the first check lands at a low quantile of the model's recent durations
+    #: (and, once the upstream reports the start of generation, at that start plus a low
+    #: quantile of generation time); ``fixed``: ``first_poll_s`` then backoff only.
+    poll_schedule: Literal["adaptive", "fixed"] = "adaptive"
+    #: Which quantile of recent durations the adaptive schedule aims its first check at.
+    adaptive_quantile: float = 0.1
+    #: Completions of a model needed before its durations are trusted.
+    adaptive_min_samples: int = 10
+    #: First check after create (scaled) while a model's durations are unknown.
     first_poll_s: float = 20.0
     #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.
     poll_floor_s: float = 5.0
@@ -103,6 +111,10 @@ class WorkerConfig:
             raise ValueError("poll_jitter must be in [0, 1)")
         if self.ambiguous_policy not in ("resubmit", "fail"):
             raise ValueError("ambiguous_policy must be 'resubmit' or 'fail'")
+        if self.poll_schedule not in ("adaptive", "fixed"):
+            raise ValueError("poll_schedule must be 'adaptive' or 'fixed'")
+        if not 0 <= self.adaptive_quantile < 1:
+            raise ValueError("adaptive_quantile must be in [0, 1)")
         if self.durable_writes not in ("auto", "off"):
             raise ValueError("durable_writes must be 'auto' or 'off'")
         if self.transport not in ("aiohttp", "httpx"):

@@ -13,6 +13,7 @@ from producer.scripts import AsyncScripts
 from producer.timers import AsyncTimers
 from worker.config import WorkerConfig
 from worker.durability import Durability
+from worker.durations import DurationModel
 from worker.metrics import WorkerMetrics
 from worker.pause import CreatePause
 from worker.ratelimit import SharedRateLimit, limiter_identity
@@ -58,6 +59,7 @@ class Runtime:
         self.side_timers = AsyncTimers(self.redis, self.keys.side_queue)
         self.pause = CreatePause(self.redis, self.keys)
         cfg = self.config
+        self.durations = DurationModel(self.redis, self.keys, min_samples=cfg.adaptive_min_samples)
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = SharedRateLimit(
                 cfg.settings.redis_url,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import structlog
@@ -16,7 +17,8 @@ import structlog
 from producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field
 from producer.scripts import ScriptCall, call, ms
 from producer.timers import Timer
-from worker.backoff import poll_delay_s, retry_delay_s
+from worker.backoff import jittered, poll_delay_s, retry_delay_s
+from worker.durations import quantile
 from worker.runtime import Runtime
 from worker.upstream import (
     Disposition,
@@ -107,6 +109,39 @@ async def _rate_limited(rt: Runtime, raw: dict[str, str], seq: int, kind: str) -
     return True
 
 
+async def _adaptive_wait_s(rt: Runtime, model: str, job: UpstreamJob) -> float | None:
+    """Seconds until the job is plausibly done by its model's recent history, or None when
+    the schedule is fixed or the model is not known yet. Measured from the upstream's own
+    start of generation when it reports one (tighter), else from its creation."""
+    cfg = rt.config
+    if cfg.poll_schedule != "adaptive":
+        return None
+    learned = await rt.durations.get(model)
+    if learned is None:
+        return None
+    q = cfg.adaptive_quantile
+    if job.started_at is not None and learned.generation:
+        target = job.started_at + quantile(learned.generation, q)
+    elif job.created_at is not None:
+        target = job.created_at + quantile(learned.total, q)
+    else:
+        return None
+    # Upstream timestamps are the upstream's clock; a wait is never negative.
+    return jittered(max(0.0, target - time.time()), cfg.poll_jitter, rt.rng)
+
+
+async def _poll_wait_s(
+    rt: Runtime, model: str, job: UpstreamJob | None, polls_done: int, retry_after_s: float | None
+) -> float:
+    """Delay before the next check: backoff, but never before the job is plausibly done."""
+    delay = _next_poll_s(rt, polls_done, retry_after_s)
+    if job is not None:
+        adaptive = await _adaptive_wait_s(rt, model, job)
+        if adaptive is not None:
+            delay = adaptive if polls_done == 0 else max(delay, adaptive)
+    return delay
+
+
 # --- submit -------------------------------------------------------------------------------
 
 
@@ -171,7 +206,8 @@ async def _record_submitted(
     request_id = raw[Field.ID]
     with structlog.contextvars.bound_contextvars(upstream_id=job.id):
         cfg = rt.config
-        first = 0.0 if job.is_terminal else _next_poll_s(rt, 0)
+        model = raw.get(Field.MODEL, "")
+        first = 0.0 if job.is_terminal else await _poll_wait_s(rt, model, job, 0, None)
         c = _call(
             rt,
             "submitted",
@@ -305,6 +341,10 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
     reply = await rt.scripts.run(c)
     if reply[0] == "OK":
         _observe_finish(rt, raw, job, now_ms=int(reply[2]), ended_now=reply[3] == "1")
+        if job.status == "completed" and job.done_at is not None:
+            await rt.durations.record(
+                raw.get(Field.MODEL, ""), job.created_at, job.started_at, job.done_at
+            )
         log.info(
             "request_finished",
             status=reply[1],
@@ -352,7 +392,8 @@ async def _poll_update(
         if job.raw_status not in rt.unknown_statuses_seen:
             rt.unknown_statuses_seen.add(job.raw_status)
             log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
-    delay = _next_poll_s(rt, int(raw.get(Field.POLLS, "0")) + 1, retry_after_s)
+    polls_done = int(raw.get(Field.POLLS, "0")) + 1
+    delay = await _poll_wait_s(rt, raw.get(Field.MODEL, ""), job, polls_done, retry_after_s)
     status = job.status if job is not None and job.status != "unknown" else ""
     c = _call(
         rt,

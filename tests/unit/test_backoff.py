@@ -46,3 +46,12 @@ def test_jitter_spreads_within_bounds_and_is_switchable() -> None:
 def test_retry_delay_doubles_up_to_cap(attempt: int, expected: float) -> None:
     """Create retries back off exponentially up to their cap."""
     assert retry_delay_s(attempt, base_s=2.0, cap_s=60.0) == expected
+
+
+def test_quantile_interpolates() -> None:
+    """Quantiles of recent durations interpolate linearly between samples."""
+    from worker.durations import quantile
+
+    values = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert quantile(values, 0.0) == 10.0 and quantile(values, 1.0) == 50.0
+    assert quantile(values, 0.5) == 30.0 and quantile(values, 0.1) == 14.0

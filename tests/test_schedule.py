@@ -1,0 +1,78 @@
+"""The model-aware poll schedule: learned durations move the first check near the finish."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import httpx
+import redis.asyncio
+
+from producer.client import AsyncClient
+from producer.settings import Settings
+from simulator import SimConfig, create_app
+from tests.conftest import StartWorker, worker_config
+from worker.app import stop_worker
+from worker.runtime import Runtime
+from worker.tasks import _poll_wait_s
+from worker.upstream import UpstreamClient, UpstreamJob
+
+MODEL = "openai/sora-2"
+
+
+async def test_first_check_aims_at_the_learned_quantile(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """With enough completions, the first check waits until created + the chosen quantile of
+    recent durations (and from the start of generation once the upstream reports it)."""
+    rt = Runtime(
+        config=worker_config(settings, poll_jitter=0.0, adaptive_quantile=0.5),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    for d in range(100, 121):  # total 100..120 s, generation 90..110 s
+        await rt.durations.record(MODEL, 0.0, 10.0, float(d))
+    now = time.time()
+    created = UpstreamJob(id="u", status="queued", raw_status="queued", created_at=now)
+    wait = await _poll_wait_s(rt, MODEL, created, 0, None)
+    assert 109 < wait <= 110
+    started = UpstreamJob(
+        id="u", status="in_progress", raw_status="in_progress", created_at=now - 50,
+        started_at=now - 30,
+    )  # fmt: skip
+    assert 69 < await _poll_wait_s(rt, MODEL, started, 3, None) <= 70
+    unknown = await _poll_wait_s(rt, "other/model", created, 0, None)
+    assert unknown == rt.config.scaled(rt.config.first_poll_s)
+    await rt.upstream.aclose()
+
+
+async def test_adaptive_schedule_needs_fewer_polls_than_fixed(
+    client: AsyncClient, start_worker: StartWorker, settings: Settings
+) -> None:
+    """Once a model's durations are learned, its videos need fewer checks than with the
+    fixed schedule on the same workload."""
+    scale = 0.01
+    app = create_app(
+        SimConfig(
+            time_scale=scale, seed=5, failure_share=0.0, duration_median_s=120,
+            duration_sigma=0.2,
+        )
+    )  # fmt: skip
+    common: dict[str, Any] = {"time_scale": scale, "first_poll_s": 20.0, "poll_jitter": 0.0}
+    transport = httpx.ASGITransport(app=app)
+
+    async def batch(n: int) -> float:
+        ids = [await client.submit({"model": MODEL, "prompt": f"p{i}"}) for i in range(n)]
+        views = await asyncio.gather(*(client.wait(i, 60) for i in ids))
+        assert {v.status for v in views} == {"completed"}
+        return statistics.mean(v.polls for v in views)
+
+    first = await start_worker(transport=transport, poll_schedule="fixed", **common)
+    fixed = await batch(30)  # also teaches the durations
+    await stop_worker(first)
+    await start_worker(transport=transport, poll_schedule="adaptive", **common)
+    adaptive = await batch(30)
+    print(f"polls per video: fixed {fixed:.2f}, adaptive {adaptive:.2f}")
+    assert adaptive < fixed, (adaptive, fixed)
