@@ -50,8 +50,8 @@ DEMO_API_KEY = "demo-key"
 #: Idle workers ask Redis for due timers this often (wall seconds): small, so detection lag
 #: measured in simulated seconds stays honest at small time scales.
 DEMO_POLL_DELAY_S = 0.02
-#: Demo records expire after a day, not a week: a shared Redis should not keep them long.
-DEMO_RETENTION_S = 86400
+#: Demo records expire after two days, not a week (they must outlast webhook retries).
+DEMO_RETENTION_S = 2 * 86400  # must outlast the webhook retry window (a day)
 STOP_GRACE_S = 10.0
 STARTUP_TIMEOUT_S = 30.0
 #: Default wait for all videos, in simulated seconds (about 2.5x the slowest model's tail).
