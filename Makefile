@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test test-fast chaos lint fmt compose-check clean
+.PHONY: install demo test test-fast e2e-metrics chaos lint fmt compose-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "genqueue needs Python >= 3.11"'
@@ -26,6 +26,11 @@ test: $(STAMP)
 ## make test-fast: without the subprocess integration tests
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## make e2e-metrics: the dashboard, Prometheus config and alert rules, checked with promtool and
+## evaluated on a real Prometheus after a small demo (needs `apt-get install prometheus`)
+e2e-metrics: $(STAMP)
+	$(PY) -m pytest tests/observability $(PYTEST_ARGS)
 
 ## make chaos: 1,000 videos, faulty upstream, workers SIGKILLed, Redis SIGKILLed; both with and
 ## without upstream idempotency -> chaos-report.json (a short form runs inside make test)
