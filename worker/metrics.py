@@ -98,6 +98,15 @@ class WorkerMetrics:
             registry=r,
         )
 
+        # Series exist at 0 from the start: a rate cannot see a counter's first increment.
+        for source in ("upstream", "local"):
+            self.rate_limited.labels(source)
+        for outcome in ("done", "retry", "dead"):
+            self.webhook_deliveries.labels(outcome)
+            self.downloads.labels(outcome)
+        for code in ("401", "402", "403", "outage"):
+            self.creates_paused.labels(code)
+
     def observe_call(self, record: CallRecord) -> None:
         """``UpstreamClient`` ``on_call`` hook."""
         code = str(record.status_code) if record.status_code is not None else record.outcome
