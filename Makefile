@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test test-fast e2e-metrics chaos lint fmt compose-check clean
+.PHONY: install demo test test-fast e2e-metrics chaos bench bench-10k bench-smoke lint fmt compose-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "genqueue needs Python >= 3.11"'
@@ -36,6 +36,20 @@ e2e-metrics: $(STAMP)
 ## without upstream idempotency -> chaos-report.json (a short form runs inside make test)
 chaos: $(STAMP)
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
+
+## make bench: genqueue vs naive arq vs the seed loop (same simulator, workload, workers), the
+## floor of one poll, a scale sweep -> bench/results.json + bench/RESULTS.md (~15-20 min)
+bench: $(STAMP)
+	$(PY) -m bench $(BENCH_ARGS)
+
+## make bench-10k: 10,000 in-flight videos at time scale 1 on 2 workers (~8 min); merged into
+## bench/results.json and bench/RESULTS.md
+bench-10k: $(STAMP)
+	$(PY) -m bench tenk $(BENCH_ARGS)
+
+## make bench-smoke: the whole harness at toy size (under a minute); results in a temp dir
+bench-smoke: $(STAMP)
+	$(PY) -m bench --smoke $(BENCH_ARGS)
 
 lint: $(STAMP) compose-check
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,361 @@
+"""``python -m bench``: the benchmark harness (``make bench``, ``make bench-smoke``,
+``make bench-10k``). Writes ``bench/results.json`` (merged: each part replaces only its own
+section) and renders ``bench/RESULTS.md`` from it. See ``bench/RESULTS.md`` for the method."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.floor import CLIENTS, measure_floor
+from bench.report import curve_points, render, summarize_compare, svg_plot
+from bench.runs import Bench, RunSpec, run_one
+from bench.sweep import run_sweep
+from bench.tenk import run_tenk
+from bench.workload import Workload
+from genqueue.local_redis import LocalRedis
+
+HERE = Path(__file__).resolve().parent
+PARTS = ("floor", "compare", "restart", "sweep")
+
+
+def _kv(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--env expects KEY=VALUE, got {item!r}")
+        out[k] = v
+    return out
+
+
+def _variant(text: str) -> tuple[str, dict[str, str]]:
+    label, _, rest = text.partition(":")
+    return label, _kv([x for x in rest.split(",") if x])
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("mode", nargs="?", choices=("all", "tenk"), default="all")
+    p.add_argument("--smoke", action="store_true", help="a toy-size run (CI): under a minute")
+    p.add_argument("--out", type=Path, default=HERE / "results.json")
+    p.add_argument("--md", type=Path, default=HERE / "RESULTS.md")
+    p.add_argument("--only", default=",".join(PARTS), help=f"parts to run: {','.join(PARTS)}")
+    p.add_argument("--videos", type=int, default=150, help="videos per comparison run")
+    p.add_argument("--window-s", type=float, default=150.0, help="arrival window (sim s)")
+    p.add_argument("--time-scale", type=float, default=0.1)
+    p.add_argument("--sigmas", default="0.2,0.4")
+    p.add_argument("--repeats", type=int, default=2, help="repeats at the first sigma")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--warm-history", type=int, default=200)
+    p.add_argument("--tuned-max-jobs", type=int, default=1000)
+    p.add_argument("--seed-curve", default="2.5,10,20", help="extra seed-loop sleeps (s)")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="for genqueue workers"
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:K=V,K=V",
+        help="an extra genqueue run at every sigma with these variables",
+    )
+    p.add_argument("--floor-repeats", type=int, default=3)
+    p.add_argument("--floor-rate", type=float, default=200.0)
+    p.add_argument("--sweep-sizes", default="1000,10000,50000")
+    p.add_argument("--sweep-active", type=int, default=2000)
+    p.add_argument("--sweep-window-s", type=float, default=15.0)
+    p.add_argument("--appendfsync", default="everysec", choices=("always", "everysec", "no"))
+    p.add_argument("--log-dir", type=Path, default=None)
+    # tenk
+    p.add_argument("--inflight", type=int, default=10_000)
+    p.add_argument("--minutes", type=float, default=6.0)
+    p.add_argument("--rate-limit-rps", type=float, default=None, help="default 1.5 x N / cap")
+    p.add_argument("--rate-limit-burst", type=int, default=50)
+    p.add_argument("--tenk-time-scale", type=float, default=1.0)
+    p.add_argument(
+        "--tenk-key",
+        default="tenk",
+        help="section of results.json (e.g. tenk-rps1000 for a variant beside the main run)",
+    )
+    p.add_argument(
+        "--render-only", action="store_true", help="re-render --md from --out, run nothing"
+    )
+    return p
+
+
+def _smoke(a: argparse.Namespace) -> None:
+    """Toy size, every part, well under a minute: checks the plumbing, not the figures."""
+    a.videos, a.window_s, a.time_scale = 6, 20.0, 0.01
+    a.sigmas, a.repeats, a.seed_curve, a.tuned_max_jobs = "0.2", 1, "2.5", 50
+    a.floor_repeats, a.floor_rate = 1, 100.0
+    a.sweep_sizes, a.sweep_active, a.sweep_window_s = "100,200", 50, 1.0
+    a.inflight, a.minutes, a.tenk_time_scale = 50, 3.0, 0.05
+    # A SIGKILLed task is re-run after the task timeout + 10 s: short, so the restart fits.
+    a.env = [
+        "GENQUEUE_TASK_TIMEOUT_S=2",
+        "GENQUEUE_CONNECT_TIMEOUT_S=0.5",
+        "GENQUEUE_READ_TIMEOUT_S=1",
+        *a.env,
+    ]
+
+
+def _meta(a: argparse.Namespace, redis_version: str) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    def ver(name: str) -> str:
+        try:
+            return version(name)
+        except Exception:
+            return "?"
+
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+        ).stdout.strip()
+    except OSError:
+        rev = "?"
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "git": rev,
+        "cpus": os.cpu_count(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "redis_server": redis_version,
+        "appendfsync": a.appendfsync,
+        "versions": {
+            n: ver(n) for n in ("arq", "redis", "httpx", "httpx-aiohttp", "aiohttp", "together")
+        },
+    }
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if path.exists():
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            return data
+        except ValueError:
+            pass
+    return {}
+
+
+def _compare_specs(a: argparse.Namespace, sigmas: list[float]) -> list[RunSpec]:
+    genv = _kv(a.env)
+    if a.smoke:
+        w = Workload(videos=a.videos, arrival_window_s=a.window_s, time_scale=a.time_scale)
+        return [
+            RunSpec("genqueue", "genqueue", w, a.workers, env=genv, warmup=a.warm_history),
+            RunSpec("seed_loop", "seed loop", w, a.workers),
+            RunSpec("seed_loop", "seed loop (curve)", w, a.workers, sleeps=(2.5, 10.0)),
+            RunSpec("naive_arq", "naive arq (max_jobs=10)", w, a.workers),
+        ]
+    variants = [_variant(v) for v in a.variant]
+    curve = tuple(float(x) for x in a.seed_curve.split(",") if x)
+    warm = a.warm_history
+    specs: list[RunSpec] = []
+    for k, sigma in enumerate(sigmas):
+        w = Workload(
+            videos=a.videos, sigma=sigma, arrival_window_s=a.window_s, time_scale=a.time_scale
+        )
+        reps = a.repeats if k == 0 else 1
+        for rep in range(reps):
+            # Interleaved, so a change in the machine's load hits both alike.
+            specs.append(
+                RunSpec("genqueue", "genqueue", w, a.workers, env=genv, warmup=warm, repeat=rep)
+            )
+            specs.append(RunSpec("seed_loop", "seed loop", w, a.workers, repeat=rep))
+        specs.append(
+            RunSpec(
+                "genqueue",
+                "genqueue (fixed schedule)",
+                w,
+                a.workers,
+                env={**genv, "GENQUEUE_POLL_SCHEDULE": "fixed"},
+            )
+        )
+        for label, venv in variants:
+            venv = {**genv, **venv}
+            specs.append(
+                RunSpec("genqueue", f"genqueue ({label})", w, a.workers, env=venv, warmup=warm)
+            )
+        if curve:
+            specs.append(RunSpec("seed_loop", "seed loop (curve)", w, a.workers, sleeps=curve))
+        if k == 0:
+            specs.append(RunSpec("naive_arq", "naive arq (max_jobs=10)", w, a.workers))
+            specs.append(
+                RunSpec(
+                    "naive_arq",
+                    f"naive arq (max_jobs={a.tuned_max_jobs})",
+                    w,
+                    a.workers,
+                    max_jobs=a.tuned_max_jobs,
+                )
+            )
+    return specs
+
+
+def _restart_specs(a: argparse.Namespace, sigma: float) -> list[RunSpec]:
+    w = Workload(videos=a.videos, sigma=sigma, arrival_window_s=a.window_s, time_scale=a.time_scale)
+    at = a.window_s  # every video requested, the most in flight
+    genv = _kv(a.env)
+    if a.smoke:  # arq re-runs a killed job only after its lock expires (>= 10 s): left out
+        return [
+            RunSpec("genqueue", "genqueue", w, a.workers, env=genv, restart_at_s=at),
+            RunSpec("seed_loop", "seed loop", w, a.workers, restart_at_s=at),
+        ]
+    return [
+        RunSpec(
+            "genqueue", "genqueue", w, a.workers, env=genv, warmup=a.warm_history, restart_at_s=at
+        ),
+        RunSpec("seed_loop", "seed loop", w, a.workers, restart_at_s=at),
+        RunSpec("naive_arq", "naive arq (max_jobs=10)", w, a.workers, restart_at_s=at),
+        RunSpec(
+            "naive_arq",
+            f"naive arq (max_jobs={a.tuned_max_jobs})",
+            w,
+            a.workers,
+            max_jobs=a.tuned_max_jobs,
+            restart_at_s=at,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.render_only:
+        results = _load(a.out)
+        if results.get("compare"):
+            results["compare"]["summary"] = summarize_compare(results["compare"]["runs"])
+        _write(a, results)
+        return 0
+    if a.smoke:
+        _smoke(a)
+    parts = {p.strip() for p in a.only.split(",") if p.strip()}
+    unknown = parts - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown parts: {sorted(unknown)}")
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server not found on PATH (apt-get install redis-server)")
+    sigmas = [float(x) for x in a.sigmas.split(",") if x]
+    log_dir = a.log_dir or Path(tempfile.mkdtemp(prefix="genqueue-bench-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if a.smoke and a.out == HERE / "results.json":
+        # The smoke form never overwrites the recorded results.
+        a.out, a.md = log_dir / "results.json", log_dir / "RESULTS.md"
+    results = _load(a.out)
+    started = time.monotonic()
+
+    def say(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.0f}s] {msg}", flush=True)
+
+    say(f"logs in {log_dir}")
+    from genqueue.logs import configure_logging
+
+    configure_logging("ERROR", "json")  # the harness's own genqueue calls (reconciler) stay quiet
+    with LocalRedis(appendfsync=a.appendfsync) as server:
+        import redis
+
+        rv = str(redis.Redis.from_url(server.url).info("server")["redis_version"])
+        genv = _kv(a.env)
+        bench = Bench(server.url, log_dir, genv)
+        if a.mode == "tenk":
+            say(
+                f"10k run: {a.inflight} in flight for {a.minutes:g} simulated min at time "
+                f"scale {a.tenk_time_scale:g}"
+            )
+            results[a.tenk_key] = run_tenk(
+                server.url,
+                log_dir,
+                inflight=a.inflight,
+                minutes=a.minutes,
+                rate_limit_rps=a.rate_limit_rps,
+                rate_limit_burst=a.rate_limit_burst,
+                sigma=sigmas[0],
+                workers=a.workers,
+                time_scale=a.tenk_time_scale,
+                env=genv,
+                progress=say,
+            )
+            results[a.tenk_key]["meta"] = _meta(a, rv)
+            results[a.tenk_key]["smoke"] = a.smoke
+        else:
+            results["meta"] = _meta(a, rv)
+            results["meta"]["smoke"] = a.smoke
+            if "floor" in parts:
+                say("floor: arq no-op job, GET clients, at a steady rate")
+                results["floor"] = measure_floor(
+                    server.url,
+                    log_dir,
+                    rate=a.floor_rate,
+                    count=int(a.floor_rate * (0.5 if a.smoke else 7.5)),
+                    repeats=a.floor_repeats,
+                    clients=("aiohttp",) if a.smoke else CLIENTS,
+                    progress=say,
+                )
+            if "compare" in parts:
+                specs = _compare_specs(a, sigmas)
+                runs = []
+                for k, spec in enumerate(specs, 1):
+                    say(f"compare {k}/{len(specs)}: {spec.key}")
+                    res = asyncio.run(run_one(bench, spec, progress=say))
+                    res.pop("samples", None)
+                    runs.append(res)
+                    say(
+                        f"  -> {res['finished']}/{res['videos']} finished, polls/video "
+                        f"{res['polls_per_video']}, lag p50/p95 {res['lag_p50_s']}/"
+                        f"{res['lag_p95_s']} s, CPU {res['cpu_s_per_1000_videos']} s/1000 videos"
+                    )
+                results["compare"] = {"runs": runs, "summary": summarize_compare(runs)}
+            if "restart" in parts:
+                runs = []
+                for spec in _restart_specs(a, sigmas[0]):
+                    say(f"restart: {spec.label}")
+                    res = asyncio.run(run_one(bench, spec, progress=say))
+                    res.pop("samples", None)
+                    runs.append(res)
+                    say(
+                        f"  -> lost {res['unfinished_at_cutoff']}, re-created {res['recreated']}, "
+                        f"orphaned {res['orphaned_upstream_jobs']}, lag p95 {res['lag_p95_s']} s"
+                    )
+                results["restart"] = {"runs": runs}
+            if "sweep" in parts:
+                sizes = [int(x) for x in a.sweep_sizes.split(",") if x]
+                say(f"sweep: N = {sizes}")
+                results["sweep"] = run_sweep(
+                    server.url,
+                    log_dir,
+                    sizes,
+                    active=a.sweep_active,
+                    rate=a.floor_rate,
+                    window_s=a.sweep_window_s,
+                    env=genv,
+                    progress=say,
+                )
+            results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
+    _write(a, results)
+    say(f"wrote {a.out} and {a.md}")
+    return 0
+
+
+def _write(a: argparse.Namespace, results: dict[str, Any]) -> None:
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=1) + "\n")
+    a.md.write_text(render(results))
+    summary = (results.get("compare") or {}).get("summary")
+    if summary:
+        (a.md.parent / "lag_polls.svg").write_text(svg_plot(curve_points(summary)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

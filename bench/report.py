@@ -1,0 +1,562 @@
+# ruff: noqa: RUF001
+"""``bench/RESULTS.md`` (and ``bench/lag_polls.svg``) rendered from ``bench/results.json``."""
+
+from __future__ import annotations
+
+import html
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+METRICS = (
+    "videos_per_min",
+    "cpu_s_per_1000_videos",
+    "cpu_ms_per_upstream_call",
+    "polls_per_video",
+    "lag_p50_s",
+    "lag_p95_s",
+    "lag_max_s",
+    "max_inflight_upstream",
+    "redis_bytes_per_inflight",
+    "finished",
+    "videos",
+)
+MEMORY_TARGET_BYTES = 1536
+
+
+def summarize_compare(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (label, sigma): median and min/max over repeats of every figure."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["label"], r["sigma"]), []).append(r)
+    rows = []
+    for (label, sigma), rs in groups.items():
+        row: dict[str, Any] = {"label": label, "sigma": sigma, "repeats": len(rs)}
+        row["system"] = rs[0]["system"]
+        for m in METRICS:
+            xs = [r[m] for r in rs if r.get(m) is not None]
+            if m == "redis_bytes_per_inflight":
+                # The seed loop has no Redis; a non-positive slope is noise, not a figure.
+                xs = [x for x in xs if x > 0] if rs[0]["system"] != "seed_loop" else []
+            row[m] = (
+                {"median": statistics.median(xs), "min": min(xs), "max": max(xs)} if xs else None
+            )
+        if rs[0].get("per_sleep"):
+            row["per_sleep"] = rs[0]["per_sleep"]
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, dict):
+        med, lo, hi = v["median"], v["min"], v["max"]
+        if lo == hi:
+            return _fmt(med, digits)
+        return f"{_fmt(med, digits)} ({_fmt(lo, digits)}–{_fmt(hi, digits)})"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _med(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        return float(v["median"])
+    return float(v)
+
+
+def _restart_cell(restart: dict[str, Any] | None, label: str) -> str:
+    if not restart:
+        return "–"
+    for r in restart["runs"]:
+        if r["label"] == label:
+            return f"{r['unfinished_at_cutoff']} / {r['recreated']} / {r['orphaned_upstream_jobs']}"
+    return "–"
+
+
+def _compare_table(rows: list[dict[str, Any]], sigma: float, restart: Any) -> list[str]:
+    out = [
+        "| system | videos/min | worker CPU-s per 1,000 videos | CPU ms per upstream call "
+        "| polls/video | lag p50 (s) | lag p95 (s) | lag max (s) | max in flight "
+        "| Redis B per in-flight | restart: lost / re-created / orphaned |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        if r["sigma"] != sigma or r.get("per_sleep"):
+            continue
+        unfinished = ""
+        fin, vids = _med(r["finished"]), _med(r["videos"])
+        if fin is not None and vids is not None and fin < vids:
+            unfinished = f" ({fin:.0f} of {vids:.0f} finished by the cut-off)"
+        reps = f" ×{r['repeats']}" if r["repeats"] > 1 else ""
+        out.append(
+            f"| {r['label']}{reps}{unfinished} | {_fmt(r['videos_per_min'])} "
+            f"| {_fmt(r['cpu_s_per_1000_videos'])} | {_fmt(r['cpu_ms_per_upstream_call'], 2)} "
+            f"| {_fmt(r['polls_per_video'])} | {_fmt(r['lag_p50_s'])} | {_fmt(r['lag_p95_s'])} "
+            f"| {_fmt(r['lag_max_s'])} | {_fmt(r['max_inflight_upstream'], 0)} "
+            f"| {_fmt(r['redis_bytes_per_inflight'], 0)} | {_restart_cell(restart, r['label'])} |"
+        )
+    return out
+
+
+def curve_points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """(sigma, series, label, polls/video, p95 lag) for the lag/polls curve."""
+    pts = []
+    for r in rows:
+        if r.get("per_sleep"):
+            for p in r["per_sleep"]:
+                if p["polls_per_video"] is not None:
+                    pts.append(
+                        {
+                            "sigma": r["sigma"],
+                            "series": "seed loop",
+                            "label": f"sleep {p['sleep_s']:g} s",
+                            "polls": p["polls_per_video"],
+                            "p95": p["lag_p95_s"],
+                        }
+                    )
+        elif r["system"] in ("seed_loop", "genqueue"):
+            series = "seed loop" if r["system"] == "seed_loop" else "genqueue"
+            label = "sleep 5 s" if series == "seed loop" else r["label"]
+            if _med(r["polls_per_video"]) is not None:
+                pts.append(
+                    {
+                        "sigma": r["sigma"],
+                        "series": series,
+                        "label": label,
+                        "polls": _med(r["polls_per_video"]),
+                        "p95": _med(r["lag_p95_s"]),
+                    }
+                )
+    return sorted(pts, key=lambda p: (p["sigma"], p["series"], p["polls"]))
+
+
+def svg_plot(points: list[dict[str, Any]]) -> str:
+    """p95 detection lag against polls per video, one line per (series, sigma); no deps."""
+    W, H, L, B, T, R = 640, 400, 60, 50, 20, 170
+    xs = [p["polls"] for p in points] or [1.0]
+    ys = [p["p95"] for p in points if p["p95"] is not None] or [1.0]
+    xmax = max(xs) * 1.1
+    ymax = max(ys) * 1.15
+
+    def px(x: float) -> float:
+        return L + (W - L - R) * x / xmax
+
+    def py(y: float) -> float:
+        return H - B - (H - B - T) * y / ymax
+
+    colors = {"genqueue": "#1f77b4", "seed loop": "#d62728"}
+    dashes = ["", "6,4", "2,3"]
+    sigmas = sorted({p["sigma"] for p in points})
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'font-family="sans-serif" font-size="12">',
+        f'<rect width="{W}" height="{H}" fill="white"/>',
+        f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>',
+        f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>',
+        f'<text x="{(L + W - R) / 2}" y="{H - 12}" text-anchor="middle">'
+        "upstream polls per video</text>",
+        f'<text x="15" y="{(T + H - B) / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 15 {(T + H - B) / 2})">p95 detection lag (simulated s)</text>',
+    ]
+    for k in range(6):
+        xv, yv = xmax * k / 5, ymax * k / 5
+        parts.append(
+            f'<text x="{px(xv):.1f}" y="{H - B + 16}" text-anchor="middle">{xv:.0f}</text>'
+        )
+        parts.append(f'<text x="{L - 6}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.0f}</text>')
+        parts.append(
+            f'<line x1="{L}" y1="{py(yv):.1f}" x2="{W - R}" y2="{py(yv):.1f}" stroke="#eee"/>'
+        )
+    legend_y = T + 10
+    for series, color in colors.items():
+        for si, sigma in enumerate(sigmas):
+            pts = [
+                p
+                for p in points
+                if p["series"] == series and p["sigma"] == sigma and p["p95"] is not None
+            ]
+            if not pts:
+                continue
+            pts.sort(key=lambda p: p["polls"])
+            dash = dashes[si % len(dashes)]
+            path = " ".join(f"{px(p['polls']):.1f},{py(p['p95']):.1f}" for p in pts)
+            parts.append(
+                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2" '
+                f'stroke-dasharray="{dash}"/>'
+            )
+            for p in pts:
+                parts.append(
+                    f'<circle cx="{px(p["polls"]):.1f}" cy="{py(p["p95"]):.1f}" r="4" '
+                    f'fill="{color}"><title>{html.escape(p["label"])}: '
+                    f"{p['polls']:.1f} polls, p95 {p['p95']:.1f} s</title></circle>"
+                )
+            parts.append(
+                f'<line x1="{W - R + 10}" y1="{legend_y}" x2="{W - R + 40}" y2="{legend_y}" '
+                f'stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>'
+            )
+            parts.append(f'<text x="{W - R + 46}" y="{legend_y + 4}">{series}, σ={sigma:g}</text>')
+            legend_y += 18
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) rows."""
+    rows: list[tuple[str, str, str]] = []
+    tenk = results.get("tenk")
+    if tenk and not tenk.get("smoke"):
+        pm = [p for p in tenk["per_minute"] if p["finished"] >= 50]
+        rows.append(
+            (
+                f"{tenk['inflight_target']:,} in flight at time scale 1, 2 workers, cap 30 s: "
+                "p95 lag ≤ 31 s and not growing",
+                "p95 by minute: "
+                + ", ".join(f"{p['lag_p95_s']:.1f}" for p in pm)
+                + f" s (trend {tenk['p95_trend_s_per_minute']} s/min)",
+                "met" if tenk["keeps_up"] else "NOT met",
+            )
+        )
+    else:
+        rows.append(("10k in flight keeps up (p95 ≤ 31 s)", "not run (`make bench-10k`)", "–"))
+    for key in sorted(k for k in results if k.startswith("tenk-")):
+        v = results[key]
+        pm = [p for p in v["per_minute"] if p["finished"] >= 50]
+        rows.append(
+            (
+                f"… variant `{key}` ("
+                + ", ".join(f"{k}={x}" for k, x in v["env"].items() if "RATE_LIMIT" in k)
+                + ")",
+                "p95 by minute: " + ", ".join(f"{p['lag_p95_s']:.1f}" for p in pm) + " s",
+                "met" if v["keeps_up"] else "NOT met",
+            )
+        )
+    floor = results.get("floor")
+    sweep = results.get("sweep")
+    if floor and sweep and sweep.get("steps"):
+        fl = floor["floor_ms"]
+        f = fl["median"]
+        per_poll = [
+            s["worker_cpu_ms_per_poll"] for s in sweep["steps"] if s["worker_cpu_ms_per_poll"]
+        ]
+        g = statistics.median(per_poll)
+        lo, hi = min(per_poll) / fl["max"], max(per_poll) / fl["min"]
+        verdict = "met" if g <= 2 * f else "NOT met"
+        if lo <= 2 < hi:
+            verdict += " (at the edge: the spread straddles 2×)"
+        rows.append(
+            (
+                "worker CPU per poll ≤ 2× floor (arq no-op + aiohttp GET)",
+                f"{g:.2f} ms ({min(per_poll):.2f}–{max(per_poll):.2f} over the sweep's N) vs "
+                f"floor {f:.2f} ms ({fl['min']:.2f}–{fl['max']:.2f}) = {g / f:.2f}× "
+                f"(spread {lo:.2f}–{hi:.2f}×), at {sweep['poll_rate_per_s']:g} polls/s",
+                verdict,
+            )
+        )
+        if tenk and not tenk.get("smoke") and tenk.get("worker_cpu_ms_per_upstream_call"):
+            t = tenk["worker_cpu_ms_per_upstream_call"]
+            rows.append(
+                (
+                    "… the same in the 10k run (per upstream call, creates included)",
+                    f"{t:.2f} ms = {t / f:.2f}× floor",
+                    "met" if t <= 2 * f else "NOT met",
+                )
+            )
+    if sweep and sweep.get("redis_bytes_per_inflight_polling") is not None:
+        b = sweep["redis_bytes_per_inflight_polling"]
+        steps = sweep.get("steps") or [{}]
+        body = (steps[0].get("memory_breakdown_bytes") or {}).get("request_body", 0)
+        rows.append(
+            (
+                "Redis memory per in-flight request ≤ 1.5 KiB + request body",
+                f"{b:,} B with a {body} B body (limit {MEMORY_TARGET_BYTES + body:,} B)",
+                "met" if b <= MEMORY_TARGET_BYTES + body else "NOT met",
+            )
+        )
+    cmp_rows = (results.get("compare") or {}).get("summary") or []
+    gq = next((r for r in cmp_rows if r["label"] == "genqueue" and r["sigma"] == 0.2), None)
+    sl = next((r for r in cmp_rows if r["label"] == "seed loop" and r["sigma"] == 0.2), None)
+    if gq and sl and _med(gq["polls_per_video"]) and _med(sl["polls_per_video"]):
+        gp, sp = _med(gq["polls_per_video"]), _med(sl["polls_per_video"])
+        gl, sl95 = _med(gq["lag_p95_s"]), _med(sl["lag_p95_s"])
+        assert gp is not None and sp is not None
+        rows.append(
+            (
+                "σ = 0.2: polls/video ≤ ⅓ of the seed loop's",
+                f"{gp:.1f} vs {sp:.1f} ({gp / sp:.2f}×)",
+                "met" if gp <= sp / 3 else "NOT met",
+            )
+        )
+        if gl is not None and sl95 is not None:
+            rows.append(
+                (
+                    "σ = 0.2: p95 detection lag no worse than the seed loop's",
+                    f"{gl:.1f} s vs {sl95:.1f} s",
+                    "met" if gl <= sl95 else "NOT met",
+                )
+            )
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole RESULTS.md."""
+    meta = results.get("meta", {})
+    out: list[str] = ["# genqueue benchmark results", ""]
+    if meta.get("smoke"):
+        out += ["> **Smoke run** (toy size): structure only, the figures mean nothing.", ""]
+    out += [
+        f"Run: `{meta.get('command', '?')}` at git `{meta.get('git', '?')}`, "
+        f"{meta.get('when', '?')}, "
+        f"{meta.get('wall_s', '?')} s; {meta.get('cpus', '?')} cores shared with other work "
+        f"(load average at start {meta.get('load_avg_at_start', '?')}); Redis "
+        f"{meta.get('redis_server', '?')} (AOF `appendfsync {meta.get('appendfsync', '?')}`); "
+        f"Python {meta.get('python', '?')}; "
+        + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
+        + ".",
+        "",
+        "Reproduce: `make bench` (comparison, restart, floor, sweep: ~15–20 min), "
+        "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
+        "Raw figures: `bench/results.json`. Method: [below](#method).",
+        "",
+    ]
+    cmp = results.get("compare")
+    restart = results.get("restart")
+    if cmp and cmp.get("runs"):
+        w = cmp["runs"][0]["workload"]
+        sigmas = sorted({r["sigma"] for r in cmp["summary"]})
+        out += [
+            "## Comparison",
+            "",
+            f"Same simulator, workload and {cmp['runs'][0]['workers']} worker processes for every "
+            f"system: {w['videos']} videos requested evenly over {w['arrival_window_s']:g} "
+            f"simulated s, generation time lognormal (median {w['median_s']:g} s, σ as titled) "
+            f"after the upstream's own queue wait (lognormal, median 5 s, σ 0.5), at time scale "
+            f"{w['time_scale']:g} (1 wall s = {1 / w['time_scale']:g} simulated s). Times are "
+            "simulated seconds. Repeated systems show the median and (min–max). "
+            "genqueue starts with a warm duration history (a deployment that has seen the model "
+            "before); *fixed schedule* is what it does with none (a cold start).",
+            "",
+        ]
+        for sigma in sigmas:
+            out += [f"### σ = {sigma:g}", ""]
+            out += _compare_table(cmp["summary"], sigma, restart if sigma == sigmas[0] else None)
+            out.append("")
+        if restart:
+            out += [
+                "Restart: every worker process (for the seed loop, each process) is SIGKILLed "
+                "when the last video has been requested, then started again. *lost*: videos "
+                "never finished for the user by the cut-off; *re-created*: upstream jobs bought "
+                "again; *orphaned*: upstream jobs that ended with nobody watching (billed when "
+                "completed). The restarted seed loop re-creates every video it had no result "
+                "for (its input list is all it has); arq re-runs the jobs that were running "
+                "after their lock expires (job timeout + 10 s), which create their video again.",
+                "",
+                "| system (restart run) | finished | lag p95 (s) | lag max (s) | re-created | "
+                "orphaned (billed, unseen) | wasted USD |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for r in restart["runs"]:
+                out.append(
+                    f"| {r['label']} | {r['finished']} of {r['videos']} | {_fmt(r['lag_p95_s'])} "
+                    f"| {_fmt(r['lag_max_s'])} | {r['recreated']} | {r['orphaned_upstream_jobs']} "
+                    f"| {_fmt(r['orphaned_billed_usd'], 2)} |"
+                )
+            out.append("")
+        pts = curve_points(cmp["summary"])
+        if pts:
+            out += [
+                "### Lag / polls curve",
+                "",
+                "![p95 detection lag against polls per video](lag_polls.svg)",
+                "",
+                "| σ | system | setting | polls/video | lag p95 (s) |",
+                "| ---: | --- | --- | ---: | ---: |",
+            ]
+            for p in pts:
+                out.append(
+                    f"| {p['sigma']:g} | {p['series']} | {p['label']} | {p['polls']:.1f} "
+                    f"| {_fmt(p['p95'])} |"
+                )
+            out.append("")
+    floor = results.get("floor")
+    if floor:
+        f = floor["floor_ms"]
+        out += [
+            "## The floor of one poll, and the HTTP transport",
+            "",
+            f"CPU per call at a steady {floor['rate_per_s']:g} calls/s (the way polls arrive), "
+            f"median (min–max) over {floor['repeats']} repeats: arq 0.28 no-op job "
+            f"{_fmt(floor['arq_noop_ms'], 3)} ms (worker set up as genqueue's: JSON, "
+            f"`keep_result=0`, `max_jobs=100`, `poll_delay=0.1`, idle loop included); "
+            f"aiohttp GET {_fmt(floor['clients_ms']['aiohttp']['rate_ms_per_call'], 3)} ms. "
+            f"**Floor = {_fmt(f, 3)} ms per poll.** Check: an arq job doing one aiohttp GET "
+            f"costs {_fmt(floor['arq_job_with_aiohttp_get_ms'], 3)} ms.",
+            "",
+            "| client (one GET of a job, client process CPU) | steady rate | 1 at a time | "
+            "10 concurrent | 50 concurrent |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for lib, row in floor["clients_ms"].items():
+            out.append(
+                f"| {lib} | {_fmt(row['rate_ms_per_call'], 3)} | "
+                f"{_fmt(row['burst1_ms_per_call'], 3)} | {_fmt(row['burst10_ms_per_call'], 3)} | "
+                f"{_fmt(row['burst50_ms_per_call'], 3)} |"
+            )
+        out += [
+            "",
+            "`genqueue-*` is genqueue's own `UpstreamClient.retrieve` (httpx API, errors "
+            "translated, job parsed) over each transport. Production transport: "
+            "`httpx-aiohttp` (`GENQUEUE_TRANSPORT=aiohttp`, the default) — it keeps the httpx "
+            "API the tests drive and costs a fraction of httpx's default transport, whose cost "
+            "also grows with concurrency.",
+            "",
+        ]
+    sweep = results.get("sweep")
+    if sweep and sweep.get("steps"):
+        out += [
+            "## Scale sweep (genqueue alone)",
+            "",
+            "N in-flight requests in Redis with their timers; meanwhile "
+            f"{sweep['active_requests']:,} of them are polled by 2 real workers at "
+            f"{sweep['poll_rate_per_s']:g}/s. "
+            f"Reconciler worst case: every next check overdue and every timer deleted, one "
+            f"`reconcile_once` pass re-arms all of them. Redis bytes per request: `used_memory` "
+            f"growth per request added (the background requests are `pending`: record + submit "
+            f"timer). A request in the polling state costs "
+            f"**{sweep['redis_bytes_per_inflight_polling']:,} B** (measured on the active set).",
+            "",
+            "| N | Redis B/request | worker CPU ms/poll | polls/s | reconciler pass (s) | "
+            "reconciler µs/request | Redis used (MiB) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s in sweep["steps"]:
+            out.append(
+                f"| {s['n']:,} | {s['redis_bytes_per_request']:,} | "
+                f"{_fmt(s['worker_cpu_ms_per_poll'], 3)} | {_fmt(s['polls_per_s'])} | "
+                f"{s['reconciler']['pass_s']:.2f} | {s['reconciler']['us_per_request']:.0f} | "
+                f"{s['redis_used_mib']:.1f} |"
+            )
+        fits = sweep.get("fits") or {}
+        if fits:
+            out += ["", "Least-squares fits over N (flat per request = slope ≈ 0):", ""]
+            names = (
+                "redis_bytes_per_request",
+                "worker_cpu_ms_per_poll",
+                "reconciler_us_per_request",
+            )
+            for name in names:
+                if name in fits:
+                    ft = fits[name]
+                    out.append(
+                        f"- `{name}` = {ft['intercept']:g} + {ft['slope_per_1k_requests']:g} × "
+                        f"(N/1000); change over the range {ft['change_over_range_pct']}% "
+                        f"(r² {ft['r2']})"
+                    )
+            if "reconciler_pass_s" in fits:
+                ft = fits["reconciler_pass_s"]
+                out.append(
+                    f"- reconciler pass = {ft['intercept_s']:g} s + "
+                    f"{ft['us_per_request']:g} µs × N (r² {ft['r2']})"
+                )
+        bd = sweep["steps"][-1]["memory_breakdown_bytes"]
+        out += [
+            "",
+            "Where the bytes go (`MEMORY USAGE`, at the largest N): record in the polling state "
+            f"{bd.get('record_polling_state')} B ({bd.get('record_polling_state_if_listpack')} B "
+            "if Redis kept it as a listpack), pending record "
+            f"{bd.get('record_pending_state')} B, request body {bd.get('request_body')} B, timer "
+            f"job key {bd.get('timer_job_key')} B; per request: in-flight zset "
+            f"{bd.get('inflight_zset_per_request')} B, queue zset "
+            f"{bd.get('queue_zset_per_request')} B, "
+            f"active set {bd.get('active_set_per_request')} B, event stream "
+            f"{bd.get('event_stream_per_request')} B ({bd.get('event_stream_entries'):,} entries; "
+            "capped at `GENQUEUE_EVENTS_MAXLEN`).",
+            "",
+        ]
+    tenk_keys = sorted(k for k in results if k.startswith("tenk"))
+    for key in tenk_keys:
+        title = "## The 10k run" if key == "tenk" else f"### 10k variant `{key}`"
+        out += _tenk_section(results[key], title)
+    out += ["## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
+    for t, m, v in targets(results):
+        out.append(f"| {t} | {m} | **{v}** |")
+    out += ["", METHOD]
+    return "\n".join(out) + "\n"
+
+
+def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
+    """One 10k run: settings, headline figures, p95 lag by minute."""
+    out: list[str] = [
+        title,
+        "",
+        ("> Smoke form (toy size): structure only.\n" if tenk.get("smoke") else "")
+        + f"{tenk['inflight_target']:,} videos kept in flight (closed loop through the "
+        f"producer's `wait()`), time scale 1, σ {tenk['sigma']:g}, {tenk['workers']} worker "
+        f"processes, {tenk['minutes']:g} minutes; settings: "
+        + ", ".join(
+            f"`{k}={v}`"
+            for k, v in sorted(tenk["env"].items())
+            if k not in ("GENQUEUE_LOG_FORMAT", "GENQUEUE_LOG_LEVEL", "GENQUEUE_KEY_PREFIX")
+        )
+        + ".",
+        "",
+        f"- finished {tenk['finished']:,}; detection lag p50 {_fmt(tenk['lag_p50_s'])} s, p95 "
+        f"{_fmt(tenk['lag_p95_s'])} s; polls per finished video "
+        f"{_fmt(tenk['polls_per_finished_video'])}",
+        f"- worker CPU {_fmt(tenk['worker_cpu_ms_per_upstream_call'], 3)} ms per upstream "
+        f"call ({tenk['upstream_gets']:,} GETs, {tenk['upstream_creates']:,} creates), "
+        f"{_fmt(tenk['worker_cpu_cores'], 2)} cores on average",
+        f"- most upstream calls in any 1 s: {tenk['max_calls_in_1s']}; most upstream jobs "
+        f"in flight: {tenk['max_jobs_in_flight_upstream']:,}; most timers overdue (queue "
+        f"lag): {tenk['max_queue_lag_s']} s",
+        "- Redis per in-flight request (before anything finished): "
+        + (
+            f"{tenk['redis_memory']['bytes_per_request']:,} B at "
+            f"{tenk['redis_memory']['inflight']:,} in flight"
+            if tenk.get("redis_memory")
+            else "–"
+        ),
+        "",
+        "| minute | finished | lag p50 (s) | lag p95 (s) | lag max (s) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p in tenk["per_minute"]:
+        out.append(
+            f"| {p['minute']} | {p['finished']:,} | {_fmt(p['lag_p50_s'])} | "
+            f"{_fmt(p['lag_p95_s'])} | {_fmt(p['lag_max_s'])} |"
+        )
+    out.append("")
+    return out
+
+
+METHOD = """## Method
+
+- **One time scale** (DESIGN.md rule 14): the simulator's durations, genqueue's poll schedule
+  (`GENQUEUE_TIME_SCALE`), the baselines' `sleep(5)`, arq's job timeout and both engines' idle
+  poll delays (genqueue 0.1 s, arq 0.5 s) are all multiplied by it; every figure is in
+  simulated seconds. Idle loops that poll 10× as often cost idle CPU 10× as often, and per-call
+  CPU does not scale: CPU figures of the comparison are for the compressed run as it ran (the
+  sweep and the 10k run are at time scale 1).
+- **Systems.** *genqueue*: `genqueue worker` processes, requests submitted with the producer's
+  `AsyncClient`. *naive arq*: an arq job per video that creates it with the official `together`
+  SDK (`AsyncTogether`), then loops `retrieve(); await asyncio.sleep(5)` inside the job; arq
+  defaults (`max_jobs=10`, pickle, results kept), and a tuned `max_jobs`. *seed loop*: the
+  README's blocking loop with the sync `Together` client, one thread per video, split over the
+  same number of processes. All baselines start each video at the same arrival time.
+- **Detection lag**: when the system saw the end (genqueue: the record's `finished_at`;
+  baselines: the loop's clock) minus the upstream's true `done_at` (`/_sim/jobs`).
+  **Polls/video**: every `GET /v2/videos/{id}` the simulator answered / videos finished.
+  **Worker CPU**: `/proc/<pid>/stat` user+system of the worker processes only (all threads),
+  from the first arrival to the end (start-up excluded; killed incarnations included).
+  **Max in flight**: most upstream jobs created and not done at once (`/_sim/load`).
+  **Redis B per in-flight**: slope of `used_memory` over requests in flight before any finished.
+- **Floor**: see its section; genqueue's CPU per poll comes from the sweep (same rate, same
+  `poll_delay`, a steady state of polls, nothing else running in the workers).
+- The machine has 2 cores shared with other work, so compare figures within one run; repeated
+  rows give the spread.
+"""

@@ -1,0 +1,409 @@
+"""Scale sweep for genqueue alone (item 4): N in-flight requests, N = 1k, 10k, 50k (100k with
+``--sweep-sizes ...,100000``).
+
+Set-up: real worker processes keep an *active* set of M requests polling a simulator at a
+steady R polls/s (fixed schedule, check interval M/R, jobs that never finish); beside them N
+*background* requests are written with the producer's ``submit`` and their timers (and next
+checks) moved a day ahead, so Redis holds N in-flight requests with N timers while the workers
+do the same work at every N. At each N:
+
+* Redis bytes per request: ``used_memory`` growth per background request added (and a
+  ``MEMORY USAGE`` breakdown by key kind);
+* worker CPU per poll: worker-process CPU over a window / the simulator's GETs in it;
+* reconciler worst case: workers stopped, every next check made overdue and every timer
+  deleted (the queue and every job key), then one ``worker.reconciler.reconcile_once`` pass,
+  which re-arms all N + M: wall time per pass and per request.
+
+Each should stay flat per request as N grows: a least-squares line over N is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis.asyncio
+
+from bench.measure import linear_fit, requests_by_endpoint
+from bench.procs import Child, python_child, stop_all
+from bench.workload import API_KEY, Workload, start_simulator
+from producer import AsyncClient, Settings
+from producer.keys import POLL_TASK, SUBMIT_TASK, Field
+
+FAR_MS = 86_400_000
+PREFIX = "bench-sweep"
+
+
+def _env(redis_url: str, sim_url: str, interval_s: float, extra: dict[str, str]) -> dict[str, str]:
+    env = {
+        "GENQUEUE_LOG_FORMAT": "json",
+        "GENQUEUE_LOG_LEVEL": "WARNING",
+        **os.environ,
+        "GENQUEUE_REDIS_URL": redis_url,
+        "GENQUEUE_KEY_PREFIX": PREFIX,
+        "GENQUEUE_UPSTREAM_URL": sim_url,
+        "TOGETHER_API_KEY": API_KEY,
+        "GENQUEUE_TIME_SCALE": "1",
+        # A steady rate: every active request is checked once per interval.
+        "GENQUEUE_POLL_SCHEDULE": "fixed",
+        "GENQUEUE_FIRST_POLL_S": f"{interval_s:g}",
+        "GENQUEUE_POLL_FLOOR_S": f"{interval_s:g}",
+        "GENQUEUE_POLL_CAP_S": f"{interval_s:g}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(extra)
+    return env
+
+
+class Sweep:
+    def __init__(
+        self,
+        redis_url: str,
+        log_dir: Path,
+        *,
+        active: int,
+        rate: float,
+        window_s: float,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+        progress: Any = print,
+    ) -> None:
+        self.redis_url, self.log_dir = redis_url, log_dir
+        self.active_n, self.rate, self.window_s = active, rate, window_s
+        self.interval_s = active / rate
+        self.n_workers = workers
+        self.extra_env = dict(env or {})
+        self.progress = progress
+        self.settings = Settings(redis_url=redis_url, key_prefix=PREFIX, wait_recheck_s=60)
+        self.keys = self.settings.keys
+        self.workers: list[Child] = []
+        self.active: list[str] = []
+        self.background: list[str] = []
+        self.k = 0
+
+    # --- processes
+
+    async def start_workers(self, r: redis.asyncio.Redis) -> list[Child]:
+        self.k += 1
+        env = _env(self.redis_url, self.sim_url, self.interval_s, self.extra_env)
+        new = []
+        for i in range(self.n_workers):
+            name = f"sweep-w{i}-{self.k}"
+            new.append(
+                python_child(
+                    name,
+                    ["genqueue", "worker"],
+                    {**env, "GENQUEUE_WORKER_NAME": name},
+                    self.log_dir,
+                )
+            )
+        deadline = time.monotonic() + 60
+        want = [f"{PREFIX}:health:{c.name}" for c in new]
+        while await r.exists(*want) < len(want):
+            for c in new:
+                if not c.alive:
+                    raise RuntimeError(f"{c.name} exited:\n{c.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("sweep workers did not start")
+            await asyncio.sleep(0.05)
+        self.workers = new
+        return new
+
+    def stop_workers(self) -> None:
+        stop_all(self.workers)
+        self.workers = []
+
+    async def _gets(self) -> int:
+        async with httpx.AsyncClient(timeout=30) as h:
+            stats = (await h.get(f"{self.sim_url}/_sim/stats")).json()
+        return requests_by_endpoint(stats, "GET /v2/videos/{id}")
+
+    # --- records
+
+    async def _submit_many(self, client: AsyncClient, n: int, start: int) -> list[str]:
+        sem = asyncio.Semaphore(64)
+        req = Workload().request
+
+        async def one(i: int) -> str:
+            async with sem:
+                return await client.submit(req(start + i))
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+    async def _push_far(self, r: redis.asyncio.Redis, ids: list[str]) -> None:
+        """Background requests: their next check and their timer a day ahead."""
+        now_ms = int(time.time() * 1000)
+        for lo in range(0, len(ids), 5000):
+            chunk = ids[lo : lo + 5000]
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.keys.inflight, {i: now_ms + FAR_MS for i in chunk}, xx=True)
+                pipe.zadd(self.keys.queue, {f"{SUBMIT_TASK}:{i}:0": now_ms + FAR_MS for i in chunk})
+                await pipe.execute()
+
+    async def _breakdown(self, r: redis.asyncio.Redis, n_total: int) -> dict[str, Any]:
+        """MEMORY USAGE by key kind: averages over sampled records/timers, shares of indexes."""
+
+        async def avg(keys: list[str]) -> float | None:
+            vals = [await r.memory_usage(k, samples=0) for k in keys]
+            got = [v for v in vals if v]
+            return round(sum(got) / len(got)) if got else None
+
+        active_recs = [self.keys.record(i) for i in self.active[:50]]
+        bg_recs = [self.keys.record(i) for i in self.background[:50]]
+        out: dict[str, Any] = {
+            "record_polling_state": await avg(active_recs),
+            "record_pending_state": await avg(bg_recs),
+            "request_body": round(
+                sum([len(await r.hget(k, Field.REQUEST) or "") for k in active_recs])
+                / max(1, len(active_recs))
+            ),
+        }
+        timers = []
+        for i in self.active[:50]:
+            seq = await r.hget(self.keys.record(i), Field.SEQ)
+            timers.append(f"arq:job:{POLL_TASK}:{i}:{seq}")
+        out["timer_job_key"] = await avg(timers)
+        for name, key in (
+            ("inflight_zset", self.keys.inflight),
+            ("queue_zset", self.keys.queue),
+            ("active_set", self.keys.active),
+            ("event_stream", self.keys.events),
+        ):
+            total = await r.memory_usage(key, samples=0) or 0
+            out[f"{name}_per_request"] = round(total / max(1, n_total))
+        out["event_stream_entries"] = await r.xlen(self.keys.events)
+        # The record again with Redis' hash-max-listpack-value raised (values over 64 bytes,
+        # e.g. the request body, turn a hash into a hashtable).
+        if self.active:
+            raw = await r.hgetall(self.keys.record(self.active[0]))
+            old = (await r.config_get("hash-max-listpack-value"))["hash-max-listpack-value"]
+            await r.config_set("hash-max-listpack-value", 1024)
+            try:
+                await r.hset("bench-sweep-tmp", mapping=raw)
+                out["record_polling_state_if_listpack"] = await r.memory_usage(
+                    "bench-sweep-tmp", samples=0
+                )
+                await r.delete("bench-sweep-tmp")
+            finally:
+                await r.config_set("hash-max-listpack-value", old)
+        return out
+
+    async def _respread(self, r: redis.asyncio.Redis) -> None:
+        """Active timers due evenly over the next interval (a stop leaves them bunched)."""
+        async with r.pipeline(transaction=False) as pipe:
+            for i in self.active:
+                pipe.hget(self.keys.record(i), Field.SEQ)
+            seqs = await pipe.execute()
+        start = int(time.time() * 1000) + 1000 + round(1000 * min(3.0, self.window_s))
+        step = 1000.0 / self.rate
+        scores = {
+            f"{POLL_TASK}:{i}:{seq}": start + round(k * step)
+            for k, (i, seq) in enumerate(zip(self.active, seqs, strict=True))
+        }
+        await r.zadd(self.keys.queue, scores, xx=True)
+
+    # --- the reconciler's worst case
+
+    async def _reconcile_worst(self, r: redis.asyncio.Redis) -> dict[str, Any]:
+        from worker.config import WorkerConfig
+        from worker.reconciler import reconcile_once
+        from worker.runtime import Runtime
+        from worker.upstream import UpstreamClient
+
+        everyone = self.active + self.background
+        for lo in range(0, len(everyone), 5000):
+            chunk = everyone[lo : lo + 5000]
+            await r.zadd(self.keys.inflight, dict.fromkeys(chunk, 1), xx=True)
+        await r.delete(self.keys.queue)
+        async for batch in _scan_batches(r, "arq:job:*"):
+            await r.unlink(*batch)
+        env = _env(self.redis_url, self.sim_url, self.interval_s, self.extra_env)
+        cfg = dataclasses.replace(WorkerConfig.from_env(env), reconcile_grace_s=0.0)
+        rt = Runtime(
+            config=cfg,
+            redis=r,
+            upstream=UpstreamClient(base_url=self.sim_url, api_key=API_KEY),
+        )
+        try:
+            t0 = time.perf_counter()
+            rearmed = await reconcile_once(rt)
+            wall = time.perf_counter() - t0
+        finally:
+            await rt.upstream.aclose()
+            await rt.webhook_http.aclose()
+            await rt.download_http.aclose()
+        # Put everything back: active checks where their records say, background a day ahead.
+        for lo in range(0, len(self.active), 5000):
+            chunk = self.active[lo : lo + 5000]
+            async with r.pipeline(transaction=False) as pipe:
+                for i in chunk:
+                    pipe.hget(self.keys.record(i), Field.NEXT_CHECK_AT_MS)
+                nexts = await pipe.execute()
+            await r.zadd(self.keys.inflight, {i: int(n) for i, n in zip(chunk, nexts, strict=True)})
+        await self._push_far(r, self.background)
+        n = len(everyone)
+        return {
+            "requests": n,
+            "rearmed": rearmed,
+            "pass_s": round(wall, 3),
+            "us_per_request": round(wall / n * 1e6, 1),
+        }
+
+    # --- the sweep
+
+    async def run(self, sizes: list[int]) -> dict[str, Any]:
+        r = redis.asyncio.Redis.from_url(self.redis_url, decode_responses=True)
+        await r.flushall()
+        sim, self.sim_url = start_simulator(
+            Workload(median_s=1e6, time_scale=1.0), self.log_dir, "sweep-sim"
+        )
+        client = AsyncClient(self.settings)
+        steps: list[dict[str, Any]] = []
+        try:
+            await self.start_workers(r)
+            base = int((await r.info("memory"))["used_memory"])
+            # The active set, submitted at the poll rate so its checks are spread evenly.
+            t0 = time.monotonic()
+            for i in range(self.active_n):
+                delay = t0 + i / self.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.active.append(await client.submit(Workload().request(i)))
+            await asyncio.sleep(self.interval_s + 2)
+            used_active = int((await r.info("memory"))["used_memory"])
+            active_bytes = round((used_active - base) / self.active_n)
+            self.progress(
+                f"  sweep: {self.active_n} active requests polling at {self.rate:g}/s; "
+                f"{active_bytes} Redis bytes per in-flight request"
+            )
+            self.stop_workers()
+            prev_n = 0
+            for n in sizes:
+                add = n - len(self.background)
+                prev_used = int((await r.info("memory"))["used_memory"])
+                ts = time.monotonic()
+                new = await self._submit_many(client, add, self.active_n + len(self.background))
+                await self._push_far(r, new)
+                self.background += new
+                submit_s = time.monotonic() - ts
+                used = int((await r.info("memory"))["used_memory"])
+                bytes_per = (used - prev_used) / max(1, n - prev_n)
+                prev_n = n
+                breakdown = await self._breakdown(r, n + self.active_n)
+                # Worker CPU per poll at this N.
+                await self._respread(r)
+                workers = await self.start_workers(r)
+                await asyncio.sleep(min(3.0, self.window_s))
+                for c in workers:
+                    c.mark()
+                g0, w0 = await self._gets(), time.monotonic()
+                await asyncio.sleep(self.window_s)
+                cpu = sum(c.sample() for c in workers)
+                polls = await self._gets() - g0
+                wall = time.monotonic() - w0
+                lag = await _queue_lag_s(r, self.keys.queue)
+                self.stop_workers()
+                rec = await self._reconcile_worst(r)
+                step = {
+                    "n": n,
+                    "submit_rate_per_s": round(add / submit_s) if submit_s else None,
+                    "redis_bytes_per_request": round(bytes_per),
+                    "redis_used_mib": round(used / 2**20, 1),
+                    "memory_breakdown_bytes": breakdown,
+                    "polls": polls,
+                    "polls_per_s": round(polls / wall, 1),
+                    "worker_cpu_ms_per_poll": round(cpu / polls * 1000, 3) if polls else None,
+                    "queue_lag_at_end_s": round(lag, 2),
+                    "reconciler": rec,
+                }
+                steps.append(step)
+                self.progress(
+                    f"  sweep N={n:>6}: {step['redis_bytes_per_request']} B/request, "
+                    f"{step['worker_cpu_ms_per_poll']} ms CPU/poll at {step['polls_per_s']}/s, "
+                    f"reconciler worst case {rec['pass_s']} s/pass "
+                    f"({rec['us_per_request']} us/request)"
+                )
+        finally:
+            self.stop_workers()
+            await client.aclose()
+            stop_all([sim])
+            await r.aclose()
+        return {
+            "active_requests": self.active_n,
+            "poll_rate_per_s": self.rate,
+            "window_s": self.window_s,
+            "redis_bytes_per_inflight_polling": active_bytes,
+            "steps": steps,
+            "fits": _fits(steps),
+        }
+
+
+async def _queue_lag_s(r: redis.asyncio.Redis, queue: str) -> float:
+    oldest = await r.zrange(queue, 0, 0, withscores=True)
+    if not oldest:
+        return 0.0
+    return max(0.0, time.time() - oldest[0][1] / 1000)
+
+
+async def _scan_batches(r: redis.asyncio.Redis, pattern: str, size: int = 5000) -> Any:
+    batch: list[str] = []
+    async for key in r.scan_iter(match=pattern, count=size):
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _fits(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Least-squares lines over N; a flat per-request figure has a slope near 0 (its change
+    from the smallest to the largest N is reported as a percentage)."""
+    if len(steps) < 2:
+        return {}
+    ns = [float(s["n"]) for s in steps]
+    series = {
+        "redis_bytes_per_request": [float(s["redis_bytes_per_request"]) for s in steps],
+        "worker_cpu_ms_per_poll": [float(s["worker_cpu_ms_per_poll"] or 0) for s in steps],
+        "reconciler_us_per_request": [float(s["reconciler"]["us_per_request"]) for s in steps],
+    }
+    out: dict[str, Any] = {}
+    for name, ys in series.items():
+        fit = linear_fit(ns, ys)
+        first = fit["intercept"] + fit["slope"] * ns[0]
+        last = fit["intercept"] + fit["slope"] * ns[-1]
+        out[name] = {
+            "intercept": round(fit["intercept"], 4),
+            "slope_per_1k_requests": round(fit["slope"] * 1000, 5),
+            "r2": round(fit["r2"], 3),
+            "change_over_range_pct": round((last - first) / first * 100, 1) if first else None,
+        }
+    total = linear_fit(ns, [float(s["reconciler"]["pass_s"]) for s in steps])
+    out["reconciler_pass_s"] = {
+        "intercept_s": round(total["intercept"], 4),
+        "us_per_request": round(total["slope"] * 1e6, 2),
+        "r2": round(total["r2"], 4),
+    }
+    return out
+
+
+def run_sweep(
+    redis_url: str,
+    log_dir: Path,
+    sizes: list[int],
+    *,
+    active: int = 2000,
+    rate: float = 200.0,
+    window_s: float = 15.0,
+    env: dict[str, str] | None = None,
+    progress: Any = print,
+) -> dict[str, Any]:
+    sweep = Sweep(
+        redis_url, log_dir, active=active, rate=rate, window_s=window_s, env=env, progress=progress
+    )
+    return asyncio.run(sweep.run(sizes))

@@ -1,0 +1,84 @@
+"""The benchmark harness at toy size (``make bench-smoke``): every part runs end to end and
+writes results of the expected shape. No timing is asserted: figures at this size mean
+nothing; ``make bench`` is where they are measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN_KEYS = {
+    "label",
+    "system",
+    "sigma",
+    "videos",
+    "finished",
+    "videos_per_min",
+    "cpu_s_per_1000_videos",
+    "cpu_ms_per_upstream_call",
+    "polls_per_video",
+    "lag_p50_s",
+    "lag_p95_s",
+    "max_inflight_upstream",
+    "redis_bytes_per_inflight",
+    "recreated",
+    "orphaned_upstream_jobs",
+    "unfinished_at_cutoff",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_smoke(tmp_path: Path) -> None:
+    out, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench", "--smoke"),
+            *("--out", str(out), "--md", str(md), "--log-dir", str(tmp_path / "logs")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["meta"]["smoke"] is True
+
+    floor = results["floor"]
+    assert floor["floor_ms"]["median"] > 0
+    assert floor["arq_noop_ms"]["median"] > 0 and "aiohttp" in floor["clients_ms"]
+
+    runs = results["compare"]["runs"]
+    assert {r["system"] for r in runs} == {"genqueue", "seed_loop", "naive_arq"}
+    for r in runs:
+        assert r.keys() >= RUN_KEYS, RUN_KEYS - r.keys()
+        # Every video ended, each bought once, and every system's figures were computed.
+        assert r["finished"] == r["videos"], r
+        assert r["recreated"] == 0 and r["orphaned_upstream_jobs"] == 0, r
+        assert r["polls_per_video"] > 0 and r["lag_p95_s"] is not None
+    curve = next(r for r in runs if r["per_sleep"])
+    assert [p["sleep_s"] for p in curve["per_sleep"]] == [2.5, 10.0]
+    summary = results["compare"]["summary"]
+    assert {row["label"] for row in summary} >= {"genqueue", "seed loop"}
+
+    restart = {r["system"]: r for r in results["restart"]["runs"]}
+    assert restart["genqueue"]["restart_at_sim_s"] is not None
+    # genqueue survives a SIGKILL of every worker: nothing lost, nothing bought twice.
+    gq = restart["genqueue"]
+    assert gq["unfinished_at_cutoff"] == 0 and gq["recreated"] == 0, gq
+
+    sweep = results["sweep"]
+    assert [s["n"] for s in sweep["steps"]] == [100, 200]
+    for s in sweep["steps"]:
+        assert s["reconciler"]["rearmed"] == s["reconciler"]["requests"] == s["n"] + 50
+        assert s["polls"] > 0 and s["redis_bytes_per_request"] > 0
+    assert {"redis_bytes_per_request", "worker_cpu_ms_per_poll"} <= sweep["fits"].keys()
+
+    text = md.read_text()
+    for heading in ("## Comparison", "## The floor of one poll", "## Scale sweep", "## Targets"):
+        assert heading in text
+    assert (tmp_path / "lag_polls.svg").read_text().startswith("<svg")
