@@ -41,8 +41,13 @@ async def reconcile_once(rt: Runtime) -> int:
         ids: list[str] = await rt.redis.zrangebyscore(
             rt.keys.inflight, "-inf", cutoff, start=start, num=cfg.reconcile_batch
         )
-        for request_id in ids:
-            if await arm_current(rt, request_id):
+        # One round trip reads the whole batch's records; arming stays per request.
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for request_id in ids:
+                pipe.hgetall(rt.keys.record(request_id))
+            records: list[dict[str, str]] = await pipe.execute()
+        for request_id, raw in zip(ids, records, strict=True):
+            if await arm_current(rt, request_id, raw):
                 rearmed += 1
         if len(ids) < cfg.reconcile_batch:
             break

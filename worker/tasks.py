@@ -52,20 +52,27 @@ async def _load(rt: Runtime, request_id: str) -> dict[str, str]:
     return raw
 
 
-async def arm_current(rt: Runtime, request_id: str) -> bool:
+def current_timer(request_id: str, raw: dict[str, str]) -> tuple[Timer, int] | None:
+    """The record's current timer and when it is due (Redis ms), or None if it needs none."""
+    kind = raw.get(Field.TIMER, "")
+    if not raw or kind not in (SUBMIT_TASK, POLL_TASK):
+        return None
+    if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
+        return None
+    at_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or "0")
+    return Timer(kind, request_id, int(raw.get(Field.SEQ, "0"))), max(at_ms, 1)
+
+
+async def arm_current(rt: Runtime, request_id: str, raw: dict[str, str] | None = None) -> bool:
     """Make sure the record's current timer exists (at its ``next_check_at``); True if it was
     missing and is now armed. Safe to call from anywhere, any number of times."""
-    raw = await _load(rt, request_id)
-    if not raw:
+    if raw is None:
+        raw = await _load(rt, request_id)
+    current = current_timer(request_id, raw)
+    if current is None:
         return False
-    kind = raw.get(Field.TIMER, "")
-    if kind not in (SUBMIT_TASK, POLL_TASK):
-        return False
-    if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
-        return False
-    timer = Timer(kind, request_id, int(raw.get(Field.SEQ, "0")))
-    at_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or "0")
-    return await rt.timers.arm(timer, at_ms=max(at_ms, 1))
+    timer, at_ms = current
+    return await rt.timers.arm(timer, at_ms=at_ms)
 
 
 async def _arm_next(rt: Runtime, kind: str, request_id: str, reply: list[str]) -> None:
