@@ -10,7 +10,7 @@ import redis.asyncio
 
 from producer.errors import RequestNotFound, WaitTimeout
 from producer.models import GenerationRequest
-from producer.record import RequestView
+from producer.record import RequestView, read_full
 from producer.scripts import AsyncScripts, call, ms
 from producer.settings import Settings
 from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
@@ -95,7 +95,7 @@ class AsyncClient:
 
     async def get(self, request_id: str) -> RequestView:
         """The current record; raises ``RequestNotFound``."""
-        raw = await self._redis.hgetall(self._keys.record(request_id))  # type: ignore[misc]
+        raw = await read_full(self._redis, self._keys, request_id)
         if not raw:
             raise RequestNotFound(request_id)
         return RequestView.from_hash(raw)

@@ -11,7 +11,7 @@ from typing import Final, Literal
 
 #: Version of the record layout and of every task's arguments. Deferred timers outlive
 #: rolling deploys, so a worker checks this before acting on a payload.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 Status = Literal[
     "pending", "submitting", "queued", "in_progress", "completed", "failed", "cancelled", "expired"
@@ -44,6 +44,14 @@ class Keys:
 
     def record(self, request_id: str) -> str:
         return f"{self.prefix}:req:{request_id}"
+
+    def spec(self, request_id: str) -> str:
+        """String: the request as submitted (JSON: body, metadata, webhook URL), written once.
+
+        Kept apart from the record so the record's values stay short and Redis stores the
+        hash as a compact listpack (any value over ``hash-max-listpack-value``, 64 bytes by
+        default, would turn the whole hash into a hashtable, about 2.3 times the size)."""
+        return f"{self.prefix}:spec:{request_id}"
 
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}:idem:{key}"
@@ -123,6 +131,7 @@ class Keys:
             self.events,
             idem,
             self.outbox,
+            self.spec(request_id),
         ]
 
 
@@ -133,9 +142,12 @@ class Field:
     ID: Final = "id"
     STATUS: Final = "status"
     MODEL: Final = "model"
+    #: Spec fields: kept in the spec key since schema 2 (in the record hash in schema 1).
     REQUEST: Final = "request"
     METADATA: Final = "metadata"
     WEBHOOK_URL: Final = "webhook_url"
+    #: "1" when the spec names a webhook (the terminal script owes one without reading it).
+    HAS_WEBHOOK: Final = "has_webhook"
     IDEMPOTENCY_KEY: Final = "idempotency_key"
     SEQ: Final = "seq"
     TIMER: Final = "timer"

@@ -1,4 +1,4 @@
-"""A typed, read-only view of one request's record (the Redis hash)."""
+"""A typed, read-only view of one request's record (the Redis hash and its spec)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,55 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any
 
-from producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field
+import redis
+import redis.asyncio
+
+from producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys
+
+#: The fields a spec holds (see ``Keys.spec``).
+SPEC_FIELDS = (Field.REQUEST, Field.METADATA, Field.WEBHOOK_URL)
+
+
+def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: str | None) -> str:
+    """The spec string written once at submit (empty parts left out)."""
+    spec: dict[str, Any] = {Field.REQUEST: request}
+    if metadata:
+        spec[Field.METADATA] = metadata
+    if webhook_url:
+        spec[Field.WEBHOOK_URL] = webhook_url
+    return json.dumps(spec, separators=(",", ":"))
+
+
+def with_spec(raw: dict[str, str], spec: str | None) -> dict[str, str]:
+    """The record's fields with its spec's merged in, in the record's string form (a schema 1
+    record, which has no spec key, already holds them). Empty if there is no record."""
+    if not raw or not spec:
+        return raw
+    parsed: dict[str, Any] = json.loads(spec)
+    merged = dict(raw)
+    merged[Field.REQUEST] = json.dumps(parsed.get(Field.REQUEST, {}), separators=(",", ":"))
+    merged[Field.METADATA] = json.dumps(parsed.get(Field.METADATA, {}), separators=(",", ":"))
+    merged[Field.WEBHOOK_URL] = parsed.get(Field.WEBHOOK_URL) or ""
+    return merged
+
+
+async def read_full(client: redis.asyncio.Redis, keys: Keys, request_id: str) -> dict[str, str]:
+    """Record and spec in one round trip (``with_spec``); empty if there is no record."""
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.record(request_id))
+        pipe.get(keys.spec(request_id))
+        raw, spec = await pipe.execute()
+    return with_spec(raw, spec)
+
+
+def read_full_sync(client: redis.Redis, keys: Keys, request_id: str) -> dict[str, str]:
+    """``read_full`` through a blocking client."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.record(request_id))
+        pipe.get(keys.spec(request_id))
+        raw, spec = pipe.execute()
+    return with_spec(raw, spec)
+
 
 MICRO = Decimal("0.000001")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from producer.keys import SCHEMA_VERSION, SUBMIT_TASK, Field
 from producer.models import GenerationRequest, parse_request, validate_options
+from producer.record import encode_spec
 from producer.scripts import ScriptCall, call, ms
 from producer.settings import Settings
 from producer.timers import Timer
@@ -43,10 +44,8 @@ def prepare(
     fields = {
         Field.VERSION: str(SCHEMA_VERSION),
         Field.MODEL: req.model,
-        Field.REQUEST: json.dumps(req.upstream_body(), separators=(",", ":")),
-        Field.METADATA: json.dumps(req.metadata, separators=(",", ":")),
-        Field.WEBHOOK_URL: webhook_url or "",
         Field.IDEMPOTENCY_KEY: idempotency_key or "",
+        Field.HAS_WEBHOOK: "1" if webhook_url else "",
     }
     deadline = settings.default_deadline_s if deadline_s is None else deadline_s
     create = call(
@@ -56,6 +55,7 @@ def prepare(
         json.dumps(fields),
         ms(deadline),
         "1" if idempotency_key else "0",
+        encode_spec(req.upstream_body(), req.metadata, webhook_url),
         idempotency_key=idempotency_key,
     )
     return Submission(request_id, create, Timer(SUBMIT_TASK, request_id, 0))

@@ -11,7 +11,7 @@ import redis
 from producer.client import CancelOutcome, cancel_outcome
 from producer.errors import RequestNotFound, WaitTimeout
 from producer.models import GenerationRequest
-from producer.record import RequestView
+from producer.record import RequestView, read_full_sync
 from producer.scripts import SyncScripts, call, ms
 from producer.settings import Settings
 from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
@@ -71,7 +71,7 @@ class Client:
 
     def get(self, request_id: str) -> RequestView:
         """The current record; raises ``RequestNotFound``."""
-        raw: dict[str, str] = self._redis.hgetall(self._keys.record(request_id))  # type: ignore[assignment]
+        raw = read_full_sync(self._redis, self._keys, request_id)
         if not raw:
             raise RequestNotFound(request_id)
         return RequestView.from_hash(raw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,7 @@ class AsyncTimers:
     """Arms timers through an asyncio Redis client."""
 
     def __init__(self, client: redis.asyncio.Redis, queue: str) -> None:
+        self._client = client
         self._script = client.register_script(ARM_LUA)
         self._queue = queue
 
@@ -93,6 +95,23 @@ class AsyncTimers:
             self._queue, timer, at_ms=at_ms, delay_ms=delay_ms, now_ms=int(time.time() * 1000)
         )
         return bool(await self._script(keys=keys, args=args))
+
+    async def arm_many(self, items: Sequence[tuple[Timer, int]]) -> list[bool]:
+        """Schedule each (timer, run at in Redis ms) in one pipeline; per item, as ``arm``:
+        False if that exact step is already armed (or running).
+
+        One round trip for the batch (plus the pipeline's ``SCRIPT EXISTS``, which reloads
+        the script if Redis lost it). Each arm is atomic on its own; the batch is not.
+        """
+        if not items:
+            return []
+        now_ms = int(time.time() * 1000)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for timer, at_ms in items:
+                keys, args = _arm_call(self._queue, timer, at_ms=at_ms, delay_ms=0, now_ms=now_ms)
+                await self._script(keys=keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [bool(r) for r in replies]
 
 
 class SyncTimers:

@@ -48,11 +48,50 @@ async def test_first_check_aims_at_the_learned_quantile(
     await rt.upstream.aclose()
 
 
+async def test_checks_inside_the_learned_window_come_every_floor(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Between the low and the high quantile of learned durations, each check comes exactly
+    one floor after the last, jitter on; after the window, delays grow (with jitter)."""
+    rt = Runtime(
+        config=worker_config(
+            settings,
+            time_scale=1.0,
+            poll_jitter=0.2,
+            adaptive_quantile=0.1,
+            adaptive_dense_until_quantile=0.9,
+        ),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    for d in range(100, 201):  # generation 90..190 s: q10 = 100, q90 = 180
+        await rt.durations.record(MODEL, 0.0, 10.0, float(d))
+    floor = rt.config.scaled(rt.config.poll_floor_s)
+
+    def started(ago_s: float) -> UpstreamJob:
+        now = time.time()
+        return UpstreamJob(
+            id="u", status="in_progress", raw_status="in_progress", created_at=now - ago_s - 5,
+            started_at=now - ago_s,
+        )  # fmt: skip
+
+    for ago in (101.0, 140.0, 178.0):
+        assert await _poll_wait_s(rt, MODEL, started(ago), 4, None) == floor
+    late = [await _poll_wait_s(rt, MODEL, started(210.0), 9, None) for _ in range(20)]
+    assert all(0.8 * 15 <= d <= 1.2 * 15 for d in late) and len(set(late)) > 1
+    cap = rt.config.scaled(rt.config.poll_cap_s)
+    for _ in range(20):
+        assert await _poll_wait_s(rt, MODEL, started(900.0), 30, None) <= cap
+    assert await _poll_wait_s(rt, MODEL, started(120.0), 4, retry_after_s=12.0) == 12.0
+    await rt.upstream.aclose()
+
+
 async def test_adaptive_schedule_needs_fewer_polls_than_fixed(
     client: AsyncClient, start_worker: StartWorker, settings: Settings
 ) -> None:
     """Once a model's durations are learned, its videos need fewer checks than with the
-    fixed schedule on the same workload."""
+    fixed schedule on the same workload (without the dense window, which spends checks on
+    a lag bound)."""
     scale = 0.01
     app = create_app(
         SimConfig(
@@ -72,7 +111,13 @@ async def test_adaptive_schedule_needs_fewer_polls_than_fixed(
     first = await start_worker(transport=transport, poll_schedule="fixed", **common)
     fixed = await batch(30)  # also teaches the durations
     await stop_worker(first)
-    await start_worker(transport=transport, poll_schedule="adaptive", **common)
+    await start_worker(
+        transport=transport,
+        poll_schedule="adaptive",
+        adaptive_quantile=0.1,
+        adaptive_dense_until_quantile=0.0,
+        **common,
+    )
     adaptive = await batch(30)
     print(f"polls per video: fixed {fixed:.2f}, adaptive {adaptive:.2f}")
     assert adaptive < fixed, (adaptive, fixed)

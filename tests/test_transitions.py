@@ -103,7 +103,8 @@ async def test_submit_writes_pending_record_indexes_and_one_timer(
     rid = await new(client)
     rec = await s.rec(rid)
     assert rec[Field.STATUS] == "pending" and rec[Field.VERSION] == str(SCHEMA_VERSION)
-    assert json.loads(rec[Field.REQUEST]) == REQ
+    assert json.loads(await s.redis.get(s.keys.spec(rid))) == {"request": REQ}
+    assert Field.REQUEST not in rec
     assert await s.redis.zscore(s.keys.inflight, rid) is not None
     assert (await client.stats()).requests_by_status["pending"] == 1
     assert await s.redis.zrange(s.keys.queue, 0, -1) == [f"submit:{rid}:0"]
@@ -268,7 +269,50 @@ async def test_finish_updates_totals_indexes_and_ttl(client: AsyncClient, s: Scr
     assert sum(st.requests_by_status.values()) == 0
     retention = ms(s.settings.retention_s)
     assert 0 < await s.redis.pttl(s.keys.record(rid)) <= retention
+    assert 0 < await s.redis.pttl(s.keys.spec(rid)) <= retention
     assert 0 < await s.redis.pttl(s.keys.idempotency("k-1")) <= retention
+
+
+async def test_polling_record_stays_a_compact_listpack(client: AsyncClient, s: Scripts) -> None:
+    """A polling record whose request has a long prompt, metadata and webhook URL stays a
+    listpack: every value that can be long lives in the spec key."""
+    long_req = {"model": MODEL, "prompt": "a lighthouse at dusk, " * 40}
+    metadata = {"customer": "c" * 100, "order": "o" * 100}
+    rid = await client.submit(
+        {**long_req, "metadata": metadata},
+        webhook_url="https://hooks.example.com/" + "p" * 200,
+        idempotency_key="short-key",
+    )
+    await s.to_polling(rid, upstream_id="019a0068-794a-7629-9f6d-a54988a935db")
+    await s.poll(rid)
+    assert await s.redis.object("encoding", s.keys.record(rid)) == "listpack"
+    view = await client.get(rid)
+    assert view.request == long_req and view.metadata["order"] == "o" * 100
+    assert view.webhook_url == "https://hooks.example.com/" + "p" * 200
+
+
+async def test_schema_1_record_is_read_and_finished(client: AsyncClient, s: Scripts) -> None:
+    """A record written by schema 1 (body and webhook URL in the hash, no spec key) is read
+    whole and still owes its webhook when it ends."""
+    rid = await new(client)
+    spec = json.loads(await s.redis.get(s.keys.spec(rid)))
+    await s.redis.delete(s.keys.spec(rid))
+    await s.redis.hset(
+        s.keys.record(rid),
+        mapping={
+            Field.VERSION: "1",
+            Field.REQUEST: json.dumps(spec["request"]),
+            Field.METADATA: "{}",
+            Field.WEBHOOK_URL: "https://hooks.example.com/x",
+        },
+    )
+    view = await client.get(rid)
+    assert view.request == REQ and view.webhook_url == "https://hooks.example.com/x"
+    await s.to_polling(rid)
+    assert (await s.finish(rid))[0] == "OK"
+    rec = await s.rec(rid)
+    assert rec[Field.WEBHOOK_STATE] == "pending"
+    assert await s.redis.zscore(s.keys.outbox, rid) is not None
 
 
 async def test_terminal_status_never_changes(client: AsyncClient, s: Scripts) -> None:

@@ -53,3 +53,29 @@ def retry_delay_s(
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)
     return max(0.0, delay)
+
+
+def learned_delay_s(
+    elapsed_s: float,
+    *,
+    first_s: float,
+    dense_until_s: float,
+    dense_every_s: float,
+    cap_s: float,
+    factor: float,
+) -> float:
+    """Delay before the next check of a job ``elapsed_s`` after its anchor (created or started),
+    when its model's durations are known: ``first_s`` and ``dense_until_s`` are a low and a
+    high quantile of them.
+
+    Before ``first_s``: wait for it. Between the two: every ``dense_every_s``, which bounds
+    the detection lag of the videos that end where most of them do. After: back off
+    geometrically in time (``(factor - 1)`` times the time since the window closed) from
+    ``dense_every_s`` up to ``cap_s``. A window with ``dense_until_s <= first_s`` is none.
+    """
+    if elapsed_s < first_s:
+        return first_s - elapsed_s
+    if elapsed_s < dense_until_s:
+        return dense_every_s
+    late = (elapsed_s - max(first_s, dense_until_s)) * (factor - 1)
+    return min(cap_s, max(dense_every_s, late))

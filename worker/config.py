@@ -28,12 +28,16 @@ class WorkerConfig:
     api_key: str = field(default="", repr=False)
     transport: TransportKind = "aiohttp"
     time_scale: float = 1.0
-    #: ``adaptive``: the first check lands at a low quantile of the model's recent durations
-    #: (and, once the upstream reports the start of generation, at that start plus a low
-    #: quantile of generation time); ``fixed``: ``first_poll_s`` then backoff only.
+    #: ``adaptive``: once a model's recent durations are known, the first check lands at a
+    #: low quantile of them, then checks come every ``poll_floor_s`` until a high quantile,
+    #: then back off (all measured from the upstream's start of generation once it reports
+    #: one, else from its creation); ``fixed``: ``first_poll_s`` then backoff only.
     poll_schedule: Literal["adaptive", "fixed"] = "adaptive"
-    #: Which quantile of recent durations the adaptive schedule aims its first check at.
-    adaptive_quantile: float = 0.1
+    #: The quantile of recent durations the adaptive schedule's first check aims at.
+    adaptive_quantile: float = 0.05
+    #: The quantile up to which checks stay every ``poll_floor_s`` (the dense window; at or
+    #: below ``adaptive_quantile``: no window, backoff right after the first check).
+    adaptive_dense_until_quantile: float = 0.99
     #: Completions of a model needed before its durations are trusted.
     adaptive_min_samples: int = 10
     #: First check after create (scaled) while a model's durations are unknown.
@@ -115,6 +119,8 @@ class WorkerConfig:
             raise ValueError("poll_schedule must be 'adaptive' or 'fixed'")
         if not 0 <= self.adaptive_quantile < 1:
             raise ValueError("adaptive_quantile must be in [0, 1)")
+        if not 0 <= self.adaptive_dense_until_quantile <= 1:
+            raise ValueError("adaptive_dense_until_quantile must be in [0, 1]")
         if self.durable_writes not in ("auto", "off"):
             raise ValueError("durable_writes must be 'auto' or 'off'")
         if self.transport not in ("aiohttp", "httpx"):

@@ -10,7 +10,7 @@ import structlog
 from producer.scripts import ms
 from producer.stats import redis_time_ms
 from worker.runtime import Runtime
-from worker.tasks import arm_current
+from worker.tasks import current_timer
 
 log = structlog.get_logger(__name__)
 
@@ -41,14 +41,17 @@ async def reconcile_once(rt: Runtime) -> int:
         ids: list[str] = await rt.redis.zrangebyscore(
             rt.keys.inflight, "-inf", cutoff, start=start, num=cfg.reconcile_batch
         )
-        # One round trip reads the whole batch's records; arming stays per request.
+        # One round trip reads the whole batch's records, one more arms their timers.
         async with rt.redis.pipeline(transaction=False) as pipe:
             for request_id in ids:
                 pipe.hgetall(rt.keys.record(request_id))
             records: list[dict[str, str]] = await pipe.execute()
-        for request_id, raw in zip(ids, records, strict=True):
-            if await arm_current(rt, request_id, raw):
-                rearmed += 1
+        due = [
+            current
+            for request_id, raw in zip(ids, records, strict=True)
+            if (current := current_timer(request_id, raw)) is not None
+        ]
+        rearmed += sum(await rt.timers.arm_many(due))
         if len(ids) < cfg.reconcile_batch:
             break
         start += len(ids)

@@ -22,7 +22,7 @@ import structlog
 from standardwebhooks import Webhook
 
 from producer.keys import SIDE_TASK, Field
-from producer.record import RequestView
+from producer.record import RequestView, read_full
 from producer.scripts import call, ms
 from producer.stats import redis_time_ms
 from producer.timers import Timer
@@ -65,7 +65,7 @@ async def dispatch_outbox(rt: Runtime, batch: int = 500) -> int:
 async def run_side(rt: Runtime, request_id: str, seq: int) -> None:
     """Do the next side effect owed for a finished request (download first, then webhook)."""
     with structlog.contextvars.bound_contextvars(request_id=request_id, side_seq=seq):
-        raw: dict[str, str] = await rt.redis.hgetall(rt.keys.record(request_id))  # type: ignore[misc]
+        raw = await read_full(rt.redis, rt.keys, request_id)
         if not raw or raw.get(Field.SIDE_SEQ) != str(seq):
             return  # gone, or a stale timer: the dispatcher arms the current one
         if raw.get(Field.DOWNLOAD_STATE) == "pending":

@@ -15,9 +15,10 @@ from typing import Any
 import structlog
 
 from producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field
+from producer.record import read_full
 from producer.scripts import ScriptCall, call, ms
 from producer.timers import Timer
-from worker.backoff import jittered, poll_delay_s, retry_delay_s
+from worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 from worker.durations import quantile
 from worker.runtime import Runtime
 from worker.upstream import (
@@ -116,37 +117,54 @@ async def _rate_limited(rt: Runtime, raw: dict[str, str], seq: int, kind: str) -
     return True
 
 
-async def _adaptive_wait_s(rt: Runtime, model: str, job: UpstreamJob) -> float | None:
-    """Seconds until the job is plausibly done by its model's recent history, or None when
-    the schedule is fixed or the model is not known yet. Measured from the upstream's own
-    start of generation when it reports one (tighter), else from its creation."""
+async def _learned_wait_s(
+    rt: Runtime, model: str, job: UpstreamJob, polls_done: int
+) -> float | None:
+    """Delay before the next check by the model's recent durations (``learned_delay_s``), or
+    None when the schedule is fixed or the model is not known yet. Measured from the
+    upstream's own start of generation when it reports one (tighter: it leaves out the
+    upstream's queue wait), else from its creation."""
     cfg = rt.config
     if cfg.poll_schedule != "adaptive":
         return None
     learned = await rt.durations.get(model)
     if learned is None:
         return None
-    q = cfg.adaptive_quantile
     if job.started_at is not None and learned.generation:
-        target = job.started_at + quantile(learned.generation, q)
+        anchor, durations = job.started_at, learned.generation
     elif job.created_at is not None:
-        target = job.created_at + quantile(learned.total, q)
+        anchor, durations = job.created_at, learned.total
     else:
         return None
     # Upstream timestamps are the upstream's clock; a wait is never negative.
-    return jittered(max(0.0, target - time.time()), cfg.poll_jitter, rt.rng)
+    elapsed = max(0.0, time.time() - anchor)
+    first_s = quantile(durations, cfg.adaptive_quantile)
+    dense_until_s = quantile(durations, cfg.adaptive_dense_until_quantile)
+    delay = learned_delay_s(
+        elapsed,
+        first_s=first_s,
+        dense_until_s=dense_until_s,
+        dense_every_s=cfg.scaled(cfg.poll_floor_s),
+        cap_s=cfg.scaled(cfg.poll_cap_s),
+        factor=cfg.poll_factor,
+    )
+    if polls_done == 0 or elapsed < first_s:
+        # Spread first checks (a batch created at once): they may wait longer than the cap.
+        return jittered(delay, cfg.poll_jitter, rt.rng)
+    if elapsed >= dense_until_s:
+        return min(cfg.scaled(cfg.poll_cap_s), jittered(delay, cfg.poll_jitter, rt.rng))
+    return delay  # inside the window: no jitter, the interval is what bounds the lag
 
 
 async def _poll_wait_s(
     rt: Runtime, model: str, job: UpstreamJob | None, polls_done: int, retry_after_s: float | None
 ) -> float:
-    """Delay before the next check: backoff, but never before the job is plausibly done."""
-    delay = _next_poll_s(rt, polls_done, retry_after_s)
-    if job is not None:
-        adaptive = await _adaptive_wait_s(rt, model, job)
-        if adaptive is not None:
-            delay = adaptive if polls_done == 0 else max(delay, adaptive)
-    return delay
+    """Delay before the next check: by the model's learned durations when known, else the
+    configured backoff; an upstream ``Retry-After`` is never undercut."""
+    learned = None if job is None else await _learned_wait_s(rt, model, job, polls_done)
+    if learned is None:
+        return _next_poll_s(rt, polls_done, retry_after_s)
+    return learned if retry_after_s is None else max(learned, retry_after_s)
 
 
 # --- submit -------------------------------------------------------------------------------
@@ -155,7 +173,7 @@ async def _poll_wait_s(
 async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
     """Create the upstream job for a pending request, or re-arm when it can't be done yet."""
     with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
-        raw = await _load(rt, request_id)
+        raw = await read_full(rt.redis, rt.keys, request_id)  # the body is in the spec
         if not raw:
             log.info("record_missing")
             return

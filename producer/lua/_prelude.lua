@@ -1,12 +1,13 @@
 -- Shared by every transition script (prepended to each one).
 -- KEYS: 1 record, 2 in-flight zset, 3 active set (in-flight cap), 4 status counts hash,
 --       5 totals hash, 6 event stream, 7 idempotency mapping (the record key itself if none),
---       8 outbox zset (side effects owed after the end: download, webhook).
+--       8 outbox zset (side effects owed after the end: download, webhook), 9 spec string
+--       (the request as submitted: written by create, expired with the record).
 -- ARGV: 1 request id, 2 event stream max length, 3 done channel, 4 retention of a finished
 --       record (ms); script-specific arguments follow from ARGV[5].
 -- "Now" is always Redis TIME, never a host clock (one clock for leases and deadlines).
 local K_REC, K_INFLIGHT, K_ACTIVE, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_TOTALS, K_EVENTS, K_IDEM, K_OUTBOX = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local K_TOTALS, K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local NON_TERMINAL = {pending = true, submitting = true, queued = true, in_progress = true}
 local SEP = '|'
@@ -70,7 +71,8 @@ local function visible_terminal(old, new, err)
   redis.call('HSET', K_REC, 'finished_at_ms', istr(NOW))
   if err and err ~= '' then redis.call('HSET', K_REC, 'error', err) end
   redis.call('HINCRBY', K_TOTALS, 'finished' .. SEP .. get('model') .. SEP .. new, 1)
-  if (get('webhook_url') or '') ~= '' then
+  -- Schema 1 records kept the URL in the record itself.
+  if get('has_webhook') == '1' or (get('webhook_url') or '') ~= '' then
     redis.call('HSET', K_REC, 'webhook_id', 'wh_' .. ID)
     owe('webhook')
   end
@@ -91,6 +93,7 @@ local function release()
   redis.call('ZREM', K_INFLIGHT, ID)
   redis.call('SREM', K_ACTIVE, ID)
   redis.call('PEXPIRE', K_REC, RETENTION_MS)
+  redis.call('PEXPIRE', K_SPEC, RETENTION_MS)
   if K_IDEM ~= K_REC then redis.call('PEXPIRE', K_IDEM, RETENTION_MS) end
 end
 

@@ -1,5 +1,5 @@
 -- Take the submit lease (pending -> submitting) if creates aren't paused and the in-flight
--- cap admits it. KEYS[9]: the pause hash (circuit breaker).
+-- cap admits it. KEYS[10]: the pause hash (circuit breaker).
 -- ARGV: 5 expected timer seq, 6 in-flight cap (0 = none), 7 lease (ms), 8 lease owner,
 --       9 ambiguous-submit policy ('resubmit' | 'fail'), 10 wait when the cap is full (ms).
 -- A pause that has run its time is half-open: one request at a time goes through as a probe
@@ -29,16 +29,16 @@ if NOW >= num('deadline_at_ms') then
   release()
   return {'EXPIRED'}
 end
-local paused_until = tonumber(redis.call('HGET', KEYS[9], 'until_ms') or '0') or 0
+local paused_until = tonumber(redis.call('HGET', KEYS[10], 'until_ms') or '0') or 0
 local probe = 0
 if NOW < paused_until then
   return {'PAUSED', next_step('submit', paused_until - NOW), paused_until - NOW}
 elseif paused_until > 0 then
-  local probe_until = tonumber(redis.call('HGET', KEYS[9], 'probe_until_ms') or '0') or 0
+  local probe_until = tonumber(redis.call('HGET', KEYS[10], 'probe_until_ms') or '0') or 0
   if NOW < probe_until then
     return {'PAUSED', next_step('submit', probe_until - NOW), probe_until - NOW}
   end
-  redis.call('HSET', KEYS[9], 'probe_until_ms', istr(NOW + lease_ms), 'probe_request', ID)
+  redis.call('HSET', KEYS[10], 'probe_until_ms', istr(NOW + lease_ms), 'probe_request', ID)
   probe = 1
 end
 local ambiguous = 0

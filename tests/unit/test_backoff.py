@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from worker.backoff import jittered, poll_delay_s, retry_delay_s
+from worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 
 SCHEDULE = {"first_s": 20.0, "floor_s": 5.0, "cap_s": 30.0, "factor": 1.5}
 
@@ -55,3 +55,33 @@ def test_quantile_interpolates() -> None:
     values = [10.0, 20.0, 30.0, 40.0, 50.0]
     assert quantile(values, 0.0) == 10.0 and quantile(values, 1.0) == 50.0
     assert quantile(values, 0.5) == 30.0 and quantile(values, 0.1) == 14.0
+
+
+LEARNED = {"first_s": 90.0, "dense_until_s": 150.0, "dense_every_s": 5.0, "cap_s": 30.0}
+
+
+def test_learned_schedule_waits_for_the_low_quantile() -> None:
+    """Before the low quantile, the next check is exactly at it."""
+    assert learned_delay_s(0.0, factor=1.5, **LEARNED) == 90.0
+    assert learned_delay_s(70.0, factor=1.5, **LEARNED) == 20.0
+
+
+def test_learned_schedule_checks_every_floor_inside_the_window() -> None:
+    """Between the low and the high quantile, checks come every ``dense_every_s``."""
+    for elapsed in (90.0, 91.3, 120.0, 149.9):
+        assert learned_delay_s(elapsed, factor=1.5, **LEARNED) == 5.0
+
+
+def test_learned_schedule_backs_off_in_time_after_the_window() -> None:
+    """After the window the delay grows with the time since it closed, from the floor to
+    the cap."""
+    delays = [learned_delay_s(e, factor=1.5, **LEARNED) for e in (150.0, 160.0, 170.0, 200.0)]
+    assert delays == [5.0, 5.0, 10.0, 25.0]
+    assert learned_delay_s(1e6, factor=1.5, **LEARNED) == 30.0
+
+
+def test_learned_schedule_without_window_backs_off_from_the_first_check() -> None:
+    """A high quantile at or below the low one means no window: backoff right away."""
+    no_window = {**LEARNED, "dense_until_s": 60.0}
+    assert learned_delay_s(90.0, factor=2.0, **no_window) == 5.0
+    assert learned_delay_s(110.0, factor=2.0, **no_window) == 20.0
