@@ -170,6 +170,8 @@ class Field:
     UPSTREAM_DONE_AT: Final = "upstream_done_at"
     POLLS: Final = "polls"
     POLL_ERRORS: Final = "poll_errors"
+    #: 404s in a row (answers that found the job reset it; other errors leave it alone).
+    NOT_FOUND_STREAK: Final = "not_found_streak"
     CANCEL_REQUESTED: Final = "cancel_requested"
     TRACKING: Final = "tracking"
     TRACKING_UNTIL_MS: Final = "tracking_until_ms"

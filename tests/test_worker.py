@@ -144,6 +144,44 @@ async def test_poll_errors_never_fail_a_billed_job(
     assert calls["n"] > 6
 
 
+async def test_a_404_after_other_poll_errors_does_not_fail_the_job(
+    client: AsyncClient, start_worker: StartWorker, sim_app: Any
+) -> None:
+    """Only 404s in a row count towards "the job is gone": 5xx, 5xx, 404 keeps polling."""
+    calls = {"n": 0}
+
+    def rule(r: httpx.Request) -> httpx.Response | None:
+        if is_retrieve(r):
+            calls["n"] += 1
+            if calls["n"] <= 3:
+                return [error(503), error(500), error(404)][calls["n"] - 1]
+        return None
+
+    await start_worker(transport=FaultTransport(sim_app, rule))
+    view = await client.wait(await client.submit(req()), 30)
+    assert view.status == "completed" and view.cost_micro_usd == 280_000
+
+
+async def test_404s_in_a_row_fail_the_job_even_with_errors_between(
+    client: AsyncClient, start_worker: StartWorker, sim_app: Any
+) -> None:
+    """Three 404s with no answer that found the job between them (a 5xx is none) end it as
+    failed; the streak counts 404s only."""
+
+    seen = {"n": 0}
+
+    def rule(r: httpx.Request) -> httpx.Response | None:
+        if is_retrieve(r):
+            seen["n"] += 1
+            return error(404) if seen["n"] % 2 else error(503)
+        return None
+
+    await start_worker(transport=FaultTransport(sim_app, rule))
+    view = await client.wait(await client.submit(req()), 30)
+    assert view.status == "failed" and "no longer knows" in (view.error or "")
+    assert seen["n"] == 5  # 404, 503, 404, 503, 404
+
+
 async def test_ambiguous_create_timeout_resubmits_with_same_key_and_no_duplicate(
     client: AsyncClient, start_worker: StartWorker, sim_app: Any
 ) -> None:

@@ -410,6 +410,7 @@ async def _poll_update(
     job: UpstreamJob | None = None,
     error: str = "",
     retry_after_s: float | None = None,
+    not_found: bool = False,
 ) -> None:
     cfg = rt.config
     if job is not None and job.status == "unknown":
@@ -431,6 +432,7 @@ async def _poll_update(
         _scaled_ms(rt, cfg.poll_cap_s),
         ms(cfg.settings.tracking_limit_s),
         error,
+        "1" if not_found else "0",
     )
     reply = await rt.scripts.run(c)
     if reply[0] in ("OK", "ABANDONED"):
@@ -447,7 +449,8 @@ async def _poll_failed(rt: Runtime, raw: dict[str, str], seq: int, exc: Upstream
     disposition = classify(exc)
     log.info("upstream_poll_failed", disposition=disposition.value, error=str(exc))
     not_found = disposition is Disposition.NOT_FOUND
-    if not_found and int(raw.get(Field.POLL_ERRORS, "0")) + 1 >= rt.config.not_found_limit:
+    streak = int(raw.get(Field.NOT_FOUND_STREAK) or "0") + 1
+    if not_found and streak >= rt.config.not_found_limit:
         gone = UpstreamJob(
             id=raw.get(Field.UPSTREAM_ID, ""),
             status="failed",
@@ -459,4 +462,6 @@ async def _poll_failed(rt: Runtime, raw: dict[str, str], seq: int, exc: Upstream
     retry_after = exc.retry_after_s if isinstance(exc, UpstreamHTTPError) else None
     # Never fail a job that may be billed on a transient error: keep checking (at backoff)
     # until its deadline; the script turns a passed deadline into `expired` + tracking.
-    await _poll_update(rt, raw, seq, error=str(exc)[:200], retry_after_s=retry_after)
+    await _poll_update(
+        rt, raw, seq, error=str(exc)[:200], retry_after_s=retry_after, not_found=not_found
+    )

@@ -23,6 +23,7 @@ import redis
 
 from genqueue.local_redis import free_port
 from producer import Settings
+from producer.record import read_full_sync
 from tests.examples import EXAMPLES, load_example
 
 pytestmark = pytest.mark.slow
@@ -256,7 +257,7 @@ def test_curl_script_walks_through_the_api(stack: Stack, tmp_path: Path, jq: str
     # The generation it waited for is in Redis, completed, with the prompt given.
     rid = out.split("Location: /v1/generations/")[1].split()[0]
     with redis.Redis.from_url(stack.settings.redis_url, decode_responses=True) as r:
-        rec = r.hgetall(stack.settings.keys.record(rid))
+        rec = read_full_sync(r, stack.settings.keys, rid)
     assert rec["status"] == "completed" and "a kite over dunes" in rec["request"]
 
 
