@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from bench.limiter import limiter_cost
 from bench.procs import _die_with_parent, cpu_seconds, python_child, stop_all
 from bench.workload import API_KEY, MODEL, Workload, start_simulator
 
@@ -283,6 +284,7 @@ def measure_floor(
     try:
         job = _create_job(url)
         noop_ms, get_job_ms = [], []
+        limiter: dict[str, list[float]] = {"limits_ms": [], "gcra_ms": []}
         rows: dict[str, list[dict[str, Any]]] = {lib: [] for lib in clients}
         for rep in range(repeats):
             noop_ms.append(
@@ -297,6 +299,8 @@ def measure_floor(
             )
             for lib in clients if rep == 0 else ("aiohttp",):
                 rows[lib].append(_client_cost(lib, url, job, rate, count))
+            for key, value in limiter_cost(redis_url, count * 2).items():
+                limiter[key].append(value)
             progress(
                 f"  floor {rep + 1}/{repeats}: arq no-op {noop_ms[-1]:.3f} ms, "
                 f"aiohttp GET {rows['aiohttp'][-1]['rate_ms_per_call']:.3f} ms, "
@@ -325,6 +329,7 @@ def measure_floor(
         "arq_job_with_aiohttp_get_ms": _med(get_job_ms),
         "clients_ms": table,
         "floor_ms": _med(floor),
+        "rate_limit_ms_per_call": {key: _med(values) for key, values in limiter.items()},
     }
 
 

@@ -33,6 +33,7 @@ from bench.measure import Seen, summarize
 from bench.procs import Child, python_child, stop_all
 from bench.workload import API_KEY, QUEUE_MEDIAN_S, QUEUE_SIGMA, Workload, start_simulator
 from producer import AsyncClient, RequestView, Settings
+from producer.record import with_id
 
 SAMPLE_EVERY_S = 1.0
 #: genqueue's default task timeout (wall s): arq re-runs a SIGKILLed task 10 s after it.
@@ -228,10 +229,10 @@ class Genqueue(System):
             replies = await pipe.execute()
         seen: dict[int, Seen] = {}
         created: dict[int, list[str]] = {}
-        for (i, _), raw in zip(items, replies, strict=True):
+        for (i, rid), raw in zip(items, replies, strict=True):
             if not raw:
                 continue
-            v = RequestView.from_hash(raw)
+            v = RequestView.from_hash(with_id(rid, raw))
             created[i] = list(v.upstream_ids) or ([v.upstream_id] if v.upstream_id else [])
             if v.is_terminal and v.finished_at is not None:
                 ids = [v.upstream_id] if v.upstream_id else []

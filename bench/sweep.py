@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -158,9 +159,11 @@ class Sweep:
         out: dict[str, Any] = {
             "record_polling_state": await avg(active_recs),
             "record_pending_state": await avg(bg_recs),
+            "record_encoding": await r.object("encoding", active_recs[0]) if active_recs else None,
+            "spec_key": await avg([self.keys.spec(i) for i in self.active[:50]]),
             "request_body": round(
-                sum([len(await r.hget(k, Field.REQUEST) or "") for k in active_recs])
-                / max(1, len(active_recs))
+                sum([len(await self._body(r, i)) for i in self.active[:50]])
+                / max(1, len(self.active[:50]))
             ),
         }
         timers = []
@@ -171,27 +174,17 @@ class Sweep:
         for name, key in (
             ("inflight_zset", self.keys.inflight),
             ("queue_zset", self.keys.queue),
-            ("active_set", self.keys.active),
             ("event_stream", self.keys.events),
         ):
             total = await r.memory_usage(key, samples=0) or 0
             out[f"{name}_per_request"] = round(total / max(1, n_total))
         out["event_stream_entries"] = await r.xlen(self.keys.events)
-        # The record again with Redis' hash-max-listpack-value raised (values over 64 bytes,
-        # e.g. the request body, turn a hash into a hashtable).
-        if self.active:
-            raw = await r.hgetall(self.keys.record(self.active[0]))
-            old = (await r.config_get("hash-max-listpack-value"))["hash-max-listpack-value"]
-            await r.config_set("hash-max-listpack-value", 1024)
-            try:
-                await r.hset("bench-sweep-tmp", mapping=raw)
-                out["record_polling_state_if_listpack"] = await r.memory_usage(
-                    "bench-sweep-tmp", samples=0
-                )
-                await r.delete("bench-sweep-tmp")
-            finally:
-                await r.config_set("hash-max-listpack-value", old)
         return out
+
+    async def _body(self, r: redis.asyncio.Redis, request_id: str) -> str:
+        """The request body as sent upstream (JSON), from the spec key."""
+        spec = json.loads(await r.get(self.keys.spec(request_id)) or "{}")
+        return json.dumps(spec.get(Field.REQUEST, {}), separators=(",", ":"))
 
     async def _respread(self, r: redis.asyncio.Redis) -> None:
         """Active timers due evenly over the next interval (a stop leaves them bunched)."""
@@ -267,6 +260,7 @@ class Sweep:
         try:
             await self.start_workers(r)
             base = int((await r.info("memory"))["used_memory"])
+            events0 = await r.memory_usage(self.keys.events, samples=0) or 0
             # The active set, submitted at the poll rate so its checks are spread evenly.
             t0 = time.monotonic()
             for i in range(self.active_n):
@@ -277,6 +271,13 @@ class Sweep:
             await asyncio.sleep(self.interval_s + 2)
             used_active = int((await r.info("memory"))["used_memory"])
             active_bytes = round((used_active - base) / self.active_n)
+            # The event stream is a log capped at events_maxlen entries, not per-request state:
+            # its growth is reported apart (it stops growing at the cap, whatever N is).
+            events_bytes = (await r.memory_usage(self.keys.events, samples=0) or 0) - events0
+            active_state_bytes = round((used_active - base - events_bytes) / self.active_n)
+            active_body_bytes = round(
+                sum([len(await self._body(r, i)) for i in self.active]) / self.active_n
+            )
             self.progress(
                 f"  sweep: {self.active_n} active requests polling at {self.rate:g}/s; "
                 f"{active_bytes} Redis bytes per in-flight request"
@@ -338,6 +339,9 @@ class Sweep:
             "poll_rate_per_s": self.rate,
             "window_s": self.window_s,
             "redis_bytes_per_inflight_polling": active_bytes,
+            "redis_bytes_per_inflight_polling_without_event_stream": active_state_bytes,
+            "event_stream_bytes_per_inflight_polling": round(events_bytes / self.active_n),
+            "request_body_bytes": active_body_bytes,
             "steps": steps,
             "fits": _fits(steps),
         }

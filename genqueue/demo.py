@@ -39,6 +39,7 @@ from genqueue.local_redis import LocalRedis, free_port, redis_reachable
 from genqueue.logs import scrub
 from producer import AsyncClient, RequestView, Settings, Stats
 from producer.keys import NON_TERMINAL, TERMINAL
+from producer.record import with_id
 from producer.settings import redact_url
 from simulator.config import DEFAULT_MODELS
 from worker.config import WorkerConfig
@@ -320,7 +321,11 @@ async def _fetch_views(client: AsyncClient, ids: Sequence[str]) -> dict[str, Req
         for request_id in ids:
             pipe.hgetall(keys.record(request_id))
         replies = await pipe.execute()
-    return {rid: RequestView.from_hash(raw) for rid, raw in zip(ids, replies, strict=True) if raw}
+    return {
+        rid: RequestView.from_hash(with_id(rid, raw))
+        for rid, raw in zip(ids, replies, strict=True)
+        if raw
+    }
 
 
 async def _drive(

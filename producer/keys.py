@@ -19,6 +19,9 @@ Status = Literal[
 NON_TERMINAL: Final[tuple[str, ...]] = ("pending", "submitting", "queued", "in_progress")
 TERMINAL: Final[tuple[str, ...]] = ("completed", "failed", "cancelled", "expired")
 ALL_STATUSES: Final[tuple[str, ...]] = NON_TERMINAL + TERMINAL
+#: Fields of the counts hash that hold an upstream slot: their sum is what the in-flight cap
+#: limits (``tracking``: a cancelled or expired request whose billed job is still watched).
+HOLDING_SLOT: Final[tuple[str, ...]] = ("submitting", "queued", "in_progress", "tracking")
 
 TimerKind = Literal["submit", "poll"]
 SUBMIT_TASK: Final = "submit"
@@ -67,11 +70,6 @@ class Keys:
     def inflight(self) -> str:
         """Sorted set: request id scored by its next check time (Redis ms)."""
         return f"{self.prefix}:inflight"
-
-    @property
-    def active(self) -> str:
-        """Set of request ids holding an upstream slot (the in-flight cap)."""
-        return f"{self.prefix}:active"
 
     @property
     def counts(self) -> str:
@@ -125,7 +123,6 @@ class Keys:
         return [
             self.record(request_id),
             self.inflight,
-            self.active,
             self.counts,
             self.totals,
             self.events,
@@ -139,6 +136,7 @@ class Field:
     """Names of the record hash's fields."""
 
     VERSION: Final = "v"
+    #: Not stored since schema 2 (the key holds it); readers add it (``record.with_id``).
     ID: Final = "id"
     STATUS: Final = "status"
     MODEL: Final = "model"
@@ -156,7 +154,7 @@ class Field:
     ENQUEUED_AT_MS: Final = "enqueued_at_ms"
     SUBMITTED_AT_MS: Final = "submitted_at_ms"
     FINISHED_AT_MS: Final = "finished_at_ms"
-    UPDATED_AT_MS: Final = "updated_at_ms"
+    #: Schema 1 only (always equal to ``submit_seq``, which counts the create attempts).
     ATTEMPTS: Final = "attempts"
     SUBMIT_SEQ: Final = "submit_seq"
     LEASE_OWNER: Final = "lease_owner"

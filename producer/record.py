@@ -26,6 +26,14 @@ def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: 
     return json.dumps(spec, separators=(",", ":"))
 
 
+def with_id(request_id: str, raw: dict[str, str]) -> dict[str, str]:
+    """The record's fields with its id (the key holds it; schema 2 does not repeat it in the
+    hash). Empty if there is no record."""
+    if raw:
+        raw[Field.ID] = request_id
+    return raw
+
+
 def with_spec(raw: dict[str, str], spec: str | None) -> dict[str, str]:
     """The record's fields with its spec's merged in, in the record's string form (a schema 1
     record, which has no spec key, already holds them). Empty if there is no record."""
@@ -45,7 +53,7 @@ async def read_full(client: redis.asyncio.Redis, keys: Keys, request_id: str) ->
         pipe.hgetall(keys.record(request_id))
         pipe.get(keys.spec(request_id))
         raw, spec = await pipe.execute()
-    return with_spec(raw, spec)
+    return with_spec(with_id(request_id, raw), spec)
 
 
 def read_full_sync(client: redis.Redis, keys: Keys, request_id: str) -> dict[str, str]:
@@ -54,7 +62,7 @@ def read_full_sync(client: redis.Redis, keys: Keys, request_id: str) -> dict[str
         pipe.hgetall(keys.record(request_id))
         pipe.get(keys.spec(request_id))
         raw, spec = pipe.execute()
-    return with_spec(raw, spec)
+    return with_spec(with_id(request_id, raw), spec)
 
 
 MICRO = Decimal("0.000001")
@@ -70,6 +78,15 @@ def _int(raw: dict[str, str], name: str) -> int | None:
     if v is None or v == "":
         return None
     return int(v)
+
+
+def _upstream_ids(raw: dict[str, str]) -> list[str]:
+    listed = raw.get(Field.UPSTREAM_IDS)
+    if listed:
+        ids: list[str] = json.loads(listed)
+        return ids
+    held = raw.get(Field.UPSTREAM_ID)
+    return [held] if held else []  # a lone id is kept in upstream_id only
 
 
 def _float(raw: dict[str, str], name: str) -> float | None:
@@ -159,13 +176,13 @@ class RequestView:
             status=raw[Field.STATUS],
             model=raw.get(Field.MODEL, ""),
             upstream_id=raw.get(Field.UPSTREAM_ID) or None,
-            upstream_ids=json.loads(raw.get(Field.UPSTREAM_IDS) or "[]"),
+            upstream_ids=_upstream_ids(raw),
             upstream_status=raw.get(Field.UPSTREAM_STATUS) or None,
             video_url=raw.get(Field.VIDEO_URL) or None,
             cost_micro_usd=_int(raw, Field.COST_MICRO_USD),
             error=raw.get(Field.ERROR) or None,
             polls=_int(raw, Field.POLLS) or 0,
-            attempts=_int(raw, Field.ATTEMPTS) or 0,
+            attempts=_int(raw, Field.SUBMIT_SEQ) or 0,
             ambiguous_submits=_int(raw, Field.AMBIGUOUS_SUBMITS) or 0,
             cancel_requested=raw.get(Field.CANCEL_REQUESTED) == "1",
             tracking=raw.get(Field.TRACKING) == "1",

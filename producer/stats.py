@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.keys import NON_TERMINAL, TOTALS_SEP, Keys
+from producer.keys import HOLDING_SLOT, NON_TERMINAL, TOTALS_SEP, Keys
 from producer.record import micro_to_usd
 
 
@@ -61,7 +61,6 @@ def stats_commands(keys: Keys, now_ms: int) -> list[tuple[str, ...]]:
     """The read-only commands of one snapshot, to send in one pipeline."""
     return [
         ("HGETALL", keys.counts),
-        ("SCARD", keys.active),
         ("ZCARD", keys.inflight),
         ("ZCOUNT", keys.queue, "-inf", str(now_ms)),
         ("ZCOUNT", keys.queue, f"({now_ms}", "+inf"),
@@ -79,7 +78,7 @@ def _pairs(raw: Any) -> dict[str, str]:
 
 def parse_stats(replies: Sequence[Any]) -> Stats:
     """Build :class:`Stats` from the replies to :func:`stats_commands`."""
-    counts, active, inflight, ready, deferred, totals, pause = replies
+    counts, inflight, ready, deferred, totals, pause = replies
     c = {k: int(v) for k, v in _pairs(counts).items()}
     finished: dict[tuple[str, str], int] = {}
     cost: dict[str, int] = {}
@@ -92,7 +91,7 @@ def parse_stats(replies: Sequence[Any]) -> Stats:
     return Stats(
         requests_by_status={s: max(0, c.get(s, 0)) for s in NON_TERMINAL},
         tracking=max(0, c.get("tracking", 0)),
-        active_upstream=int(active),
+        active_upstream=max(0, sum(c.get(s, 0) for s in HOLDING_SLOT)),
         inflight=int(inflight),
         queue_ready=int(ready),
         queue_deferred=int(deferred),

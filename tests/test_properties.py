@@ -11,7 +11,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from producer.keys import NON_TERMINAL, TERMINAL, Field
+from producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field
 from producer.scripts import SyncScripts, call
 from producer.settings import Settings
 from producer.sync_client import Client
@@ -142,8 +142,13 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 assert counts.get(s, 0) == by_status.get(s, 0), s
             assert counts.get("tracking", 0) == tracking
             assert set(self.r.zrange(keys.inflight, 0, -1)) == live  # type: ignore[arg-type]
-            active = set(self.r.smembers(keys.active))  # type: ignore[arg-type]
-            assert active <= live
+            holding = sum(
+                1
+                for rec in recs.values()
+                if rec[Field.STATUS] in ("submitting", "queued", "in_progress")
+                or rec.get(Field.TRACKING) == "1"
+            )
+            assert sum(counts.get(s, 0) for s in HOLDING_SLOT) == holding
             totals = self.r.hgetall(keys.totals)
             finished = sum(int(v) for k, v in totals.items() if k.startswith("finished|"))  # type: ignore[union-attr]
             assert finished == sum(by_status.get(s, 0) for s in TERMINAL)

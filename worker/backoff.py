@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 
@@ -68,14 +69,17 @@ def learned_delay_s(
     when its model's durations are known: ``first_s`` and ``dense_until_s`` are a low and a
     high quantile of them.
 
-    Before ``first_s``: wait for it. Between the two: every ``dense_every_s``, which bounds
-    the detection lag of the videos that end where most of them do. After: back off
+    Before ``first_s``: wait for it. Between the two: on a grid of ``dense_every_s`` from
+    ``first_s``, which bounds the detection lag of the videos that end where most of them do
+    (a grid, so a check that ran late does not push the later ones back; one that ran more
+    than half an interval late skips to the grid point after). After: back off
     geometrically in time (``(factor - 1)`` times the time since the window closed) from
     ``dense_every_s`` up to ``cap_s``. A window with ``dense_until_s <= first_s`` is none.
     """
     if elapsed_s < first_s:
         return first_s - elapsed_s
     if elapsed_s < dense_until_s:
-        return dense_every_s
+        steps = math.ceil((elapsed_s - first_s + dense_every_s / 2) / dense_every_s)
+        return first_s + steps * dense_every_s - elapsed_s
     late = (elapsed_s - max(first_s, dense_until_s)) * (factor - 1)
     return min(cap_s, max(dense_every_s, late))

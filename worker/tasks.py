@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field
-from producer.record import read_full
+from producer.record import read_full, with_id
 from producer.scripts import ScriptCall, call, ms
 from producer.timers import Timer
 from worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
@@ -50,7 +50,7 @@ def _call(rt: Runtime, name: Any, raw: dict[str, str], *extra: str | int, **kw: 
 
 async def _load(rt: Runtime, request_id: str) -> dict[str, str]:
     raw: dict[str, str] = await rt.redis.hgetall(rt.keys.record(request_id))  # type: ignore[misc]
-    return raw
+    return with_id(request_id, raw)
 
 
 def current_timer(request_id: str, raw: dict[str, str]) -> tuple[Timer, int] | None:
@@ -263,7 +263,7 @@ async def _submit_failed(
     cfg = rt.config
     disposition = classify(exc)
     retry_after = exc.retry_after_s if isinstance(exc, UpstreamHTTPError) else None
-    attempts = int(raw.get(Field.ATTEMPTS, "0")) + 1
+    attempts = int(raw.get(Field.SUBMIT_SEQ, "0"))  # this attempt's number
     delay = retry_delay_s(
         attempts,
         base_s=cfg.scaled(cfg.submit_retry_s),

@@ -1,13 +1,14 @@
 -- Shared by every transition script (prepended to each one).
--- KEYS: 1 record, 2 in-flight zset, 3 active set (in-flight cap), 4 status counts hash,
---       5 totals hash, 6 event stream, 7 idempotency mapping (the record key itself if none),
---       8 outbox zset (side effects owed after the end: download, webhook), 9 spec string
---       (the request as submitted: written by create, expired with the record).
+-- KEYS: 1 record, 2 in-flight zset, 3 status counts hash (its submitting + queued +
+--       in_progress + tracking is what the in-flight cap limits), 4 totals hash, 5 event
+--       stream, 6 idempotency mapping (the record key itself if none), 7 outbox zset (side
+--       effects owed after the end: download, webhook), 8 spec string (the request as
+--       submitted: written by create, expired with the record).
 -- ARGV: 1 request id, 2 event stream max length, 3 done channel, 4 retention of a finished
 --       record (ms); script-specific arguments follow from ARGV[5].
 -- "Now" is always Redis TIME, never a host clock (one clock for leases and deadlines).
-local K_REC, K_INFLIGHT, K_ACTIVE, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_TOTALS, K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local NON_TERMINAL = {pending = true, submitting = true, queued = true, in_progress = true}
 local SEP = '|'
@@ -45,7 +46,7 @@ end
 local function set_status(old, new)
   if NON_TERMINAL[old] then redis.call('HINCRBY', K_COUNTS, old, -1) end
   if NON_TERMINAL[new] then redis.call('HINCRBY', K_COUNTS, new, 1) end
-  redis.call('HSET', K_REC, 'status', new, 'updated_at_ms', istr(NOW))
+  redis.call('HSET', K_REC, 'status', new)
 end
 
 -- Arm the next timer step: the caller enqueues `{kind}:{id}:{seq}` to run at the returned time.
@@ -89,20 +90,26 @@ end
 -- Nothing more to watch: leave every index and let the record expire.
 local function release()
   if get('tracking') == '1' then redis.call('HINCRBY', K_COUNTS, 'tracking', -1) end
-  redis.call('HSET', K_REC, 'tracking', '0', 'timer', '', 'lease_until_ms', '0')
+  redis.call('HSET', K_REC, 'tracking', '0', 'timer', '')
+  redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
   redis.call('ZREM', K_INFLIGHT, ID)
-  redis.call('SREM', K_ACTIVE, ID)
   redis.call('PEXPIRE', K_REC, RETENTION_MS)
   redis.call('PEXPIRE', K_SPEC, RETENTION_MS)
   if K_IDEM ~= K_REC then redis.call('PEXPIRE', K_IDEM, RETENTION_MS) end
 end
 
-local function add_upstream_id(upstream_id)
-  local ids = cjson.decode(get('upstream_ids') or '[]')
+-- Every upstream id a request ever got. A lone id that is (or becomes) `upstream_id` is not
+-- repeated in `upstream_ids` (the field appears with a second id): memory per record.
+local function add_upstream_id(upstream_id, becomes_current)
+  local listed = get('upstream_ids')
+  local ids = listed and cjson.decode(listed) or {}
+  local held = get('upstream_id')
+  if not listed and held then ids = {held} end
   for _, v in ipairs(ids) do
     if v == upstream_id then return end
   end
   ids[#ids + 1] = upstream_id
+  if #ids == 1 and becomes_current then return end
   redis.call('HSET', K_REC, 'upstream_ids', cjson.encode(ids))
 end
 

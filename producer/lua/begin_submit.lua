@@ -1,5 +1,5 @@
 -- Take the submit lease (pending -> submitting) if creates aren't paused and the in-flight
--- cap admits it. KEYS[10]: the pause hash (circuit breaker).
+-- cap admits it. KEYS[9]: the pause hash (circuit breaker).
 -- ARGV: 5 expected timer seq, 6 in-flight cap (0 = none), 7 lease (ms), 8 lease owner,
 --       9 ambiguous-submit policy ('resubmit' | 'fail'), 10 wait when the cap is full (ms).
 -- A pause that has run its time is half-open: one request at a time goes through as a probe
@@ -29,24 +29,29 @@ if NOW >= num('deadline_at_ms') then
   release()
   return {'EXPIRED'}
 end
-local paused_until = tonumber(redis.call('HGET', KEYS[10], 'until_ms') or '0') or 0
+local paused_until = tonumber(redis.call('HGET', KEYS[9], 'until_ms') or '0') or 0
 local probe = 0
 if NOW < paused_until then
   return {'PAUSED', next_step('submit', paused_until - NOW), paused_until - NOW}
 elseif paused_until > 0 then
-  local probe_until = tonumber(redis.call('HGET', KEYS[10], 'probe_until_ms') or '0') or 0
+  local probe_until = tonumber(redis.call('HGET', KEYS[9], 'probe_until_ms') or '0') or 0
   if NOW < probe_until then
     return {'PAUSED', next_step('submit', probe_until - NOW), probe_until - NOW}
   end
-  redis.call('HSET', KEYS[10], 'probe_until_ms', istr(NOW + lease_ms), 'probe_request', ID)
+  redis.call('HSET', KEYS[9], 'probe_until_ms', istr(NOW + lease_ms), 'probe_request', ID)
   probe = 1
 end
 local ambiguous = 0
 if status == 'pending' then
-  if cap > 0 and redis.call('SCARD', K_ACTIVE) >= cap then
-    return {'CAP_FULL', next_step('submit', cap_wait_ms), cap_wait_ms}
+  if cap > 0 then
+    local holding = 0
+    for _, n in ipairs(redis.call('HMGET', K_COUNTS, 'submitting', 'queued', 'in_progress', 'tracking')) do
+      holding = holding + (tonumber(n) or 0)
+    end
+    if holding >= cap then
+      return {'CAP_FULL', next_step('submit', cap_wait_ms), cap_wait_ms}
+    end
   end
-  redis.call('SADD', K_ACTIVE, ID)
   set_status(status, 'submitting')
 else
   -- The lease expired: an earlier attempt died mid-POST; the video may exist upstream.
@@ -60,7 +65,6 @@ else
   end
 end
 local submit_seq = redis.call('HINCRBY', K_REC, 'submit_seq', 1)
-redis.call('HINCRBY', K_REC, 'attempts', 1)
 local lease_until = NOW + lease_ms
 redis.call('HSET', K_REC, 'lease_owner', owner, 'lease_until_ms', istr(lease_until),
   'next_check_at_ms', istr(lease_until))

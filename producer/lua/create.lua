@@ -11,12 +11,12 @@ if redis.call('EXISTS', K_REC) == 1 then return {'EXISTS', ID} end
 local fields = cjson.decode(fields_json)
 for k, v in pairs(fields) do set_if(k, v) end
 redis.call('SET', K_SPEC, spec)
+-- Counters and flags start absent (read as 0), and the id is the key's: every field costs
+-- memory in every record.
 redis.call('HSET', K_REC,
-  'id', ID, 'status', 'pending', 'seq', '0', 'timer', 'submit',
-  'enqueued_at_ms', istr(NOW), 'updated_at_ms', istr(NOW), 'next_check_at_ms', istr(NOW),
-  'deadline_at_ms', istr(NOW + deadline_ms), 'attempts', '0', 'submit_seq', '0',
-  'polls', '0', 'poll_errors', '0', 'ambiguous_submits', '0', 'tracking', '0',
-  'cancel_requested', '0', 'upstream_ids', '[]')
+  'status', 'pending', 'seq', '0', 'timer', 'submit',
+  'enqueued_at_ms', istr(NOW), 'next_check_at_ms', istr(NOW),
+  'deadline_at_ms', istr(NOW + deadline_ms))
 redis.call('ZADD', K_INFLIGHT, NOW, ID)
 redis.call('HINCRBY', K_COUNTS, 'pending', 1)
 if has_idem then redis.call('SET', K_IDEM, ID) end

@@ -14,7 +14,7 @@ redis.call('HINCRBY', K_REC, 'polls', 1)
 if poll_error ~= '' then
   redis.call('HINCRBY', K_REC, 'poll_errors', 1)
 else
-  redis.call('HSET', K_REC, 'poll_errors', '0')
+  redis.call('HDEL', K_REC, 'poll_errors')
 end
 -- 404s in a row: only an answer that found the job breaks the streak (a 5xx says nothing).
 if not_found then

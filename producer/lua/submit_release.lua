@@ -19,8 +19,8 @@ if mode == 'fail' then
   release()
   return {'FAILED'}
 end
-redis.call('SREM', K_ACTIVE, ID)
-redis.call('HSET', K_REC, 'lease_until_ms', '0', 'error', err)
+redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
+redis.call('HSET', K_REC, 'error', err)
 set_status(status, 'pending')
 emit('pending', 'retry', err)
 return {'RETRY', next_step('submit', delay_ms), delay_ms}

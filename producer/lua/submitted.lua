@@ -5,11 +5,15 @@
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
 local submit_seq, upstream_id, upstream_status = ARGV[5], ARGV[6], ARGV[7]
 local first_delay_ms, limit_ms, tracking_delay_ms = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
-add_upstream_id(upstream_id)
 local status = get('status')
-if status ~= 'submitting' or get('submit_seq') ~= submit_seq then return {'STALE'} end
+if status ~= 'submitting' or get('submit_seq') ~= submit_seq then
+  add_upstream_id(upstream_id, false)
+  return {'STALE'}
+end
+add_upstream_id(upstream_id, true)
 redis.call('HSET', K_REC, 'upstream_id', upstream_id, 'submitted_at_ms', istr(NOW),
-  'lease_until_ms', '0', 'upstream_status', upstream_status)
+  'upstream_status', upstream_status)
+redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
 set_if('upstream_created_at', ARGV[8])
 set_if('upstream_started_at', ARGV[9])
 local new = 'queued'

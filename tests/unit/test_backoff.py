@@ -66,10 +66,12 @@ def test_learned_schedule_waits_for_the_low_quantile() -> None:
     assert learned_delay_s(70.0, factor=1.5, **LEARNED) == 20.0
 
 
-def test_learned_schedule_checks_every_floor_inside_the_window() -> None:
-    """Between the low and the high quantile, checks come every ``dense_every_s``."""
-    for elapsed in (90.0, 91.3, 120.0, 149.9):
-        assert learned_delay_s(elapsed, factor=1.5, **LEARNED) == 5.0
+def test_learned_schedule_checks_on_a_grid_inside_the_window() -> None:
+    """Between the low and the high quantile, checks land on a grid of ``dense_every_s`` from
+    the low quantile: a late check doesn't push the next ones back, a very late one skips."""
+    delays = [learned_delay_s(e, factor=1.5, **LEARNED) for e in (90.0, 91.25, 120.0, 123.0)]
+    assert delays == [5.0, 3.75, 5.0, 7.0]
+    assert learned_delay_s(149.9, factor=1.5, **LEARNED) == pytest.approx(5.1)
 
 
 def test_learned_schedule_backs_off_in_time_after_the_window() -> None:
