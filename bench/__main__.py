@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.floor import CLIENTS, measure_floor
+from bench.frontier import ideal_schedule
 from bench.report import curve_points, render, summarize_compare, svg_plot
 from bench.runs import Bench, RunSpec, run_one
 from bench.sweep import run_sweep
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         results = _load(a.out)
         if results.get("compare"):
             results["compare"]["summary"] = summarize_compare(results["compare"]["runs"])
+            _add_ideal(results["compare"], samples=2000 if results["meta"].get("smoke") else 20_000)
         _write(a, results)
         return 0
     if a.smoke:
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{res['lag_p95_s']} s, CPU {res['cpu_s_per_1000_videos']} s/1000 videos"
                     )
                 results["compare"] = {"runs": runs, "summary": summarize_compare(runs)}
+                _add_ideal(results["compare"], samples=2000 if a.smoke else 20_000)
             if "restart" in parts:
                 runs = []
                 for spec in _restart_specs(a, sigmas[0]):
@@ -346,6 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     _write(a, results)
     say(f"wrote {a.out} and {a.md}")
     return 0
+
+
+def _add_ideal(compare: dict[str, Any], samples: int) -> None:
+    """The ideal schedule's checks per video for the seed loop's measured p95 lag, per sigma
+    (``bench.frontier``: a computed lower bound, beside the measured figures)."""
+    ideal = {}
+    for row in compare["summary"]:
+        p95 = row["lag_p95_s"]["median"] if row["label"] == "seed loop" else None
+        if p95:
+            point = ideal_schedule(p95, sigma=row["sigma"], samples=samples)
+            ideal[str(row["sigma"])] = dataclasses.asdict(point)
+    compare["ideal_at_seed_loop_lag"] = ideal
 
 
 def _write(a: argparse.Namespace, results: dict[str, Any]) -> None:

@@ -48,3 +48,19 @@ class RouterTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         return await self.routes[request.url.host].handle_async_request(request)
+
+
+class FirstAnswers:
+    """A rule: the first matching requests get ``answers`` in order, later ones go through
+    (``calls`` counts every matching request)."""
+
+    def __init__(self, match: Callable[[httpx.Request], bool], *answers: httpx.Response) -> None:
+        self.match = match
+        self.answers = answers
+        self.calls = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response | None:
+        if not self.match(request):
+            return None
+        self.calls += 1
+        return self.answers[self.calls - 1] if self.calls <= len(self.answers) else None

@@ -18,7 +18,7 @@ from producer.keys import Field
 from producer.settings import Settings
 from simulator import SimConfig, create_app
 from tests.conftest import StartWorker, worker_config
-from tests.faults import FaultTransport, error, is_create, is_retrieve
+from tests.faults import FaultTransport, FirstAnswers, error, is_create, is_retrieve
 from worker.reconciler import reconcile_once
 from worker.runtime import Runtime
 from worker.tasks import run_poll, run_submit
@@ -107,16 +107,8 @@ async def test_rate_limited_create_is_retried_after_retry_after(
     client: AsyncClient, start_worker: StartWorker, sim_app: Any
 ) -> None:
     """A 429 on create is retried later (honouring Retry-After) and creates the video once."""
-    calls = {"n": 0}
-
-    def rule(r: httpx.Request) -> httpx.Response | None:
-        if is_create(r):
-            calls["n"] += 1
-            if calls["n"] <= 2:
-                return error(429, "slow down", {"retry-after-ms": "50"})
-        return None
-
-    await start_worker(transport=FaultTransport(sim_app, rule))
+    slow_down = [error(429, "slow down", {"retry-after-ms": "50"}) for _ in range(2)]
+    await start_worker(transport=FaultTransport(sim_app, FirstAnswers(is_create, *slow_down)))
     rid = await client.submit(req())
     view = await client.wait(rid, 30)
     assert view.status == "completed" and view.attempts == 3 and view.ambiguous_submits == 0
@@ -127,36 +119,21 @@ async def test_poll_errors_never_fail_a_billed_job(
     client: AsyncClient, start_worker: StartWorker, sim_app: Any
 ) -> None:
     """5xx, timeouts and garbage on polls are retried; the job still completes."""
-    calls = {"n": 0}
-
-    def rule(r: httpx.Request) -> httpx.Response | None:
-        if is_retrieve(r):
-            calls["n"] += 1
-            if calls["n"] <= 6:
-                return [error(503), error(500), httpx.Response(200, content=b"{oops")][
-                    calls["n"] % 3
-                ]
-        return None
-
+    answers = [
+        a for _ in range(2) for a in (error(500), httpx.Response(200, content=b"{oops"), error(503))
+    ]
+    rule = FirstAnswers(is_retrieve, *answers)
     await start_worker(transport=FaultTransport(sim_app, rule))
     view = await client.wait(await client.submit(req()), 30)
     assert view.status == "completed" and view.cost_micro_usd == 280_000
-    assert calls["n"] > 6
+    assert rule.calls > 6
 
 
 async def test_a_404_after_other_poll_errors_does_not_fail_the_job(
     client: AsyncClient, start_worker: StartWorker, sim_app: Any
 ) -> None:
     """Only 404s in a row count towards "the job is gone": 5xx, 5xx, 404 keeps polling."""
-    calls = {"n": 0}
-
-    def rule(r: httpx.Request) -> httpx.Response | None:
-        if is_retrieve(r):
-            calls["n"] += 1
-            if calls["n"] <= 3:
-                return [error(503), error(500), error(404)][calls["n"] - 1]
-        return None
-
+    rule = FirstAnswers(is_retrieve, error(503), error(500), error(404))
     await start_worker(transport=FaultTransport(sim_app, rule))
     view = await client.wait(await client.submit(req()), 30)
     assert view.status == "completed" and view.cost_micro_usd == 280_000
