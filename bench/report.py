@@ -546,7 +546,13 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
         f"{_fmt(tenk['polls_per_finished_video'])}",
         f"- worker CPU {_fmt(tenk['worker_cpu_ms_per_upstream_call'], 3)} ms per upstream "
         f"call ({tenk['upstream_gets']:,} GETs, {tenk['upstream_creates']:,} creates), "
-        f"{_fmt(tenk['worker_cpu_cores'], 2)} cores on average",
+        f"{_fmt(tenk['worker_cpu_cores'], 2)} cores on average"
+        + (
+            "; the machine's cores went to: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in tenk["cpu_cores_by_process"].items())
+            if tenk.get("cpu_cores_by_process")
+            else ""
+        ),
         f"- most upstream calls in any 1 s: {tenk['max_calls_in_1s']}; most upstream jobs "
         f"in flight: {tenk['max_jobs_in_flight_upstream']:,}; most timers overdue (queue "
         f"lag): {tenk['max_queue_lag_s']} s",

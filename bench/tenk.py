@@ -20,7 +20,7 @@ import httpx
 import redis.asyncio
 
 from bench.measure import linear_fit, percentile, requests_by_endpoint, rnd
-from bench.procs import Child, python_child, stop_all
+from bench.procs import Child, cpu_seconds, python_child, stop_all
 from bench.runs import Bench, RunSpec, genqueue_env
 from bench.workload import Workload, start_simulator
 from producer import AsyncClient, RequestView, Settings
@@ -75,6 +75,10 @@ async def _run(
         base_mem = int((await r.info("memory"))["used_memory"])
         for c in procs:
             c.mark()
+        # Where the machine's CPU goes: the workers share it with these three.
+        sim.mark()
+        redis_pid = int((await r.info("server"))["process_id"])
+        redis_cpu0, harness_cpu0 = cpu_seconds(redis_pid) or 0.0, time.process_time()
         t0 = time.time()
         scale = w.time_scale
         end = t0 + minutes * 60 * scale
@@ -132,6 +136,13 @@ async def _run(
                     )
             stopping.set()
             cpu_s = sum(c.sample() for c in procs)
+            wall_s = time.time() - t0
+            cores = {
+                "workers": cpu_s / wall_s,
+                "simulator": sim.sample() / wall_s,
+                "redis": ((cpu_seconds(redis_pid) or 0.0) - redis_cpu0) / wall_s,
+                "harness": (time.process_time() - harness_cpu0) / wall_s,
+            }
             st = (await h.get(f"{sim_url}/_sim/stats")).json()
             load = (await h.get(f"{sim_url}/_sim/load")).json()
         for t in tasks:
@@ -149,6 +160,7 @@ async def _run(
         done=done,
         samples=samples,
         cpu_s=cpu_s,
+        cores={k: round(v, 2) for k, v in cores.items()},
         sim_stats=st,
         sim_load=load,
         env={k: v for k, v in env.items() if k.startswith("GENQUEUE_") and "URL" not in k},
@@ -174,6 +186,7 @@ def _summarize(
     done: list[tuple[float, RequestView]],
     samples: list[dict[str, Any]],
     cpu_s: float,
+    cores: dict[str, float],
     sim_stats: dict[str, Any],
     sim_load: dict[str, Any],
     env: dict[str, str],
@@ -242,6 +255,7 @@ def _summarize(
         if gets + creates
         else None,
         "worker_cpu_cores": rnd(cpu_s / (minutes * 60 * scale), 2),
+        "cpu_cores_by_process": cores,
         "time_scale": scale,
         "max_calls_in_1s": sim_load.get("max_calls_in_window"),
         "max_jobs_in_flight_upstream": sim_load.get("max_jobs_in_flight"),

@@ -52,8 +52,8 @@ async def test_first_check_aims_at_the_learned_quantile(
 async def test_checks_inside_the_learned_window_come_every_floor(
     settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
-    """Between the low and the high quantile of learned durations, checks land on a grid of
-    one floor from the low quantile, jitter on; after the window, delays grow (with jitter)."""
+    """Between the low and the high quantile of learned durations, each check is due one floor
+    after the last was due, jitter on; after the window, delays grow (with jitter)."""
     rt = Runtime(
         config=worker_config(
             settings,
@@ -76,12 +76,11 @@ async def test_checks_inside_the_learned_window_come_every_floor(
             started_at=now - ago_s,
         )  # fmt: skip
 
-    for ago in (100.0, 140.0, 175.0):  # on the grid (q10 = 100 s): the next is one floor on
-        assert await _poll_wait_s(rt, MODEL, started(ago), 4, None) == pytest.approx(
-            floor, abs=0.01
-        )
-    late = await _poll_wait_s(rt, MODEL, started(101.0), 4, None)  # ran 1 s late
-    assert late == pytest.approx(floor - 1, abs=0.01)
+    for ago in (101.0, 140.0, 178.0):
+        assert await _poll_wait_s(rt, MODEL, started(ago), 4, None) == floor
+    due_ms = int((time.time() - 1.0) * 1000)  # this check ran 1 s late: the next is on time
+    late = await _poll_wait_s(rt, MODEL, started(120.0), 4, None, due_ms)
+    assert late == pytest.approx(floor - 1, abs=0.05)
     late = [await _poll_wait_s(rt, MODEL, started(210.0), 9, None) for _ in range(20)]
     assert all(0.8 * 15 <= d <= 1.2 * 15 for d in late) and len(set(late)) > 1
     cap = rt.config.scaled(rt.config.poll_cap_s)

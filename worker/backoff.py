@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 
@@ -59,6 +58,8 @@ def retry_delay_s(
 def learned_delay_s(
     elapsed_s: float,
     *,
+    checked: bool,
+    late_s: float,
     first_s: float,
     dense_until_s: float,
     dense_every_s: float,
@@ -67,19 +68,21 @@ def learned_delay_s(
 ) -> float:
     """Delay before the next check of a job ``elapsed_s`` after its anchor (created or started),
     when its model's durations are known: ``first_s`` and ``dense_until_s`` are a low and a
-    high quantile of them.
+    high quantile of them. ``checked``: the job was checked before (this is not the first);
+    ``late_s``: how long after its due time this check ran.
 
-    Before ``first_s``: wait for it. Between the two: on a grid of ``dense_every_s`` from
-    ``first_s``, which bounds the detection lag of the videos that end where most of them do
-    (a grid, so a check that ran late does not push the later ones back; one that ran more
-    than half an interval late skips to the grid point after). After: back off
-    geometrically in time (``(factor - 1)`` times the time since the window closed) from
-    ``dense_every_s`` up to ``cap_s``. A window with ``dense_until_s <= first_s`` is none.
+    Before ``first_s``: wait for it. Up to ``dense_until_s``: one
+    ``dense_every_s`` after this check's *due* time, which bounds the detection lag of the
+    videos that end where most of them do (a late check does not push the later ones back;
+    one more than half an interval late starts afresh). After: back off geometrically in
+    time (``(factor - 1)`` times the time since the window closed) from ``dense_every_s`` up
+    to ``cap_s``. A window with ``dense_until_s <= first_s`` is none.
     """
-    if elapsed_s < first_s:
+    # A check within one interval before the low quantile (a first check jittered early) is
+    # already in the window; one well before it (a long upstream queue) waits for it.
+    if elapsed_s < first_s - (dense_every_s if checked else 0.0):
         return first_s - elapsed_s
     if elapsed_s < dense_until_s:
-        steps = math.ceil((elapsed_s - first_s + dense_every_s / 2) / dense_every_s)
-        return first_s + steps * dense_every_s - elapsed_s
+        return dense_every_s - late_s if 0 <= late_s < dense_every_s / 2 else dense_every_s
     late = (elapsed_s - max(first_s, dense_until_s)) * (factor - 1)
     return min(cap_s, max(dense_every_s, late))

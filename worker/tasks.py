@@ -118,7 +118,7 @@ async def _rate_limited(rt: Runtime, raw: dict[str, str], seq: int, kind: str) -
 
 
 async def _learned_wait_s(
-    rt: Runtime, model: str, job: UpstreamJob, polls_done: int
+    rt: Runtime, model: str, job: UpstreamJob, polls_done: int, due_ms: int | None
 ) -> float | None:
     """Delay before the next check by the model's recent durations (``learned_delay_s``), or
     None when the schedule is fixed or the model is not known yet. Measured from the
@@ -137,18 +137,21 @@ async def _learned_wait_s(
     else:
         return None
     # Upstream timestamps are the upstream's clock; a wait is never negative.
-    elapsed = max(0.0, time.time() - anchor)
+    now = time.time()
+    elapsed = max(0.0, now - anchor)
     first_s = quantile(durations, cfg.adaptive_quantile)
     dense_until_s = quantile(durations, cfg.adaptive_dense_until_quantile)
     delay = learned_delay_s(
         elapsed,
+        checked=polls_done > 0,
+        late_s=0.0 if due_ms is None else max(0.0, now - due_ms / 1000),
         first_s=first_s,
         dense_until_s=dense_until_s,
         dense_every_s=cfg.scaled(cfg.poll_floor_s),
         cap_s=cfg.scaled(cfg.poll_cap_s),
         factor=cfg.poll_factor,
     )
-    if polls_done == 0 or elapsed < first_s:
+    if polls_done == 0:
         # Spread first checks (a batch created at once): they may wait longer than the cap.
         return jittered(delay, cfg.poll_jitter, rt.rng)
     if elapsed >= dense_until_s:
@@ -157,11 +160,17 @@ async def _learned_wait_s(
 
 
 async def _poll_wait_s(
-    rt: Runtime, model: str, job: UpstreamJob | None, polls_done: int, retry_after_s: float | None
+    rt: Runtime,
+    model: str,
+    job: UpstreamJob | None,
+    polls_done: int,
+    retry_after_s: float | None,
+    due_ms: int | None = None,
 ) -> float:
     """Delay before the next check: by the model's learned durations when known, else the
-    configured backoff; an upstream ``Retry-After`` is never undercut."""
-    learned = None if job is None else await _learned_wait_s(rt, model, job, polls_done)
+    configured backoff; an upstream ``Retry-After`` is never undercut. ``due_ms``: when the
+    check that is running now was due (wall ms), so a late run doesn't delay the next."""
+    learned = None if job is None else await _learned_wait_s(rt, model, job, polls_done, due_ms)
     if learned is None:
         return _next_poll_s(rt, polls_done, retry_after_s)
     return learned if retry_after_s is None else max(learned, retry_after_s)
@@ -419,7 +428,8 @@ async def _poll_update(
             rt.unknown_statuses_seen.add(job.raw_status)
             log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
     polls_done = int(raw.get(Field.POLLS, "0")) + 1
-    delay = await _poll_wait_s(rt, raw.get(Field.MODEL, ""), job, polls_done, retry_after_s)
+    due_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or 0) or None
+    delay = await _poll_wait_s(rt, raw.get(Field.MODEL, ""), job, polls_done, retry_after_s, due_ms)
     status = job.status if job is not None and job.status != "unknown" else ""
     c = _call(
         rt,

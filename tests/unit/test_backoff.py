@@ -61,29 +61,40 @@ LEARNED = {"first_s": 90.0, "dense_until_s": 150.0, "dense_every_s": 5.0, "cap_s
 
 
 def test_learned_schedule_waits_for_the_low_quantile() -> None:
-    """Before the low quantile, the next check is exactly at it."""
-    assert learned_delay_s(0.0, factor=1.5, **LEARNED) == 90.0
-    assert learned_delay_s(70.0, factor=1.5, **LEARNED) == 20.0
+    """Before the low quantile, the first check is exactly at it."""
+    assert learned_delay_s(0.0, checked=False, late_s=0.0, factor=1.5, **LEARNED) == 90.0
+    assert learned_delay_s(70.0, checked=False, late_s=0.0, factor=1.5, **LEARNED) == 20.0
 
 
-def test_learned_schedule_checks_on_a_grid_inside_the_window() -> None:
-    """Between the low and the high quantile, checks land on a grid of ``dense_every_s`` from
-    the low quantile: a late check doesn't push the next ones back, a very late one skips."""
-    delays = [learned_delay_s(e, factor=1.5, **LEARNED) for e in (90.0, 91.25, 120.0, 123.0)]
-    assert delays == [5.0, 3.75, 5.0, 7.0]
-    assert learned_delay_s(149.9, factor=1.5, **LEARNED) == pytest.approx(5.1)
+def test_learned_schedule_checks_every_floor_inside_the_window() -> None:
+    """Once checked and up to the high quantile, the next check is one interval after this
+    one's due time (from one interval before the low quantile: a first check jittered early);
+    a check well before it waits for it."""
+    assert learned_delay_s(60.0, checked=True, late_s=0.0, factor=1.5, **LEARNED) == 30.0
+    for elapsed in (86.0, 90.0, 120.0, 149.9):
+        assert learned_delay_s(elapsed, checked=True, late_s=0.0, factor=1.5, **LEARNED) == 5.0
+
+
+def test_learned_schedule_absorbs_a_late_check() -> None:
+    """A check that ran late keeps the next one on time; one late by more than half an
+    interval starts afresh."""
+    assert learned_delay_s(120.0, checked=True, late_s=1.25, factor=1.5, **LEARNED) == 3.75
+    assert learned_delay_s(120.0, checked=True, late_s=3.0, factor=1.5, **LEARNED) == 5.0
 
 
 def test_learned_schedule_backs_off_in_time_after_the_window() -> None:
     """After the window the delay grows with the time since it closed, from the floor to
     the cap."""
-    delays = [learned_delay_s(e, factor=1.5, **LEARNED) for e in (150.0, 160.0, 170.0, 200.0)]
+    delays = [
+        learned_delay_s(e, checked=True, late_s=0.0, factor=1.5, **LEARNED)
+        for e in (150.0, 160.0, 170.0, 200.0)
+    ]
     assert delays == [5.0, 5.0, 10.0, 25.0]
-    assert learned_delay_s(1e6, factor=1.5, **LEARNED) == 30.0
+    assert learned_delay_s(1e6, checked=True, late_s=0.0, factor=1.5, **LEARNED) == 30.0
 
 
 def test_learned_schedule_without_window_backs_off_from_the_first_check() -> None:
     """A high quantile at or below the low one means no window: backoff right away."""
     no_window = {**LEARNED, "dense_until_s": 60.0}
-    assert learned_delay_s(90.0, factor=2.0, **no_window) == 5.0
-    assert learned_delay_s(110.0, factor=2.0, **no_window) == 20.0
+    assert learned_delay_s(90.0, checked=True, late_s=0.0, factor=2.0, **no_window) == 5.0
+    assert learned_delay_s(110.0, checked=True, late_s=0.0, factor=2.0, **no_window) == 20.0
