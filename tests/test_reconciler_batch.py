@@ -129,3 +129,24 @@ async def test_arm_many_heals_after_script_flush(
     assert got == [False, True, True]
     for t in later:
         assert await aredis.zscore(settings.keys.queue, t.job_id) == now + 3_000
+
+
+async def test_reconcile_pages_through_tied_scores(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis, runtime: Runtime
+) -> None:
+    """Paging by score cursor re-arms every overdue record once, also when many share a score
+    across page boundaries (batches of 7: 10 at one score, 5 at another, 4 alone)."""
+    keys = settings.keys
+    ids = [await client.submit(req(i)) for i in range(19)]
+    now = await redis_now_ms(aredis)
+    scores = [now - 90_000] * 10 + [now - 80_000] * 5 + [now - 70_000 + k for k in range(4)]
+    for i, score in zip(ids, scores, strict=True):
+        await aredis.zadd(keys.inflight, {i: score})
+        await aredis.delete(job_key_prefix + Timer(SUBMIT_TASK, i, 0).job_id)
+        await aredis.zrem(keys.queue, Timer(SUBMIT_TASK, i, 0).job_id)
+
+    await aredis.config_resetstat()
+    assert await reconcile_once(runtime) == 19
+    for i in ids:
+        assert await aredis.zscore(keys.queue, Timer(SUBMIT_TASK, i, 0).job_id) is not None
+    assert (await command_calls(aredis))["evalsha"] == 19  # each armed once, none twice

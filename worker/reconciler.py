@@ -36,11 +36,20 @@ async def reconcile_once(rt: Runtime) -> int:
     lag = await queue_lag_ms(rt, now)
     cutoff = now - ms(cfg.scaled(cfg.reconcile_grace_s)) - lag
     rearmed = 0
-    start = 0
+    # Paged by a (score, members seen at that score) cursor, not by offset from the start:
+    # an offset costs Redis O(offset) per page, O(N²) per pass.
+    low: float | str = "-inf"
+    seen_at_low = 0
     while True:
-        ids: list[str] = await rt.redis.zrangebyscore(
-            rt.keys.inflight, "-inf", cutoff, start=start, num=cfg.reconcile_batch
+        page: list[tuple[str, float]] = await rt.redis.zrangebyscore(
+            rt.keys.inflight,
+            low,
+            cutoff,
+            start=seen_at_low,
+            num=cfg.reconcile_batch,
+            withscores=True,
         )
+        ids = [request_id for request_id, _ in page]
         # One round trip reads the whole batch's records, one more arms their timers.
         async with rt.redis.pipeline(transaction=False) as pipe:
             for request_id in ids:
@@ -52,9 +61,12 @@ async def reconcile_once(rt: Runtime) -> int:
             if (current := current_timer(request_id, raw)) is not None
         ]
         rearmed += sum(await rt.timers.arm_many(due))
-        if len(ids) < cfg.reconcile_batch:
+        if len(page) < cfg.reconcile_batch:
             break
-        start += len(ids)
+        top = page[-1][1]
+        at_top = sum(1 for _, score in page if score == top)
+        seen_at_low = seen_at_low + at_top if top == low else at_top
+        low = top
     if rearmed:
         rt.metrics.timers_rearmed.inc(rearmed)
         log.warning("timers_rearmed", count=rearmed, queue_lag_ms=lag)
