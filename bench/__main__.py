@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit-burst", type=int, default=50)
     p.add_argument("--tenk-time-scale", type=float, default=1.0)
     p.add_argument(
+        "--ramp-s",
+        type=float,
+        default=0.0,
+        help="spread the first N submissions over this many simulated s (0: all at once)",
+    )
+    p.add_argument(
         "--tenk-key",
         default="tenk",
         help="section of results.json (e.g. tenk-rps1000 for a variant beside the main run)",
@@ -287,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 sigma=sigmas[0],
                 workers=a.workers,
                 time_scale=a.tenk_time_scale,
+                ramp_s=a.ramp_s,
                 env=genv,
                 progress=say,
             )

@@ -532,7 +532,13 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
         "",
         ("> Smoke form (toy size): structure only.\n" if tenk.get("smoke") else "")
         + f"{tenk['inflight_target']:,} videos kept in flight (closed loop through the "
-        f"producer's `wait()`), time scale 1, σ {tenk['sigma']:g}, {tenk['workers']} worker "
+        f"producer's `wait()`; "
+        + (
+            f"the first {tenk['inflight_target']:,} submitted over {tenk['ramp_s']:g} s"
+            if tenk.get("ramp_s")
+            else "all submitted at once"
+        )
+        + f"), time scale 1, σ {tenk['sigma']:g}, {tenk['workers']} worker "
         f"processes, {tenk['minutes']:g} minutes; settings: "
         + ", ".join(
             f"`{k}={v}`"

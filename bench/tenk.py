@@ -36,6 +36,7 @@ async def _run(
     sigma: float,
     workers: int,
     time_scale: float,
+    ramp_s: float,
     progress: Any,
 ) -> dict[str, Any]:
     w = Workload(videos=inflight, sigma=sigma, time_scale=time_scale, arrival_window_s=0.0)
@@ -86,8 +87,10 @@ async def _run(
         counter = 0
         sem = asyncio.Semaphore(200)
 
-        async def lifecycle() -> None:
+        async def lifecycle(k: int) -> None:
             nonlocal counter
+            # A ramp spreads the first submissions, so completions don't all come in waves.
+            await asyncio.sleep(ramp_s * scale * k / inflight)
             while not stopping.is_set():
                 counter += 1
                 async with sem:
@@ -101,7 +104,7 @@ async def _run(
                 if time.time() >= end:
                     return
 
-        tasks = [asyncio.create_task(lifecycle()) for _ in range(inflight)]
+        tasks = [asyncio.create_task(lifecycle(k)) for k in range(inflight)]
         progress(f"  10k: {inflight} submitted with the producer; closed loop, {minutes:g} min")
         async with httpx.AsyncClient(timeout=60) as h:
             while time.time() < end:
@@ -167,6 +170,7 @@ async def _run(
         sigma=sigma,
         workers=workers,
         scale=scale,
+        ramp_s=ramp_s,
     )
 
 
@@ -193,6 +197,7 @@ def _summarize(
     sigma: float,
     workers: int,
     scale: float,
+    ramp_s: float,
 ) -> dict[str, Any]:
     per_minute: list[dict[str, Any]] = []
     n_min = int(minutes + 0.999)
@@ -257,6 +262,7 @@ def _summarize(
         "worker_cpu_cores": rnd(cpu_s / (minutes * 60 * scale), 2),
         "cpu_cores_by_process": cores,
         "time_scale": scale,
+        "ramp_s": ramp_s,
         "max_calls_in_1s": sim_load.get("max_calls_in_window"),
         "max_jobs_in_flight_upstream": sim_load.get("max_jobs_in_flight"),
         "redis_memory": mem,
@@ -277,6 +283,7 @@ def run_tenk(
     sigma: float = 0.2,
     workers: int = 2,
     time_scale: float = 1.0,
+    ramp_s: float = 0.0,
     env: dict[str, str] | None = None,
     progress: Any = print,
 ) -> dict[str, Any]:
@@ -296,6 +303,7 @@ def run_tenk(
             sigma=sigma,
             workers=workers,
             time_scale=time_scale,
+            ramp_s=ramp_s,
             progress=progress,
         )
     )

@@ -51,6 +51,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     floor = results["floor"]
     assert floor["floor_ms"]["median"] > 0
     assert floor["arq_noop_ms"]["median"] > 0 and "aiohttp" in floor["clients_ms"]
+    limiter = floor["rate_limit_ms_per_call"]
+    assert limiter["limits_ms"]["median"] > 0 and limiter["gcra_ms"]["median"] > 0
 
     runs = results["compare"]["runs"]
     assert {r["system"] for r in runs} == {"genqueue", "seed_loop", "naive_arq"}
@@ -64,6 +66,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert [p["sleep_s"] for p in curve["per_sleep"]] == [2.5, 10.0]
     summary = results["compare"]["summary"]
     assert {row["label"] for row in summary} >= {"genqueue", "seed loop"}
+    ideal = results["compare"]["ideal_at_seed_loop_lag"]["0.2"]
+    assert ideal["polls_per_video"] > 0 and ideal["lag_p95_s"] <= ideal["lag_target_s"]
 
     restart = {r["system"]: r for r in results["restart"]["runs"]}
     assert restart["genqueue"]["restart_at_sim_s"] is not None
@@ -77,6 +81,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert s["reconciler"]["rearmed"] == s["reconciler"]["requests"] == s["n"] + 50
         assert s["polls"] > 0 and s["redis_bytes_per_request"] > 0
     assert {"redis_bytes_per_request", "worker_cpu_ms_per_poll"} <= sweep["fits"].keys()
+    assert sweep["redis_bytes_per_inflight_polling_without_event_stream"] > 0
+    # Every value of a polling record is short: Redis keeps it as a compact listpack.
+    assert sweep["steps"][-1]["memory_breakdown_bytes"]["record_encoding"] == "listpack"
 
     text = md.read_text()
     for heading in ("## Comparison", "## The floor of one poll", "## Scale sweep", "## Targets"):
