@@ -154,8 +154,6 @@ class Field:
     ENQUEUED_AT_MS: Final = "enqueued_at_ms"
     SUBMITTED_AT_MS: Final = "submitted_at_ms"
     FINISHED_AT_MS: Final = "finished_at_ms"
-    #: Schema 1 only (always equal to ``submit_seq``, which counts the create attempts).
-    ATTEMPTS: Final = "attempts"
     SUBMIT_SEQ: Final = "submit_seq"
     LEASE_OWNER: Final = "lease_owner"
     LEASE_UNTIL_MS: Final = "lease_until_ms"

@@ -12,9 +12,6 @@ import redis.asyncio
 
 from producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys
 
-#: The fields a spec holds (see ``Keys.spec``).
-SPEC_FIELDS = (Field.REQUEST, Field.METADATA, Field.WEBHOOK_URL)
-
 
 def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: str | None) -> str:
     """The spec string written once at submit (empty parts left out)."""
