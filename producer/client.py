@@ -15,7 +15,6 @@ from producer.scripts import AsyncScripts, call, ms
 from producer.settings import Settings
 from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
 from producer.submission import created_id, prepare
-from producer.timers import AsyncTimers
 from producer.waiters import AsyncDoneListener
 
 CancelOutcome = Literal["cancelled", "requested", "already_finished"]
@@ -52,7 +51,6 @@ class AsyncClient:
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = AsyncScripts(self._redis)
-        self._timers = AsyncTimers(self._redis, self._keys.queue)
         self._listener = AsyncDoneListener(self._redis, self._keys)
 
     async def __aenter__(self) -> AsyncClient:
@@ -86,11 +84,7 @@ class AsyncClient:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
         )
-        request_id, is_new = created_id(await self._scripts.run(sub.create))
-        if is_new:
-            # A crash before this line leaves a pending record without a timer: the
-            # reconciler re-arms it.
-            await self._timers.arm(sub.first_timer)
+        request_id, _ = created_id(await self._scripts.run(sub.create))
         return request_id
 
     async def get(self, request_id: str) -> RequestView:

@@ -16,6 +16,7 @@ import redis.asyncio
 
 from producer.keys import Keys
 from producer.settings import Settings
+from producer.timers import Timer, inline_arm
 
 ScriptName = Literal[
     "create",
@@ -64,8 +65,13 @@ def call(
     *extra: str | int,
     idempotency_key: str | None = None,
     extra_keys: tuple[str, ...] = (),
+    arm: Timer | None = None,
 ) -> ScriptCall:
-    """Build a script call with the shared leading arguments (see ``_prelude.lua``)."""
+    """Build a script call with the shared leading arguments (see ``_prelude.lua``).
+
+    ``arm``: the timer step the caller expects the script to move to; the script enqueues it
+    if it does (the caller checks the reply's seq and arms any other step itself).
+    """
     keys: Keys = settings.keys
     common = [
         request_id,
@@ -73,10 +79,11 @@ def call(
         keys.done_channel(request_id),
         str(ms(settings.retention_s)),
     ]
+    arm_keys, arm_args = inline_arm(keys.queue, arm) if arm is not None else ([], [])
     return ScriptCall(
         name,
-        keys.script_keys(request_id, idempotency_key) + list(extra_keys),
-        common + [_arg(x) for x in extra],
+        keys.script_keys(request_id, idempotency_key) + list(extra_keys) + arm_keys,
+        common + [_arg(x) for x in extra] + arm_args,
     )
 
 

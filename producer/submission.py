@@ -17,11 +17,11 @@ from producer.timers import Timer
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """A validated request ready to be written: its new id and the create script call."""
+    """A validated request ready to be written: its new id and the create script call (which
+    also enqueues the first timer step when it creates the record)."""
 
     request_id: str
     create: ScriptCall
-    first_timer: Timer
 
 
 def prepare(
@@ -57,8 +57,9 @@ def prepare(
         "1" if idempotency_key else "0",
         encode_spec(req.upstream_body(), req.metadata, webhook_url),
         idempotency_key=idempotency_key,
+        arm=Timer(SUBMIT_TASK, request_id, 0),
     )
-    return Submission(request_id, create, Timer(SUBMIT_TASK, request_id, 0))
+    return Submission(request_id, create)
 
 
 def created_id(reply: list[str]) -> tuple[str, bool]:

@@ -16,7 +16,6 @@ from producer.scripts import SyncScripts, call, ms
 from producer.settings import Settings
 from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
 from producer.submission import created_id, prepare
-from producer.timers import SyncTimers
 from producer.waiters import SyncDoneListener
 
 _SUBSCRIBE_TIMEOUT_S = 5.0
@@ -33,7 +32,6 @@ class Client:
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = SyncScripts(self._redis)
-        self._timers = SyncTimers(self._redis, self._keys.queue)
         self._listener = SyncDoneListener(self._redis, self._keys)
 
     def __enter__(self) -> Client:
@@ -64,9 +62,7 @@ class Client:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
         )
-        request_id, is_new = created_id(self._scripts.run(sub.create))
-        if is_new:
-            self._timers.arm(sub.first_timer)
+        request_id, _ = created_id(self._scripts.run(sub.create))
         return request_id
 
     def get(self, request_id: str) -> RequestView:

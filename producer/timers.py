@@ -81,6 +81,20 @@ def _arm_call(
     return keys, args
 
 
+#: The last argument of a transition script that enqueues its next step itself.
+INLINE_ARM_MARKER = "genqueue:arm"
+
+
+def inline_arm(queue: str, timer: Timer) -> tuple[list[str], list[str]]:
+    """The KEYS and ARGV a transition script takes at the end to enqueue ``timer`` itself
+    when it is the step the script moves to (``arm`` in ``lua/_prelude.lua``): one round
+    trip and one script call fewer than arming afterwards."""
+    keys, args = _arm_call(queue, timer, at_ms=0, delay_ms=0, now_ms=int(time.time() * 1000))
+    payload = args[0]
+    assert isinstance(payload, bytes)
+    return keys, [payload.decode(), str(expires_extra_ms), timer.job_id, INLINE_ARM_MARKER]
+
+
 class AsyncTimers:
     """Arms timers through an asyncio Redis client."""
 

@@ -76,9 +76,19 @@ async def arm_current(rt: Runtime, request_id: str, raw: dict[str, str] | None =
     return await rt.timers.arm(timer, at_ms=at_ms)
 
 
-async def _arm_next(rt: Runtime, kind: str, request_id: str, reply: list[str]) -> None:
-    """Arm the step a script just created: reply = [tag, seq, delay_ms]."""
-    await rt.timers.arm(Timer(kind, request_id, int(reply[1])), delay_ms=int(reply[2]))
+def _next(kind: str, raw: dict[str, str], seq: int | str) -> Timer:
+    """The step a script run for timer ``seq`` moves to (passed to it to enqueue itself)."""
+    return Timer(kind, raw[Field.ID], int(seq) + 1)
+
+
+async def _arm_next(
+    rt: Runtime, kind: str, request_id: str, reply: list[str], passed: Timer
+) -> None:
+    """Make sure the step a script just moved to is armed: reply = [tag, seq, delay_ms]. The
+    script enqueued it itself when it was the ``passed`` one (the usual case); otherwise the
+    record's current step is armed at the time the record holds."""
+    if Timer(kind, request_id, int(reply[1])) != passed:
+        await arm_current(rt, request_id)
 
 
 def _scaled_ms(rt: Runtime, seconds: float) -> int:
@@ -111,9 +121,10 @@ async def _rate_limited(rt: Runtime, raw: dict[str, str], seq: int, kind: str) -
     rt.metrics.rate_limited.labels("local").inc()
     # Spread the re-armed steps so they don't all return at the window's edge at once.
     delay_ms = ms(wait_s + rt.rng.uniform(0, min(1.0, wait_s)))
-    reply = await rt.scripts.run(_call(rt, "defer", raw, str(seq), kind, delay_ms))
+    step = _next(kind, raw, seq)
+    reply = await rt.scripts.run(_call(rt, "defer", raw, str(seq), kind, delay_ms, arm=step))
     if reply[0] == "OK":
-        await _arm_next(rt, kind, raw[Field.ID], reply)
+        await _arm_next(rt, kind, raw[Field.ID], reply, step)
     return True
 
 
@@ -201,12 +212,13 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             cfg.ambiguous_policy,
             _scaled_ms(rt, cfg.cap_wait_s),
             extra_keys=(rt.keys.pause,),
+            arm=(deferred := _next(SUBMIT_TASK, raw, seq)),
         )
         reply = await rt.scripts.run(begin)
         tag = reply[0]
         if tag in ("CAP_FULL", "LEASED", "PAUSED"):
             log.debug("submit_deferred", reason=tag.lower(), delay_ms=int(reply[2]))
-            await _arm_next(rt, SUBMIT_TASK, request_id, reply)
+            await _arm_next(rt, SUBMIT_TASK, request_id, reply, deferred)
             return
         if tag == "STALE":
             await arm_current(rt, request_id)
@@ -242,6 +254,8 @@ async def _record_submitted(
         cfg = rt.config
         model = raw.get(Field.MODEL, "")
         first = 0.0 if job.is_terminal else await _poll_wait_s(rt, model, job, 0, None)
+        # begin_submit left the timer seq as it was: the first poll is the next step.
+        step = _next(POLL_TASK, raw, raw.get(Field.SEQ, "0"))
         c = _call(
             rt,
             "submitted",
@@ -254,11 +268,12 @@ async def _record_submitted(
             ms(first),
             ms(cfg.settings.tracking_limit_s),
             _scaled_ms(rt, cfg.poll_cap_s),
+            arm=step,
         )
         reply = await rt.durability.run(rt.redis, rt.scripts, c)
         if reply[0] == "OK":
             log.info("upstream_job_created", upstream_status=job.status)
-            await _arm_next(rt, POLL_TASK, request_id, reply)
+            await _arm_next(rt, POLL_TASK, request_id, reply, step)
         elif reply[0] == "STALE":
             # A newer attempt owns the request; this job's id is kept in upstream_ids.
             log.warning("upstream_job_created_by_superseded_attempt")
@@ -300,6 +315,7 @@ async def _submit_failed(
     if isinstance(exc, UpstreamError) and classify(exc) is Disposition.RETRY_AMBIGUOUS:
         ambiguous = "1"
         rt.metrics.ambiguous_submits.inc()
+    step = _next(SUBMIT_TASK, raw, raw.get(Field.SEQ, "0"))
     c = _call(
         rt,
         "submit_release",
@@ -310,6 +326,7 @@ async def _submit_failed(
         ms(delay),
         str(exc),
         cfg.ambiguous_policy,
+        arm=step,
     )
     reply = await rt.scripts.run(c)
     log.info(
@@ -320,7 +337,7 @@ async def _submit_failed(
         retry_in_s=round(delay, 3) if reply[0] == "RETRY" else None,
     )
     if reply[0] == "RETRY":
-        await _arm_next(rt, SUBMIT_TASK, raw[Field.ID], reply)
+        await _arm_next(rt, SUBMIT_TASK, raw[Field.ID], reply, step)
 
 
 # --- poll ---------------------------------------------------------------------------------
@@ -443,12 +460,13 @@ async def _poll_update(
         ms(cfg.settings.tracking_limit_s),
         error,
         "1" if not_found else "0",
+        arm=(step := _next(POLL_TASK, raw, seq)),
     )
     reply = await rt.scripts.run(c)
     if reply[0] in ("OK", "ABANDONED"):
         rt.metrics.polls.labels(raw.get(Field.MODEL, "")).inc()
     if reply[0] == "OK":
-        await _arm_next(rt, POLL_TASK, raw[Field.ID], reply)
+        await _arm_next(rt, POLL_TASK, raw[Field.ID], reply, step)
     elif reply[0] == "STALE":
         await arm_current(rt, raw[Field.ID])
     elif reply[0] == "ABANDONED":

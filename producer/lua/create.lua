@@ -21,4 +21,5 @@ redis.call('ZADD', K_INFLIGHT, NOW, ID)
 redis.call('HINCRBY', K_COUNTS, 'pending', 1)
 if has_idem then redis.call('SET', K_IDEM, ID) end
 emit('pending')
+arm('submit:' .. ID .. ':0', NOW)
 return {'CREATED', ID}

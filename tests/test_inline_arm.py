@@ -1,0 +1,158 @@
+"""Transition scripts enqueue the timer step they move to themselves (``inline_arm``): one
+script call per step instead of two, and the arq job is the one ``AsyncTimers.arm`` makes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio
+from arq.constants import job_key_prefix
+from arq.jobs import deserialize_job
+
+from producer.client import AsyncClient
+from producer.keys import POLL_TASK, SCHEMA_VERSION, Field
+from producer.scripts import SCRIPT_NAMES, AsyncScripts, call, source
+from producer.settings import Settings
+from producer.timers import Timer, loads
+from tests.conftest import worker_config
+from tests.faults import FaultTransport, is_create
+from worker.runtime import Runtime
+from worker.tasks import run_poll, run_submit
+from worker.upstream import UpstreamClient
+
+MODEL = "minimax/video-01-director"
+REQ = {"model": MODEL, "prompt": "a paper boat"}
+
+
+async def command_calls(r: redis.asyncio.Redis) -> dict[str, int]:
+    """Calls per command since the last ``CONFIG RESETSTAT``, as Redis itself counts them."""
+    stats = await r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def load_scripts(r: redis.asyncio.Redis) -> None:
+    """Load every transition script, so a first call is not counted twice (NOSCRIPT)."""
+    for name in SCRIPT_NAMES:
+        await r.script_load(source(name))
+
+
+async def queued_job(r: redis.asyncio.Redis, settings: Settings, timer: Timer) -> tuple[Any, ...]:
+    """(score in the arq queue, deserialized job) of an armed timer."""
+    score = await r.zscore(settings.keys.queue, timer.job_id)
+    payload = await r.get(job_key_prefix + timer.job_id)
+    assert score is not None and payload is not None, timer
+    return int(score), deserialize_job(payload.encode(), deserializer=loads)
+
+
+@pytest.fixture
+async def runtime(
+    settings: Settings, aredis: redis.asyncio.Redis, sim_app: Any
+) -> AsyncIterator[Runtime]:
+    """A worker runtime against the in-process simulator (no rate limit)."""
+    rt = Runtime(
+        config=worker_config(settings),
+        redis=aredis,
+        upstream=UpstreamClient(
+            base_url="http://sim", api_key="k", transport=httpx.ASGITransport(app=sim_app)
+        ),
+    )
+    yield rt
+    await rt.close()
+
+
+async def test_submit_enqueues_the_first_step_in_its_one_script_call(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A submit is one script call, and the first step is an arq job due at the record's
+    next_check_at_ms with the task's arguments."""
+    await load_scripts(aredis)
+    await aredis.config_resetstat()
+    rid = await client.submit(REQ)
+    calls = await command_calls(aredis)
+    assert calls.get("evalsha") == 1 and "eval" not in calls, calls
+    score, job = await queued_job(aredis, settings, Timer("submit", rid, 0))
+    rec = await aredis.hgetall(settings.keys.record(rid))
+    assert score == int(rec[Field.NEXT_CHECK_AT_MS])
+    assert job.function == "submit" and list(job.args) == [rid, 0, SCHEMA_VERSION]
+
+
+async def test_a_check_is_one_read_and_one_script_call(
+    client: AsyncClient, runtime: Runtime, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A status check that finds the job running reads the record once and runs one script,
+    which also enqueues the next check at the time it recorded."""
+    rid = await client.submit(REQ)
+    await run_submit(runtime, rid, 0)
+    seq = int(await aredis.hget(settings.keys.record(rid), Field.SEQ) or 0)
+    await load_scripts(aredis)
+    await aredis.config_resetstat()
+    await run_poll(runtime, rid, seq)
+    calls = await command_calls(aredis)
+    rec = await aredis.hgetall(settings.keys.record(rid))
+    assert int(rec[Field.SEQ]) == seq + 1 and rec[Field.TIMER] == POLL_TASK
+    assert calls.get("evalsha") == 1 and calls.get("hgetall") == 1, calls
+    score, job = await queued_job(aredis, settings, Timer(POLL_TASK, rid, seq + 1))
+    assert score == int(rec[Field.NEXT_CHECK_AT_MS])
+    assert job.function == POLL_TASK and list(job.args) == [rid, seq + 1, SCHEMA_VERSION]
+
+
+async def test_a_script_enqueues_only_the_step_it_moves_to(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A passed step that is not the one the script moves to is not enqueued (the caller
+    arms the real one); an already armed step is left as it is."""
+    scripts = AsyncScripts(aredis)
+    rid = await client.submit(REQ)
+
+    async def defer(expected_seq: int, passed: Timer) -> list[str]:
+        return await scripts.run(
+            call(settings, "defer", rid, str(expected_seq), "submit", 5000, arm=passed)
+        )
+
+    wrong = Timer("submit", rid, 7)
+    reply = await defer(0, wrong)
+    assert reply[:2] == ["OK", "1"]
+    assert await aredis.zscore(settings.keys.queue, wrong.job_id) is None
+    assert await aredis.zscore(settings.keys.queue, Timer("submit", rid, 1).job_id) is None
+
+    step = Timer("submit", rid, 2)
+    await aredis.set(job_key_prefix + step.job_id, b"armed before")
+    reply = await defer(1, step)
+    assert reply[:2] == ["OK", "2"]
+    assert await aredis.get(job_key_prefix + step.job_id) == "armed before"
+    assert await aredis.zscore(settings.keys.queue, step.job_id) is None
+
+
+async def test_a_wrong_guess_is_armed_by_the_task(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis, sim_app: Any
+) -> None:
+    """If the record's seq moved between the task's read and its script (its guess of the
+    next step was wrong), the task arms the step the script really moved to."""
+    rid = await client.submit(REQ)
+    sync = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+    def move_seq_on_create(request: httpx.Request) -> None:
+        if is_create(request):  # between begin_submit and `submitted`
+            sync.hset(settings.keys.record(rid), Field.SEQ, "2")
+
+    rt = Runtime(
+        config=worker_config(settings),
+        redis=aredis,
+        upstream=UpstreamClient(
+            base_url="http://sim",
+            api_key="k",
+            transport=FaultTransport(sim_app, move_seq_on_create),
+        ),
+    )
+    await run_submit(rt, rid, 0)
+    sync.close()
+    await rt.upstream.aclose()
+    rec = await aredis.hgetall(settings.keys.record(rid))
+    assert rec[Field.SEQ] == "3" and rec[Field.TIMER] == POLL_TASK
+    score, _ = await queued_job(aredis, settings, Timer(POLL_TASK, rid, 3))
+    assert score == int(rec[Field.NEXT_CHECK_AT_MS])
+    assert await aredis.zscore(settings.keys.queue, Timer(POLL_TASK, rid, 1).job_id) is None
