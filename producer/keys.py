@@ -112,6 +112,15 @@ class Keys:
         """Hash describing a pause of upstream creates (circuit breaker), absent when running."""
         return f"{self.prefix}:pause"
 
+    def rate_limit(self, identity: str) -> str:
+        """String: the shared rate limit's theoretical arrival time (GCRA, Redis µs) for one
+        upstream and API key (``identity``: a hash of both)."""
+        return f"{self.prefix}:ratelimit:{identity}"
+
+    def rate_turns(self, identity: str) -> str:
+        """String: the next free turn (Redis ms) of a call the rate limit refused."""
+        return f"{self.prefix}:ratelimit:{identity}:turn"
+
     @property
     def queue(self) -> str:
         """The arq queue (a sorted set of job ids scored by run time)."""

@@ -21,32 +21,33 @@ from producer.timers import Timer, inline_arm
 ScriptName = Literal[
     "create",
     "begin_submit",
+    "begin_poll",
     "submitted",
     "submit_release",
     "poll_update",
     "finish",
     "cancel",
     "side_effect",
-    "defer",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "create",
     "begin_submit",
+    "begin_poll",
     "submitted",
     "submit_release",
     "poll_update",
     "finish",
     "cancel",
     "side_effect",
-    "defer",
 )
 
 
 @cache
 def source(name: str) -> str:
-    """The full Lua source of a script: the shared prelude followed by its body."""
+    """The full Lua source of a script: its name (``SCRIPT``), the shared prelude, its body."""
     lua = files("producer") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    prelude = (lua / "_prelude.lua").read_text()
+    return f"local SCRIPT = '{name}'\n{prelude}\n" + (lua / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)

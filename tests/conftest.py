@@ -64,6 +64,13 @@ from worker.config import WorkerConfig  # noqa: E402
 FAST_SCALE = 0.001
 
 
+def begin_submit_keys(settings: Settings) -> tuple[str, ...]:
+    """The extra KEYS of ``begin_submit``: the pause hash and an unused rate limit's keys
+    (called with the no-limit arguments ``0, 0`` last)."""
+    keys = settings.keys
+    return (keys.pause, keys.rate_limit("none"), keys.rate_turns("none"))
+
+
 def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
     """A worker config for tests: fast schedule, tiny arq poll delay, no jitter."""
     base = WorkerConfig(

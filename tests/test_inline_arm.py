@@ -80,11 +80,12 @@ async def test_submit_enqueues_the_first_step_in_its_one_script_call(
     assert job.function == "submit" and list(job.args) == [rid, 0, SCHEMA_VERSION]
 
 
-async def test_a_check_is_one_read_and_one_script_call(
+async def test_a_check_is_two_script_calls(
     client: AsyncClient, runtime: Runtime, settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
-    """A status check that finds the job running reads the record once and runs one script,
-    which also enqueues the next check at the time it recorded."""
+    """A status check that finds the job running is two script calls: ``begin_poll`` (which
+    reads the record) and ``poll_update`` (which also enqueues the next check at the time
+    it recorded)."""
     rid = await client.submit(REQ)
     await run_submit(runtime, rid, 0)
     seq = int(await aredis.hget(settings.keys.record(rid), Field.SEQ) or 0)
@@ -94,7 +95,7 @@ async def test_a_check_is_one_read_and_one_script_call(
     calls = await command_calls(aredis)
     rec = await aredis.hgetall(settings.keys.record(rid))
     assert int(rec[Field.SEQ]) == seq + 1 and rec[Field.TIMER] == POLL_TASK
-    assert calls.get("evalsha") == 1 and calls.get("hgetall") == 1, calls
+    assert calls.get("evalsha") == 2 and calls.get("hgetall") == 1, calls
     score, job = await queued_job(aredis, settings, Timer(POLL_TASK, rid, seq + 1))
     assert score == int(rec[Field.NEXT_CHECK_AT_MS])
     assert job.function == POLL_TASK and list(job.args) == [rid, seq + 1, SCHEMA_VERSION]
@@ -107,22 +108,27 @@ async def test_a_script_enqueues_only_the_step_it_moves_to(
     arms the real one); an already armed step is left as it is."""
     scripts = AsyncScripts(aredis)
     rid = await client.submit(REQ)
+    await aredis.hset(settings.keys.record(rid), mapping={Field.TIMER: POLL_TASK})
+    limit = (settings.keys.rate_limit("t"), settings.keys.rate_turns("t"))
 
-    async def defer(expected_seq: int, passed: Timer) -> list[str]:
-        return await scripts.run(
-            call(settings, "defer", rid, str(expected_seq), "submit", 5000, arm=passed)
+    async def begin_poll(expected_seq: int, passed: Timer) -> list[str]:
+        # One call per 10 s: the first goes, the next are put off (next_step).
+        c = call(
+            settings, "begin_poll", rid, str(expected_seq), 10**7, 0, extra_keys=limit, arm=passed
         )
+        return await scripts.run(c)
 
-    wrong = Timer("submit", rid, 7)
-    reply = await defer(0, wrong)
-    assert reply[:2] == ["OK", "1"]
+    assert (await begin_poll(0, Timer(POLL_TASK, rid, 1)))[0] == "GO"
+    wrong = Timer(POLL_TASK, rid, 7)
+    reply = await begin_poll(0, wrong)
+    assert reply[:2] == ["LIMITED", "1"]
     assert await aredis.zscore(settings.keys.queue, wrong.job_id) is None
-    assert await aredis.zscore(settings.keys.queue, Timer("submit", rid, 1).job_id) is None
+    assert await aredis.zscore(settings.keys.queue, Timer(POLL_TASK, rid, 1).job_id) is None
 
-    step = Timer("submit", rid, 2)
+    step = Timer(POLL_TASK, rid, 2)
     await aredis.set(job_key_prefix + step.job_id, b"armed before")
-    reply = await defer(1, step)
-    assert reply[:2] == ["OK", "2"]
+    reply = await begin_poll(1, step)
+    assert reply[:2] == ["LIMITED", "2"]
     assert await aredis.get(job_key_prefix + step.job_id) == "armed before"
     assert await aredis.zscore(settings.keys.queue, step.job_id) is None
 

@@ -13,6 +13,7 @@ import redis.asyncio
 from producer import AsyncClient, Client, RequestNotFound, Settings, WaitTimeout
 from producer.keys import Field
 from producer.scripts import AsyncScripts, call
+from tests.conftest import begin_submit_keys
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a kite over dunes"}
@@ -21,12 +22,12 @@ REQ = {"model": MODEL, "prompt": "a kite over dunes"}
 async def finish_directly(settings: Settings, aredis: redis.asyncio.Redis, rid: str) -> None:
     """Drive a request to `completed` with the scripts, as a worker would."""
     scripts = AsyncScripts(aredis)
-    p = settings.keys.pause
+    p = begin_submit_keys(settings)
 
     async def run(name: Any, *args: Any, **kw: Any) -> list[str]:
         return await scripts.run(call(settings, name, rid, *args, **kw))
 
-    ok = await run("begin_submit", "0", 0, 60_000, "w", "resubmit", 10, extra_keys=(p,))
+    ok = await run("begin_submit", "0", 0, 60_000, "w", "resubmit", 10, 0, 0, extra_keys=p)
     reply = await run("submitted", ok[1], "up-1", "queued", "", "", 10, 3_600_000, 10)
     await run("finish", reply[1], "completed", 280_000, "https://v", "", "", "", "")
 

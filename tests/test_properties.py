@@ -15,6 +15,7 @@ from producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field
 from producer.scripts import SyncScripts, call
 from producer.settings import Settings
 from producer.sync_client import Client
+from tests.conftest import begin_submit_keys
 
 MODEL = "minimax/video-01-director"
 
@@ -60,8 +61,8 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             if rid:
                 seq = self.rec(rid).get(Field.SEQ, "0")
                 self.run(
-                    "begin_submit", rid, seq, cap, 60_000, "w", "resubmit", 10,
-                    extra_keys=(self.settings.keys.pause,),
+                    "begin_submit", rid, seq, cap, 60_000, "w", "resubmit", 10, 0, 0,
+                    extra_keys=begin_submit_keys(self.settings),
                 )  # fmt: skip
 
         @rule(i=st.integers(0, 3), status=st.sampled_from(["queued", "in_progress"]))
@@ -105,11 +106,11 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 before = self.rec(rid)
                 old = str(int(before.get(Field.SEQ, "0")) - 1)
                 args: dict[str, tuple[Any, ...]] = {
-                    "begin_submit": (old, 0, 60_000, "w", "resubmit", 10),
+                    "begin_submit": (old, 0, 60_000, "w", "resubmit", 10, 0, 0),
                     "poll_update": (old, "in_progress", "", 10, 10, 3_600_000, ""),
                     "finish": (old, "completed", "280000", "", "", "", "", ""),
                 }
-                extra = (self.settings.keys.pause,) if name == "begin_submit" else ()
+                extra = begin_submit_keys(self.settings) if name == "begin_submit" else ()
                 self.run(name, rid, *args[name], extra_keys=extra)
                 assert self.rec(rid) == before
 

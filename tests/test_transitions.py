@@ -15,6 +15,7 @@ from producer.keys import SCHEMA_VERSION, Field, Keys
 from producer.scripts import AsyncScripts, ScriptName, call, ms
 from producer.settings import Settings
 from producer.stats import redis_time_ms
+from tests.conftest import begin_submit_keys
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a lighthouse at dusk"}
@@ -32,7 +33,9 @@ class Scripts:
     async def run(
         self, name: ScriptName, rid: str, *args: Any, idem: str | None = None
     ) -> list[str]:
-        extra = (self.keys.pause,) if name == "begin_submit" else ()
+        extra: tuple[str, ...] = ()
+        if name == "begin_submit":
+            extra, args = begin_submit_keys(self.settings), (*args, 0, 0)
         if idem is None:
             idem = await self.redis.hget(self.keys.record(rid), Field.IDEMPOTENCY_KEY) or None
         return await self.scripts.run(

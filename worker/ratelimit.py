@@ -1,20 +1,24 @@
-"""A rate limit on upstream calls shared by every worker process on every host.
+"""The shared rate limit on upstream calls, across every worker process on every host.
 
-Built on the ``limits`` library (Redis moving windows) rather than hand-written: two windows
-per upstream and API key — ``rps + burst`` calls in any 1 s, and ``10 * rps`` in any 10 s — so
-short bursts are allowed but the sustained rate is not exceeded. A refused call is not
-retried by sleeping: the task re-arms itself for when the window frees up.
+A GCRA kept in Redis per upstream and API key, checked inside the script that starts a step
+(``begin_poll``, ``begin_submit``; ``take_call_slot`` in ``lua/_prelude.lua``): at most
+``rps + burst`` calls in any second and ``rps`` sustained. A refused step is not retried by
+sleeping: the same script re-arms it for its turn (refused steps are spaced at the sustained
+rate, in the order they were refused).
+
+Why not the ``limits`` library (the first choice, used until the benchmark said otherwise):
+its check is its own round trip per window (two here) before the step's own script, about a
+tenth of a worker's CPU per call in the 10k run, and it answers when its window frees up but
+not whose turn it is, so a backlog came back all at once every second, each step refused
+again at full cost. Figures: ``bench/RESULTS.md`` (limiter cost) and ``bench/limiter.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-import time
+from dataclasses import dataclass
 
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from producer.keys import Keys
 
 
 def limiter_identity(upstream_url: str, api_key: str) -> str:
@@ -22,26 +26,34 @@ def limiter_identity(upstream_url: str, api_key: str) -> str:
     return hashlib.sha256(f"{upstream_url}|{api_key}".encode()).hexdigest()[:16]
 
 
-class SharedRateLimit:
-    """``acquire()`` returns 0 when a call may go now, else how many seconds to wait."""
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """What the scripts need to apply the limit: its two keys and ARGV (interval, tolerance)."""
 
-    def __init__(self, redis_url: str, *, prefix: str, rps: float, burst: int, identity: str):
+    keys: tuple[str, str]
+    interval_us: int
+    tolerance_us: int
+
+    @classmethod
+    def of(cls, keys: Keys, *, rps: float, burst: int, identity: str) -> RateLimit:
+        """``rps`` calls per second sustained, ``burst`` more in any one second."""
         if rps <= 0:
             raise ValueError("rps must be positive")
-        scheme, rest = redis_url.split("://", 1)
-        self._storage = RedisStorage(
-            f"async+{scheme}://{rest}", implementation="redispy", key_prefix=f"{prefix}:limits"
+        if burst < 0:
+            raise ValueError("burst must be >= 0")
+        interval_us = max(1, round(1_000_000 / rps))
+        # GCRA lets tolerance/interval + 1 calls through at once: burst calls, then one per
+        # interval, so any 1-second window holds at most rps + burst.
+        return cls(
+            (keys.rate_limit(identity), keys.rate_turns(identity)),
+            interval_us,
+            max(0, burst - 1) * interval_us,
         )
-        self._limiter = MovingWindowRateLimiter(self._storage)
-        self._items: list[RateLimitItem] = [
-            RateLimitItemPerSecond(max(1, math.floor(rps) + burst), 1),
-            RateLimitItemPerSecond(max(1, round(rps * 10)), 10),
-        ]
-        self._identity = identity
 
-    async def acquire(self) -> float:
-        for item in self._items:
-            if not await self._limiter.hit(item, self._identity):
-                stats = await self._limiter.get_window_stats(item, self._identity)
-                return max(0.01, stats.reset_time - time.time())
-        return 0.0
+    @property
+    def args(self) -> tuple[int, int]:
+        return self.interval_us, self.tolerance_us
+
+
+#: Script arguments for "no limit".
+NO_LIMIT_ARGS = (0, 0)

@@ -16,7 +16,7 @@ from worker.durability import Durability
 from worker.durations import DurationModel
 from worker.metrics import WorkerMetrics
 from worker.pause import CreatePause
-from worker.ratelimit import SharedRateLimit, limiter_identity
+from worker.ratelimit import RateLimit, limiter_identity
 from worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 
 CTX_KEY = "genqueue"
@@ -50,7 +50,7 @@ class Runtime:
     unknown_statuses_seen: set[str] = field(default_factory=set)
 
     side_transport: httpx.AsyncBaseTransport | None = None
-    rate_limit: SharedRateLimit | None = None
+    rate_limit: RateLimit | None = None
 
     def __post_init__(self) -> None:
         self.keys: Keys = self.config.settings.keys
@@ -61,9 +61,8 @@ class Runtime:
         cfg = self.config
         self.durations = DurationModel(self.redis, self.keys, min_samples=cfg.adaptive_min_samples)
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
-            self.rate_limit = SharedRateLimit(
-                cfg.settings.redis_url,
-                prefix=self.keys.prefix,
+            self.rate_limit = RateLimit.of(
+                self.keys,
                 rps=cfg.rate_limit_rps,
                 burst=cfg.rate_limit_burst,
                 identity=limiter_identity(cfg.upstream_url, cfg.api_key),

@@ -20,6 +20,7 @@ from producer.scripts import ScriptCall, call, ms
 from producer.timers import Timer
 from worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 from worker.durations import quantile
+from worker.ratelimit import NO_LIMIT_ARGS
 from worker.runtime import Runtime
 from worker.upstream import (
     Disposition,
@@ -110,22 +111,12 @@ def _next_poll_s(rt: Runtime, polls_done: int, retry_after_s: float | None = Non
     )
 
 
-async def _rate_limited(rt: Runtime, raw: dict[str, str], seq: int, kind: str) -> bool:
-    """Take a slot of the shared rate limit; if none is free, re-arm for when one will be
-    (no sleeping, no busy retry) and return True."""
+def _limit(rt: Runtime) -> tuple[tuple[str, str], tuple[int, int]]:
+    """KEYS and ARGV of the shared rate limit for a ``begin_*`` script (with no limit the
+    keys are passed and never touched)."""
     if rt.rate_limit is None:
-        return False
-    wait_s = await rt.rate_limit.acquire()
-    if wait_s <= 0:
-        return False
-    rt.metrics.rate_limited.labels("local").inc()
-    # Spread the re-armed steps so they don't all return at the window's edge at once.
-    delay_ms = ms(wait_s + rt.rng.uniform(0, min(1.0, wait_s)))
-    step = _next(kind, raw, seq)
-    reply = await rt.scripts.run(_call(rt, "defer", raw, str(seq), kind, delay_ms, arm=step))
-    if reply[0] == "OK":
-        await _arm_next(rt, kind, raw[Field.ID], reply, step)
-    return True
+        return (rt.keys.rate_limit("none"), rt.keys.rate_turns("none")), NO_LIMIT_ARGS
+    return rt.rate_limit.keys, rt.rate_limit.args
 
 
 async def _learned_wait_s(
@@ -198,9 +189,7 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             log.info("record_missing")
             return
         cfg = rt.config
-        current = raw.get(Field.TIMER) == SUBMIT_TASK and raw.get(Field.SEQ) == str(seq)
-        if current and await _rate_limited(rt, raw, seq, SUBMIT_TASK):
-            return
+        limit_keys, limit_args = _limit(rt)
         begin = _call(
             rt,
             "begin_submit",
@@ -211,12 +200,15 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             cfg.worker_name,
             cfg.ambiguous_policy,
             _scaled_ms(rt, cfg.cap_wait_s),
-            extra_keys=(rt.keys.pause,),
+            *limit_args,
+            extra_keys=(rt.keys.pause, *limit_keys),
             arm=(deferred := _next(SUBMIT_TASK, raw, seq)),
         )
         reply = await rt.scripts.run(begin)
         tag = reply[0]
-        if tag in ("CAP_FULL", "LEASED", "PAUSED"):
+        if tag in ("CAP_FULL", "LEASED", "PAUSED", "LIMITED"):
+            if tag == "LIMITED":
+                rt.metrics.rate_limited.labels("local").inc()
             log.debug("submit_deferred", reason=tag.lower(), delay_ms=int(reply[2]))
             await _arm_next(rt, SUBMIT_TASK, request_id, reply, deferred)
             return
@@ -350,17 +342,32 @@ def _num(value: float | None) -> str:
 async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
     """Check the upstream job once; finish the request or arm the next check."""
     with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
-        raw = await _load(rt, request_id)
-        if not raw:
+        limit_keys, limit_args = _limit(rt)
+        step = Timer(POLL_TASK, request_id, seq + 1)
+        begin = call(
+            rt.config.settings,
+            "begin_poll",
+            request_id,
+            str(seq),
+            *limit_args,
+            extra_keys=limit_keys,
+            arm=step,
+        )
+        reply = await rt.scripts.run(begin)
+        tag = reply[0]
+        if tag == "MISSING":
             log.info("record_missing")
             return
-        if raw.get(Field.TIMER) != POLL_TASK or raw.get(Field.SEQ) != str(seq):
+        if tag == "STALE":
             await arm_current(rt, request_id)
             return
-        if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
+        if tag == "LIMITED":
+            rt.metrics.rate_limited.labels("local").inc()
+            await _arm_next(rt, POLL_TASK, request_id, reply, step)
             return
-        if await _rate_limited(rt, raw, seq, POLL_TASK):
-            return
+        if tag != "GO":
+            return  # DONE: the request ended and nothing is tracked
+        raw = with_id(request_id, dict(zip(reply[1::2], reply[2::2], strict=True)))
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
         with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
             try:

@@ -21,7 +21,8 @@ local NOW = now_ms()
 
 -- A caller that forgot the idempotency mapping would leave it behind forever (rule 9):
 -- refuse before writing anything (a script error does not roll back earlier writes).
-if K_IDEM == K_REC and (redis.call('HGET', K_REC, 'idempotency_key') or '') ~= '' then
+-- `begin_poll` never ends a request, and runs before the record (which names the key) is read.
+if SCRIPT ~= 'begin_poll' and K_IDEM == K_REC and (redis.call('HGET', K_REC, 'idempotency_key') or '') ~= '' then
   return redis.error_reply('genqueue: the idempotency key of ' .. ID .. ' was not passed')
 end
 
@@ -136,4 +137,26 @@ end
 
 local function set_if(field, value)
   if value and value ~= '' then redis.call('HSET', K_REC, field, value) end
+end
+
+-- The shared rate limit on upstream calls, per upstream and API key (GCRA: a call may go when
+-- it is no earlier than the theoretical arrival time less the burst tolerance; Redis clock,
+-- µs). A refused call takes the next free turn: turns are spaced at the sustained rate in
+-- the order calls were refused, so a backlog comes back in turn instead of all at once each
+-- time the limit frees up (at its turn the call asks again: the limit has the last word).
+-- Returns 0 when the call may go now (and counts it), else the wait (ms) until its turn.
+local function take_call_slot(limit_key, turn_key, interval_us, tolerance_us)
+  local t = redis.call('TIME')
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local tat = math.max(tonumber(redis.call('GET', limit_key) or '0') or 0, now_us)
+  if now_us >= tat - tolerance_us then
+    local after = tat + interval_us
+    redis.call('SET', limit_key, istr(after), 'PX', math.ceil((after - now_us) / 1000) + 1000)
+    return 0
+  end
+  local now = now_us / 1000
+  local turn = math.max(tonumber(redis.call('GET', turn_key) or '0') or 0, (tat - tolerance_us) / 1000)
+  local after = turn + interval_us / 1000
+  redis.call('SET', turn_key, string.format('%.3f', after), 'PX', math.ceil(after - now) + 1000)
+  return math.max(1, math.ceil(turn - now))
 end

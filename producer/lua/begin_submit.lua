@@ -1,10 +1,13 @@
 -- Take the submit lease (pending -> submitting) if creates aren't paused and the in-flight
--- cap admits it. KEYS[9]: the pause hash (circuit breaker).
+-- cap and the shared rate limit admit it. KEYS[9]: the pause hash (circuit breaker),
+-- KEYS[10] the rate limit, KEYS[11] its turns (see take_call_slot).
 -- ARGV: 5 expected timer seq, 6 in-flight cap (0 = none), 7 lease (ms), 8 lease owner,
---       9 ambiguous-submit policy ('resubmit' | 'fail'), 10 wait when the cap is full (ms).
+--       9 ambiguous-submit policy ('resubmit' | 'fail'), 10 wait when the cap is full (ms),
+--       11 rate limit interval (µs; 0 = no limit), 12 burst tolerance (µs).
 -- A pause that has run its time is half-open: one request at a time goes through as a probe
 -- (its success resumes creates for everyone; see worker/pause.py).
--- Returns {'OK', submit_seq, ambiguous 0|1, probe 0|1} | {'CAP_FULL' | 'LEASED' | 'PAUSED', seq, wait_ms} |
+-- Returns {'OK', submit_seq, ambiguous 0|1, probe 0|1} |
+--   {'CAP_FULL' | 'LEASED' | 'PAUSED' | 'LIMITED', seq, wait_ms} |
 --   {'CANCELLED'} | {'EXPIRED'} | {'FAILED'} | {'STALE'} | {'MISSING'}
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
 local expected_seq, cap, lease_ms = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -38,31 +41,41 @@ elseif paused_until > 0 then
   if NOW < probe_until then
     return {'PAUSED', next_step('submit', probe_until - NOW), probe_until - NOW}
   end
+  probe = 1  -- taken below, once the cap and the rate limit have let this create through
+end
+-- status 'submitting' here: the lease expired, an earlier attempt died mid-POST; the video
+-- may exist upstream.
+if status == 'submitting' and policy == 'fail' then
+  redis.call('HINCRBY', K_REC, 'ambiguous_submits', 1)
+  visible_terminal(status, 'failed',
+    'ambiguous submit: an earlier attempt died while creating the upstream job')
+  release()
+  return {'FAILED'}
+end
+if status == 'pending' and cap > 0 then
+  local holding = 0
+  for _, n in ipairs(redis.call('HMGET', K_COUNTS, 'submitting', 'queued', 'in_progress', 'tracking')) do
+    holding = holding + (tonumber(n) or 0)
+  end
+  if holding >= cap then
+    return {'CAP_FULL', next_step('submit', cap_wait_ms), cap_wait_ms}
+  end
+end
+-- Last of the checks: a call slot is taken only by a create that will be made.
+local interval_us = tonumber(ARGV[11])
+if interval_us > 0 then
+  local wait_ms = take_call_slot(KEYS[10], KEYS[11], interval_us, tonumber(ARGV[12]))
+  if wait_ms > 0 then return {'LIMITED', next_step('submit', wait_ms), wait_ms} end
+end
+if probe == 1 then
   redis.call('HSET', KEYS[9], 'probe_until_ms', istr(NOW + lease_ms), 'probe_request', ID)
-  probe = 1
 end
 local ambiguous = 0
 if status == 'pending' then
-  if cap > 0 then
-    local holding = 0
-    for _, n in ipairs(redis.call('HMGET', K_COUNTS, 'submitting', 'queued', 'in_progress', 'tracking')) do
-      holding = holding + (tonumber(n) or 0)
-    end
-    if holding >= cap then
-      return {'CAP_FULL', next_step('submit', cap_wait_ms), cap_wait_ms}
-    end
-  end
   set_status(status, 'submitting')
 else
-  -- The lease expired: an earlier attempt died mid-POST; the video may exist upstream.
   redis.call('HINCRBY', K_REC, 'ambiguous_submits', 1)
   ambiguous = 1
-  if policy == 'fail' then
-    visible_terminal(status, 'failed',
-      'ambiguous submit: an earlier attempt died while creating the upstream job')
-    release()
-    return {'FAILED'}
-  end
 end
 local submit_seq = redis.call('HINCRBY', K_REC, 'submit_seq', 1)
 local lease_until = NOW + lease_ms

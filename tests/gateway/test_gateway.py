@@ -26,6 +26,7 @@ from producer import AsyncClient, RequestView, Settings
 from producer.record import RequestView as _RequestView
 from producer.scripts import AsyncScripts, call
 from producer.stats import Stats
+from tests.conftest import begin_submit_keys
 
 KEY = "gq-test-key-0123456789abcdef"
 OTHER_KEY = "gq-second-key-fedcba9876543210"
@@ -198,7 +199,9 @@ async def test_cancel_while_submitting_is_202_requested(
         "w",
         "resubmit",
         10,
-        extra_keys=(settings.keys.pause,),
+        0,
+        0,
+        extra_keys=begin_submit_keys(settings),
     )
     assert (await scripts.run(lease))[0] == "OK"
     resp = await gw.http.delete(f"/v1/generations/{rid}")

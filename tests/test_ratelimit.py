@@ -1,0 +1,144 @@
+"""The shared rate limit (GCRA in Redis, checked by the scripts that start a step)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from producer.client import AsyncClient
+from producer.keys import Field
+from producer.scripts import AsyncScripts, call
+from producer.settings import Settings
+from tests.conftest import worker_config
+from tests.faults import FaultTransport
+from worker.ratelimit import RateLimit
+from worker.runtime import Runtime
+from worker.tasks import run_poll, run_submit
+from worker.upstream import UpstreamClient
+
+TakeSlot = Callable[[RateLimit], Awaitable[int]]
+
+
+@pytest.fixture
+def take_slot(settings: Settings, aredis: redis.asyncio.Redis) -> TakeSlot:
+    """``take_call_slot`` of the scripts' prelude, called alone: 0 = go, else the wait (ms)."""
+    prelude = (files("producer") / "lua" / "_prelude.lua").read_text()
+    script = aredis.register_script(
+        "local SCRIPT = 'test'\n"
+        + prelude
+        + "\nreturn take_call_slot(KEYS[9], KEYS[10], tonumber(ARGV[5]), tonumber(ARGV[6]))"
+    )
+
+    async def take(limit: RateLimit) -> int:
+        c = call(settings, "begin_poll", "r", *limit.args, extra_keys=limit.keys)
+        return int(await script(keys=c.keys, args=c.args))
+
+    return take
+
+
+async def test_a_burst_goes_then_refused_calls_get_turns_at_the_rate(
+    settings: Settings, aredis: redis.asyncio.Redis, take_slot: TakeSlot
+) -> None:
+    """``burst`` calls go at once; each call refused after them waits one turn (1/rps) longer
+    than the one refused before it, instead of all coming back when the limit frees up."""
+    limit = RateLimit.of(settings.keys, rps=10, burst=3, identity="x")
+    taken = [await take_slot(limit) for _ in range(9)]
+    assert taken[:3] == [0, 0, 0] and all(w > 0 for w in taken[3:]), taken
+    # One turn (100 ms) apart, less the few ms Redis' clock moved between two calls.
+    steps = [b - a for a, b in itertools.pairwise(taken[3:])]
+    assert all(50 < s <= 100 for s in steps), taken
+    assert 0 < await aredis.pttl(limit.keys[1]) <= taken[-1] + 1100
+
+
+async def test_at_most_rate_plus_burst_calls_in_a_second(
+    settings: Settings, take_slot: TakeSlot
+) -> None:
+    """Calls made at their turns go at most rps + burst in the first second, rps after."""
+    limit = RateLimit.of(settings.keys, rps=20, burst=5, identity="y")
+    went = 0
+    while (wait := await take_slot(limit)) == 0:
+        went += 1
+    assert went == 5  # the burst, at once
+    assert 0 < wait <= 50  # the next call may go one interval after the burst's first
+
+
+def test_rate_limit_arguments() -> None:
+    """The interval is 1/rps in µs; the tolerance lets ``burst`` calls through at once."""
+    from producer.keys import Keys
+
+    limit = RateLimit.of(Keys("p"), rps=500, burst=50, identity="i")
+    assert limit.args == (2000, 49 * 2000)
+    assert limit.keys == ("p:ratelimit:i", "p:ratelimit:i:turn")
+    assert RateLimit.of(Keys("p"), rps=0.5, burst=0, identity="i").args == (2_000_000, 0)
+    with pytest.raises(ValueError):
+        RateLimit.of(Keys("p"), rps=0, burst=1, identity="i")
+
+
+async def _exhaust(aredis: redis.asyncio.Redis, limit: RateLimit) -> None:
+    """Spend the limit for the next 100 s."""
+    sec, usec = await aredis.time()
+    await aredis.set(limit.keys[0], str(int(sec) * 1_000_000 + int(usec) + 100_000_000))
+
+
+async def test_a_limited_create_takes_no_probe_and_changes_no_counter(
+    settings: Settings, aredis: redis.asyncio.Redis, client: AsyncClient
+) -> None:
+    """A create the rate limit refuses is put off to its turn before anything is taken: no
+    probe of a half-open pause, no status change, no submit attempt."""
+    limit = RateLimit.of(settings.keys, rps=5, burst=1, identity="z")
+    await _exhaust(aredis, limit)
+    rid = await client.submit({"model": "m/x", "prompt": "p"})
+    await aredis.hset(settings.keys.pause, mapping={"until_ms": "1", "probe_until_ms": "0"})
+    before = await aredis.hgetall(settings.keys.record(rid))
+    c = call(
+        settings,
+        "begin_submit",
+        rid,
+        "0",
+        0,
+        60_000,
+        "w",
+        "resubmit",
+        10,
+        *limit.args,
+        extra_keys=(settings.keys.pause, *limit.keys),
+    )
+    reply = await AsyncScripts(aredis).run(c)
+    assert reply[:2] == ["LIMITED", "1"] and int(reply[2]) > 0
+    assert await aredis.hget(settings.keys.pause, "probe_until_ms") == "0"
+    after = await aredis.hgetall(settings.keys.record(rid))
+    assert after[Field.STATUS] == "pending" and Field.SUBMIT_SEQ not in after
+    assert after[Field.SEQ] == "1" and before[Field.SEQ] == "0"
+
+
+async def test_a_limited_check_calls_nothing_and_comes_back_at_its_turn(
+    settings: Settings, aredis: redis.asyncio.Redis, client: AsyncClient, sim_app: Any
+) -> None:
+    """A status check the rate limit refuses makes no upstream call, counts a refusal and
+    arms its next step at the turn the limit gave it."""
+    transport = FaultTransport(sim_app, lambda r: None)
+    rt = Runtime(
+        config=worker_config(settings, rate_limit_rps=5, rate_limit_burst=1),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k", transport=transport),
+    )
+    rid = await client.submit({"model": "minimax/video-01-director", "prompt": "p"})
+    await run_submit(rt, rid, 0)
+    assert rt.rate_limit is not None
+    await _exhaust(aredis, rt.rate_limit)
+    seq = int(await aredis.hget(settings.keys.record(rid), Field.SEQ) or 0)
+    await run_poll(rt, rid, seq)
+    await rt.close()
+    assert [m for m, _ in transport.seen] == ["POST"]
+    assert rt.metrics.rate_limited.labels("local")._value.get() == 1
+    rec = await aredis.hgetall(settings.keys.record(rid))
+    assert rec[Field.SEQ] == str(seq + 1)
+    due = await aredis.zscore(settings.keys.queue, f"poll:{rid}:{seq + 1}")
+    assert due == int(rec[Field.NEXT_CHECK_AT_MS])
+    sec, _ = await aredis.time()
+    assert due > int(sec) * 1000 + 90_000  # its turn: after the spent 100 s, not in 1 s
