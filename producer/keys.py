@@ -122,6 +122,12 @@ class Keys:
         return f"{self.prefix}:ratelimit:{identity}:turn"
 
     @property
+    def pause_streak(self) -> str:
+        """Counter of creates in a row that failed like an outage, across all workers (a
+        streak long enough pauses creates; any answer from the upstream ends it)."""
+        return f"{self.prefix}:pause:streak"
+
+    @property
     def queue(self) -> str:
         """The arq queue (a sorted set of job ids scored by run time)."""
         return f"{self.prefix}:queue"

@@ -71,6 +71,11 @@ def begin_submit_keys(settings: Settings) -> tuple[str, ...]:
     return (keys.pause, keys.rate_limit("none"), keys.rate_turns("none"))
 
 
+def submitted_keys(settings: Settings) -> tuple[str, ...]:
+    """The extra KEYS of ``submitted``: the create failure streak."""
+    return (settings.keys.pause_streak,)
+
+
 def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
     """A worker config for tests: fast schedule, tiny arq poll delay, no jitter."""
     base = WorkerConfig(

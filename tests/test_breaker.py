@@ -65,3 +65,29 @@ async def test_outage_streak_pauses_creates_and_a_probe_resumes_them(
     assert {v.status for v in views} == {"completed"}
     assert not (await client.stats()).paused
     assert not await aredis.exists(settings.keys.pause)
+
+
+async def test_an_answered_create_ends_the_failure_streak(
+    client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis, sim_app: Any
+) -> None:
+    """A create the upstream answers ends the outage streak other creates had begun, so
+    failures far apart never add up to a pause."""
+    from tests.conftest import worker_config
+    from worker.runtime import Runtime
+    from worker.tasks import run_submit
+    from worker.upstream import UpstreamClient
+
+    pause = CreatePause(aredis, settings.keys)
+    assert not await pause.record_outage_failure(3)
+    assert not await pause.record_outage_failure(3)
+    rt = Runtime(
+        config=worker_config(settings),
+        redis=aredis,
+        upstream=UpstreamClient(
+            base_url="http://sim", api_key="k", transport=httpx.ASGITransport(app=sim_app)
+        ),
+    )
+    await run_submit(rt, await client.submit(REQ), 0)
+    await rt.close()
+    assert not await aredis.exists(settings.keys.pause_streak)
+    assert not await pause.record_outage_failure(3)  # a new streak: 1 of 3

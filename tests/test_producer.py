@@ -13,7 +13,7 @@ import redis.asyncio
 from producer import AsyncClient, Client, RequestNotFound, Settings, WaitTimeout
 from producer.keys import Field
 from producer.scripts import AsyncScripts, call
-from tests.conftest import begin_submit_keys
+from tests.conftest import begin_submit_keys, submitted_keys
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a kite over dunes"}
@@ -28,7 +28,10 @@ async def finish_directly(settings: Settings, aredis: redis.asyncio.Redis, rid: 
         return await scripts.run(call(settings, name, rid, *args, **kw))
 
     ok = await run("begin_submit", "0", 0, 60_000, "w", "resubmit", 10, 0, 0, extra_keys=p)
-    reply = await run("submitted", ok[1], "up-1", "queued", "", "", 10, 3_600_000, 10)
+    reply = await run(
+        "submitted", ok[1], "up-1", "queued", "", "", 10, 3_600_000, 10,
+        extra_keys=submitted_keys(settings),
+    )  # fmt: skip
     await run("finish", reply[1], "completed", 280_000, "https://v", "", "", "", "")
 
 

@@ -15,7 +15,7 @@ from producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field
 from producer.scripts import SyncScripts, call
 from producer.settings import Settings
 from producer.sync_client import Client
-from tests.conftest import begin_submit_keys
+from tests.conftest import begin_submit_keys, submitted_keys
 
 MODEL = "minimax/video-01-director"
 
@@ -70,7 +70,10 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             rid = self.pick(i, "submit")
             if rid:
                 ss = self.rec(rid).get(Field.SUBMIT_SEQ, "0")
-                self.run("submitted", rid, ss, f"up-{rid[:6]}", status, "", "", 10, 3_600_000, 10)
+                self.run(
+                    "submitted", rid, ss, f"up-{rid[:6]}", status, "", "", 10, 3_600_000, 10,
+                    extra_keys=submitted_keys(self.settings),
+                )  # fmt: skip
 
         @rule(i=st.integers(0, 3), retry=st.booleans())
         def release(self, i: int, retry: bool) -> None:

@@ -15,7 +15,7 @@ from producer.keys import SCHEMA_VERSION, Field, Keys
 from producer.scripts import AsyncScripts, ScriptName, call, ms
 from producer.settings import Settings
 from producer.stats import redis_time_ms
-from tests.conftest import begin_submit_keys
+from tests.conftest import begin_submit_keys, submitted_keys
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a lighthouse at dusk"}
@@ -36,6 +36,8 @@ class Scripts:
         extra: tuple[str, ...] = ()
         if name == "begin_submit":
             extra, args = begin_submit_keys(self.settings), (*args, 0, 0)
+        elif name == "submitted":
+            extra = submitted_keys(self.settings)
         if idem is None:
             idem = await self.redis.hget(self.keys.record(rid), Field.IDEMPOTENCY_KEY) or None
         return await self.scripts.run(

@@ -62,10 +62,10 @@ class CreatePause:
     async def record_outage_failure(self, threshold: int) -> bool:
         """Count a create that failed like an outage (5xx, timeout); True when this failure
         completes a streak of ``threshold`` across all workers."""
-        key = f"{self._keys.pause}:streak"
+        key = self._keys.pause_streak
         return bool(await self._streak(keys=[key], args=["fail", threshold]))
 
     async def record_create_answered(self) -> None:
         """A create got an answer from a working upstream: the failure streak is over."""
-        key = f"{self._keys.pause}:streak"
+        key = self._keys.pause_streak
         await self._streak(keys=[key], args=["ok", 0])

@@ -234,8 +234,8 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             log.warning("creates_resumed")
         # Shielded: once the upstream has answered, the id must reach Redis even if this
         # task is cancelled (timeout, shutdown) — an unrecorded job is billed and lost.
+        # `submitted` also ends the create failure streak (the upstream answered).
         await asyncio.shield(_record_submitted(rt, raw, submit_seq, job))
-        await rt.pause.record_create_answered()
 
 
 async def _record_submitted(
@@ -260,6 +260,7 @@ async def _record_submitted(
             ms(first),
             ms(cfg.settings.tracking_limit_s),
             _scaled_ms(rt, cfg.poll_cap_s),
+            extra_keys=(rt.keys.pause_streak,),
             arm=step,
         )
         reply = await rt.durability.run(rt.redis, rt.scripts, c)

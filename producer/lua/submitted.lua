@@ -1,7 +1,9 @@
 -- Record the upstream id the moment create answers (submitting -> queued | in_progress).
 -- ARGV: 5 submit seq, 6 upstream id, 7 upstream status, 8 upstream created_at, 9 started_at,
 --       10 first poll delay (ms), 11 tracking limit (ms), 12 tracking poll delay (ms).
+-- KEYS[9]: the create failure streak (Keys.pause_streak): the upstream answered, so it ends.
 -- Returns {'OK', seq, delay_ms} | {'STALE'} | {'MISSING'}. Every upstream id is kept, even a stale one.
+redis.call('DEL', KEYS[9])
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
 local submit_seq, upstream_id, upstream_status = ARGV[5], ARGV[6], ARGV[7]
 local first_delay_ms, limit_ms, tracking_delay_ms = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
