@@ -32,6 +32,7 @@ from producer.keys import (
     SUBMIT_TASK,
 )
 from producer.timers import dumps, loads
+from worker.claim import TimerWorker
 from worker.config import WorkerConfig
 from worker.metrics import WorkerMetrics
 from worker.reconciler import reconcile_once
@@ -125,7 +126,7 @@ def _worker(
             await rt.close()
 
     prefix = config.settings.keys.prefix
-    return Worker(
+    return TimerWorker(
         functions=functions,
         cron_jobs=cron_jobs,
         queue_name=queue,
