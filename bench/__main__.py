@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sigmas", default="0.2,0.4")
     p.add_argument("--repeats", type=int, default=2, help="repeats at the first sigma")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--warm-history", type=int, default=200)
+    p.add_argument("--warm-history", type=int, default=1000)
     p.add_argument("--tuned-max-jobs", type=int, default=1000)
     p.add_argument("--seed-curve", default="2.5,10,20", help="extra seed-loop sleeps (s)")
     p.add_argument(

@@ -27,7 +27,8 @@ async def test_first_check_aims_at_the_learned_quantile(
     settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
     """With enough completions, the first check waits until created + the chosen quantile of
-    recent durations (and from the start of generation once the upstream reports it)."""
+    recent durations + one floor (and from the start of generation once the upstream
+    reports it)."""
     rt = Runtime(
         config=worker_config(settings, poll_jitter=0.0, adaptive_quantile=0.5),
         redis=aredis,
@@ -37,13 +38,14 @@ async def test_first_check_aims_at_the_learned_quantile(
         await rt.durations.record(MODEL, 0.0, 10.0, float(d))
     now = time.time()
     created = UpstreamJob(id="u", status="queued", raw_status="queued", created_at=now)
+    floor = rt.config.scaled(rt.config.poll_floor_s)
     wait = await _poll_wait_s(rt, MODEL, created, 0, None)
-    assert 109 < wait <= 110
+    assert 109 + floor < wait <= 110 + floor
     started = UpstreamJob(
         id="u", status="in_progress", raw_status="in_progress", created_at=now - 50,
         started_at=now - 30,
     )  # fmt: skip
-    assert 69 < await _poll_wait_s(rt, MODEL, started, 3, None) <= 70
+    assert 69 + floor < await _poll_wait_s(rt, MODEL, started, 3, None) <= 70 + floor
     unknown = await _poll_wait_s(rt, "other/model", created, 0, None)
     assert unknown == rt.config.scaled(rt.config.first_poll_s)
     await rt.upstream.aclose()
@@ -125,3 +127,24 @@ async def test_adaptive_schedule_needs_fewer_polls_than_fixed(
     adaptive = await batch(30)
     print(f"polls per video: fixed {fixed:.2f}, adaptive {adaptive:.2f}")
     assert adaptive < fixed, (adaptive, fixed)
+
+
+async def test_first_checks_of_a_batch_spread_over_one_interval(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """First checks of videos created at once are spread over one floor interval around
+    their planned time, not by a share of the (long) wait."""
+    rt = Runtime(
+        config=worker_config(settings, time_scale=1.0, poll_jitter=0.1, adaptive_quantile=0.5),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    for d in range(100, 121):
+        await rt.durations.record(MODEL, 0.0, 10.0, float(d))
+    floor = rt.config.scaled(rt.config.poll_floor_s)
+    created = UpstreamJob(id="u", status="queued", raw_status="queued", created_at=time.time())
+    waits = [await _poll_wait_s(rt, MODEL, created, 0, None) for _ in range(200)]
+    planned = 110 + floor
+    assert all(planned - floor / 2 - 0.1 <= w <= planned + floor / 2 for w in waits)
+    assert max(waits) - min(waits) > floor / 2  # spread, not one instant
+    await rt.upstream.aclose()

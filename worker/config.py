@@ -28,22 +28,25 @@ class WorkerConfig:
     api_key: str = field(default="", repr=False)
     transport: TransportKind = "aiohttp"
     time_scale: float = 1.0
-    #: ``adaptive``: once a model's recent durations are known, the first check lands at a
-    #: low quantile of them, then checks come every ``poll_floor_s`` until a high quantile,
-    #: then back off (all measured from the upstream's start of generation once it reports
-    #: one, else from its creation); ``fixed``: ``first_poll_s`` then backoff only.
+    #: ``adaptive``: once a model's recent durations are known, the first check lands one
+    #: ``poll_floor_s`` after a low quantile of them, then checks come every ``poll_floor_s``
+    #: until a high quantile, then back off (all measured from the upstream's start of
+    #: generation once it reports one, else from its creation); ``fixed``: ``first_poll_s``
+    #: then backoff only.
     poll_schedule: Literal["adaptive", "fixed"] = "adaptive"
-    #: The quantile of recent durations the adaptive schedule's first check aims at.
-    adaptive_quantile: float = 0.05
+    #: The share of a model's videos allowed to end more than one ``poll_floor_s`` before
+    #: the adaptive schedule's first check (the only ones whose detection lag may exceed the
+    #: floor before the window ends): the first check is due at this quantile + the floor.
+    adaptive_quantile: float = 0.035
     #: The quantile up to which checks stay every ``poll_floor_s`` (the dense window; at or
     #: below ``adaptive_quantile``: no window, backoff right after the first check).
-    adaptive_dense_until_quantile: float = 0.99
+    adaptive_dense_until_quantile: float = 0.999
     #: Completions of a model needed before its durations are trusted.
     adaptive_min_samples: int = 10
     #: First check after create (scaled) while a model's durations are unknown.
     first_poll_s: float = 20.0
     #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.
-    poll_floor_s: float = 5.0
+    poll_floor_s: float = 4.7
     poll_cap_s: float = 30.0
     poll_factor: float = 1.5
     #: Jitter as a fraction of each delay (0 turns it off).

@@ -37,7 +37,7 @@ class DurationModel:
         client: redis.asyncio.Redis,
         keys: Keys,
         *,
-        samples: int = 200,
+        samples: int = 1000,
         min_samples: int = 10,
         cache_s: float = 30.0,
     ) -> None:

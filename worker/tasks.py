@@ -141,7 +141,11 @@ async def _learned_wait_s(
     # Upstream timestamps are the upstream's clock; a wait is never negative.
     now = time.time()
     elapsed = max(0.0, now - anchor)
-    first_s = quantile(durations, cfg.adaptive_quantile)
+    every = cfg.scaled(cfg.poll_floor_s)
+    # One interval after the low quantile: only that share of videos ends more than one
+    # interval before the first check (the p95 lag's budget is spent there, where skipping
+    # checks saves them for every video, not on a sparser grid).
+    first_s = quantile(durations, cfg.adaptive_quantile) + every
     dense_until_s = quantile(durations, cfg.adaptive_dense_until_quantile)
     delay = learned_delay_s(
         elapsed,
@@ -149,13 +153,17 @@ async def _learned_wait_s(
         late_s=0.0 if due_ms is None else max(0.0, now - due_ms / 1000),
         first_s=first_s,
         dense_until_s=dense_until_s,
-        dense_every_s=cfg.scaled(cfg.poll_floor_s),
+        dense_every_s=every,
         cap_s=cfg.scaled(cfg.poll_cap_s),
         factor=cfg.poll_factor,
     )
     if polls_done == 0:
-        # Spread first checks (a batch created at once): they may wait longer than the cap.
-        return jittered(delay, cfg.poll_jitter, rt.rng)
+        # Spread the first checks of a batch created at once over one interval (not by a
+        # share of the delay: a first check later than planned lets more videos end long
+        # before it). They may wait longer than the cap.
+        if cfg.poll_jitter <= 0:
+            return delay
+        return max(0.0, delay + rt.rng.uniform(-every / 2, every / 2))
     if elapsed >= dense_until_s:
         return min(cfg.scaled(cfg.poll_cap_s), jittered(delay, cfg.poll_jitter, rt.rng))
     return delay  # inside the window: no jitter, the interval is what bounds the lag
