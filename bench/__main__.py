@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.floor import CLIENTS, measure_floor
-from bench.frontier import ideal_schedule
+from bench.frontier import genqueue_schedule, ideal_schedule
 from bench.report import curve_points, render, summarize_compare, svg_plot
 from bench.runs import Bench, RunSpec, run_one
 from bench.sweep import run_sweep
@@ -369,6 +369,10 @@ def _add_ideal(compare: dict[str, Any], samples: int) -> None:
             point = ideal_schedule(p95, sigma=row["sigma"], samples=samples)
             ideal[str(row["sigma"])] = dataclasses.asdict(point)
     compare["ideal_at_seed_loop_lag"] = ideal
+    videos = 500 if samples < 20_000 else 4000
+    compare["schedule_by_history"] = [
+        dataclasses.asdict(genqueue_schedule(history=n, videos=videos)) for n in (200, 1000)
+    ]
 
 
 def _write(a: argparse.Namespace, results: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ memory read from ``/proc`` (so only the processes under test are counted, never 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
+import redis.asyncio
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -128,6 +130,32 @@ def python_child(
 ) -> Child:
     """``python -m <module_args>`` with this interpreter."""
     return Child(name, [sys.executable, "-m", *module_args], env, log_dir)
+
+
+async def start_genqueue_workers(
+    names: Sequence[str],
+    env: Mapping[str, str],
+    log_dir: Path,
+    r: redis.asyncio.Redis,
+    prefix: str,
+    timeout_s: float = 60.0,
+) -> list[Child]:
+    """Spawn one ``genqueue worker`` per name (``GENQUEUE_WORKER_NAME``) and wait until each
+    has written its arq health key (it is then taking jobs)."""
+    children = [
+        python_child(n, ["genqueue", "worker"], {**env, "GENQUEUE_WORKER_NAME": n}, log_dir)
+        for n in names
+    ]
+    want = [f"{prefix}:health:{n}" for n in names]
+    deadline = time.monotonic() + timeout_s
+    while await r.exists(*want) < len(want):
+        for c in children:
+            if not c.alive:
+                raise RuntimeError(f"{c.name} exited:\n{c.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"genqueue workers did not start in {timeout_s:g} s")
+        await asyncio.sleep(0.05)
+    return children
 
 
 def wait_http(url: str, child: Child | None = None, timeout_s: float = 30.0) -> None:

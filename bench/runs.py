@@ -30,7 +30,7 @@ from bench.baselines import (
     read_results,
 )
 from bench.measure import Seen, summarize
-from bench.procs import Child, python_child, stop_all
+from bench.procs import Child, python_child, start_genqueue_workers, stop_all
 from bench.workload import API_KEY, QUEUE_MEDIAN_S, QUEUE_SIGMA, Workload, start_simulator
 from producer import AsyncClient, RequestView, Settings
 from producer.record import with_id
@@ -165,26 +165,10 @@ class Genqueue(System):
         self.ids: dict[int, str] = {}
 
     async def spawn(self) -> None:
-        names = []
-        for k in range(self.spec.workers):
-            name = f"{self.run}-w{k}-{self.incarnation}"
-            env = {**self.env, "GENQUEUE_WORKER_NAME": name}
-            self.workers.append(python_child(name, ["genqueue", "worker"], env, self.bench.log_dir))
-            names.append(name)
-        await self._wait_ready(names)
-
-    async def _wait_ready(self, names: list[str]) -> None:
-        deadline = time.monotonic() + 60
-        r = self.client.redis
-        while time.monotonic() < deadline:
-            for c in self.workers[-len(names) :]:
-                if not c.alive:
-                    raise RuntimeError(f"{c.name} exited:\n{c.tail()}")
-            keys = [f"{self.prefix}:health:{n}" for n in names]
-            if await r.exists(*keys) == len(keys):
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError("genqueue workers did not become ready")
+        names = [f"{self.run}-w{k}-{self.incarnation}" for k in range(self.spec.workers)]
+        self.workers += await start_genqueue_workers(
+            names, self.env, self.bench.log_dir, self.client.redis, self.prefix
+        )
 
     async def start(self) -> None:
         await self.spawn()

@@ -31,7 +31,7 @@ import httpx
 import redis.asyncio
 
 from bench.measure import linear_fit, requests_by_endpoint
-from bench.procs import Child, python_child, stop_all
+from bench.procs import Child, start_genqueue_workers, stop_all
 from bench.workload import API_KEY, Workload, start_simulator
 from producer import AsyncClient, Settings
 from producer.keys import POLL_TASK, SUBMIT_TASK, Field
@@ -92,28 +92,9 @@ class Sweep:
     async def start_workers(self, r: redis.asyncio.Redis) -> list[Child]:
         self.k += 1
         env = _env(self.redis_url, self.sim_url, self.interval_s, self.extra_env)
-        new = []
-        for i in range(self.n_workers):
-            name = f"sweep-w{i}-{self.k}"
-            new.append(
-                python_child(
-                    name,
-                    ["genqueue", "worker"],
-                    {**env, "GENQUEUE_WORKER_NAME": name},
-                    self.log_dir,
-                )
-            )
-        deadline = time.monotonic() + 60
-        want = [f"{PREFIX}:health:{c.name}" for c in new]
-        while await r.exists(*want) < len(want):
-            for c in new:
-                if not c.alive:
-                    raise RuntimeError(f"{c.name} exited:\n{c.tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("sweep workers did not start")
-            await asyncio.sleep(0.05)
-        self.workers = new
-        return new
+        names = [f"sweep-w{i}-{self.k}" for i in range(self.n_workers)]
+        self.workers = await start_genqueue_workers(names, env, self.log_dir, r, PREFIX)
+        return self.workers
 
     def stop_workers(self) -> None:
         stop_all(self.workers)

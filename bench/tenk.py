@@ -20,7 +20,7 @@ import httpx
 import redis.asyncio
 
 from bench.measure import linear_fit, percentile, requests_by_endpoint, rnd
-from bench.procs import Child, cpu_seconds, python_child, stop_all
+from bench.procs import Child, cpu_seconds, start_genqueue_workers, stop_all
 from bench.runs import Bench, RunSpec, genqueue_env
 from bench.workload import Workload, start_simulator
 from producer import AsyncClient, RequestView, Settings
@@ -56,22 +56,8 @@ async def _run(
     samples: list[dict[str, Any]] = []
     done: list[tuple[float, RequestView]] = []
     try:
-        for k in range(workers):
-            name = f"tenk-w{k}"
-            procs.append(
-                python_child(
-                    name,
-                    ["genqueue", "worker"],
-                    {**env, "GENQUEUE_WORKER_NAME": name},
-                    bench.log_dir,
-                )
-            )
-        want = [f"{prefix}:health:{c.name}" for c in procs]
-        deadline = time.monotonic() + 60
-        while await r.exists(*want) < len(want):
-            if time.monotonic() > deadline or not all(c.alive for c in procs):
-                raise RuntimeError("10k workers did not start")
-            await asyncio.sleep(0.05)
+        names = [f"tenk-w{k}" for k in range(workers)]
+        procs += await start_genqueue_workers(names, env, bench.log_dir, r, prefix)
         await asyncio.sleep(0.5)
         base_mem = int((await r.info("memory"))["used_memory"])
         for c in procs:

@@ -103,8 +103,9 @@ class Keys:
         return f"{self.prefix}:side"
 
     def durations(self, model: str, kind: str) -> str:
-        """List of recent upstream durations (seconds) of one model: ``total`` (created to
-        done) or ``generation`` (started to done)."""
+        """List: a sample of one model's recent upstream durations (seconds), ``total``
+        (created to done) or ``generation`` (started to done); ``kind="count"``: a counter of
+        the completions offered to the sample (see ``worker/durations.py``)."""
         return f"{self.prefix}:durations:{kind}:{model}"
 
     @property

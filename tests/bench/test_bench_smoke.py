@@ -68,6 +68,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert {row["label"] for row in summary} >= {"genqueue", "seed loop"}
     ideal = results["compare"]["ideal_at_seed_loop_lag"]["0.2"]
     assert ideal["polls_per_video"] > 0 and ideal["lag_p95_s"] <= ideal["lag_target_s"]
+    by_history = results["compare"]["schedule_by_history"]
+    assert [c["history"] for c in by_history] == [200, 1000]
+    assert all(c["polls_per_video"] > 1 and len(c["lag_p95_s"]) == 6 for c in by_history)
 
     restart = {r["system"]: r for r in results["restart"]["runs"]}
     assert restart["genqueue"]["restart_at_sim_s"] is not None

@@ -1,0 +1,61 @@
+"""The learned durations are a uniform sample of recent completions (reservoir sampling)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import redis.asyncio
+
+from producer.settings import Settings
+from worker.durations import DurationModel
+
+MODEL = "m/x"
+
+
+async def test_a_batch_ending_in_order_keeps_its_spread(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Completions that arrive sorted by duration (a batch submitted at once ends that way)
+    leave a sample of the whole batch, not of its slowest videos."""
+    model = DurationModel(
+        aredis, settings.keys, samples=100, horizon=10_000, min_samples=1, cache_s=0,
+        rng=random.Random(3),
+    )  # fmt: skip
+    for d in range(1, 5001):
+        await model.record(MODEL, 0.0, 1.0, float(d))
+    learned = await model.get(MODEL)
+    assert learned is not None and len(learned.total) == len(learned.generation) == 100
+    assert 1500 < statistics.median(learned.total) < 3500  # the last 100 would give ~4950
+    assert learned.total[0] < 500 and learned.total[-1] > 4500
+
+
+async def test_the_sample_forgets_what_is_past_its_horizon(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Once past the horizon, new completions keep entering: a model that became slower is
+    learned again."""
+    model = DurationModel(
+        aredis, settings.keys, samples=50, horizon=500, min_samples=1, cache_s=0,
+        rng=random.Random(4),
+    )  # fmt: skip
+    for _ in range(500):
+        await model.record(MODEL, 0.0, None, 10.0)
+    for _ in range(3000):
+        await model.record(MODEL, 0.0, None, 20.0)
+    learned = await model.get(MODEL)
+    assert learned is not None and learned.generation == []
+    assert sum(d == 20.0 for d in learned.total) >= 45
+
+
+async def test_the_first_completions_are_all_kept(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Until the sample is full every completion is in it; a model with too few is unknown."""
+    model = DurationModel(aredis, settings.keys, samples=10, min_samples=5, cache_s=0)
+    for d in (3.0, 1.0, 2.0, 5.0):
+        await model.record(MODEL, 0.0, None, d)
+    assert await model.get(MODEL) is None
+    await model.record(MODEL, 0.0, None, 4.0)
+    learned = await model.get(MODEL)
+    assert learned is not None and learned.total == [1.0, 2.0, 3.0, 4.0, 5.0]
