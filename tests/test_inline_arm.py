@@ -20,18 +20,13 @@ from producer.settings import Settings
 from producer.timers import Timer, loads
 from tests.conftest import worker_config
 from tests.faults import FaultTransport, is_create
+from tests.test_reconciler_batch import command_calls
 from worker.runtime import Runtime
 from worker.tasks import run_poll, run_submit
 from worker.upstream import UpstreamClient
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a paper boat"}
-
-
-async def command_calls(r: redis.asyncio.Redis) -> dict[str, int]:
-    """Calls per command since the last ``CONFIG RESETSTAT``, as Redis itself counts them."""
-    stats = await r.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
 async def load_scripts(r: redis.asyncio.Redis) -> None:
