@@ -56,9 +56,11 @@ from typing import Any  # noqa: E402
 import httpx  # noqa: E402
 
 from producer.client import AsyncClient  # noqa: E402
+from producer.scripts import ScriptCall, call  # noqa: E402
 from simulator import SimConfig, create_app  # noqa: E402
 from worker.app import build_side_worker, build_worker, stop_worker  # noqa: E402
 from worker.config import WorkerConfig  # noqa: E402
+from worker.ratelimit import RateLimit  # noqa: E402
 
 #: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
 FAST_SCALE = 0.001
@@ -69,6 +71,18 @@ def begin_submit_keys(settings: Settings) -> tuple[str, ...]:
     (called with the no-limit arguments ``0, 0`` last)."""
     keys = settings.keys
     return (keys.pause, keys.rate_limit("none"), keys.rate_turns("none"))
+
+
+def begin_submit_call(
+    settings: Settings, rid: str, *, limit: RateLimit | None = None
+) -> ScriptCall:
+    """``begin_submit`` of timer step 0 as a worker sends it (no cap, a 60 s lease, owner
+    ``w``, policy ``resubmit``), with ``limit`` applied or no rate limit."""
+    keys, args = (limit.keys, limit.args) if limit else (begin_submit_keys(settings)[1:], (0, 0))
+    return call(
+        settings, "begin_submit", rid, "0", 0, 60_000, "w", "resubmit", 10, *args,
+        extra_keys=(settings.keys.pause, *keys),
+    )  # fmt: skip
 
 
 def submitted_keys(settings: Settings) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from producer.client import AsyncClient
 from producer.keys import Field
 from producer.scripts import AsyncScripts, call
 from producer.settings import Settings
-from tests.conftest import worker_config
+from tests.conftest import begin_submit_call, worker_config
 from tests.faults import FaultTransport
 from worker.ratelimit import RateLimit
 from worker.runtime import Runtime
@@ -95,20 +95,7 @@ async def test_a_limited_create_takes_no_probe_and_changes_no_counter(
     rid = await client.submit({"model": "m/x", "prompt": "p"})
     await aredis.hset(settings.keys.pause, mapping={"until_ms": "1", "probe_until_ms": "0"})
     before = await aredis.hgetall(settings.keys.record(rid))
-    c = call(
-        settings,
-        "begin_submit",
-        rid,
-        "0",
-        0,
-        60_000,
-        "w",
-        "resubmit",
-        10,
-        *limit.args,
-        extra_keys=(settings.keys.pause, *limit.keys),
-    )
-    reply = await AsyncScripts(aredis).run(c)
+    reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid, limit=limit))
     assert reply[:2] == ["LIMITED", "1"] and int(reply[2]) > 0
     assert await aredis.hget(settings.keys.pause, "probe_until_ms") == "0"
     after = await aredis.hgetall(settings.keys.record(rid))

@@ -24,9 +24,9 @@ from gateway.auth import ApiKeys, bearer_token, check, parse_api_keys
 from gateway.schemas import GenerationRecord, StatsSnapshot
 from producer import AsyncClient, RequestView, Settings
 from producer.record import RequestView as _RequestView
-from producer.scripts import AsyncScripts, call
+from producer.scripts import AsyncScripts
 from producer.stats import Stats
-from tests.conftest import begin_submit_keys
+from tests.conftest import begin_submit_call
 
 KEY = "gq-test-key-0123456789abcdef"
 OTHER_KEY = "gq-second-key-fedcba9876543210"
@@ -189,21 +189,7 @@ async def test_cancel_while_submitting_is_202_requested(
     """DELETE of a generation being submitted upstream answers 202 with outcome requested."""
     rid = (await gw.http.post("/v1/generations", json=REQ)).json()["id"]
     scripts = AsyncScripts(aredis)
-    lease = call(
-        settings,
-        "begin_submit",
-        rid,
-        "0",
-        0,
-        60_000,
-        "w",
-        "resubmit",
-        10,
-        0,
-        0,
-        extra_keys=begin_submit_keys(settings),
-    )
-    assert (await scripts.run(lease))[0] == "OK"
+    assert (await scripts.run(begin_submit_call(settings, rid)))[0] == "OK"
     resp = await gw.http.delete(f"/v1/generations/{rid}")
     assert resp.status_code == 202
     assert resp.json()["outcome"] == "requested"
