@@ -17,6 +17,9 @@ import math
 import random
 from dataclasses import dataclass
 
+from bench.workload import QUEUE_MEDIAN_S, QUEUE_SIGMA
+from worker.config import WorkerConfig
+
 
 @dataclass(frozen=True, slots=True)
 class FrontierPoint:
@@ -91,31 +94,33 @@ def genqueue_schedule(
     videos: int = 4000,
     median_s: float = 120.0,
     sigma: float = 0.2,
-    queue_median_s: float = 5.0,
-    queue_sigma: float = 0.5,
-    quantile_q: float = 0.035,
-    dense_until_q: float = 0.999,
-    floor_s: float = 4.7,
-    cap_s: float = 30.0,
-    factor: float = 1.5,
+    config: WorkerConfig | None = None,
     dequeue_delay_s: float = 0.1,
 ) -> ScheduleCost:
     """Checks per video and p95 lag of genqueue's schedule as the worker computes it
-    (``worker.backoff.learned_delay_s`` on quantiles of a learned history, anchored at
-    creation until the upstream reports the start, first checks spread over one floor),
-    each check run up to ``dequeue_delay_s`` late, for ``histories`` different histories of
-    ``history`` completions each. Computed, not measured: it shows how much the p95 depends
-    on which history the quantiles were estimated from."""
+    (``worker.backoff.learned_delay_s`` with ``config``'s settings, default the worker's
+    defaults, on quantiles of a learned history, anchored at creation until the upstream
+    reports the start, first checks spread over one floor), each check run up to
+    ``dequeue_delay_s`` late, for ``histories`` different histories of ``history``
+    completions each. Computed, not measured: it shows how much the p95 depends on which
+    history the quantiles were estimated from."""
     from worker.backoff import jittered, learned_delay_s
     from worker.durations import quantile
+
+    cfg = config or WorkerConfig()
+    floor_s, cap_s = cfg.poll_floor_s, cfg.poll_cap_s
+
+    def draw(rng: random.Random) -> tuple[float, float]:
+        """(upstream queue wait, generation time) of one video of the workload."""
+        queued = rng.lognormvariate(math.log(QUEUE_MEDIAN_S), QUEUE_SIGMA)
+        return queued, rng.lognormvariate(math.log(median_s), sigma)
 
     polls, p95s = 0, []
     for h in range(histories):
         past = random.Random(1000 + h)
         tot, gen = [], []
         for _ in range(history):
-            q = past.lognormvariate(math.log(queue_median_s), queue_sigma)
-            g = past.lognormvariate(math.log(median_s), sigma)
+            q, g = draw(past)
             tot.append(q + g)
             gen.append(g)
         tot.sort()
@@ -123,8 +128,8 @@ def genqueue_schedule(
         rng = random.Random(h)
         lags = []
         for _ in range(videos):
-            queued = rng.lognormvariate(math.log(queue_median_s), queue_sigma)
-            done = queued + rng.lognormvariate(math.log(median_s), sigma)
+            queued, generation = draw(rng)
+            done = queued + generation
             due, checked = 0.0, False
             while True:
                 if checked:
@@ -137,21 +142,21 @@ def genqueue_schedule(
                     t = 0.0
                 anchor, ds = (queued, gen) if checked and t >= queued else (0.0, tot)
                 elapsed = t - anchor
-                last = quantile(ds, dense_until_q)
+                last = quantile(ds, cfg.adaptive_dense_until_quantile)
                 delay = learned_delay_s(
                     elapsed,
                     checked=checked,
                     late_s=t - due if checked else 0.0,
-                    first_s=quantile(ds, quantile_q) + floor_s,
+                    first_s=quantile(ds, cfg.adaptive_quantile) + floor_s,
                     dense_until_s=last,
                     dense_every_s=floor_s,
                     cap_s=cap_s,
-                    factor=factor,
+                    factor=cfg.poll_factor,
                 )
                 if not checked:
                     delay += rng.uniform(-floor_s / 2, floor_s / 2)
                 elif elapsed >= last:
-                    delay = min(cap_s, jittered(delay, 0.1, rng))
+                    delay = min(cap_s, jittered(delay, cfg.poll_jitter, rng))
                 due, checked = t + max(0.0, delay), True
         lags.sort()
         p95s.append(lags[math.ceil(0.95 * len(lags)) - 1])
