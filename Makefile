@@ -38,7 +38,7 @@ chaos: $(STAMP)
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 ## make bench: genqueue vs naive arq vs the seed loop (same simulator, workload, workers), the
-## floor of one poll, a scale sweep -> bench/results.json + bench/RESULTS.md (~15-20 min)
+## floor of one poll, pooled sigma=0.2 draws, a scale sweep -> bench/results.json + bench/RESULTS.md (~45 min)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 

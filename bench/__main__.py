@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.draws import draw_specs, summarize_draws
 from bench.floor import CLIENTS, measure_floor
 from bench.frontier import genqueue_schedule, ideal_schedule
 from bench.report import curve_points, render, summarize_compare, svg_plot
@@ -26,9 +27,10 @@ from bench.sweep import run_sweep
 from bench.tenk import run_tenk
 from bench.workload import Workload
 from genqueue.local_redis import LocalRedis
+from worker.config import WorkerConfig
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("floor", "compare", "restart", "sweep")
+PARTS = ("floor", "compare", "draws", "restart", "sweep")
 
 
 def _kv(items: list[str]) -> dict[str, str]:
@@ -59,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sigmas", default="0.2,0.4")
     p.add_argument("--repeats", type=int, default=2, help="repeats at the first sigma")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--warm-history", type=int, default=1000)
+    p.add_argument(
+        "--warm-history",
+        type=int,
+        default=10_000,
+        help="completions genqueue has seen before a run (default: its horizon, a steady state)",
+    )
     p.add_argument("--tuned-max-jobs", type=int, default=1000)
     p.add_argument("--seed-curve", default="2.5,10,20", help="extra seed-loop sleeps (s)")
     p.add_argument(
@@ -72,11 +79,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LABEL:K=V,K=V",
         help="an extra genqueue run at every sigma with these variables",
     )
+    p.add_argument(
+        "--draw-seeds", default="1,2,3", help="draws: one simulator seed and history each"
+    )
+    p.add_argument("--draw-videos", type=int, default=400, help="draws: videos per draw")
+    p.add_argument(
+        "--draw-window-s", type=float, default=400.0, help="draws: arrival window (sim s)"
+    )
+    p.add_argument(
+        "--draw-time-scale",
+        type=float,
+        default=0.25,
+        help="draws: slower than the comparison, so the seed loop's threads are not CPU-bound",
+    )
     p.add_argument("--floor-repeats", type=int, default=3)
     p.add_argument("--floor-rate", type=float, default=200.0)
     p.add_argument("--sweep-sizes", default="1000,10000,50000")
     p.add_argument("--sweep-active", type=int, default=2000)
     p.add_argument("--sweep-window-s", type=float, default=15.0)
+    p.add_argument(
+        "--sweep-cpu-repeats", type=int, default=3, help="CPU windows per N (median reported)"
+    )
     p.add_argument("--appendfsync", default="everysec", choices=("always", "everysec", "no"))
     p.add_argument("--log-dir", type=Path, default=None)
     # tenk
@@ -106,8 +129,11 @@ def _smoke(a: argparse.Namespace) -> None:
     """Toy size, every part, well under a minute: checks the plumbing, not the figures."""
     a.videos, a.window_s, a.time_scale = 6, 20.0, 0.01
     a.sigmas, a.repeats, a.seed_curve, a.tuned_max_jobs = "0.2", 1, "2.5", 50
+    a.draw_seeds, a.draw_videos, a.draw_window_s, a.draw_time_scale = "1,2", 6, 20.0, 0.01
+    a.warm_history = 200
     a.floor_repeats, a.floor_rate = 1, 100.0
     a.sweep_sizes, a.sweep_active, a.sweep_window_s = "100,200", 50, 1.0
+    a.sweep_cpu_repeats = 2
     a.inflight, a.minutes, a.tenk_time_scale = 50, 3.0, 0.05
     # A SIGKILLed task is re-run after the task timeout + 10 s: short, so the restart fits.
     a.env = [
@@ -320,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"compare {k}/{len(specs)}: {spec.key}")
                     res = asyncio.run(run_one(bench, spec, progress=say))
                     res.pop("samples", None)
+                    res.pop("lags_by_video", None)
+                    res.pop("polls_by_video", None)
                     runs.append(res)
                     say(
                         f"  -> {res['finished']}/{res['videos']} finished, polls/video "
@@ -328,12 +356,54 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 results["compare"] = {"runs": runs, "summary": summarize_compare(runs)}
                 _add_ideal(results["compare"], samples=2000 if a.smoke else 20_000)
+            if "draws" in parts:
+                seeds = [int(x) for x in a.draw_seeds.split(",") if x]
+                specs = draw_specs(
+                    seeds,
+                    videos=a.draw_videos,
+                    window_s=a.draw_window_s,
+                    time_scale=a.draw_time_scale,
+                    sigma=sigmas[0],
+                    workers=a.workers,
+                    env=genv,
+                    warmup=a.warm_history,
+                )
+                runs = []
+                for k, spec in enumerate(specs, 1):
+                    say(f"draws {k}/{len(specs)}: {spec.key}")
+                    res = asyncio.run(run_one(bench, spec, progress=say))
+                    res.pop("samples", None)
+                    runs.append(res)
+                    say(
+                        f"  -> {res['finished']}/{res['videos']} finished, polls/video "
+                        f"{res['polls_per_video']}, lag p95 {res['lag_p95_s']} s"
+                    )
+                draws = summarize_draws(runs, resamples=200 if a.smoke else 2000)
+                per_video = {
+                    r["run"]: {"lags_s": r["lags_by_video"], "polls": r["polls_by_video"]}
+                    for r in runs
+                }
+                (log_dir / "draws-per-video.json").write_text(json.dumps(per_video))
+                for res in runs:
+                    res.pop("lags_by_video", None)
+                    res.pop("polls_by_video", None)
+                results["draws"] = {"sigma": sigmas[0], "runs": runs, **draws}
+                seed_p95 = draws["lag_p95_s"]["seed loop"]["value"]
+                results["draws"]["ideal_at_seed_loop_lag"] = dataclasses.asdict(
+                    ideal_schedule(seed_p95, sigma=sigmas[0], samples=2000 if a.smoke else 20_000)
+                )
+                say(
+                    f"  pooled: polls {draws['polls_per_video']}, ratio {draws['polls_ratio']}, "
+                    f"lag p95 {draws['lag_p95_s']}, difference {draws['lag_p95_difference_s']}"
+                )
             if "restart" in parts:
                 runs = []
                 for spec in _restart_specs(a, sigmas[0]):
                     say(f"restart: {spec.label}")
                     res = asyncio.run(run_one(bench, spec, progress=say))
                     res.pop("samples", None)
+                    res.pop("lags_by_video", None)
+                    res.pop("polls_by_video", None)
                     runs.append(res)
                     say(
                         f"  -> lost {res['unfinished_at_cutoff']}, re-created {res['recreated']}, "
@@ -350,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                     active=a.sweep_active,
                     rate=a.floor_rate,
                     window_s=a.sweep_window_s,
+                    cpu_repeats=a.sweep_cpu_repeats,
                     env=genv,
                     progress=say,
                 )
@@ -371,7 +442,8 @@ def _add_ideal(compare: dict[str, Any], samples: int) -> None:
     compare["ideal_at_seed_loop_lag"] = ideal
     videos = 500 if samples < 20_000 else 4000
     compare["schedule_by_history"] = [
-        dataclasses.asdict(genqueue_schedule(history=n, videos=videos)) for n in (200, 1000)
+        dataclasses.asdict(genqueue_schedule(history=n, videos=videos))
+        for n in (200, 1000, WorkerConfig().adaptive_samples)
     ]
 
 

@@ -85,6 +85,9 @@ class ScheduleCost:
     history: int
     polls_per_video: float
     lag_p95_s: list[float]  # one per history, sorted
+    #: The p95 over every video of every history: what a deployment sees over time, as its
+    #: sample of completions is renewed.
+    pooled_lag_p95_s: float
 
 
 def genqueue_schedule(
@@ -105,7 +108,7 @@ def genqueue_schedule(
     completions each. Computed, not measured: it shows how much the p95 depends on which
     history the quantiles were estimated from."""
     from worker.backoff import jittered, learned_delay_s
-    from worker.durations import quantile
+    from worker.durations import lower_quantile, quantile
 
     cfg = config or WorkerConfig()
     floor_s, cap_s = cfg.poll_floor_s, cfg.poll_cap_s
@@ -115,7 +118,7 @@ def genqueue_schedule(
         queued = rng.lognormvariate(math.log(QUEUE_MEDIAN_S), QUEUE_SIGMA)
         return queued, rng.lognormvariate(math.log(median_s), sigma)
 
-    polls, p95s = 0, []
+    polls, p95s, pooled = 0, [], []
     for h in range(histories):
         past = random.Random(1000 + h)
         tot, gen = [], []
@@ -147,7 +150,8 @@ def genqueue_schedule(
                     elapsed,
                     checked=checked,
                     late_s=t - due if checked else 0.0,
-                    first_s=quantile(ds, cfg.adaptive_quantile) + floor_s,
+                    first_s=lower_quantile(ds, cfg.adaptive_quantile, cfg.adaptive_confidence)
+                    + floor_s,
                     dense_until_s=last,
                     dense_every_s=floor_s,
                     cap_s=cap_s,
@@ -159,5 +163,11 @@ def genqueue_schedule(
                     delay = min(cap_s, jittered(delay, cfg.poll_jitter, rng))
                 due, checked = t + max(0.0, delay), True
         lags.sort()
-        p95s.append(lags[math.ceil(0.95 * len(lags)) - 1])
-    return ScheduleCost(history, polls / (histories * videos), sorted(p95s))
+        p95s.append(_p95_sorted(lags))
+        pooled += lags
+    pooled.sort()
+    return ScheduleCost(history, polls / (histories * videos), sorted(p95s), _p95_sorted(pooled))
+
+
+def _p95_sorted(xs: list[float]) -> float:
+    return xs[math.ceil(0.95 * len(xs)) - 1]

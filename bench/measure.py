@@ -70,11 +70,14 @@ def summarize(
 ) -> dict[str, Any]:
     """The figures of one run (see the module docstring)."""
     by_id = {j["id"]: j for j in jobs}
-    lags: list[float] = []
+    lag_of: dict[int, float] = {}
+    polls_of: dict[int, int] = {}
     for s in seen.values():
+        polls_of[s.index] = sum(int(by_id[u].get("polls", 0)) for u in s.upstream_ids if u in by_id)
         job = by_id.get(s.upstream_ids[-1]) if s.upstream_ids else None
         if job is not None:
-            lags.append(max(0.0, s.seen_at - float(job["done_at"])) / scale)
+            lag_of[s.index] = max(0.0, s.seen_at - float(job["done_at"])) / scale
+    lags = list(lag_of.values())
     finished = len(seen)
     gets = requests_by_endpoint(sim_stats, "GET /v2/videos/{id}")
     posts = requests_by_endpoint(sim_stats, "POST /v2/videos")
@@ -114,6 +117,10 @@ def summarize(
         "orphaned_billed_usd": rnd(sum(int(j.get("cost_micro_usd", 0)) for j in orphaned) / 1e6, 2),
         "duplicate_creations_by_key": int(sim_stats.get("duplicate_creations", 0)),
         "span_sim_s": rnd((last - t0) / scale, 1),
+        # Per video (index -> lag in simulated s, -> checks its upstream jobs answered): for
+        # pooling draws (``bench.draws``); not kept in results.json.
+        "lags_by_video": lag_of,
+        "polls_by_video": polls_of,
     }
 
 

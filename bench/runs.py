@@ -185,12 +185,14 @@ class Genqueue(System):
         w = self.w
         rng = random.Random(f"warm:{w.seed}:{w.sigma}")
         model = DurationModel(self.client.redis, self.settings.keys)
-        now = time.time()
-        for _ in range(n):
-            queue = rng.lognormvariate(math.log(QUEUE_MEDIAN_S), QUEUE_SIGMA) * w.time_scale
-            gen = rng.lognormvariate(math.log(w.median_s), w.sigma) * w.time_scale
-            created = now - 3600
-            await model.record(w.model, created, created + queue, created + queue + gen)
+        created = time.time() - 3600
+        for lo in range(0, n, 200):
+            batch = []
+            for _ in range(min(200, n - lo)):
+                queue = rng.lognormvariate(math.log(QUEUE_MEDIAN_S), QUEUE_SIGMA) * w.time_scale
+                gen = rng.lognormvariate(math.log(w.median_s), w.sigma) * w.time_scale
+                batch.append(model.record(w.model, created, created + queue, created + queue + gen))
+            await asyncio.gather(*batch)
 
     async def submit(self, i: int) -> None:
         self.ids[i] = await self.client.submit(self.w.request(i))

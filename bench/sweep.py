@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class Sweep:
         rate: float,
         window_s: float,
         workers: int = 2,
+        cpu_repeats: int = 3,
         env: dict[str, str] | None = None,
         progress: Any = print,
     ) -> None:
@@ -78,6 +80,7 @@ class Sweep:
         self.active_n, self.rate, self.window_s = active, rate, window_s
         self.interval_s = active / rate
         self.n_workers = workers
+        self.cpu_repeats = max(1, cpu_repeats)
         self.extra_env = dict(env or {})
         self.progress = progress
         self.settings = Settings(redis_url=redis_url, key_prefix=PREFIX, wait_recheck_s=60)
@@ -228,6 +231,29 @@ class Sweep:
             "us_per_request": round(wall / n * 1e6, 1),
         }
 
+    async def _cpu_window(self, r: redis.asyncio.Redis) -> dict[str, Any]:
+        """Workers started on evenly spread timers, warmed, then measured for ``window_s``."""
+        await self._respread(r)
+        workers = await self.start_workers(r)
+        try:
+            await asyncio.sleep(min(3.0, self.window_s))
+            for c in workers:
+                c.mark()
+            g0, w0 = await self._gets(), time.monotonic()
+            await asyncio.sleep(self.window_s)
+            cpu = sum(c.sample() for c in workers)
+            polls = await self._gets() - g0
+            wall = time.monotonic() - w0
+            lag = await _queue_lag_s(r, self.keys.queue)
+        finally:
+            self.stop_workers()
+        return {
+            "polls": polls,
+            "wall_s": wall,
+            "queue_lag_s": lag,
+            "cpu_ms_per_poll": cpu / polls * 1000 if polls else None,
+        }
+
     # --- the sweep
 
     async def run(self, sizes: list[int]) -> dict[str, Any]:
@@ -277,19 +303,13 @@ class Sweep:
                 bytes_per = (used - prev_used) / max(1, n - prev_n)
                 prev_n = n
                 breakdown = await self._breakdown(r, n + self.active_n)
-                # Worker CPU per poll at this N.
-                await self._respread(r)
-                workers = await self.start_workers(r)
-                await asyncio.sleep(min(3.0, self.window_s))
-                for c in workers:
-                    c.mark()
-                g0, w0 = await self._gets(), time.monotonic()
-                await asyncio.sleep(self.window_s)
-                cpu = sum(c.sample() for c in workers)
-                polls = await self._gets() - g0
-                wall = time.monotonic() - w0
-                lag = await _queue_lag_s(r, self.keys.queue)
-                self.stop_workers()
+                # Worker CPU per poll at this N: the median of several windows, each with
+                # freshly started workers (one window on a shared machine is one noisy draw).
+                windows = [await self._cpu_window(r) for _ in range(self.cpu_repeats)]
+                cpu_ms = sorted(w["cpu_ms_per_poll"] for w in windows if w["cpu_ms_per_poll"])
+                polls = sum(w["polls"] for w in windows)
+                wall = sum(w["wall_s"] for w in windows)
+                lag = max(w["queue_lag_s"] for w in windows)
                 rec = await self._reconcile_worst(r)
                 step = {
                     "n": n,
@@ -299,7 +319,10 @@ class Sweep:
                     "memory_breakdown_bytes": breakdown,
                     "polls": polls,
                     "polls_per_s": round(polls / wall, 1),
-                    "worker_cpu_ms_per_poll": round(cpu / polls * 1000, 3) if polls else None,
+                    "worker_cpu_ms_per_poll": (
+                        round(statistics.median(cpu_ms), 3) if cpu_ms else None
+                    ),
+                    "worker_cpu_ms_per_poll_windows": [round(x, 3) for x in cpu_ms],
                     "queue_lag_at_end_s": round(lag, 2),
                     "reconciler": rec,
                 }
@@ -319,6 +342,7 @@ class Sweep:
             "active_requests": self.active_n,
             "poll_rate_per_s": self.rate,
             "window_s": self.window_s,
+            "cpu_windows_per_n": self.cpu_repeats,
             "redis_bytes_per_inflight_polling": active_bytes,
             "redis_bytes_per_inflight_polling_without_event_stream": active_state_bytes,
             "event_stream_bytes_per_inflight_polling": round(events_bytes / self.active_n),
@@ -385,10 +409,18 @@ def run_sweep(
     active: int = 2000,
     rate: float = 200.0,
     window_s: float = 15.0,
+    cpu_repeats: int = 3,
     env: dict[str, str] | None = None,
     progress: Any = print,
 ) -> dict[str, Any]:
     sweep = Sweep(
-        redis_url, log_dir, active=active, rate=rate, window_s=window_s, env=env, progress=progress
+        redis_url,
+        log_dir,
+        active=active,
+        rate=rate,
+        window_s=window_s,
+        cpu_repeats=cpu_repeats,
+        env=env,
+        progress=progress,
     )
     return asyncio.run(sweep.run(sizes))

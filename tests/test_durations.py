@@ -59,3 +59,24 @@ async def test_the_first_completions_are_all_kept(
     await model.record(MODEL, 0.0, None, 4.0)
     learned = await model.get(MODEL)
     assert learned is not None and learned.total == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+async def test_the_worker_keeps_the_configured_number_of_durations(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A worker's duration sample holds ``adaptive_samples`` completions of a model, no more
+    (GENQUEUE_ADAPTIVE_SAMPLES)."""
+    from tests.conftest import worker_config
+    from worker.runtime import Runtime
+    from worker.upstream import UpstreamClient
+
+    rt = Runtime(
+        config=worker_config(settings, adaptive_samples=7, adaptive_min_samples=1),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    for d in range(30):
+        await rt.durations.record(MODEL, 0.0, None, float(d))
+    learned = await rt.durations.get(MODEL)
+    assert learned is not None and len(learned.total) == 7
+    await rt.upstream.aclose()

@@ -30,7 +30,9 @@ async def test_first_check_aims_at_the_learned_quantile(
     recent durations + one floor (and from the start of generation once the upstream
     reports it)."""
     rt = Runtime(
-        config=worker_config(settings, poll_jitter=0.0, adaptive_quantile=0.5),
+        config=worker_config(
+            settings, poll_jitter=0.0, adaptive_quantile=0.5, adaptive_confidence=0.5
+        ),
         redis=aredis,
         upstream=UpstreamClient(base_url="http://sim", api_key="k"),
     )
@@ -51,6 +53,33 @@ async def test_first_check_aims_at_the_learned_quantile(
     await rt.upstream.aclose()
 
 
+async def test_few_completions_move_the_first_check_earlier(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """With the default confidence the first check sits at a lower confidence bound of the
+    quantile: earlier for a model with 20 completions than for one with 2,000 of the same
+    spread, and close to the plain quantile for the 2,000."""
+    rt = Runtime(
+        config=worker_config(settings, poll_jitter=0.0, adaptive_quantile=0.1),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    assert rt.config.adaptive_confidence == 0.9  # the default
+    few, many = "few/model", "many/model"
+    for k in range(20):  # totals spread evenly over 100..200 s
+        await rt.durations.record(few, 0.0, None, 100.0 + 100.0 * k / 19)
+    for k in range(2000):
+        await rt.durations.record(many, 0.0, None, 100.0 + 100.0 * k / 1999)
+    floor = rt.config.scaled(rt.config.poll_floor_s)
+    created = UpstreamJob(id="u", status="queued", raw_status="queued", created_at=time.time())
+    first_few = await _poll_wait_s(rt, few, created, 0, None) - floor
+    first_many = await _poll_wait_s(rt, many, created, 0, None) - floor
+    # The plain q10 of both is ~110 s; 20 samples give a bound near the minimum.
+    assert 100.0 <= first_few < 104.0, first_few
+    assert 107.5 < first_many < 110.0, first_many
+    await rt.upstream.aclose()
+
+
 async def test_checks_inside_the_learned_window_come_every_floor(
     settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
@@ -62,6 +91,7 @@ async def test_checks_inside_the_learned_window_come_every_floor(
             time_scale=1.0,
             poll_jitter=0.2,
             adaptive_quantile=0.1,
+            adaptive_confidence=0.5,
             adaptive_dense_until_quantile=0.9,
         ),
         redis=aredis,
@@ -135,7 +165,13 @@ async def test_first_checks_of_a_batch_spread_over_one_interval(
     """First checks of videos created at once are spread over one floor interval around
     their planned time, not by a share of the (long) wait."""
     rt = Runtime(
-        config=worker_config(settings, time_scale=1.0, poll_jitter=0.1, adaptive_quantile=0.5),
+        config=worker_config(
+            settings,
+            time_scale=1.0,
+            poll_jitter=0.1,
+            adaptive_quantile=0.5,
+            adaptive_confidence=0.5,
+        ),
         redis=aredis,
         upstream=UpstreamClient(base_url="http://sim", api_key="k"),
     )

@@ -59,7 +59,12 @@ class Runtime:
         self.side_timers = AsyncTimers(self.redis, self.keys.side_queue)
         self.pause = CreatePause(self.redis, self.keys)
         cfg = self.config
-        self.durations = DurationModel(self.redis, self.keys, min_samples=cfg.adaptive_min_samples)
+        self.durations = DurationModel(
+            self.redis,
+            self.keys,
+            samples=cfg.adaptive_samples,
+            min_samples=cfg.adaptive_min_samples,
+        )
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = RateLimit.of(
                 self.keys,

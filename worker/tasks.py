@@ -19,7 +19,7 @@ from producer.record import read_full, with_id
 from producer.scripts import ScriptCall, call, ms
 from producer.timers import Timer
 from worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
-from worker.durations import quantile
+from worker.durations import lower_quantile, quantile
 from worker.ratelimit import NO_LIMIT_ARGS
 from worker.runtime import Runtime
 from worker.upstream import (
@@ -145,7 +145,7 @@ async def _learned_wait_s(
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    first_s = quantile(durations, cfg.adaptive_quantile) + every
+    first_s = lower_quantile(durations, cfg.adaptive_quantile, cfg.adaptive_confidence) + every
     dense_until_s = quantile(durations, cfg.adaptive_dense_until_quantile)
     delay = learned_delay_s(
         elapsed,

@@ -69,8 +69,20 @@ def test_bench_smoke(tmp_path: Path) -> None:
     ideal = results["compare"]["ideal_at_seed_loop_lag"]["0.2"]
     assert ideal["polls_per_video"] > 0 and ideal["lag_p95_s"] <= ideal["lag_target_s"]
     by_history = results["compare"]["schedule_by_history"]
-    assert [c["history"] for c in by_history] == [200, 1000]
+    assert [c["history"] for c in by_history] == [200, 1000, 10_000]
     assert all(c["polls_per_video"] > 1 and len(c["lag_p95_s"]) == 6 for c in by_history)
+
+    draws = results["draws"]
+    assert [d["seed"] for d in draws["draws"]] == [1, 2]
+    assert {r["label"] for r in draws["runs"]} == {"genqueue", "seed loop"}
+    assert all("lags_by_video" not in r for r in draws["runs"])  # per video: logs only
+    assert draws["videos_per_system"] == 12
+    assert draws["ideal_at_seed_loop_lag"]["polls_per_video"] > 0
+    for iv in (draws["polls_ratio"], draws["lag_p95_difference_s"]):
+        assert iv["low"] <= iv["value"] <= iv["high"]
+    assert draws["lags_verdict"] in ("met", "NOT met", "within noise")
+    per_video = json.loads((tmp_path / "logs" / "draws-per-video.json").read_text())
+    assert len(per_video) == 4 and all(len(v["lags_s"]) == 6 for v in per_video.values())
 
     restart = {r["system"]: r for r in results["restart"]["runs"]}
     assert restart["genqueue"]["restart_at_sim_s"] is not None
@@ -83,12 +95,24 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for s in sweep["steps"]:
         assert s["reconciler"]["rearmed"] == s["reconciler"]["requests"] == s["n"] + 50
         assert s["polls"] > 0 and s["redis_bytes_per_request"] > 0
+        # CPU per poll is the median of its windows (each with freshly started workers).
+        assert len(s["worker_cpu_ms_per_poll_windows"]) == 2
+        assert s["worker_cpu_ms_per_poll"] == pytest.approx(
+            sum(s["worker_cpu_ms_per_poll_windows"]) / 2, abs=1e-3
+        )
     assert {"redis_bytes_per_request", "worker_cpu_ms_per_poll"} <= sweep["fits"].keys()
     assert sweep["redis_bytes_per_inflight_polling_without_event_stream"] > 0
     # Every value of a polling record is short: Redis keeps it as a compact listpack.
     assert sweep["steps"][-1]["memory_breakdown_bytes"]["record_encoding"] == "listpack"
 
     text = md.read_text()
-    for heading in ("## Comparison", "## The floor of one poll", "## Scale sweep", "## Targets"):
+    headings = (
+        "## Comparison",
+        "pooled over 2 draws",
+        "## The floor",
+        "## Scale sweep",
+        "## Targets",
+    )
+    for heading in headings:
         assert heading in text
     assert (tmp_path / "lag_polls.svg").read_text().startswith("<svg")

@@ -57,6 +57,28 @@ def test_quantile_interpolates() -> None:
     assert quantile(values, 0.5) == 30.0 and quantile(values, 0.1) == 14.0
 
 
+def test_lower_quantile_is_a_confidence_bound_that_converges() -> None:
+    """The lower bound equals the plain quantile at confidence 0.5, is lower for higher
+    confidence and smaller samples, never leaves the sample, and approaches the quantile as
+    the sample grows."""
+    from worker.durations import lower_quantile, quantile
+
+    def even(n: int) -> list[float]:
+        return [100.0 + 100.0 * k / (n - 1) for k in range(n)]
+
+    assert lower_quantile(even(50), 0.1, 0.5) == quantile(even(50), 0.1)
+    gaps = []
+    for n in (20, 200, 2000, 20000):
+        xs = even(n)
+        lo90, lo99 = lower_quantile(xs, 0.1, 0.9), lower_quantile(xs, 0.1, 0.99)
+        assert xs[0] <= lo99 < lo90 < quantile(xs, 0.1)
+        gaps.append(quantile(xs, 0.1) - lo90)
+    assert gaps == sorted(gaps, reverse=True) and gaps[-1] < 0.3
+    assert lower_quantile([7.0], 0.5, 0.9) == 7.0
+    with pytest.raises(ValueError):
+        lower_quantile([], 0.1, 0.9)
+
+
 LEARNED = {"first_s": 90.0, "dense_until_s": 150.0, "dense_every_s": 5.0, "cap_s": 30.0}
 
 

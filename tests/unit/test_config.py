@@ -51,3 +51,18 @@ def test_redact_url_hides_password() -> None:
     """Redis URLs are logged without their password."""
     assert redact_url("rediss://u:pw@h:6380/0") == "rediss://u:***@h:6380/0"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GENQUEUE_ADAPTIVE_CONFIDENCE": "0.3"}, "adaptive_confidence"),
+        ({"GENQUEUE_ADAPTIVE_CONFIDENCE": "1"}, "adaptive_confidence"),
+        ({"GENQUEUE_ADAPTIVE_SAMPLES": "5"}, "adaptive_samples"),
+    ],
+)
+def test_schedule_sample_settings_are_checked(env: dict[str, str], message: str) -> None:
+    """A confidence outside [0.5, 1) or a sample smaller than the completions needed before
+    the sample is used is refused at start-up."""
+    with pytest.raises(ValueError, match=message):
+        WorkerConfig.from_env(env)
