@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     res.pop("lags_by_video", None)
                     res.pop("polls_by_video", None)
                 results["draws"] = {"sigma": sigmas[0], "runs": runs, **draws}
+                results["draws"]["meta"] = _meta(a, rv)  # its own: it may be run alone
                 seed_p95 = draws["lag_p95_s"]["seed loop"]["value"]
                 results["draws"]["ideal_at_seed_loop_lag"] = dataclasses.asdict(
                     ideal_schedule(seed_p95, sigma=sigmas[0], samples=2000 if a.smoke else 20_000)

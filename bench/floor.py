@@ -1,8 +1,8 @@
 """The floor of one poll, measured in the same invocation as everything else (item 5).
 
 * ``arq no-op``: an arq worker set up as genqueue's (JSON serializer, ``keep_result=0``,
-  ``max_jobs=100``, ``poll_delay=0.1``) runs no-op jobs that fall due at a steady rate; its
-  process CPU (idle loop included, as genqueue's is) per job.
+  ``WorkerConfig``'s ``max_jobs`` and ``poll_delay``) runs no-op jobs that fall due at a
+  steady rate; its process CPU (idle loop included, as genqueue's is) per job.
 * ``GET``: one process issuing ``GET /v2/videos/{id}`` against the same simulator at the same
   steady rate, per client: bare aiohttp (the cheapest), httpx with the ``httpx-aiohttp``
   transport, httpx's default transport, and genqueue's own ``UpstreamClient.retrieve`` (parsing
@@ -32,6 +32,7 @@ import httpx
 from bench.limiter import limiter_cost
 from bench.procs import _die_with_parent, cpu_seconds, python_child, stop_all
 from bench.workload import API_KEY, MODEL, Workload, start_simulator
+from worker.config import WorkerConfig
 
 CLIENTS = ("aiohttp", "httpx-aiohttp", "httpx", "genqueue-aiohttp", "genqueue-httpx")
 FLOOR_QUEUE = "bench-floor:queue"
@@ -65,15 +66,16 @@ def run_worker(a: argparse.Namespace) -> None:
         await ctx["session"].close()
 
     fn = noop if a.mode == "noop" else get_once
+    cfg = WorkerConfig()  # the engine set up as genqueue's own workers are
     worker = Worker(
         functions=[func(fn, name="job", timeout=30, max_tries=1000, keep_result=0)],
         queue_name=a.queue,
         redis_settings=RedisSettings.from_dsn(a.redis),
         on_startup=startup,
         on_shutdown=shutdown,
-        max_jobs=100,
+        max_jobs=cfg.max_jobs,
         keep_result=0,
-        poll_delay=0.1,
+        poll_delay=cfg.poll_delay_s,
         queue_read_limit=2000,
         job_serializer=dumps,
         job_deserializer=loads,
@@ -330,6 +332,7 @@ def measure_floor(
         "clients_ms": table,
         "floor_ms": _med(floor),
         "rate_limit_ms_per_call": {key: _med(values) for key, values in limiter.items()},
+        "poll_delay_s": WorkerConfig().poll_delay_s,
     }
 
 

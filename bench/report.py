@@ -483,7 +483,8 @@ def render(results: dict[str, Any]) -> str:
             f"CPU per call at a steady {floor['rate_per_s']:g} calls/s (the way polls arrive), "
             f"median (min–max) over {floor['repeats']} repeats: arq 0.28 no-op job "
             f"{_fmt(floor['arq_noop_ms'], 3)} ms (worker set up as genqueue's: JSON, "
-            f"`keep_result=0`, `max_jobs=100`, `poll_delay=0.1`, idle loop included); "
+            f"`keep_result=0`, `max_jobs=100`, `poll_delay={floor.get('poll_delay_s', 0.1):g}`, "
+            "idle loop included); "
             f"aiohttp GET {_fmt(floor['clients_ms']['aiohttp']['rate_ms_per_call'], 3)} ms. "
             f"**Floor = {_fmt(f, 3)} ms per poll.** Check: an arq job doing one aiohttp GET "
             f"costs {_fmt(floor['arq_job_with_aiohttp_get_ms'], 3)} ms.",
@@ -600,6 +601,16 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _provenance(meta: dict[str, Any] | None) -> str:
+    """Where a section's figures came from, when it was run on its own."""
+    if not meta:
+        return ""
+    return (
+        f"Run: `{meta.get('command', '?')}` at git `{meta.get('git', '?')}`, "
+        f"{meta.get('when', '?')} (load average at start {meta.get('load_avg_at_start', '?')})."
+    )
+
+
 def _interval(iv: dict[str, float], digits: int = 2) -> str:
     return f"{iv['value']:.{digits}f} ({iv['low']:.{digits}f} to {iv['high']:.{digits}f})"
 
@@ -621,6 +632,8 @@ def _draws_section(draws: dict[str, Any] | None) -> list[str]:
         "videos in each draw. Pooled figures over every video; the intervals (95 %) come "
         "from a paired bootstrap that resamples videos within each draw. A verdict is *met* "
         "only when the whole interval is on the right side.",
+        "",
+        _provenance(draws.get("meta")),
         "",
         "| draw (seed) | polls/video genqueue | polls/video seed loop | lag p95 genqueue (s) "
         "| lag p95 seed loop (s) |",

@@ -34,6 +34,7 @@ from bench.procs import Child, python_child, start_genqueue_workers, stop_all
 from bench.workload import API_KEY, QUEUE_MEDIAN_S, QUEUE_SIGMA, Workload, start_simulator
 from producer import AsyncClient, RequestView, Settings
 from producer.record import with_id
+from worker.config import WorkerConfig
 
 SAMPLE_EVERY_S = 1.0
 #: genqueue's default task timeout (wall s): arq re-runs a SIGKILLed task 10 s after it.
@@ -135,9 +136,9 @@ def genqueue_env(bench: Bench, spec: RunSpec, prefix: str, sim_url: str) -> dict
     run's ``env`` sets them (arbitrary GENQUEUE_* variables pass through)."""
     w = spec.workload
     defaults = {
-        # Idle workers look for due timers this often: the 0.1 s default on the time scale
-        # (rule 14), so at 0.1 it adds ~0.5 simulated s of lag, not ~5 (costs idle CPU).
-        "GENQUEUE_POLL_DELAY_S": f"{max(0.005, 0.1 * w.time_scale):g}",
+        # Workers look for due timers this often: the worker's default on the time scale
+        # (rule 14), so a check is as late in simulated seconds as it would be unscaled.
+        "GENQUEUE_POLL_DELAY_S": f"{max(0.005, WorkerConfig().poll_delay_s * w.time_scale):g}",
         "GENQUEUE_LOG_FORMAT": "json",
         "GENQUEUE_LOG_LEVEL": "WARNING",
     }

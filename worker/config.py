@@ -37,7 +37,7 @@ class WorkerConfig:
     #: The share of a model's videos allowed to end more than one ``poll_floor_s`` before
     #: the adaptive schedule's first check (the only ones whose detection lag may exceed the
     #: floor before the window ends): the first check is due at this quantile + the floor.
-    adaptive_quantile: float = 0.045
+    adaptive_quantile: float = 0.04
     #: How sure the schedule must be that no more than ``adaptive_quantile`` of the videos
     #: end that early, given that the quantile is estimated from a sample of completions:
     #: the first check uses a lower confidence bound of the quantile, which is earlier the
@@ -85,8 +85,10 @@ class WorkerConfig:
     read_timeout_s: float = 15.0
     max_jobs: int = 100
     queue_read_limit: int = 2000
-    #: How often an idle worker asks Redis for due timers.
-    poll_delay_s: float = 0.1
+    #: How often a worker asks Redis for due timers (arq sleeps this long between looks, busy
+    #: or not): a check runs up to this late, which the dense window's lag bound pays on
+    #: top of the floor. 0.05 s costs ~0.3 ms of CPU per look.
+    poll_delay_s: float = 0.05
     #: On SIGTERM, how long running tasks may finish before they are cancelled.
     job_completion_wait_s: float = 20.0
     reconcile_interval_s: int = 30
