@@ -87,7 +87,7 @@ class WorkerConfig:
     queue_read_limit: int = 2000
     #: How often a worker asks Redis for due timers (arq sleeps this long between looks, busy
     #: or not): a check runs up to this late, which the dense window's lag bound pays on
-    #: top of the floor. 0.05 s costs ~0.3 ms of CPU per look.
+    #: top of the floor. Under load 0.05 s cost no more CPU per call than 0.1 s (10k bench run).
     poll_delay_s: float = 0.05
     #: On SIGTERM, how long running tasks may finish before they are cancelled.
     job_completion_wait_s: float = 20.0
