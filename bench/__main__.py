@@ -345,9 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k, spec in enumerate(specs, 1):
                     say(f"compare {k}/{len(specs)}: {spec.key}")
                     res = asyncio.run(run_one(bench, spec, progress=say))
-                    res.pop("samples", None)
-                    res.pop("lags_by_video", None)
-                    res.pop("polls_by_video", None)
+                    _slim(res)
                     runs.append(res)
                     say(
                         f"  -> {res['finished']}/{res['videos']} finished, polls/video "
@@ -372,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 for k, spec in enumerate(specs, 1):
                     say(f"draws {k}/{len(specs)}: {spec.key}")
                     res = asyncio.run(run_one(bench, spec, progress=say))
-                    res.pop("samples", None)
+                    res.pop("samples", None)  # per video figures kept until pooled, below
                     runs.append(res)
                     say(
                         f"  -> {res['finished']}/{res['videos']} finished, polls/video "
@@ -385,8 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 (log_dir / "draws-per-video.json").write_text(json.dumps(per_video))
                 for res in runs:
-                    res.pop("lags_by_video", None)
-                    res.pop("polls_by_video", None)
+                    _slim(res)
                 results["draws"] = {"sigma": sigmas[0], "runs": runs, **draws}
                 results["draws"]["meta"] = _meta(a, rv)  # its own: it may be run alone
                 seed_p95 = draws["lag_p95_s"]["seed loop"]["value"]
@@ -402,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                 for spec in _restart_specs(a, sigmas[0]):
                     say(f"restart: {spec.label}")
                     res = asyncio.run(run_one(bench, spec, progress=say))
-                    res.pop("samples", None)
-                    res.pop("lags_by_video", None)
-                    res.pop("polls_by_video", None)
+                    _slim(res)
                     runs.append(res)
                     say(
                         f"  -> lost {res['unfinished_at_cutoff']}, re-created {res['recreated']}, "
@@ -429,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     _write(a, results)
     say(f"wrote {a.out} and {a.md}")
     return 0
+
+
+def _slim(res: dict[str, Any]) -> None:
+    """Drop what a run returns that results.json does not keep (time series, per video)."""
+    for key in ("samples", "lags_by_video", "polls_by_video"):
+        res.pop(key, None)
 
 
 def _add_ideal(compare: dict[str, Any], samples: int) -> None:
