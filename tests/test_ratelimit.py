@@ -129,3 +129,17 @@ async def test_a_limited_check_calls_nothing_and_comes_back_at_its_turn(
     assert due == int(rec[Field.NEXT_CHECK_AT_MS])
     sec, _ = await aredis.time()
     assert due > int(sec) * 1000 + 90_000  # its turn: after the spent 100 s, not in 1 s
+
+
+async def test_while_a_probe_is_out_others_ask_again_after_cap_wait(
+    settings: Settings, aredis: redis.asyncio.Redis, client: AsyncClient
+) -> None:
+    """During a half-open pause's probe, another create is put off by the cap wait (10 ms
+    here), not until the probe's lease ends, so it goes soon after the probe succeeds."""
+    rid = await client.submit({"model": "m/x", "prompt": "p"})
+    sec, _ = await aredis.time()
+    probe_until = str((int(sec) + 60) * 1000)
+    await aredis.hset(settings.keys.pause, mapping={"until_ms": "1", "probe_until_ms": probe_until})
+    reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid))
+    assert reply[0] == "PAUSED" and 1 <= int(reply[2]) <= 10
+    assert await aredis.hget(settings.keys.record(rid), Field.STATUS) == "pending"

@@ -242,6 +242,11 @@ async def stop_worker(worker: Worker, grace_s: float = 0.0) -> None:
     pool = worker._pool
     if pool is None:
         return
+    if isinstance(worker, TimerWorker):
+        # Jobs cancelled above are released here, so any worker runs them again at once
+        # (else their in-progress keys hold them until they expire).
+        with contextlib.suppress(Exception):
+            await worker.flush_retired()
     worker._pool = None
     with contextlib.suppress(Exception):
         await pool.delete(worker.health_check_key)

@@ -1,62 +1,242 @@
-"""arq's ``Worker`` with one change: a due job is claimed by one script instead of a
-WATCH / EXISTS / ZSCORE / MULTI-PSETEX-EXEC transaction (four round trips, made one job after
-another while every other due job waits).
+"""arq's ``Worker`` with its per-job Redis traffic cut from four round trips to one per look.
 
-The checks are arq 0.28's own (``Worker.start_jobs``): not running elsewhere (no in-progress
-key), still queued, due by this host's clock; then the in-progress key is set for arq's
-in-progress timeout. A script is atomic, so no WATCH is needed. The version is pinned
-(``arq>=0.28,<0.29`` in pyproject.toml) because this relies on ``start_jobs``' internals;
-``tests/test_claim.py`` holds it to arq's behaviour.
+A plain arq 0.28 worker spends, per job: a ``ZRANGEBYSCORE`` look at the queue (shared by the
+jobs of one look), a WATCH / EXISTS / ZSCORE / MULTI-PSETEX-EXEC claim (four round trips, made
+one job after another while every other due job waits), a pipeline that reads the job and
+counts the try, and one that deletes its keys when it ends. Here one script per look
+(``CLAIM_DUE_LUA``) does all of it for every job of the look: it retires the jobs that ended
+since the last look, then finds due jobs and claims as many as there are free slots,
+returning each one's payload and try. A status check then costs its own two transition
+scripts and its HTTP call, and the queue's share is one script call per look.
+
+The checks and key handling are arq 0.28's own (``Worker.start_jobs``, ``run_job``,
+``finish_job``): a job is claimed only if it is not running elsewhere (no in-progress key),
+still queued and due by this host's clock; the in-progress key is set for arq's in-progress
+timeout; a job that ended is deleted with its try counter and left the queue; a cancelled one
+(shutdown) only loses its in-progress key, so any worker runs it again; a cron job keeps its
+in-progress key for ``keep_cronjob_progress``. The version is pinned (``arq>=0.28,<0.29`` in
+pyproject.toml) because this relies on ``Worker``'s internals; ``tests/test_claim.py`` holds
+it to arq's behaviour.
+
+A job that ended is retired at the next look (``poll_delay_s`` later), not at once: if the
+worker dies in between, its in-progress key expires and the job runs again, as after a crash
+just before arq's own ``finish_job`` — a timer re-run is harmless (its seq has moved on).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from arq.constants import in_progress_key_prefix
-from arq.utils import timestamp_ms
-from arq.worker import Worker
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    keep_cronjob_progress,
+    retry_key_prefix,
+)
+from arq.cron import CronJob
+from arq.jobs import SerializationError, deserialize_job_raw
+from arq.utils import ms_to_datetime, timestamp_ms
+from arq.worker import Function, Worker
 
-CLAIM_LUA = """
--- KEYS: 1 the job's in-progress key, 2 the queue. ARGV: 1 job id, 2 now (ms, the worker
--- host's clock, as arq compares), 3 in-progress timeout (ms).
--- Returns the job's score if this call claimed it, else nil (running elsewhere, no longer
--- queued, or re-queued for later).
-if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return nil end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return score
+logger = logging.getLogger("arq.worker")
+
+#: How a retired job's keys are left (ARGV of ``CLAIM_DUE_LUA``).
+ENDED, RELEASED, ENDED_CRON = "e", "r", "c"
+
+CLAIM_DUE_LUA = """
+-- KEYS: 1 the queue. ARGV: 1 now (ms, the worker host's clock, as arq compares), 2 in-progress
+-- timeout (ms), 3 most jobs to claim, 4 most queued ids to look at, 5..7 arq's in-progress,
+-- job and try key prefixes, 8 how long a cron job keeps its in-progress key (ms), 9 the number
+-- of retirements that follow, then per retirement: job id, how ('e' ended: delete its keys
+-- and leave the queue; 'r' released: only the in-progress key goes, it runs again; 'c' an
+-- ended cron job: as 'e' but the in-progress key expires later).
+-- Key names are built from the prefixes because the ids are only known here (arq's layout;
+-- a single Redis, as arq requires).
+-- Returns per claimed job: id, score, payload (false if the job key expired), try.
+local queue = KEYS[1]
+local now, ip_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local want, look = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ip, jk, rk = ARGV[5], ARGV[6], ARGV[7]
+local cron_ms = tonumber(ARGV[8])
+local n_retire = tonumber(ARGV[9])
+for i = 0, n_retire - 1 do
+  local id, how = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
+  if how == 'r' then
+    redis.call('DEL', ip .. id)
+  else
+    if how == 'c' then
+      redis.call('PEXPIRE', ip .. id, cron_ms)
+      redis.call('DEL', rk .. id, jk .. id)
+    else
+      redis.call('DEL', ip .. id, rk .. id, jk .. id)
+    end
+    redis.call('ZREM', queue, id)
+  end
+end
+local out = {}
+if want <= 0 then return out end
+local claimed, offset = 0, 0
+-- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
+local page = math.min(look, want + 100)
+while claimed < want and offset < look do
+  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset,
+    math.min(page, look - offset))
+  if #ids == 0 then break end
+  for i = 1, #ids, 2 do
+    local id = ids[i]
+    if redis.call('EXISTS', ip .. id) == 0 then
+      redis.call('PSETEX', ip .. id, ip_ms, '1')
+      local payload = redis.call('GET', jk .. id)
+      local try = redis.call('INCR', rk .. id)
+      redis.call('EXPIRE', rk .. id, 88400)
+      out[#out + 1] = id
+      out[#out + 1] = ids[i + 1]
+      out[#out + 1] = payload
+      out[#out + 1] = try
+      claimed = claimed + 1
+      if claimed >= want then break end
+    end
+  end
+  offset = offset + #ids / 2
+end
+return out
 """
 
 
 class TimerWorker(Worker):
-    """An arq ``Worker`` that claims each due job in one round trip."""
+    """An arq ``Worker`` whose queue traffic is one script call per look (see the module)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._claim: Any = None
+        self._claim_due: Any = None
+        self._retired: list[tuple[str, str]] = []
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """For each job id: claim it (see the module's docstring) and start it in a task."""
-        if self._claim is None:
-            self._claim = self.pool.register_script(CLAIM_LUA)
-        timeout_ms = int(self.in_progress_timeout_s * 1000)
-        for job_id_b in job_ids:
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
-            self.job_counter += 1
-            job_id = job_id_b.decode()
-            score = await self._claim(
-                keys=[in_progress_key_prefix + job_id, self.queue_name],
-                args=[job_id, timestamp_ms(), timeout_ms],
+    async def main(self) -> None:
+        try:
+            await super().main()
+        finally:
+            if self._pool is not None and self._retired:
+                await self.flush_retired()
+
+    async def flush_retired(self) -> None:
+        """Retire the jobs that ended since the last look (also run when the worker stops)."""
+        await self._look(want=0)
+
+    async def _poll_iteration(self) -> None:
+        # arq's _poll_iteration, with the look and every claim in one script call.
+        want = self.max_jobs - self.job_counter
+        if self.burst and self.max_burst_jobs >= 0:
+            want = min(want, self.max_burst_jobs - self._jobs_started())
+        if not self.allow_pick_jobs:
+            want = 0
+        if want > 0 or self._retired:
+            for job_id, score, payload, job_try in await self._look(want=max(0, want)):
+                self._start(job_id, score, payload, job_try)
+        for job_id, t in list(self.tasks.items()):
+            if t.done():
+                del self.tasks[job_id]
+                t.result()  # errors in the job runner propagate, as in arq
+        await self.heart_beat()
+
+    async def _look(self, *, want: int) -> list[tuple[str, int, bytes | None, int]]:
+        if self._claim_due is None:
+            self._claim_due = self.pool.register_script(CLAIM_DUE_LUA)
+        retired, self._retired = self._retired, []
+        args: list[Any] = [
+            timestamp_ms(),
+            int(self.in_progress_timeout_s * 1000),
+            want,
+            self.queue_read_limit,
+            in_progress_key_prefix,
+            job_key_prefix,
+            retry_key_prefix,
+            int(keep_cronjob_progress * 1000),
+            len(retired),
+        ]
+        for job_id, how in retired:
+            args += [job_id, how]
+        try:
+            reply = await self._claim_due(keys=[self.queue_name], args=args)
+        except BaseException:
+            self._retired[:0] = retired  # not sent: retried at the next look
+            raise
+        return [
+            (reply[i].decode(), int(float(reply[i + 1])), reply[i + 2], int(reply[i + 3]))
+            for i in range(0, len(reply), 4)
+        ]
+
+    def _start(self, job_id: str, score: int, payload: bytes | None, job_try: int) -> None:
+        # A job is claimed only for a free slot: job_counter is the only gate (arq's
+        # semaphore belongs to its start_jobs, which is not used).
+        self.job_counter += 1
+        t = self.loop.create_task(self._run_claimed(job_id, score, payload, job_try))
+        t.add_done_callback(self._job_ended)
+        self.tasks[job_id] = t
+
+    def _job_ended(self, _: asyncio.Task[None]) -> None:
+        self.job_counter -= 1
+
+    async def _run_claimed(
+        self, job_id: str, score: int, payload: bytes | None, job_try: int
+    ) -> None:
+        """arq's ``run_job`` for a job claimed with its payload and try (results not kept:
+        every function here has ``keep_result=0``)."""
+        if payload is None:
+            logger.warning("job %s expired", job_id)
+            self.jobs_failed += 1
+            self._retired.append((job_id, ENDED))
+            return
+        try:
+            name, args, kwargs, enqueue_try, enqueue_time_ms = deserialize_job_raw(
+                payload, deserializer=self.job_deserializer
             )
-            if score is None:
-                self.job_counter -= 1
-                self.sem.release()
-                continue
-            t = self.loop.create_task(self.run_job(job_id, int(float(score))))
-            t.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = t
+        except SerializationError:
+            logger.exception("deserializing job %s failed", job_id)
+            self.jobs_failed += 1
+            self._retired.append((job_id, ENDED))
+            return
+        function: Function | CronJob | None = self.functions.get(name)
+        if function is None:
+            logger.warning("job %s, function %r not found", job_id, name)
+            self.jobs_failed += 1
+            self._retired.append((job_id, ENDED))
+            return
+        is_cron = isinstance(function, CronJob)
+        if enqueue_try and enqueue_try > job_try:
+            job_try = enqueue_try
+            await self.pool.setex(retry_key_prefix + job_id, 88400, str(job_try))
+        max_tries = self.max_tries if function.max_tries is None else function.max_tries
+        if job_try > max_tries:
+            logger.warning("%s:%s max retries %d exceeded", job_id, name, max_tries)
+            self.jobs_failed += 1
+            self._retired.append((job_id, ENDED))
+            return
+        ctx = {
+            **self.ctx,
+            "job_id": job_id,
+            "job_try": job_try,
+            "enqueue_time": ms_to_datetime(enqueue_time_ms),
+            "score": score,
+        }
+        timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
+        how = ENDED_CRON if is_cron else ENDED
+        task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
+        self.job_tasks[job_id] = task
+        try:
+            await asyncio.wait_for(task, timeout_s)
+        except asyncio.CancelledError:
+            if self.retry_jobs:
+                self.jobs_retried += 1
+                how = RELEASED  # shutdown: any worker runs it again
+            else:
+                self.jobs_failed += 1
+        except Exception as e:
+            logger.exception("%s:%s failed, %s: %s", job_id, name, e.__class__.__name__, e)
+            self.jobs_failed += 1
+        else:
+            self.jobs_complete += 1
+        finally:
+            del self.job_tasks[job_id]
+        self._retired.append((job_id, how))

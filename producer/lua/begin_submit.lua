@@ -39,7 +39,10 @@ if NOW < paused_until then
 elseif paused_until > 0 then
   local probe_until = tonumber(redis.call('HGET', KEYS[9], 'probe_until_ms') or '0') or 0
   if NOW < probe_until then
-    return {'PAUSED', next_step('submit', probe_until - NOW), probe_until - NOW}
+    -- A probe is out: ask again soon (as when the cap is full), not at its lease's end, so
+    -- creates resume within cap_wait of the probe's success.
+    local wait = math.max(1, math.min(probe_until - NOW, cap_wait_ms))
+    return {'PAUSED', next_step('submit', wait), wait}
   end
   probe = 1  -- taken below, once the cap and the rate limit have let this create through
 end
