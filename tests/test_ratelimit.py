@@ -143,3 +143,24 @@ async def test_while_a_probe_is_out_others_ask_again_after_cap_wait(
     reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid))
     assert reply[0] == "PAUSED" and 1 <= int(reply[2]) <= 10
     assert await aredis.hget(settings.keys.record(rid), Field.STATUS) == "pending"
+
+
+async def test_a_create_gives_way_to_checks_waiting_for_their_turns(
+    settings: Settings, aredis: redis.asyncio.Redis, client: AsyncClient, take_slot: TakeSlot
+) -> None:
+    """While refused checks hold turns, a create takes neither a slot nor a turn and asks
+    again when the last turn is due; a check is still let through by the limit itself."""
+    limit = RateLimit.of(settings.keys, rps=10, burst=2, identity="w")
+    waits = [await take_slot(limit) for _ in range(6)]  # two go, four wait for turns
+    assert waits[:2] == [0, 0] and min(waits[2:]) > 0
+    before = (await aredis.get(limit.keys[0]), await aredis.get(limit.keys[1]))
+    rid = await client.submit({"model": "m/x", "prompt": "p"})
+    reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid, limit=limit))
+    assert reply[0] == "LIMITED" and waits[-1] - 50 < int(reply[2]) <= waits[-1] + 100
+    assert (await aredis.get(limit.keys[0]), await aredis.get(limit.keys[1])) == before
+    assert await aredis.hget(settings.keys.record(rid), Field.STATUS) == "pending"
+    # With no turn waiting, the same create goes.
+    await aredis.delete(*limit.keys)
+    other = await client.submit({"model": "m/x", "prompt": "p"})
+    reply = await AsyncScripts(aredis).run(begin_submit_call(settings, other, limit=limit))
+    assert reply[0] == "OK"

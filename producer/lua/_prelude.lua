@@ -144,10 +144,18 @@ end
 -- µs). A refused call takes the next free turn: turns are spaced at the sustained rate in
 -- the order calls were refused, so a backlog comes back in turn instead of all at once each
 -- time the limit frees up (at its turn the call asks again: the limit has the last word).
+-- A create (``yields``) gives way to refused calls still waiting for their turns: it takes
+-- neither a slot nor a turn and asks again when the last turn is due. When the limit is the
+-- bottleneck, checks of videos already paid for come first; a new video would only add to
+-- the demand (and creates resume as soon as the checks fit).
 -- Returns 0 when the call may go now (and counts it), else the wait (ms) until its turn.
-local function take_call_slot(limit_key, turn_key, interval_us, tolerance_us)
+local function take_call_slot(limit_key, turn_key, interval_us, tolerance_us, yields)
   local t = redis.call('TIME')
   local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if yields then
+    local waiting_until = tonumber(redis.call('GET', turn_key) or '0') or 0
+    if waiting_until > now_us / 1000 then return math.max(1, math.ceil(waiting_until - now_us / 1000)) end
+  end
   local tat = math.max(tonumber(redis.call('GET', limit_key) or '0') or 0, now_us)
   if now_us >= tat - tolerance_us then
     local after = tat + interval_us

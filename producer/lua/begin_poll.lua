@@ -9,7 +9,7 @@ if get('seq') ~= ARGV[5] or get('timer') ~= 'poll' then return {'STALE'} end
 if not NON_TERMINAL[get('status')] and get('tracking') ~= '1' then return {'DONE'} end
 local interval_us = tonumber(ARGV[6])
 if interval_us > 0 then
-  local wait_ms = take_call_slot(KEYS[9], KEYS[10], interval_us, tonumber(ARGV[7]))
+  local wait_ms = take_call_slot(KEYS[9], KEYS[10], interval_us, tonumber(ARGV[7]), false)
   if wait_ms > 0 then return {'LIMITED', next_step('poll', wait_ms), wait_ms} end
 end
 local record = redis.call('HGETALL', K_REC)
