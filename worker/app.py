@@ -1,6 +1,7 @@
 """arq glue: the worker's functions, settings and a supervisor that survives Redis restarts.
 
-This is the only worker module that imports arq (timers are armed by ``producer.timers``).
+With ``worker/claim.py`` (arq's worker, made to claim in one script per look), the only worker
+module that imports arq (timers are armed by ``producer.timers``).
 A worker process runs two arq workers: the main one (``submit``/``poll`` timers and the
 reconciler) and a side one (downloads and webhooks, on their own queue): a slow receiver or
 download never delays a status check, and its longer timeout never lengthens the main

@@ -16,7 +16,9 @@ timeout; a job that ended is deleted with its try counter and left the queue; a 
 (shutdown) only loses its in-progress key, so any worker runs it again; a cron job keeps its
 in-progress key for ``keep_cronjob_progress``. The version is pinned (``arq>=0.28,<0.29`` in
 pyproject.toml) because this relies on ``Worker``'s internals; ``tests/test_claim.py`` holds
-it to arq's behaviour.
+it to arq's behaviour. Not carried over, because genqueue uses neither: arq's job abort
+(``allow_abort_jobs``; a cancel is a record flag) and ``Retry`` re-queueing (a task re-arms
+its own next step); a function that raises is failed and dropped, as in arq.
 
 A job that ended is retired at the next look (``poll_delay_s`` later), not at once: if the
 worker dies in between, its in-progress key expires and the job runs again, as after a crash
