@@ -180,6 +180,12 @@ class TimerWorker(Worker):
     def _job_ended(self, _: asyncio.Task[None]) -> None:
         self.job_counter -= 1
 
+    def _drop(self, job_id: str) -> None:
+        """A job that cannot run (expired, unreadable, unknown, out of tries): failed, and
+        retired at the next look."""
+        self.jobs_failed += 1
+        self._retired.append((job_id, ENDED))
+
     async def _run_claimed(
         self, job_id: str, score: int, payload: bytes | None, job_try: int
     ) -> None:
@@ -187,24 +193,18 @@ class TimerWorker(Worker):
         every function here has ``keep_result=0``)."""
         if payload is None:
             logger.warning("job %s expired", job_id)
-            self.jobs_failed += 1
-            self._retired.append((job_id, ENDED))
-            return
+            return self._drop(job_id)
         try:
             name, args, kwargs, enqueue_try, enqueue_time_ms = deserialize_job_raw(
                 payload, deserializer=self.job_deserializer
             )
         except SerializationError:
             logger.exception("deserializing job %s failed", job_id)
-            self.jobs_failed += 1
-            self._retired.append((job_id, ENDED))
-            return
+            return self._drop(job_id)
         function: Function | CronJob | None = self.functions.get(name)
         if function is None:
             logger.warning("job %s, function %r not found", job_id, name)
-            self.jobs_failed += 1
-            self._retired.append((job_id, ENDED))
-            return
+            return self._drop(job_id)
         is_cron = isinstance(function, CronJob)
         if enqueue_try and enqueue_try > job_try:
             job_try = enqueue_try
@@ -212,9 +212,7 @@ class TimerWorker(Worker):
         max_tries = self.max_tries if function.max_tries is None else function.max_tries
         if job_try > max_tries:
             logger.warning("%s:%s max retries %d exceeded", job_id, name, max_tries)
-            self.jobs_failed += 1
-            self._retired.append((job_id, ENDED))
-            return
+            return self._drop(job_id)
         ctx = {
             **self.ctx,
             "job_id": job_id,
