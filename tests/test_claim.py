@@ -4,10 +4,12 @@ runs, retires and releases jobs as arq's ``run_job``/``finish_job`` would."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import redis.asyncio
-from arq.connections import RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import func
@@ -105,6 +107,14 @@ async def test_retirements_leave_keys_as_arq_finish_job_does(aredis: redis.async
 # --- the worker ----------------------------------------------------------------------------
 
 
+@pytest.fixture
+async def arq_pool(redis_url: str) -> AsyncIterator[ArqRedis]:
+    """arq's own client, to enqueue jobs as an arq producer does."""
+    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE)
+    yield pool
+    await pool.aclose()
+
+
 def _worker(redis_url: str, functions: list[Any], **kw: Any) -> TimerWorker:
     return TimerWorker(
         functions=functions,
@@ -123,7 +133,7 @@ async def _arq_keys(r: redis.asyncio.Redis) -> list[str]:
 
 
 async def test_jobs_that_end_leave_nothing_behind(
-    redis_url: str, aredis: redis.asyncio.Redis
+    redis_url: str, aredis: redis.asyncio.Redis, arq_pool: ArqRedis
 ) -> None:
     """Every job runs once with arq's ctx; ended and failed ones (an exception, a timeout,
     an unknown function) leave no job, try or in-progress key and are out of the queue."""
@@ -138,30 +148,26 @@ async def test_jobs_that_end_leave_nothing_behind(
     async def slow(ctx: dict[str, Any]) -> None:
         await asyncio.sleep(10)
 
-    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE)
-    try:
-        for n in range(30):
-            await pool.enqueue_job("ok", n, _job_id=f"ok:{n}")
-        await pool.enqueue_job("boom", _job_id="boom:1")
-        await pool.enqueue_job("slow", _job_id="slow:1")
-        await pool.enqueue_job("nope", _job_id="nope:1")
-        w = _worker(
-            redis_url,
-            [func(ok, name="ok"), func(boom, name="boom"), func(slow, name="slow", timeout=0.2)],
-            max_jobs=7,
-        )
-        await w.main()
-        assert sorted(seen) == sorted((f"ok:{n}", 1, n) for n in range(30))
-        assert (w.jobs_complete, w.jobs_failed) == (30, 3)
-        assert await aredis.zcard(QUEUE) == 0
-        assert await _arq_keys(aredis) == []
-        await stop_worker(w)
-    finally:
-        await pool.aclose()
+    for n in range(30):
+        await arq_pool.enqueue_job("ok", n, _job_id=f"ok:{n}")
+    await arq_pool.enqueue_job("boom", _job_id="boom:1")
+    await arq_pool.enqueue_job("slow", _job_id="slow:1")
+    await arq_pool.enqueue_job("nope", _job_id="nope:1")
+    w = _worker(
+        redis_url,
+        [func(ok, name="ok"), func(boom, name="boom"), func(slow, name="slow", timeout=0.2)],
+        max_jobs=7,
+    )
+    await w.main()
+    assert sorted(seen) == sorted((f"ok:{n}", 1, n) for n in range(30))
+    assert (w.jobs_complete, w.jobs_failed) == (30, 3)
+    assert await aredis.zcard(QUEUE) == 0
+    assert await _arq_keys(aredis) == []
+    await stop_worker(w)
 
 
 async def test_never_more_jobs_run_at_once_than_max_jobs(
-    redis_url: str, aredis: redis.asyncio.Redis
+    redis_url: str, aredis: redis.asyncio.Redis, arq_pool: ArqRedis
 ) -> None:
     """Claims are bounded by the free slots: at most ``max_jobs`` functions run at once."""
     running, peak = 0, 0
@@ -173,20 +179,16 @@ async def test_never_more_jobs_run_at_once_than_max_jobs(
         await asyncio.sleep(0.02)
         running -= 1
 
-    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE)
-    try:
-        for n in range(40):
-            await pool.enqueue_job("job", _job_id=f"job:{n}")
-        w = _worker(redis_url, [func(job, name="job")], max_jobs=4)
-        await w.main()
-        assert w.jobs_complete == 40 and peak == 4
-        await stop_worker(w)
-    finally:
-        await pool.aclose()
+    for n in range(40):
+        await arq_pool.enqueue_job("job", _job_id=f"job:{n}")
+    w = _worker(redis_url, [func(job, name="job")], max_jobs=4)
+    await w.main()
+    assert w.jobs_complete == 40 and peak == 4
+    await stop_worker(w)
 
 
 async def test_a_cancelled_job_is_released_and_runs_again(
-    redis_url: str, aredis: redis.asyncio.Redis
+    redis_url: str, aredis: redis.asyncio.Redis, arq_pool: ArqRedis
 ) -> None:
     """A job cancelled at shutdown (``stop_worker``) keeps its place in the queue and loses
     its in-progress key, so the next worker runs it at once (try 2)."""
@@ -199,28 +201,24 @@ async def test_a_cancelled_job_is_released_and_runs_again(
             started.set()
             await asyncio.sleep(30)
 
-    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE)
-    try:
-        await pool.enqueue_job("hang", _job_id="hang:1")
-        w = _worker(redis_url, [func(hang, name="hang")])
-        w.burst = False
-        w.main_task = asyncio.create_task(w.main())
-        await asyncio.wait_for(started.wait(), 5)
-        await stop_worker(w)
-        assert w.jobs_retried == 1
-        assert await aredis.zrange(QUEUE, 0, -1) == ["hang:1"]
-        assert not await aredis.exists(in_progress_key_prefix + "hang:1")
-        again = _worker(redis_url, [func(hang, name="hang")])
-        await again.main()
-        assert tries == [1, 2] and again.jobs_complete == 1
-        assert await _arq_keys(aredis) == []
-        await stop_worker(again)
-    finally:
-        await pool.aclose()
+    await arq_pool.enqueue_job("hang", _job_id="hang:1")
+    w = _worker(redis_url, [func(hang, name="hang")])
+    w.burst = False
+    w.main_task = asyncio.create_task(w.main())
+    await asyncio.wait_for(started.wait(), 5)
+    await stop_worker(w)
+    assert w.jobs_retried == 1
+    assert await aredis.zrange(QUEUE, 0, -1) == ["hang:1"]
+    assert not await aredis.exists(in_progress_key_prefix + "hang:1")
+    again = _worker(redis_url, [func(hang, name="hang")])
+    await again.main()
+    assert tries == [1, 2] and again.jobs_complete == 1
+    assert await _arq_keys(aredis) == []
+    await stop_worker(again)
 
 
 async def test_a_job_past_its_max_tries_is_dropped(
-    redis_url: str, aredis: redis.asyncio.Redis
+    redis_url: str, aredis: redis.asyncio.Redis, arq_pool: ArqRedis
 ) -> None:
     """A job that has been tried ``max_tries`` times (killed workers) is not run again."""
     ran: list[int] = []
@@ -228,14 +226,10 @@ async def test_a_job_past_its_max_tries_is_dropped(
     async def job(ctx: dict[str, Any]) -> None:
         ran.append(1)
 
-    pool = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=QUEUE)
-    try:
-        await pool.enqueue_job("job", _job_id="job:1")
-        await aredis.set(retry_key_prefix + "job:1", 3)
-        w = _worker(redis_url, [func(job, name="job", max_tries=3)])
-        await w.main()
-        assert ran == [] and w.jobs_failed == 1
-        assert await _arq_keys(aredis) == []
-        await stop_worker(w)
-    finally:
-        await pool.aclose()
+    await arq_pool.enqueue_job("job", _job_id="job:1")
+    await aredis.set(retry_key_prefix + "job:1", 3)
+    w = _worker(redis_url, [func(job, name="job", max_tries=3)])
+    await w.main()
+    assert ran == [] and w.jobs_failed == 1
+    assert await _arq_keys(aredis) == []
+    await stop_worker(w)

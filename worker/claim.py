@@ -119,12 +119,13 @@ class TimerWorker(Worker):
         try:
             await super().main()
         finally:
-            if self._pool is not None and self._retired:
+            if self._pool is not None:
                 await self.flush_retired()
 
     async def flush_retired(self) -> None:
         """Retire the jobs that ended since the last look (also run when the worker stops)."""
-        await self._look(want=0)
+        if self._retired:
+            await self._look(want=0)
 
     async def _poll_iteration(self) -> None:
         # arq's _poll_iteration, with the look and every claim in one script call.
