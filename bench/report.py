@@ -731,7 +731,7 @@ METHOD = """## Method
 
 - **One time scale** (DESIGN.md rule 14): the simulator's durations, genqueue's poll schedule
   (`GENQUEUE_TIME_SCALE`), the baselines' `sleep(5)`, arq's job timeout and both engines' idle
-  poll delays (genqueue 0.1 s, arq 0.5 s) are all multiplied by it; every figure is in
+  poll delays (genqueue 0.05 s, arq 0.5 s) are all multiplied by it; every figure is in
   simulated seconds. Idle loops that poll 10× as often cost idle CPU 10× as often, and per-call
   CPU does not scale: CPU figures of the comparison are for the compressed run as it ran (the
   sweep and the 10k run are at time scale 1).
