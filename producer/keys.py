@@ -181,6 +181,8 @@ class Field:
     UPSTREAM_STARTED_AT: Final = "upstream_started_at"
     UPSTREAM_DONE_AT: Final = "upstream_done_at"
     POLLS: Final = "polls"
+    #: "1" while a check the rate limit refused holds a turn (it then goes before new checks).
+    CALL_TURN: Final = "call_turn"
     POLL_ERRORS: Final = "poll_errors"
     #: 404s in a row (answers that found the job reset it; other errors leave it alone).
     NOT_FOUND_STREAK: Final = "not_found_streak"

@@ -21,21 +21,23 @@ from worker.runtime import Runtime
 from worker.tasks import run_poll, run_submit
 from worker.upstream import UpstreamClient
 
-TakeSlot = Callable[[RateLimit], Awaitable[int]]
+TakeSlot = Callable[..., Awaitable[int]]
 
 
 @pytest.fixture
 def take_slot(settings: Settings, aredis: redis.asyncio.Redis) -> TakeSlot:
-    """``take_call_slot`` of the scripts' prelude, called alone: 0 = go, else the wait (ms)."""
+    """``take_call_slot`` of the scripts' prelude, called alone (as a ``check`` unless told):
+    0 = go, else the wait (ms)."""
     prelude = (files("producer") / "lua" / "_prelude.lua").read_text()
     script = aredis.register_script(
         "local SCRIPT = 'test'\n"
         + prelude
-        + "\nreturn take_call_slot(KEYS[9], KEYS[10], tonumber(ARGV[5]), tonumber(ARGV[6]))"
+        + "\nreturn take_call_slot(KEYS[9], KEYS[10], tonumber(ARGV[5]), tonumber(ARGV[6]),"
+        + " ARGV[7])"
     )
 
-    async def take(limit: RateLimit) -> int:
-        c = call(settings, "begin_poll", "r", *limit.args, extra_keys=limit.keys)
+    async def take(limit: RateLimit, mode: str = "check") -> int:
+        c = call(settings, "begin_poll", "r", *limit.args, mode, extra_keys=limit.keys)
         return int(await script(keys=c.keys, args=c.args))
 
     return take
@@ -83,6 +85,61 @@ async def _exhaust(aredis: redis.asyncio.Redis, limit: RateLimit) -> None:
     """Spend the limit for the next 100 s."""
     sec, usec = await aredis.time()
     await aredis.set(limit.keys[0], str(int(sec) * 1_000_000 + int(usec) + 100_000_000))
+
+
+async def _queue_turns(aredis: redis.asyncio.Redis, limit: RateLimit, ahead_ms: int) -> None:
+    """Free the limit itself, with refused calls holding turns for the next ``ahead_ms``."""
+    sec, usec = await aredis.time()
+    await aredis.delete(limit.keys[0])
+    await aredis.set(limit.keys[1], f"{int(sec) * 1000 + int(usec) // 1000 + ahead_ms:.3f}")
+
+
+async def test_while_turns_wait_a_new_check_queues_and_a_turn_goes(
+    settings: Settings, aredis: redis.asyncio.Redis, take_slot: TakeSlot
+) -> None:
+    """While refused calls hold turns, a new check joins the queue behind them (it does not
+    take the slot a turn is due to use), and a check coming back at its turn goes."""
+    limit = RateLimit.of(settings.keys, rps=10, burst=1, identity="q")
+    await _queue_turns(aredis, limit, 500)
+    wait = await take_slot(limit, "check")
+    assert 400 < wait <= 500  # behind the turns already given
+    assert await take_slot(limit, "turn") == 0
+    # With no turn waiting, a new check goes at once.
+    await aredis.delete(*limit.keys)
+    assert await take_slot(limit, "check") == 0
+
+
+async def test_a_check_refused_once_keeps_its_turn_ahead_of_new_checks(
+    settings: Settings, aredis: redis.asyncio.Redis, client: AsyncClient, sim_app: Any
+) -> None:
+    """A refused check is marked as holding a turn; when it comes back it goes even though
+    later checks still wait for theirs (the mark is then cleared), while a check that was
+    never refused waits behind them although the limit itself has room (a burst of 5)."""
+    transport = FaultTransport(sim_app, lambda r: None)
+    rt = Runtime(
+        config=worker_config(settings, rate_limit_rps=5, rate_limit_burst=5),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k", transport=transport),
+    )
+    assert rt.rate_limit is not None
+    rids = [await client.submit({"model": "minimax/video-01-director", "prompt": p}) for p in "ab"]
+    for rid in rids:
+        await aredis.delete(*rt.rate_limit.keys)
+        await run_submit(rt, rid, 0)
+    first, fresh = rids
+    rec_key = settings.keys.record(first)
+    seq = int(await aredis.hget(rec_key, Field.SEQ) or 0)
+    await _exhaust(aredis, rt.rate_limit)
+    await run_poll(rt, first, seq)
+    assert await aredis.hget(rec_key, Field.CALL_TURN) == "1"
+    await _queue_turns(aredis, rt.rate_limit, 60_000)
+    await run_poll(rt, first, seq + 1)
+    fresh_seq = int(await aredis.hget(settings.keys.record(fresh), Field.SEQ) or 0)
+    await run_poll(rt, fresh, fresh_seq)
+    await rt.close()
+    assert [m for m, _ in transport.seen] == ["POST", "POST", "GET"]
+    assert Field.CALL_TURN not in await aredis.hgetall(rec_key)
+    assert await aredis.hget(settings.keys.record(fresh), Field.CALL_TURN) == "1"
 
 
 async def test_a_limited_create_takes_no_probe_and_changes_no_counter(

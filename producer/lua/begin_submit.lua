@@ -67,7 +67,7 @@ end
 -- Last of the checks: a call slot is taken only by a create that will be made.
 local interval_us = tonumber(ARGV[11])
 if interval_us > 0 then
-  local wait_ms = take_call_slot(KEYS[10], KEYS[11], interval_us, tonumber(ARGV[12]), true)
+  local wait_ms = take_call_slot(KEYS[10], KEYS[11], interval_us, tonumber(ARGV[12]), 'create')
   if wait_ms > 0 then return {'LIMITED', next_step('submit', wait_ms), wait_ms} end
 end
 if probe == 1 then
