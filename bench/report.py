@@ -241,7 +241,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 f"… variant `{key}` ("
-                + ", ".join(f"{k}={x}" for k, x in v["env"].items() if "RATE_LIMIT" in k)
+                + ", ".join(
+                    [f"{k}={x}" for k, x in v["env"].items() if "RATE_LIMIT" in k]
+                    + ([f"ramp {v['ramp_s']:g} s"] if v.get("ramp_s") else [])
+                    + [f"{v['minutes']:g} min"]
+                )
                 + ")",
                 "p95 by minute: " + ", ".join(f"{p['lag_p95_s']:.1f}" for p in pm) + " s",
                 _keeps_up_verdict(v),
