@@ -139,11 +139,16 @@ async def start_genqueue_workers(
     r: redis.asyncio.Redis,
     prefix: str,
     timeout_s: float = 60.0,
+    env_by_name: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Child]:
-    """Spawn one ``genqueue worker`` per name (``GENQUEUE_WORKER_NAME``) and wait until each
-    has written its arq health key (it is then taking jobs)."""
+    """Spawn one ``genqueue worker`` per name (``GENQUEUE_WORKER_NAME``, plus its own
+    ``env_by_name`` entries) and wait until each has written its arq health key (it is then
+    taking jobs)."""
+    own = env_by_name or {}
     children = [
-        python_child(n, ["genqueue", "worker"], {**env, "GENQUEUE_WORKER_NAME": n}, log_dir)
+        python_child(
+            n, ["genqueue", "worker"], {**env, **own.get(n, {}), "GENQUEUE_WORKER_NAME": n}, log_dir
+        )
         for n in names
     ]
     want = [f"{prefix}:health:{n}" for n in names]

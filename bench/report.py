@@ -710,7 +710,13 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
         ),
         f"- most upstream calls in any 1 s: {tenk['max_calls_in_1s']}; most upstream jobs "
         f"in flight: {tenk['max_jobs_in_flight_upstream']:,}; most timers overdue (queue "
-        f"lag): {tenk['max_queue_lag_s']} s",
+        f"lag): {tenk['max_queue_lag_s']} s"
+        + (
+            f"; steps put off by the shared rate limit: {tenk['rate_limit_refusals']:,} "
+            f"({_fmt(tenk['refusals_per_upstream_call'], 2)} per upstream call)"
+            if tenk.get("rate_limit_refusals") is not None
+            else ""
+        ),
         "- Redis per in-flight request (before anything finished): "
         + (
             f"{tenk['redis_memory']['bytes_per_request']:,} B at "

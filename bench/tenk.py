@@ -18,11 +18,13 @@ from typing import Any
 
 import httpx
 import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.measure import linear_fit, percentile, requests_by_endpoint, rnd
 from bench.procs import Child, cpu_seconds, start_genqueue_workers, stop_all
 from bench.runs import Bench, RunSpec, genqueue_env
 from bench.workload import Workload, start_simulator
+from genqueue.local_redis import free_port
 from producer import AsyncClient, RequestView, Settings
 
 
@@ -57,7 +59,15 @@ async def _run(
     done: list[tuple[float, RequestView]] = []
     try:
         names = [f"tenk-w{k}" for k in range(workers)]
-        procs += await start_genqueue_workers(names, env, bench.log_dir, r, prefix)
+        ports = {n: free_port() for n in names}
+        procs += await start_genqueue_workers(
+            names,
+            env,
+            bench.log_dir,
+            r,
+            prefix,
+            env_by_name={n: {"GENQUEUE_METRICS_PORT": str(p)} for n, p in ports.items()},
+        )
         await asyncio.sleep(0.5)
         base_mem = int((await r.info("memory"))["used_memory"])
         for c in procs:
@@ -134,6 +144,10 @@ async def _run(
             }
             st = (await h.get(f"{sim_url}/_sim/stats")).json()
             load = (await h.get(f"{sim_url}/_sim/load")).json()
+            refusals = 0.0
+            for port in ports.values():
+                text = (await h.get(f"http://127.0.0.1:{port}/metrics")).text
+                refusals += _local_refusals(text)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -150,6 +164,7 @@ async def _run(
         samples=samples,
         cpu_s=cpu_s,
         cores={k: round(v, 2) for k, v in cores.items()},
+        refusals=int(refusals),
         sim_stats=st,
         sim_load=load,
         env={k: v for k, v in env.items() if k.startswith("GENQUEUE_") and "URL" not in k},
@@ -157,6 +172,17 @@ async def _run(
         workers=workers,
         scale=scale,
         ramp_s=ramp_s,
+    )
+
+
+def _local_refusals(metrics_text: str) -> float:
+    """A worker's count of steps the shared rate limit put off (its Prometheus text)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == "genqueue_rate_limited"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("source") == "local"
     )
 
 
@@ -177,6 +203,7 @@ def _summarize(
     samples: list[dict[str, Any]],
     cpu_s: float,
     cores: dict[str, float],
+    refusals: int,
     sim_stats: dict[str, Any],
     sim_load: dict[str, Any],
     env: dict[str, str],
@@ -247,6 +274,11 @@ def _summarize(
         else None,
         "worker_cpu_cores": rnd(cpu_s / (minutes * 60 * scale), 2),
         "cpu_cores_by_process": cores,
+        # Each refusal is one more run of a step (its script, and its claim) at its turn.
+        "rate_limit_refusals": refusals,
+        "refusals_per_upstream_call": rnd(refusals / (gets + creates), 3)
+        if gets + creates
+        else None,
         "time_scale": scale,
         "ramp_s": ramp_s,
         "max_calls_in_1s": sim_load.get("max_calls_in_window"),
