@@ -356,8 +356,7 @@ async def _drive(
         finally:
             if not waits.done():
                 waits.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waits
+                await asyncio.wait({waits})  # never absorbs a cancel of this task itself
         wall_s = (finished_at[0] if finished_at else time.monotonic()) - t0
         views = await _fetch_views(client, ids)
         stats = await client.stats()

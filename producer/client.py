@@ -117,8 +117,9 @@ class AsyncClient:
                     if remaining <= 0:
                         raise WaitTimeout(request_id, timeout_s or 0.0, view.status)
                     pause = min(pause, remaining)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), pause)
+                with contextlib.suppress(TimeoutError):  # not wait_for: see waiters.py
+                    async with asyncio.timeout(pause):
+                        await ev.wait()
         finally:
             self._listener.unregister(request_id, ev)
 

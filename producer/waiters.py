@@ -58,8 +58,12 @@ class AsyncDoneListener:
         """Start the listener if needed; True once the subscription is confirmed."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="genqueue-done-listener")
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that lands
+        # in the tick its inner wait ends (python/cpython#86296), and a wait() cancelled as
+        # the subscription was confirmed went on waiting for its video.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._subscribed.wait()
         return self._subscribed.is_set()
 
     async def _run(self) -> None:
@@ -87,11 +91,15 @@ class AsyncDoneListener:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._task is None:
+            return
+        task, self._task = self._task, None
+        task.cancel()
+        # asyncio.wait, not `await task`: awaiting it raises its CancelledError, which can't
+        # be told from a cancel of aclose's own caller landing meanwhile (that one must go on).
+        await asyncio.wait({task})
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("done_listener_failed", error=type(exc).__name__)
 
 
 class SyncDoneListener:

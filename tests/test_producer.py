@@ -163,3 +163,53 @@ async def test_event_stream_can_be_consumed_with_a_consumer_group(
     assert entries[2][1]["upstream_id"] == "up-1" and all(e["id"] == rid for _, e in entries)
     await aredis.xack(stream, "billing", *[eid for eid, _ in entries])
     assert await aredis.xreadgroup("billing", "c1", {stream: ">"}, count=100) == []
+
+
+@pytest.mark.parametrize("ticks", range(6))
+async def test_a_wait_cancelled_as_its_subscription_lands_is_cancelled(
+    client: AsyncClient, ticks: int
+) -> None:
+    """A ``wait()`` cancelled in the same few loop ticks as the subscription is confirmed ends
+    cancelled instead of waiting on (Python 3.11's ``asyncio.wait_for`` swallows such a
+    cancel; a demo interrupted at that moment hung until its videos finished)."""
+    rid = await client.submit(REQ)
+    listener = client._listener
+    hold = asyncio.Event()
+    # A listener task that never confirms by itself: the test says when the subscription lands.
+    listener._task = asyncio.create_task(hold.wait())
+    try:
+        waiter = asyncio.create_task(client.wait(rid, timeout_s=30))
+        await asyncio.sleep(0.05)  # the wait is now waiting for the subscription
+        listener._subscribed.set()
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        waiter.cancel()
+        done, _ = await asyncio.wait({waiter}, timeout=2)
+        assert done and waiter.cancelled()
+    finally:
+        hold.set()
+        listener._subscribed.clear()
+
+
+async def test_a_cancel_landing_while_the_client_closes_is_not_absorbed(
+    client: AsyncClient,
+) -> None:
+    """``aclose()`` cancelled while its listener task is still winding down ends cancelled
+    (it waits for the listener without taking the listener's CancelledError for its own)."""
+    listener = client._listener
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            raise
+
+    stopping = listener._task = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(listener.aclose())
+    await asyncio.sleep(0.05)
+    closing.cancel()
+    done, _ = await asyncio.wait({closing}, timeout=2)
+    assert done and closing.cancelled()
+    await asyncio.wait({stopping}, timeout=2)

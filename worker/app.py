@@ -327,8 +327,9 @@ async def run_worker(
             retry_in_s=backoff_s,
             redis=config.settings.redis_url_redacted,
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), backoff_s)
+        with contextlib.suppress(TimeoutError):  # not wait_for: see producer/waiters.py
+            async with asyncio.timeout(backoff_s):
+                await stopping.wait()
         backoff_s = min(backoff_s * 2, 10.0)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.remove_signal_handler(sig)
