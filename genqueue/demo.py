@@ -157,7 +157,8 @@ class Child:
 
 def stop_children(children: Sequence[Child], grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM every live child, wait up to ``grace_s`` in all, then SIGKILL the rest."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan
+    # A second Ctrl-C or SIGTERM must not cut the clean-up short and orphan the children.
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for c in children:
             if c.alive:
@@ -175,7 +176,8 @@ def stop_children(children: Sequence[Child], grace_s: float = STOP_GRACE_S) -> N
     finally:
         for c in children:
             c.close_log()
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _dead_message(child: Child) -> str:
@@ -433,8 +435,12 @@ def _sim_stats(url: str) -> dict[str, Any]:
 
 def _sigterm_as_sigint(_signum: int, _frame: object) -> None:
     # SIGTERM takes Ctrl-C's path: asyncio.run cancels the main task, then KeyboardInterrupt
-    # unwinds through the clean-up (and a SIGINT ignored during clean-up covers it too).
-    signal.raise_signal(signal.SIGINT)
+    # unwinds through the clean-up. A demo started with SIGINT ignored (nohup, `&` in a
+    # script) has no such path, and raising SIGINT would do nothing: raise the interrupt here.
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.raise_signal(signal.SIGINT)
+    else:
+        raise KeyboardInterrupt
 
 
 def run_demo(opts: DemoOptions, *, out: Console | None = None) -> int:

@@ -105,18 +105,27 @@ def _processes_with(marker: bytes) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize(("sig", "private_redis"), [(signal.SIGINT, False), (signal.SIGTERM, True)])
+@pytest.mark.parametrize(
+    ("sig", "private_redis", "sigint"),
+    [
+        (signal.SIGINT, False, signal.SIG_DFL),
+        (signal.SIGTERM, True, signal.SIG_DFL),
+        (signal.SIGTERM, False, signal.SIG_IGN),  # started by nohup or `&` in a script
+    ],
+)
 def test_interrupted_demo_stops_everything_it_started(
-    redis_url: str, sig: signal.Signals, private_redis: bool
+    redis_url: str, sig: signal.Signals, private_redis: bool, sigint: signal.Handlers
 ) -> None:
     """SIGINT or SIGTERM to a running demo stops its workers, simulator and private Redis and
-    exits 130."""
+    exits 130, also when the demo was started with SIGINT ignored."""
     seed = str(900_000 + free_port())  # marks this run's simulator command line
     proc = subprocess.Popen(
         [*DEMO, "--videos", "40", "--time-scale", "1", "--seed", seed, "--json"],
         env=_env(GENQUEUE_REDIS_URL=None if private_redis else redis_url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # Set explicitly: the child would otherwise inherit however pytest itself was started.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
     assert proc.stderr is not None
     seen = []
