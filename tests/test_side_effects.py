@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,25 @@ class Receiver:
         return httpx.Response(status)
 
 
-def side_transport(sim_app: Any, receiver: Receiver) -> RouterTransport:
-    return RouterTransport(
-        {"sim": httpx.ASGITransport(app=sim_app), "hooks.test": receiver.transport}
-    )
+StartSide = Callable[..., Awaitable[Receiver]]
+
+
+@pytest.fixture
+def start_side(start_worker: StartWorker, sim_app: Any) -> StartSide:
+    """``await start_side(statuses, **config overrides)``: a worker and a side worker whose
+    webhooks go to a new verifying Receiver (answering ``statuses``, then 200), returned."""
+
+    async def start(statuses: list[int] | None = None, **overrides: Any) -> Receiver:
+        receiver = Receiver(statuses)
+        transport = RouterTransport(
+            {"sim": httpx.ASGITransport(app=sim_app), "hooks.test": receiver.transport}
+        )
+        await start_worker(
+            side_transport=transport, with_side=True, webhook_secret=SECRET, **overrides
+        )
+        return receiver
+
+    return start
 
 
 async def until(pred: Any, timeout_s: float = 20.0) -> None:
@@ -59,21 +75,33 @@ async def rec(aredis: redis.asyncio.Redis, settings: Settings, rid: str) -> dict
     return await aredis.hgetall(settings.keys.record(rid))  # type: ignore[misc]
 
 
+async def until_webhook(
+    aredis: redis.asyncio.Redis,
+    settings: Settings,
+    rid: str,
+    state: str = "done",
+    timeout_s: float = 20.0,
+) -> None:
+    """Wait until the request's webhook reaches ``state``."""
+
+    async def reached() -> bool:
+        got = await aredis.hget(settings.keys.record(rid), Field.WEBHOOK_STATE)  # type: ignore[misc]
+        return bool(got == state)
+
+    await until(reached, timeout_s)
+
+
 async def test_webhook_is_signed_and_verifiable(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_side: StartSide,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
     """A finished request's webhook carries a Standard Webhooks signature a receiver verifies."""
-    receiver = Receiver()
-    await start_worker(
-        side_transport=side_transport(sim_app, receiver), with_side=True, webhook_secret=SECRET
-    )
+    receiver = await start_side()
     rid = await client.submit(REQ, webhook_url=HOOK)
     await client.wait(rid, 20)
-    await until(lambda: _state(aredis, settings, rid, Field.WEBHOOK_STATE, "done"))
+    await until_webhook(aredis, settings, rid)
     assert len(receiver.verified) == 1
     body = receiver.verified[0]
     assert body["type"] == "generation.completed" and body["data"]["id"] == rid
@@ -84,29 +112,16 @@ async def test_webhook_is_signed_and_verifiable(
     assert not await aredis.zcard(settings.keys.outbox)
 
 
-async def _state(
-    aredis: redis.asyncio.Redis, settings: Settings, rid: str, field: str, value: str
-) -> bool:
-    return await aredis.hget(settings.keys.record(rid), field) == value  # type: ignore[misc]
-
-
 async def test_failed_deliveries_retry_with_the_same_webhook_id(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_side: StartSide,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
     """A receiver that fails twice gets the same event (same webhook-id) until it accepts."""
-    receiver = Receiver(statuses=[500, 503])
-    await start_worker(
-        side_transport=side_transport(sim_app, receiver),
-        with_side=True,
-        webhook_secret=SECRET,
-        webhook_retry_s=0.05,
-    )
+    receiver = await start_side([500, 503], webhook_retry_s=0.05)
     rid = await client.submit(REQ, webhook_url=HOOK)
-    await until(lambda: _state(aredis, settings, rid, Field.WEBHOOK_STATE, "done"), 30)
+    await until_webhook(aredis, settings, rid, "done", 30)
     ids = {r["headers"]["webhook-id"] for r in receiver.received}
     assert len(receiver.received) == 3 and ids == {f"wh_{rid}"}
     assert (await rec(aredis, settings, rid))[Field.WEBHOOK_ATTEMPTS] == "3"
@@ -114,22 +129,14 @@ async def test_failed_deliveries_retry_with_the_same_webhook_id(
 
 async def test_undeliverable_webhook_is_dead_lettered(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_side: StartSide,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
     """A receiver that never accepts is given up on after the maximum age and dead-lettered."""
-    receiver = Receiver(statuses=[500] * 100)
-    await start_worker(
-        side_transport=side_transport(sim_app, receiver),
-        with_side=True,
-        webhook_secret=SECRET,
-        webhook_retry_s=0.05,
-        webhook_max_age_s=0.5,
-    )
+    await start_side([500] * 100, webhook_retry_s=0.05, webhook_max_age_s=0.5)
     rid = await client.submit(REQ, webhook_url=HOOK)
-    await until(lambda: _state(aredis, settings, rid, Field.WEBHOOK_STATE, "dead"), 30)
+    await until_webhook(aredis, settings, rid, "dead", 30)
     assert await aredis.zscore(settings.keys.dead_letters, rid) is not None
     assert "HTTP 500" in (await rec(aredis, settings, rid))[Field.WEBHOOK_ERROR]
     assert "token=abc" not in (await rec(aredis, settings, rid))[Field.WEBHOOK_ERROR]
@@ -137,24 +144,17 @@ async def test_undeliverable_webhook_is_dead_lettered(
 
 async def test_video_is_downloaded_before_the_webhook(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_side: StartSide,
     aredis: redis.asyncio.Redis,
     settings: Settings,
     tmp_path: Path,
 ) -> None:
     """The finished video is streamed to disk with its checksum; the webhook then reports it."""
-    receiver = Receiver()
-    await start_worker(
-        side_transport=side_transport(sim_app, receiver),
-        with_side=True,
-        webhook_secret=SECRET,
-        download_dir=str(tmp_path),
-    )
+    receiver = await start_side(download_dir=str(tmp_path))
     rid = await client.submit(REQ, webhook_url=HOOK)
     view = await client.wait(rid, 20)
     assert view.status == "completed"
-    await until(lambda: _state(aredis, settings, rid, Field.WEBHOOK_STATE, "done"))
+    await until_webhook(aredis, settings, rid)
     r = await rec(aredis, settings, rid)
     path = Path(r[Field.DOWNLOAD_PATH])
     data = path.read_bytes()
@@ -170,23 +170,15 @@ async def test_video_is_downloaded_before_the_webhook(
 
 async def test_oversized_download_is_refused(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_side: StartSide,
     aredis: redis.asyncio.Redis,
     settings: Settings,
     tmp_path: Path,
 ) -> None:
     """A video over the size limit is not kept, and the webhook still goes out."""
-    receiver = Receiver()
-    await start_worker(
-        side_transport=side_transport(sim_app, receiver),
-        with_side=True,
-        webhook_secret=SECRET,
-        download_dir=str(tmp_path),
-        download_max_bytes=100,
-    )
+    await start_side(download_dir=str(tmp_path), download_max_bytes=100)
     rid = await client.submit(REQ, webhook_url=HOOK)
-    await until(lambda: _state(aredis, settings, rid, Field.WEBHOOK_STATE, "done"))
+    await until_webhook(aredis, settings, rid)
     r = await rec(aredis, settings, rid)
     assert r[Field.DOWNLOAD_STATE] == "dead" and "limit" in r[Field.DOWNLOAD_ERROR]
     assert not list(tmp_path.iterdir())
@@ -194,8 +186,7 @@ async def test_oversized_download_is_refused(
 
 async def test_owed_webhook_survives_a_crash_right_after_the_end(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_side: StartSide,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
@@ -206,29 +197,22 @@ async def test_owed_webhook_survives_a_crash_right_after_the_end(
     await s.to_polling(rid)
     await s.finish(rid)
     assert await aredis.zscore(settings.keys.outbox, rid) is not None
-    receiver = Receiver()
-    await start_worker(
-        side_transport=side_transport(sim_app, receiver), with_side=True, webhook_secret=SECRET
-    )
-    await until(lambda: _state(aredis, settings, rid, Field.WEBHOOK_STATE, "done"))
+    receiver = await start_side()
+    await until_webhook(aredis, settings, rid)
     assert receiver.verified[0]["type"] == "generation.completed"
 
 
 async def test_cancelled_request_sends_its_webhook(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_side: StartSide,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
     """A request cancelled while pending still notifies its webhook."""
     rid = await client.submit(REQ, webhook_url=HOOK)
     assert await client.cancel(rid) == "cancelled"
-    receiver = Receiver()
-    await start_worker(
-        side_transport=side_transport(sim_app, receiver), with_side=True, webhook_secret=SECRET
-    )
-    await until(lambda: _state(aredis, settings, rid, Field.WEBHOOK_STATE, "done"))
+    receiver = await start_side()
+    await until_webhook(aredis, settings, rid)
     assert receiver.verified[0]["type"] == "generation.cancelled"
 
 
