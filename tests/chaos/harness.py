@@ -27,6 +27,7 @@ import httpx
 from genqueue.local_redis import LocalRedis, free_port
 from producer import Client, RequestView, Settings
 from producer.record import micro_to_usd
+from tests.processes import stop_process
 
 MODELS = ["minimax/video-01-director", "google/veo-3.0-fast", "openai/sora-2", "vidu/vidu-q1"]
 
@@ -160,16 +161,6 @@ class Procs:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-
-
-def _stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 30) -> None:
-    if p.poll() is None:
-        p.send_signal(sig)
-        try:
-            p.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _wait_http(url: str, timeout_s: float = 20) -> None:
@@ -314,8 +305,8 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
                 jobs = jobs.get("jobs", [])
         finally:
             for w in workers:
-                _stop(w)
-            _stop(sim)
+                stop_process(w, wait_s=30)
+            stop_process(sim, wait_s=30)
             if aof is not None:
                 aof.stop()
             redis_server.close()

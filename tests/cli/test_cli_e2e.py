@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,30 +17,12 @@ import pytest
 
 from genqueue.local_redis import free_port
 from producer.settings import Settings
+from tests.processes import stop_process, wait_until
 
 MODEL = "minimax/video-01-director"
 TIME_SCALE = "0.01"
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_until(check, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -67,10 +48,10 @@ def simulator_url(tmp_path: Path) -> Iterator[str]:
             return False
 
     try:
-        _wait_until(up, 20, "the simulator")
+        wait_until(up, 20, "the simulator")
         yield url
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -103,7 +84,7 @@ def worker(child_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Pop
         try:
             yield proc
         finally:
-            _stop(proc)
+            stop_process(proc)
 
 
 def _sim_stats(url: str) -> dict[str, object]:
@@ -149,7 +130,7 @@ def test_worker_exits_0_on_sigterm(
     prefix = child_env["GENQUEUE_KEY_PREFIX"]
     try:
         # arq writes its health-check key once the worker is up and polling.
-        _wait_until(lambda: bool(client.keys(f"{prefix}:health:*")), 30, "the worker")
+        wait_until(lambda: bool(client.keys(f"{prefix}:health:*")), 30, "the worker")
     finally:
         client.close()
     worker.send_signal(signal.SIGTERM)
@@ -177,11 +158,11 @@ def test_simulator_exits_0_on_sigterm(tmp_path: Path) -> None:
                 except httpx.TransportError:
                     return False
 
-            _wait_until(up, 20, "the simulator")
+            wait_until(up, 20, "the simulator")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0
         finally:
-            _stop(proc)
+            stop_process(proc)
     assert "Traceback" not in (tmp_path / "sim.log").read_text()
 
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from genqueue.local_redis import free_port
 from producer import Settings
 from producer.record import read_full_sync
 from tests.examples import EXAMPLES, load_example
+from tests.processes import stop_process, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,25 +60,6 @@ class Stack:
         return "\n".join(
             f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log"))
         )
-
-
-def _wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _up(url: str, proc: subprocess.Popen[bytes], log: Path) -> Callable[[], bool]:
@@ -142,18 +122,18 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             f = (logs / f"{name}.log").open("wb")
             files.append(f)
             procs[name] = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
-        _wait_until(
+        wait_until(
             _up(f"{sim_url}/_sim/stats", procs["simulator"], logs / "simulator.log"),
             30,
             "the simulator",
         )
-        _wait_until(
+        wait_until(
             _up(f"{gw_url}/readyz", procs["gateway"], logs / "gateway.log"), 30, "the gateway"
         )
         yield Stack(gw_url, sim_url, settings, env, logs)
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop_process(proc)
         for f in files:
             f.close()
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from producer import Client, RequestView, Settings
 from simulator import SimConfig, running_simulator
+from tests.processes import wait_until
 
 SCALE = 0.02
 N_VIDEOS = 300
@@ -77,15 +77,6 @@ def workers_factory(tmp_path: Path) -> Iterator[list[Workers]]:
     yield made
     for w in made:
         w.stop_all()
-
-
-def wait_until(pred: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def ambiguous_ids(views: list[RequestView]) -> set[str]:
