@@ -139,6 +139,7 @@ class CancelResult(BaseModel):
 class QueueDepth(BaseModel):
     ready: int
     deferred: int
+    lag_s: float = Field(description="Age of the oldest due timer (0 when none is due).")
 
 
 class FinishedCount(BaseModel):

@@ -513,6 +513,7 @@ def stats_tables(stats: Stats) -> list[Table]:
     now.add_row("in flight (index)", str(stats.inflight))
     now.add_row("timers ready (due or running)", str(stats.queue_ready))
     now.add_row("timers deferred", str(stats.queue_deferred))
+    now.add_row("queue lag (oldest due timer)", f"{stats.queue_lag_ms / 1000:.1f} s")
     if stats.paused:
         p = stats.paused
         until = p.get("until_ms")

@@ -186,7 +186,13 @@ ROWS: tuple[Row, ...] = (
                 "Queue depth",
                 "arq timers due now (ready, including running ones) and deferred to later.",
                 (Target(_cluster("genqueue_queue_depth", "state"), "{{state}}"),),
-                width=12,
+            ),
+            PanelSpec(
+                "Queue lag",
+                "How long the oldest due timer has waited for a worker (a running job "
+                "counts until it ends). Rising: the workers do not keep up.",
+                (Target("max(genqueue_queue_lag_seconds)", "oldest due timer"),),
+                unit="s",
             ),
             PanelSpec(
                 "In flight by status",
@@ -197,7 +203,6 @@ ROWS: tuple[Row, ...] = (
                     Target("max(genqueue_requests_tracking)", "tracking"),
                     Target("max(genqueue_upstream_inflight)", "upstream jobs in flight"),
                 ),
-                width=12,
             ),
         ),
     ),

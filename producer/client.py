@@ -147,7 +147,7 @@ class AsyncClient:
             for cmd in stats_commands(self._keys, now):
                 pipe.execute_command(*cmd)
             replies = await pipe.execute()
-        return parse_stats(replies)
+        return parse_stats(replies, now)
 
     @property
     def redis(self) -> redis.asyncio.Redis:

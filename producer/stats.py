@@ -23,6 +23,8 @@ class Stats:
     finished: dict[tuple[str, str], int]
     cost_micro_usd: dict[str, int]
     paused: dict[str, str] = field(default_factory=dict)
+    #: How far behind the workers are: age of the oldest due timer (0 when none is due).
+    queue_lag_ms: int = 0
 
     @property
     def finished_by_outcome(self) -> dict[str, int]:
@@ -41,7 +43,11 @@ class Stats:
             "tracking": self.tracking,
             "active_upstream": self.active_upstream,
             "inflight": self.inflight,
-            "queue": {"ready": self.queue_ready, "deferred": self.queue_deferred},
+            "queue": {
+                "ready": self.queue_ready,
+                "deferred": self.queue_deferred,
+                "lag_s": self.queue_lag_ms / 1000,
+            },
             "finished": [
                 {"model": m, "outcome": o, "count": n}
                 for (m, o), n in sorted(self.finished.items())
@@ -66,6 +72,7 @@ def stats_commands(keys: Keys, now_ms: int) -> list[tuple[str, ...]]:
         ("ZCOUNT", keys.queue, f"({now_ms}", "+inf"),
         ("HGETALL", keys.totals),
         ("HGETALL", keys.pause),
+        ("ZRANGE", keys.queue, "0", "0", "WITHSCORES"),
     ]
 
 
@@ -76,9 +83,18 @@ def _pairs(raw: Any) -> dict[str, str]:
     return {_s(items[i]): _s(items[i + 1]) for i in range(0, len(items), 2)}
 
 
-def parse_stats(replies: Sequence[Any]) -> Stats:
-    """Build :class:`Stats` from the replies to :func:`stats_commands`."""
-    counts, inflight, ready, deferred, totals, pause = replies
+def oldest_due_age_ms(oldest: Any, now_ms: int) -> int:
+    """Age of the oldest timer from a ``ZRANGE queue 0 0 WITHSCORES`` reply (flat or paired),
+    0 when the queue is empty or its oldest timer is not due yet."""
+    if not oldest:
+        return 0
+    score = oldest[0][1] if isinstance(oldest[0], (list, tuple)) else oldest[1]
+    return max(0, now_ms - int(float(_s(score))))
+
+
+def parse_stats(replies: Sequence[Any], now_ms: int) -> Stats:
+    """Build :class:`Stats` from the replies to :func:`stats_commands` sent at ``now_ms``."""
+    counts, inflight, ready, deferred, totals, pause, oldest = replies
     c = {k: int(v) for k, v in _pairs(counts).items()}
     finished: dict[tuple[str, str], int] = {}
     cost: dict[str, int] = {}
@@ -98,6 +114,7 @@ def parse_stats(replies: Sequence[Any]) -> Stats:
         finished=finished,
         cost_micro_usd=cost,
         paused=_pairs(pause),
+        queue_lag_ms=oldest_due_age_ms(oldest, now_ms),
     )
 
 

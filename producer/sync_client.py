@@ -119,4 +119,4 @@ class Client:
             for cmd in stats_commands(self._keys, now):
                 pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
             replies = pipe.execute()
-        return parse_stats(replies)
+        return parse_stats(replies, now)

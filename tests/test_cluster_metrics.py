@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import redis.asyncio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from producer import AsyncClient, Settings
+from producer.stats import oldest_due_age_ms, redis_time_ms
 from tests.test_producer import REQ, finish_directly
 from worker.cluster_metrics import ClusterCollector
 
@@ -46,6 +49,35 @@ async def test_totals_never_go_backwards(
     collector.close()
     line = f'genqueue_cost_usd_total{{model="{REQ["model"]}"}} 0.28'
     assert line in before and line in after
+
+
+def _lag_s(text: str) -> float:
+    m = re.search(r"^genqueue_queue_lag_seconds (\S+)$", text, re.M)
+    assert m, text
+    return float(m.group(1))
+
+
+async def test_queue_lag_is_the_age_of_the_oldest_due_timer(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """genqueue_queue_lag_seconds is how long the oldest due timer has waited; 0 when none is."""
+    now_ms = redis_time_ms(await aredis.time())
+    collector = ClusterCollector(settings)
+    assert _lag_s(scrape(collector)) == 0.0  # an empty queue
+    await aredis.zadd(settings.keys.queue, {"later": now_ms + 60_000})
+    assert _lag_s(scrape(collector)) == 0.0  # nothing due yet
+    await aredis.zadd(settings.keys.queue, {"late": now_ms - 42_000, "recent": now_ms - 1_000})
+    lag = _lag_s(scrape(collector))
+    collector.close()
+    assert 42.0 <= lag < 60.0  # the oldest one's age, however slow this scrape was
+
+
+def test_oldest_due_age_reads_flat_and_paired_replies() -> None:
+    """The lag is read from RESP2 (flat) and redis-py (paired) replies alike, never negative."""
+    assert oldest_due_age_ms([], 10_000) == 0
+    assert oldest_due_age_ms([b"job", b"4000"], 10_000) == 6_000
+    assert oldest_due_age_ms([("job", 4000.0)], 10_000) == 6_000
+    assert oldest_due_age_ms([b"job", b"15000"], 10_000) == 0
 
 
 def test_redis_down_reports_up_zero(settings: Settings) -> None:

@@ -39,7 +39,7 @@ class ClusterCollector(Collector):
                 pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
             replies = pipe.execute()
         alive = sum(1 for _ in self._redis.scan_iter(f"{keys.prefix}:health:*", count=1000))
-        return parse_stats(replies), alive
+        return parse_stats(replies, now), alive
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("genqueue_redis_up", "1 if Redis answered this scrape.")
@@ -60,6 +60,13 @@ class ClusterCollector(Collector):
         depth.add_metric(["ready"], stats.queue_ready)
         depth.add_metric(["deferred"], stats.queue_deferred)
         yield depth
+
+        lag = GaugeMetricFamily(
+            "genqueue_queue_lag_seconds",
+            "Age of the oldest due timer (0 when none is due): how far behind the workers are.",
+        )
+        lag.add_metric([], stats.queue_lag_ms / 1000)
+        yield lag
 
         by_status = GaugeMetricFamily(
             "genqueue_requests", "Requests per non-terminal status.", labels=["status"]

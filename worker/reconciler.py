@@ -8,7 +8,7 @@ import time
 import structlog
 
 from producer.scripts import ms
-from producer.stats import redis_time_ms
+from producer.stats import oldest_due_age_ms, redis_time_ms
 from worker.runtime import Runtime
 from worker.tasks import current_timer
 
@@ -17,10 +17,7 @@ log = structlog.get_logger(__name__)
 
 async def queue_lag_ms(rt: Runtime, now_ms: int) -> int:
     """How far behind the workers are: age of the oldest due timer (0 when none is due)."""
-    oldest = await rt.redis.zrange(rt.keys.queue, 0, 0, withscores=True)
-    if not oldest:
-        return 0
-    return max(0, now_ms - int(oldest[0][1]))
+    return oldest_due_age_ms(await rt.redis.zrange(rt.keys.queue, 0, 0, withscores=True), now_ms)
 
 
 async def reconcile_once(rt: Runtime) -> int:

@@ -123,7 +123,8 @@ def test_stats_json_has_the_documented_shape(env: dict[str, str]) -> None:
         "finished_by_outcome", "cost_usd", "total_cost_usd", "paused",
     }  # fmt: skip
     assert data["requests_by_status"]["pending"] == 1
-    assert set(data["queue"]) == {"ready", "deferred"}
+    assert set(data["queue"]) == {"ready", "deferred", "lag_s"}
+    assert data["queue"]["lag_s"] >= 0
     assert data["queue"]["ready"] + data["queue"]["deferred"] == 1
     assert data["paused"] == {}
 
