@@ -36,6 +36,7 @@ from bench.procs import Child, start_genqueue_workers, stop_all
 from bench.workload import API_KEY, Workload, start_simulator
 from producer import AsyncClient, Settings
 from producer.keys import POLL_TASK, SUBMIT_TASK, Field
+from producer.stats import oldest_due_age_ms
 
 FAR_MS = 86_400_000
 PREFIX = "bench-sweep"
@@ -354,9 +355,7 @@ class Sweep:
 
 async def _queue_lag_s(r: redis.asyncio.Redis, queue: str) -> float:
     oldest = await r.zrange(queue, 0, 0, withscores=True)
-    if not oldest:
-        return 0.0
-    return max(0.0, time.time() - oldest[0][1] / 1000)
+    return oldest_due_age_ms(oldest, int(time.time() * 1000)) / 1000
 
 
 async def _scan_batches(r: redis.asyncio.Redis, pattern: str, size: int = 5000) -> Any:

@@ -26,6 +26,7 @@ from bench.runs import Bench, RunSpec, genqueue_env
 from bench.workload import Workload, start_simulator
 from genqueue.local_redis import free_port
 from producer import AsyncClient, RequestView, Settings
+from producer.stats import oldest_due_age_ms
 
 
 async def _run(
@@ -107,7 +108,7 @@ async def _run(
                 await asyncio.sleep(5)
                 st = (await h.get(f"{sim_url}/_sim/stats")).json()
                 oldest = await r.zrange(settings.keys.queue, 0, 0, withscores=True)
-                now_ms = time.time() * 1000
+                now_ms = int(time.time() * 1000)
                 samples.append(
                     {
                         "t_s": round((time.time() - t0) / scale, 1),
@@ -117,9 +118,7 @@ async def _run(
                         "cpu_s": round(sum(c.sample() for c in procs), 2),
                         "gets": requests_by_endpoint(st, "GET /v2/videos/{id}"),
                         "creates": requests_by_endpoint(st, "POST /v2/videos"),
-                        "queue_lag_s": round(
-                            max(0.0, (now_ms - oldest[0][1]) / 1000 / scale) if oldest else 0.0, 2
-                        ),
+                        "queue_lag_s": round(oldest_due_age_ms(oldest, now_ms) / 1000 / scale, 2),
                     }
                 )
                 s = samples[-1]
