@@ -713,7 +713,12 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
         f"lag): {tenk['max_queue_lag_s']} s"
         + (
             f"; steps put off by the shared rate limit: {tenk['rate_limit_refusals']:,} "
-            f"({_fmt(tenk['refusals_per_upstream_call'], 2)} per upstream call)"
+            f"({_fmt(tenk['refusals_per_upstream_call'], 2)} per upstream call"
+            + "".join(
+                f"; {op}s {n:,}"
+                for op, n in tenk.get("rate_limit_refusals_by_operation", {}).items()
+            )
+            + ")"
             if tenk.get("rate_limit_refusals") is not None
             else ""
         ),

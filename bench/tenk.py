@@ -10,6 +10,7 @@ in-flight request (before anything finished), peak upstream calls per second.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import os
 import time
@@ -143,10 +144,10 @@ async def _run(
             }
             st = (await h.get(f"{sim_url}/_sim/stats")).json()
             load = (await h.get(f"{sim_url}/_sim/load")).json()
-            refusals = 0.0
+            refusals: collections.Counter[str] = collections.Counter()
             for port in ports.values():
                 text = (await h.get(f"http://127.0.0.1:{port}/metrics")).text
-                refusals += _local_refusals(text)
+                refusals.update(_local_refusals(text))
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -163,7 +164,7 @@ async def _run(
         samples=samples,
         cpu_s=cpu_s,
         cores={k: round(v, 2) for k, v in cores.items()},
-        refusals=int(refusals),
+        refusals=dict(refusals),
         sim_stats=st,
         sim_load=load,
         env={k: v for k, v in env.items() if k.startswith("GENQUEUE_") and "URL" not in k},
@@ -174,15 +175,18 @@ async def _run(
     )
 
 
-def _local_refusals(metrics_text: str) -> float:
-    """A worker's count of steps the shared rate limit put off (its Prometheus text)."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(metrics_text)
-        if family.name == "genqueue_rate_limited"
-        for sample in family.samples
-        if sample.name.endswith("_total") and sample.labels.get("source") == "local"
-    )
+def _local_refusals(metrics_text: str) -> dict[str, int]:
+    """A worker's count of steps the shared rate limit put off, by operation (create,
+    retrieve), from its Prometheus text."""
+    out: dict[str, int] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "genqueue_rate_limited":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total") and sample.labels.get("source") == "local":
+                op = sample.labels.get("operation", "")
+                out[op] = out.get(op, 0) + int(sample.value)
+    return out
 
 
 def _scaled(view: RequestView, scale: float) -> RequestView:
@@ -202,7 +206,7 @@ def _summarize(
     samples: list[dict[str, Any]],
     cpu_s: float,
     cores: dict[str, float],
-    refusals: int,
+    refusals: dict[str, int],
     sim_stats: dict[str, Any],
     sim_load: dict[str, Any],
     env: dict[str, str],
@@ -274,8 +278,9 @@ def _summarize(
         "worker_cpu_cores": rnd(cpu_s / (minutes * 60 * scale), 2),
         "cpu_cores_by_process": cores,
         # Each refusal is one more run of a step (its script, and its claim) at its turn.
-        "rate_limit_refusals": refusals,
-        "refusals_per_upstream_call": rnd(refusals / (gets + creates), 3)
+        "rate_limit_refusals": sum(refusals.values()),
+        "rate_limit_refusals_by_operation": dict(sorted(refusals.items())),
+        "refusals_per_upstream_call": rnd(sum(refusals.values()) / (gets + creates), 3)
         if gets + creates
         else None,
         "time_scale": scale,

@@ -316,8 +316,9 @@ ROWS: tuple[Row, ...] = (
                         "429 {{operation}}",
                     ),
                     Target(
-                        'sum(rate(genqueue_rate_limited_total{source="local"}[$__rate_interval]))',
-                        "deferred by the local limit",
+                        "sum by (operation) (rate(genqueue_rate_limited_total"
+                        '{source="local"}[$__rate_interval]))',
+                        "deferred by the local limit {{operation}}",
                     ),
                 ),
                 unit="reqps",

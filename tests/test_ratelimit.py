@@ -15,7 +15,8 @@ from producer.keys import Field
 from producer.scripts import AsyncScripts, call
 from producer.settings import Settings
 from tests.conftest import begin_submit_call, worker_config
-from tests.faults import FaultTransport
+from tests.faults import FaultTransport, FirstAnswers, error, is_create
+from worker.metrics import WorkerMetrics
 from worker.ratelimit import RateLimit
 from worker.runtime import Runtime
 from worker.tasks import run_poll, run_submit
@@ -179,13 +180,52 @@ async def test_a_limited_check_calls_nothing_and_comes_back_at_its_turn(
     await run_poll(rt, rid, seq)
     await rt.close()
     assert [m for m, _ in transport.seen] == ["POST"]
-    assert rt.metrics.rate_limited.labels("local")._value.get() == 1
+    assert rt.metrics.rate_limited.labels("local", "retrieve")._value.get() == 1
+    assert rt.metrics.rate_limited.labels("local", "create")._value.get() == 0
     rec = await aredis.hgetall(settings.keys.record(rid))
     assert rec[Field.SEQ] == str(seq + 1)
     due = await aredis.zscore(settings.keys.queue, f"poll:{rid}:{seq + 1}")
     assert due == int(rec[Field.NEXT_CHECK_AT_MS])
     sec, _ = await aredis.time()
     assert due > int(sec) * 1000 + 90_000  # its turn: after the spent 100 s, not in 1 s
+
+
+async def test_refusals_are_counted_by_source_and_operation(
+    settings: Settings, aredis: redis.asyncio.Redis, client: AsyncClient, sim_app: Any
+) -> None:
+    """A create the local limit puts off counts as (local, create) and makes no call; an
+    upstream 429 on the next create counts as (upstream, create)."""
+    metrics = WorkerMetrics()
+    transport = FaultTransport(
+        sim_app, FirstAnswers(is_create, error(429, "slow down", {"retry-after-ms": "50"}))
+    )
+    rt = Runtime(
+        config=worker_config(settings, rate_limit_rps=5, rate_limit_burst=1),
+        redis=aredis,
+        upstream=UpstreamClient(
+            base_url="http://sim", api_key="k", transport=transport, on_call=metrics.observe_call
+        ),
+        metrics=metrics,
+    )
+    rid = await client.submit({"model": "minimax/video-01-director", "prompt": "p"})
+    assert rt.rate_limit is not None
+    await _exhaust(aredis, rt.rate_limit)
+    await run_submit(rt, rid, 0)
+    assert transport.seen == []
+    await aredis.delete(*rt.rate_limit.keys)  # the limit has room again
+    await run_submit(rt, rid, int(await aredis.hget(settings.keys.record(rid), Field.SEQ) or 0))
+    await rt.close()
+    assert [m for m, _ in transport.seen] == ["POST"]
+    counts = {
+        labels: metrics.rate_limited.labels(*labels)._value.get()
+        for labels in itertools.product(("local", "upstream"), ("create", "retrieve"))
+    }
+    assert counts == {
+        ("local", "create"): 1,
+        ("local", "retrieve"): 0,
+        ("upstream", "create"): 1,
+        ("upstream", "retrieve"): 0,
+    }
 
 
 async def test_while_a_probe_is_out_others_ask_again_after_cap_wait(

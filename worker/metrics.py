@@ -65,8 +65,8 @@ class WorkerMetrics:
         self.rate_limited = Counter(
             "genqueue_rate_limited",
             "Upstream calls refused or deferred for rate limits (source: upstream 429 or the "
-            "shared local limit).",
-            ["source"],
+            "shared local limit; operation: create or retrieve).",
+            ["source", "operation"],
             registry=r,
         )
         self.unknown_statuses = Counter(
@@ -100,7 +100,8 @@ class WorkerMetrics:
 
         # Series exist at 0 from the start: a rate cannot see a counter's first increment.
         for source in ("upstream", "local"):
-            self.rate_limited.labels(source)
+            for operation in ("create", "retrieve"):
+                self.rate_limited.labels(source, operation)
         for outcome in ("done", "retry", "dead"):
             self.webhook_deliveries.labels(outcome)
             self.downloads.labels(outcome)
@@ -113,4 +114,4 @@ class WorkerMetrics:
         self.upstream_requests.labels(record.operation, code).inc()
         self.upstream_duration.labels(record.operation).observe(record.duration_s)
         if record.status_code == 429:
-            self.rate_limited.labels("upstream").inc()
+            self.rate_limited.labels("upstream", record.operation).inc()

@@ -216,7 +216,7 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         tag = reply[0]
         if tag in ("CAP_FULL", "LEASED", "PAUSED", "LIMITED"):
             if tag == "LIMITED":
-                rt.metrics.rate_limited.labels("local").inc()
+                rt.metrics.rate_limited.labels("local", "create").inc()
             log.debug("submit_deferred", reason=tag.lower(), delay_ms=int(reply[2]))
             await _arm_next(rt, SUBMIT_TASK, request_id, reply, deferred)
             return
@@ -371,7 +371,7 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             await arm_current(rt, request_id)
             return
         if tag == "LIMITED":
-            rt.metrics.rate_limited.labels("local").inc()
+            rt.metrics.rate_limited.labels("local", "retrieve").inc()
             await _arm_next(rt, POLL_TASK, request_id, reply, step)
             return
         if tag != "GO":
