@@ -696,6 +696,7 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
         )
         + ".",
         "",
+        *([_provenance(tenk["meta"]), ""] if tenk.get("meta") else []),
         f"- finished {tenk['finished']:,}; detection lag p50 {_fmt(tenk['lag_p50_s'])} s, p95 "
         f"{_fmt(tenk['lag_p95_s'])} s; polls per finished video "
         f"{_fmt(tenk['polls_per_finished_video'])}",
