@@ -27,7 +27,7 @@ from bench.sweep import run_sweep
 from bench.tenk import run_tenk
 from bench.workload import Workload
 from genqueue.local_redis import LocalRedis
-from worker.config import WorkerConfig
+from genqueue.worker.config import WorkerConfig
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("floor", "compare", "draws", "restart", "sweep")

@@ -32,7 +32,7 @@ import httpx
 from bench.limiter import limiter_cost
 from bench.procs import _die_with_parent, cpu_seconds, python_child, stop_all
 from bench.workload import API_KEY, MODEL, Workload, start_simulator
-from worker.config import WorkerConfig
+from genqueue.worker.config import WorkerConfig
 
 CLIENTS = ("aiohttp", "httpx-aiohttp", "httpx", "genqueue-aiohttp", "genqueue-httpx")
 FLOOR_QUEUE = "bench-floor:queue"
@@ -55,7 +55,7 @@ def run_worker(a: argparse.Namespace) -> None:
     from arq.connections import RedisSettings
     from arq.worker import Worker, func
 
-    from producer.timers import dumps, loads
+    from genqueue.producer.timers import dumps, loads
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["session"] = aiohttp.ClientSession()
@@ -105,7 +105,7 @@ async def _client_calls(lib: str, url: str, job_id: str) -> tuple[Any, Any]:
 
         return call, session.close
     if lib in ("httpx", "httpx-aiohttp"):
-        from worker.upstream.transport import make_transport
+        from genqueue.worker.upstream.transport import make_transport
 
         kind = "aiohttp" if lib == "httpx-aiohttp" else "httpx"
         client = httpx.AsyncClient(transport=make_transport(kind), headers=headers)
@@ -115,8 +115,8 @@ async def _client_calls(lib: str, url: str, job_id: str) -> tuple[Any, Any]:
 
         return call, client.aclose
     if lib.startswith("genqueue-"):
-        from worker.upstream import UpstreamClient
-        from worker.upstream.transport import make_transport
+        from genqueue.worker.upstream import UpstreamClient
+        from genqueue.worker.upstream.transport import make_transport
 
         up = UpstreamClient(
             base_url=url, api_key=API_KEY, transport=make_transport(lib.split("-", 1)[1])
@@ -188,7 +188,7 @@ async def _arq_job_cost(
     from arq import create_pool
     from arq.connections import RedisSettings
 
-    from producer.timers import dumps, loads
+    from genqueue.producer.timers import dumps, loads
 
     pool = await create_pool(
         RedisSettings.from_dsn(redis_url),

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass
 
 from bench.workload import QUEUE_MEDIAN_S, QUEUE_SIGMA
-from worker.config import WorkerConfig
+from genqueue.worker.config import WorkerConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +101,14 @@ def genqueue_schedule(
     dequeue_delay_s: float = 0.1,
 ) -> ScheduleCost:
     """Checks per video and p95 lag of genqueue's schedule as the worker computes it
-    (``worker.backoff.learned_delay_s`` with ``config``'s settings, default the worker's
+    (``genqueue.worker.backoff.learned_delay_s`` with ``config``'s settings, default the worker's
     defaults, on quantiles of a learned history, anchored at creation until the upstream
     reports the start, first checks spread over one floor), each check run up to
     ``dequeue_delay_s`` late, for ``histories`` different histories of ``history``
     completions each. Computed, not measured: it shows how much the p95 depends on which
     history the quantiles were estimated from."""
-    from worker.backoff import jittered, learned_delay_s
-    from worker.durations import lower_quantile, quantile
+    from genqueue.worker.backoff import jittered, learned_delay_s
+    from genqueue.worker.durations import lower_quantile, quantile
 
     cfg = config or WorkerConfig()
     floor_s, cap_s = cfg.poll_floor_s, cfg.poll_cap_s

@@ -32,9 +32,9 @@ from bench.baselines import (
 from bench.measure import Seen, summarize
 from bench.procs import Child, python_child, start_genqueue_workers, stop_all
 from bench.workload import API_KEY, QUEUE_MEDIAN_S, QUEUE_SIGMA, Workload, start_simulator
-from producer import AsyncClient, RequestView, Settings
-from producer.record import with_id
-from worker.config import WorkerConfig
+from genqueue.producer import AsyncClient, RequestView, Settings
+from genqueue.producer.record import with_id
+from genqueue.worker.config import WorkerConfig
 
 SAMPLE_EVERY_S = 1.0
 #: genqueue's default task timeout (wall s): arq re-runs a SIGKILLed task 10 s after it.
@@ -178,7 +178,7 @@ class Genqueue(System):
         """Warm history: ``spec.warmup`` completions of the model, drawn from the workload's
         own distribution, recorded through genqueue's ``DurationModel.record`` (what a
         deployment that has run this model before holds in Redis)."""
-        from worker.durations import DurationModel
+        from genqueue.worker.durations import DurationModel
 
         n = self.spec.warmup
         if not n:

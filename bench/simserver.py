@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from simulator import SimConfig, serve
+from genqueue.simulator import SimConfig, serve
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,8 +11,9 @@ do the same work at every N. At each N:
   ``MEMORY USAGE`` breakdown by key kind);
 * worker CPU per poll: worker-process CPU over a window / the simulator's GETs in it;
 * reconciler worst case: workers stopped, every next check made overdue and every timer
-  deleted (the queue and every job key), then one ``worker.reconciler.reconcile_once`` pass,
-  which re-arms all N + M: wall time per pass and per request.
+  deleted (the queue and every job key), then one
+  ``genqueue.worker.reconciler.reconcile_once`` pass, which re-arms all N + M: wall time per
+  pass and per request.
 
 Each should stay flat per request as N grows: a least-squares line over N is printed.
 """
@@ -34,9 +35,9 @@ import redis.asyncio
 from bench.measure import linear_fit, requests_by_endpoint
 from bench.procs import Child, start_genqueue_workers, stop_all
 from bench.workload import API_KEY, Workload, start_simulator
-from producer import AsyncClient, Settings
-from producer.keys import POLL_TASK, SUBMIT_TASK, Field
-from producer.stats import oldest_due_age_ms
+from genqueue.producer import AsyncClient, Settings
+from genqueue.producer.keys import POLL_TASK, SUBMIT_TASK, Field
+from genqueue.producer.stats import oldest_due_age_ms
 
 FAR_MS = 86_400_000
 PREFIX = "bench-sweep"
@@ -188,10 +189,10 @@ class Sweep:
     # --- the reconciler's worst case
 
     async def _reconcile_worst(self, r: redis.asyncio.Redis) -> dict[str, Any]:
-        from worker.config import WorkerConfig
-        from worker.reconciler import reconcile_once
-        from worker.runtime import Runtime
-        from worker.upstream import UpstreamClient
+        from genqueue.worker.config import WorkerConfig
+        from genqueue.worker.reconciler import reconcile_once
+        from genqueue.worker.runtime import Runtime
+        from genqueue.worker.upstream import UpstreamClient
 
         everyone = self.active + self.background
         for lo in range(0, len(everyone), 5000):

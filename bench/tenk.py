@@ -26,8 +26,8 @@ from bench.procs import Child, cpu_seconds, start_genqueue_workers, stop_all
 from bench.runs import Bench, RunSpec, genqueue_env
 from bench.workload import Workload, start_simulator
 from genqueue.local_redis import free_port
-from producer import AsyncClient, RequestView, Settings
-from producer.stats import oldest_due_age_ms
+from genqueue.producer import AsyncClient, RequestView, Settings
+from genqueue.producer.stats import oldest_due_age_ms
 
 
 async def _run(

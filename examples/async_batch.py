@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 
-from producer import AsyncClient, RequestView, WaitTimeout
+from genqueue.producer import AsyncClient, RequestView, WaitTimeout
 
 MODEL = "minimax/video-01-director"
 

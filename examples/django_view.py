@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from producer import Client, InvalidRequest, RequestNotFound
+from genqueue.producer import Client, InvalidRequest, RequestNotFound
 
 #: Options read from the body beside the generation fields (the rest is the request itself).
 OPTIONS = ("webhook_url", "deadline_s")

@@ -3,8 +3,8 @@
 It imports the producer, never the worker.
 """
 
-from gateway.app import create_app
-from gateway.auth import GatewayConfigError
-from gateway.server import serve
+from genqueue.gateway.app import create_app
+from genqueue.gateway.auth import GatewayConfigError
+from genqueue.gateway.server import serve
 
 __all__ = ["GatewayConfigError", "create_app", "serve"]

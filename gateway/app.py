@@ -9,8 +9,8 @@ import redis.asyncio
 import structlog
 from fastapi import FastAPI
 
-from gateway import errors
-from gateway.auth import (
+from genqueue.gateway import errors
+from genqueue.gateway.auth import (
     ENV_API_KEYS,
     ApiKeys,
     AuthMiddleware,
@@ -18,9 +18,9 @@ from gateway.auth import (
     api_keys_from_env,
     parse_api_keys,
 )
-from gateway.middleware import BodyLimit, RequestContext
-from gateway.routes import build_health_router, build_v1_router
-from producer import AsyncClient, Settings
+from genqueue.gateway.middleware import BodyLimit, RequestContext
+from genqueue.gateway.routes import build_health_router, build_v1_router
+from genqueue.producer import AsyncClient, Settings
 
 log = structlog.get_logger(__name__)
 

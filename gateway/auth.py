@@ -17,7 +17,7 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import error_response
+from genqueue.gateway.errors import error_response
 
 ENV_API_KEYS = "GENQUEUE_API_KEYS"
 

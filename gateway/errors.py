@@ -15,8 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.schemas import ErrorDetail, ErrorResponse, ErrorType, FieldProblem
-from producer import InvalidRequest, RequestNotFound
+from genqueue.gateway.schemas import ErrorDetail, ErrorResponse, ErrorType, FieldProblem
+from genqueue.producer import InvalidRequest, RequestNotFound
 
 log = structlog.get_logger(__name__)
 

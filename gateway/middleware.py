@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_response
+from genqueue.gateway.errors import error_response
 
 log = structlog.get_logger(__name__)
 

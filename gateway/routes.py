@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, Securi
 from fastapi.security import HTTPBearer
 from starlette.responses import JSONResponse
 
-from gateway.errors import unavailable
-from gateway.schemas import (
+from genqueue.gateway.errors import unavailable
+from genqueue.gateway.schemas import (
     CancelResult,
     CreateGeneration,
     ErrorResponse,
@@ -18,8 +18,8 @@ from gateway.schemas import (
     Health,
     StatsSnapshot,
 )
-from producer import AsyncClient, RequestNotFound, WaitTimeout
-from producer.models import MAX_IDEMPOTENCY_KEY_CHARS
+from genqueue.producer import AsyncClient, RequestNotFound, WaitTimeout
+from genqueue.producer.models import MAX_IDEMPOTENCY_KEY_CHARS
 
 log = structlog.get_logger(__name__)
 

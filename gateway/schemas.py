@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from producer.keys import Status
-from producer.models import MAX_WEBHOOK_URL_CHARS, GenerationRequest
+from genqueue.producer.keys import Status
+from genqueue.producer.models import MAX_WEBHOOK_URL_CHARS, GenerationRequest
 
 #: Deepest nesting accepted inside ``media`` (deeper JSON could exhaust the stack later on).
 MAX_MEDIA_DEPTH = 32

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from gateway.app import create_app
-from producer import Settings
+from genqueue.gateway.app import create_app
+from genqueue.producer import Settings
 
 #: Seconds in-flight requests (e.g. long-polls) get to finish after SIGTERM.
 GRACEFUL_SHUTDOWN_S = 10

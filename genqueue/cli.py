@@ -26,7 +26,7 @@ from genqueue import __version__
 from genqueue.demo_report import format_usd
 from genqueue.envhelp import env_help
 from genqueue.logs import configure_logging, scrub
-from producer import (
+from genqueue.producer import (
     Client,
     InvalidRequest,
     RequestNotFound,
@@ -35,8 +35,8 @@ from producer import (
     Stats,
     WaitTimeout,
 )
-from producer.keys import NON_TERMINAL, TERMINAL
-from producer.settings import redact_url
+from genqueue.producer.keys import NON_TERMINAL, TERMINAL
+from genqueue.producer.settings import redact_url
 
 EXIT_NOT_FOUND = 1
 EXIT_RUNTIME = 1
@@ -129,9 +129,9 @@ def worker() -> None:
     Configured by the environment (see `genqueue --help`); needs TOGETHER_API_KEY. A lost Redis
     does not stop it: it reconnects with backoff.
     """
-    from worker.app import run_worker
-    from worker.config import WorkerConfig
-    from worker.runtime import UnsafeRedis
+    from genqueue.worker.app import run_worker
+    from genqueue.worker.config import WorkerConfig
+    from genqueue.worker.runtime import UnsafeRedis
 
     configure_logging()
     try:
@@ -221,7 +221,7 @@ def simulator(
     """
     import dataclasses
 
-    from simulator import SimConfig, parse_faults, serve
+    from genqueue.simulator import SimConfig, parse_faults, serve
 
     try:
         base = SimConfig.from_env()
@@ -561,7 +561,7 @@ def gateway(host: str, port: int, allow_anonymous: bool) -> None:
     """Serve the HTTP gateway for backends in other languages (OpenAPI at /openapi.json).
 
     Bearer API keys come from GENQUEUE_API_KEYS (comma-separated)."""
-    from gateway import GatewayConfigError, serve
+    from genqueue.gateway import GatewayConfigError, serve
 
     configure_logging()
     settings = _settings()
@@ -596,7 +596,7 @@ def exporter(host: str, port: int) -> None:
 
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from worker.cluster_metrics import ClusterCollector
+    from genqueue.worker.cluster_metrics import ClusterCollector
 
     configure_logging()
     settings = _settings()

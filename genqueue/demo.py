@@ -37,12 +37,12 @@ from rich.text import Text
 from genqueue.demo_report import DemoSummary, summarize, summary_table
 from genqueue.local_redis import LocalRedis, free_port, redis_reachable
 from genqueue.logs import scrub
-from producer import AsyncClient, RequestView, Settings, Stats
-from producer.keys import NON_TERMINAL, TERMINAL
-from producer.record import with_id
-from producer.settings import redact_url
-from simulator.config import DEFAULT_MODELS
-from worker.config import WorkerConfig
+from genqueue.producer import AsyncClient, RequestView, Settings, Stats
+from genqueue.producer.keys import NON_TERMINAL, TERMINAL
+from genqueue.producer.record import with_id
+from genqueue.producer.settings import redact_url
+from genqueue.simulator.config import DEFAULT_MODELS
+from genqueue.worker.config import WorkerConfig
 
 #: Wall seconds per simulated second. At 0.125 the default run (200 videos over every simulated
 #: model, the slowest a ~4-minute median) takes about a minute on a 2-core machine.

@@ -13,8 +13,8 @@ from typing import Any
 
 from rich.table import Table
 
-from producer.keys import TERMINAL
-from producer.record import RequestView, micro_to_usd
+from genqueue.producer.keys import TERMINAL
+from genqueue.producer.record import RequestView, micro_to_usd
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -14,8 +14,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from producer.settings import ENV_PREFIX, Settings
-from worker.config import WorkerConfig
+from genqueue.producer.settings import ENV_PREFIX, Settings
+from genqueue.worker.config import WorkerConfig
 
 _FIELD_LINE = re.compile(r"^\s+(\w+)\s*:\s*\S")
 _DOC_LINE = re.compile(r"^\s+#:\s?(.*)$")

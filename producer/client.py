@@ -8,14 +8,14 @@ from typing import Any, Literal
 
 import redis.asyncio
 
-from producer.errors import RequestNotFound, WaitTimeout
-from producer.models import GenerationRequest
-from producer.record import RequestView, read_full
-from producer.scripts import AsyncScripts, call, ms
-from producer.settings import Settings
-from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from producer.submission import created_id, prepare
-from producer.waiters import AsyncDoneListener
+from genqueue.producer.errors import RequestNotFound, WaitTimeout
+from genqueue.producer.models import GenerationRequest
+from genqueue.producer.record import RequestView, read_full
+from genqueue.producer.scripts import AsyncScripts, call, ms
+from genqueue.producer.settings import Settings
+from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from genqueue.producer.submission import created_id, prepare
+from genqueue.producer.waiters import AsyncDoneListener
 
 CancelOutcome = Literal["cancelled", "requested", "already_finished"]
 

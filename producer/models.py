@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from producer.errors import FieldError, InvalidRequest
+from genqueue.producer.errors import FieldError, InvalidRequest
 
 MAX_PROMPT_CHARS = 8_000
 MAX_MEDIA_JSON_BYTES = 64 * 1024

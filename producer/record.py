@@ -10,7 +10,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys
+from genqueue.producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys
 
 
 def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: str | None) -> str:

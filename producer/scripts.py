@@ -14,9 +14,9 @@ from typing import Any, Literal
 import redis
 import redis.asyncio
 
-from producer.keys import Keys
-from producer.settings import Settings
-from producer.timers import Timer, inline_arm
+from genqueue.producer.keys import Keys
+from genqueue.producer.settings import Settings
+from genqueue.producer.timers import Timer, inline_arm
 
 ScriptName = Literal[
     "create",
@@ -45,7 +45,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
 @cache
 def source(name: str) -> str:
     """The full Lua source of a script: its name (``SCRIPT``), the shared prelude, its body."""
-    lua = files("producer") / "lua"
+    lua = files("genqueue.producer") / "lua"
     prelude = (lua / "_prelude.lua").read_text()
     return f"local SCRIPT = '{name}'\n{prelude}\n" + (lua / f"{name}.lua").read_text()
 

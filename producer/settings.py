@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from producer.keys import Keys
+from genqueue.producer.keys import Keys
 
 ENV_PREFIX = "GENQUEUE_"
 

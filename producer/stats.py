@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.keys import HOLDING_SLOT, NON_TERMINAL, TOTALS_SEP, Keys
-from producer.record import micro_to_usd
+from genqueue.producer.keys import HOLDING_SLOT, NON_TERMINAL, TOTALS_SEP, Keys
+from genqueue.producer.record import micro_to_usd
 
 
 @dataclass(frozen=True, slots=True)

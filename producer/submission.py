@@ -7,12 +7,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from producer.keys import SCHEMA_VERSION, SUBMIT_TASK, Field
-from producer.models import GenerationRequest, parse_request, validate_options
-from producer.record import encode_spec
-from producer.scripts import ScriptCall, call, ms
-from producer.settings import Settings
-from producer.timers import Timer
+from genqueue.producer.keys import SCHEMA_VERSION, SUBMIT_TASK, Field
+from genqueue.producer.models import GenerationRequest, parse_request, validate_options
+from genqueue.producer.record import encode_spec
+from genqueue.producer.scripts import ScriptCall, call, ms
+from genqueue.producer.settings import Settings
+from genqueue.producer.timers import Timer
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,15 @@ from typing import Any
 
 import redis
 
-from producer.client import CancelOutcome, cancel_outcome
-from producer.errors import RequestNotFound, WaitTimeout
-from producer.models import GenerationRequest
-from producer.record import RequestView, read_full_sync
-from producer.scripts import SyncScripts, call, ms
-from producer.settings import Settings
-from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from producer.submission import created_id, prepare
-from producer.waiters import SyncDoneListener
+from genqueue.producer.client import CancelOutcome, cancel_outcome
+from genqueue.producer.errors import RequestNotFound, WaitTimeout
+from genqueue.producer.models import GenerationRequest
+from genqueue.producer.record import RequestView, read_full_sync
+from genqueue.producer.scripts import SyncScripts, call, ms
+from genqueue.producer.settings import Settings
+from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from genqueue.producer.submission import created_id, prepare
+from genqueue.producer.waiters import SyncDoneListener
 
 _SUBSCRIBE_TIMEOUT_S = 5.0
 

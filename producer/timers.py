@@ -19,7 +19,7 @@ import redis.asyncio
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
-from producer.keys import SCHEMA_VERSION, timer_job_id
+from genqueue.producer.keys import SCHEMA_VERSION, timer_job_id
 
 ARM_LUA = """
 -- KEYS: 1 job key, 2 result key, 3 queue. ARGV: 1 payload, 2 run at (Redis ms, 0 = use delay),

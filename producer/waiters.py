@@ -15,7 +15,7 @@ import redis
 import redis.asyncio
 import structlog
 
-from producer.keys import Keys
+from genqueue.producer.keys import Keys
 
 log = structlog.get_logger(__name__)
 

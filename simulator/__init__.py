@@ -1,12 +1,18 @@
 """A faithful, deterministic, time-scalable fake of Together AI's asynchronous video API."""
 
-from simulator.app import create_app
-from simulator.config import DEFAULT_MODELS, FaultPolicy, ModelProfile, SimConfig
-from simulator.faults import PROFILES as FAULT_PROFILES
-from simulator.faults import FaultProfile
-from simulator.faults import parse as parse_faults
-from simulator.lifecycle import SimJob, Simulator
-from simulator.server import SimServer, run_in_thread, running_simulator, serve, start_in_thread
+from genqueue.simulator.app import create_app
+from genqueue.simulator.config import DEFAULT_MODELS, FaultPolicy, ModelProfile, SimConfig
+from genqueue.simulator.faults import PROFILES as FAULT_PROFILES
+from genqueue.simulator.faults import FaultProfile
+from genqueue.simulator.faults import parse as parse_faults
+from genqueue.simulator.lifecycle import SimJob, Simulator
+from genqueue.simulator.server import (
+    SimServer,
+    run_in_thread,
+    running_simulator,
+    serve,
+    start_in_thread,
+)
 
 __all__ = [
     "DEFAULT_MODELS",

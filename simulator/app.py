@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulator.config import FaultPolicy, SimConfig
-from simulator.faults import Abandoned, FaultInjector, FaultProfile
-from simulator.lifecycle import Clock, SimJob, Simulator
-from simulator.shapes import error_body, legacy_job, sdk_job, user_id_for, video_bytes
+from genqueue.simulator.config import FaultPolicy, SimConfig
+from genqueue.simulator.faults import Abandoned, FaultInjector, FaultProfile
+from genqueue.simulator.lifecycle import Clock, SimJob, Simulator
+from genqueue.simulator.shapes import error_body, legacy_job, sdk_job, user_id_for, video_bytes
 
 Handler = Callable[[Request], Awaitable[Response]]
 

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulator.faults import FaultProfile
+from genqueue.simulator.faults import FaultProfile
 
 Shape = Literal["sdk", "legacy"]
 
@@ -67,8 +67,8 @@ class FaultPolicy(Protocol):
     ``endpoint`` is the route label (e.g. ``"POST /v2/videos"``). The policy may return its own
     response without calling ``call_next`` (429, 503...), await ``call_next()`` and replace the
     response (a job created but its answer lost), sleep first, or raise to drop the connection.
-    It may answer :class:`simulator.faults.Abandoned` once the client has gone: the request is
-    then counted under that response's label instead of a status code.
+    It may answer :class:`genqueue.simulator.faults.Abandoned` once the client has gone: the
+    request is then counted under that response's label instead of a status code.
     """
 
     async def __call__(
@@ -96,8 +96,9 @@ class SimConfig:
     public_url: str | None = None
     """Base URL put in ``video_url``; None means the URL the request arrived on."""
     faults: FaultProfile | FaultPolicy | None = field(default=None, compare=False, hash=False)
-    """Upstream misbehaviour: a :class:`FaultProfile` (see ``simulator.faults.parse``), or a
-    hand-written :class:`FaultPolicy` around every API request; None means none."""
+    """Upstream misbehaviour: a :class:`FaultProfile` (see
+    ``genqueue.simulator.faults.parse``), or a hand-written :class:`FaultPolicy` around every
+    API request; None means none."""
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:

@@ -5,8 +5,8 @@ from a spec such as ``"chaos"`` or ``"none,error_5xx_share=0.1,rate_limit_rps=50
 simulator turns it into a :class:`FaultInjector`, its ``FaultPolicy`` around every create and
 retrieve request (never ``/_sim/*``).
 
-This module imports nothing from the rest of the simulator at run time: ``simulator.config``
-imports it.
+This module imports nothing from the rest of the simulator at run time:
+``genqueue.simulator.config`` imports it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 if TYPE_CHECKING:
-    from simulator.lifecycle import Simulator
+    from genqueue.simulator.lifecycle import Simulator
 
 ENV_VAR = "GENQUEUE_SIM_FAULTS"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from simulator.config import ModelProfile, SimConfig
+from genqueue.simulator.config import ModelProfile, SimConfig
 
 Status = Literal["queued", "in_progress", "completed", "failed"]
 Clock = Callable[[], float]
@@ -226,7 +226,7 @@ class Simulator:
         }
 
     def count_fault(self, kind: str) -> None:
-        """Count one injected upstream fault of ``kind`` (see ``simulator.faults``)."""
+        """Count one injected upstream fault of ``kind`` (see ``genqueue.simulator.faults``)."""
         with self._lock:
             faults = self._counters.faults_injected
             faults[kind] = faults.get(kind, 0) + 1

@@ -13,9 +13,9 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from simulator.app import create_app
-from simulator.config import SimConfig
-from simulator.lifecycle import Simulator
+from genqueue.simulator.app import create_app
+from genqueue.simulator.config import SimConfig
+from genqueue.simulator.lifecycle import Simulator
 
 
 def _uvicorn_config(app: Starlette, host: str, port: int, access_log: bool) -> uvicorn.Config:

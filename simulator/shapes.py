@@ -7,7 +7,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from simulator.lifecycle import SimJob, micro_to_usd
+from genqueue.simulator.lifecycle import SimJob, micro_to_usd
 
 # Go's zero time.Time, which the legacy API prints for "not claimed yet".
 ZERO_TIME = "0001-01-01T00:00:00Z"

@@ -11,7 +11,7 @@ import redis
 import redis.asyncio
 
 from genqueue.local_redis import LocalRedis
-from producer.settings import Settings
+from genqueue.producer.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -55,12 +55,12 @@ from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 
-from producer.client import AsyncClient  # noqa: E402
-from producer.scripts import ScriptCall, call  # noqa: E402
-from simulator import SimConfig, create_app  # noqa: E402
-from worker.app import build_side_worker, build_worker, stop_worker  # noqa: E402
-from worker.config import WorkerConfig  # noqa: E402
-from worker.ratelimit import RateLimit  # noqa: E402
+from genqueue.producer.client import AsyncClient  # noqa: E402
+from genqueue.producer.scripts import ScriptCall, call  # noqa: E402
+from genqueue.simulator import SimConfig, create_app  # noqa: E402
+from genqueue.worker.app import build_side_worker, build_worker, stop_worker  # noqa: E402
+from genqueue.worker.config import WorkerConfig  # noqa: E402
+from genqueue.worker.ratelimit import RateLimit  # noqa: E402
 
 #: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
 FAST_SCALE = 0.001

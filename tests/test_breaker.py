@@ -8,12 +8,12 @@ from typing import Any
 import httpx
 import redis.asyncio
 
-from producer.client import AsyncClient
-from producer.settings import Settings
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.settings import Settings
+from genqueue.worker.pause import CreatePause
 from tests.conftest import StartWorker
 from tests.faults import FaultTransport, error, is_create
 from tests.test_transitions import Scripts
-from worker.pause import CreatePause
 
 REQ = {"model": "minimax/video-01-director", "prompt": "rain on a tin roof"}
 
@@ -72,10 +72,10 @@ async def test_an_answered_create_ends_the_failure_streak(
 ) -> None:
     """A create the upstream answers ends the outage streak other creates had begun, so
     failures far apart never add up to a pause."""
+    from genqueue.worker.runtime import Runtime
+    from genqueue.worker.tasks import run_submit
+    from genqueue.worker.upstream import UpstreamClient
     from tests.conftest import worker_config
-    from worker.runtime import Runtime
-    from worker.tasks import run_submit
-    from worker.upstream import UpstreamClient
 
     pause = CreatePause(aredis, settings.keys)
     assert not await pause.record_outage_failure(3)

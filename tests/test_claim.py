@@ -14,8 +14,8 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.utils import timestamp_ms
 from arq.worker import func
 
-from worker.app import stop_worker
-from worker.claim import CLAIM_DUE_LUA, ENDED, ENDED_CRON, RELEASED, TimerWorker
+from genqueue.worker.app import stop_worker
+from genqueue.worker.claim import CLAIM_DUE_LUA, ENDED, ENDED_CRON, RELEASED, TimerWorker
 
 QUEUE = "t:queue"
 

@@ -7,10 +7,10 @@ import re
 import redis.asyncio
 from prometheus_client import CollectorRegistry, generate_latest
 
-from producer import AsyncClient, Settings
-from producer.stats import oldest_due_age_ms, redis_time_ms
+from genqueue.producer import AsyncClient, Settings
+from genqueue.producer.stats import oldest_due_age_ms, redis_time_ms
+from genqueue.worker.cluster_metrics import ClusterCollector
 from tests.test_producer import REQ, finish_directly
-from worker.cluster_metrics import ClusterCollector
 
 
 def scrape(collector: ClusterCollector) -> str:

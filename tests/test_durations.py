@@ -7,8 +7,8 @@ import statistics
 
 import redis.asyncio
 
-from producer.settings import Settings
-from worker.durations import DurationModel
+from genqueue.producer.settings import Settings
+from genqueue.worker.durations import DurationModel
 
 MODEL = "m/x"
 
@@ -66,9 +66,9 @@ async def test_the_worker_keeps_the_configured_number_of_durations(
 ) -> None:
     """A worker's duration sample holds ``adaptive_samples`` completions of a model, no more
     (GENQUEUE_ADAPTIVE_SAMPLES)."""
+    from genqueue.worker.runtime import Runtime
+    from genqueue.worker.upstream import UpstreamClient
     from tests.conftest import worker_config
-    from worker.runtime import Runtime
-    from worker.upstream import UpstreamClient
 
     rt = Runtime(
         config=worker_config(settings, adaptive_samples=7, adaptive_min_samples=1),

@@ -13,17 +13,17 @@ import redis.asyncio
 from arq.constants import job_key_prefix
 from arq.jobs import deserialize_job
 
-from producer.client import AsyncClient
-from producer.keys import POLL_TASK, SCHEMA_VERSION, Field
-from producer.scripts import SCRIPT_NAMES, AsyncScripts, call, source
-from producer.settings import Settings
-from producer.timers import Timer, loads
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.keys import POLL_TASK, SCHEMA_VERSION, Field
+from genqueue.producer.scripts import SCRIPT_NAMES, AsyncScripts, call, source
+from genqueue.producer.settings import Settings
+from genqueue.producer.timers import Timer, loads
+from genqueue.worker.runtime import Runtime
+from genqueue.worker.tasks import run_poll, run_submit
+from genqueue.worker.upstream import UpstreamClient
 from tests.conftest import worker_config
 from tests.faults import FaultTransport, is_create
 from tests.test_reconciler_batch import command_calls
-from worker.runtime import Runtime
-from worker.tasks import run_poll, run_submit
-from worker.upstream import UpstreamClient
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a paper boat"}

@@ -10,9 +10,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from producer import AsyncClient, Client, RequestNotFound, Settings, WaitTimeout
-from producer.keys import Field
-from producer.scripts import AsyncScripts, call
+from genqueue.producer import AsyncClient, Client, RequestNotFound, Settings, WaitTimeout
+from genqueue.producer.keys import Field
+from genqueue.producer.scripts import AsyncScripts, call
 from tests.conftest import begin_submit_keys, submitted_keys
 
 MODEL = "minimax/video-01-director"

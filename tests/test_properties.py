@@ -11,10 +11,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field
-from producer.scripts import SyncScripts, call
-from producer.settings import Settings
-from producer.sync_client import Client
+from genqueue.producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field
+from genqueue.producer.scripts import SyncScripts, call
+from genqueue.producer.settings import Settings
+from genqueue.producer.sync_client import Client
 from tests.conftest import begin_submit_keys, submitted_keys
 
 MODEL = "minimax/video-01-director"

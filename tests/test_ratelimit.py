@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from producer.client import AsyncClient
-from producer.keys import Field
-from producer.scripts import AsyncScripts, call
-from producer.settings import Settings
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.keys import Field
+from genqueue.producer.scripts import AsyncScripts, call
+from genqueue.producer.settings import Settings
+from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.ratelimit import RateLimit
+from genqueue.worker.runtime import Runtime
+from genqueue.worker.tasks import run_poll, run_submit
+from genqueue.worker.upstream import UpstreamClient
 from tests.conftest import begin_submit_call, worker_config
 from tests.faults import FaultTransport, FirstAnswers, error, is_create
-from worker.metrics import WorkerMetrics
-from worker.ratelimit import RateLimit
-from worker.runtime import Runtime
-from worker.tasks import run_poll, run_submit
-from worker.upstream import UpstreamClient
 
 TakeSlot = Callable[..., Awaitable[int]]
 
@@ -72,7 +72,7 @@ async def test_at_most_rate_plus_burst_calls_in_a_second(
 
 def test_rate_limit_arguments() -> None:
     """The interval is 1/rps in µs; the tolerance lets ``burst`` calls through at once."""
-    from producer.keys import Keys
+    from genqueue.producer.keys import Keys
 
     limit = RateLimit.of(Keys("p"), rps=500, burst=50, identity="i")
     assert limit.args == (2000, 49 * 2000)

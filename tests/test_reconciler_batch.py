@@ -9,14 +9,14 @@ import pytest
 import redis.asyncio
 from arq.constants import job_key_prefix, result_key_prefix
 
-from producer.client import AsyncClient
-from producer.keys import SUBMIT_TASK, Field
-from producer.settings import Settings
-from producer.timers import AsyncTimers, Timer
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.keys import SUBMIT_TASK, Field
+from genqueue.producer.settings import Settings
+from genqueue.producer.timers import AsyncTimers, Timer
+from genqueue.worker.reconciler import reconcile_once
+from genqueue.worker.runtime import Runtime
+from genqueue.worker.upstream import UpstreamClient
 from tests.conftest import worker_config
-from worker.reconciler import reconcile_once
-from worker.runtime import Runtime
-from worker.upstream import UpstreamClient
 
 MODEL = "minimax/video-01-director"
 

@@ -11,14 +11,14 @@ import httpx
 import pytest
 import redis.asyncio
 
-from producer.client import AsyncClient
-from producer.settings import Settings
-from simulator import SimConfig, create_app
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.settings import Settings
+from genqueue.simulator import SimConfig, create_app
+from genqueue.worker.app import stop_worker
+from genqueue.worker.runtime import Runtime
+from genqueue.worker.tasks import _poll_wait_s
+from genqueue.worker.upstream import UpstreamClient, UpstreamJob
 from tests.conftest import StartWorker, worker_config
-from worker.app import stop_worker
-from worker.runtime import Runtime
-from worker.tasks import _poll_wait_s
-from worker.upstream import UpstreamClient, UpstreamJob
 
 MODEL = "openai/sora-2"
 

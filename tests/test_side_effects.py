@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio
 from standardwebhooks import Webhook
 
-from producer.client import AsyncClient
-from producer.keys import Field
-from producer.settings import Settings
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.keys import Field
+from genqueue.producer.settings import Settings
 from tests.conftest import StartWorker
 from tests.faults import RouterTransport
 from tests.test_transitions import Scripts
@@ -218,7 +218,7 @@ async def test_cancelled_request_sends_its_webhook(
 
 def test_webhook_age_must_fit_in_retention() -> None:
     """Records must outlive their webhook retries."""
-    from worker.config import WorkerConfig
+    from genqueue.worker.config import WorkerConfig
 
     with pytest.raises(ValueError, match="retention"):
         WorkerConfig(settings=Settings(retention_s=3600), webhook_max_age_s=86400)

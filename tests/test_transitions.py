@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from producer.client import AsyncClient
-from producer.keys import SCHEMA_VERSION, Field, Keys
-from producer.scripts import AsyncScripts, ScriptName, call, ms
-from producer.settings import Settings
-from producer.stats import redis_time_ms
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.keys import SCHEMA_VERSION, Field, Keys
+from genqueue.producer.scripts import AsyncScripts, ScriptName, call, ms
+from genqueue.producer.settings import Settings
+from genqueue.producer.stats import redis_time_ms
 from tests.conftest import begin_submit_keys, submitted_keys
 
 MODEL = "minimax/video-01-director"
@@ -135,7 +135,7 @@ async def test_same_idempotency_key_gives_same_id_and_one_record(
 
 async def test_invalid_request_writes_nothing(client: AsyncClient, s: Scripts) -> None:
     """A refused request leaves Redis untouched."""
-    from producer.errors import InvalidRequest
+    from genqueue.producer.errors import InvalidRequest
 
     with pytest.raises(InvalidRequest):
         await client.submit({"model": MODEL, "prompt": ""})

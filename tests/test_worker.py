@@ -13,15 +13,15 @@ import redis.asyncio
 import structlog
 from structlog.testing import capture_logs
 
-from producer.client import AsyncClient
-from producer.keys import Field
-from producer.settings import Settings
-from simulator import SimConfig, create_app
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.keys import Field
+from genqueue.producer.settings import Settings
+from genqueue.simulator import SimConfig, create_app
+from genqueue.worker.reconciler import reconcile_once
+from genqueue.worker.runtime import Runtime
+from genqueue.worker.tasks import run_poll, run_submit
 from tests.conftest import StartWorker, worker_config
 from tests.faults import FaultTransport, FirstAnswers, error, is_create, is_retrieve
-from worker.reconciler import reconcile_once
-from worker.runtime import Runtime
-from worker.tasks import run_poll, run_submit
 
 MODEL = "minimax/video-01-director"
 
@@ -213,7 +213,7 @@ async def test_duplicate_and_stale_tasks_are_harmless(
     rt = Runtime(
         config=worker_config(settings),
         redis=aredis,
-        upstream=__import__("worker.upstream", fromlist=["UpstreamClient"]).UpstreamClient(
+        upstream=__import__("genqueue.worker.upstream", fromlist=["UpstreamClient"]).UpstreamClient(
             base_url="http://sim", api_key="k", transport=transport
         ),
     )
@@ -234,7 +234,7 @@ async def test_upstream_id_is_recorded_even_if_the_task_is_cancelled(
     client: AsyncClient, settings: Settings, sim_app: Any, aredis: redis.asyncio.Redis
 ) -> None:
     """Once create has answered, cancelling the task cannot lose the upstream id (rule 3)."""
-    from worker.upstream import UpstreamClient
+    from genqueue.worker.upstream import UpstreamClient
 
     task_box: dict[str, asyncio.Task[None]] = {}
 
@@ -272,7 +272,7 @@ async def test_reconciler_rearms_lost_timers(
     await aredis.delete(settings.keys.queue)
     for i in ids:
         await aredis.delete(f"arq:job:submit:{i}:0")
-    from worker.upstream import UpstreamClient
+    from genqueue.worker.upstream import UpstreamClient
 
     rt = Runtime(
         config=worker_config(settings, reconcile_grace_s=0.0),
@@ -291,7 +291,7 @@ async def test_timer_from_a_newer_schema_is_left_alone(
     client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
     """A task payload with a newer schema version does nothing (rule 12)."""
-    from worker.app import submit
+    from genqueue.worker.app import submit
 
     rid = await client.submit(req())
     before = await aredis.hgetall(settings.keys.record(rid))
@@ -305,7 +305,7 @@ async def test_logs_bind_ids_and_never_show_the_key(
     client: AsyncClient, settings: Settings, sim_app: Any, aredis: redis.asyncio.Redis
 ) -> None:
     """Task logs carry request and upstream ids and never the API key."""
-    from worker.upstream import UpstreamClient
+    from genqueue.worker.upstream import UpstreamClient
 
     secret = "sk-very-secret-key-123"
     upstream = UpstreamClient(
@@ -332,8 +332,8 @@ async def test_metrics_count_calls_polls_and_latency(
     """A finished video shows in the per-process metrics: calls, polls, latency, lag."""
     from prometheus_client import generate_latest
 
-    from worker.metrics import WorkerMetrics
-    from worker.upstream import UpstreamClient
+    from genqueue.worker.metrics import WorkerMetrics
+    from genqueue.worker.upstream import UpstreamClient
 
     metrics = WorkerMetrics()
     upstream = UpstreamClient(
@@ -369,7 +369,7 @@ async def test_worker_refuses_a_redis_that_may_evict(
     settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
     """Workers refuse to start against a Redis whose maxmemory-policy is not noeviction."""
-    from worker.runtime import UnsafeRedis
+    from genqueue.worker.runtime import UnsafeRedis
 
     await aredis.config_set("maxmemory-policy", "allkeys-lru")
     try:
@@ -383,7 +383,7 @@ async def test_reconciler_grace_widens_when_the_queue_lags(
     client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
     """Overdue checks are left alone while the queue itself is that far behind."""
-    from worker.upstream import UpstreamClient
+    from genqueue.worker.upstream import UpstreamClient
 
     rid = await client.submit(req())
     await aredis.delete(settings.keys.queue, f"arq:job:submit:{rid}:0")

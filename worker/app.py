@@ -1,7 +1,7 @@
 """arq glue: the worker's functions, settings and a supervisor that survives Redis restarts.
 
 With ``worker/claim.py`` (arq's worker, made to claim in one script per look), the only worker
-module that imports arq (timers are armed by ``producer.timers``).
+module that imports arq (timers are armed by ``genqueue.producer.timers``).
 A worker process runs two arq workers: the main one (``submit``/``poll`` timers and the
 reconciler) and a side one (downloads and webhooks, on their own queue): a slow receiver or
 download never delays a status check, and its longer timeout never lengthens the main
@@ -24,7 +24,7 @@ from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
-from producer.keys import (
+from genqueue.producer.keys import (
     DISPATCH_TASK,
     POLL_TASK,
     RECONCILE_TASK,
@@ -32,14 +32,14 @@ from producer.keys import (
     SIDE_TASK,
     SUBMIT_TASK,
 )
-from producer.timers import dumps, loads
-from worker.claim import TimerWorker
-from worker.config import WorkerConfig
-from worker.metrics import WorkerMetrics
-from worker.reconciler import reconcile_once
-from worker.runtime import CTX_KEY, Runtime, UnsafeRedis
-from worker.side_effects import dispatch_outbox, run_side
-from worker.tasks import run_poll, run_submit
+from genqueue.producer.timers import dumps, loads
+from genqueue.worker.claim import TimerWorker
+from genqueue.worker.config import WorkerConfig
+from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.reconciler import reconcile_once
+from genqueue.worker.runtime import CTX_KEY, Runtime, UnsafeRedis
+from genqueue.worker.side_effects import dispatch_outbox, run_side
+from genqueue.worker.tasks import run_poll, run_submit
 
 log = structlog.get_logger(__name__)
 
@@ -60,19 +60,19 @@ def _version_ok(v: int) -> bool:
 
 
 async def submit(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
-    """arq task: create the upstream job (see ``worker.tasks.run_submit``)."""
+    """arq task: create the upstream job (see ``genqueue.worker.tasks.run_submit``)."""
     if _version_ok(v):
         await run_submit(_runtime(ctx), request_id, seq)
 
 
 async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
-    """arq task: check the upstream job once (see ``worker.tasks.run_poll``)."""
+    """arq task: check the upstream job once (see ``genqueue.worker.tasks.run_poll``)."""
     if _version_ok(v):
         await run_poll(_runtime(ctx), request_id, seq)
 
 
 async def side(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
-    """arq task: one owed side effect (see ``worker.side_effects.run_side``)."""
+    """arq task: one owed side effect (see ``genqueue.worker.side_effects.run_side``)."""
     if _version_ok(v):
         await run_side(_runtime(ctx), request_id, seq)
 

@@ -12,10 +12,10 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from producer.keys import NON_TERMINAL
-from producer.record import micro_to_usd
-from producer.settings import Settings
-from producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from genqueue.producer.keys import NON_TERMINAL
+from genqueue.producer.record import micro_to_usd
+from genqueue.producer.settings import Settings
+from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
 
 
 class ClusterCollector(Collector):

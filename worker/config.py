@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from producer.settings import Settings, overrides_from_env
+from genqueue.producer.settings import Settings, overrides_from_env
 
 AmbiguousPolicy = Literal["resubmit", "fail"]
 TransportKind = Literal["aiohttp", "httpx"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio
 import structlog
 
-from producer.scripts import AsyncScripts, ScriptCall, run_with
+from genqueue.producer.scripts import AsyncScripts, ScriptCall, run_with
 
 log = structlog.get_logger(__name__)
 

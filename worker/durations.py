@@ -28,7 +28,7 @@ from statistics import NormalDist
 
 import redis.asyncio
 
-from producer.keys import Keys
+from genqueue.producer.keys import Keys
 
 
 def quantile(sorted_values: list[float], q: float) -> float:

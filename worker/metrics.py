@@ -1,7 +1,7 @@
 """Per-process Prometheus metrics of a worker (summed across workers by Prometheus).
 
 Cluster-wide figures (queue depth, records by status, totals and cost) are not here: they are
-read from Redis at scrape time by ``worker.cluster_metrics`` so that they neither multiply
+read from Redis at scrape time by ``genqueue.worker.cluster_metrics`` so that they neither multiply
 with replicas nor reset with restarts. Labels stay bounded: no ids, no prompts.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from worker.upstream import CallRecord
+from genqueue.worker.upstream import CallRecord
 
 #: Latency buckets for video generation: seconds to an hour.
 DURATION_BUCKETS = (1, 5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 450, 600, 900, 1800, 3600)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import redis.asyncio
 
-from producer.keys import Keys
+from genqueue.producer.keys import Keys
 
 _PAUSE_LUA = """
 -- KEYS: 1 pause hash. ARGV: 1 reason, 2 status code, 3 duration (ms). Redis clock.

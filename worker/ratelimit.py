@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from producer.keys import Keys
+from genqueue.producer.keys import Keys
 
 
 def limiter_identity(upstream_url: str, api_key: str) -> str:

@@ -7,10 +7,10 @@ import time
 
 import structlog
 
-from producer.scripts import ms
-from producer.stats import oldest_due_age_ms, redis_time_ms
-from worker.runtime import Runtime
-from worker.tasks import current_timer
+from genqueue.producer.scripts import ms
+from genqueue.producer.stats import oldest_due_age_ms, redis_time_ms
+from genqueue.worker.runtime import Runtime
+from genqueue.worker.tasks import current_timer
 
 log = structlog.get_logger(__name__)
 

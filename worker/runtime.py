@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 import httpx
 import redis.asyncio
 
-from producer.keys import Keys
-from producer.scripts import AsyncScripts
-from producer.timers import AsyncTimers
-from worker.config import WorkerConfig
-from worker.durability import Durability
-from worker.durations import DurationModel
-from worker.metrics import WorkerMetrics
-from worker.pause import CreatePause
-from worker.ratelimit import RateLimit, limiter_identity
-from worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
+from genqueue.producer.keys import Keys
+from genqueue.producer.scripts import AsyncScripts
+from genqueue.producer.timers import AsyncTimers
+from genqueue.worker.config import WorkerConfig
+from genqueue.worker.durability import Durability
+from genqueue.worker.durations import DurationModel
+from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.pause import CreatePause
+from genqueue.worker.ratelimit import RateLimit, limiter_identity
+from genqueue.worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 
 CTX_KEY = "genqueue"
 

@@ -21,13 +21,13 @@ import httpx
 import structlog
 from standardwebhooks import Webhook
 
-from producer.keys import SIDE_TASK, Field
-from producer.record import RequestView, read_full
-from producer.scripts import call, ms
-from producer.stats import redis_time_ms
-from producer.timers import Timer
-from worker.backoff import retry_delay_s
-from worker.runtime import Runtime
+from genqueue.producer.keys import SIDE_TASK, Field
+from genqueue.producer.record import RequestView, read_full
+from genqueue.producer.scripts import call, ms
+from genqueue.producer.stats import redis_time_ms
+from genqueue.producer.timers import Timer
+from genqueue.worker.backoff import retry_delay_s
+from genqueue.worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 

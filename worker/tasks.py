@@ -14,15 +14,15 @@ from typing import Any
 
 import structlog
 
-from producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field
-from producer.record import read_full, with_id
-from producer.scripts import ScriptCall, call, ms
-from producer.timers import Timer
-from worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
-from worker.durations import lower_quantile, quantile
-from worker.ratelimit import NO_LIMIT_ARGS
-from worker.runtime import Runtime
-from worker.upstream import (
+from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field
+from genqueue.producer.record import read_full, with_id
+from genqueue.producer.scripts import ScriptCall, call, ms
+from genqueue.producer.timers import Timer
+from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
+from genqueue.worker.durations import lower_quantile, quantile
+from genqueue.worker.ratelimit import NO_LIMIT_ARGS
+from genqueue.worker.runtime import Runtime
+from genqueue.worker.upstream import (
     Disposition,
     UpstreamError,
     UpstreamHTTPError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from bench.tenk import _local_refusals
-from worker.metrics import WorkerMetrics
+from genqueue.worker.metrics import WorkerMetrics
 
 
 def test_local_refusals_are_read_by_operation_and_upstream_429s_left_out() -> None:

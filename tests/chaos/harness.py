@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 
 from genqueue.local_redis import LocalRedis, free_port
-from producer import Client, RequestView, Settings
-from producer.record import micro_to_usd
+from genqueue.producer import Client, RequestView, Settings
+from genqueue.producer.record import micro_to_usd
 from tests.processes import stop_process
 
 MODELS = ["minimax/video-01-director", "google/veo-3.0-fast", "openai/sora-2", "vidu/vidu-q1"]

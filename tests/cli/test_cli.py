@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 import genqueue.cli
 from genqueue.cli import main, parse_value
 from genqueue.local_redis import free_port
-from producer.settings import Settings
-from worker.config import WorkerConfig
+from genqueue.producer.settings import Settings
+from genqueue.worker.config import WorkerConfig
 
 MODEL = "minimax/video-01-director"
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from genqueue.local_redis import free_port
-from producer.settings import Settings
+from genqueue.producer.settings import Settings
 from tests.processes import stop_process, wait_until
 
 MODEL = "minimax/video-01-director"

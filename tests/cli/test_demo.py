@@ -15,9 +15,9 @@ import pytest
 from genqueue.demo import DemoOptions, counts_line
 from genqueue.demo_report import percentile, summarize
 from genqueue.local_redis import free_port
-from producer.keys import Field
-from producer.record import RequestView
-from producer.stats import Stats
+from genqueue.producer.keys import Field
+from genqueue.producer.record import RequestView
+from genqueue.producer.stats import Stats
 
 DEMO = [sys.executable, "-m", "genqueue", "demo"]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producer import Client, Settings
+from genqueue.producer import Client, Settings
 from tests.examples import load_example
 
 views = load_example("django_view")

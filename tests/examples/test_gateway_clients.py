@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from genqueue.local_redis import free_port
-from producer import Settings
-from producer.record import read_full_sync
+from genqueue.producer import Settings
+from genqueue.producer.record import read_full_sync
 from tests.examples import EXAMPLES, load_example
 from tests.processes import stop_process, wait_until
 

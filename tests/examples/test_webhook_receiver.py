@@ -14,12 +14,12 @@ import pytest
 import redis.asyncio
 from standardwebhooks import Webhook
 
-from producer import AsyncClient, Settings
-from producer.keys import Field
+from genqueue.producer import AsyncClient, Settings
+from genqueue.producer.keys import Field
+from genqueue.worker.side_effects import webhook_payload
 from tests.conftest import StartWorker
 from tests.examples import load_example
 from tests.faults import RouterTransport
-from worker.side_effects import webhook_payload
 
 receiver = load_example("webhook_receiver")
 

@@ -18,14 +18,14 @@ import structlog
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
-from gateway import GatewayConfigError, create_app
-from gateway import auth as gateway_auth
-from gateway.auth import ApiKeys, bearer_token, check, parse_api_keys
-from gateway.schemas import GenerationRecord, StatsSnapshot
-from producer import AsyncClient, RequestView, Settings
-from producer.record import RequestView as _RequestView
-from producer.scripts import AsyncScripts
-from producer.stats import Stats
+from genqueue.gateway import GatewayConfigError, create_app
+from genqueue.gateway import auth as gateway_auth
+from genqueue.gateway.auth import ApiKeys, bearer_token, check, parse_api_keys
+from genqueue.gateway.schemas import GenerationRecord, StatsSnapshot
+from genqueue.producer import AsyncClient, RequestView, Settings
+from genqueue.producer.record import RequestView as _RequestView
+from genqueue.producer.scripts import AsyncScripts
+from genqueue.producer.stats import Stats
 from tests.conftest import begin_submit_call
 
 KEY = "gq-test-key-0123456789abcdef"

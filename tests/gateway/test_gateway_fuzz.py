@@ -15,8 +15,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway import create_app
-from producer import Settings
+from genqueue.gateway import create_app
+from genqueue.producer import Settings
 
 KEY = "gq-fuzz-key-0123456789abcdef"
 #: Examples per operation in the fuzzing phase (the coverage phase adds its boundary cases).

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from genqueue.local_redis import free_port
-from producer import Client, Settings
+from genqueue.producer import Client, Settings
 from tests.integration.test_restart import wait_until
 
 

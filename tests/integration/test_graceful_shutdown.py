@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from producer import Client, Settings
-from simulator import SimConfig, parse_faults, running_simulator
+from genqueue.producer import Client, Settings
+from genqueue.simulator import SimConfig, parse_faults, running_simulator
 from tests.integration.test_restart import wait_until, worker_env
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from genqueue.local_redis import LocalRedis
-from producer import Client, Settings
-from simulator import SimConfig, running_simulator
+from genqueue.producer import Client, Settings
+from genqueue.simulator import SimConfig, running_simulator
 from tests.integration.test_restart import wait_until, worker_env
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from producer import Client, RequestView, Settings
-from simulator import SimConfig, running_simulator
+from genqueue.producer import Client, RequestView, Settings
+from genqueue.simulator import SimConfig, running_simulator
 from tests.processes import wait_until
 
 SCALE = 0.02

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from producer import Client, Settings
-from simulator import SimConfig, running_simulator
+from genqueue.producer import Client, Settings
+from genqueue.simulator import SimConfig, running_simulator
 from tests.integration.test_restart import wait_until, worker_env
 
 RPS, BURST, CAP = 15, 5, 8

@@ -15,7 +15,9 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 from prometheus_client import CollectorRegistry, Metric
 
-from producer.settings import Settings
+from genqueue.producer.settings import Settings
+from genqueue.worker.cluster_metrics import ClusterCollector
+from genqueue.worker.metrics import WorkerMetrics
 from tests.observability.tools import (
     COMPOSE,
     DASHBOARD,
@@ -29,8 +31,6 @@ from tests.observability.tools import (
     panels,
     substitute,
 )
-from worker.cluster_metrics import ClusterCollector
-from worker.metrics import WorkerMetrics
 
 #: What the issue asks the dashboard to show, and the panel titles that show it.
 REQUIRED_PANELS = {

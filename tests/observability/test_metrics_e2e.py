@@ -25,9 +25,9 @@ import pytest
 import redis
 
 from genqueue.local_redis import free_port
-from producer import Client, Settings
-from producer.keys import TERMINAL, Field, timer_job_id
-from producer.record import micro_to_usd
+from genqueue.producer import Client, Settings
+from genqueue.producer.keys import TERMINAL, Field, timer_job_id
+from genqueue.producer.record import micro_to_usd
 from tests.observability.stack import (
     Processes,
     PrometheusAPI,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from simulator import SimConfig, Simulator, create_app
+from genqueue.simulator import SimConfig, Simulator, create_app
 
 # 2025-10-20T06:57:18.154804Z, the docs' example creation time.
 START = 1760943438.154804

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from simulator import FAULT_PROFILES, FaultProfile, SimConfig, SimServer, parse_faults
-from simulator import running_simulator as running
-from simulator.faults import CREATE_KINDS, RETRIEVE_KINDS
+from genqueue.simulator import FAULT_PROFILES, FaultProfile, SimConfig, SimServer, parse_faults
+from genqueue.simulator import running_simulator as running
+from genqueue.simulator.faults import CREATE_KINDS, RETRIEVE_KINDS
 
 MINIMAX = "minimax/video-01-director"
 AUTH = {"Authorization": "Bearer test-key"}

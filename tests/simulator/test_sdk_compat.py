@@ -13,7 +13,7 @@ import together
 from together import Together
 from together.types import VideoJob
 
-from simulator import SimConfig, SimServer, run_in_thread, running_simulator
+from genqueue.simulator import SimConfig, SimServer, run_in_thread, running_simulator
 
 API_KEY = "test-key"
 MINIMAX = "minimax/video-01-director"

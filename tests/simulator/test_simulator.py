@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from simulator import DEFAULT_MODELS, SimConfig
-from simulator.lifecycle import format_usd
-from simulator.shapes import ZERO_TIME, video_bytes
+from genqueue.simulator import DEFAULT_MODELS, SimConfig
+from genqueue.simulator.lifecycle import format_usd
+from genqueue.simulator.shapes import ZERO_TIME, video_bytes
 
 MINIMAX = "minimax/video-01-director"
 VEO_FAST = "google/veo-3.0-fast"
@@ -460,7 +460,7 @@ def test_format_usd_is_exact(micro: int) -> None:
 @given(seed=st.integers(0, 2**32), index=st.integers(0, 50), scale=st.floats(0.001, 10))
 def test_status_progresses_monotonically(seed: int, index: int, scale: float) -> None:
     """For any seed and job, status only moves forward: queued, in_progress, then terminal."""
-    from simulator import Simulator
+    from genqueue.simulator import Simulator
 
     now = [0.0]
     sim = Simulator(SimConfig(seed=seed, time_scale=scale, failure_share=0.5), lambda: now[0])

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
+from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 
 SCHEDULE = {"first_s": 20.0, "floor_s": 5.0, "cap_s": 30.0, "factor": 1.5}
 
@@ -50,7 +50,7 @@ def test_retry_delay_doubles_up_to_cap(attempt: int, expected: float) -> None:
 
 def test_quantile_interpolates() -> None:
     """Quantiles of recent durations interpolate linearly between samples."""
-    from worker.durations import quantile
+    from genqueue.worker.durations import quantile
 
     values = [10.0, 20.0, 30.0, 40.0, 50.0]
     assert quantile(values, 0.0) == 10.0 and quantile(values, 1.0) == 50.0
@@ -61,7 +61,7 @@ def test_lower_quantile_is_a_confidence_bound_that_converges() -> None:
     """The lower bound equals the plain quantile at confidence 0.5, is lower for higher
     confidence and smaller samples, never leaves the sample, and approaches the quantile as
     the sample grows."""
-    from worker.durations import lower_quantile, quantile
+    from genqueue.worker.durations import lower_quantile, quantile
 
     def even(n: int) -> list[float]:
         return [100.0 + 100.0 * k / (n - 1) for k in range(n)]

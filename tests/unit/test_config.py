@@ -2,8 +2,8 @@
 
 import pytest
 
-from producer.settings import Settings, redact_url
-from worker.config import WorkerConfig
+from genqueue.producer.settings import Settings, redact_url
+from genqueue.worker.config import WorkerConfig
 
 
 def test_settings_from_env_are_typed() -> None:

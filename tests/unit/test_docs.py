@@ -4,8 +4,8 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from producer.settings import Settings
-from worker.config import WorkerConfig
+from genqueue.producer.settings import Settings
+from genqueue.worker.config import WorkerConfig
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.upstream import (
+from genqueue.worker.upstream import (
     Disposition,
     Operation,
     UpstreamConnectionError,

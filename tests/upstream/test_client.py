@@ -19,7 +19,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from worker.upstream import (
+from genqueue.worker.upstream import (
     USER_AGENT,
     CallRecord,
     TransportKind,

@@ -4,9 +4,9 @@
 ``classify`` is the single place that decides what an error means for the caller.
 """
 
-from worker.upstream.classify import Disposition, classify
-from worker.upstream.client import USER_AGENT, CallRecord, UpstreamClient, UpstreamTimeouts
-from worker.upstream.errors import (
+from genqueue.worker.upstream.classify import Disposition, classify
+from genqueue.worker.upstream.client import USER_AGENT, CallRecord, UpstreamClient, UpstreamTimeouts
+from genqueue.worker.upstream.errors import (
     Operation,
     UpstreamConnectionError,
     UpstreamError,
@@ -15,7 +15,7 @@ from worker.upstream.errors import (
     UpstreamTimeout,
     parse_retry_after,
 )
-from worker.upstream.jobs import (
+from genqueue.worker.upstream.jobs import (
     STATUSES,
     TERMINAL_STATUSES,
     UpstreamJob,
@@ -23,7 +23,7 @@ from worker.upstream.jobs import (
     normalize_status,
     parse_job,
 )
-from worker.upstream.transport import TransportKind, make_transport
+from genqueue.worker.upstream.transport import TransportKind, make_transport
 
 __all__ = [
     "STATUSES",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-from worker.upstream.errors import (
+from genqueue.worker.upstream.errors import (
     UpstreamConnectionError,
     UpstreamError,
     UpstreamHTTPError,

@@ -26,7 +26,7 @@ import aiohttp
 import httpx
 import structlog
 
-from worker.upstream.errors import (
+from genqueue.worker.upstream.errors import (
     Operation,
     UpstreamConnectionError,
     UpstreamError,
@@ -36,8 +36,8 @@ from worker.upstream.errors import (
     parse_retry_after,
     truncate,
 )
-from worker.upstream.jobs import MAX_ID_CHARS, UpstreamJob, describe_error, parse_job
-from worker.upstream.transport import make_transport
+from genqueue.worker.upstream.jobs import MAX_ID_CHARS, UpstreamJob, describe_error, parse_job
+from genqueue.worker.upstream.transport import make_transport
 
 log = structlog.get_logger(__name__)
 

@@ -1,8 +1,8 @@
 """The upstream client's exception tree, and the pure helpers that build its fields.
 
 Every lower-level error (httpx, aiohttp, JSON) is translated into one of these in one place:
-``worker.upstream.client``. What to *do* about an error is decided in one place too:
-``worker.upstream.classify``.
+``genqueue.worker.upstream.client``. What to *do* about an error is decided in one place too:
+``genqueue.worker.upstream.classify``.
 """
 
 from __future__ import annotations

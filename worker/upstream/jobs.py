@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, DecimalException, localcontext
 from typing import Any, Final
 
-from worker.upstream.errors import Operation, UpstreamProtocolError, truncate
+from genqueue.worker.upstream.errors import Operation, UpstreamProtocolError, truncate
 
 STATUSES: Final = frozenset(
     {"queued", "in_progress", "completed", "failed", "cancelled", "unknown"}
