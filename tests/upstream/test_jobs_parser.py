@@ -285,6 +285,8 @@ json_scalars = (
     | st.decimals(allow_nan=True, allow_infinity=True)
     | st.text(max_size=30)
 )
+
+
 def _containers(children: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
     # A named function, not a lambda: hypothesis >= 6.150 cannot see a multi-line lambda's
     # use of its argument and fails the test with a deprecation warning.
