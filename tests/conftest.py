@@ -61,8 +61,8 @@ from genqueue.producer.contracts import (  # noqa: E402
     BeginSubmit,
     Finish,
     PollUpdate,
-    Submitted,
     SubmitRelease,
+    Submitted,
 )
 from genqueue.producer.replies import BeginSubmitReply  # noqa: E402
 from genqueue.producer.scripts import ScriptCall  # noqa: E402

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
-from genqueue.producer.keys import SCHEMA_VERSION, Field, Keys
 from genqueue.producer.contracts import Cancel
-from genqueue.producer.keys import Tag
+from genqueue.producer.keys import SCHEMA_VERSION, Field, Keys, Tag
 from genqueue.producer.replies import BeginSubmitReply, FinishReply, StepReply
 from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
