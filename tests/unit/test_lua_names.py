@@ -153,11 +153,12 @@ def test_every_script_assembles_and_names_its_keys_and_args() -> None:
         text = source(script)
         assert not re.search(r"^--- @include", text, re.M), script
         own = re.sub(r"--[^\n]*", "", (LUA / f"{script}.lua").read_text())
-        header_end = max(
-            (m.end() for m in re.finditer(r"^local [^\n]*(KEYS|ARGV)\[\d+\][^\n]*$", own, re.M)),
-            default=0,
-        )
-        late = [m.group(0) for m in re.finditer(r"(KEYS|ARGV)\[\d+\]", own[header_end:])]
+        lines = [line for line in own.splitlines() if line.strip()]
+        header = 0
+        while header < len(lines) and re.match(r"local .*(KEYS|ARGV)\[\d+\]", lines[header]):
+            header += 1
+        assert header > 0, script
+        late = re.findall(r"(?:KEYS|ARGV)\[\d+\]", "\n".join(lines[header:]))
         assert not late, (script, late)
 
 
