@@ -21,9 +21,10 @@ import httpx
 import structlog
 from standardwebhooks import Webhook
 
-from genqueue.producer.keys import SIDE_TASK, Field
+from genqueue.producer.contracts import SideEffect
+from genqueue.producer.keys import SIDE_TASK, Field, Tag
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.scripts import call, ms
+from genqueue.producer.scripts import ms
 from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
@@ -85,25 +86,22 @@ async def _record(
     delay_s: float,
     fields: dict[str, str],
 ) -> None:
-    c = call(
-        rt.config.settings,
-        "side_effect",
-        raw[Field.ID],
-        str(seq),
-        effect,
-        result,
-        ms(delay_s),
-        json.dumps(fields),
-        rt.keys.dead_letters,
+    c = SideEffect(
+        request_id=raw[Field.ID],
         idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
-    )
+        expected_side_seq=seq,
+        effect=effect,
+        result=result,
+        retry_delay_ms=ms(delay_s),
+        fields=fields,
+    ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
     counter = rt.metrics.webhook_deliveries if effect == "webhook" else rt.metrics.downloads
     counter.labels(result).inc()
     log.info(f"{effect}_{result}", **{k: v for k, v in fields.items() if not k.endswith("_at_ms")})
-    if reply[0] == "NEXT" and int(reply[2]) <= 0:
+    if reply.tag is Tag.NEXT and reply.due_in_ms <= 0:
         # The next effect is due now: don't wait for the dispatcher's next pass.
-        await rt.side_timers.arm(Timer(SIDE_TASK, raw[Field.ID], int(reply[1])))
+        await rt.side_timers.arm(Timer(SIDE_TASK, raw[Field.ID], reply.side_seq))
 
 
 # --- download -------------------------------------------------------------------------------
