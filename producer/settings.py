@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from genqueue.producer import envconfig
+from genqueue.producer.envconfig import ENV_PREFIX
 from genqueue.producer.keys import Keys
 
-ENV_PREFIX = "GENQUEUE_"
+__all__ = ["ENV_PREFIX", "Settings", "overrides_from_env", "redact_url"]
 
 
 def redact_url(url: str) -> str:
@@ -83,8 +85,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``GENQUEUE_*`` variables (e.g. ``GENQUEUE_REDIS_URL``)."""
-        base = cls()
-        return replace(base, **overrides_from_env(base, os.environ if env is None else env))
+        return envconfig.from_env(cls, os.environ if env is None else env)
 
     @property
     def keys(self) -> Keys:
