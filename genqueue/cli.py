@@ -186,31 +186,43 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
 @click.option(
     "--time-scale",
     type=click.FloatRange(min=0, min_open=True),
-    help="Multiplies every simulated duration.  [default: 1.0]",
+    help="Multiplies every simulated duration.  [default: 1.0]  [env var: GENQUEUE_SIM_TIME_SCALE]",
 )
-@click.option("--seed", type=int, help="Seed of the job outcomes.  [default: 0]")
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the job outcomes.  [default: 0]  [env var: GENQUEUE_SIM_SEED]",
+)
 @click.option(
     "--shape",
     type=click.Choice(["sdk", "legacy"]),
-    help="Response shape of GET /v2/videos/{id}.  [default: sdk]",
+    help="Response shape of GET /v2/videos/{id}.  [default: sdk]  [env var: GENQUEUE_SIM_SHAPE]",
 )
 @click.option(
     "--failure-share",
     type=click.FloatRange(0, 1),
-    help="Share of jobs that fail upstream.  [default: 0.05]",
+    help="Share of jobs that fail upstream.  [default: 0.05]  "
+    "[env var: GENQUEUE_SIM_FAILURE_SHARE]",
 )
 @click.option(
     "--no-idempotency",
     is_flag=True,
     default=False,
-    help="Ignore Idempotency-Key (every create makes a new job).",
+    help="Ignore Idempotency-Key (every create makes a new job).  "
+    "[env var: GENQUEUE_SIM_HONOUR_IDEMPOTENCY=false]",
 )
 @click.option(
     "--faults",
     help="Upstream fault profile: none, flaky, chaos, optionally with overrides, e.g. "
-    "'chaos,hang_share=0' or 'error_5xx_share=0.1,rate_limit_rps=50'.  [default: none]",
+    "'chaos,hang_share=0' or 'error_5xx_share=0.1,rate_limit_rps=50'.  [default: none]  "
+    "[env var: GENQUEUE_SIM_FAULTS]",
 )
-@click.option("--api-key", help="Accept only this bearer key (default: any non-empty key).")
+@click.option(
+    "--api-key",
+    metavar="SECRET",
+    help="Accept only this bearer key (default: any non-empty key); `ps` shows flags: prefer "
+    "the variable.  [env var: GENQUEUE_SIM_API_KEY]",
+)
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def simulator(
     host: str,

@@ -91,7 +91,8 @@ def settings_options(cls: type, *, into: str = "config") -> Callable[[F], F]:
                 kwargs[into] = replace_settings(cls(), given)
             except ValueError as exc:
                 hints = flag_hints(str(exc), fields)
-                raise ConfigInvalid(f"{exc}" + (f" ({hints})" if hints else "")) from None
+                hint = f" ({hints})" if hints else ""
+                raise ConfigInvalid(f"configuration error: {exc}{hint}") from None
             return func(*args, **kwargs)
 
         params: list[click.Parameter] = getattr(func, "__click_params__", [])

@@ -72,6 +72,10 @@ def env_help(doc_width: int = 90) -> str:
     lines = [
         "Configuration (environment variables, with defaults; *_s are seconds):",
         "",
+        "Each is also a flag of `genqueue worker` (the producer's of `gateway` and `exporter`):",
+        "the name without GENQUEUE_ (other variables: the whole name), lower-case with dashes,",
+        "e.g. --max-jobs, --together-api-key. A flag beats its variable.",
+        "",
         "\b",
     ]
     for v in items:

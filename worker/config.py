@@ -76,7 +76,7 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class UpstreamTimeouts:
+class UpstreamTimeoutSettings:
     """HTTP timeouts of calls to the upstream API (like ``httpx.Timeout``)."""
 
     connect_s: float = field(default=5.0, metadata=meta(env="GENQUEUE_CONNECT_TIMEOUT_S"))
@@ -147,7 +147,7 @@ class WorkerConfig:
     #: Every task's timeout; it also sets how soon arq re-runs a SIGKILLed task (+10 s).
     task_timeout_s: float = 30.0
     #: HTTP timeouts of upstream calls (their sum must stay below ``task_timeout_s``).
-    upstream_timeouts: UpstreamTimeouts = field(default_factory=UpstreamTimeouts)
+    upstream_timeouts: UpstreamTimeoutSettings = field(default_factory=UpstreamTimeoutSettings)
     max_jobs: int = 100
     queue_read_limit: int = 2000
     #: How often a worker asks Redis for due timers (arq sleeps this long between looks, busy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,22 @@ def test_submit_refuses_a_field_given_by_flag_and_param(settings: Settings) -> N
     r = redis.Redis.from_url(settings.redis_url)
     assert r.keys(settings.key_prefix + "*") == []
     r.close()
+
+
+def test_simulator_help_names_variables_it_reads() -> None:
+    """Each variable `genqueue simulator --help` names is a GENQUEUE_SIM_* field of SimConfig."""
+    from genqueue.simulator import SimConfig
+
+    out = " ".join(CliRunner().invoke(main, ["simulator", "--help"]).output.split())
+    named = re.findall(r"\[env var: GENQUEUE_SIM_([A-Z_]+)", out)
+    assert len(named) == 7
+    fields = {f.name for f in dataclasses.fields(SimConfig)}
+    for name in named:
+        assert name.lower() in fields, name
+
+
+def test_submit_refuses_media_that_is_not_json(settings: Settings) -> None:
+    """`submit --media` must be JSON: otherwise exit 2 naming the flag."""
+    env = {"GENQUEUE_REDIS_URL": settings.redis_url, "GENQUEUE_KEY_PREFIX": settings.key_prefix}
+    result = invoke(env, "submit", "-m", "m/x", "-p", "a cat", "--media", "{oops")
+    assert result.exit_code == 2 and "--media" in result.stderr

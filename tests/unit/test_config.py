@@ -3,7 +3,7 @@
 import pytest
 
 from genqueue.producer.settings import Settings, redact_url
-from genqueue.worker.config import UpstreamTimeouts, WorkerConfig
+from genqueue.worker.config import UpstreamTimeoutSettings, WorkerConfig
 
 
 def test_settings_from_env_are_typed() -> None:
@@ -38,7 +38,9 @@ def test_worker_config_reads_api_key_and_upstream_without_showing_the_key() -> N
 def test_http_timeouts_must_fit_inside_the_task_timeout() -> None:
     """The create call must end before its task can time out (rule 3)."""
     with pytest.raises(ValueError, match="task_timeout_s"):
-        WorkerConfig(upstream_timeouts=UpstreamTimeouts(connect_s=10, read_s=25), task_timeout_s=30)
+        WorkerConfig(
+            upstream_timeouts=UpstreamTimeoutSettings(connect_s=10, read_s=25), task_timeout_s=30
+        )
 
 
 def test_lease_outlives_the_task() -> None:
