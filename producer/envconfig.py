@@ -94,6 +94,7 @@ class SettingField:
 
 
 def _parse(hint: Any, raw: str) -> Any:
+    """``raw`` as ``hint``; a ValueError says what was expected (`` (an integer)``)."""
     if typing.get_origin(hint) is typing.Literal:
         choices = [str(a) for a in typing.get_args(hint)]
         if raw not in choices:
@@ -105,10 +106,13 @@ def _parse(hint: Any, raw: str) -> Any:
         if raw.lower() in _FALSE:
             return False
         raise ValueError(" (true or false)")
-    if hint is int:
-        return int(raw)
-    if hint is float:
-        return float(raw)
+    try:
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+    except ValueError:
+        raise ValueError(" (an integer)" if hint is int else " (a number)") from None
     return raw
 
 

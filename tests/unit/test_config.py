@@ -72,3 +72,17 @@ def test_schedule_sample_settings_are_checked(env: dict[str, str], message: str)
     the sample is used is refused at start-up."""
     with pytest.raises(ValueError, match=message):
         WorkerConfig.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GENQUEUE_MAX_JOBS": "1.5"}, r"GENQUEUE_MAX_JOBS: cannot parse '1.5' \(an integer\)"),
+        ({"GENQUEUE_POLL_SCHEDULE": "sometimes"}, r"GENQUEUE_POLL_SCHEDULE: .*adaptive\|fixed"),
+        ({"GENQUEUE_WEBHOOK_TIMEOUT_S": "soon"}, r"GENQUEUE_WEBHOOK_TIMEOUT_S: .*\(a number\)"),
+    ],
+)
+def test_an_unparsable_variable_says_what_was_expected(env: dict[str, str], message: str) -> None:
+    """A value of the wrong type names its variable and the type or choices expected."""
+    with pytest.raises(ValueError, match=message):
+        WorkerConfig.from_env(env)
