@@ -219,6 +219,7 @@ def request_field_options(model: type[BaseModel]) -> Callable[[F], F]:
                 ["--" + n.replace("_", "-"), n],
                 type=_field_type(model.model_fields[n].annotation),
                 default=None,
+                metavar="JSON" if n in json_names else None,
                 help=_FIELD_HELP.get(n, f"The request's {n}."),
             )
             for n in reversed(names)

@@ -57,12 +57,15 @@ def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
 class Settings:
     """Where the queue lives and how long things are kept (units in the names)."""
 
+    #: The Redis (``rediss://`` and passwords allowed; passwords are never logged).
     redis_url: str = "redis://localhost:6379/0"
+    #: Prefix of every key (deployments can share a Redis).
     key_prefix: str = "genqueue"
     #: How long a finished record (and its idempotency key) is kept.
     retention_s: float = 7 * 86400.0
     #: Deadline of a request when the producer gives none.
     default_deadline_s: float = 3600.0
+    #: Largest deadline accepted.
     max_deadline_s: float = 7 * 86400.0
     #: After a cancel or deadline, how long a billed upstream job is still tracked for its cost.
     tracking_limit_s: float = 6 * 3600.0

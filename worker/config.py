@@ -51,7 +51,9 @@ class ScheduleSettings:
     first_poll_s: float = 20.0
     #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.
     poll_floor_s: float = 4.7
+    #: Longest interval between checks (scaled).
     poll_cap_s: float = 30.0
+    #: Backoff growth per check.
     poll_factor: float = 1.5
     #: Jitter as a fraction of each delay (0 turns it off).
     poll_jitter: float = 0.1
@@ -79,7 +81,9 @@ class ScheduleSettings:
 class UpstreamTimeoutSettings:
     """HTTP timeouts of calls to the upstream API (like ``httpx.Timeout``)."""
 
+    #: Connect timeout of an upstream call.
     connect_s: float = field(default=5.0, metadata=meta(env="GENQUEUE_CONNECT_TIMEOUT_S"))
+    #: Read timeout of an upstream call.
     read_s: float = field(default=15.0, metadata=meta(env="GENQUEUE_READ_TIMEOUT_S"))
 
 
@@ -90,9 +94,11 @@ class WebhookSettings:
     #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
     #: webhook URLs.
     secret: str = field(default="", repr=False, metadata=meta(secret=True))
+    #: One delivery attempt's HTTP timeout.
     timeout_s: float = 10.0
     #: Retries back off from ``webhook_retry_s`` to ``webhook_retry_cap_s``.
     retry_s: float = 5.0
+    #: Longest delay between delivery attempts.
     retry_cap_s: float = 3600.0
     #: Retries stop (dead letter) this long after the request ended.
     max_age_s: float = 86400.0
@@ -104,8 +110,11 @@ class DownloadSettings:
 
     #: Download finished videos into this directory (empty = don't).
     dir: str = ""
+    #: Larger videos are refused.
     max_bytes: int = 1 << 30
+    #: One download's timeout.
     timeout_s: float = 120.0
+    #: Attempts before a download gives up.
     retries: int = 5
 
 
@@ -118,10 +127,13 @@ class WorkerConfig:
     """
 
     settings: Settings = field(default_factory=Settings)
+    #: Upstream base URL (the simulator: ``http://127.0.0.1:8090``).
     upstream_url: str = "https://api.together.xyz"
     #: Your Together AI API key; required by ``genqueue worker``.
     api_key: str = field(default="", repr=False, metadata=meta(env="TOGETHER_API_KEY", secret=True))
+    #: HTTP transport under httpx (aiohttp is cheaper per call).
     transport: TransportKind = "aiohttp"
+    #: Multiplies every *scaled* duration (demo, benchmarks).
     time_scale: float = 1.0
     #: When each request is checked upstream (adaptive or fixed, backoff, jitter).
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -138,6 +150,8 @@ class WorkerConfig:
     rate_limit_burst: int = 0
     #: How long creates pause for everyone after 401/402/403 (not scaled: a human must act).
     pause_s: float = 60.0
+    #: A create that may or may not have happened: create again (with the same
+    #: idempotency key) or fail the request.
     ambiguous_policy: AmbiguousPolicy = "resubmit"
     #: Consecutive outage-like create failures (5xx, timeouts) across all workers that pause
     #: creates for everyone.
@@ -148,7 +162,9 @@ class WorkerConfig:
     task_timeout_s: float = 30.0
     #: HTTP timeouts of upstream calls (their sum must stay below ``task_timeout_s``).
     upstream_timeouts: UpstreamTimeoutSettings = field(default_factory=UpstreamTimeoutSettings)
+    #: Concurrent tasks per worker process.
     max_jobs: int = 100
+    #: Timers read per queue poll (far above running jobs).
     queue_read_limit: int = 2000
     #: How often a worker asks Redis for due timers (arq sleeps this long between looks, busy
     #: or not): a check runs up to this late, which the dense window's lag bound pays on
@@ -156,12 +172,15 @@ class WorkerConfig:
     poll_delay_s: float = 0.05
     #: On SIGTERM, how long running tasks may finish before they are cancelled.
     job_completion_wait_s: float = 20.0
+    #: Reconciler period (divides 60, or a multiple of 60).
     reconcile_interval_s: int = 30
     #: A timer this overdue (scaled) is considered lost and re-armed.
     reconcile_grace_s: float = 30.0
+    #: Records per reconciler batch.
     reconcile_batch: int = 1000
     #: Wait for fsync (WAITAOF) or a replica (WAIT) after recording an upstream id.
     durable_writes: DurableWrites = "auto"
+    #: How long that wait may take.
     durable_wait_timeout_s: float = 1.0
     #: Serve this process's metrics on this port (0 = don't).
     metrics_port: int = 0
@@ -175,6 +194,7 @@ class WorkerConfig:
     )
     #: How often due side effects (downloads, webhooks) are dispatched.
     outbox_interval_s: int = 1
+    #: Lease owner name in records.
     worker_name: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         metadata=meta(default_text="<hostname>:<pid>"),
