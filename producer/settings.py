@@ -44,7 +44,9 @@ def _convert(raw: str, current: Any, name: str) -> Any:
 
 
 def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    """``GENQUEUE_<FIELD>`` values for a settings dataclass's fields, typed like its defaults."""
+    """``GENQUEUE_<FIELD>`` values for a flat settings dataclass's fields, typed like its
+    defaults. ``Settings`` and ``WorkerConfig`` use ``genqueue.producer.envconfig`` (groups,
+    renamed variables); this stays for flat dataclasses elsewhere."""
     out: dict[str, Any] = {}
     for f in fields(defaults):
         raw = env.get(ENV_PREFIX + f.name.upper())

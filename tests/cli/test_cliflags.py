@@ -105,9 +105,11 @@ def _candidates(s: SettingField) -> list[Any]:
 
 
 @pytest.mark.parametrize("name", NAMES_BEFORE)
-def test_every_variable_named_before_grouping_is_still_read(name: str) -> None:
+def test_every_variable_named_before_grouping_is_still_read(
+    name: str, started: list[WorkerConfig]
+) -> None:
     """Setting a variable named before the settings were grouped changes the setting it named,
-    wherever that setting now sits."""
+    wherever that setting now sits: in ``WorkerConfig.from_env`` and in `genqueue worker`."""
     fields = {s.env: s for s in setting_fields(WorkerConfig)}
     if name not in fields:
         assert name in ("GENQUEUE_LOG_LEVEL", "GENQUEUE_LOG_FORMAT")  # read by genqueue.logs
@@ -120,10 +122,14 @@ def test_every_variable_named_before_grouping_is_still_read(name: str) -> None:
             cfg = WorkerConfig.from_env({name: str(value)})
         except ValueError:
             continue  # out of this setting's range: try the next candidate
-        got: Any = cfg
-        for part in s.path:
-            got = getattr(got, part)
-        assert got == value, s.attribute
+        env = {**clean_env(TOGETHER_API_KEY="k"), name: str(value)}
+        result = invoke(env, "worker")
+        assert result.exit_code == 0, result.output
+        for config in (cfg, started[0]):
+            got: Any = config
+            for part in s.path:
+                got = getattr(got, part)
+            assert got == value, s.attribute
         return
     pytest.fail(f"no candidate value accepted for {name}")
 
