@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from genqueue.producer import envconfig
+from genqueue.producer.envconfig import ENV_PREFIX
 from genqueue.producer.keys import Keys
 
-ENV_PREFIX = "GENQUEUE_"
+__all__ = ["ENV_PREFIX", "Settings", "overrides_from_env", "redact_url"]
 
 
 def redact_url(url: str) -> str:
@@ -42,7 +44,9 @@ def _convert(raw: str, current: Any, name: str) -> Any:
 
 
 def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    """``GENQUEUE_<FIELD>`` values for a settings dataclass's fields, typed like its defaults."""
+    """``GENQUEUE_<FIELD>`` values for a flat settings dataclass's fields, typed like its
+    defaults. ``Settings`` and ``WorkerConfig`` use ``genqueue.producer.envconfig`` (groups,
+    renamed variables); this stays for flat dataclasses elsewhere."""
     out: dict[str, Any] = {}
     for f in fields(defaults):
         raw = env.get(ENV_PREFIX + f.name.upper())
@@ -55,12 +59,15 @@ def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
 class Settings:
     """Where the queue lives and how long things are kept (units in the names)."""
 
+    #: The Redis (``rediss://`` and passwords allowed; passwords are never logged).
     redis_url: str = "redis://localhost:6379/0"
+    #: Prefix of every key (deployments can share a Redis).
     key_prefix: str = "genqueue"
     #: How long a finished record (and its idempotency key) is kept.
     retention_s: float = 7 * 86400.0
     #: Deadline of a request when the producer gives none.
     default_deadline_s: float = 3600.0
+    #: Largest deadline accepted.
     max_deadline_s: float = 7 * 86400.0
     #: After a cancel or deadline, how long a billed upstream job is still tracked for its cost.
     tracking_limit_s: float = 6 * 3600.0
@@ -83,8 +90,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``GENQUEUE_*`` variables (e.g. ``GENQUEUE_REDIS_URL``)."""
-        base = cls()
-        return replace(base, **overrides_from_env(base, os.environ if env is None else env))
+        return envconfig.from_env(cls, os.environ if env is None else env)
 
     @property
     def keys(self) -> Keys:

@@ -55,6 +55,7 @@ from typing import Any, Literal  # noqa: E402
 
 import httpx  # noqa: E402
 
+from genqueue.producer import envconfig  # noqa: E402
 from genqueue.producer.client import AsyncClient  # noqa: E402
 from genqueue.producer.contracts import (  # noqa: E402
     NO_LIMIT_US,
@@ -68,7 +69,7 @@ from genqueue.producer.replies import BeginSubmitReply  # noqa: E402
 from genqueue.producer.scripts import ScriptCall  # noqa: E402
 from genqueue.simulator import SimConfig, create_app  # noqa: E402
 from genqueue.worker.app import build_side_worker, build_worker, stop_worker  # noqa: E402
-from genqueue.worker.config import WorkerConfig  # noqa: E402
+from genqueue.worker.config import ScheduleSettings, WorkerConfig  # noqa: E402
 from genqueue.worker.ratelimit import RateLimit  # noqa: E402
 
 #: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
@@ -185,17 +186,24 @@ def finish(rid: str, seq: int, outcome: str, cost: int | None) -> Finish:
 
 
 def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
-    """A worker config for tests: fast schedule, tiny arq poll delay, no jitter."""
+    """A worker config for tests: fast schedule, tiny arq poll delay, no jitter.
+
+    ``overrides`` are setting names (``poll_jitter``, ``webhook_retry_s``: the variable without
+    ``GENQUEUE_``, wherever the setting is grouped) or top-level attributes (``settings``)."""
     base = WorkerConfig(
         settings=settings,
         upstream_url="http://sim",
         api_key="test-key",
         time_scale=FAST_SCALE,
         poll_delay_s=0.005,
-        poll_jitter=0.0,
         reconcile_interval_s=1,
+        schedule=ScheduleSettings(poll_jitter=0.0),
     )
-    return dataclasses.replace(base, **overrides)
+    names = envconfig.by_name(WorkerConfig)
+    attrs = {k: v for k, v in overrides.items() if k not in names}
+    return envconfig.replace_settings(
+        dataclasses.replace(base, **attrs), {k: v for k, v in overrides.items() if k in names}
+    )
 
 
 @pytest.fixture

@@ -194,7 +194,7 @@ def build_side_worker(
     handle_signals: bool = True,
 ) -> Worker:
     """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher."""
-    timeout = max(config.webhook_timeout_s, config.download_timeout_s) + 10
+    timeout = max(config.webhooks.timeout_s, config.downloads.timeout_s) + 10
     return _worker(
         config,
         queue=config.settings.keys.side_queue,
@@ -271,7 +271,7 @@ async def run_worker(
     with it): the supervisor logs one line and starts over with backoff.
     """
     logging.getLogger("arq").setLevel(logging.WARNING)
-    if not config.webhook_secret:
+    if not config.webhooks.secret:
         log.warning("webhook_secret_missing", hint="set GENQUEUE_WEBHOOK_SECRET to sign webhooks")
     metrics = WorkerMetrics()
     if config.metrics_port:

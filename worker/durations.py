@@ -11,8 +11,8 @@ spread, and still forgets: once full, each completion enters with probability
 samples/horizon, so any one entry is replaced by each later completion with probability
 1/horizon (the sample's age profile depends on the horizon only, not on its size).
 
-The sample is large (``WorkerConfig.adaptive_samples``, 10,000 by default) because the first
-check is placed at a low quantile, which a sample of 1,000 still misplaces often enough to
+The sample is large (``WorkerConfig.schedule.adaptive_samples``, 10,000 by default) because the
+first check is placed at a low quantile, which a sample of 1,000 still misplaces often enough to
 cost the p95 seconds in one history in ten (``bench/frontier.py: genqueue_schedule``); the
 first check uses ``lower_quantile``, a lower confidence bound that is safe for a few
 completions and converges on the quantile for many.

@@ -121,7 +121,7 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
     cfg = rt.config
     url = raw.get(Field.VIDEO_URL, "")
     attempts = int(raw.get(Field.DOWNLOAD_ATTEMPTS) or 0) + 1
-    folder = Path(cfg.download_dir)
+    folder = Path(cfg.downloads.dir)
     final = folder / f"{raw[Field.ID]}{_suffix(url)}"
     part = folder / f".{raw[Field.ID]}.part"
     try:
@@ -130,7 +130,7 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
         await asyncio.to_thread(os.replace, part, final)
     except _Retryable as exc:
         part.unlink(missing_ok=True)
-        if attempts >= cfg.download_retries:
+        if attempts >= cfg.downloads.retries:
             return "dead", 0.0, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
         delay = retry_delay_s(attempts, base_s=2.0, cap_s=300.0, jitter=0.1, rng=rt.rng)
         return "retry", delay, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
@@ -150,7 +150,7 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
 
 
 async def _stream_to(rt: Runtime, url: str, part: Path) -> tuple[str, int]:
-    limit = rt.config.download_max_bytes
+    limit = rt.config.downloads.max_bytes
     h = hashlib.sha256()
     size = 0
     try:
@@ -206,7 +206,7 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
     now_ms = redis_time_ms(await rt.redis.time())
     age_s = (now_ms - int(raw.get(Field.FINISHED_AT_MS) or now_ms)) / 1000
     error: str
-    if not cfg.webhook_secret:
+    if not cfg.webhooks.secret:
         error = "GENQUEUE_WEBHOOK_SECRET is not set: webhooks cannot be signed"
     else:
         sent_at = datetime.now(UTC)
@@ -216,7 +216,7 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
             "content-type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": Webhook(cfg.webhook_secret).sign(msg_id, sent_at, payload),
+            "webhook-signature": Webhook(cfg.webhooks.secret).sign(msg_id, sent_at, payload),
         }
         try:
             resp = await rt.webhook_http.post(url, content=payload.encode(), headers=headers)
@@ -229,17 +229,17 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
             if resp.status_code == 410:  # the receiver asks us to stop (Standard Webhooks)
                 return "dead", 0.0, {Field.WEBHOOK_ERROR: "HTTP 410 Gone"}
             error = f"HTTP {resp.status_code} from {safe_url(url)}"
-    if age_s >= cfg.webhook_max_age_s:
+    if age_s >= cfg.webhooks.max_age_s:
         return "dead", 0.0, {Field.WEBHOOK_ERROR: error}
     delay = retry_delay_s(
         attempts,
-        base_s=cfg.webhook_retry_s,
-        cap_s=cfg.webhook_retry_cap_s,
+        base_s=cfg.webhooks.retry_s,
+        cap_s=cfg.webhooks.retry_cap_s,
         jitter=0.1,
         rng=rt.rng,
     )
     return (
         "retry",
-        min(delay, max(0.0, cfg.webhook_max_age_s - age_s)),
+        min(delay, max(0.0, cfg.webhooks.max_age_s - age_s)),
         {Field.WEBHOOK_ERROR: error},
     )

@@ -104,11 +104,11 @@ def _next_poll_s(rt: Runtime, polls_done: int, retry_after_s: float | None = Non
     cfg = rt.config
     return poll_delay_s(
         polls_done,
-        first_s=cfg.scaled(cfg.first_poll_s),
-        floor_s=cfg.scaled(cfg.poll_floor_s),
-        cap_s=cfg.scaled(cfg.poll_cap_s),
-        factor=cfg.poll_factor,
-        jitter=cfg.poll_jitter,
+        first_s=cfg.scaled(cfg.schedule.first_poll_s),
+        floor_s=cfg.scaled(cfg.schedule.poll_floor_s),
+        cap_s=cfg.scaled(cfg.schedule.poll_cap_s),
+        factor=cfg.schedule.poll_factor,
+        jitter=cfg.schedule.poll_jitter,
         rng=rt.rng,
         retry_after_s=retry_after_s,
     )
@@ -130,7 +130,7 @@ async def _learned_wait_s(
     upstream's own start of generation when it reports one (tighter: it leaves out the
     upstream's queue wait), else from its creation."""
     cfg = rt.config
-    if cfg.poll_schedule != "adaptive":
+    if cfg.schedule.mode != "adaptive":
         return None
     learned = await rt.durations.get(model)
     if learned is None:
@@ -144,12 +144,15 @@ async def _learned_wait_s(
     # Upstream timestamps are the upstream's clock; a wait is never negative.
     now = time.time()
     elapsed = max(0.0, now - anchor)
-    every = cfg.scaled(cfg.poll_floor_s)
+    every = cfg.scaled(cfg.schedule.poll_floor_s)
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    first_s = lower_quantile(durations, cfg.adaptive_quantile, cfg.adaptive_confidence) + every
-    dense_until_s = quantile(durations, cfg.adaptive_dense_until_quantile)
+    first_s = (
+        lower_quantile(durations, cfg.schedule.adaptive_quantile, cfg.schedule.adaptive_confidence)
+        + every
+    )
+    dense_until_s = quantile(durations, cfg.schedule.adaptive_dense_until_quantile)
     delay = learned_delay_s(
         elapsed,
         checked=polls_done > 0,
@@ -157,18 +160,20 @@ async def _learned_wait_s(
         first_s=first_s,
         dense_until_s=dense_until_s,
         dense_every_s=every,
-        cap_s=cfg.scaled(cfg.poll_cap_s),
-        factor=cfg.poll_factor,
+        cap_s=cfg.scaled(cfg.schedule.poll_cap_s),
+        factor=cfg.schedule.poll_factor,
     )
     if polls_done == 0:
         # Spread the first checks of a batch created at once over one interval (not by a
         # share of the delay: a first check later than planned lets more videos end long
         # before it). They may wait longer than the cap.
-        if cfg.poll_jitter <= 0:
+        if cfg.schedule.poll_jitter <= 0:
             return delay
         return max(0.0, delay + rt.rng.uniform(-every / 2, every / 2))
     if elapsed >= dense_until_s:
-        return min(cfg.scaled(cfg.poll_cap_s), jittered(delay, cfg.poll_jitter, rt.rng))
+        return min(
+            cfg.scaled(cfg.schedule.poll_cap_s), jittered(delay, cfg.schedule.poll_jitter, rt.rng)
+        )
     return delay  # inside the window: no jitter, the interval is what bounds the lag
 
 
@@ -269,7 +274,7 @@ async def _record_submitted(
             upstream_started_at=job.started_at,
             first_poll_delay_ms=ms(first),
             tracking_limit_ms=ms(cfg.settings.tracking_limit_s),
-            tracking_poll_delay_ms=_scaled_ms(rt, cfg.poll_cap_s),
+            tracking_poll_delay_ms=_scaled_ms(rt, cfg.schedule.poll_cap_s),
             arm=step,
         ).call(cfg.settings)
         reply = await rt.durability.run(rt.redis, rt.scripts, c)
@@ -294,7 +299,7 @@ async def _submit_failed(
         attempts,
         base_s=cfg.scaled(cfg.submit_retry_s),
         cap_s=cfg.scaled(cfg.submit_retry_cap_s),
-        jitter=cfg.poll_jitter,
+        jitter=cfg.schedule.poll_jitter,
         rng=rt.rng,
         retry_after_s=retry_after,
     )
@@ -397,7 +402,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         upstream_created_at=job.created_at,
         upstream_started_at=job.started_at,
         upstream_done_at=job.done_at,
-        owe_download=bool(rt.config.download_dir),
+        owe_download=bool(rt.config.downloads.dir),
     ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
     if reply.tag is Tag.OK:
@@ -465,7 +470,7 @@ async def _poll_update(
         upstream_status=status,
         upstream_started_at=job.started_at if job is not None else None,
         next_delay_ms=ms(delay),
-        tracking_poll_delay_ms=_scaled_ms(rt, cfg.poll_cap_s),
+        tracking_poll_delay_ms=_scaled_ms(rt, cfg.schedule.poll_cap_s),
         tracking_limit_ms=ms(cfg.settings.tracking_limit_s),
         poll_error=error,
         not_found=not_found,
