@@ -62,8 +62,26 @@ DISPATCH_TASK: Final = "dispatch_outbox"
 #: (``producer/timers.py``: ``inline_arm``; ``lua/_transition.lua``: ``ARM``).
 INLINE_ARM_MARKER: Final = "genqueue:arm"
 
+#: A sorted set of due times ``Z`` (a queue, the outbox) has a wake list ``Z:wake`` (at most
+#: one token: a worker blocked on it wakes and looks) and a wake-at key ``Z:wake:at`` (the due
+#: time one waiting worker will look at): ``worker/wakeup.py``, ``lua/_wake.lua``.
+WAKE_SUFFIX: Final = ":wake"
+WAKE_AT_SUFFIX: Final = ":wake:at"
+
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
+
+
+@dataclass(frozen=True, slots=True)
+class WakeKeys:
+    """The wake list and wake-at key of a sorted set of due times (``WAKE_SUFFIX``)."""
+
+    wake: str
+    wake_at: str
+
+    @classmethod
+    def of(cls, zset: str) -> WakeKeys:
+        return cls(zset + WAKE_SUFFIX, zset + WAKE_AT_SUFFIX)
 
 
 def timer_job_id(kind: str, request_id: str, seq: int) -> str:
@@ -127,6 +145,22 @@ class Keys:
     def dead_letters(self) -> str:
         """Sorted set: request ids whose webhook was given up on, scored by when."""
         return f"{self.prefix}:webhooks:dead"
+
+    @property
+    def queue_wake(self) -> WakeKeys:
+        """How a waiting main worker is woken (arms of status timers)."""
+        return WakeKeys.of(self.queue)
+
+    @property
+    def side_wake(self) -> WakeKeys:
+        """How a waiting side worker is woken: by an owed side effect (``lua/_transition.lua``
+        ``owe``, which knows only the outbox key) or an armed side job; so the outbox's."""
+        return WakeKeys.of(self.outbox)
+
+    @property
+    def reconcile_lock(self) -> str:
+        """String (expiring): one worker reconciles per interval (``worker/wakeup.py``)."""
+        return f"{self.prefix}:reconcile:lock"
 
     @property
     def side_queue(self) -> str:

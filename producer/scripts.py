@@ -24,7 +24,14 @@ from typing import Any, Generic, Literal, TypeVar
 import redis
 import redis.asyncio
 
-from genqueue.producer.keys import HOLDING_SLOT, INLINE_ARM_MARKER, NON_TERMINAL, TOTALS_SEP
+from genqueue.producer.keys import (
+    HOLDING_SLOT,
+    INLINE_ARM_MARKER,
+    NON_TERMINAL,
+    TOTALS_SEP,
+    WAKE_AT_SUFFIX,
+    WAKE_SUFFIX,
+)
 
 ScriptName = Literal[
     "create",
@@ -77,6 +84,8 @@ def constants_lua() -> str:
         f"local HOLDING_SLOT = {{{holding}}}\n"
         f"local SEP = {_lua_str(TOTALS_SEP)}\n"
         f"local INLINE_ARM_MARKER = {_lua_str(INLINE_ARM_MARKER)}\n"
+        f"local WAKE_SUFFIX = {_lua_str(WAKE_SUFFIX)}\n"
+        f"local WAKE_AT_SUFFIX = {_lua_str(WAKE_AT_SUFFIX)}\n"
     )
 
 

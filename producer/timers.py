@@ -19,7 +19,7 @@ import redis.asyncio
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
-from genqueue.producer.keys import INLINE_ARM_MARKER, SCHEMA_VERSION, timer_job_id
+from genqueue.producer.keys import INLINE_ARM_MARKER, SCHEMA_VERSION, WakeKeys, timer_job_id
 from genqueue.producer.scripts import source
 
 
@@ -47,7 +47,7 @@ class Timer:
 
 
 def _arm_call(
-    queue: str, timer: Timer, *, at_ms: int, delay_ms: int, now_ms: int
+    queue: str, timer: Timer, *, at_ms: int, delay_ms: int, now_ms: int, wake: WakeKeys
 ) -> tuple[list[str], list[str | bytes]]:
     # Task arguments carry the schema version: timers outlive rolling deploys.
     payload = serialize_job(
@@ -58,7 +58,13 @@ def _arm_call(
         now_ms,
         serializer=dumps,
     )
-    keys = [job_key_prefix + timer.job_id, result_key_prefix + timer.job_id, queue]
+    keys = [
+        job_key_prefix + timer.job_id,
+        result_key_prefix + timer.job_id,
+        queue,
+        wake.wake,
+        wake.wake_at,
+    ]
     args: list[str | bytes] = [
         payload,
         str(at_ms),
@@ -73,24 +79,40 @@ def inline_arm(queue: str, timer: Timer) -> tuple[list[str], list[str]]:
     """The KEYS and ARGV a transition script takes at the end to enqueue ``timer`` itself
     when it is the step the script moves to (``arm`` in ``lua/_transition.lua``): one round
     trip and one script call fewer than arming afterwards."""
-    keys, args = _arm_call(queue, timer, at_ms=0, delay_ms=0, now_ms=int(time.time() * 1000))
+    keys, args = _arm_call(
+        queue,
+        timer,
+        at_ms=0,
+        delay_ms=0,
+        now_ms=int(time.time() * 1000),
+        wake=WakeKeys.of(queue),
+    )
     payload = args[0]
     assert isinstance(payload, bytes)
     return keys, [payload.decode(), str(expires_extra_ms), timer.job_id, INLINE_ARM_MARKER]
 
 
 class AsyncTimers:
-    """Arms timers through an asyncio Redis client."""
+    """Arms timers through an asyncio Redis client (``wake``: whom an arm wakes; the queue's
+    own wake keys unless given)."""
 
-    def __init__(self, client: redis.asyncio.Redis, queue: str) -> None:
+    def __init__(
+        self, client: redis.asyncio.Redis, queue: str, wake: WakeKeys | None = None
+    ) -> None:
         self._client = client
         self._script = client.register_script(source("arm"))
         self._queue = queue
+        self._wake = wake or WakeKeys.of(queue)
 
     async def arm(self, timer: Timer, *, delay_ms: int = 0, at_ms: int = 0) -> bool:
         """Schedule the timer; False if that exact step is already armed (or running)."""
         keys, args = _arm_call(
-            self._queue, timer, at_ms=at_ms, delay_ms=delay_ms, now_ms=int(time.time() * 1000)
+            self._queue,
+            timer,
+            at_ms=at_ms,
+            delay_ms=delay_ms,
+            now_ms=int(time.time() * 1000),
+            wake=self._wake,
         )
         return bool(await self._script(keys=keys, args=args))
 
@@ -106,22 +128,30 @@ class AsyncTimers:
         now_ms = int(time.time() * 1000)
         async with self._client.pipeline(transaction=False) as pipe:
             for timer, at_ms in items:
-                keys, args = _arm_call(self._queue, timer, at_ms=at_ms, delay_ms=0, now_ms=now_ms)
+                keys, args = _arm_call(
+                    self._queue, timer, at_ms=at_ms, delay_ms=0, now_ms=now_ms, wake=self._wake
+                )
                 await self._script(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
         return [bool(r) for r in replies]
 
 
 class SyncTimers:
-    """Arms timers through a blocking Redis client."""
+    """Arms timers through a blocking Redis client (``wake`` as ``AsyncTimers``)."""
 
-    def __init__(self, client: redis.Redis, queue: str) -> None:
+    def __init__(self, client: redis.Redis, queue: str, wake: WakeKeys | None = None) -> None:
         self._script = client.register_script(source("arm"))
         self._queue = queue
+        self._wake = wake or WakeKeys.of(queue)
 
     def arm(self, timer: Timer, *, delay_ms: int = 0, at_ms: int = 0) -> bool:
         """Schedule the timer; False if that exact step is already armed (or running)."""
         keys, args = _arm_call(
-            self._queue, timer, at_ms=at_ms, delay_ms=delay_ms, now_ms=int(time.time() * 1000)
+            self._queue,
+            timer,
+            at_ms=at_ms,
+            delay_ms=delay_ms,
+            now_ms=int(time.time() * 1000),
+            wake=self._wake,
         )
         return bool(self._script(keys=keys, args=args))

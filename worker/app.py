@@ -6,6 +6,9 @@ A worker process runs two arq workers: the main one (``submit``/``poll`` timers 
 reconciler) and a side one (downloads and webhooks, on their own queue): a slow receiver or
 download never delays a status check, and its longer timeout never lengthens the main
 queue's crash recovery (arq re-runs a killed job after the *largest* timeout + 10 s).
+Both wait between looks instead of polling (``worker/wakeup.py``); the reconciler is
+periodic work of the main worker's loop and the outbox dispatcher runs when the outbox has a
+due entry (neither is an arq cron any more: a cron job costs a dozen commands per tick).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from typing import Any
 import httpx
 import redis
 import structlog
-from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
@@ -40,11 +42,16 @@ from genqueue.worker.reconciler import reconcile_once
 from genqueue.worker.runtime import CTX_KEY, Runtime, UnsafeRedis
 from genqueue.worker.side_effects import dispatch_outbox, run_side
 from genqueue.worker.tasks import run_poll, run_submit
+from genqueue.worker.wakeup import Periodic
 
 log = structlog.get_logger(__name__)
 
 #: arq counts a SIGKILLed run as a try; the record makes re-runs harmless, so allow many.
 MAX_TRIES = 1000
+#: How often a worker refreshes its health key (arq's ``health_check_interval``; the key
+#: lives a second longer, so a dead worker leaves the cluster's "alive" count this late).
+#: arq's 10 s was a fifth of an idle worker's Redis commands.
+HEALTH_INTERVAL_S = 60
 
 
 def _runtime(ctx: dict[str, Any]) -> Runtime:
@@ -78,20 +85,18 @@ async def side(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> No
 
 
 async def reconcile(ctx: dict[str, Any]) -> int:
-    """arq cron: re-arm lost timers."""
+    """Re-arm lost timers (periodic work of the main worker; also an arq function, so a cron
+    job the previous version enqueued still runs)."""
     return await reconcile_once(_runtime(ctx))
 
 
-async def dispatch(ctx: dict[str, Any]) -> int:
-    """arq cron: arm due side effects."""
-    return await dispatch_outbox(_runtime(ctx))
+def _dispatcher(config: WorkerConfig, lease_s: float) -> Any:
+    async def dispatch(ctx: dict[str, Any]) -> int:
+        """Arm due side effects (run by the side worker when the outbox has a due entry; also
+        an arq function, so a cron job the previous version enqueued still runs)."""
+        return await dispatch_outbox(_runtime(ctx), lease_ms=round(lease_s * 1000))
 
-
-def _cron_seconds(interval_s: int) -> dict[str, Any]:
-    if interval_s < 60:
-        return {"second": set(range(0, 60, interval_s))}
-    minutes = max(1, interval_s // 60)
-    return {"minute": set(range(0, 60, minutes)), "second": 0}
+    return dispatch
 
 
 def functions(config: WorkerConfig) -> list[Function]:
@@ -107,7 +112,6 @@ def _worker(
     *,
     queue: str,
     functions: list[Function],
-    cron_jobs: list[Any],
     timeout_s: float,
     transport: httpx.AsyncBaseTransport | None,
     side_transport: httpx.AsyncBaseTransport | None,
@@ -115,6 +119,7 @@ def _worker(
     handle_signals: bool,
     burst: bool,
     health_suffix: str,
+    **waiting: Any,
 ) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx[CTX_KEY] = await Runtime.start(
@@ -129,7 +134,6 @@ def _worker(
     prefix = config.settings.keys.prefix
     return TimerWorker(
         functions=functions,
-        cron_jobs=cron_jobs,
         queue_name=queue,
         redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
         on_startup=on_startup,
@@ -145,9 +149,11 @@ def _worker(
         burst=burst,
         job_serializer=dumps,
         job_deserializer=loads,
-        health_check_interval=10,
+        health_check_interval=HEALTH_INTERVAL_S,
         health_check_key=f"{prefix}:health{health_suffix}:{config.worker_name}",
         log_results=False,
+        max_wait_s=config.idle_wait_max_s,
+        **waiting,
     )
 
 
@@ -164,16 +170,9 @@ def build_worker(
     return _worker(
         config,
         queue=config.settings.keys.queue,
-        functions=functions(config),
-        cron_jobs=[
-            cron(
-                reconcile,
-                name=RECONCILE_TASK,
-                run_at_startup=False,
-                timeout=config.task_timeout_s,
-                keep_result=0,
-                **_cron_seconds(config.reconcile_interval_s),
-            )
+        functions=[
+            *functions(config),
+            func(reconcile, name=RECONCILE_TASK, timeout=config.task_timeout_s, keep_result=0),
         ],
         timeout_s=config.task_timeout_s,
         transport=transport,
@@ -182,6 +181,15 @@ def build_worker(
         handle_signals=handle_signals,
         burst=burst,
         health_suffix="",
+        wake=config.settings.keys.queue_wake,
+        periodic=[
+            Periodic(
+                RECONCILE_TASK,
+                interval_s=config.reconcile_interval_s,
+                lock_key=config.settings.keys.reconcile_lock,
+                run=reconcile,
+            )
+        ],
     )
 
 
@@ -195,19 +203,16 @@ def build_side_worker(
 ) -> Worker:
     """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher."""
     timeout = max(config.webhooks.timeout_s, config.downloads.timeout_s) + 10
+    # An armed side effect is dispatched again if its job has not recorded a result by then:
+    # longer than arq's own re-run of a killed job (timeout + 10 s).
+    dispatch = _dispatcher(config, lease_s=timeout + 20)
+    keys = config.settings.keys
     return _worker(
         config,
-        queue=config.settings.keys.side_queue,
-        functions=[func(side, name=SIDE_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0)],
-        cron_jobs=[
-            cron(
-                dispatch,
-                name=DISPATCH_TASK,
-                run_at_startup=True,
-                timeout=30,
-                keep_result=0,
-                **_cron_seconds(config.outbox_interval_s),
-            )
+        queue=keys.side_queue,
+        functions=[
+            func(side, name=SIDE_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0),
+            func(dispatch, name=DISPATCH_TASK, timeout=30, keep_result=0),
         ],
         timeout_s=timeout,
         transport=transport,
@@ -216,6 +221,10 @@ def build_side_worker(
         handle_signals=handle_signals,
         burst=False,
         health_suffix="-side",
+        wake=keys.side_wake,
+        watched=keys.outbox,
+        on_watched_due=dispatch,
+        watched_spacing_s=config.outbox_interval_s,
     )
 
 
@@ -227,6 +236,8 @@ async def stop_worker(worker: Worker, grace_s: float = 0.0) -> None:
     # leaves pooled connections half-used (redis-py then warns about unclosed sessions).
     worker.burst = True
     worker.max_burst_jobs = 0
+    if isinstance(worker, TimerWorker):
+        worker.wake()  # it may be waiting for a due time or a wake token
     main = worker.main_task
     if main is not None and not main.done():
         await asyncio.wait([main], timeout=grace_s + 10 * worker.poll_delay_s + 0.5)

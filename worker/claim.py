@@ -20,6 +20,10 @@ it to arq's behaviour. Not carried over, because genqueue uses neither: arq's jo
 (``allow_abort_jobs``; a cancel is a record flag) and ``Retry`` re-queueing (a task re-arms
 its own next step); a function that raises is failed and dropped, as in arq.
 
+Between looks a worker given wake keys waits (``worker/wakeup.py``: until its next due time,
+a wake token, one of its jobs ending, or its own schedule) instead of looking every
+``poll_delay_s``; without them it polls as arq does (``poll_delay_s``, used by burst runs).
+
 A job that ended is retired at the next look (``poll_delay_s`` later), not at once: if the
 worker dies in between, its in-progress key expires and the job runs again, as after a crash
 just before arq's own ``finish_job`` — a timer re-run is harmless (its seq has moved on).
@@ -29,8 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from arq.connections import create_pool, log_redis_info
 from arq.constants import (
     in_progress_key_prefix,
     job_key_prefix,
@@ -42,7 +49,16 @@ from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, Worker
 
+from genqueue.producer.keys import WakeKeys
 from genqueue.producer.scripts import source
+from genqueue.worker.wakeup import (
+    LookResult,
+    Periodic,
+    WakeListener,
+    sleep_until_spaced,
+    wait_for_any,
+    wait_s,
+)
 
 logger = logging.getLogger("arq.worker")
 
@@ -52,18 +68,22 @@ ENDED, RELEASED, ENDED_CRON = "e", "r", "c"
 
 def claim_due_args(
     *,
-    now_ms: int,
+    now_ms: int | None,
     in_progress_ms: int,
     want: int,
     look: int,
     cron_keep_ms: int,
     retired: list[tuple[str, str]],
+    running: int = 0,
+    max_wait_ms: int = 0,
 ) -> list[Any]:
-    """ARGV of ``lua/claim_due.lua`` (KEYS: the queue): claim up to ``want`` of the first
-    ``look`` due ids at ``now_ms`` (the host clock, as arq compares), after retiring each
-    (job id, ``ENDED`` | ``RELEASED`` | ``ENDED_CRON``) of ``retired``."""
+    """ARGV of ``lua/claim_due.lua`` (KEYS: the queue, and optionally its wake keys and a
+    watched set): claim up to ``want`` of the first ``look`` due ids at ``now_ms`` (None:
+    Redis ``TIME``), after retiring each (job id, ``ENDED`` | ``RELEASED`` | ``ENDED_CRON``)
+    of ``retired``; with the wake keys, ``running`` jobs of this worker are still running and
+    the next look is at most ``max_wait_ms`` away."""
     args: list[Any] = [
-        now_ms,
+        "" if now_ms is None else now_ms,
         in_progress_ms,
         want,
         look,
@@ -75,12 +95,30 @@ def claim_due_args(
     ]
     for job_id, how in retired:
         args += [job_id, how]
-    return args
+    return args + [running, max_wait_ms]
 
 
-def parse_claimed(reply: list[Any]) -> list[tuple[str, int, bytes | None, int]]:
+Claimed = tuple[str, int, bytes | None, int]
+
+
+def parse_look(reply: list[Any]) -> tuple[list[Claimed], LookResult | None]:
     """The reply of ``lua/claim_due.lua``: per claimed job (id, score, payload or None if
-    its job key expired, try)."""
+    its job key expired, try), and with the wake keys what it says about the next look."""
+    look = None
+    if len(reply) % 4 == 3:
+        next_in_ms, watched_due, watcher = (int(x) for x in reply[-3:])
+        look = LookResult(
+            next_in_s=None if next_in_ms < 0 else next_in_ms / 1000,
+            watched_due=bool(watched_due),
+            watcher=bool(watcher),
+        )
+        reply = reply[:-3]
+    return parse_claimed(reply), look
+
+
+def parse_claimed(reply: list[Any]) -> list[Claimed]:
+    """Per claimed job of a ``lua/claim_due.lua`` reply without wake keys: (id, score,
+    payload or None if its job key expired, try)."""
     it = iter(reply)
     return [
         (job_id.decode(), int(float(score)), payload, int(job_try))
@@ -89,19 +127,138 @@ def parse_claimed(reply: list[Any]) -> list[tuple[str, int, bytes | None, int]]:
 
 
 class TimerWorker(Worker):
-    """An arq ``Worker`` whose queue traffic is one script call per look (see the module)."""
+    """An arq ``Worker`` whose queue traffic is one script call per look (see the module).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    With ``wake`` (the queue's wake keys) it waits between looks (``worker/wakeup.py``):
+    ``watched`` is a sorted set of due times also watched (the outbox), whose due entries
+    ``on_watched_due`` handles, at most once per ``watched_spacing_s``; ``periodic`` work
+    runs from the same loop; ``max_wait_s`` bounds a wait."""
+
+    def __init__(
+        self,
+        *args: Any,
+        wake: WakeKeys | None = None,
+        watched: str | None = None,
+        on_watched_due: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+        watched_spacing_s: float = 0.0,
+        periodic: Sequence[Periodic] = (),
+        max_wait_s: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._claim_due: Any = None
         self._retired: list[tuple[str, str]] = []
+        self._wake = wake
+        self._watched = watched
+        self._on_watched_due = on_watched_due
+        self._watched_spacing_s = watched_spacing_s
+        self._watched_at = -watched_spacing_s
+        self._periodic = list(periodic)
+        self.max_wait_s = max_wait_s
+        self._last_look: LookResult | None = None
+        self._last_look_at = 0.0
+        #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
+        self._ended = asyncio.Event()
+        #: Looks made (a figure for tests and the bench).
+        self.looks = 0
+
+    def wake(self) -> None:
+        """End the current wait now (a stop, or a job of this worker ended)."""
+        self._ended.set()
 
     async def main(self) -> None:
         try:
-            await super().main()
+            if self._wake is None:
+                await super().main()
+            else:
+                await self._main_waiting(self._wake)
         finally:
             if self._pool is not None:
                 await self.flush_retired()
+
+    async def _main_waiting(self, wake: WakeKeys) -> None:
+        # arq's Worker.main set-up, then a loop that waits instead of sleeping poll_delay_s.
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        logger.info(
+            "Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions)
+        )
+        await log_redis_info(self.pool, logger.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        listener = WakeListener(self.pool, wake, timeout_s=self.max_wait_s)
+        try:
+            while True:
+                await self._poll_iteration()
+                if self.burst:
+                    # arq's burst exit (stop_worker ends a worker this way).
+                    if (
+                        0 <= self.max_burst_jobs <= self._jobs_started()
+                        or not await self.pool.zcard(self.queue_name)
+                    ):
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                    await asyncio.sleep(self.poll_delay_s)
+                    continue
+                look = self._last_look
+                if self._watched_now(look):
+                    assert self._on_watched_due is not None
+                    self._watched_at = time.monotonic()
+                    try:
+                        await self._on_watched_due(self.ctx)
+                    except Exception:
+                        logger.exception("handling the watched set's due entries failed")
+                    await sleep_until_spaced(self._last_look_at, self.poll_delay_s)
+                    continue
+                for p in self._periodic:
+                    await p.maybe_run(self.pool, self.ctx)
+                await self._wait(listener, look)
+        finally:
+            await listener.close()
+
+    def _watched_in_s(self) -> float:
+        return self._watched_at + self._watched_spacing_s - time.monotonic()
+
+    def _watched_now(self, look: LookResult | None) -> bool:
+        return (
+            look is not None
+            and look.watched_due
+            and self._on_watched_due is not None
+            and self._watched_in_s() <= 0
+        )
+
+    def _own_deadlines_s(self, look: LookResult | None) -> tuple[float, ...]:
+        health_in_s = self._last_health_check + self.health_check_interval - time.time()
+        own = [health_in_s, *(p.due_in_s() for p in self._periodic)]
+        if look is not None and look.watched_due:
+            own.append(self._watched_in_s())  # due, but the last pass was too recent
+        return tuple(own)
+
+    async def _wait(self, listener: WakeListener, look: LookResult | None) -> None:
+        timeout_s = wait_s(
+            look,
+            running=self.job_counter,
+            cap_s=self.max_wait_s,
+            other_deadlines_s=self._own_deadlines_s(look),
+        )
+        if timeout_s > 0 and not self._ended.is_set():
+            ended = asyncio.ensure_future(self._ended.wait())
+            try:
+                await wait_for_any(listener.task(), ended, timeout_s=timeout_s)
+            finally:
+                ended.cancel()
+        if listener.take() and self.job_counter >= self.max_jobs:
+            await listener.give_back()  # no free slot here: let a waiting worker take it
+        if self.job_counter > 0 or self._retired:
+            # Busy: look no more often than poll_delay_s (as before), whatever woke it.
+            await sleep_until_spaced(self._last_look_at, self.poll_delay_s)
 
     async def flush_retired(self) -> None:
         """Retire the jobs that ended since the last look (also run when the worker stops)."""
@@ -115,33 +272,46 @@ class TimerWorker(Worker):
             want = min(want, self.max_burst_jobs - self._jobs_started())
         if not self.allow_pick_jobs:
             want = 0
+        self._ended.clear()  # a job ending from here on ends the next wait
         if want > 0 or self._retired:
             for job_id, score, payload, job_try in await self._look(want=max(0, want)):
                 self._start(job_id, score, payload, job_try)
+        else:
+            self._last_look = None  # no free slot: wait for a job to end
         for job_id, t in list(self.tasks.items()):
             if t.done():
                 del self.tasks[job_id]
                 t.result()  # errors in the job runner propagate, as in arq
         await self.heart_beat()
 
-    async def _look(self, *, want: int) -> list[tuple[str, int, bytes | None, int]]:
+    async def _look(self, *, want: int) -> list[Claimed]:
         if self._claim_due is None:
             self._claim_due = self.pool.register_script(source("claim_due"))
         retired, self._retired = self._retired, []
+        keys = [self.queue_name]
+        if self._wake is not None:
+            keys += [self._wake.wake, self._wake.wake_at, self._watched or self.queue_name]
         args = claim_due_args(
-            now_ms=timestamp_ms(),
+            # Waiting workers compare with Redis TIME, the clock timers are scored in (a
+            # wait is then computed in the same clock as the claim: worker/wakeup.py).
+            now_ms=None if self._wake is not None else timestamp_ms(),
             in_progress_ms=int(self.in_progress_timeout_s * 1000),
             want=want,
             look=self.queue_read_limit,
             cron_keep_ms=int(keep_cronjob_progress * 1000),
             retired=retired,
+            running=self.job_counter,
+            max_wait_ms=int(self.max_wait_s * 1000),
         )
         try:
-            reply = await self._claim_due(keys=[self.queue_name], args=args)
+            reply = await self._claim_due(keys=keys, args=args)
         except BaseException:
             self._retired[:0] = retired  # not sent: retried at the next look
             raise
-        return parse_claimed(reply)
+        self.looks += 1
+        self._last_look_at = time.monotonic()
+        claimed, self._last_look = parse_look(reply)
+        return claimed
 
     def _start(self, job_id: str, score: int, payload: bytes | None, job_try: int) -> None:
         # A job is claimed only for a free slot: job_counter is the only gate (arq's
@@ -153,6 +323,7 @@ class TimerWorker(Worker):
 
     def _job_ended(self, _: asyncio.Task[None]) -> None:
         self.job_counter -= 1
+        self._ended.set()
 
     def _drop(self, job_id: str) -> None:
         """A job that cannot run (expired, unreadable, unknown, out of tries): failed, and

@@ -166,13 +166,18 @@ class WorkerConfig:
     max_jobs: int = 100
     #: Timers read per queue poll (far above running jobs).
     queue_read_limit: int = 2000
-    #: How often a worker asks Redis for due timers (arq sleeps this long between looks, busy
-    #: or not): a check runs up to this late, which the dense window's lag bound pays on
-    #: top of the floor. Under load 0.05 s cost no more CPU per call than 0.1 s (10k bench run).
+    #: Least time between two looks of a busy worker for due timers (an idle one waits for a
+    #: due time or a wake-up: ``worker/wakeup.py``): a check runs up to this late, which the
+    #: dense window's lag bound pays on top of the floor. Under load 0.05 s cost no more CPU
+    #: per call than 0.1 s (10k bench run).
     poll_delay_s: float = 0.05
+    #: Longest a worker with nothing due waits before it looks anyway (it is woken sooner by
+    #: a due time, an armed timer or an owed side effect): bounds the delay a lost wake-up or
+    #: a dead worker that watched the next due time can cause.
+    idle_wait_max_s: float = 60.0
     #: On SIGTERM, how long running tasks may finish before they are cancelled.
     job_completion_wait_s: float = 20.0
-    #: Reconciler period (divides 60, or a multiple of 60).
+    #: Reconciler period (divides 60, or a multiple of 60); one worker of all runs it.
     reconcile_interval_s: int = 30
     #: A timer this overdue (scaled) is considered lost and re-armed.
     reconcile_grace_s: float = 30.0
@@ -192,7 +197,8 @@ class WorkerConfig:
     downloads: DownloadSettings = field(
         default_factory=DownloadSettings, metadata=meta(env_prefix="DOWNLOAD_")
     )
-    #: How often due side effects (downloads, webhooks) are dispatched.
+    #: Least time between two passes of the outbox dispatcher (a pass runs as soon as a side
+    #: effect is owed; this batches the ones owed right after).
     outbox_interval_s: int = 1
     #: Lease owner name in records.
     worker_name: str = field(

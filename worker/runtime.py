@@ -56,7 +56,7 @@ class Runtime:
         self.keys: Keys = self.config.settings.keys
         self.scripts = AsyncScripts(self.redis)
         self.timers = AsyncTimers(self.redis, self.keys.queue)
-        self.side_timers = AsyncTimers(self.redis, self.keys.side_queue)
+        self.side_timers = AsyncTimers(self.redis, self.keys.side_queue, wake=self.keys.side_wake)
         self.pause = CreatePause(self.redis, self.keys)
         cfg = self.config
         self.durations = DurationModel(

@@ -47,11 +47,21 @@ def safe_url(url: str) -> str:
     return f"{p.scheme}://{host}{port}{p.path}"
 
 
-async def dispatch_outbox(rt: Runtime, batch: int = 500) -> int:
-    """Arm the side-effect timer of every due outbox entry; returns how many were armed."""
+async def dispatch_outbox(rt: Runtime, batch: int = 500, lease_ms: int = 60_000) -> int:
+    """Arm the side-effect timer of every due outbox entry; returns how many were armed.
+
+    Each entry is first put off by ``lease_ms`` (its side job records the real next due time
+    when it runs): the side worker runs this pass when the outbox has a due entry
+    (``worker/wakeup.py``), so an entry left due would be dispatched again at every look. The
+    lease is the backstop of a lost side job: the entry comes due again and is re-armed.
+    """
     keys = rt.keys
     now = redis_time_ms(await rt.redis.time())
     due: list[str] = await rt.redis.zrangebyscore(keys.outbox, "-inf", now, start=0, num=batch)
+    if not due:
+        return 0
+    # Before arming: a side job that runs at once then sets its own due time, never undone.
+    await rt.redis.zadd(keys.outbox, dict.fromkeys(due, now + lease_ms), xx=True, gt=True)
     armed = 0
     for request_id in due:
         seq = await rt.redis.hget(keys.record(request_id), Field.SIDE_SEQ)  # type: ignore[misc]

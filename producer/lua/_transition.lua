@@ -7,6 +7,7 @@
 -- Writes nothing until a script calls a helper.
 --- @include "constants"
 --- @include "numbers"
+--- @include "wake"
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -45,12 +46,14 @@ local function set_status(old, new)
 end
 
 -- A caller may pass the arq job of the step it expects next (producer/timers.py:
--- inline_arm): 3 more KEYS (job, result, queue) and 4 more ARGV (payload, how long the job
--- may wait past its run time (ms), job id, 'genqueue:arm') at the very end. The step is then
--- enqueued here, in the same atomic step as the transition: one round trip less per check.
+-- inline_arm): 5 more KEYS (job, result, queue, the queue's wake list and wake-at key) and
+-- 4 more ARGV (payload, how long the job may wait past its run time (ms), job id,
+-- 'genqueue:arm') at the very end. The step is then enqueued here, in the same atomic step as
+-- the transition: one round trip less per check.
 local ARM = nil
 if ARGV[#ARGV] == INLINE_ARM_MARKER then
-  ARM = {job = KEYS[#KEYS - 2], result = KEYS[#KEYS - 1], queue = KEYS[#KEYS],
+  ARM = {job = KEYS[#KEYS - 4], result = KEYS[#KEYS - 3], queue = KEYS[#KEYS - 2],
+    wake = KEYS[#KEYS - 1], wake_at = KEYS[#KEYS],
     payload = ARGV[#ARGV - 3], extra_ms = tonumber(ARGV[#ARGV - 2]), id = ARGV[#ARGV - 1]}
 end
 
@@ -61,6 +64,7 @@ local function arm(job_id, at)
   if redis.call('EXISTS', ARM.job) == 1 or redis.call('EXISTS', ARM.result) == 1 then return end
   redis.call('PSETEX', ARM.job, math.max(at - NOW, 0) + ARM.extra_ms, ARM.payload)
   redis.call('ZADD', ARM.queue, at, job_id)
+  wake_one(ARM.wake, ARM.wake_at, at)
 end
 
 -- Move to the next timer step `{kind}:{id}:{seq}` due at the returned time; it is enqueued
@@ -80,6 +84,8 @@ local function owe(effect)
   redis.call('HSET', K_REC, effect .. '_state', 'pending', effect .. '_attempts', '0')
   if not redis.call('HGET', K_REC, 'side_seq') then redis.call('HSET', K_REC, 'side_seq', '0') end
   redis.call('ZADD', K_OUTBOX, 'NX', NOW, ID)
+  -- The outbox's wake keys (producer/keys.py Keys.side_wake): a waiting side worker looks now.
+  wake_one(K_OUTBOX .. WAKE_SUFFIX, K_OUTBOX .. WAKE_AT_SUFFIX, NOW)
 end
 
 -- What the user sees as the end: the status never changes after this.

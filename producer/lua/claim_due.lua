@@ -1,19 +1,31 @@
 -- Retire the jobs that ended and claim the due ones in one call (worker/claim.py).
--- KEYS: 1 the queue. ARGV: 1 now (ms, the worker host's clock, as arq compares), 2 in-progress
--- timeout (ms), 3 most jobs to claim, 4 most queued ids to look at, 5..7 arq's in-progress,
--- job and try key prefixes, 8 how long a cron job keeps its in-progress key (ms), 9 the number
--- of retirements that follow, then per retirement: job id, how ('e' ended: delete its keys
--- and leave the queue; 'r' released: only the in-progress key goes, it runs again; 'c' an
--- ended cron job: as 'e' but the in-progress key expires later).
+-- KEYS: 1 the queue; optional (a worker that waits between looks, worker/wakeup.py): 2 the
+-- wake list, 3 the wake-at key (the due time a waiting worker will look at), 4 a sorted set
+-- also watched (the outbox for the side worker; the queue again when none).
+-- ARGV: 1 now (ms; '' = Redis TIME, the clock timers are scored in), 2 in-progress timeout
+-- (ms), 3 most jobs to claim, 4 most queued ids to look at, 5..7 arq's in-progress, job and
+-- try key prefixes, 8 how long a cron job keeps its in-progress key (ms), 9 the number of
+-- retirements that follow, then per retirement: job id, how ('e' ended: delete its keys and
+-- leave the queue; 'r' released: only the in-progress key goes, it runs again; 'c' an ended
+-- cron job: as 'e' but the in-progress key expires later); then, with the wake keys: jobs
+-- still running in this worker after the look, most ms a waiting worker sleeps.
 -- Key names are built from the prefixes because the ids are only known here (arq's layout;
 -- a single Redis, as arq requires).
--- Returns per claimed job: id, score, payload (false if the job key expired), try.
+-- Returns per claimed job: id, score, payload (false if the job key expired), try; with the
+-- wake keys, then: ms until the next job (or watched entry) is due (-1: none before the most
+-- ms), 1 if an entry of the watched set is due now, 1 if this worker is the one to wake at
+-- that time (it is idle and no other idle worker waits for an earlier one).
 local queue = KEYS[1]
+local K_WAKE, K_WAKE_AT, K_WATCHED = KEYS[2], KEYS[3], KEYS[4]
 local now, ip_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local want, look = tonumber(ARGV[3]), tonumber(ARGV[4])
 local ip, jk, rk = ARGV[5], ARGV[6], ARGV[7]
 local cron_ms = tonumber(ARGV[8])
 local n_retire = tonumber(ARGV[9])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 -- The retirements follow from ARGV[10] as (job id, how) pairs, read in the loop below.
 for i = 0, n_retire - 1 do
   local id, how = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
@@ -29,8 +41,9 @@ for i = 0, n_retire - 1 do
     redis.call('ZREM', queue, id)
   end
 end
+local RUNNING = tonumber(ARGV[10 + 2 * n_retire])
+local MAX_WAIT_MS = tonumber(ARGV[11 + 2 * n_retire])
 local out = {}
-if want <= 0 then return out end
 local claimed, offset = 0, 0
 -- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
 local page = math.min(look, want + 100)
@@ -55,4 +68,34 @@ while claimed < want and offset < look do
   end
   offset = offset + #ids / 2
 end
+if not K_WAKE then return out end
+
+-- When to look next: the first job due after now, or the watched set's first entry.
+local next_at = now + MAX_WAIT_MS
+local first = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #first > 0 then next_at = math.min(next_at, tonumber(first[2])) end
+local watched_due = 0
+if K_WATCHED ~= queue then
+  local head = redis.call('ZRANGE', K_WATCHED, 0, 0, 'WITHSCORES')
+  if #head > 0 then
+    if tonumber(head[2]) <= now then watched_due = 1 end
+    next_at = math.min(next_at, math.max(tonumber(head[2]), now))
+  end
+end
+-- One idle worker waits for that time (the wake-at key says which time is watched); the
+-- others wait for the wake list only, so a due time wakes one worker, not all of them. A
+-- watched time that has passed, or is later than this one, is taken over.
+local wakes = 0
+if RUNNING == 0 and claimed == 0 and watched_due == 0 then
+  local cur = tonumber(redis.call('GET', K_WAKE_AT) or '')
+  if not cur or cur <= now or next_at < cur then
+    redis.call('SET', K_WAKE_AT, next_at, 'PX', next_at - now + 1000)
+    wakes = 1
+  end
+end
+local in_ms = next_at - now
+if in_ms >= MAX_WAIT_MS then in_ms = -1 end
+out[#out + 1] = in_ms
+out[#out + 1] = watched_due
+out[#out + 1] = wakes
 return out

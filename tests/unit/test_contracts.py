@@ -48,7 +48,8 @@ def test_begin_submit_layout() -> None:
 
 def test_finish_layout_and_inline_arm() -> None:
     """finish: an unknown cost and unknown times are '', a flag is '1'/'0'; an inline-arm
-    step adds 3 KEYS and 4 ARGV at the very end, the marker last."""
+    step adds 5 KEYS (job, result, queue, its wake list and wake-at key) and 4 ARGV at the
+    very end, the marker last."""
     c = Finish(
         request_id="r",
         expected_seq=7,
@@ -59,7 +60,8 @@ def test_finish_layout_and_inline_arm() -> None:
         arm=Timer("poll", "r", 8),
     ).call(SETTINGS)
     assert c.args[4:13] == ["7", "completed", "", "", "", "", "", "3.5", "1"]
-    assert len(c.keys) == 8 + 3 and c.keys[-1] == "gq:queue"
+    assert len(c.keys) == 8 + 5
+    assert c.keys[-3:] == ["gq:queue", "gq:queue:wake", "gq:queue:wake:at"]
     assert len(c.args) == 13 + 4 and c.args[-1] == INLINE_ARM_MARKER
     assert c.args[-2] == "poll:r:8"
 

@@ -1,0 +1,11 @@
+-- Waking one waiting worker (worker/wakeup.py). A worker with nothing due blocks on its wake
+-- list; one idle worker also watches the next due time (the wake-at key). A token is pushed
+-- only if the list holds none (each pop wakes exactly one worker: no herd) and, for a job due
+-- at `at`, only if that is earlier than the watched time (else the watcher finds it anyway).
+-- Anything that makes work for a waiting worker calls this: arming a timer, owing a side
+-- effect (and, later, admitting a waiting request when a slot frees).
+local function wake_one(k_wake, k_wake_at, at)
+  local watched = tonumber(redis.call('GET', k_wake_at) or '')
+  if watched and at >= watched then return end
+  if redis.call('LLEN', k_wake) == 0 then redis.call('RPUSH', k_wake, '1') end
+end
