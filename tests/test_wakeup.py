@@ -1,0 +1,186 @@
+"""Workers wait instead of looking (``worker/wakeup.py``): wake tokens, the watcher of the next
+due time, Redis-time claims, the reconciler as periodic work, the outbox dispatched when due."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio
+from arq.constants import job_key_prefix
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from genqueue.producer.keys import DISPATCH_TASK, RECONCILE_TASK, Keys, WakeKeys
+from genqueue.producer.scripts import source
+from genqueue.producer.settings import Settings
+from genqueue.producer.stats import redis_time_ms
+from genqueue.producer.timers import AsyncTimers, Timer, dumps, loads
+from genqueue.worker.app import build_side_worker, build_worker, stop_worker
+from genqueue.worker.claim import TimerWorker, claim_due_args, parse_look
+from genqueue.worker.wakeup import LookResult, Periodic, wait_s
+from tests.conftest import worker_config
+
+QUEUE = "t:queue"
+WAKE = WakeKeys.of(QUEUE)
+
+
+async def _look(
+    r: redis.asyncio.Redis, *, want: int = 10, running: int = 0, watched: str = QUEUE
+) -> tuple[list[Any], LookResult | None]:
+    raw = redis.asyncio.Redis(
+        connection_pool=r.connection_pool.__class__(
+            **{**r.connection_pool.connection_kwargs, "decode_responses": False}
+        )
+    )
+    claim = raw.register_script(source("claim_due"))
+    args = claim_due_args(
+        now_ms=None,
+        in_progress_ms=40_000,
+        want=want,
+        look=100,
+        cron_keep_ms=60_000,
+        retired=[],
+        running=running,
+        max_wait_ms=60_000,
+    )
+    try:
+        reply = await claim(keys=[QUEUE, WAKE.wake, WAKE.wake_at, watched], args=args)
+    finally:
+        await raw.aclose(close_connection_pool=True)
+    return parse_look(reply)
+
+
+async def test_an_arm_wakes_one_waiting_worker_only_if_due_before_the_watched_time(
+    aredis: redis.asyncio.Redis,
+) -> None:
+    """Arming pushes at most one wake token, and none for a job due at or after the time the
+    idle watcher will look anyway."""
+    timers = AsyncTimers(aredis, QUEUE)
+    now = redis_time_ms(await aredis.time())
+    await aredis.set(WAKE.wake_at, now + 10_000)
+    assert await timers.arm(Timer("poll", "late", 1), at_ms=now + 20_000)
+    assert await aredis.llen(WAKE.wake) == 0
+    assert await timers.arm(Timer("poll", "early", 1), at_ms=now + 5_000)
+    assert await timers.arm(Timer("poll", "now", 1))
+    assert await aredis.llen(WAKE.wake) == 1
+    await aredis.delete(WAKE.wake_at)  # no watcher: any arm wakes one worker
+    await aredis.delete(WAKE.wake)
+    assert await timers.arm(Timer("poll", "later", 1), at_ms=now + 60_000)
+    assert await aredis.llen(WAKE.wake) == 1
+
+
+async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(
+    aredis: redis.asyncio.Redis,
+) -> None:
+    """A look compares with Redis TIME and says how long until the next job is due; the first
+    idle worker becomes its watcher, a second idle one does not, a busy one times it itself
+    without taking it over, and an earlier job takes the watch over."""
+    now = redis_time_ms(await aredis.time())
+    await aredis.zadd(QUEUE, {"poll:due:1": now - 50, "poll:next:1": now + 30_000})
+    await aredis.set(job_key_prefix + "poll:due:1", "payload")
+    claimed, look = await _look(aredis)
+    assert [c[0] for c in claimed] == ["poll:due:1"]
+    assert look is not None and not look.watcher  # it claimed a job: busy, not the watcher
+    assert look.next_in_s is not None and 25 < look.next_in_s <= 30
+    claimed, first = await _look(aredis)
+    assert claimed == [] and first is not None and first.watcher
+    assert int(await aredis.get(WAKE.wake_at) or 0) == now + 30_000
+    _, second = await _look(aredis)
+    assert second is not None and not second.watcher and second.next_in_s is not None
+    _, busy = await _look(aredis, running=3)
+    assert busy is not None and not busy.watcher
+    await aredis.zadd(QUEUE, {"poll:earlier:1": now + 10_000})
+    _, earlier = await _look(aredis)
+    assert earlier is not None and earlier.watcher
+    assert int(await aredis.get(WAKE.wake_at) or 0) == now + 10_000
+
+
+async def test_a_due_entry_of_the_watched_set_is_reported(aredis: redis.asyncio.Redis) -> None:
+    """The side worker's look reports a due outbox entry (and never watches one as its time)."""
+    now = redis_time_ms(await aredis.time())
+    await aredis.zadd("t:outbox", {"r1": now + 5_000})
+    _, look = await _look(aredis, watched="t:outbox")
+    assert look is not None and not look.watched_due and look.watcher
+    assert look.next_in_s is not None and 4 < look.next_in_s <= 5
+    await aredis.zadd("t:outbox", {"r2": now - 1})
+    _, due = await _look(aredis, watched="t:outbox")
+    assert due is not None and due.watched_due and not due.watcher
+
+
+def test_wait_is_the_next_due_time_only_for_the_watcher_or_a_busy_worker() -> None:
+    """An idle worker that does not watch waits for its own schedule or the cap only."""
+    look = LookResult(next_in_s=2.0, watched_due=False, watcher=False)
+    assert wait_s(look, running=0, cap_s=60.0, other_deadlines_s=(30.0,)) == 30.0
+    assert wait_s(look, running=1, cap_s=60.0) == 2.0
+    watcher = LookResult(next_in_s=2.0, watched_due=False, watcher=True)
+    assert wait_s(watcher, running=0, cap_s=60.0) == 2.0
+    assert wait_s(None, running=0, cap_s=60.0, other_deadlines_s=(-1.0,)) == 0.0
+
+
+async def test_periodic_work_runs_once_per_interval_across_workers(
+    aredis: redis.asyncio.Redis,
+) -> None:
+    """Of several workers due at once, the one that takes the interval's lock runs it."""
+    runs: list[int] = []
+
+    async def run(ctx: dict[str, Any]) -> None:
+        runs.append(1)
+
+    ps = [Periodic("p", interval_s=30, lock_key="t:lock", run=run) for _ in range(3)]
+    for p in ps:
+        p.next_at = 0.0  # due now
+    assert [await p.maybe_run(aredis, {}) for p in ps] == [True, False, False]
+    assert runs == [1]
+    assert not await ps[0].maybe_run(aredis, {})  # not due again before its interval
+
+
+async def test_an_idle_worker_waits_and_is_woken_by_an_arm(
+    redis_url: str, aredis: redis.asyncio.Redis
+) -> None:
+    """A waiting worker makes no looks while idle, and runs a job armed later at once (the arm
+    woke it); without wake keys it would look every ``poll_delay_s`` (here 10 ms)."""
+    ran = asyncio.Event()
+
+    async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
+        ran.set()
+
+    w = TimerWorker(
+        functions=[func(poll, name="poll")],
+        queue_name=QUEUE,
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        poll_delay=0.01,
+        keep_result=0,
+        handle_signals=False,
+        job_serializer=dumps,
+        job_deserializer=loads,
+        wake=WAKE,
+        max_wait_s=60.0,
+    )
+    task = asyncio.create_task(w.async_run())
+    try:
+        while w.looks < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        assert w.looks <= 2  # polling would have made ~50
+        await AsyncTimers(aredis, QUEUE).arm(Timer("poll", "r1", 1))
+        await asyncio.wait_for(ran.wait(), timeout=10)
+    finally:
+        await stop_worker(w)
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_cron_jobs_of_the_previous_version_still_have_their_functions(settings: Settings) -> None:
+    """The reconciler and the outbox dispatcher are no arq crons any more, but a cron job the
+    previous version enqueued still finds its function (and no cron is scheduled)."""
+    cfg = worker_config(settings)
+    main, side = build_worker(cfg), build_side_worker(cfg)
+    assert RECONCILE_TASK in main.functions and not main.cron_jobs
+    assert DISPATCH_TASK in side.functions and not side.cron_jobs
+
+
+def test_the_side_worker_is_woken_through_the_outbox_keys() -> None:
+    """``owe`` in the Lua knows only the outbox key: the side wake keys are derived from it."""
+    k = Keys("gq")
+    assert k.side_wake == WakeKeys("gq:outbox:wake", "gq:outbox:wake:at")
+    assert "K_OUTBOX .. WAKE_SUFFIX" in source("finish")
