@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.ceiling import run_ceiling
 from bench.draws import draw_specs, summarize_draws
 from bench.floor import CLIENTS, measure_floor
 from bench.frontier import genqueue_schedule, ideal_schedule
+from bench.idle import run_idle
 from bench.report import curve_points, render, summarize_compare, svg_plot
 from bench.runs import Bench, RunSpec, run_one
 from bench.sweep import run_sweep
@@ -30,7 +32,7 @@ from genqueue.local_redis import LocalRedis
 from genqueue.worker.config import WorkerConfig
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("floor", "compare", "draws", "restart", "sweep")
+PARTS = ("idle", "floor", "compare", "draws", "restart", "sweep", "ceiling")
 
 
 def _kv(items: list[str]) -> dict[str, str]:
@@ -100,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sweep-cpu-repeats", type=int, default=3, help="CPU windows per N (median reported)"
     )
+    p.add_argument("--idle-window-s", type=float, default=120.0, help="idle: measured window")
+    p.add_argument("--ceiling-videos", type=int, default=1000, help="ceiling: videos created")
     p.add_argument("--appendfsync", default="everysec", choices=("always", "everysec", "no"))
     p.add_argument("--log-dir", type=Path, default=None)
     # tenk
@@ -134,6 +138,7 @@ def _smoke(a: argparse.Namespace) -> None:
     a.floor_repeats, a.floor_rate = 1, 100.0
     a.sweep_sizes, a.sweep_active, a.sweep_window_s = "100,200", 50, 1.0
     a.sweep_cpu_repeats = 2
+    a.idle_window_s, a.ceiling_videos = 5.0, 20
     a.inflight, a.minutes, a.tenk_time_scale = 50, 3.0, 0.05
     # A SIGKILLed task is re-run after the task timeout + 10 s: short, so the restart fits.
     a.env = [
@@ -328,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results["meta"] = _meta(a, rv)
             results["meta"]["smoke"] = a.smoke
+            if "idle" in parts:
+                say(f"idle: one worker process with nothing to do, {a.idle_window_s:g} s")
+                results["idle"] = run_idle(
+                    server.url, log_dir, window_s=a.idle_window_s, progress=say
+                )
             if "floor" in parts:
                 say("floor: arq no-op job, GET clients, at a steady rate")
                 results["floor"] = measure_floor(
@@ -419,6 +429,18 @@ def main(argv: list[str] | None = None) -> int:
                     cpu_repeats=a.sweep_cpu_repeats,
                     env=genv,
                     progress=say,
+                )
+            if "ceiling" in parts:
+                say("ceiling: Redis CPU and commands per poll, create and finished video")
+                results["ceiling"] = run_ceiling(
+                    server.url,
+                    log_dir,
+                    progress=say,
+                    active=a.sweep_active if not a.smoke else 50,
+                    rate=a.floor_rate,
+                    window_s=a.sweep_window_s,
+                    videos=a.ceiling_videos,
+                    workers=a.workers,
                 )
             results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
     _write(a, results)

@@ -41,8 +41,12 @@ def calls_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
 
 
 async def redis_cpu_s(r: redis.asyncio.Redis) -> float:
-    """Redis' own CPU so far (main thread and children: ``used_cpu_sys`` + ``used_cpu_user``)."""
+    """Redis' CPU so far on its main thread (``used_cpu_{sys,user}_main_thread``, Redis >= 7:
+    the thread that runs every command and script, so the one that saturates); the whole
+    process's on an older Redis."""
     info = await r.info("cpu")
+    if "used_cpu_sys_main_thread" in info:
+        return float(info["used_cpu_sys_main_thread"]) + float(info["used_cpu_user_main_thread"])
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
