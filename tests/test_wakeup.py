@@ -26,7 +26,12 @@ WAKE = WakeKeys.of(QUEUE)
 
 
 async def _look(
-    r: redis.asyncio.Redis, *, want: int = 10, running: int = 0, watched: str = QUEUE
+    r: redis.asyncio.Redis,
+    *,
+    want: int = 10,
+    running: int = 0,
+    watched: str = QUEUE,
+    me: str = "w1",
 ) -> tuple[list[Any], LookResult | None]:
     raw = redis.asyncio.Redis(
         connection_pool=r.connection_pool.__class__(
@@ -43,6 +48,7 @@ async def _look(
         retired=[],
         running=running,
         max_wait_ms=60_000,
+        watcher_id=me,
     )
     try:
         reply = await claim(keys=[QUEUE, WAKE.wake, WAKE.wake_at, watched], args=args)
@@ -58,7 +64,7 @@ async def test_an_arm_wakes_one_waiting_worker_only_if_due_before_the_watched_ti
     idle watcher will look anyway."""
     timers = AsyncTimers(aredis, QUEUE)
     now = redis_time_ms(await aredis.time())
-    await aredis.set(WAKE.wake_at, now + 10_000)
+    await aredis.set(WAKE.wake_at, f"{now + 10_000}:w1")
     assert await timers.arm(Timer("poll", "late", 1), at_ms=now + 20_000)
     assert await aredis.llen(WAKE.wake) == 0
     assert await timers.arm(Timer("poll", "early", 1), at_ms=now + 5_000)
@@ -75,7 +81,8 @@ async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(
 ) -> None:
     """A look compares with Redis TIME and says how long until the next job is due; the first
     idle worker becomes its watcher, a second idle one does not, a busy one times it itself
-    without taking it over, and an earlier job takes the watch over."""
+    without taking it over, the watcher's own next look renews its watch (it may have been
+    woken early), and an earlier job takes the watch over."""
     now = redis_time_ms(await aredis.time())
     await aredis.zadd(QUEUE, {"poll:due:1": now - 50, "poll:next:1": now + 30_000})
     await aredis.set(job_key_prefix + "poll:due:1", "payload")
@@ -85,15 +92,17 @@ async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(
     assert look.next_in_s is not None and 25 < look.next_in_s <= 30
     claimed, first = await _look(aredis)
     assert claimed == [] and first is not None and first.watcher
-    assert int(await aredis.get(WAKE.wake_at) or 0) == now + 30_000
-    _, second = await _look(aredis)
+    assert await aredis.get(WAKE.wake_at) == f"{now + 30_000}:w1"
+    _, second = await _look(aredis, me="w2")
     assert second is not None and not second.watcher and second.next_in_s is not None
-    _, busy = await _look(aredis, running=3)
+    _, busy = await _look(aredis, running=3, me="w2")
     assert busy is not None and not busy.watcher
+    _, again = await _look(aredis, me="w1")
+    assert again is not None and again.watcher
     await aredis.zadd(QUEUE, {"poll:earlier:1": now + 10_000})
-    _, earlier = await _look(aredis)
+    _, earlier = await _look(aredis, me="w2")
     assert earlier is not None and earlier.watcher
-    assert int(await aredis.get(WAKE.wake_at) or 0) == now + 10_000
+    assert await aredis.get(WAKE.wake_at) == f"{now + 10_000}:w2"
 
 
 async def test_a_due_entry_of_the_watched_set_is_reported(aredis: redis.asyncio.Redis) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -76,12 +77,14 @@ def claim_due_args(
     retired: list[tuple[str, str]],
     running: int = 0,
     max_wait_ms: int = 0,
+    watcher_id: str = "",
 ) -> list[Any]:
     """ARGV of ``lua/claim_due.lua`` (KEYS: the queue, and optionally its wake keys and a
     watched set): claim up to ``want`` of the first ``look`` due ids at ``now_ms`` (None:
     Redis ``TIME``), after retiring each (job id, ``ENDED`` | ``RELEASED`` | ``ENDED_CRON``)
-    of ``retired``; with the wake keys, ``running`` jobs of this worker are still running and
-    the next look is at most ``max_wait_ms`` away."""
+    of ``retired``; with the wake keys, ``running`` jobs of this worker are still running, the
+    next look is at most ``max_wait_ms`` away, and ``watcher_id`` names this worker in the
+    wake-at key."""
     args: list[Any] = [
         "" if now_ms is None else now_ms,
         in_progress_ms,
@@ -95,7 +98,7 @@ def claim_due_args(
     ]
     for job_id, how in retired:
         args += [job_id, how]
-    return args + [running, max_wait_ms]
+    return args + [running, max_wait_ms, watcher_id]
 
 
 Claimed = tuple[str, int, bytes | None, int]
@@ -159,6 +162,7 @@ class TimerWorker(Worker):
         self._last_look_at = 0.0
         #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
         self._ended = asyncio.Event()
+        self._watcher_id = uuid.uuid4().hex[:16]
         #: Looks made (a figure for tests and the bench).
         self.looks = 0
 
@@ -302,6 +306,7 @@ class TimerWorker(Worker):
             retired=retired,
             running=self.job_counter,
             max_wait_ms=int(self.max_wait_s * 1000),
+            watcher_id=self._watcher_id,
         )
         try:
             reply = await self._claim_due(keys=keys, args=args)

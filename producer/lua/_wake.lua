@@ -5,7 +5,8 @@
 -- Anything that makes work for a waiting worker calls this: arming a timer, owing a side
 -- effect (and, later, admitting a waiting request when a slot frees).
 local function wake_one(k_wake, k_wake_at, at)
-  local watched = tonumber(redis.call('GET', k_wake_at) or '')
+  -- The wake-at key holds '<due ms>:<watcher id>' (lua/claim_due.lua).
+  local watched = tonumber(string.match(redis.call('GET', k_wake_at) or '', '^(%d+):'))
   if watched and at >= watched then return end
   if redis.call('LLEN', k_wake) == 0 then redis.call('RPUSH', k_wake, '1') end
 end

@@ -8,7 +8,8 @@
 -- retirements that follow, then per retirement: job id, how ('e' ended: delete its keys and
 -- leave the queue; 'r' released: only the in-progress key goes, it runs again; 'c' an ended
 -- cron job: as 'e' but the in-progress key expires later); then, with the wake keys: jobs
--- still running in this worker after the look, most ms a waiting worker sleeps.
+-- still running in this worker after the look, most ms a waiting worker sleeps, this
+-- worker's id (the wake-at key holds '<due ms>:<id>' of the worker watching that time).
 -- Key names are built from the prefixes because the ids are only known here (arq's layout;
 -- a single Redis, as arq requires).
 -- Returns per claimed job: id, score, payload (false if the job key expired), try; with the
@@ -43,6 +44,7 @@ for i = 0, n_retire - 1 do
 end
 local RUNNING = tonumber(ARGV[10 + 2 * n_retire])
 local MAX_WAIT_MS = tonumber(ARGV[11 + 2 * n_retire])
+local ME = ARGV[12 + 2 * n_retire]
 local out = {}
 local claimed, offset = 0, 0
 -- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
@@ -84,12 +86,15 @@ if K_WATCHED ~= queue then
 end
 -- One idle worker waits for that time (the wake-at key says which time is watched); the
 -- others wait for the wake list only, so a due time wakes one worker, not all of them. A
--- watched time that has passed, or is later than this one, is taken over.
+-- watched time that has passed, or is later than this one, is taken over; the watcher's
+-- own (it was woken early, or ran a job meanwhile) is renewed.
 local wakes = 0
 if RUNNING == 0 and claimed == 0 and watched_due == 0 then
-  local cur = tonumber(redis.call('GET', K_WAKE_AT) or '')
-  if not cur or cur <= now or next_at < cur then
-    redis.call('SET', K_WAKE_AT, next_at, 'PX', next_at - now + 1000)
+  local cur_at, cur_who = string.match(redis.call('GET', K_WAKE_AT) or '', '^(%d+):(.*)$')
+  cur_at = tonumber(cur_at)
+  if not cur_at or cur_at <= now or next_at < cur_at or cur_who == ME then
+    redis.call('SET', K_WAKE_AT, string.format('%d', next_at) .. ':' .. ME, 'PX',
+      next_at - now + 1000)
     wakes = 1
   end
 end
