@@ -7,8 +7,8 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
-from arq.constants import job_key_prefix
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.worker import func
 
 from genqueue.producer.keys import DISPATCH_TASK, RECONCILE_TASK, Keys, WakeKeys
@@ -168,7 +168,9 @@ async def test_an_idle_worker_waits_and_is_woken_by_an_arm(
     )
     task = asyncio.create_task(w.async_run())
     try:
-        while w.looks < 1:
+        for _ in range(1000):  # started: its first look made
+            if w.looks:
+                break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)
         assert w.looks <= 2  # polling would have made ~50
@@ -179,7 +181,9 @@ async def test_an_idle_worker_waits_and_is_woken_by_an_arm(
         await asyncio.gather(task, return_exceptions=True)
 
 
-def test_cron_jobs_of_the_previous_version_still_have_their_functions(settings: Settings) -> None:
+async def test_cron_jobs_of_the_previous_version_still_have_their_functions(
+    settings: Settings,
+) -> None:
     """The reconciler and the outbox dispatcher are no arq crons any more, but a cron job the
     previous version enqueued still finds its function (and no cron is scheduled)."""
     cfg = worker_config(settings)
@@ -193,3 +197,16 @@ def test_the_side_worker_is_woken_through_the_outbox_keys() -> None:
     k = Keys("gq")
     assert k.side_wake == WakeKeys("gq:outbox:wake", "gq:outbox:wake:at")
     assert "K_OUTBOX .. WAKE_SUFFIX" in source("finish")
+
+
+async def test_a_job_running_elsewhere_is_watched_until_its_lock_expires(
+    aredis: redis.asyncio.Redis,
+) -> None:
+    """A due job whose worker died becomes claimable when its in-progress key expires: the
+    look says to look again then (nothing else would wake a worker for it)."""
+    now = redis_time_ms(await aredis.time())
+    await aredis.zadd(QUEUE, {"poll:orphan:1": now - 10, "poll:later:1": now + 50_000})
+    await aredis.set(in_progress_key_prefix + "poll:orphan:1", "1", px=7_000)
+    claimed, look = await _look(aredis)
+    assert claimed == [] and look is not None and look.watcher
+    assert look.next_in_s is not None and 6 < look.next_in_s <= 7

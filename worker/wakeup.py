@@ -71,10 +71,18 @@ def wait_s(
 
 class WakeListener:
     """One ``BLPOP`` on a wake list kept outstanding across waits (a blocked command cannot be
-    cancelled without dropping its connection, so it is never cancelled but at shutdown)."""
+    cancelled without dropping its connection, so it is never cancelled but at shutdown), on
+    a connection of its own (closed with it) beside ``client``'s pool."""
 
     def __init__(self, client: redis.asyncio.Redis, keys: WakeKeys, *, timeout_s: float) -> None:
-        self._client = client
+        pool = client.connection_pool
+        self._client: redis.asyncio.Redis = redis.asyncio.Redis(
+            connection_pool=redis.asyncio.ConnectionPool(
+                connection_class=pool.connection_class,
+                max_connections=2,
+                **pool.connection_kwargs,
+            )
+        )
         self._keys = keys
         self._timeout_s = timeout_s
         self._task: asyncio.Task[Any] | None = None
@@ -107,6 +115,7 @@ class WakeListener:
         if t is not None:
             t.cancel()
             await asyncio.gather(t, return_exceptions=True)
+        await self._client.aclose(close_connection_pool=True)
 
 
 @dataclass

@@ -47,6 +47,7 @@ local MAX_WAIT_MS = tonumber(ARGV[11 + 2 * n_retire])
 local ME = ARGV[12 + 2 * n_retire]
 local out = {}
 local claimed, offset = 0, 0
+local free_in_ms = nil
 -- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
 local page = math.min(look, want + 100)
 while claimed < want and offset < look do
@@ -55,7 +56,12 @@ while claimed < want and offset < look do
   if #ids == 0 then break end
   for i = 1, #ids, 2 do
     local id = ids[i]
-    if redis.call('EXISTS', ip .. id) == 0 then
+    local running_ms = redis.call('PTTL', ip .. id)
+    if running_ms > 0 then
+      -- Running elsewhere; claimable when its in-progress key expires (its worker died).
+      if not free_in_ms or running_ms < free_in_ms then free_in_ms = running_ms end
+    end
+    if running_ms == -2 then
       redis.call('PSETEX', ip .. id, ip_ms, '1')
       local payload = redis.call('GET', jk .. id)
       local try = redis.call('INCR', rk .. id)
@@ -72,8 +78,10 @@ while claimed < want and offset < look do
 end
 if not K_WAKE then return out end
 
--- When to look next: the first job due after now, or the watched set's first entry.
+-- When to look next: the first job due after now, a due job whose in-progress key expires
+-- first, or the watched set's first entry.
 local next_at = now + MAX_WAIT_MS
+if free_in_ms then next_at = math.min(next_at, now + free_in_ms) end
 local first = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 if #first > 0 then next_at = math.min(next_at, tonumber(first[2])) end
 local watched_due = 0
