@@ -8,6 +8,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from bench.report_redis import ceiling_section, idle_section, issue22_targets
+
 METRICS = (
     "videos_per_min",
     "cpu_s_per_1000_videos",
@@ -396,7 +398,8 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
         + ".",
         "",
-        "Reproduce: `make bench` (floor, comparison, draws, restart, sweep: ~45 min), "
+        "Reproduce: `make bench` (idle, floor, comparison, draws, restart, sweep, ceiling: "
+        "~50 min), "
         "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
         "Raw figures: `bench/results.json`. Method: [below](#method).",
         "",
@@ -539,6 +542,7 @@ def render(results: dict[str, Any]) -> str:
                 "per upstream call (see `worker/ratelimit.py`).",
                 "",
             ]
+    out += idle_section(results)
     sweep = results.get("sweep")
     if sweep and sweep.get("steps"):
         out += [
@@ -609,8 +613,9 @@ def render(results: dict[str, Any]) -> str:
     for key in tenk_keys:
         title = "## The 10k run" if key == "tenk" else f"### 10k variant `{key}`"
         out += _tenk_section(results[key], title)
+    out += ceiling_section(results)
     out += ["## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
-    for t, m, v in targets(results):
+    for t, m, v in [*targets(results), *issue22_targets(results)]:
         out.append(f"| {t} | {m} | **{v}** |")
     out += ["", METHOD]
     return "\n".join(out) + "\n"
@@ -746,11 +751,12 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
 METHOD = """## Method
 
 - **One time scale** (DESIGN.md rule 14): the simulator's durations, genqueue's poll schedule
-  (`GENQUEUE_TIME_SCALE`), the baselines' `sleep(5)`, arq's job timeout and both engines' idle
-  poll delays (genqueue 0.05 s, arq 0.5 s) are all multiplied by it; every figure is in
-  simulated seconds. Idle loops that poll 10× as often cost idle CPU 10× as often, and per-call
-  CPU does not scale: CPU figures of the comparison are for the compressed run as it ran (the
-  sweep and the 10k run are at time scale 1).
+  (`GENQUEUE_TIME_SCALE`), the baselines' `sleep(5)`, arq's job timeout and the engines' poll
+  delays (genqueue's least spacing of a busy worker's looks, 0.05 s: an idle genqueue worker
+  waits for a due time or a wake-up instead; naive arq's idle poll, 0.5 s) are all multiplied
+  by it; every figure is in simulated seconds. Idle loops that poll 10× as often cost idle CPU
+  10× as often, and per-call CPU does not scale: CPU figures of the comparison are for the
+  compressed run as it ran (the sweep and the 10k run are at time scale 1).
 - **Systems.** *genqueue*: `genqueue worker` processes, requests submitted with the producer's
   `AsyncClient`. *naive arq*: an arq job per video that creates it with the official `together`
   SDK (`AsyncTogether`), then loops `retrieve(); await asyncio.sleep(5)` inside the job; arq
