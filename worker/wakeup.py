@@ -90,10 +90,13 @@ class WakeListener:
     def task(self) -> asyncio.Task[Any]:
         """The outstanding ``BLPOP`` (started if none): done when a token came or it timed out."""
         if self._task is None:
-            self._task = asyncio.create_task(
-                self._client.blpop([self._keys.wake], timeout=self._timeout_s)
-            )
+            self._task = asyncio.create_task(self._blpop())
         return self._task
+
+    async def _blpop(self) -> Any:
+        # Whole seconds: redis-py types the timeout as int (Redis takes fractions too).
+        timeout_s = max(1, round(self._timeout_s))
+        return await self._client.blpop([self._keys.wake], timeout=timeout_s)  # type: ignore[misc]
 
     def take(self) -> bool:
         """If the ``BLPOP`` has ended: forget it (the next wait starts another) and say whether
@@ -108,7 +111,7 @@ class WakeListener:
 
     async def give_back(self) -> None:
         """Pass a token on (this worker has no free slot): another waiting worker takes it."""
-        await self._client.rpush(self._keys.wake, "1")
+        await self._client.rpush(self._keys.wake, "1")  # type: ignore[misc]
 
     async def close(self) -> None:
         t, self._task = self._task, None
