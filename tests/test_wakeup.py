@@ -147,9 +147,15 @@ async def test_periodic_work_runs_once_per_interval_across_workers(
 async def test_an_idle_worker_waits_and_is_woken_by_an_arm(
     redis_url: str, aredis: redis.asyncio.Redis
 ) -> None:
-    """A waiting worker makes no looks while idle, and runs a job armed later at once (the arm
-    woke it); without wake keys it would look every ``poll_delay_s`` (here 10 ms)."""
+    """A waiting worker makes no looks while idle (its periodic work runs without one), and
+    runs a job armed later at once (the arm woke it); without wake keys it would look every
+    ``poll_delay_s`` (here 10 ms)."""
     ran = asyncio.Event()
+    ticks: list[int] = []
+
+    async def tick(ctx: dict[str, Any]) -> None:
+        ticks.append(1)
+        await aredis.delete("t:lock")  # each tick may run again at the next one
 
     async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
         ran.set()
@@ -165,6 +171,7 @@ async def test_an_idle_worker_waits_and_is_woken_by_an_arm(
         job_deserializer=loads,
         wake=WAKE,
         max_wait_s=60.0,
+        periodic=[Periodic("tick", interval_s=0.05, lock_key="t:lock", run=tick)],
     )
     task = asyncio.create_task(w.async_run())
     try:
@@ -174,6 +181,7 @@ async def test_an_idle_worker_waits_and_is_woken_by_an_arm(
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)
         assert w.looks <= 2  # polling would have made ~50
+        assert len(ticks) >= 3
         await AsyncTimers(aredis, QUEUE).arm(Timer("poll", "r1", 1))
         await asyncio.wait_for(ran.wait(), timeout=10)
     finally:

@@ -99,6 +99,8 @@ async def test_out_of_credits_pauses_creates_for_everyone(
     queue = client.settings.keys.queue
     for job_id in await aredis.zrange(queue, 0, -1):  # fast-forward the deferred retries
         await aredis.zadd(queue, {job_id: 1}, xx=True)  # arq treats a score of 0 as "none"
+    # Moving scores by hand bypasses the wake path arming takes (lua/_wake.lua): wake one.
+    await aredis.rpush(client.settings.keys.queue_wake.wake, "1")
     views = await finish_all(client, ids)
     assert [v.status for v in views] == ["completed"] * 5
 

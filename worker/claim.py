@@ -32,6 +32,7 @@ just before arq's own ``finish_job`` — a timer re-run is harmless (its seq has
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -199,8 +200,12 @@ class TimerWorker(Worker):
             await self.on_startup(self.ctx)
         listener = WakeListener(self.pool, wake, timeout_s=self.max_wait_s)
         try:
+            must_look = True
             while True:
-                await self._poll_iteration()
+                if must_look:
+                    await self._poll_iteration()
+                else:  # woken by its own schedule only: the health key, periodic work
+                    await self.heart_beat()
                 if self.burst:
                     # arq's burst exit (stop_worker ends a worker this way).
                     if (
@@ -223,7 +228,7 @@ class TimerWorker(Worker):
                     continue
                 for p in self._periodic:
                     await p.maybe_run(self.pool, self.ctx)
-                await self._wait(listener, look)
+                must_look = await self._wait(listener, look)
         finally:
             await listener.close()
 
@@ -238,31 +243,42 @@ class TimerWorker(Worker):
             and self._watched_in_s() <= 0
         )
 
-    def _own_deadlines_s(self, look: LookResult | None) -> tuple[float, ...]:
+    def _schedule_in_s(self) -> float:
+        """Until this worker's own next chore (the health key, periodic work): no look."""
         health_in_s = self._last_health_check + self.health_check_interval - time.time()
-        own = [health_in_s, *(p.due_in_s() for p in self._periodic)]
-        if look is not None and look.watched_due:
-            own.append(self._watched_in_s())  # due, but the last pass was too recent
-        return tuple(own)
+        return min([health_in_s, *(p.due_in_s() for p in self._periodic)])
 
-    async def _wait(self, listener: WakeListener, look: LookResult | None) -> None:
-        timeout_s = wait_s(
+    async def _wait(self, listener: WakeListener, look: LookResult | None) -> bool:
+        """Wait for a reason to act; True if it is a reason to look (else only the worker's
+        own schedule is due)."""
+        if look is not None and look.next_in_s is not None:
+            # The look's answer counts from when it was made.
+            elapsed_s = time.monotonic() - self._last_look_at
+            look = dataclasses.replace(look, next_in_s=look.next_in_s - elapsed_s)
+        look_in_s = wait_s(
             look,
             running=self.job_counter,
             cap_s=self.max_wait_s,
-            other_deadlines_s=self._own_deadlines_s(look),
+            # An outbox entry is due but the last dispatch was too recent.
+            other_deadlines_s=(self._watched_in_s(),) if look and look.watched_due else (),
         )
+        schedule_in_s = self._schedule_in_s()
+        timeout_s = max(0.0, min(look_in_s, schedule_in_s))
         if timeout_s > 0 and not self._ended.is_set():
             ended = asyncio.ensure_future(self._ended.wait())
             try:
                 await wait_for_any(listener.task(), ended, timeout_s=timeout_s)
             finally:
                 ended.cancel()
-        if listener.take() and self.job_counter >= self.max_jobs:
+        token = listener.take()
+        if token and self.job_counter >= self.max_jobs:
             await listener.give_back()  # no free slot here: let a waiting worker take it
+        if not token and not self._ended.is_set() and schedule_in_s < look_in_s:
+            return False
         if self.job_counter > 0 or self._retired:
             # Busy: look no more often than poll_delay_s (as before), whatever woke it.
             await sleep_until_spaced(self._last_look_at, self.poll_delay_s)
+        return True
 
     async def flush_retired(self) -> None:
         """Retire the jobs that ended since the last look (also run when the worker stops)."""

@@ -97,7 +97,8 @@ end
 -- watched time that has passed, or is later than this one, is taken over; the watcher's
 -- own (it was woken early, or ran a job meanwhile) is renewed.
 local wakes = 0
-if RUNNING == 0 and claimed == 0 and watched_due == 0 then
+-- (Nothing due before the most a worker waits: nothing to watch, and no key to write.)
+if RUNNING == 0 and claimed == 0 and watched_due == 0 and next_at < now + MAX_WAIT_MS then
   local cur_at, cur_who = string.match(redis.call('GET', K_WAKE_AT) or '', '^(%d+):(.*)$')
   cur_at = tonumber(cur_at)
   if not cur_at or cur_at <= now or next_at < cur_at or cur_who == ME then
