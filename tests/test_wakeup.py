@@ -218,3 +218,38 @@ async def test_a_job_running_elsewhere_is_watched_until_its_lock_expires(
     claimed, look = await _look(aredis)
     assert claimed == [] and look is not None and look.watcher
     assert look.next_in_s is not None and 6 < look.next_in_s <= 7
+
+
+async def test_an_idle_worker_still_looks_once_per_max_wait(
+    redis_url: str, aredis: redis.asyncio.Redis
+) -> None:
+    """However often its own schedule wakes it, an idle worker looks at least every
+    ``max_wait_s`` (the bound on a lost wake-up)."""
+
+    async def tick(ctx: dict[str, Any]) -> None:
+        await aredis.delete("t:lock")
+
+    async def noop(ctx: dict[str, Any]) -> None:
+        pass
+
+    w = TimerWorker(
+        functions=[func(noop, name="noop")],
+        queue_name=QUEUE,
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        poll_delay=0.01,
+        keep_result=0,
+        handle_signals=False,
+        wake=WAKE,
+        max_wait_s=0.2,
+        periodic=[Periodic("tick", interval_s=0.05, lock_key="t:lock", run=tick)],
+    )
+    task = asyncio.create_task(w.async_run())
+    try:
+        for _ in range(1000):
+            if w.looks >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert w.looks >= 3
+    finally:
+        await stop_worker(w)
+        await asyncio.gather(task, return_exceptions=True)

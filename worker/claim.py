@@ -251,14 +251,14 @@ class TimerWorker(Worker):
     async def _wait(self, listener: WakeListener, look: LookResult | None) -> bool:
         """Wait for a reason to act; True if it is a reason to look (else only the worker's
         own schedule is due)."""
+        # The look's answer, and the cap, count from when it was made.
+        elapsed_s = time.monotonic() - self._last_look_at
         if look is not None and look.next_in_s is not None:
-            # The look's answer counts from when it was made.
-            elapsed_s = time.monotonic() - self._last_look_at
             look = dataclasses.replace(look, next_in_s=look.next_in_s - elapsed_s)
         look_in_s = wait_s(
             look,
             running=self.job_counter,
-            cap_s=self.max_wait_s,
+            cap_s=self.max_wait_s - elapsed_s,
             # An outbox entry is due but the last dispatch was too recent.
             other_deadlines_s=(self._watched_in_s(),) if look and look.watched_due else (),
         )
