@@ -253,3 +253,35 @@ async def test_an_idle_worker_still_looks_once_per_max_wait(
     finally:
         await stop_worker(w)
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_dispatched_outbox_entry_is_put_off_by_its_lease(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """The dispatcher arms a due entry's side job and puts the entry off by the lease (else the
+    side worker, which dispatches when an entry is due, would dispatch it at every look); an
+    entry whose record is gone leaves the outbox."""
+    from genqueue.worker.runtime import Runtime
+    from genqueue.worker.side_effects import dispatch_outbox
+    from genqueue.worker.upstream import UpstreamClient
+
+    rt = Runtime(
+        config=worker_config(settings),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    try:
+        keys = settings.keys
+        now = redis_time_ms(await aredis.time())
+        await aredis.hset(keys.record("r1"), mapping={"side_seq": "3", "status": "completed"})
+        await aredis.zadd(keys.outbox, {"r1": now - 5, "gone": now - 5})
+        assert await dispatch_outbox(rt, lease_ms=50_000) == 1
+        assert await aredis.exists(job_key_prefix + "side:r1:3")
+        leased = await aredis.zscore(keys.outbox, "r1")
+        assert leased is not None and leased >= now + 50_000
+        assert await aredis.zscore(keys.outbox, "gone") is None
+        assert await aredis.llen(keys.side_wake.wake) == 1  # the armed job woke a side worker
+    finally:
+        await rt.upstream.aclose()
+        await rt.webhook_http.aclose()
+        await rt.download_http.aclose()
