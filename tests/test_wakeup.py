@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import redis.asyncio
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
@@ -18,7 +19,7 @@ from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import AsyncTimers, Timer, dumps, loads
 from genqueue.worker.app import build_side_worker, build_worker, stop_worker
 from genqueue.worker.claim import TimerWorker, claim_due_args, parse_look
-from genqueue.worker.wakeup import LookResult, Periodic, wait_s
+from genqueue.worker.wakeup import LookResult, Periodic, WakeListener, wait_s
 from tests.conftest import worker_config
 
 QUEUE = "t:queue"
@@ -285,3 +286,19 @@ async def test_a_dispatched_outbox_entry_is_put_off_by_its_lease(
         await rt.upstream.aclose()
         await rt.webhook_http.aclose()
         await rt.download_http.aclose()
+
+
+async def test_a_failed_wait_is_an_error_not_a_spin() -> None:
+    """A wake listener whose ``BLPOP`` failed (Redis lost) raises, so the worker's loop ends
+    and the supervisor restarts it, instead of waiting on a failing command again and again."""
+    from genqueue.local_redis import free_port
+
+    client = redis.asyncio.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
+    listener = WakeListener(client, WAKE, timeout_s=5)
+    try:
+        await asyncio.wait([listener.task()], timeout=10)
+        with pytest.raises((redis.RedisError, OSError)):
+            listener.take()
+    finally:
+        await listener.close()
+        await client.aclose()

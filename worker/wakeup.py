@@ -100,12 +100,13 @@ class WakeListener:
 
     def take(self) -> bool:
         """If the ``BLPOP`` has ended: forget it (the next wait starts another) and say whether
-        it brought a token (False on a timeout, or an error, which the next look will meet)."""
+        it brought a token (False on a timeout). Its error is raised: a lost Redis ends the
+        worker's loop (the supervisor starts it again) instead of a loop of failing waits."""
         t = self._task
         if t is None or not t.done():
             return False
         self._task = None
-        if t.cancelled() or t.exception() is not None:
+        if t.cancelled():
             return False
         return t.result() is not None
 
