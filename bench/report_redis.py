@@ -59,7 +59,8 @@ def ceiling_section(results: dict[str, Any]) -> list[str]:
         "submit to their end by 2 workers, their checks taken out at the poll's cost: the "
         "submit step, the end, their events and counts, the workers' looks).",
         "",
-        "| operation | Redis CPU (µs) | Redis commands | largest |",
+        "| operation | Redis CPU (µs) | Redis commands | largest (finished video: the whole "
+        "phase per video, its checks included) |",
         "| --- | ---: | ---: | --- |",
     ]
     for name, row in (("poll", p), ("create", cr), ("finished video", f)):

@@ -302,3 +302,20 @@ async def test_a_failed_wait_is_an_error_not_a_spin() -> None:
     finally:
         await listener.close()
         await client.aclose()
+
+
+async def test_due_jobs_left_behind_wake_another_worker(aredis: redis.asyncio.Redis) -> None:
+    """A look that claims all it has slots for and leaves due jobs behind wakes another
+    worker (an idle one that does not watch would otherwise sleep while this one is full);
+    one that takes every due job wakes nobody."""
+    now = redis_time_ms(await aredis.time())
+    for k in range(3):
+        await aredis.zadd(QUEUE, {f"poll:d:{k}": now - 10 - k})
+        await aredis.set(job_key_prefix + f"poll:d:{k}", "payload")
+    claimed, _ = await _look(aredis, want=2)
+    assert len(claimed) == 2
+    assert await aredis.llen(WAKE.wake) == 1
+    await aredis.delete(WAKE.wake)
+    claimed, _ = await _look(aredis, want=5)
+    assert len(claimed) == 1
+    assert await aredis.llen(WAKE.wake) == 0

@@ -48,6 +48,7 @@ local ME = ARGV[12 + 2 * n_retire]
 local out = {}
 local claimed, offset = 0, 0
 local free_in_ms = nil
+local examined = 0
 -- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
 local page = math.min(look, want + 100)
 while claimed < want and offset < look do
@@ -56,6 +57,7 @@ while claimed < want and offset < look do
   if #ids == 0 then break end
   for i = 1, #ids, 2 do
     local id = ids[i]
+    examined = examined + 1
     local running_ms = redis.call('PTTL', ip .. id)
     if running_ms > 0 then
       -- Running elsewhere; claimable when its in-progress key expires (its worker died).
@@ -77,6 +79,13 @@ while claimed < want and offset < look do
   offset = offset + #ids / 2
 end
 if not K_WAKE then return out end
+--- @include "wake"
+
+-- Due jobs left behind (no free slot here): wake another worker for them, or an idle one
+-- that is not the watcher would sleep while this one is overloaded.
+if claimed >= want and redis.call('ZCOUNT', queue, '-inf', now) > examined then
+  wake_one(K_WAKE, K_WAKE_AT, now)
+end
 
 -- When to look next: the first job due after now, a due job whose in-progress key expires
 -- first, or the watched set's first entry.
