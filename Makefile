@@ -38,7 +38,8 @@ chaos: $(STAMP)
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 ## make bench: genqueue vs naive arq vs the seed loop (same simulator, workload, workers), the
-## floor of one poll, pooled sigma=0.2 draws, a scale sweep -> bench/results.json + bench/RESULTS.md (~45 min)
+## floor of one poll, pooled sigma=0.2 draws, a scale sweep, an idle worker's cost, the ceiling of
+## one Redis -> bench/results.json + bench/RESULTS.md (~50 min)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 
@@ -47,7 +48,7 @@ bench: $(STAMP)
 bench-10k: $(STAMP)
 	$(PY) -m bench tenk $(BENCH_ARGS)
 
-## make bench-smoke: the whole harness at toy size (under a minute); results in a temp dir
+## make bench-smoke: the whole harness at toy size (about two minutes); results in a temp dir
 bench-smoke: $(STAMP)
 	$(PY) -m bench --smoke $(BENCH_ARGS)
 
