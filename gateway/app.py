@@ -63,7 +63,8 @@ upstream at that moment (the cancel is honoured at its next step).
 "fields": [{{"field": "...", "message": "..."}}]}}}}`.
 400 the body is not JSON (wrong `Content-Type`, malformed, empty); 422 it is JSON but not a
 valid request (`fields` names each bad field; nothing is written); 413 the body exceeds
-{MAX_BODY_BYTES // 1024} KiB; 404 unknown id; 429 over a limit (with `Retry-After`); 503 Redis unreachable (with `Retry-After`).
+{MAX_BODY_BYTES // 1024} KiB; 404 unknown id; 429 over a limit (with `Retry-After`); 503 Redis
+unreachable (with `Retry-After`).
 Every response carries an `X-Request-ID` (the client's own, if it sent a sane one).
 """
 

@@ -35,6 +35,7 @@ _TYPE_BY_STATUS: dict[int, ErrorType] = {
     503: "unavailable",
 }
 
+
 class TooManyWaiters(Exception):
     """The long-poll cap is reached; answered 429 with ``Retry-After``."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -25,7 +26,7 @@ from rich.table import Table
 from genqueue import __version__
 from genqueue.demo_report import format_usd
 from genqueue.envhelp import env_help
-from genqueue.logs import configure_logging, scrub
+from genqueue.logs import configure_logging, register_secrets, scrub, secrets_in_env
 from genqueue.producer import (
     Client,
     InvalidRequest,
@@ -37,6 +38,7 @@ from genqueue.producer import (
 )
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.settings import redact_url
+from genqueue.terminal import escape_controls, inert, inert_markup
 
 EXIT_NOT_FOUND = 1
 EXIT_RUNTIME = 1
@@ -56,7 +58,10 @@ class ConfigError(Exception):
 
 
 def _err(message: str) -> None:
-    click.echo(f"genqueue: {message}", err=True)
+    # Messages can quote user input, upstream text or an exception carrying a URL: scrubbed of
+    # secrets and printed as data.
+    register_secrets(*secrets_in_env(os.environ))
+    click.echo(f"genqueue: {escape_controls(scrub(message))}", err=True)
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -368,7 +373,7 @@ def record_table(view: RequestView) -> Table:
     ]
     for key, value in rows:
         if value not in (None, ""):
-            t.add_row(key, value)
+            t.add_row(key, inert(str(value)))
     return t
 
 
@@ -498,7 +503,7 @@ def cancel(request_id: str, as_json: bool) -> None:
     if as_json:
         _echo_json({"id": request_id, "outcome": outcome})
     else:
-        click.echo(f"{request_id}: {_CANCEL_TEXT.get(outcome, outcome)}")
+        click.echo(f"{escape_controls(request_id)}: {_CANCEL_TEXT.get(outcome, outcome)}")
 
 
 def stats_tables(stats: Stats) -> list[Table]:
@@ -518,10 +523,11 @@ def stats_tables(stats: Stats) -> list[Table]:
         p = stats.paused
         until = p.get("until_ms")
         until_s = (_ts(int(until) / 1000) if until and until.isdigit() else None) or "?"
+        # The reason and code come from the upstream's answer: markup-escaped.
         now.add_row(
             "creates",
-            f"[red]PAUSED[/red] ({p.get('reason', '?')}, HTTP {p.get('code', '?')}, "
-            f"until {until_s})",
+            f"[red]PAUSED[/red] ({inert_markup(str(p.get('reason', '?')))}, "
+            f"HTTP {inert_markup(str(p.get('code', '?')))}, until {until_s})",
         )
     else:
         now.add_row("creates", "[green]running[/green]")
@@ -534,7 +540,7 @@ def stats_tables(stats: Stats) -> list[Table]:
     models = sorted({m for m, _ in stats.finished} | set(stats.cost_micro_usd))
     for m in models:
         done.add_row(
-            m,
+            inert(m),
             *(str(stats.finished.get((m, o), 0)) for o in TERMINAL),
             format_usd(stats.cost_micro_usd.get(m, 0)),
         )
