@@ -133,10 +133,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.resources = resources
+    app.state.waiters = WaiterCap(caps.gateway_max_waiters)
     app.include_router(build_health_router())
-    app.include_router(
-        build_v1_router(max_wait_s, WaiterCap(caps.gateway_max_waiters)), tags=["generations"]
-    )
+    app.include_router(build_v1_router(max_wait_s, app.state.waiters), tags=["generations"])
     errors.install(app)
     # Added last = outermost: request id, then auth, then the rate limit, then the body cap.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

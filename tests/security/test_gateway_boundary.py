@@ -43,9 +43,7 @@ def protected_operations(app: FastAPI) -> list[tuple[str, str]]:
     """(method, path) of every operation of ``app`` that is not explicitly public: those of
     its OpenAPI document and the plain routes FastAPI adds outside it (the docs pages)."""
     ops = {
-        (method.upper(), path)
-        for path, item in app.openapi()["paths"].items()
-        for method in item
+        (method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item
     }
     for route in app.routes:
         path = getattr(route, "path", None)
