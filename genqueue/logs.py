@@ -19,7 +19,8 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 _SECRET_KEYS = re.compile(r"(api_key|authorization|password|secret|token)", re.I)
-_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^@\s]+@")
+# Greedy up to the last "@" of the authority: a password may itself contain "@".
+_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^\s/?#]*@")
 _QUERY_PASSWORD = re.compile(
     r"([?&;](?:password|passwd|pass|pwd|secret|token|auth)=)[^&;#\s'\"]*", re.I
 )

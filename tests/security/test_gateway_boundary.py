@@ -74,7 +74,7 @@ async def _call(
 
 async def _check_every_route(served: Served, client: AsyncClient) -> None:
     ops = protected_operations(served.app)
-    assert V1_OPERATIONS <= set(ops), "the route list is read from the app"
+    assert set(ops) >= V1_OPERATIONS, "the route list is read from the app"
     for method, path in ops:
         request_id = await client.submit(REQ)
         missing = await _call(served, method, path, None, request_id)
