@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from genqueue.gateway.settings import GatewaySettings
 from genqueue.producer.settings import ENV_PREFIX, Settings
 from genqueue.worker.config import WorkerConfig
 
@@ -94,11 +95,12 @@ def _vars_of(cls: type) -> list[EnvVar]:
 
 
 def env_vars() -> list[EnvVar]:
-    """Every configuration variable with its default: producer settings, then worker ones,
-    then logging."""
+    """Every configuration variable with its default: producer settings, worker ones, the
+    gateway's limits, then logging."""
     return [
         *_vars_of(Settings),
         *_vars_of(WorkerConfig),
+        *_vars_of(GatewaySettings),
         EnvVar(ENV_PREFIX + "LOG_LEVEL", "INFO", "DEBUG|INFO|WARNING|ERROR."),
         EnvVar(
             ENV_PREFIX + "LOG_FORMAT",

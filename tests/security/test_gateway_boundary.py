@@ -193,3 +193,32 @@ async def test_root_path_gateway_under_uvicorn_guards_every_route(
     assert "gateway_started" in logged
     assert redis_user.password not in logged
     assert KEY not in logged and OTHER_KEY not in logged
+
+
+async def test_websockets_are_refused(settings: Settings) -> None:
+    """The gateway has no WebSocket route: a WebSocket is closed at once, key or not."""
+    app = create_app(settings, api_keys=[KEY])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    for headers in ([], [(b"authorization", f"Bearer {KEY}".encode())]):
+        sent.clear()
+
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "path": "/v1/stats",
+            "raw_path": b"/v1/stats",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "scheme": "ws",
+            "subprotocols": [],
+        }
+        await app(scope, receive, send)
+        assert sent == [{"type": "websocket.close", "code": 1008}]
