@@ -563,7 +563,12 @@ def stats_tables(stats: Stats) -> list[Table]:
     is_flag=True,
     help="Serve without API keys (development only).",
 )
-def gateway(host: str, port: int, allow_anonymous: bool) -> None:
+@click.option(
+    "--root-path",
+    default="",
+    help="The path prefix a reverse proxy strips in front of the gateway (e.g. /genqueue).",
+)
+def gateway(host: str, port: int, allow_anonymous: bool, root_path: str) -> None:
     """Serve the HTTP gateway for backends in other languages (OpenAPI at /openapi.json).
 
     Bearer API keys come from GENQUEUE_API_KEYS (comma-separated)."""
@@ -574,7 +579,7 @@ def gateway(host: str, port: int, allow_anonymous: bool) -> None:
     _err(f"gateway on http://{host}:{port} for {settings.redis_url_redacted}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        serve(settings, host, port, allow_anonymous=allow_anonymous)
+        serve(settings, host, port, allow_anonymous=allow_anonymous, root_path=root_path)
     except GatewayConfigError as exc:
         raise ConfigError(str(exc)) from None
 

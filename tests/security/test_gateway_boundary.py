@@ -140,12 +140,13 @@ async def test_mounted_gateway_guards_every_route_and_works_without_its_lifespan
         assert created.headers["location"] == f"{ROOT_PATH}/v1/generations/{created.json()['id']}"
 
 
-@pytest.fixture
+@pytest.fixture(params=["uvicorn", "genqueue gateway"])
 def uvicorn_gateway(
-    secure_settings: Settings, redis_user: RedisUser, tmp_path: Path
+    request: pytest.FixtureRequest, secure_settings: Settings, tmp_path: Path
 ) -> Iterator[tuple[str, Path]]:
-    """A real ``uvicorn --root-path /genqueue`` process on a free port (Redis password in the
-    URL's query string); yields its base URL and the file its stderr goes to."""
+    """A real uvicorn process on a free port behind a prefix-stripping proxy's root path
+    (Redis password in the URL's query string), started as ``uvicorn --root-path`` or as
+    ``genqueue gateway --root-path``; yields its base URL and the file its stderr goes to."""
     port = free_port()
     stderr_path = tmp_path / "gateway.stderr"
     env = {
@@ -154,11 +155,18 @@ def uvicorn_gateway(
         "GENQUEUE_KEY_PREFIX": secure_settings.key_prefix,
         "GENQUEUE_API_KEYS": f"{KEY},{OTHER_KEY}",
     }
-    args = [
-        sys.executable, "-m", "uvicorn", "--factory", "tests.security.gateway_factory:app",
-        "--host", "127.0.0.1", "--port", str(port), "--root-path", ROOT_PATH,
-        "--lifespan", "on", "--no-access-log",
-    ]  # fmt: skip
+    if request.param == "uvicorn":
+        args = [
+            sys.executable, "-m", "uvicorn", "--factory", "tests.security.gateway_factory:app",
+            "--host", "127.0.0.1", "--port", str(port), "--root-path", ROOT_PATH,
+            "--lifespan", "on", "--no-access-log",
+        ]  # fmt: skip
+    else:
+        env["GENQUEUE_LOG_FORMAT"] = "json"
+        args = [
+            sys.executable, "-m", "genqueue", "gateway",
+            "--host", "127.0.0.1", "--port", str(port), "--root-path", ROOT_PATH,
+        ]  # fmt: skip
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(args, env=env, stdout=stderr, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
@@ -180,8 +188,9 @@ def uvicorn_gateway(
 async def test_root_path_gateway_under_uvicorn_guards_every_route(
     uvicorn_gateway: tuple[str, Path], client: AsyncClient, redis_user: RedisUser
 ) -> None:
-    """Behind a proxy that strips /genqueue (uvicorn --root-path): the same answers for every
-    route, Location names the public path, and the Redis password is nowhere on stderr."""
+    """Behind a proxy that strips /genqueue (uvicorn's root path): the same answers for every
+    route, Location names the public path, and neither the Redis password nor a key is on
+    stderr (uvicorn's own lines included)."""
     base, stderr_path = uvicorn_gateway
     async with httpx.AsyncClient(base_url=base) as http:
         await _check_every_route(Served(http, "", create_app(api_keys=[KEY])), client)
@@ -190,7 +199,7 @@ async def test_root_path_gateway_under_uvicorn_guards_every_route(
         )
         assert created.headers["location"] == f"{ROOT_PATH}/v1/generations/{created.json()['id']}"
     logged = stderr_path.read_text()
-    assert "gateway_started" in logged
+    assert "gateway_started" in logged and "Application startup complete" in logged
     assert redis_user.password not in logged
     assert KEY not in logged and OTHER_KEY not in logged
 
