@@ -368,7 +368,8 @@ def record_table(view: RequestView) -> Table:
         ("end to end", _dur(view.total_duration_s)),
         ("detection lag", _dur(view.detection_lag_s)),
         ("metadata", json.dumps(view.metadata) if view.metadata else None),
-        ("webhook url", view.webhook_url),
+        # A receiver's URL may carry its own credentials: shown without them.
+        ("webhook url", redact_url(view.webhook_url) if view.webhook_url else None),
         ("idempotency key", view.idempotency_key),
     ]
     for key, value in rows:

@@ -22,6 +22,7 @@ from genqueue.cli import main
 from genqueue.gateway import create_app
 from genqueue.local_redis import free_port
 from genqueue.logs import scrub
+from genqueue.producer import Client
 from genqueue.producer.settings import Settings, redact_url
 from genqueue.worker.arq_redis import arq_redis_settings
 from tests.processes import stop_process, wait_until
@@ -181,3 +182,18 @@ def test_worker_start_up_logs_no_secret(
     assert "worker_starting" in logged
     for secret in (redis_user.password, TOGETHER_KEY, WEBHOOK_SECRET):
         assert secret not in logged
+
+
+def test_status_hides_credentials_in_a_webhook_url(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`genqueue status` shows a webhook URL without the password or token it carries."""
+    monkeypatch.setattr(genqueue.cli, "configure_logging", lambda *a, **k: None)
+    hook = "https://hooks:hook-pw-123@receiver.example/in?token=hook-token-456"
+    with Client(settings) as client:
+        request_id = client.submit(REQ, webhook_url=hook)
+    env = {"GENQUEUE_REDIS_URL": settings.redis_url, "GENQUEUE_KEY_PREFIX": settings.key_prefix}
+    result = CliRunner().invoke(main, ["status", request_id], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "receiver.example" in result.stdout
+    assert "hook-pw-123" not in result.stdout and "hook-token-456" not in result.stdout
