@@ -101,7 +101,10 @@ def create_app(
     """
     keys = _resolve_keys(api_keys, allow_anonymous)
     resolved = settings or Settings.from_env()
-    caps = limits or GatewaySettings.from_env()
+    try:
+        caps = limits or GatewaySettings.from_env()
+    except ValueError as exc:
+        raise GatewayConfigError(str(exc)) from None
     resources = Resources(
         resolved,
         max_connections=caps.gateway_redis_max_connections,

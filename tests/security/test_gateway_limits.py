@@ -12,7 +12,10 @@ import httpx
 import pytest
 import redis.asyncio
 from asgi_lifespan import LifespanManager
+from click.testing import CliRunner
 
+import genqueue.cli
+from genqueue.cli import main
 from genqueue.gateway import create_app
 from genqueue.gateway.limits import TokenBuckets, WaiterCap
 from genqueue.gateway.settings import GatewaySettings
@@ -138,3 +141,18 @@ async def test_redis_connections_are_bounded(settings: Settings) -> None:
 def test_the_limiter_uses_a_monotonic_clock() -> None:
     """The limiter measures with a monotonic clock (a wall-clock step cannot refill it)."""
     assert TokenBuckets(1.0, 1).clock is time.monotonic
+
+
+def test_gateway_command_refuses_a_bad_limit(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`genqueue gateway` with an unparsable or zero limit exits 2 naming it, before serving."""
+    monkeypatch.setattr(genqueue.cli, "configure_logging", lambda *a, **k: None)
+    base = {"GENQUEUE_REDIS_URL": settings.redis_url, "GENQUEUE_API_KEYS": KEY}
+    for name, value in (
+        ("GENQUEUE_GATEWAY_RATE_RPS", "fast"),
+        ("GENQUEUE_GATEWAY_MAX_WAITERS", "0"),
+    ):
+        result = CliRunner().invoke(main, ["gateway"], env={**base, name: value})
+        assert result.exit_code == 2, result.output
+        assert name.removeprefix("GENQUEUE_").lower() in result.stderr.lower()
