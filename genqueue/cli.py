@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -32,7 +33,8 @@ from genqueue.cliflags import (
 )
 from genqueue.demo_report import format_usd
 from genqueue.envhelp import env_help
-from genqueue.logs import LogFormat, configure_logging, scrub
+from genqueue.gateway.settings import GatewaySettings
+from genqueue.logs import LogFormat, configure_logging, register_secrets, scrub, secrets_in_env
 from genqueue.producer import (
     Client,
     InvalidRequest,
@@ -45,6 +47,7 @@ from genqueue.producer import (
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.settings import redact_url
+from genqueue.terminal import escape_controls, inert, inert_markup
 from genqueue.worker.config import WorkerConfig
 
 EXIT_NOT_FOUND = 1
@@ -68,7 +71,10 @@ class ConfigError(Exception):
 
 
 def _err(message: str) -> None:
-    click.echo(f"genqueue: {message}", err=True)
+    # Messages can quote user input, upstream text or an exception carrying a URL: scrubbed of
+    # secrets and printed as data.
+    register_secrets(*secrets_in_env(os.environ))
+    click.echo(f"genqueue: {escape_controls(scrub(message))}", err=True)
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -148,6 +154,7 @@ def worker(config: WorkerConfig, log_level: str | None, log_format: LogFormat | 
 
     configure_logging(log_level, log_format)
     cfg = config
+    _register_flag_secrets(cfg.settings, api_key=cfg.api_key, webhook_secret=cfg.webhooks.secret)
     if not cfg.api_key:
         _fail(
             EXIT_USAGE,
@@ -174,6 +181,19 @@ def worker(config: WorkerConfig, log_level: str | None, log_format: LogFormat | 
         _fail(EXIT_RUNTIME, f"refusing to start on {cfg.settings.redis_url_redacted}: {exc}")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _register_flag_secrets(settings: Settings, **values: str) -> None:
+    # A secret given as a flag is not in the environment, where the log scrubber looks.
+    register_secrets(
+        *secrets_in_env(
+            {
+                "GENQUEUE_REDIS_URL": settings.redis_url,
+                "TOGETHER_API_KEY": values.get("api_key", ""),
+                "GENQUEUE_WEBHOOK_SECRET": values.get("webhook_secret", ""),
+            }
+        )
+    )
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -385,12 +405,13 @@ def record_table(view: RequestView) -> Table:
         ("end to end", _dur(view.total_duration_s)),
         ("detection lag", _dur(view.detection_lag_s)),
         ("metadata", json.dumps(view.metadata) if view.metadata else None),
-        ("webhook url", view.webhook_url),
+        # A receiver's URL may carry its own credentials: shown without them.
+        ("webhook url", redact_url(view.webhook_url) if view.webhook_url else None),
         ("idempotency key", view.idempotency_key),
     ]
     for key, value in rows:
         if value not in (None, ""):
-            t.add_row(key, value)
+            t.add_row(key, inert(str(value)))
     return t
 
 
@@ -526,7 +547,7 @@ def cancel(request_id: str, as_json: bool) -> None:
     if as_json:
         _echo_json({"id": request_id, "outcome": outcome})
     else:
-        click.echo(f"{request_id}: {_CANCEL_TEXT.get(outcome, outcome)}")
+        click.echo(f"{escape_controls(request_id)}: {_CANCEL_TEXT.get(outcome, outcome)}")
 
 
 def stats_tables(stats: Stats) -> list[Table]:
@@ -546,10 +567,11 @@ def stats_tables(stats: Stats) -> list[Table]:
         p = stats.paused
         until = p.get("until_ms")
         until_s = (_ts(int(until) / 1000) if until and until.isdigit() else None) or "?"
+        # The reason and code come from the upstream's answer: markup-escaped.
         now.add_row(
             "creates",
-            f"[red]PAUSED[/red] ({p.get('reason', '?')}, HTTP {p.get('code', '?')}, "
-            f"until {until_s})",
+            f"[red]PAUSED[/red] ({inert_markup(str(p.get('reason', '?')))}, "
+            f"HTTP {inert_markup(str(p.get('code', '?')))}, until {until_s})",
         )
     else:
         now.add_row("creates", "[green]running[/green]")
@@ -562,7 +584,7 @@ def stats_tables(stats: Stats) -> list[Table]:
     models = sorted({m for m, _ in stats.finished} | set(stats.cost_micro_usd))
     for m in models:
         done.add_row(
-            m,
+            inert(m),
             *(str(stats.finished.get((m, o), 0)) for o in TERMINAL),
             format_usd(stats.cost_micro_usd.get(m, 0)),
         )
@@ -587,6 +609,12 @@ def stats_tables(stats: Stats) -> list[Table]:
 )
 @secret_option("--api-keys", ENV_API_KEYS, "Accepted bearer API keys, comma-separated.")
 @settings_options(Settings, into="settings")
+@settings_options(GatewaySettings, into="limits")
+@click.option(
+    "--root-path",
+    default="",
+    help="The path prefix a reverse proxy strips in front of the gateway (e.g. /genqueue).",
+)
 @log_options
 def gateway(
     host: str,
@@ -594,6 +622,8 @@ def gateway(
     allow_anonymous: bool,
     api_keys: str | None,
     settings: Settings,
+    limits: GatewaySettings,
+    root_path: str,
     log_level: str | None,
     log_format: LogFormat | None,
 ) -> None:
@@ -609,7 +639,17 @@ def gateway(
         # click already fell back to the variable: an empty list means "no keys at all".
         keys = parse_api_keys(api_keys or "")
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        serve(settings, host, port, keys, allow_anonymous=allow_anonymous)
+        register_secrets(*keys)
+        _register_flag_secrets(settings)
+        serve(
+            settings,
+            host,
+            port,
+            keys,
+            allow_anonymous=allow_anonymous,
+            root_path=root_path,
+            limits=limits,
+        )
     except GatewayConfigError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -644,6 +684,7 @@ def exporter(
     from genqueue.worker.cluster_metrics import ClusterCollector
 
     configure_logging(log_level, log_format)
+    _register_flag_secrets(settings)
     registry = CollectorRegistry()
     registry.register(ClusterCollector(settings))
     start_http_server(port, addr=host, registry=registry)

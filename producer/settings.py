@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,15 +16,24 @@ from genqueue.producer.keys import Keys
 __all__ = ["ENV_PREFIX", "Settings", "overrides_from_env", "redact_url"]
 
 
+#: Query-string parameters that carry a credential (redis-py reads ``?password=``).
+_SECRET_QUERY = re.compile(r"([?&;](?:password|passwd|pass|pwd|secret|token|auth)=)[^&;#]*", re.I)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to log)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with any password replaced by ``***``, in the userinfo and in the query string
+    (``redis://h/0?password=...``, which redis-py accepts): safe to log."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparseable (e.g. a bad port): keep nothing that might be a secret
+        return "(unparseable URL)"
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = _SECRET_QUERY.sub(r"\1***", "?" + parts.query)[1:] if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _convert(raw: str, current: Any, name: str) -> Any:
@@ -59,8 +69,9 @@ def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
 class Settings:
     """Where the queue lives and how long things are kept (units in the names)."""
 
-    #: The Redis (``rediss://`` and passwords allowed; passwords are never logged).
-    redis_url: str = "redis://localhost:6379/0"
+    #: The Redis (``rediss://`` and passwords allowed; passwords are never logged). May hold
+    #: a password (userinfo or ``?password=``): kept out of ``repr``; log ``redis_url_redacted``.
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)
     #: Prefix of every key (deployments can share a Redis).
     key_prefix: str = "genqueue"
     #: How long a finished record (and its idempotency key) is kept.

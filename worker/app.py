@@ -20,7 +20,6 @@ import httpx
 import redis
 import structlog
 from arq import cron
-from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
@@ -33,6 +32,7 @@ from genqueue.producer.keys import (
     SUBMIT_TASK,
 )
 from genqueue.producer.timers import dumps, loads
+from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
@@ -131,7 +131,7 @@ def _worker(
         functions=functions,
         cron_jobs=cron_jobs,
         queue_name=queue,
-        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
+        redis_settings=arq_redis_settings(config.settings.redis_url),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
