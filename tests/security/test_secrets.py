@@ -197,3 +197,25 @@ def test_status_hides_credentials_in_a_webhook_url(
     assert result.exit_code == 0, result.output
     assert "receiver.example" in result.stdout
     assert "hook-pw-123" not in result.stdout and "hook-token-456" not in result.stdout
+
+
+def test_secrets_given_as_worker_flags_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret passed to `genqueue worker` as a flag (not in the environment) is blanked
+    from every later log line, like one from the environment."""
+    import genqueue.worker.app
+
+    seen: list[str] = []
+
+    async def fake_run_worker(cfg: object) -> None:
+        seen.append(scrub(f"upstream key {TOGETHER_KEY} webhook secret {WEBHOOK_SECRET}"))
+
+    monkeypatch.setattr(genqueue.worker.app, "run_worker", fake_run_worker)
+    monkeypatch.setattr(genqueue.cli, "configure_logging", lambda *a, **k: None)
+    env = {"TOGETHER_API_KEY": "", "GENQUEUE_WEBHOOK_SECRET": ""}
+    result = CliRunner().invoke(
+        main,
+        ["worker", "--together-api-key", TOGETHER_KEY, "--webhook-secret", WEBHOOK_SECRET],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert seen and TOGETHER_KEY not in seen[0] and WEBHOOK_SECRET not in seen[0]
