@@ -127,8 +127,10 @@ def test_log_processor_scrubs_messages_and_tracebacks(redis_user: RedisUser) -> 
             assert secret not in done.stderr + done.stdout, fmt
 
 
-def test_cli_errors_show_no_password() -> None:
+def test_cli_errors_show_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CLI command that cannot reach Redis names the URL without the query-string password."""
+    # In-process: the real configure_logging would cache every logger for the whole session.
+    monkeypatch.setattr(genqueue.cli, "configure_logging", lambda *a, **k: None)
     url = f"redis://127.0.0.1:{free_port()}/0?password=s3cret-query-pw"
     result = CliRunner().invoke(main, ["stats"], env={"GENQUEUE_REDIS_URL": url})
     assert result.exit_code == 1
