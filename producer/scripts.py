@@ -9,7 +9,7 @@ never repeats a definition the Python owns. What each script takes and answers i
 type per script).
 
 redis-py ``Script`` objects send ``EVALSHA`` and reload on ``NOSCRIPT``, so a Redis restart
-(which forgets ``SCRIPT LOAD``) heals itself (DESIGN.md rule 6).
+(which forgets ``SCRIPT LOAD``) heals itself (architecture rule 6).
 """
 
 from __future__ import annotations

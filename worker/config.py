@@ -122,7 +122,7 @@ class DownloadSettings:
 class WorkerConfig:
     """How workers talk to the upstream and schedule their checks (units in the names).
 
-    Durations marked *scaled* are multiplied by ``time_scale`` (DESIGN.md rule 14), so the
+    Durations marked *scaled* are multiplied by ``time_scale`` (architecture rule 14), so the
     demo and benchmarks can run a 3-minute video in seconds with the same schedule shape.
     """
 
@@ -168,7 +168,7 @@ class WorkerConfig:
     queue_read_limit: int = 2000
     #: How often a worker asks Redis for due timers (arq sleeps this long between looks, busy
     #: or not): a check runs up to this late, which the dense window's lag bound pays on
-    #: top of the floor. Under load 0.05 s cost no more CPU per call than 0.1 s (10k bench run).
+    #: top of the floor (its CPU cost under load: bench/RESULTS.md, the 10k run).
     poll_delay_s: float = 0.05
     #: On SIGTERM, how long running tasks may finish before they are cancelled.
     job_completion_wait_s: float = 20.0

@@ -1,4 +1,4 @@
-"""Make the write of an upstream id durable before anything else (DESIGN.md rule 3)."""
+"""Make the write of an upstream id durable before anything else (architecture rule 3)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ The lists are a *uniform sample* of about the last ``horizon`` completions (rese
 sampling), not the last ``samples`` ones: videos submitted together end together, and the
 completions of one short stretch of time all have about the same duration (at minute 3 of a
 batch, only the 3-minute ones are ending). The last 1,000 of a 10,000-video batch taught the
-schedule that every video takes as long as the slowest, and the next batch was checked a
-minute late (10k bench run, session 3). A reservoir over 10,000 keeps the whole batch's
+schedule that every video takes as long as the slowest, and the next batch was checked
+late (seen in the 10k bench run). A reservoir over 10,000 keeps the whole batch's
 spread, and still forgets: once full, each completion enters with probability
 samples/horizon, so any one entry is replaced by each later completion with probability
 1/horizon (the sample's age profile depends on the horizon only, not on its size).

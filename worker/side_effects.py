@@ -1,6 +1,6 @@
 """Side effects owed after a request ends: download the finished video, deliver the webhook.
 
-The terminal transition records what is owed (the outbox, DESIGN.md rule 4); a dispatcher
+The terminal transition records what is owed (the outbox, architecture rule 4); a dispatcher
 (an arq cron on the side queue) arms ``side:{id}:{side_seq}`` for every due entry, and each
 run does one effect and records its result with one script. The download comes first: the
 webhook then carries the file's path and checksum.
