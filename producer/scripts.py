@@ -28,6 +28,8 @@ ScriptName = Literal[
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
 ]
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "create",
@@ -39,6 +41,8 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
 )
 
 

@@ -103,16 +103,28 @@ class WorkerConfig:
     #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
     #: webhook URLs.
     webhook_secret: str = field(default="", repr=False)
+    #: Total deadline of one webhook POST (connect, send, answer), whatever the receiver
+    #: trickles; the answer's body is never read.
     webhook_timeout_s: float = 10.0
+    #: Webhook deliveries in flight at once to one receiving host, per side worker process;
+    #: a delivery finding its host full is put back a second later without an attempt.
+    webhook_host_concurrency: int = 8
     #: Webhook retries back off from ``webhook_retry_s`` to ``webhook_retry_cap_s`` and stop
     #: (dead letter) this long after the request ended.
     webhook_retry_s: float = 5.0
     webhook_retry_cap_s: float = 3600.0
     webhook_max_age_s: float = 86400.0
+    #: Dead-lettered webhooks kept: at most this many, for at most this long.
+    webhook_dead_max: int = 10_000
+    webhook_dead_max_age_s: float = 7 * 86400.0
     #: Download finished videos into this directory (empty = don't).
     download_dir: str = ""
     download_max_bytes: int = 1 << 30
+    #: Total deadline of one download attempt (every redirect hop and the whole body).
     download_timeout_s: float = 120.0
+    #: Redirects a download may follow (each hop is checked like a webhook URL, except the
+    #: upstream's own origin).
+    download_max_redirects: int = 5
     download_retries: int = 5
     #: How often due side effects (downloads, webhooks) are dispatched.
     outbox_interval_s: int = 1
@@ -150,6 +162,10 @@ class WorkerConfig:
                 f"connect_timeout_s + read_timeout_s ({http_budget:g}) must be below "
                 f"task_timeout_s ({self.task_timeout_s:g})"
             )
+        if self.webhook_host_concurrency < 1:
+            raise ValueError("webhook_host_concurrency must be at least 1")
+        if self.download_max_redirects < 0 or self.webhook_dead_max < 1:
+            raise ValueError("need download_max_redirects >= 0 and webhook_dead_max >= 1")
         if self.webhook_max_age_s + 3600 > self.settings.retention_s:
             raise ValueError("retention_s must outlast webhook_max_age_s by at least an hour")
         if self.reconcile_interval_s <= 0 or (

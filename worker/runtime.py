@@ -15,6 +15,9 @@ from genqueue.worker.config import WorkerConfig
 from genqueue.worker.durability import Durability
 from genqueue.worker.durations import DurationModel
 from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.outbound.guard import GuardedTransport, Origin, origin_of
+from genqueue.worker.outbound.host_slots import HostSlots
+from genqueue.worker.outbound.resolver import Resolver, SystemResolver
 from genqueue.worker.pause import CreatePause
 from genqueue.worker.ratelimit import RateLimit, limiter_identity
 from genqueue.worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
@@ -51,6 +54,8 @@ class Runtime:
 
     side_transport: httpx.AsyncBaseTransport | None = None
     rate_limit: RateLimit | None = None
+    #: How webhook and download hosts are looked up (None: the system's resolver).
+    resolver: Resolver | None = None
 
     def __post_init__(self) -> None:
         self.keys: Keys = self.config.settings.keys
@@ -72,18 +77,27 @@ class Runtime:
                 burst=cfg.rate_limit_burst,
                 identity=limiter_identity(cfg.upstream_url, cfg.api_key),
             )
-        # Webhook receivers get no redirects (a redirect could bounce a signed body
-        # elsewhere); video URLs are short links that redirect to a signed URL.
+        self.host_slots = HostSlots(cfg.webhook_host_concurrency)
+        resolver = self.resolver or SystemResolver()
+        allow = cfg.settings.allow_nets
+
+        def guarded(trusted: tuple[Origin, ...]) -> GuardedTransport:
+            inner = self.side_transport or make_transport(cfg.transport, max_connections=100)
+            return GuardedTransport(inner, resolver=resolver, allow=allow, trusted=trusted)
+
+        # Neither client follows redirects itself: a webhook gets none (a redirect could
+        # bounce a signed body elsewhere); downloads follow theirs hop by hop, each checked
+        # (side_effects.py). Total deadlines are set per call (asyncio.timeout).
         self.webhook_http = httpx.AsyncClient(
-            timeout=cfg.webhook_timeout_s,
+            timeout=httpx.Timeout(cfg.webhook_timeout_s, connect=cfg.connect_timeout_s),
             follow_redirects=False,
-            transport=self.side_transport,
+            transport=guarded(()),
             trust_env=False,
         )
         self.download_http = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.download_timeout_s, connect=cfg.connect_timeout_s),
-            follow_redirects=True,
-            transport=self.side_transport,
+            follow_redirects=False,
+            transport=guarded((origin_of(cfg.upstream_url),)),
             trust_env=False,
         )
 
@@ -95,6 +109,7 @@ class Runtime:
         transport: httpx.AsyncBaseTransport | None = None,
         side_transport: httpx.AsyncBaseTransport | None = None,
         metrics: WorkerMetrics | None = None,
+        resolver: Resolver | None = None,
     ) -> Runtime:
         """Connect to Redis and the upstream (``transport`` overrides the production one)."""
         metrics = metrics or WorkerMetrics()
@@ -135,6 +150,7 @@ class Runtime:
             durability=durability,
             metrics=metrics,
             side_transport=side_transport,
+            resolver=resolver,
         )
 
     async def close(self) -> None:

@@ -27,6 +27,7 @@ from genqueue.producer.scripts import call, ms
 from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
+from genqueue.worker.outbound.guard import Refused
 from genqueue.worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -69,11 +70,44 @@ async def run_side(rt: Runtime, request_id: str, seq: int) -> None:
         if not raw or raw.get(Field.SIDE_SEQ) != str(seq):
             return  # gone, or a stale timer: the dispatcher arms the current one
         if raw.get(Field.DOWNLOAD_STATE) == "pending":
-            result, delay_s, fields = await _download(rt, raw)
-            await _record(rt, raw, seq, "download", result, delay_s, fields)
+            attempts = await _count_attempt(rt, raw, seq, "download")
+            if attempts:
+                result, delay_s, fields = await _download(rt, raw, attempts)
+                await _record(rt, raw, seq, "download", result, delay_s, fields)
         elif raw.get(Field.WEBHOOK_STATE) == "pending":
-            result, delay_s, fields = await _deliver(rt, raw)
-            await _record(rt, raw, seq, "webhook", result, delay_s, fields)
+            host = _host(raw.get(Field.WEBHOOK_URL, ""))
+            async with rt.host_slots.take(host) as got:
+                if not got:
+                    # One slow host must not take every side slot: put it back, no attempt.
+                    delay_s = 1.0 + rt.rng.random()
+                    await _record(rt, raw, seq, "webhook", "retry", delay_s, {}, "deferred")
+                    return
+                attempts = await _count_attempt(rt, raw, seq, "webhook")
+                if attempts:
+                    result, delay_s, fields = await _deliver(rt, raw, attempts)
+                    await _record(rt, raw, seq, "webhook", result, delay_s, fields)
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return ""
+
+
+async def _count_attempt(rt: Runtime, raw: dict[str, str], seq: int, effect: str) -> int:
+    """Count the attempt before making it (a task killed mid-call still used one); 0 when
+    the record moved on meanwhile."""
+    c = call(
+        rt.config.settings,
+        "side_attempt",
+        raw[Field.ID],
+        str(seq),
+        effect,
+        idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
+    )
+    reply = await rt.scripts.run(c)
+    return int(reply[1]) if reply[0] == "OK" else 0
 
 
 async def _record(
@@ -84,9 +118,11 @@ async def _record(
     result: str,
     delay_s: float,
     fields: dict[str, str],
+    label: str | None = None,
 ) -> None:
+    cfg = rt.config
     c = call(
-        rt.config.settings,
+        cfg.settings,
         "side_effect",
         raw[Field.ID],
         str(seq),
@@ -95,12 +131,17 @@ async def _record(
         ms(delay_s),
         json.dumps(fields),
         rt.keys.dead_letters,
+        ms(cfg.webhook_dead_max_age_s),
+        cfg.webhook_dead_max,
         idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
     )
     reply = await rt.scripts.run(c)
     counter = rt.metrics.webhook_deliveries if effect == "webhook" else rt.metrics.downloads
-    counter.labels(result).inc()
-    log.info(f"{effect}_{result}", **{k: v for k, v in fields.items() if not k.endswith("_at_ms")})
+    counter.labels(label or result).inc()
+    log.info(
+        f"{effect}_{label or result}",
+        **{k: v for k, v in fields.items() if not k.endswith("_at_ms")},
+    )
     if reply[0] == "NEXT" and int(reply[2]) <= 0:
         # The next effect is due now: don't wait for the dispatcher's next pass.
         await rt.side_timers.arm(Timer(SIDE_TASK, raw[Field.ID], int(reply[1])))
@@ -118,27 +159,38 @@ def _suffix(url: str) -> str:
     return suffix if suffix in _VIDEO_SUFFIXES else ".mp4"
 
 
-async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[str, str]]:
-    """Stream the video to ``download_dir``: size-limited, checksummed, atomically renamed."""
+async def _download(
+    rt: Runtime, raw: dict[str, str], attempts: int
+) -> tuple[str, float, dict[str, str]]:
+    """Stream the video to ``download_dir``: size-limited, checksummed, atomically renamed,
+    within one total deadline; the partial file is removed on every way out."""
     cfg = rt.config
     url = raw.get(Field.VIDEO_URL, "")
-    attempts = int(raw.get(Field.DOWNLOAD_ATTEMPTS) or 0) + 1
     folder = Path(cfg.download_dir)
     final = folder / f"{raw[Field.ID]}{_suffix(url)}"
     part = folder / f".{raw[Field.ID]}.part"
     try:
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        digest, size = await _stream_to(rt, url, part)
+        try:
+            async with asyncio.timeout(cfg.download_timeout_s):
+                digest, size = await _stream_to(rt, url, part)
+        except TimeoutError:
+            raise _Retryable(
+                f"not done within {cfg.download_timeout_s:g} s from {safe_url(url)}"
+            ) from None
         await asyncio.to_thread(os.replace, part, final)
     except _Retryable as exc:
-        part.unlink(missing_ok=True)
         if attempts >= cfg.download_retries:
             return "dead", 0.0, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
         delay = retry_delay_s(attempts, base_s=2.0, cap_s=300.0, jitter=0.1, rng=rt.rng)
         return "retry", delay, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
+    except Refused as exc:
+        return "dead", 0.0, {Field.DOWNLOAD_ERROR: f"refused: {exc}"[:300]}
     except (ValueError, OSError) as exc:
-        part.unlink(missing_ok=True)
         return "dead", 0.0, {Field.DOWNLOAD_ERROR: f"{type(exc).__name__}: {exc}"[:300]}
+    finally:
+        # Also when the task is cancelled or killed mid-stream (after a rename: a no-op).
+        part.unlink(missing_ok=True)
     return (
         "done",
         0.0,
@@ -152,29 +204,44 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
 
 
 async def _stream_to(rt: Runtime, url: str, part: Path) -> tuple[str, int]:
+    """Follow at most ``download_max_redirects`` redirects (each hop through the guarded
+    client) and stream the final answer to ``part``."""
     limit = rt.config.download_max_bytes
+    current = url
+    try:
+        for _ in range(rt.config.download_max_redirects + 1):
+            async with rt.download_http.stream("GET", current) as resp:
+                location = resp.headers.get("location")
+                if resp.is_redirect and location:
+                    current = str(httpx.URL(current).join(location))
+                    continue
+                if resp.status_code >= 500 or resp.status_code in (408, 429):
+                    raise _Retryable(f"HTTP {resp.status_code} from {safe_url(current)}")
+                if resp.status_code != 200:
+                    # A signed URL that expired or was refused will not get better by waiting.
+                    raise ValueError(f"HTTP {resp.status_code} from {safe_url(current)}")
+                declared = int(resp.headers.get("content-length") or 0)
+                if declared > limit:
+                    raise ValueError(f"{declared} bytes is over the {limit}-byte limit")
+                return await _write(resp, part, limit)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"invalid URL: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise _Retryable(f"{type(exc).__name__} from {safe_url(current)}") from None
+    raise ValueError(f"more than {rt.config.download_max_redirects} redirects")
+
+
+async def _write(resp: httpx.Response, part: Path, limit: int) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
-    try:
-        async with rt.download_http.stream("GET", url) as resp:
-            if resp.status_code >= 500 or resp.status_code in (408, 429):
-                raise _Retryable(f"HTTP {resp.status_code} from {safe_url(url)}")
-            if resp.status_code != 200:
-                # A signed URL that expired or was refused will not get better by waiting.
-                raise ValueError(f"HTTP {resp.status_code} from {safe_url(url)}")
-            declared = int(resp.headers.get("content-length") or 0)
-            if declared > limit:
-                raise ValueError(f"{declared} bytes is over the {limit}-byte limit")
-            with part.open("wb") as f:
-                async for chunk in resp.aiter_bytes(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise ValueError(f"over the {limit}-byte limit")
-                    h.update(chunk)
-                    await asyncio.to_thread(f.write, chunk)
-                await asyncio.to_thread(os.fsync, f.fileno())
-    except httpx.HTTPError as exc:
-        raise _Retryable(f"{type(exc).__name__} from {safe_url(url)}") from None
+    with part.open("wb") as f:
+        async for chunk in resp.aiter_bytes(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"over the {limit}-byte limit")
+            h.update(chunk)
+            await asyncio.to_thread(f.write, chunk)
+        await asyncio.to_thread(os.fsync, f.fileno())
     return h.hexdigest(), size
 
 
@@ -200,14 +267,21 @@ def webhook_payload(view: RequestView, raw: dict[str, str], sent_at: datetime) -
     return json.dumps(body, separators=(",", ":"), default=str)
 
 
-async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[str, str]]:
-    """POST the signed record to the request's webhook URL (Standard Webhooks)."""
+async def _deliver(
+    rt: Runtime, raw: dict[str, str], attempts: int
+) -> tuple[str, float, dict[str, str]]:
+    """POST the signed record to the request's webhook URL (Standard Webhooks), within one
+    total deadline; the receiver's answer body is never read (only its status)."""
     cfg = rt.config
     url = raw.get(Field.WEBHOOK_URL, "")
-    attempts = int(raw.get(Field.WEBHOOK_ATTEMPTS) or 0) + 1
     now_ms = redis_time_ms(await rt.redis.time())
-    age_s = (now_ms - int(raw.get(Field.FINISHED_AT_MS) or now_ms)) / 1000
+    since_ms = max(
+        int(raw.get(Field.FINISHED_AT_MS) or now_ms),
+        int(raw.get(Field.WEBHOOK_REPLAYED_AT_MS) or 0),
+    )
+    age_s = (now_ms - since_ms) / 1000
     error: str
+    status = ""
     if not cfg.webhook_secret:
         error = "GENQUEUE_WEBHOOK_SECRET is not set: webhooks cannot be signed"
     else:
@@ -221,18 +295,35 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
             "webhook-signature": Webhook(cfg.webhook_secret).sign(msg_id, sent_at, payload),
         }
         try:
-            resp = await rt.webhook_http.post(url, content=payload.encode(), headers=headers)
+            async with asyncio.timeout(cfg.webhook_timeout_s):
+                async with rt.webhook_http.stream(
+                    "POST", url, content=payload.encode(), headers=headers
+                ) as resp:
+                    code = resp.status_code  # leaving unread closes the connection
+        except Refused as exc:
+            # Policy, not weather: retrying cannot help. The request itself is untouched.
+            return "dead", 0.0, {Field.WEBHOOK_ERROR: f"refused: {exc}"[:300],
+                                 Field.WEBHOOK_LAST_STATUS: ""}  # fmt: skip
+        except TimeoutError:
+            error = f"no answer within {cfg.webhook_timeout_s:g} s from {safe_url(url)}"
+        except httpx.InvalidURL:
+            return "dead", 0.0, {Field.WEBHOOK_ERROR: "invalid webhook URL",
+                                 Field.WEBHOOK_LAST_STATUS: ""}  # fmt: skip
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__} posting to {safe_url(url)}"
         else:
-            if 200 <= resp.status_code < 300:
+            status = str(code)
+            if 200 <= code < 300:
                 return "done", 0.0, {Field.WEBHOOK_DELIVERED_AT_MS: str(now_ms),
-                                     Field.WEBHOOK_ERROR: ""}  # fmt: skip
-            if resp.status_code == 410:  # the receiver asks us to stop (Standard Webhooks)
-                return "dead", 0.0, {Field.WEBHOOK_ERROR: "HTTP 410 Gone"}
-            error = f"HTTP {resp.status_code} from {safe_url(url)}"
+                                     Field.WEBHOOK_ERROR: "",
+                                     Field.WEBHOOK_LAST_STATUS: status}  # fmt: skip
+            if code == 410:  # the receiver asks us to stop (Standard Webhooks)
+                return "dead", 0.0, {Field.WEBHOOK_ERROR: "HTTP 410 Gone",
+                                     Field.WEBHOOK_LAST_STATUS: status}  # fmt: skip
+            error = f"HTTP {code} from {safe_url(url)}"
+    fields = {Field.WEBHOOK_ERROR: error, Field.WEBHOOK_LAST_STATUS: status}
     if age_s >= cfg.webhook_max_age_s:
-        return "dead", 0.0, {Field.WEBHOOK_ERROR: error}
+        return "dead", 0.0, fields
     delay = retry_delay_s(
         attempts,
         base_s=cfg.webhook_retry_s,
@@ -240,8 +331,4 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
         jitter=0.1,
         rng=rt.rng,
     )
-    return (
-        "retry",
-        min(delay, max(0.0, cfg.webhook_max_age_s - age_s)),
-        {Field.WEBHOOK_ERROR: error},
-    )
+    return "retry", min(delay, max(0.0, cfg.webhook_max_age_s - age_s)), fields
