@@ -9,7 +9,6 @@ webhook then carries the file's path and checksum.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -27,12 +26,13 @@ from genqueue.producer.scripts import call, ms
 from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
+from genqueue.worker.outbound.fetch import RetryableFetch, fetch_to
 from genqueue.worker.outbound.guard import Refused
+from genqueue.worker.outbound.post import post_status
 from genqueue.worker.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
-_CHUNK = 1 << 16
 _VIDEO_SUFFIXES = {".mp4", ".webm", ".mov"}
 
 
@@ -173,13 +173,20 @@ async def _download(
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         try:
             async with asyncio.timeout(cfg.download_timeout_s):
-                digest, size = await _stream_to(rt, url, part)
+                digest, size = await fetch_to(
+                    rt.download_http,
+                    url,
+                    part,
+                    max_bytes=cfg.download_max_bytes,
+                    max_redirects=cfg.download_max_redirects,
+                    label=safe_url(url),
+                )
         except TimeoutError:
             raise _Retryable(
                 f"not done within {cfg.download_timeout_s:g} s from {safe_url(url)}"
             ) from None
         await asyncio.to_thread(os.replace, part, final)
-    except _Retryable as exc:
+    except (_Retryable, RetryableFetch) as exc:
         if attempts >= cfg.download_retries:
             return "dead", 0.0, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
         delay = retry_delay_s(attempts, base_s=2.0, cap_s=300.0, jitter=0.1, rng=rt.rng)
@@ -201,48 +208,6 @@ async def _download(
             Field.DOWNLOAD_ERROR: "",
         },
     )
-
-
-async def _stream_to(rt: Runtime, url: str, part: Path) -> tuple[str, int]:
-    """Follow at most ``download_max_redirects`` redirects (each hop through the guarded
-    client) and stream the final answer to ``part``."""
-    limit = rt.config.download_max_bytes
-    current = url
-    try:
-        for _ in range(rt.config.download_max_redirects + 1):
-            async with rt.download_http.stream("GET", current) as resp:
-                location = resp.headers.get("location")
-                if resp.is_redirect and location:
-                    current = str(httpx.URL(current).join(location))
-                    continue
-                if resp.status_code >= 500 or resp.status_code in (408, 429):
-                    raise _Retryable(f"HTTP {resp.status_code} from {safe_url(current)}")
-                if resp.status_code != 200:
-                    # A signed URL that expired or was refused will not get better by waiting.
-                    raise ValueError(f"HTTP {resp.status_code} from {safe_url(current)}")
-                declared = int(resp.headers.get("content-length") or 0)
-                if declared > limit:
-                    raise ValueError(f"{declared} bytes is over the {limit}-byte limit")
-                return await _write(resp, part, limit)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"invalid URL: {exc}") from None
-    except httpx.HTTPError as exc:
-        raise _Retryable(f"{type(exc).__name__} from {safe_url(current)}") from None
-    raise ValueError(f"more than {rt.config.download_max_redirects} redirects")
-
-
-async def _write(resp: httpx.Response, part: Path, limit: int) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with part.open("wb") as f:
-        async for chunk in resp.aiter_bytes(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise ValueError(f"over the {limit}-byte limit")
-            h.update(chunk)
-            await asyncio.to_thread(f.write, chunk)
-        await asyncio.to_thread(os.fsync, f.fileno())
-    return h.hexdigest(), size
 
 
 # --- webhook --------------------------------------------------------------------------------
@@ -295,11 +260,9 @@ async def _deliver(
             "webhook-signature": Webhook(cfg.webhook_secret).sign(msg_id, sent_at, payload),
         }
         try:
-            async with asyncio.timeout(cfg.webhook_timeout_s):
-                async with rt.webhook_http.stream(
-                    "POST", url, content=payload.encode(), headers=headers
-                ) as resp:
-                    code = resp.status_code  # leaving unread closes the connection
+            code = await post_status(
+                rt.webhook_http, url, payload.encode(), headers, total_s=cfg.webhook_timeout_s
+            )
         except Refused as exc:
             # Policy, not weather: retrying cannot help. The request itself is untouched.
             return "dead", 0.0, {Field.WEBHOOK_ERROR: f"refused: {exc}"[:300],
