@@ -51,6 +51,10 @@ async def fetch_to(
                 return await _write(resp, part, max_bytes)
     except httpx.InvalidURL as exc:
         raise ValueError(f"invalid URL: {exc}") from None
+    except httpx.RemoteProtocolError as exc:
+        if "location header" in str(exc):  # httpx parses a redirect's target eagerly
+            raise ValueError(f"invalid redirect location from {label}") from None
+        raise RetryableFetch(f"{type(exc).__name__} from {label}") from None
     except httpx.HTTPError as exc:
         raise RetryableFetch(f"{type(exc).__name__} from {label}") from None
     raise ValueError(f"more than {max_redirects} redirects from {label}")
