@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genqueue import __version__
+from genqueue.cli_webhooks import webhooks
 from genqueue.demo_report import format_usd
 from genqueue.envhelp import env_help
 from genqueue.logs import configure_logging, scrub
@@ -676,6 +677,8 @@ def demo(
     )
     sys.exit(code)
 
+
+main.add_command(webhooks)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

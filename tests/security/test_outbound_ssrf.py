@@ -116,9 +116,7 @@ async def test_userinfo_is_refused_unconnected(kind: str, listener: Listener) ->
     """Credentials in a webhook URL are never sent (no Basic auth leaves the worker)."""
     async with guarded_client(kind, allow="127.0.0.0/8") as client:
         with pytest.raises(Refused, match="credentials"):
-            await post_status(
-                client, f"http://u:p@127.0.0.1:{listener.port}/", b"", {}, total_s=5
-            )
+            await post_status(client, f"http://u:p@127.0.0.1:{listener.port}/", b"", {}, total_s=5)
     assert listener.connections == 0
 
 
@@ -183,8 +181,10 @@ async def test_download_redirect_to_an_internal_address_is_refused(
 async def test_download_redirect_loop_stops(kind: str, tmp_path: Path) -> None:
     """A download follows at most max_redirects redirects, then gives up for good."""
     loop = await Listener(
-        respond=lambda head: b"HTTP/1.1 302 Found\r\nlocation: /again\r\n"
-        b"content-length: 0\r\nconnection: close\r\n\r\n"
+        respond=lambda head: (
+            b"HTTP/1.1 302 Found\r\nlocation: /again\r\n"
+            b"content-length: 0\r\nconnection: close\r\n\r\n"
+        )
     ).start()
     origin = f"http://127.0.0.1:{loop.port}"
     try:

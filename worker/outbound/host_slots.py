@@ -38,6 +38,3 @@ class HostSlots:
                 self._busy[host] = left
             else:
                 del self._busy[host]  # no entry per host ever seen: the dict stays small
-
-
-

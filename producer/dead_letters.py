@@ -1,0 +1,91 @@
+"""Dead-lettered webhooks: list them, and replay them (a fresh attempt, same webhook-id).
+
+Workers add a request to ``{prefix}:webhooks:dead`` when they give its webhook up, and trim
+the set by age and count there (``webhook_dead_max_age_s``, ``webhook_dead_max``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from genqueue.producer.keys import Field
+from genqueue.producer.scripts import SyncScripts, call
+from genqueue.producer.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One given-up webhook, as operators see it (the URL reduced to its host: query strings
+    carry tokens)."""
+
+    request_id: str
+    dead_at_ms: int
+    status: str
+    webhook_host: str
+    attempts: int
+    last_status: str
+    reason: str
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
+def list_dead(client: redis.Redis, settings: Settings, limit: int = 100) -> list[DeadLetter]:
+    """The newest ``limit`` dead letters whose record still exists, newest first."""
+    keys = settings.keys
+    entries: list[tuple[str, float]] = client.zrevrange(  # type: ignore[assignment]
+        keys.dead_letters, 0, limit - 1, withscores=True
+    )
+    out = []
+    wanted = (Field.STATUS, Field.WEBHOOK_URL, Field.WEBHOOK_ATTEMPTS,
+              Field.WEBHOOK_LAST_STATUS, Field.WEBHOOK_ERROR)  # fmt: skip
+    for rid, score in entries:
+        status, url, attempts, last, error = client.hmget(keys.record(rid), wanted)  # type: ignore[misc]
+        if status is None:
+            continue  # the record expired; the worker's trim drops the entry in time
+        out.append(
+            DeadLetter(
+                request_id=rid,
+                dead_at_ms=int(score),
+                status=status,
+                webhook_host=_host(url or ""),
+                attempts=int(attempts or 0),
+                last_status=last or "",  # absent on records dead-lettered before it existed
+                reason=error or "",
+            )
+        )
+    return out
+
+
+def replay(client: redis.Redis, settings: Settings, request_id: str) -> str:
+    """Owe the webhook again: ``OK``, ``NOT_DEAD`` (delivered or pending) or ``MISSING``."""
+    idem = client.hget(settings.keys.record(request_id), Field.IDEMPOTENCY_KEY)  # type: ignore[misc]
+    c = call(
+        settings,
+        "webhook_replay",
+        request_id,
+        settings.keys.dead_letters,
+        idempotency_key=str(idem) if idem else None,
+    )
+    return SyncScripts(client).run(c)[0]
+
+
+def replay_all(client: redis.Redis, settings: Settings) -> dict[str, int]:
+    """Replay every dead letter; counts by outcome."""
+    counts: dict[str, int] = {}
+    ids: list[str] = client.zrange(settings.keys.dead_letters, 0, -1)  # type: ignore[assignment]
+    for rid in ids:
+        outcome = replay(client, settings, rid)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
