@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import redis
 
 from genqueue.producer.keys import Field
+from genqueue.producer.record import read_full_sync
 from genqueue.producer.scripts import SyncScripts, call
 from genqueue.producer.settings import Settings
 
@@ -48,21 +49,20 @@ def list_dead(client: redis.Redis, settings: Settings, limit: int = 100) -> list
         keys.dead_letters, 0, limit - 1, withscores=True
     )
     out = []
-    wanted = (Field.STATUS, Field.WEBHOOK_URL, Field.WEBHOOK_ATTEMPTS,
-              Field.WEBHOOK_LAST_STATUS, Field.WEBHOOK_ERROR)  # fmt: skip
     for rid, score in entries:
-        status, url, attempts, last, error = client.hmget(keys.record(rid), wanted)  # type: ignore[misc]
-        if status is None:
+        raw = read_full_sync(client, keys, rid)
+        if not raw.get(Field.STATUS):
             continue  # the record expired; the worker's trim drops the entry in time
         out.append(
             DeadLetter(
                 request_id=rid,
                 dead_at_ms=int(score),
-                status=status,
-                webhook_host=_host(url or ""),
-                attempts=int(attempts or 0),
-                last_status=last or "",  # absent on records dead-lettered before it existed
-                reason=error or "",
+                status=raw[Field.STATUS],
+                webhook_host=_host(raw.get(Field.WEBHOOK_URL, "")),
+                attempts=int(raw.get(Field.WEBHOOK_ATTEMPTS) or 0),
+                # Absent on records dead-lettered before the field existed.
+                last_status=raw.get(Field.WEBHOOK_LAST_STATUS, ""),
+                reason=raw.get(Field.WEBHOOK_ERROR, ""),
             )
         )
     return out
