@@ -70,7 +70,7 @@ def list_dead(client: redis.Redis, settings: Settings, limit: int = 100) -> list
 
 def replay(client: redis.Redis, settings: Settings, request_id: str) -> str:
     """Owe the webhook again: ``OK``, ``NOT_DEAD`` (delivered or pending) or ``MISSING``."""
-    idem = client.hget(settings.keys.record(request_id), Field.IDEMPOTENCY_KEY)  # type: ignore[misc]
+    idem = client.hget(settings.keys.record(request_id), Field.IDEMPOTENCY_KEY)
     c = call(
         settings,
         "webhook_replay",
