@@ -7,20 +7,27 @@ is refused before any connection, over both transports (httpx's own and httpx-ai
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio
 
 from genqueue.producer.addresses import host_literal, parse_nets, refusal, url_refusal
+from genqueue.producer.client import AsyncClient
 from genqueue.producer.errors import InvalidRequest
+from genqueue.producer.keys import Field
 from genqueue.producer.models import validate_options
+from genqueue.producer.settings import Settings
 from genqueue.worker.outbound.fetch import fetch_to
 from genqueue.worker.outbound.guard import GuardedTransport, Refused, origin_of
 from genqueue.worker.outbound.post import post_status
 from genqueue.worker.outbound.resolver import StaticResolver
 from genqueue.worker.upstream import make_transport
+from tests.conftest import StartWorker
 from tests.security.listener import Listener
+from tests.test_side_effects import REQ, SECRET, rec, until_webhook
 
 PUBLIC = "93.184.215.14"  # a global unicast address; nothing in these tests connects to it
 RESOLVER_ANSWERS = {
@@ -215,3 +222,37 @@ def test_embedded_internal_v4_is_refused_and_public_passes() -> None:
     assert refusal(host_literal("64:ff9b::a00:1")) is not None  # type: ignore[arg-type]
     assert refusal(host_literal("2002:5db8:d70e::1")) is None  # type: ignore[arg-type]
     assert refusal(host_literal(PUBLIC)) is None  # type: ignore[arg-type]
+
+
+async def test_worker_dead_letters_a_webhook_that_resolves_inside(
+    client: AsyncClient,
+    start_worker: StartWorker,
+    aredis: redis.asyncio.Redis,
+    settings: Settings,
+    listener: Listener,
+) -> None:
+    """A webhook whose name resolves to loopback is dead-lettered at delivery with the
+    reason, after one attempt, with no connection made; the request stays completed."""
+    await start_worker(
+        with_side=True, webhook_secret=SECRET, resolver=StaticResolver(RESOLVER_ANSWERS)
+    )
+    rid = await client.submit(REQ, webhook_url=f"https://internal.test:{listener.port}/h")
+    await until_webhook(aredis, settings, rid, "dead", 30)
+    r = await rec(aredis, settings, rid)
+    assert r[Field.STATUS] == "completed" and r[Field.WEBHOOK_ATTEMPTS] == "1"
+    assert "refused" in r[Field.WEBHOOK_ERROR] and "loopback" in r[Field.WEBHOOK_ERROR]
+    assert await aredis.zscore(settings.keys.dead_letters, rid) is not None
+    assert listener.connections == 0
+
+
+async def test_submit_refuses_a_literal_internal_webhook_unless_allowed(
+    settings: Settings, listener: Listener
+) -> None:
+    """A producer refuses a loopback webhook URL with InvalidRequest; naming loopback in
+    outbound_allow_nets accepts it."""
+    url = f"http://127.0.0.1:{listener.port}/hook"
+    async with AsyncClient(settings) as plain:
+        with pytest.raises(InvalidRequest, match="internal address"):
+            await plain.submit(REQ, webhook_url=url)
+    async with AsyncClient(replace(settings, outbound_allow_nets="127.0.0.0/8")) as opened:
+        assert await opened.submit(REQ, webhook_url=url)
