@@ -143,6 +143,7 @@ async def test_allowed_networks_open_loopback(kind: str, listener: Listener) -> 
         assert await post_status(client, url, b"{}", {}, total_s=5) == 200
     assert listener.connections == 1 and resolver.calls == ["internal.test"]
     assert listener.host_header() == f"internal.test:{listener.port}"
+    assert b"\r\nconnection: close\r\n" in listener.heads[0].lower()  # no reuse across names
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)

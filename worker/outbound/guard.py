@@ -89,6 +89,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         pinned = addresses[0]
         request.url = url.copy_with(host=str(pinned))
         # The Host header httpx wrote from the original URL stays; TLS checks the name.
+        # Pools key connections by address, not name: never reuse one verified for another
+        # name that shares the IP (both transports honour a request's "Connection: close").
+        request.headers["connection"] = "close"
         if literal is None and url.scheme == "https":
             request.extensions = {**request.extensions, "sni_hostname": host}
         return await self.inner.handle_async_request(request)
