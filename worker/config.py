@@ -119,6 +119,16 @@ class WorkerConfig:
     webhook_dead_max_age_s: float = 7 * 86400.0
     #: Download finished videos into this directory (empty = don't).
     download_dir: str = ""
+    #: Upload finished videos to S3-compatible storage instead: ``s3://bucket/prefix``
+    #: (empty = use ``download_dir``). Streamed as a multipart upload; the object is tagged
+    #: with its SHA-256. Credentials come from boto3's chain (``AWS_*``), never from here.
+    #: Needs ``pip install 'genqueue[s3]'``.
+    download_s3_url: str = ""
+    #: The S3 API endpoint (empty: AWS itself), e.g. a MinIO URL; and its region.
+    download_s3_endpoint_url: str = ""
+    download_s3_region: str = ""
+    #: Multipart part size: memory per upload in flight (S3's minimum is 5 MiB).
+    download_s3_part_bytes: int = 8 << 20
     download_max_bytes: int = 1 << 30
     #: Total deadline of one download attempt (every redirect hop and the whole body).
     download_timeout_s: float = 120.0
@@ -162,6 +172,10 @@ class WorkerConfig:
                 f"connect_timeout_s + read_timeout_s ({http_budget:g}) must be below "
                 f"task_timeout_s ({self.task_timeout_s:g})"
             )
+        if self.download_s3_part_bytes < 5 << 20:
+            raise ValueError("download_s3_part_bytes must be at least 5 MiB (S3's minimum)")
+        if self.download_s3_url and not self.download_s3_url.startswith("s3://"):
+            raise ValueError("download_s3_url must look like s3://bucket/prefix")
         if self.webhook_host_concurrency < 1:
             raise ValueError("webhook_host_concurrency must be at least 1")
         if self.download_max_redirects < 0 or self.webhook_dead_max < 1:
@@ -172,6 +186,11 @@ class WorkerConfig:
             self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
         ):
             raise ValueError("reconcile_interval_s must divide 60 (or be a multiple of 60)")
+
+    @property
+    def downloads_on(self) -> bool:
+        """Finished videos are downloaded (to a directory or to object storage)."""
+        return bool(self.download_dir or self.download_s3_url)
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale

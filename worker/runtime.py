@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import redis.asyncio
@@ -20,6 +21,7 @@ from genqueue.worker.outbound.host_slots import HostSlots
 from genqueue.worker.outbound.resolver import Resolver, SystemResolver
 from genqueue.worker.pause import CreatePause
 from genqueue.worker.ratelimit import RateLimit, limiter_identity
+from genqueue.worker.targets import s3_client
 from genqueue.worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 
 CTX_KEY = "genqueue"
@@ -78,6 +80,12 @@ class Runtime:
                 identity=limiter_identity(cfg.upstream_url, cfg.api_key),
             )
         self.host_slots = HostSlots(cfg.webhook_host_concurrency)
+        #: A boto3 S3 client when videos go to object storage (``download_s3_url``).
+        self.s3: Any = (
+            s3_client(cfg.download_s3_endpoint_url, cfg.download_s3_region)
+            if cfg.download_s3_url
+            else None
+        )
         resolver = self.resolver or SystemResolver()
         allow = cfg.settings.allow_nets
 

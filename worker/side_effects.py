@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,6 +29,7 @@ from genqueue.worker.outbound.fetch import RetryableFetch, fetch_to
 from genqueue.worker.outbound.guard import Refused
 from genqueue.worker.outbound.post import post_status
 from genqueue.worker.runtime import Runtime
+from genqueue.worker.targets import DownloadTarget, FileTarget, S3Target, parse_s3_url
 
 log = structlog.get_logger(__name__)
 
@@ -159,33 +159,40 @@ def _suffix(url: str) -> str:
     return suffix if suffix in _VIDEO_SUFFIXES else ".mp4"
 
 
+def _target(rt: Runtime, request_id: str, url: str) -> DownloadTarget:
+    cfg = rt.config
+    if cfg.download_s3_url:
+        bucket, prefix = parse_s3_url(cfg.download_s3_url)
+        key = f"{prefix}/{request_id}{_suffix(url)}" if prefix else f"{request_id}{_suffix(url)}"
+        return S3Target(rt.s3, bucket, key, cfg.download_s3_part_bytes)
+    return FileTarget(Path(cfg.download_dir), request_id, _suffix(url))
+
+
 async def _download(
     rt: Runtime, raw: dict[str, str], attempts: int
 ) -> tuple[str, float, dict[str, str]]:
-    """Stream the video to ``download_dir``: size-limited, checksummed, atomically renamed,
-    within one total deadline; the partial file is removed on every way out."""
+    """Stream the video to its target (``download_dir`` or S3): size-limited, checksummed,
+    committed only when whole, all within one total deadline; a partial file or upload is
+    removed on every way out (cancellation included)."""
     cfg = rt.config
     url = raw.get(Field.VIDEO_URL, "")
-    folder = Path(cfg.download_dir)
-    final = folder / f"{raw[Field.ID]}{_suffix(url)}"
-    part = folder / f".{raw[Field.ID]}.part"
+    target = _target(rt, raw[Field.ID], url)
     try:
-        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         try:
             async with asyncio.timeout(cfg.download_timeout_s):
                 digest, size = await fetch_to(
                     rt.download_http,
                     url,
-                    part,
+                    target,
                     max_bytes=cfg.download_max_bytes,
                     max_redirects=cfg.download_max_redirects,
                     label=safe_url(url),
                 )
+                location = await target.commit(digest)
         except TimeoutError:
             raise _Retryable(
                 f"not done within {cfg.download_timeout_s:g} s from {safe_url(url)}"
             ) from None
-        await asyncio.to_thread(os.replace, part, final)
     except (_Retryable, RetryableFetch) as exc:
         if attempts >= cfg.download_retries:
             return "dead", 0.0, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
@@ -195,19 +202,32 @@ async def _download(
         return "dead", 0.0, {Field.DOWNLOAD_ERROR: f"refused: {exc}"[:300]}
     except (ValueError, OSError) as exc:
         return "dead", 0.0, {Field.DOWNLOAD_ERROR: f"{type(exc).__name__}: {exc}"[:300]}
+    except Exception as exc:
+        if not _is_storage_error(exc):
+            raise
+        # Object storage refused or failed: worth another attempt (credentials fixed, ...).
+        error = f"storage: {type(exc).__name__}"[:300]
+        if attempts >= cfg.download_retries:
+            return "dead", 0.0, {Field.DOWNLOAD_ERROR: error}
+        delay = retry_delay_s(attempts, base_s=2.0, cap_s=300.0, jitter=0.1, rng=rt.rng)
+        return "retry", delay, {Field.DOWNLOAD_ERROR: error}
     finally:
-        # Also when the task is cancelled or killed mid-stream (after a rename: a no-op).
-        part.unlink(missing_ok=True)
+        await target.abort()  # after a commit: a no-op
     return (
         "done",
         0.0,
         {
-            Field.DOWNLOAD_PATH: str(final),
+            Field.DOWNLOAD_PATH: location,
             Field.DOWNLOAD_SHA256: digest,
             Field.DOWNLOAD_BYTES: str(size),
             Field.DOWNLOAD_ERROR: "",
         },
     )
+
+
+def _is_storage_error(exc: Exception) -> bool:
+    """botocore's errors, recognised without importing botocore where it is not installed."""
+    return type(exc).__module__.startswith(("botocore", "boto3"))
 
 
 # --- webhook --------------------------------------------------------------------------------

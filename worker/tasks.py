@@ -403,7 +403,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         _num(job.created_at),
         _num(job.started_at),
         _num(job.done_at),
-        "1" if rt.config.download_dir else "0",
+        "1" if rt.config.downloads_on else "0",
     )
     reply = await rt.scripts.run(c)
     if reply[0] == "OK":

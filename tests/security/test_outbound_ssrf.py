@@ -24,6 +24,7 @@ from genqueue.worker.outbound.fetch import fetch_to
 from genqueue.worker.outbound.guard import GuardedTransport, Refused, origin_of
 from genqueue.worker.outbound.post import post_status
 from genqueue.worker.outbound.resolver import StaticResolver
+from genqueue.worker.targets import FileTarget
 from genqueue.worker.upstream import make_transport
 from tests.conftest import StartWorker
 from tests.security.listener import Listener
@@ -160,7 +161,7 @@ async def test_download_redirect_to_an_internal_address_is_refused(
     kind: str, host: str, tmp_path: Path
 ) -> None:
     """A download redirected from the trusted upstream (on loopback itself) to an internal
-    address is refused at that hop: the second listener sees nothing, no file is left."""
+    address is refused at that hop: the second listener sees nothing, nothing is written."""
     target = await Listener().start()
     location = f"http://{host}:{target.port}/video.mp4".encode()
     upstream = await Listener(
@@ -174,12 +175,13 @@ async def test_download_redirect_to_an_internal_address_is_refused(
                 await fetch_to(
                     client,
                     f"{origin}/v1/videos/x/content",
-                    tmp_path / "part",
+                    FileTarget(tmp_path, "x", ".mp4"),
                     max_bytes=1 << 20,
                     max_redirects=5,
                     label="test",
                 )
         assert upstream.connections == 1 and target.connections == 0
+        assert not list(tmp_path.iterdir())
     finally:
         await upstream.stop()
         await target.stop()
@@ -199,7 +201,12 @@ async def test_download_redirect_loop_stops(kind: str, tmp_path: Path) -> None:
         async with guarded_client(kind, trusted=origin) as client:
             with pytest.raises(ValueError, match="more than 5 redirects"):
                 await fetch_to(
-                    client, origin, tmp_path / "p", max_bytes=10, max_redirects=5, label="t"
+                    client,
+                    origin,
+                    FileTarget(tmp_path, "x", ".mp4"),
+                    max_bytes=10,
+                    max_redirects=5,
+                    label="t",
                 )
         assert loop.connections == 6
     finally:

@@ -1,17 +1,17 @@
-"""Stream a download to a file: redirects followed hop by hop, size-capped, checksummed.
+"""Stream a download to a target: redirects followed hop by hop, size-capped, checksummed.
 
 Every hop goes through the caller's client, so a guarded client (``guard.py``) checks each
-redirect target like a webhook URL. The caller owns the total deadline and the file.
+redirect target like a webhook URL. The caller owns the total deadline and the target
+(commit or abort).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
-from pathlib import Path
 
 import httpx
+
+from genqueue.worker.targets import DownloadTarget
 
 _CHUNK = 1 << 16
 
@@ -23,13 +23,13 @@ class RetryableFetch(Exception):
 async def fetch_to(
     client: httpx.AsyncClient,
     url: str,
-    part: Path,
+    target: DownloadTarget,
     *,
     max_bytes: int,
     max_redirects: int,
     label: str,
 ) -> tuple[str, int]:
-    """GET ``url`` into ``part``; returns (sha256 hex, size). ``label`` names the URL in
+    """GET ``url`` into ``target``; returns (sha256 hex, size). ``label`` names the URL in
     errors (a redacted form: signed URLs carry tokens). Raises :class:`RetryableFetch`, or
     ``ValueError`` for what waiting cannot fix (4xx, over the size, too many redirects)."""
     current = url
@@ -48,7 +48,7 @@ async def fetch_to(
                 declared = int(resp.headers.get("content-length") or 0)
                 if declared > max_bytes:
                     raise ValueError(f"{declared} bytes is over the {max_bytes}-byte limit")
-                return await _write(resp, part, max_bytes)
+                return await _write(resp, target, max_bytes)
     except httpx.InvalidURL as exc:
         raise ValueError(f"invalid URL: {exc}") from None
     except httpx.RemoteProtocolError as exc:
@@ -60,15 +60,13 @@ async def fetch_to(
     raise ValueError(f"more than {max_redirects} redirects from {label}")
 
 
-async def _write(resp: httpx.Response, part: Path, max_bytes: int) -> tuple[str, int]:
+async def _write(resp: httpx.Response, target: DownloadTarget, max_bytes: int) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
-    with part.open("wb") as f:
-        async for chunk in resp.aiter_bytes(_CHUNK):
-            size += len(chunk)
-            if size > max_bytes:
-                raise ValueError(f"over the {max_bytes}-byte limit")
-            h.update(chunk)
-            await asyncio.to_thread(f.write, chunk)
-        await asyncio.to_thread(os.fsync, f.fileno())
+    async for chunk in resp.aiter_bytes(_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ValueError(f"over the {max_bytes}-byte limit")
+        h.update(chunk)
+        await target.write(chunk)
     return h.hexdigest(), size
