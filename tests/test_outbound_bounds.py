@@ -195,6 +195,47 @@ async def test_a_killed_attempt_is_still_counted(
     assert r[Field.WEBHOOK_ATTEMPTS] == "1" and r[Field.WEBHOOK_STATE] == "pending"
 
 
+async def test_killed_download_attempts_count_toward_giving_up(
+    client: AsyncClient,
+    sim_app: Any,
+    aredis: redis.asyncio.Redis,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """Download attempts killed mid-stream count: once they exceed download_retries the
+    download is given up without another call, and no partial file is left."""
+    video = SlowVideo(httpx.ASGITransport(app=sim_app))
+    cfg = worker_config(settings, download_dir=str(tmp_path), download_retries=1)
+    rid = await client.submit(REQ)
+    s = Scripts(settings, aredis)
+    await s.to_polling(rid)
+    seq_now = (await s.rec(rid))[Field.SEQ]
+    url = "http://sim/_sim/files/x.mp4"
+    await s.run("finish", rid, seq_now, "completed", 280_000, url, "", "1.0", "2.0", "3.0", "1")
+    rt = await Runtime.start(cfg, side_transport=video, resolver=StaticResolver(RESOLVER))
+    try:
+        seq = int((await rec(aredis, settings, rid))[Field.SIDE_SEQ])
+        task = asyncio.create_task(run_side(rt, rid, seq))
+        await until_true(lambda: video.video_calls == 1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert not list(tmp_path.iterdir())  # the partial file went with the killed attempt
+        await run_side(rt, rid, seq)  # arq re-runs the killed job
+    finally:
+        await rt.close()
+    r = await rec(aredis, settings, rid)
+    assert r[Field.DOWNLOAD_STATE] == "dead" and r[Field.DOWNLOAD_ATTEMPTS] == "2"
+    assert "gave up after 1 attempts" in r[Field.DOWNLOAD_ERROR] and video.video_calls == 1
+
+
+async def until_true(pred: Any) -> None:
+    for _ in range(500):
+        if pred():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
 class SlowVideo(httpx.AsyncBaseTransport):
     """The simulator, except that video files trickle and never finish."""
 

@@ -176,6 +176,9 @@ async def _download(
     removed on every way out (cancellation included)."""
     cfg = rt.config
     url = raw.get(Field.VIDEO_URL, "")
+    if attempts > cfg.download_retries:
+        # Earlier attempts were killed before recording a result (each was counted first).
+        return "dead", 0.0, {Field.DOWNLOAD_ERROR: f"gave up after {attempts - 1} attempts"}
     target = _target(rt, raw[Field.ID], url)
     try:
         try:
