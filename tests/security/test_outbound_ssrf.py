@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio
+from asgi_lifespan import LifespanManager
 
+from genqueue.gateway import create_app
 from genqueue.producer.addresses import host_literal, parse_nets, refusal, url_refusal
 from genqueue.producer.client import AsyncClient
 from genqueue.producer.errors import InvalidRequest
@@ -264,3 +266,21 @@ async def test_submit_refuses_a_literal_internal_webhook_unless_allowed(
             await plain.submit(REQ, webhook_url=url)
     async with AsyncClient(replace(settings, outbound_allow_nets="127.0.0.0/8")) as opened:
         assert await opened.submit(REQ, webhook_url=url)
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "https://u:p@h.example/x"])
+async def test_gateway_answers_422_for_a_refused_webhook(settings: Settings, url: str) -> None:
+    """The gateway turns a refused webhook URL into 422 naming webhook_url; nothing is
+    written."""
+    app = create_app(settings, api_keys=["gq-key-0123456789abcdef"])
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://gateway",
+            headers={"Authorization": "Bearer gq-key-0123456789abcdef"},
+        ) as http,
+    ):
+        resp = await http.post("/v1/generations", json={**REQ, "webhook_url": url})
+    assert resp.status_code == 422
+    assert "webhook_url" in resp.text and "p@" not in resp.text
