@@ -65,7 +65,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             raise Refused(f"scheme {url.scheme!r} is not allowed")
         if url.userinfo:
             raise Refused("URLs with credentials (user:password@) are not allowed")
-        host = url.host
+        host = url.raw_host.decode("ascii")  # IDNA-encoded: what DNS and TLS SNI expect
         if is_local_name(host):
             raise Refused(f"{host} names this machine")
         literal = host_literal(host)
