@@ -22,6 +22,7 @@ from genqueue.local_redis import free_port
 from genqueue.producer.client import AsyncClient
 from genqueue.producer.keys import Field
 from genqueue.producer.settings import Settings
+from genqueue.worker.config import WorkerConfig
 from genqueue.worker.outbound.resolver import StaticResolver
 from tests.conftest import StartWorker
 from tests.faults import RouterTransport
@@ -169,3 +170,12 @@ async def test_failed_upload_leaves_no_parts(
     assert await given_up()
     assert not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads")
     assert not s3.list_objects_v2(Bucket=BUCKET).get("Contents")
+
+
+def test_s3_settings_are_checked() -> None:
+    """A part size under S3's 5 MiB minimum, or a target that is not s3://, stops start-up."""
+    with pytest.raises(ValueError, match="5 MiB"):
+        WorkerConfig(download_s3_part_bytes=1 << 20)
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        WorkerConfig(download_s3_url="https://bucket.example/videos")
+    assert WorkerConfig(download_s3_url="s3://videos").downloads_on

@@ -284,3 +284,11 @@ async def test_gateway_answers_422_for_a_refused_webhook(settings: Settings, url
         resp = await http.post("/v1/generations", json={**REQ, "webhook_url": url})
     assert resp.status_code == 422
     assert "webhook_url" in resp.text and "p@" not in resp.text
+
+
+def test_a_bad_allow_net_is_refused_at_start() -> None:
+    """GENQUEUE_OUTBOUND_ALLOW_NETS with a bad entry stops start-up, naming the entry."""
+    with pytest.raises(ValueError, match=r"10\.0\.0\.0/33"):
+        Settings.from_env({"GENQUEUE_OUTBOUND_ALLOW_NETS": "127.0.0.0/8, 10.0.0.0/33"})
+    nets = Settings.from_env({"GENQUEUE_OUTBOUND_ALLOW_NETS": "127.0.0.0/8, ::1"}).allow_nets
+    assert [str(n) for n in nets] == ["127.0.0.0/8", "::1/128"]
