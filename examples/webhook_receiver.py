@@ -23,7 +23,7 @@ Run it (Starlette and uvicorn come with genqueue)::
 
 and submit with ``webhook_url="http://127.0.0.1:9000/hooks/genqueue"`` (workers need the same
 ``GENQUEUE_WEBHOOK_SECRET``; a loopback receiver must be opened explicitly on producers and
-workers with ``GENQUEUE_OUTBOUND_ALLOW_NETS=127.0.0.0/8``, see docs/security-outbound.md).
+workers with ``GENQUEUE_OUTBOUND_ALLOW_NETS=127.0.0.0/8``, see docs/security.md, "Outbound calls").
 The memory of handled ids here is per process and bounded; with
 several receiver processes keep it in a shared store instead, e.g. Redis
 ``SET hook:{webhook-id} 1 NX EX 604800`` as the claim and ``DEL`` on failure.

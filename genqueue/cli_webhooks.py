@@ -12,6 +12,14 @@ from rich.table import Table
 
 from genqueue.producer.dead_letters import list_dead, replay, replay_all
 from genqueue.producer.settings import Settings
+from genqueue.terminal import escape_controls, inert
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise click.UsageError(f"configuration error: {exc}") from None
 
 
 def _redis(settings: Settings) -> redis.Redis:
@@ -28,7 +36,7 @@ def webhooks() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 def dead(limit: int, as_json: bool) -> None:
     """List dead-lettered webhooks, newest first, with the reason and last HTTP status."""
-    settings = Settings.from_env()
+    settings = _settings()
     with _redis(settings) as conn:
         letters = list_dead(conn, settings, limit)
     if as_json:
@@ -38,8 +46,9 @@ def dead(limit: int, as_json: bool) -> None:
     table = Table("request", "dead at", "status", "host", "attempts", "last HTTP", "reason")
     for d in letters:
         at = datetime.fromtimestamp(d.dead_at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        table.add_row(d.request_id, at, d.status, d.webhook_host, str(d.attempts),
-                      d.last_status or "-", d.reason)  # fmt: skip
+        # Hosts and reasons come from submitted URLs and receivers' answers: shown as data.
+        table.add_row(inert(d.request_id), at, inert(d.status), inert(d.webhook_host),
+                      str(d.attempts), inert(d.last_status or "-"), inert(d.reason))  # fmt: skip
     Console().print(table if letters else "no dead-lettered webhooks")
 
 
@@ -50,7 +59,7 @@ def replay_cmd(request_id: str | None, replay_every: bool) -> None:
     """Give a dead webhook a fresh attempt (the same webhook-id, so receivers can dedupe)."""
     if bool(request_id) == replay_every:
         raise click.UsageError("give a REQUEST_ID or --all")
-    settings = Settings.from_env()
+    settings = _settings()
     with _redis(settings) as conn:
         if replay_every:
             counts = replay_all(conn, settings)
@@ -59,8 +68,12 @@ def replay_cmd(request_id: str | None, replay_every: bool) -> None:
             return
         outcome = replay(conn, settings, str(request_id))
     if outcome == "OK":
-        click.echo(f"replayed {request_id}")
+        click.echo(f"replayed {escape_controls(str(request_id))}")
     elif outcome == "NOT_DEAD":
-        raise click.ClickException(f"{request_id}: its webhook is not dead-lettered")
+        raise click.ClickException(
+            f"{escape_controls(str(request_id))}: its webhook is not dead-lettered"
+        )
     else:
-        raise click.ClickException(f"{request_id}: no such request (expired?)")
+        raise click.ClickException(
+            f"{escape_controls(str(request_id))}: no such request (expired?)"
+        )

@@ -1,7 +1,8 @@
 """Dead-lettered webhooks: list them, and replay them (a fresh attempt, same webhook-id).
 
 Workers add a request to ``{prefix}:webhooks:dead`` when they give its webhook up, and trim
-the set by age and count there (``webhook_dead_max_age_s``, ``webhook_dead_max``).
+the set by age and count there (``webhooks.dead_max_age_s``, ``webhooks.dead_max``:
+``GENQUEUE_WEBHOOK_DEAD_MAX_AGE_S``, ``GENQUEUE_WEBHOOK_DEAD_MAX``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from urllib.parse import urlsplit
 
 import redis
 
+from genqueue.producer.contracts import WebhookReplay
 from genqueue.producer.keys import Field
 from genqueue.producer.record import read_full_sync
-from genqueue.producer.scripts import SyncScripts, call
+from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings
 
 
@@ -71,14 +73,8 @@ def list_dead(client: redis.Redis, settings: Settings, limit: int = 100) -> list
 def replay(client: redis.Redis, settings: Settings, request_id: str) -> str:
     """Owe the webhook again: ``OK``, ``NOT_DEAD`` (delivered or pending) or ``MISSING``."""
     idem = client.hget(settings.keys.record(request_id), Field.IDEMPOTENCY_KEY)
-    c = call(
-        settings,
-        "webhook_replay",
-        request_id,
-        settings.keys.dead_letters,
-        idempotency_key=str(idem) if idem else None,
-    )
-    return SyncScripts(client).run(c)[0]
+    c = WebhookReplay(request_id=request_id, idempotency_key=str(idem) if idem else None)
+    return str(SyncScripts(client).run(c.call(settings)).tag)
 
 
 def replay_all(client: redis.Redis, settings: Settings) -> dict[str, int]:

@@ -173,9 +173,12 @@ async def test_failed_upload_leaves_no_parts(
 
 
 def test_s3_settings_are_checked() -> None:
-    """A part size under S3's 5 MiB minimum, or a target that is not s3://, stops start-up."""
+    """A part size under S3's 5 MiB minimum, or a target that is not s3://, stops start-up
+    (the variables keep their names inside the ``downloads`` group)."""
     with pytest.raises(ValueError, match="5 MiB"):
-        WorkerConfig(download_s3_part_bytes=1 << 20)
+        WorkerConfig.from_env({"GENQUEUE_DOWNLOAD_S3_PART_BYTES": str(1 << 20)})
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
-        WorkerConfig(download_s3_url="https://bucket.example/videos")
-    assert WorkerConfig(download_s3_url="s3://videos").downloads_on
+        WorkerConfig.from_env({"GENQUEUE_DOWNLOAD_S3_URL": "https://bucket.example/videos"})
+    cfg = WorkerConfig.from_env({"GENQUEUE_DOWNLOAD_S3_URL": "s3://videos"})
+    assert cfg.downloads.s3_url == "s3://videos"
+    assert cfg.downloads_on

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
+from genqueue.producer.contracts import Finish
 from genqueue.producer.keys import Field
 from genqueue.producer.settings import Settings
 from genqueue.worker.outbound.guard import GuardedTransport
@@ -209,9 +210,21 @@ async def test_killed_download_attempts_count_toward_giving_up(
     rid = await client.submit(REQ)
     s = Scripts(settings, aredis)
     await s.to_polling(rid)
-    seq_now = (await s.rec(rid))[Field.SEQ]
+    seq_now = int((await s.rec(rid))[Field.SEQ])
     url = "http://sim/_sim/files/x.mp4"
-    await s.run("finish", rid, seq_now, "completed", 280_000, url, "", "1.0", "2.0", "3.0", "1")
+    await s.run(
+        Finish(
+            request_id=rid,
+            expected_seq=seq_now,
+            outcome="completed",
+            cost_micro_usd=280_000,
+            video_url=url,
+            upstream_created_at=1.0,
+            upstream_started_at=2.0,
+            upstream_done_at=3.0,
+            owe_download=True,
+        )
+    )
     rt = await Runtime.start(cfg, side_transport=video, resolver=StaticResolver(RESOLVER))
     try:
         seq = int((await rec(aredis, settings, rid))[Field.SIDE_SEQ])

@@ -20,7 +20,6 @@ import httpx
 import redis
 import structlog
 from arq import cron
-from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
@@ -33,6 +32,7 @@ from genqueue.producer.keys import (
     SUBMIT_TASK,
 )
 from genqueue.producer.timers import dumps, loads
+from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
@@ -137,7 +137,7 @@ def _worker(
         functions=functions,
         cron_jobs=cron_jobs,
         queue_name=queue,
-        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
+        redis_settings=arq_redis_settings(config.settings.redis_url),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
@@ -206,7 +206,7 @@ def build_side_worker(
 
     ``resolver``: how webhook and download hosts are looked up (default: the system's).
     """
-    timeout = max(config.webhook_timeout_s, config.download_timeout_s) + 10
+    timeout = max(config.webhooks.timeout_s, config.downloads.timeout_s) + 10
     return _worker(
         config,
         queue=config.settings.keys.side_queue,
@@ -284,7 +284,7 @@ async def run_worker(
     with it): the supervisor logs one line and starts over with backoff.
     """
     logging.getLogger("arq").setLevel(logging.WARNING)
-    if not config.webhook_secret:
+    if not config.webhooks.secret:
         log.warning("webhook_secret_missing", hint="set GENQUEUE_WEBHOOK_SECRET to sign webhooks")
     metrics = WorkerMetrics()
     if config.metrics_port:

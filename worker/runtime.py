@@ -69,8 +69,8 @@ class Runtime:
         self.durations = DurationModel(
             self.redis,
             self.keys,
-            samples=cfg.adaptive_samples,
-            min_samples=cfg.adaptive_min_samples,
+            samples=cfg.schedule.adaptive_samples,
+            min_samples=cfg.schedule.adaptive_min_samples,
         )
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = RateLimit.of(
@@ -79,11 +79,11 @@ class Runtime:
                 burst=cfg.rate_limit_burst,
                 identity=limiter_identity(cfg.upstream_url, cfg.api_key),
             )
-        self.host_slots = HostSlots(cfg.webhook_host_concurrency)
-        #: A boto3 S3 client when videos go to object storage (``download_s3_url``).
+        self.host_slots = HostSlots(cfg.webhooks.host_concurrency)
+        #: A boto3 S3 client when videos go to object storage (``downloads.s3_url``).
         self.s3: Any = (
-            s3_client(cfg.download_s3_endpoint_url, cfg.download_s3_region)
-            if cfg.download_s3_url
+            s3_client(cfg.downloads.s3_endpoint_url, cfg.downloads.s3_region)
+            if cfg.downloads.s3_url
             else None
         )
         resolver = self.resolver or SystemResolver()
@@ -97,13 +97,13 @@ class Runtime:
         # bounce a signed body elsewhere); downloads follow theirs hop by hop, each checked
         # (side_effects.py). Total deadlines are set per call (asyncio.timeout).
         self.webhook_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.webhook_timeout_s, connect=cfg.connect_timeout_s),
+            timeout=httpx.Timeout(cfg.webhooks.timeout_s, connect=cfg.upstream_timeouts.connect_s),
             follow_redirects=False,
             transport=guarded(()),
             trust_env=False,
         )
         self.download_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.download_timeout_s, connect=cfg.connect_timeout_s),
+            timeout=httpx.Timeout(cfg.downloads.timeout_s, connect=cfg.upstream_timeouts.connect_s),
             follow_redirects=False,
             transport=guarded((origin_of(cfg.upstream_url),)),
             trust_env=False,
@@ -131,11 +131,11 @@ class Runtime:
             base_url=config.upstream_url,
             api_key=config.api_key,
             timeouts=UpstreamTimeouts(
-                connect_s=config.connect_timeout_s,
-                read_s=config.read_timeout_s,
-                write_s=config.read_timeout_s,
-                pool_s=config.connect_timeout_s,
-                total_s=config.connect_timeout_s + config.read_timeout_s,
+                connect_s=config.upstream_timeouts.connect_s,
+                read_s=config.upstream_timeouts.read_s,
+                write_s=config.upstream_timeouts.read_s,
+                pool_s=config.upstream_timeouts.connect_s,
+                total_s=config.upstream_timeouts.connect_s + config.upstream_timeouts.read_s,
             ),
             transport=transport
             or make_transport(config.transport, max_connections=config.max_jobs),

@@ -19,9 +19,10 @@ import httpx
 import structlog
 from standardwebhooks import Webhook
 
-from genqueue.producer.keys import SIDE_TASK, Field
+from genqueue.producer.contracts import SideAttempt, SideEffect
+from genqueue.producer.keys import SIDE_TASK, Field, Tag
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.scripts import call, ms
+from genqueue.producer.scripts import ms
 from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
@@ -98,16 +99,14 @@ def _host(url: str) -> str:
 async def _count_attempt(rt: Runtime, raw: dict[str, str], seq: int, effect: str) -> int:
     """Count the attempt before making it (a task killed mid-call still used one); 0 when
     the record moved on meanwhile."""
-    c = call(
-        rt.config.settings,
-        "side_attempt",
-        raw[Field.ID],
-        str(seq),
-        effect,
+    c = SideAttempt(
+        request_id=raw[Field.ID],
         idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
-    )
+        expected_side_seq=seq,
+        effect=effect,
+    ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
-    return int(reply[1]) if reply[0] == "OK" else 0
+    return reply.attempts if reply.tag is Tag.OK else 0
 
 
 async def _record(
@@ -120,21 +119,18 @@ async def _record(
     fields: dict[str, str],
     label: str | None = None,
 ) -> None:
-    cfg = rt.config
-    c = call(
-        cfg.settings,
-        "side_effect",
-        raw[Field.ID],
-        str(seq),
-        effect,
-        result,
-        ms(delay_s),
-        json.dumps(fields),
-        rt.keys.dead_letters,
-        ms(cfg.webhook_dead_max_age_s),
-        cfg.webhook_dead_max,
+    webhooks = rt.config.webhooks
+    c = SideEffect(
+        request_id=raw[Field.ID],
         idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
-    )
+        expected_side_seq=seq,
+        effect=effect,
+        result=result,
+        retry_delay_ms=ms(delay_s),
+        fields=fields,
+        dead_max_age_ms=ms(webhooks.dead_max_age_s),
+        dead_max=webhooks.dead_max,
+    ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
     counter = rt.metrics.webhook_deliveries if effect == "webhook" else rt.metrics.downloads
     counter.labels(label or result).inc()
@@ -142,9 +138,9 @@ async def _record(
         f"{effect}_{label or result}",
         **{k: v for k, v in fields.items() if not k.endswith("_at_ms")},
     )
-    if reply[0] == "NEXT" and int(reply[2]) <= 0:
+    if reply.tag is Tag.NEXT and reply.due_in_ms <= 0:
         # The next effect is due now: don't wait for the dispatcher's next pass.
-        await rt.side_timers.arm(Timer(SIDE_TASK, raw[Field.ID], int(reply[1])))
+        await rt.side_timers.arm(Timer(SIDE_TASK, raw[Field.ID], reply.side_seq))
 
 
 # --- download -------------------------------------------------------------------------------
@@ -161,43 +157,43 @@ def _suffix(url: str) -> str:
 
 def _target(rt: Runtime, request_id: str, url: str) -> DownloadTarget:
     cfg = rt.config
-    if cfg.download_s3_url:
-        bucket, prefix = parse_s3_url(cfg.download_s3_url)
+    if cfg.downloads.s3_url:
+        bucket, prefix = parse_s3_url(cfg.downloads.s3_url)
         key = f"{prefix}/{request_id}{_suffix(url)}" if prefix else f"{request_id}{_suffix(url)}"
-        return S3Target(rt.s3, bucket, key, cfg.download_s3_part_bytes)
-    return FileTarget(Path(cfg.download_dir), request_id, _suffix(url))
+        return S3Target(rt.s3, bucket, key, cfg.downloads.s3_part_bytes)
+    return FileTarget(Path(cfg.downloads.dir), request_id, _suffix(url))
 
 
 async def _download(
     rt: Runtime, raw: dict[str, str], attempts: int
 ) -> tuple[str, float, dict[str, str]]:
-    """Stream the video to its target (``download_dir`` or S3): size-limited, checksummed,
+    """Stream the video to its target (``downloads.dir`` or S3): size-limited, checksummed,
     committed only when whole, all within one total deadline; a partial file or upload is
     removed on every way out (cancellation included)."""
     cfg = rt.config
     url = raw.get(Field.VIDEO_URL, "")
-    if attempts > cfg.download_retries:
+    if attempts > cfg.downloads.retries:
         # Earlier attempts were killed before recording a result (each was counted first).
         return "dead", 0.0, {Field.DOWNLOAD_ERROR: f"gave up after {attempts - 1} attempts"}
     target = _target(rt, raw[Field.ID], url)
     try:
         try:
-            async with asyncio.timeout(cfg.download_timeout_s):
+            async with asyncio.timeout(cfg.downloads.timeout_s):
                 digest, size = await fetch_to(
                     rt.download_http,
                     url,
                     target,
-                    max_bytes=cfg.download_max_bytes,
-                    max_redirects=cfg.download_max_redirects,
+                    max_bytes=cfg.downloads.max_bytes,
+                    max_redirects=cfg.downloads.max_redirects,
                     label=safe_url(url),
                 )
                 location = await target.commit(digest)
         except TimeoutError:
             raise _Retryable(
-                f"not done within {cfg.download_timeout_s:g} s from {safe_url(url)}"
+                f"not done within {cfg.downloads.timeout_s:g} s from {safe_url(url)}"
             ) from None
     except (_Retryable, RetryableFetch) as exc:
-        if attempts >= cfg.download_retries:
+        if attempts >= cfg.downloads.retries:
             return "dead", 0.0, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
         delay = retry_delay_s(attempts, base_s=2.0, cap_s=300.0, jitter=0.1, rng=rt.rng)
         return "retry", delay, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
@@ -210,7 +206,7 @@ async def _download(
             raise
         # Object storage refused or failed: worth another attempt (credentials fixed, ...).
         error = f"storage: {type(exc).__name__}"[:300]
-        if attempts >= cfg.download_retries:
+        if attempts >= cfg.downloads.retries:
             return "dead", 0.0, {Field.DOWNLOAD_ERROR: error}
         delay = retry_delay_s(attempts, base_s=2.0, cap_s=300.0, jitter=0.1, rng=rt.rng)
         return "retry", delay, {Field.DOWNLOAD_ERROR: error}
@@ -270,7 +266,7 @@ async def _deliver(
     age_s = (now_ms - since_ms) / 1000
     error: str
     status = ""
-    if not cfg.webhook_secret:
+    if not cfg.webhooks.secret:
         error = "GENQUEUE_WEBHOOK_SECRET is not set: webhooks cannot be signed"
     else:
         sent_at = datetime.now(UTC)
@@ -280,18 +276,18 @@ async def _deliver(
             "content-type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": Webhook(cfg.webhook_secret).sign(msg_id, sent_at, payload),
+            "webhook-signature": Webhook(cfg.webhooks.secret).sign(msg_id, sent_at, payload),
         }
         try:
             code = await post_status(
-                rt.webhook_http, url, payload.encode(), headers, total_s=cfg.webhook_timeout_s
+                rt.webhook_http, url, payload.encode(), headers, total_s=cfg.webhooks.timeout_s
             )
         except Refused as exc:
             # Policy, not weather: retrying cannot help. The request itself is untouched.
             return "dead", 0.0, {Field.WEBHOOK_ERROR: f"refused: {exc}"[:300],
                                  Field.WEBHOOK_LAST_STATUS: ""}  # fmt: skip
         except TimeoutError:
-            error = f"no answer within {cfg.webhook_timeout_s:g} s from {safe_url(url)}"
+            error = f"no answer within {cfg.webhooks.timeout_s:g} s from {safe_url(url)}"
         except httpx.InvalidURL:
             return "dead", 0.0, {Field.WEBHOOK_ERROR: "invalid webhook URL",
                                  Field.WEBHOOK_LAST_STATUS: ""}  # fmt: skip
@@ -308,13 +304,13 @@ async def _deliver(
                                      Field.WEBHOOK_LAST_STATUS: status}  # fmt: skip
             error = f"HTTP {code} from {safe_url(url)}"
     fields = {Field.WEBHOOK_ERROR: error, Field.WEBHOOK_LAST_STATUS: status}
-    if age_s >= cfg.webhook_max_age_s:
+    if age_s >= cfg.webhooks.max_age_s:
         return "dead", 0.0, fields
     delay = retry_delay_s(
         attempts,
-        base_s=cfg.webhook_retry_s,
-        cap_s=cfg.webhook_retry_cap_s,
+        base_s=cfg.webhooks.retry_s,
+        cap_s=cfg.webhooks.retry_cap_s,
         jitter=0.1,
         rng=rt.rng,
     )
-    return "retry", min(delay, max(0.0, cfg.webhook_max_age_s - age_s)), fields
+    return "retry", min(delay, max(0.0, cfg.webhooks.max_age_s - age_s)), fields

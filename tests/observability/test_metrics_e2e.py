@@ -154,7 +154,7 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         GENQUEUE_CONNECT_TIMEOUT_S="1",
         GENQUEUE_READ_TIMEOUT_S="3",
         GENQUEUE_WEBHOOK_SECRET=SECRET,
-        # The webhook receiver is on loopback: opened explicitly (docs/security-outbound.md).
+        # The webhook receiver is on loopback: opened explicitly (docs/security.md).
         GENQUEUE_OUTBOUND_ALLOW_NETS="127.0.0.0/8",
         GENQUEUE_DOWNLOAD_DIR=str(tmp_path / "videos"),
         GENQUEUE_LOG_FORMAT="json",
