@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genqueue import __version__
+from genqueue.cli_webhooks import webhooks
 from genqueue.cliflags import (
     FLAG_RULE,
     log_options,
@@ -761,6 +762,8 @@ def demo(
     )
     sys.exit(code)
 
+
+main.add_command(webhooks)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

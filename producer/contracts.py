@@ -23,17 +23,21 @@ from genqueue.producer.replies import (
     CancelReply,
     CreateReply,
     FinishReply,
+    SideAttemptReply,
     SideEffectReply,
     StepReply,
+    WebhookReplayReply,
     parse_begin_poll,
     parse_begin_submit,
     parse_cancel,
     parse_create,
     parse_finish,
     parse_poll_update,
+    parse_side_attempt,
     parse_side_effect,
     parse_submit_release,
     parse_submitted,
+    parse_webhook_replay,
 )
 from genqueue.producer.scripts import ScriptCall, ScriptName, ms
 from genqueue.producer.settings import Settings
@@ -287,7 +291,9 @@ class Cancel(_Transition):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SideEffect(_Transition):
     """``side_effect``: the ``result`` of one owed ``effect`` at side step ``expected_side_seq``
-    (``fields``: record fields to set; a dead webhook joins the dead letters)."""
+    (``fields``: record fields to set; a dead webhook joins the dead letters, which are then
+    trimmed to ``dead_max_age_ms`` and ``dead_max`` entries, each ``None``: not trimmed so).
+    The attempt itself was counted before it was made (``SideAttempt``)."""
 
     expected_side_seq: int
     #: ``SIDE_EFFECTS``: which effect.
@@ -296,6 +302,8 @@ class SideEffect(_Transition):
     result: str
     retry_delay_ms: int
     fields: Mapping[str, str] = field(default_factory=dict)
+    dead_max_age_ms: int | None = None
+    dead_max: int | None = None
 
     def call(self, settings: Settings) -> ScriptCall[SideEffectReply]:
         if self.effect not in SIDE_EFFECTS or self.result not in SIDE_EFFECT_RESULTS:
@@ -307,5 +315,33 @@ class SideEffect(_Transition):
             self.retry_delay_ms,
             json.dumps(dict(self.fields)),
             settings.keys.dead_letters,
+            "" if self.dead_max_age_ms is None else self.dead_max_age_ms,
+            "" if self.dead_max is None else self.dead_max,
         )
         return _build(settings, "side_effect", self, parse_side_effect, args)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SideAttempt(_Transition):
+    """``side_attempt``: count an attempt of the owed ``effect`` at side step
+    ``expected_side_seq`` before it is made (an attempt killed midway still counts)."""
+
+    expected_side_seq: int
+    #: ``SIDE_EFFECTS``: which effect.
+    effect: str
+
+    def call(self, settings: Settings) -> ScriptCall[SideAttemptReply]:
+        if self.effect not in SIDE_EFFECTS:
+            raise ValueError(f"side effect {self.effect!r}")
+        args = (self.expected_side_seq, self.effect)
+        return _build(settings, "side_attempt", self, parse_side_attempt, args)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookReplay(_Transition):
+    """``webhook_replay``: owe a dead-lettered webhook again (a fresh retry window, the same
+    webhook-id) and take it off the dead letters."""
+
+    def call(self, settings: Settings) -> ScriptCall[WebhookReplayReply]:
+        args = (settings.keys.dead_letters,)
+        return _build(settings, "webhook_replay", self, parse_webhook_replay, args)

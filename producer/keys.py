@@ -47,6 +47,8 @@ class Tag(StrEnum):
     FAILED = "FAILED"
     ABANDONED = "ABANDONED"
     DONE = "DONE"
+    #: ``webhook_replay``: the webhook is not dead-lettered (delivered or still pending).
+    NOT_DEAD = "NOT_DEAD"
     STALE = "STALE"
     MISSING = "MISSING"
 
@@ -233,6 +235,10 @@ class Field:
     WEBHOOK_ATTEMPTS: Final = "webhook_attempts"
     WEBHOOK_DELIVERED_AT_MS: Final = "webhook_delivered_at_ms"
     WEBHOOK_ERROR: Final = "webhook_error"
+    #: HTTP status of the last webhook answer ("" when none came: refused, timeout, error).
+    WEBHOOK_LAST_STATUS: Final = "webhook_last_status"
+    #: When an operator replayed a dead webhook (its retry window restarts then).
+    WEBHOOK_REPLAYED_AT_MS: Final = "webhook_replayed_at_ms"
     DOWNLOAD_STATE: Final = "download_state"
     DOWNLOAD_ATTEMPTS: Final = "download_attempts"
     DOWNLOAD_PATH: Final = "download_path"

@@ -204,6 +204,45 @@ def parse_side_effect(raw: list[str]) -> SideEffectReply:
     )
 
 
+SIDE_ATTEMPT_TAGS: Final = frozenset({Tag.OK, Tag.STALE, Tag.MISSING})
+
+
+@dataclass(frozen=True, slots=True)
+class SideAttemptReply:
+    """``OK``: the attempt about to be made is counted, ``attempts`` with it; or ``STALE``
+    (the side step moved on, or the effect is no longer pending) / ``MISSING``."""
+
+    tag: Tag
+    attempts: int = 0
+
+
+def parse_side_attempt(raw: list[str]) -> SideAttemptReply:
+    tag = _tag("side_attempt", raw, SIDE_ATTEMPT_TAGS)
+    return SideAttemptReply(tag, int(raw[1])) if tag is Tag.OK else SideAttemptReply(tag)
+
+
+WEBHOOK_REPLAY_TAGS: Final = frozenset({Tag.OK, Tag.NOT_DEAD, Tag.MISSING})
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReplayReply:
+    """``OK``: the webhook is owed again as side step ``side_seq``; ``NOT_DEAD``: it is not
+    dead-lettered (its ``webhook_state``); or ``MISSING``."""
+
+    tag: Tag
+    side_seq: int = 0
+    state: str = ""
+
+
+def parse_webhook_replay(raw: list[str]) -> WebhookReplayReply:
+    tag = _tag("webhook_replay", raw, WEBHOOK_REPLAY_TAGS)
+    if tag is Tag.OK:
+        return WebhookReplayReply(tag, side_seq=int(raw[1]))
+    if tag is Tag.NOT_DEAD:
+        return WebhookReplayReply(tag, state=raw[1] if len(raw) > 1 else "")
+    return WebhookReplayReply(tag)
+
+
 #: Every script's tags, by script name (checked against the Lua by a test).
 TAGS_BY_SCRIPT: Final[dict[str, frozenset[Tag]]] = {
     "create": CREATE_TAGS,
@@ -215,4 +254,6 @@ TAGS_BY_SCRIPT: Final[dict[str, frozenset[Tag]]] = {
     "finish": FINISH_TAGS,
     "cancel": CANCEL_TAGS,
     "side_effect": SIDE_EFFECT_TAGS,
+    "side_attempt": SIDE_ATTEMPT_TAGS,
+    "webhook_replay": WEBHOOK_REPLAY_TAGS,
 }

@@ -36,6 +36,8 @@ ScriptName = Literal[
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
 ]
 #: The transition scripts (the ones that change a record); registered by ``AsyncScripts``.
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
@@ -48,6 +50,8 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
 )
 #: The other scripts, each registered by the one module that runs it.
 OTHER_SCRIPT_NAMES: tuple[str, ...] = (

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from genqueue.producer import envconfig
+from genqueue.producer.addresses import Network, parse_nets
 from genqueue.producer.envconfig import ENV_PREFIX
 from genqueue.producer.keys import Keys
 
@@ -86,6 +87,11 @@ class Settings:
     events_maxlen: int = 100_000
     #: Backstop re-read of a waited-for record if a pub/sub message is missed.
     wait_recheck_s: float = 5.0
+    #: Networks (comma-separated CIDRs) webhooks and download redirects may reach although
+    #: they are internal (loopback, private, ...), and the only ones reachable over plain
+    #: ``http``. Empty: none. Each entry opens those addresses to every request's webhook
+    #: URL (SSRF): name only networks whose receivers expect genqueue (docs/security.md).
+    outbound_allow_nets: str = ""
 
     def __post_init__(self) -> None:
         for name in ("retention_s", "default_deadline_s", "max_deadline_s", "tracking_limit_s"):
@@ -93,6 +99,7 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.default_deadline_s > self.max_deadline_s:
             raise ValueError("default_deadline_s must not exceed max_deadline_s")
+        parse_nets(self.outbound_allow_nets)  # raises on a bad CIDR, at start-up
         if not self.key_prefix or any(c in self.key_prefix for c in " *?[]"):
             raise ValueError(
                 f"key_prefix {self.key_prefix!r} must be non-empty, no spaces or globs"
@@ -106,6 +113,11 @@ class Settings:
     @property
     def keys(self) -> Keys:
         return Keys(self.key_prefix)
+
+    @property
+    def allow_nets(self) -> tuple[Network, ...]:
+        """``outbound_allow_nets`` parsed."""
+        return parse_nets(self.outbound_allow_nets)
 
     @property
     def redis_url_redacted(self) -> str:

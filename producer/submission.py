@@ -40,6 +40,7 @@ def prepare(
         webhook_url=webhook_url,
         deadline_s=deadline_s,
         max_deadline_s=settings.max_deadline_s,
+        allow_nets=settings.allow_nets,
     )
     request_id = str(uuid.uuid4())
     fields = {

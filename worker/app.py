@@ -36,6 +36,7 @@ from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.outbound.resolver import Resolver
 from genqueue.worker.reconciler import reconcile_once
 from genqueue.worker.runtime import CTX_KEY, Runtime, UnsafeRedis
 from genqueue.worker.side_effects import dispatch_outbox, run_side
@@ -115,10 +116,15 @@ def _worker(
     handle_signals: bool,
     burst: bool,
     health_suffix: str,
+    resolver: Resolver | None = None,
 ) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx[CTX_KEY] = await Runtime.start(
-            config, transport=transport, side_transport=side_transport, metrics=metrics
+            config,
+            transport=transport,
+            side_transport=side_transport,
+            metrics=metrics,
+            resolver=resolver,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -159,6 +165,7 @@ def build_worker(
     metrics: WorkerMetrics | None = None,
     handle_signals: bool = True,
     burst: bool = False,
+    resolver: Resolver | None = None,
 ) -> Worker:
     """The main arq ``Worker``: status timers and the reconciler."""
     return _worker(
@@ -182,6 +189,7 @@ def build_worker(
         handle_signals=handle_signals,
         burst=burst,
         health_suffix="",
+        resolver=resolver,
     )
 
 
@@ -192,8 +200,12 @@ def build_side_worker(
     side_transport: httpx.AsyncBaseTransport | None = None,
     metrics: WorkerMetrics | None = None,
     handle_signals: bool = True,
+    resolver: Resolver | None = None,
 ) -> Worker:
-    """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher."""
+    """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher.
+
+    ``resolver``: how webhook and download hosts are looked up (default: the system's).
+    """
     timeout = max(config.webhooks.timeout_s, config.downloads.timeout_s) + 10
     return _worker(
         config,
@@ -216,6 +228,7 @@ def build_side_worker(
         handle_signals=handle_signals,
         burst=False,
         health_suffix="-side",
+        resolver=resolver,
     )
 
 

@@ -94,14 +94,28 @@ class WebhookSettings:
     #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
     #: webhook URLs.
     secret: str = field(default="", repr=False, metadata=meta(secret=True))
-    #: One delivery attempt's HTTP timeout.
+    #: Total deadline of one webhook POST (connect, send, answer), whatever the receiver
+    #: trickles; the answer's body is never read.
     timeout_s: float = 10.0
+    #: Webhook deliveries in flight at once to one receiving host, per side worker process;
+    #: a delivery finding its host full is put back a second later without an attempt.
+    host_concurrency: int = 8
     #: Retries back off from ``webhook_retry_s`` to ``webhook_retry_cap_s``.
     retry_s: float = 5.0
     #: Longest delay between delivery attempts.
     retry_cap_s: float = 3600.0
     #: Retries stop (dead letter) this long after the request ended.
     max_age_s: float = 86400.0
+    #: Dead-lettered webhooks kept: at most this many.
+    dead_max: int = 10_000
+    #: Dead-lettered webhooks kept: for at most this long.
+    dead_max_age_s: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        if self.host_concurrency < 1:
+            raise ValueError("webhook_host_concurrency must be at least 1")
+        if self.dead_max < 1:
+            raise ValueError("webhook_dead_max must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +124,39 @@ class DownloadSettings:
 
     #: Download finished videos into this directory (empty = don't).
     dir: str = ""
+    #: Upload finished videos to S3-compatible storage instead: ``s3://bucket/prefix``
+    #: (empty = use ``download_dir``). Streamed as a multipart upload; the object is tagged
+    #: with its SHA-256. Credentials come from boto3's chain (``AWS_*``), never from here.
+    #: Needs ``pip install 'genqueue[s3]'``.
+    s3_url: str = ""
+    #: The S3 API endpoint (empty: AWS itself), e.g. a MinIO URL.
+    s3_endpoint_url: str = ""
+    #: The S3 region (empty: boto3's default).
+    s3_region: str = ""
+    #: Multipart part size: memory per upload in flight (S3's minimum is 5 MiB).
+    s3_part_bytes: int = 8 << 20
     #: Larger videos are refused.
     max_bytes: int = 1 << 30
-    #: One download's timeout.
+    #: Total deadline of one download attempt (every redirect hop and the whole body).
     timeout_s: float = 120.0
+    #: Redirects a download may follow (each hop is checked like a webhook URL, except the
+    #: upstream's own origin).
+    max_redirects: int = 5
     #: Attempts before a download gives up.
     retries: int = 5
+
+    def __post_init__(self) -> None:
+        if self.s3_part_bytes < 5 << 20:
+            raise ValueError("download_s3_part_bytes must be at least 5 MiB (S3's minimum)")
+        if self.s3_url and not self.s3_url.startswith("s3://"):
+            raise ValueError("download_s3_url must look like s3://bucket/prefix")
+        if self.max_redirects < 0:
+            raise ValueError("download_max_redirects must be >= 0")
+
+    @property
+    def on(self) -> bool:
+        """Finished videos are downloaded (to a directory or to object storage)."""
+        return bool(self.dir or self.s3_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +263,11 @@ class WorkerConfig:
             self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
         ):
             raise ValueError("reconcile_interval_s must divide 60 (or be a multiple of 60)")
+
+    @property
+    def downloads_on(self) -> bool:
+        """Finished videos are downloaded (to a directory or to object storage)."""
+        return self.downloads.on
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale

@@ -402,7 +402,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         upstream_created_at=job.created_at,
         upstream_started_at=job.started_at,
         upstream_done_at=job.done_at,
-        owe_download=bool(rt.config.downloads.dir),
+        owe_download=rt.config.downloads_on,
     ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
     if reply.tag is Tag.OK:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from genqueue.producer.contracts import BeginSubmit, Cancel, Finish, SideEffect
+from genqueue.producer.contracts import (
+    BeginSubmit,
+    Cancel,
+    Finish,
+    SideAttempt,
+    SideEffect,
+    WebhookReplay,
+)
 from genqueue.producer.keys import INLINE_ARM_MARKER, Tag
 from genqueue.producer.replies import (
     NextStep,
@@ -14,6 +21,8 @@ from genqueue.producer.replies import (
     parse_begin_submit,
     parse_cancel,
     parse_finish,
+    parse_side_attempt,
+    parse_webhook_replay,
 )
 from genqueue.producer.settings import Settings
 from genqueue.producer.timers import Timer
@@ -68,11 +77,42 @@ def test_side_effect_names_the_dead_letters_and_refuses_unknown_effects() -> Non
     c = SideEffect(
         request_id="r", expected_side_seq=2, effect="webhook", result="dead", retry_delay_ms=0
     ).call(SETTINGS)
-    assert c.args[4:] == ["2", "webhook", "dead", "0", "{}", "gq:webhooks:dead"]
+    assert c.args[4:] == ["2", "webhook", "dead", "0", "{}", "gq:webhooks:dead", "", ""]
     with pytest.raises(ValueError):
         SideEffect(
             request_id="r", expected_side_seq=2, effect="fax", result="done", retry_delay_ms=0
         ).call(SETTINGS)
+
+
+def test_side_effect_passes_the_dead_letters_bounds() -> None:
+    """The dead letters' maximum age (ms) and count are ARGV 11 and 12 ('' = no bound)."""
+    c = SideEffect(
+        request_id="r",
+        expected_side_seq=2,
+        effect="webhook",
+        result="dead",
+        retry_delay_ms=0,
+        dead_max_age_ms=604_800_000,
+        dead_max=10,
+    ).call(SETTINGS)
+    assert c.args[9:] == ["gq:webhooks:dead", "604800000", "10"]
+
+
+def test_side_attempt_and_webhook_replay_layouts() -> None:
+    c = SideAttempt(request_id="r", idempotency_key="k", expected_side_seq=4, effect="download")
+    call = c.call(SETTINGS)
+    assert call.name == "side_attempt"
+    assert call.keys == SETTINGS.keys.script_keys("r", "k")
+    assert call.args == [*_common("r"), "4", "download"]
+    with pytest.raises(ValueError):
+        SideAttempt(request_id="r", expected_side_seq=4, effect="fax").call(SETTINGS)
+    replay = WebhookReplay(request_id="r").call(SETTINGS)
+    assert replay.name == "webhook_replay"
+    assert replay.args == [*_common("r"), "gq:webhooks:dead"]
+    assert parse_side_attempt(["OK", "3"]).attempts == 3
+    assert parse_side_attempt(["STALE"]).tag is Tag.STALE
+    assert parse_webhook_replay(["OK", "5"]).side_seq == 5
+    assert parse_webhook_replay(["NOT_DEAD", "pending"]).state == "pending"
 
 
 def test_a_float_argument_is_a_unit_bug() -> None:
