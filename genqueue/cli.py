@@ -597,7 +597,38 @@ def stats_tables(stats: Stats) -> list[Table]:
         format_usd(stats.total_cost_micro_usd),
         style="bold",
     )
-    return [now, done]
+    return [now, done, money_table(stats)]
+
+
+def money_table(stats: Stats) -> Table:
+    """Spend the totals can't state exactly: possibly billed attempts (priced at the
+    model's mean recorded cost), completed jobs of unknown cost, superseded jobs."""
+    t = Table(title="Unrecorded or uncertain spend", title_justify="left")
+    t.add_column("model")
+    t.add_column("possibly billed", justify="right")
+    t.add_column("estimate", justify="right")
+    t.add_column("cost unknown", justify="right")
+    t.add_column("superseded jobs", justify="right")
+    estimate = stats.possibly_billed_estimate_micro_usd
+    models = sorted(set(stats.possibly_billed) | set(stats.cost_unknown) | set(stats.superseded))
+    for m in models:
+        t.add_row(
+            inert(m),
+            str(stats.possibly_billed.get(m, 0)),
+            format_usd(estimate.get(m, 0)),
+            str(stats.cost_unknown.get(m, 0)),
+            str(stats.superseded.get(m, 0)),
+        )
+    t.add_section()
+    t.add_row(
+        "total",
+        str(sum(stats.possibly_billed.values())),
+        format_usd(sum(estimate.values())),
+        str(sum(stats.cost_unknown.values())),
+        f"{sum(stats.superseded.values())} ({stats.superseded_running} running)",
+        style="bold",
+    )
+    return t
 
 
 @main.command(epilog=FLAG_RULE)

@@ -38,6 +38,7 @@ from genqueue.producer.replies import (
     parse_submit_release,
     parse_submitted,
     parse_webhook_replay,
+    parse_track_extra,
 )
 from genqueue.producer.scripts import ScriptCall, ScriptName, ms
 from genqueue.producer.settings import Settings
@@ -122,7 +123,8 @@ class Create(_Transition):
 
     def call(self, settings: Settings) -> ScriptCall[CreateReply]:
         args = (json.dumps(dict(self.fields)), self.deadline_ms, bool(self.idempotency_key))
-        return _build(settings, "create", self, parse_create, (*args, self.spec))
+        keys = (settings.keys.accepted_models,)
+        return _build(settings, "create", self, parse_create, (*args, self.spec), keys)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +153,7 @@ class BeginSubmit(_Transition):
             self.cap_wait_ms,
             interval_us,
             tolerance_us,
+            ms(settings.unsubmitted_retention_s),
         )
         keys = (settings.keys.pause, *self.limit_keys)
         return _build(settings, "begin_submit", self, parse_begin_submit, args, keys)
@@ -193,8 +196,9 @@ class Submitted(_Transition):
             self.first_poll_delay_ms,
             self.tracking_limit_ms,
             self.tracking_poll_delay_ms,
+            settings.max_models,
         )
-        keys = (settings.keys.pause_streak,)
+        keys = (settings.keys.pause_streak, settings.keys.accepted_models)
         return _build(settings, "submitted", self, parse_submitted, args, keys)
 
 
@@ -217,6 +221,7 @@ class SubmitRelease(_Transition):
             self.retry_delay_ms,
             self.error,
             self.ambiguous_policy,
+            ms(settings.unsubmitted_retention_s),
         )
         return _build(settings, "submit_release", self, parse_submit_release, args)
 
@@ -262,6 +267,8 @@ class Finish(_Transition):
     upstream_started_at: float | None = None
     upstream_done_at: float | None = None
     owe_download: bool = False
+    #: The job completed but its cost was missing or unusable: recorded as unknown, not zero.
+    cost_unknown: bool = False
 
     def call(self, settings: Settings) -> ScriptCall[FinishReply]:
         args = (
@@ -274,6 +281,7 @@ class Finish(_Transition):
             _time(self.upstream_started_at),
             _time(self.upstream_done_at),
             self.owe_download,
+            self.cost_unknown,
         )
         return _build(settings, "finish", self, parse_finish, args)
 
@@ -285,7 +293,33 @@ class Cancel(_Transition):
     tracking_limit_ms: int
 
     def call(self, settings: Settings) -> ScriptCall[CancelReply]:
-        return _build(settings, "cancel", self, parse_cancel, (self.tracking_limit_ms,))
+        args = (self.tracking_limit_ms, ms(settings.unsubmitted_retention_s))
+        return _build(settings, "cancel", self, parse_cancel, args)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackExtra(_Transition):
+    """``track_extra``: one check of superseded job ``upstream_id`` at timer step
+    ``expected_seq`` (``ended``: '' while it runs, else its end: completed, failed,
+    cancelled, or gone when the upstream no longer knows it)."""
+
+    expected_seq: int
+    upstream_id: str
+    ended: str
+    cost_micro_usd: int | None
+    next_delay_ms: int
+    tracking_limit_ms: int
+
+    def call(self, settings: Settings) -> ScriptCall[StepReply]:
+        args = (
+            self.expected_seq,
+            self.upstream_id,
+            self.ended,
+            "" if self.cost_micro_usd is None else self.cost_micro_usd,
+            self.next_delay_ms,
+            self.tracking_limit_ms,
+        )
+        return _build(settings, "track_extra", self, parse_track_extra, args)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

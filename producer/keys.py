@@ -22,7 +22,15 @@ TERMINAL: Final[tuple[str, ...]] = ("completed", "failed", "cancelled", "expired
 ALL_STATUSES: Final[tuple[str, ...]] = NON_TERMINAL + TERMINAL
 #: Fields of the counts hash that hold an upstream slot: their sum is what the in-flight cap
 #: limits (``tracking``: a cancelled or expired request whose billed job is still watched).
-HOLDING_SLOT: Final[tuple[str, ...]] = ("submitting", "queued", "in_progress", "tracking")
+#: ``superseded``: upstream jobs created by an attempt whose answer came after another attempt
+#: went out, until they are seen to end (``lua/track_extra.lua``).
+HOLDING_SLOT: Final[tuple[str, ...]] = (
+    "submitting",
+    "queued",
+    "in_progress",
+    "tracking",
+    "superseded",
+)
 
 
 class Tag(StrEnum):
@@ -157,6 +165,12 @@ class Keys:
         return f"{self.prefix}:ratelimit:{identity}:turn"
 
     @property
+    def accepted_models(self) -> str:
+        """Set: models the upstream has accepted (bounded by ``Settings.max_models``); a
+        request for any other is counted under ``other`` in the totals."""
+        return f"{self.prefix}:models"
+
+    @property
     def pause_streak(self) -> str:
         """Counter of creates in a row that failed like an outage, across all workers (a
         streak long enough pauses creates; any answer from the upstream ends it)."""
@@ -221,7 +235,19 @@ class Field:
     #: 404s in a row (answers that found the job reset it; other errors leave it alone).
     NOT_FOUND_STREAK: Final = "not_found_streak"
     CANCEL_REQUESTED: Final = "cancel_requested"
+    #: "1" while a cancelled or expired request's own job is tracked; "extra" while only its
+    #: superseded jobs (``EXTRA_IDS``) are.
     TRACKING: Final = "tracking"
+    #: JSON list of superseded upstream ids not yet seen to end (``UPSTREAM_IDS`` keeps all).
+    EXTRA_IDS: Final = "extra_ids"
+    #: Cost of the superseded jobs that ended (micro-USD), beside the request's own.
+    SUPERSEDED_COST_MICRO_USD: Final = "superseded_cost_micro_usd"
+    #: Attempts that may have created an upstream job genqueue will never learn of.
+    POSSIBLY_BILLED: Final = "possibly_billed"
+    #: "1" when the job completed but its cost was missing or unusable (never read as zero).
+    COST_UNKNOWN: Final = "cost_unknown"
+    #: "1" while the request's model is not one the upstream has accepted (counted as other).
+    MODEL_UNVERIFIED: Final = "model_unverified"
     TRACKING_UNTIL_MS: Final = "tracking_until_ms"
     COST_MICRO_USD: Final = "cost_micro_usd"
     VIDEO_URL: Final = "video_url"

@@ -145,6 +145,13 @@ def parse_poll_update(raw: list[str]) -> StepReply:
     return _parse_step("poll_update", raw, POLL_UPDATE_TAGS, Tag.OK)
 
 
+TRACK_EXTRA_TAGS: Final = STEP_TAGS | {Tag.ABANDONED, Tag.DONE}
+
+
+def parse_track_extra(raw: list[str]) -> StepReply:
+    return _parse_step("track_extra", raw, TRACK_EXTRA_TAGS, Tag.OK)
+
+
 FINISH_TAGS: Final = frozenset({Tag.OK, Tag.STALE, Tag.MISSING})
 
 
@@ -256,4 +263,5 @@ TAGS_BY_SCRIPT: Final[dict[str, frozenset[Tag]]] = {
     "side_effect": SIDE_EFFECT_TAGS,
     "side_attempt": SIDE_ATTEMPT_TAGS,
     "webhook_replay": WEBHOOK_REPLAY_TAGS,
+    "track_extra": TRACK_EXTRA_TAGS,
 }

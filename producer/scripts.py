@@ -38,6 +38,7 @@ ScriptName = Literal[
     "side_effect",
     "side_attempt",
     "webhook_replay",
+    "track_extra",
 ]
 #: The transition scripts (the ones that change a record); registered by ``AsyncScripts``.
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
@@ -52,6 +53,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "side_effect",
     "side_attempt",
     "webhook_replay",
+    "track_extra",
 )
 #: The other scripts, each registered by the one module that runs it.
 OTHER_SCRIPT_NAMES: tuple[str, ...] = (

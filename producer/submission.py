@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from genqueue.producer.contracts import Create
+from genqueue.producer.errors import FieldError, InvalidRequest
 from genqueue.producer.keys import SCHEMA_VERSION, SUBMIT_TASK, Field
 from genqueue.producer.models import GenerationRequest, parse_request, validate_options
 from genqueue.producer.record import encode_spec
@@ -50,12 +51,24 @@ def prepare(
         Field.HAS_WEBHOOK: "1" if webhook_url else "",
     }
     deadline = settings.default_deadline_s if deadline_s is None else deadline_s
+    spec = encode_spec(req.upstream_body(), req.metadata, webhook_url)
+    size = len(spec.encode("utf-8"))
+    if size > settings.max_request_bytes:
+        raise InvalidRequest(
+            [
+                FieldError(
+                    "request",
+                    f"is {size} bytes as stored (UTF-8 JSON); at most "
+                    f"{settings.max_request_bytes} are accepted",
+                )
+            ]
+        )
     create = Create(
         request_id=request_id,
         idempotency_key=idempotency_key,
         fields=fields,
         deadline_ms=ms(deadline),
-        spec=encode_spec(req.upstream_body(), req.metadata, webhook_url),
+        spec=spec,
         arm=Timer(SUBMIT_TASK, request_id, 0),
     ).call(settings)
     return Submission(request_id, create)

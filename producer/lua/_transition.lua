@@ -82,12 +82,27 @@ local function owe(effect)
   redis.call('ZADD', K_OUTBOX, 'NX', NOW, ID)
 end
 
+-- The model a record is counted under in the totals (and so in metric labels): its own name
+-- once the upstream has accepted the model (create.lua marks a model it does not know yet,
+-- submitted.lua lifts the mark), else 'other'. Strings nobody accepted can't grow the totals.
+local function model_label()
+  if get('model_unverified') == '1' then return 'other' end
+  return get('model') or 'other'
+end
+
+-- An attempt that may have created an upstream job genqueue will never learn of: counted
+-- on the record and in the totals (stats price it at the model's recorded mean cost).
+local function possibly_billed(n)
+  redis.call('HINCRBY', K_REC, 'possibly_billed', n)
+  redis.call('HINCRBY', K_TOTALS, 'possibly_billed' .. SEP .. model_label(), n)
+end
+
 -- What the user sees as the end: the status never changes after this.
 local function visible_terminal(old, new, err)
   set_status(old, new)
   redis.call('HSET', K_REC, 'finished_at_ms', istr(NOW))
   if err and err ~= '' then redis.call('HSET', K_REC, 'error', err) end
-  redis.call('HINCRBY', K_TOTALS, 'finished' .. SEP .. get('model') .. SEP .. new, 1)
+  redis.call('HINCRBY', K_TOTALS, 'finished' .. SEP .. model_label() .. SEP .. new, 1)
   -- Schema 1 records kept the URL in the record itself.
   if get('has_webhook') == '1' or (get('webhook_url') or '') ~= '' then
     redis.call('HSET', K_REC, 'webhook_id', 'wh_' .. ID)
@@ -103,15 +118,61 @@ local function begin_tracking(limit_ms)
   redis.call('HINCRBY', K_COUNTS, 'tracking', 1)
 end
 
--- Nothing more to watch: leave every index and let the record expire.
-local function release()
+-- Superseded upstream jobs (created by an attempt whose answer came after another attempt
+-- went out) still to be checked: `extra_ids`, a JSON list. A record written before they were
+-- tracked has only `upstream_ids` (every id, the current one included): its extras are
+-- derived from it once, and counted as holding slots from then on.
+-- cjson writes an empty table as '{}': a list of ids is always written as a JSON array.
+local function encode_ids(ids)
+  if #ids == 0 then return '[]' end
+  return cjson.encode(ids)
+end
+
+local function extra_ids()
+  local listed = get('extra_ids')
+  if listed then return cjson.decode(listed) end
+  local all = get('upstream_ids')
+  if not all then return {} end
+  local extras, current = {}, get('upstream_id')
+  for _, v in ipairs(cjson.decode(all)) do
+    if v ~= current then extras[#extras + 1] = v end
+  end
+  redis.call('HSET', K_REC, 'extra_ids', encode_ids(extras))
+  if #extras > 0 then
+    redis.call('HINCRBY', K_COUNTS, 'superseded', #extras)
+    redis.call('HINCRBY', K_TOTALS, 'superseded' .. SEP .. model_label(), #extras)
+  end
+  return extras
+end
+
+-- Never created upstream, and no attempt that may have been: nothing to bill or to track,
+-- so it is kept only for the shorter retention (long enough to list and retry it).
+local function never_created()
+  return not get('upstream_id') and not get('upstream_ids') and num('possibly_billed') == 0
+end
+
+-- Nothing more to watch for the request's own job: leave every index and let the record
+-- expire -- unless superseded jobs are still to be checked: then the same timer chain goes on
+-- as `tracking=extra` (poll steps check them in turn, lua/track_extra.lua).
+-- `short_retention_ms` (optional): the retention of a request never created upstream.
+local function release(short_retention_ms)
   if get('tracking') == '1' then redis.call('HINCRBY', K_COUNTS, 'tracking', -1) end
-  redis.call('HSET', K_REC, 'tracking', '0', 'timer', '')
   redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
+  local retention = RETENTION_MS
+  if short_retention_ms and short_retention_ms > 0 and never_created() then
+    retention = math.min(retention, short_retention_ms)
+  end
+  redis.call('PEXPIRE', K_REC, retention)
+  redis.call('PEXPIRE', K_SPEC, retention)
+  if K_IDEM ~= K_REC then redis.call('PEXPIRE', K_IDEM, retention) end
+  if #extra_ids() > 0 then
+    redis.call('HSET', K_REC, 'tracking', 'extra')
+    redis.call('HDEL', K_REC, 'tracking_until_ms')  -- track_extra sets its own limit
+    next_step('poll', 0)
+    return
+  end
+  redis.call('HSET', K_REC, 'tracking', '0', 'timer', '')
   redis.call('ZREM', K_INFLIGHT, ID)
-  redis.call('PEXPIRE', K_REC, RETENTION_MS)
-  redis.call('PEXPIRE', K_SPEC, RETENTION_MS)
-  if K_IDEM ~= K_REC then redis.call('PEXPIRE', K_IDEM, RETENTION_MS) end
 end
 
 -- Every upstream id a request ever got. A lone id that is (or becomes) `upstream_id` is not
@@ -123,6 +184,14 @@ local function add_upstream_id(upstream_id, becomes_current)
   if not listed and held then ids = {held} end
   for _, v in ipairs(ids) do
     if v == upstream_id then return end
+  end
+  if not becomes_current then
+    -- Superseded: checked until it ends (its cost added once); holds a slot meanwhile.
+    local extras = extra_ids()
+    extras[#extras + 1] = upstream_id
+    redis.call('HSET', K_REC, 'extra_ids', encode_ids(extras))
+    redis.call('HINCRBY', K_COUNTS, 'superseded', 1)
+    redis.call('HINCRBY', K_TOTALS, 'superseded' .. SEP .. model_label(), 1)
   end
   ids[#ids + 1] = upstream_id
   if #ids == 1 and becomes_current then return end

@@ -1,6 +1,8 @@
 -- Write a new `pending` record, unless its idempotency key already names one.
 -- ARGV: 5 fields (JSON object of string values; empty ones are not stored), 6 deadline (ms from
 --       now), 7 has idempotency key, 8 spec (JSON, stored as is in the spec key).
+-- KEYS: 9 the set of models the upstream has accepted (a model not in it is counted under
+--       'other' until the upstream accepts it: see model_label).
 -- Returns {'CREATED', id} or {'EXISTS', existing id}.
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -12,6 +14,7 @@ local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local FIELDS_JSON, DEADLINE_MS = ARGV[5], tonumber(ARGV[6])
 local HAS_IDEM, SPEC = ARGV[7] == '1', ARGV[8]
+local K_MODELS = KEYS[9]
 --- @include "transition"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
@@ -22,6 +25,10 @@ end
 if redis.call('EXISTS', K_REC) == 1 then return {'EXISTS', ID} end
 local fields = cjson.decode(FIELDS_JSON)
 for k, v in pairs(fields) do set_if(k, v) end
+-- Absent for a known model: the common case costs no memory.
+if redis.call('SISMEMBER', K_MODELS, get('model') or '') == 0 then
+  redis.call('HSET', K_REC, 'model_unverified', '1')
+end
 redis.call('SET', K_SPEC, SPEC)
 -- Counters and flags start absent (read as 0), and the id is the key's: every field costs
 -- memory in every record.
