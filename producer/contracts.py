@@ -37,8 +37,8 @@ from genqueue.producer.replies import (
     parse_side_effect,
     parse_submit_release,
     parse_submitted,
-    parse_webhook_replay,
     parse_track_extra,
+    parse_webhook_replay,
 )
 from genqueue.producer.scripts import ScriptCall, ScriptName, ms
 from genqueue.producer.settings import Settings

@@ -101,9 +101,7 @@ async def test_deadline_after_a_crashed_create_says_the_job_may_exist(
     assert await s.redis.pttl(s.keys.record(rid)) > ms(s.settings.unsubmitted_retention_s)
 
 
-async def test_every_unlearnable_create_is_possibly_billed(
-    client: AsyncClient, s: Scripts
-) -> None:
+async def test_every_unlearnable_create_is_possibly_billed(client: AsyncClient, s: Scripts) -> None:
     """A resubmit after a crash, the 'fail' policy, and a create that failed ambiguously each
     count one possibly billed attempt."""
     resubmitted = await new(client)

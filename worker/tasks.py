@@ -21,7 +21,6 @@ from genqueue.producer.contracts import (
     PollUpdate,
     SubmitRelease,
     Submitted,
-    TrackExtra,
 )
 from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag
 from genqueue.producer.record import model_label, read_full, with_id
