@@ -8,7 +8,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from tests.chaos.harness import ChaosOptions, run_chaos
+from tests.chaos.harness import (
+    LATE_ANSWER_LEASE_S,
+    ChaosOptions,
+    late_answer_faults,
+    run_chaos,
+)
 
 
 def main() -> int:
@@ -24,21 +29,25 @@ def main() -> int:
     args = p.parse_args()
     reports = {}
     scenarios = [
-        ("idempotency_honoured", True, "always"),
-        ("idempotency_ignored", False, "always"),
-        ("aof_everysec", True, "everysec"),
+        ("idempotency_honoured", True, "always", None),
+        ("idempotency_ignored", False, "always", None),
+        ("aof_everysec", True, "everysec", None),
+        # Creates answered after a second attempt went out (superseded jobs), as Together
+        # really is: no idempotency.
+        ("late_answers", False, "always", LATE_ANSWER_LEASE_S),
     ]
-    for key, honour, fsync in scenarios:
+    for key, honour, fsync, stalled_lease_s in scenarios:
         opts = ChaosOptions(
             videos=args.videos,
             workers=args.workers,
             time_scale=args.time_scale,
-            faults=args.faults,
+            faults=args.faults if stalled_lease_s is None else late_answer_faults(args.faults),
             honour_idempotency=honour,
             appendfsync=fsync,
             kill_every_s=args.kill_every_s,
             seed=args.seed,
             log_dir=args.logs / key if args.logs else None,
+            stalled_lease_s=stalled_lease_s,
         )
         report = run_chaos(opts)
         reports[key] = report
