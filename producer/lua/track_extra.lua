@@ -1,4 +1,4 @@
--- One check of a superseded upstream job (`tracking=extra`: the request's own job has ended,
+-- One check of a superseded upstream job (rule 15; `tracking=extra`: the request's own job has ended,
 -- `extra_ids` still lists jobs created by attempts whose answer came late). The poll chain
 -- checks them in turn, one per step: an ended one leaves the list, its cost is added once and
 -- its slot freed; one still running goes to the back. When none is left, or the tracking
