@@ -397,6 +397,26 @@ def record_table(view: RequestView) -> Table:
         ("upstream status", view.upstream_status),
         ("video url", view.video_url),
         ("cost", None if view.cost_micro_usd is None else format_usd(view.cost_micro_usd)),
+        ("cost unknown", "the job completed without a usable cost" if view.cost_unknown else None),
+        (
+            "superseded jobs",
+            (
+                f"cost {format_usd(view.superseded_cost_micro_usd or 0)}"
+                + (
+                    f", {len(view.superseded_pending)} still followed"
+                    if view.superseded_pending
+                    else ""
+                )
+            )
+            if view.superseded_cost_micro_usd is not None or view.superseded_pending
+            else None,
+        ),
+        (
+            "possibly billed",
+            f"{view.possibly_billed} attempt(s) that may have created a job nobody can find"
+            if view.possibly_billed
+            else None,
+        ),
         ("error", view.error),
         ("polls / attempts", f"{view.polls} / {view.attempts}"),
         ("enqueued at", _ts(view.enqueued_at)),

@@ -327,3 +327,48 @@ async def test_unknown_model_names_leave_totals_and_labels_bounded(
         assert labels == {"other"}
     finally:
         sync.close()
+
+
+def test_stats_and_record_tables_show_the_uncertain_spend() -> None:
+    """``genqueue stats`` prints possibly billed attempts with their estimate, unknown costs
+    and superseded jobs; ``genqueue get`` the record's own figures."""
+    from rich.console import Console
+
+    from genqueue.cli import record_table, stats_tables
+    from genqueue.producer.record import RequestView
+    from genqueue.producer.stats import Stats
+
+    stats = Stats(
+        requests_by_status={},
+        tracking=0,
+        active_upstream=1,
+        inflight=1,
+        queue_ready=0,
+        queue_deferred=0,
+        finished={(MODEL, "completed"): 2},
+        cost_micro_usd={MODEL: 600_000},
+        superseded_running=1,
+        superseded={MODEL: 1},
+        possibly_billed={MODEL: 3},
+        cost_unknown={MODEL: 1},
+        costed={MODEL: 2},
+    )
+    console = Console(width=200, record=True)
+    for table in stats_tables(stats):
+        console.print(table)
+    out = console.export_text()
+    assert "possibly billed" in out and "$0.90" in out  # 3 x the mean $0.30
+    assert "1 (1 running)" in out
+    view = RequestView.from_hash(
+        {
+            Field.ID: "r",
+            Field.STATUS: "completed",
+            Field.COST_UNKNOWN: "1",
+            Field.POSSIBLY_BILLED: "1",
+            Field.SUPERSEDED_COST_MICRO_USD: "100000",
+            Field.EXTRA_IDS: '["up-2"]',
+        }
+    )
+    console.print(record_table(view))
+    out = console.export_text()
+    assert "cost unknown" in out and "1 still followed" in out and "possibly billed" in out
