@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import redis.asyncio
 import structlog
 from fastapi import FastAPI
 
@@ -21,6 +20,7 @@ from genqueue.gateway.auth import (
 from genqueue.gateway.middleware import BodyLimit, RequestContext
 from genqueue.gateway.routes import build_health_router, build_v1_router
 from genqueue.producer import AsyncClient, Settings
+from genqueue.producer.connections import async_redis
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # A bounded connect: an unreachable Redis answers 503 soon instead of hanging requests.
-        connection = redis.asyncio.Redis.from_url(
+        connection = async_redis(
             resolved.redis_url,
             decode_responses=True,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,

@@ -35,6 +35,7 @@ from genqueue.producer import (
     Stats,
     WaitTimeout,
 )
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.settings import redact_url
 
@@ -261,7 +262,7 @@ def simulator(
 def _client() -> Iterator[Client]:
     configure_logging()  # the client's rare warnings go to stderr, never into --json output
     settings = _settings()
-    conn = redis.Redis.from_url(
+    conn = sync_redis(
         settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
     )
     client = Client(settings, client=conn)

@@ -14,14 +14,14 @@ ENV_PREFIX = "GENQUEUE_"
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to log)."""
+    """The URL with any password replaced by ``***`` (safe to log); handles the
+    ``redis+sentinel://user:pw@h1:26379,h2:26379/SERVICE/DB`` form too."""
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    user = userinfo.partition(":")[0]
+    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, ""))
 
 
 def _convert(raw: str, current: Any, name: str) -> Any:
@@ -68,11 +68,23 @@ class Settings:
     events_maxlen: int = 100_000
     #: Backstop re-read of a waited-for record if a pub/sub message is missed.
     wait_recheck_s: float = 5.0
+    #: After a request's creation, wait for a replica (``WAIT 1``) when the deployment has
+    #: replicas: "auto" (a Sentinel URL, or replicas attached) or "off".
+    durable_creates: str = "auto"
+    #: How long a create waits for its replica before ``WriteNotDurable`` is raised.
+    durable_create_timeout_s: float = 1.0
+    #: How often the replication setup (replicas, WAITAOF) is looked at again; also
+    #: re-detected at once after a connection error or an unacknowledged wait.
+    durable_recheck_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("retention_s", "default_deadline_s", "max_deadline_s", "tracking_limit_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.durable_creates not in ("auto", "off"):
+            raise ValueError("durable_creates must be 'auto' or 'off'")
+        if self.durable_create_timeout_s <= 0 or self.durable_recheck_s <= 0:
+            raise ValueError("durable_create_timeout_s and durable_recheck_s must be positive")
         if self.default_deadline_s > self.max_deadline_s:
             raise ValueError("default_deadline_s must not exceed max_deadline_s")
         if not self.key_prefix or any(c in self.key_prefix for c in " *?[]"):

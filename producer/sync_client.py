@@ -8,14 +8,16 @@ from typing import Any
 
 import redis
 
-from genqueue.producer.client import CancelOutcome, cancel_outcome
+from genqueue.producer.client import CancelOutcome, cancel_outcome, checked_create
+from genqueue.producer.connections import sync_redis
+from genqueue.producer.durability import SyncDurableWriter, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full_sync
 from genqueue.producer.scripts import SyncScripts, call, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from genqueue.producer.submission import created_id, prepare
+from genqueue.producer.submission import prepare
 from genqueue.producer.waiters import SyncDoneListener
 
 _SUBSCRIBE_TIMEOUT_S = 5.0
@@ -26,12 +28,13 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None):
         self.settings = settings or Settings.from_env()
-        self._redis = client or redis.Redis.from_url(
+        self._redis = client or sync_redis(
             self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
         )
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = SyncScripts(self._redis)
+        self._durable = SyncDurableWriter(self._redis, create_policy(self.settings))
         self._listener = SyncDoneListener(self._redis, self._keys)
 
     def __enter__(self) -> Client:
@@ -62,8 +65,7 @@ class Client:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
         )
-        request_id, _ = created_id(self._scripts.run(sub.create))
-        return request_id
+        return checked_create(self._durable.write(sub.create))
 
     def get(self, request_id: str) -> RequestView:
         """The current record; raises ``RequestNotFound``."""

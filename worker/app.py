@@ -20,10 +20,10 @@ import httpx
 import redis
 import structlog
 from arq import cron
-from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
+from genqueue.producer.connections import arq_settings
 from genqueue.producer.keys import (
     DISPATCH_TASK,
     POLL_TASK,
@@ -131,7 +131,7 @@ def _worker(
         functions=functions,
         cron_jobs=cron_jobs,
         queue_name=queue,
-        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
+        redis_settings=arq_settings(config.settings.redis_url),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
