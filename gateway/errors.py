@@ -150,6 +150,7 @@ def install(app: FastAPI) -> None:
         RequestValidationError,
         InvalidRequest,
         RequestNotFound,
+        WriteNotDurable,
         StarletteHTTPException,
         redis.RedisError,
         OSError,
