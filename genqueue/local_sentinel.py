@@ -13,10 +13,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from genqueue.local_redis import LocalRedis, _die_with_parent, free_port, redis_reachable
+
+
+def _connect(port: int) -> Any:
+    """A short-timeout client for one local node or sentinel (untyped replies: Any)."""
+    return redis.Redis(port=port, socket_timeout=1, decode_responses=True)
 
 
 def _sentinel_conf(port: int, service: str, primary_port: int, quorum: int, down_ms: int) -> str:
@@ -121,7 +127,7 @@ class LocalSentinelCluster:
         self._wait(lambda: self._settled(replicas), timeout_s, "sentinels to settle")
 
     def _master_info(self, port: int) -> dict[str, str]:
-        client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+        client = _connect(port)
         try:
             reply = client.execute_command("SENTINEL", "MASTER", self.service)
         finally:
@@ -145,7 +151,7 @@ class LocalSentinelCluster:
     def primary_port(self) -> int:
         """The primary's port as the first answering sentinel reports it."""
         for port in self.sentinel_ports:
-            client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+            client = _connect(port)
             try:
                 addr = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
                 return int(addr[1])
@@ -156,7 +162,7 @@ class LocalSentinelCluster:
         raise RuntimeError("no sentinel answered")
 
     def _is_primary(self, port: int) -> bool:
-        client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+        client = _connect(port)
         try:
             return str(client.info("replication").get("role")) == "master"
         except (redis.RedisError, OSError):
@@ -165,7 +171,7 @@ class LocalSentinelCluster:
             client.close()
 
     def _replicas_of(self, port: int) -> int:
-        client = redis.Redis(port=port, socket_timeout=1, decode_responses=True)
+        client = _connect(port)
         try:
             info = client.info("replication")
         except (redis.RedisError, OSError):
