@@ -33,6 +33,15 @@ def _version(v: str) -> tuple[int, ...]:
     return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
 
 
+def describe(info: Mapping[str, Any]) -> dict[str, Any]:
+    """What the wait was chosen from (for logs)."""
+    return {
+        "redis_version": info.get("redis_version"),
+        "aof": int(info.get("aof_enabled", 0)) == 1,
+        "replicas": int(info.get("connected_slaves", 0)),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class WaitPlan:
     """The commands that follow a critical write, on its connection (none: nothing to wait for)."""
@@ -91,6 +100,7 @@ class DurabilityPolicy:
         self.expect_replicas = expect_replicas
         self._clock = clock
         self.plan: WaitPlan | None = WaitPlan() if mode == "off" else None
+        self._last: WaitPlan | None = None
         self._checked_at = 0.0
 
     def stale(self) -> bool:
@@ -103,15 +113,11 @@ class DurabilityPolicy:
         plan = WaitPlan.from_info(
             info, expect_replicas=self.expect_replicas, timeout_ms=self.timeout_ms
         )
-        if plan != self.plan:
-            log.info(
-                "durable_writes",
-                wait=plan.names,
-                redis_version=info.get("redis_version"),
-                aof=int(info.get("aof_enabled", 0)) == 1,
-                replicas=int(info.get("connected_slaves", 0)),
-            )
-        self.plan = plan
+        if self._last is not None and plan != self._last:
+            # A change (e.g. after a failover) is news; the first detection is not (a
+            # producer's first create must not print anything).
+            log.info("durable_writes_changed", wait=plan.names, **describe(info))
+        self.plan = self._last = plan
         self._checked_at = self._clock()
         return plan
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import redis.asyncio
+import structlog
 
 from genqueue.producer.connections import is_sentinel_url
 from genqueue.producer.durability import AsyncDurableWriter, DurabilityPolicy
 from genqueue.producer.scripts import AsyncScripts, ScriptCall
 from genqueue.worker.config import WorkerConfig
+
+log = structlog.get_logger(__name__)
 
 
 def policy_for(config: WorkerConfig) -> DurabilityPolicy:
@@ -46,9 +49,13 @@ class Durability:
         self._on_unacknowledged = on_unacknowledged
 
     async def detect(self) -> None:
-        """Look at the deployment now (logged), rather than at the first write."""
-        if self.writer is not None:
-            await self.writer.plan()
+        """Look at the deployment now, rather than at the first write, and log the choice."""
+        if self.writer is None:
+            return
+        plan = await self.writer.plan()
+        log.info(
+            "durable_writes", wait=plan.names, expect_replicas=self.writer.policy.expect_replicas
+        )
 
     async def run(
         self, client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall
