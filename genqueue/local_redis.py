@@ -32,11 +32,11 @@ def free_port() -> int:
 
 
 def redis_reachable(url: str, timeout_s: float = 0.5) -> bool:
-    """True if a Redis answers PING at ``url``."""
+    """True if a Redis answers PING at ``url`` (plain or ``redis+sentinel://``)."""
+    from genqueue.producer.connections import sync_redis
+
     try:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-        )
+        client = sync_redis(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
         try:
             return bool(client.ping())
         finally:

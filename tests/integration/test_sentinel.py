@@ -18,6 +18,7 @@ import redis
 from asgi_lifespan import LifespanManager
 
 from genqueue.gateway import create_app
+from genqueue.local_redis import free_port, redis_reachable
 from genqueue.local_sentinel import LocalSentinelCluster
 from genqueue.producer import AsyncClient, Client, Settings
 from genqueue.worker.cluster_metrics import ClusterCollector
@@ -55,6 +56,12 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+def test_a_sentinel_url_is_reachable_and_a_dead_one_is_not(cluster: LocalSentinelCluster) -> None:
+    """``redis_reachable`` (the demo's check of GENQUEUE_REDIS_URL) asks the sentinels."""
+    assert redis_reachable(cluster.url)
+    assert not redis_reachable(f"redis+sentinel://127.0.0.1:{free_port()}/genqueue/0", 0.5)
 
 
 @pytest.mark.slow
