@@ -1,5 +1,6 @@
 """The chaos run: real worker processes against a faulty simulator; SIGKILL workers at random,
-SIGKILL Redis once; then compare genqueue's records with the simulator's ground truth.
+SIGKILL Redis once (or, with ``failovers``, SIGKILL a Sentinel deployment's primary and let a
+replica be promoted); then compare genqueue's records with the simulator's ground truth.
 
 ``python -m tests.chaos --videos 1000`` (``make chaos``) writes ``chaos-report.json``; the
 short form runs inside ``make test`` (``test_chaos_short.py``).
@@ -42,6 +43,8 @@ class ChaosOptions:
     faults: str = "chaos"
     honour_idempotency: bool = True
     kill_every_s: float = 4.0
+    #: SIGKILL a random worker every ``kill_every_s`` (±50 %) while requests are in flight.
+    kill_workers: bool = True
     redis_restarts: int = 1
     seed: int = 7
     timeout_s: float = 600.0
@@ -322,7 +325,7 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
                     busy = not _safe(lambda: _all_terminal(client))
                     if not busy and not redis_due and not failover_due:
                         break
-                    if busy and now >= next_kill:
+                    if opts.kill_workers and busy and now >= next_kill:
                         i = rng.randrange(len(workers))
                         workers[i].send_signal(signal.SIGKILL)
                         workers[i].wait()
