@@ -55,6 +55,9 @@ def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
 class Settings:
     """Where the queue lives and how long things are kept (units in the names)."""
 
+    #: ``redis://`` / ``rediss://`` for one server, or
+    #: ``redis+sentinel://[user:password@]h1:26379,h2:26379/SERVICE/DB`` for a Sentinel-managed
+    #: primary (``rediss+sentinel://`` for TLS); the password is never logged.
     redis_url: str = "redis://localhost:6379/0"
     key_prefix: str = "genqueue"
     #: How long a finished record (and its idempotency key) is kept.
