@@ -22,7 +22,9 @@ from typing import Any
 from genqueue.local_sentinel import LocalSentinelCluster
 from genqueue.producer import AsyncClient, Settings
 from genqueue.producer.connections import async_redis
-from genqueue.producer.scripts import AsyncScripts, call
+from genqueue.producer.contracts import BeginSubmit, Submitted
+from genqueue.producer.keys import Tag
+from genqueue.producer.scripts import AsyncScripts
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.durability import Durability, policy_for
 
@@ -57,24 +59,37 @@ async def _submits(settings: Settings, ids: list[str], mode: str) -> list[float]
     durability = Durability(client, policy_for(config))
     await durability.detect()
     keys = settings.keys
-    begin_keys = (keys.pause, keys.rate_limit("none"), keys.rate_turns("none"))
+    limit_keys = (keys.rate_limit("none"), keys.rate_turns("none"))
     took = []
     try:
         for rid in ids:
-            ok = await scripts.run(
-                call(
-                    settings, "begin_submit", rid, "0", 0, 60_000, "w", "resubmit", 10, 0, 0,
-                    extra_keys=begin_keys,
-                )
-            )  # fmt: skip
-            c = call(
-                settings, "submitted", rid, ok[1], f"up-{rid[:8]}", "queued", "", "", 10,
-                3_600_000, 10, extra_keys=(keys.pause_streak,),
-            )  # fmt: skip
+            begin = await scripts.run(
+                BeginSubmit(
+                    request_id=rid,
+                    expected_seq=0,
+                    max_inflight=0,
+                    lease_ms=60_000,
+                    lease_owner="w",
+                    ambiguous_policy="resubmit",
+                    cap_wait_ms=10,
+                    limit_keys=limit_keys,
+                ).call(settings)
+            )
+            c = Submitted(
+                request_id=rid,
+                submit_seq=begin.submit_seq,
+                upstream_id=f"up-{rid[:8]}",
+                upstream_status="queued",
+                upstream_created_at=None,
+                upstream_started_at=None,
+                first_poll_delay_ms=10,
+                tracking_limit_ms=3_600_000,
+                tracking_poll_delay_ms=10,
+            ).call(settings)
             t = time.perf_counter()
             reply = await durability.run(client, scripts, c)
             took.append(time.perf_counter() - t)
-            assert reply[0] == "OK", reply
+            assert reply.tag is Tag.OK, reply
     finally:
         await client.aclose()
     return took

@@ -31,8 +31,16 @@ _TYPE_BY_STATUS: dict[int, ErrorType] = {
     405: "method_not_allowed",
     413: "payload_too_large",
     422: "invalid_request",
+    429: "rate_limited",
     503: "unavailable",
 }
+
+
+class TooManyWaiters(Exception):
+    """The long-poll cap is reached; answered 429 with ``Retry-After``."""
+
+    retry_after_s = 1
+
 
 #: Names under which the producer reports options that travel as HTTP headers.
 _PRODUCER_FIELD_NAMES = {"idempotency_key": "Idempotency-Key"}
@@ -137,6 +145,12 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
             f"generation {exc.request_id} was written but no replica confirmed it in time; "
             "retry with the same Idempotency-Key"
         )
+    if isinstance(exc, TooManyWaiters):
+        return error_response(
+            429,
+            "the gateway holds as many long-polls as it may; retry, or poll without wait",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     if isinstance(exc, redis.RedisError | OSError | TimeoutError):
         log.warning("redis_unavailable", error=type(exc).__name__)
         return unavailable()
@@ -152,6 +166,7 @@ def install(app: FastAPI) -> None:
         RequestNotFound,
         WriteNotDurable,
         StarletteHTTPException,
+        TooManyWaiters,
         redis.RedisError,
         OSError,
         TimeoutError,

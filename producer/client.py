@@ -9,14 +9,17 @@ from typing import Any, Literal
 import redis.asyncio
 
 from genqueue.producer.connections import async_redis
+from genqueue.producer.contracts import Cancel
 from genqueue.producer.durability import AsyncDurableWriter, DurableReply, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout, WriteNotDurable
+from genqueue.producer.keys import Tag
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.scripts import AsyncScripts, call, ms
+from genqueue.producer.replies import CancelReply, CreateReply
+from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from genqueue.producer.submission import created_id, prepare
+from genqueue.producer.submission import prepare
 from genqueue.producer.waiters import AsyncDoneListener
 
 CancelOutcome = Literal["cancelled", "requested", "already_finished"]
@@ -25,20 +28,20 @@ CancelOutcome = Literal["cancelled", "requested", "already_finished"]
 _SUBSCRIBE_TIMEOUT_S = 5.0
 
 
-def cancel_outcome(reply: list[str], request_id: str) -> CancelOutcome:
+def cancel_outcome(reply: CancelReply, request_id: str) -> CancelOutcome:
     """Interpret the cancel script's reply."""
-    if reply[0] == "MISSING":
+    if reply.tag is Tag.MISSING:
         raise RequestNotFound(request_id)
-    if reply[0] == "CANCELLED":
+    if reply.tag is Tag.CANCELLED:
         return "cancelled"
-    if reply[0] == "REQUESTED":
+    if reply.tag is Tag.REQUESTED:
         return "requested"
     return "already_finished"
 
 
-def checked_create(out: DurableReply) -> str:
+def checked_create(out: DurableReply[CreateReply]) -> str:
     """The created request's id; ``WriteNotDurable`` if its replica wait timed out."""
-    request_id, _ = created_id(out.reply)
+    request_id = out.reply.request_id
     if not out.acknowledged:
         raise WriteNotDurable(request_id, out.wait)
     return request_id
@@ -137,13 +140,11 @@ class AsyncClient:
     async def cancel(self, request_id: str) -> CancelOutcome:
         """Cancel: at once if pending or already created upstream, else at the next step."""
         view = await self.get(request_id)
-        c = call(
-            self.settings,
-            "cancel",
-            request_id,
-            ms(self.settings.tracking_limit_s),
+        c = Cancel(
+            request_id=request_id,
             idempotency_key=view.idempotency_key,
-        )
+            tracking_limit_ms=ms(self.settings.tracking_limit_s),
+        ).call(self.settings)
         return cancel_outcome(await self._scripts.run(c), request_id)
 
     async def resume_creates(self) -> bool:

@@ -9,9 +9,9 @@ new connection, so they follow it across a failover. The user and password are t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -137,17 +137,52 @@ class SentinelRedis(redis.Redis):
                 s.close()
 
 
-def async_redis(url: str, **options: Any) -> redis.asyncio.Redis:
-    """An asyncio client for ``url`` (plain or Sentinel); ``options`` as for ``Redis()``."""
+class BlockingSentinelConnectionPool(
+    redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+):
+    """A Sentinel-managed pool with a bound: at most ``max_connections``, a caller finding all
+    busy waits up to ``timeout`` seconds for one (then ``ConnectionError``), as
+    ``BlockingConnectionPool`` does for one server."""
+
+
+def async_redis(
+    url: str,
+    *,
+    max_connections: int | None = None,
+    pool_timeout_s: float | None = None,
+    **options: Any,
+) -> redis.asyncio.Redis:
+    """An asyncio client for ``url`` (plain or Sentinel); ``options`` as for ``Redis()``.
+
+    With ``max_connections`` the pool is bounded and blocking: a caller finding every
+    connection busy waits up to ``pool_timeout_s`` (None: forever) for one.
+    """
     if not is_sentinel_url(url):
-        plain: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **options)
-        return plain
+        if max_connections is None:
+            plain: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **options)
+            return plain
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, **options
+        )
+        bounded: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)
+        return bounded
     target = parse_sentinel_url(url)
     sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, options)
     )
+    pool_options: dict[str, Any] = {}
+    if max_connections is not None:
+        pool_options = {
+            "connection_pool_class": BlockingSentinelConnectionPool,
+            "max_connections": max_connections,
+            "timeout": pool_timeout_s,
+        }
     client: SentinelAsyncRedis = sentinel.master_for(
-        target.service, redis_class=SentinelAsyncRedis, **target.data_kwargs(), **options
+        target.service,
+        redis_class=SentinelAsyncRedis,
+        **target.data_kwargs(),
+        **pool_options,
+        **options,
     )
     client.sentinel_manager = sentinel
     return client
@@ -169,7 +204,8 @@ def sync_redis(url: str, **options: Any) -> redis.Redis:
 
 
 def arq_settings(url: str) -> RedisSettings:
-    """arq's connection settings for ``url`` (arq builds its own Sentinel client from them).
+    """arq's connection settings for ``url`` (arq builds its own Sentinel client from them),
+    credentials included wherever the URL holds them (userinfo or query string).
 
     arq passes ``ssl`` to the data nodes only: with ``rediss+sentinel://`` its connections to
     the sentinels themselves are plain TCP (genqueue's own clients use TLS for both).
@@ -177,7 +213,14 @@ def arq_settings(url: str) -> RedisSettings:
     from arq.connections import RedisSettings  # only workers need arq
 
     if not is_sentinel_url(url):
-        return RedisSettings.from_dsn(url)
+        # ``from_dsn`` reads the password only from the userinfo; redis-py also accepts
+        # ``?username=`` and ``?password=``, so a URL the producer connects with must
+        # connect arq's pool too.
+        base = RedisSettings.from_dsn(url)
+        query = parse_qs(urlsplit(url).query)
+        username = query.get("username", [None])[-1] or base.username
+        password = query.get("password", [None])[-1] or base.password
+        return replace(base, username=username, password=password)
     target = parse_sentinel_url(url)
     return RedisSettings(
         host=list(target.sentinels),

@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal
 
 import redis
 import redis.asyncio
 import structlog
 
 from genqueue.producer.connections import is_sentinel_url
-from genqueue.producer.scripts import ScriptCall, decode_reply, source
+from genqueue.producer.scripts import R, ScriptCall, decode_reply, source
 from genqueue.producer.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -128,22 +128,22 @@ class DurabilityPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class DurableReply:
-    """A critical write's script reply and whether its wait was acknowledged."""
+class DurableReply(Generic[R]):
+    """A critical write's typed script reply and whether its wait was acknowledged."""
 
-    reply: list[str]
+    reply: R
     acknowledged: bool
     wait: str
 
 
-def _split(results: list[Any], plan: WaitPlan, name: str) -> DurableReply:
+def _split(results: list[Any], plan: WaitPlan, c: ScriptCall[R]) -> DurableReply[R]:
     reply, *acks = results
     if isinstance(reply, Exception):
         raise reply
     ok = plan.acknowledged(acks)
     if not ok:
-        log.warning("durable_write_not_acknowledged", script=name, wait=plan.names)
-    return DurableReply(decode_reply(reply), ok, plan.names)
+        log.warning("durable_write_not_acknowledged", script=c.name, wait=plan.names)
+    return DurableReply(c.parse(decode_reply(reply)), ok, plan.names)
 
 
 class AsyncDurableWriter:
@@ -160,7 +160,7 @@ class AsyncDurableWriter:
         assert self.policy.plan is not None
         return self.policy.plan
 
-    async def write(self, c: ScriptCall) -> DurableReply:
+    async def write(self, c: ScriptCall[R]) -> DurableReply[R]:
         """Run the script, then its wait on the same connection (``WAIT`` only counts the
         writes of its own connection)."""
         script = self._scripts.get(c.name) or self._client.register_script(source(c.name))
@@ -175,7 +175,7 @@ class AsyncDurableWriter:
         except redis.RedisError:
             self.policy.invalidate()  # maybe a failover: look at the new primary first
             raise
-        out = _split(results, plan, c.name)
+        out = _split(results, plan, c)
         if not out.acknowledged:
             self.policy.invalidate()
         return out
@@ -196,7 +196,7 @@ class SyncDurableWriter:
         assert self.policy.plan is not None
         return self.policy.plan
 
-    def write(self, c: ScriptCall) -> DurableReply:
+    def write(self, c: ScriptCall[R]) -> DurableReply[R]:
         """Run the script, then its wait on the same connection."""
         script = self._scripts.get(c.name) or self._client.register_script(source(c.name))
         self._scripts[c.name] = script
@@ -210,7 +210,7 @@ class SyncDurableWriter:
         except redis.RedisError:
             self.policy.invalidate()
             raise
-        out = _split(results, plan, c.name)
+        out = _split(results, plan, c)
         if not out.acknowledged:
             self.policy.invalidate()
         return out

@@ -7,6 +7,7 @@ on one definition (the worker imports this module; the producer never imports th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final, Literal
 
 #: Version of the record layout and of every task's arguments. Deferred timers outlive
@@ -23,12 +24,43 @@ ALL_STATUSES: Final[tuple[str, ...]] = NON_TERMINAL + TERMINAL
 #: limits (``tracking``: a cancelled or expired request whose billed job is still watched).
 HOLDING_SLOT: Final[tuple[str, ...]] = ("submitting", "queued", "in_progress", "tracking")
 
+
+class Tag(StrEnum):
+    """The first element of every transition script's reply (``producer/replies.py`` says
+    which script answers which; ``tests/unit/test_lua_names.py`` checks the Lua uses no other)."""
+
+    CREATED = "CREATED"
+    EXISTS = "EXISTS"
+    OK = "OK"
+    GO = "GO"
+    CAP_FULL = "CAP_FULL"
+    LEASED = "LEASED"
+    PAUSED = "PAUSED"
+    LIMITED = "LIMITED"
+    RETRY = "RETRY"
+    NEXT = "NEXT"
+    CLEAR = "CLEAR"
+    REQUESTED = "REQUESTED"
+    ALREADY = "ALREADY"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    FAILED = "FAILED"
+    ABANDONED = "ABANDONED"
+    DONE = "DONE"
+    STALE = "STALE"
+    MISSING = "MISSING"
+
+
 TimerKind = Literal["submit", "poll"]
 SUBMIT_TASK: Final = "submit"
 POLL_TASK: Final = "poll"
 RECONCILE_TASK: Final = "reconcile"
 SIDE_TASK: Final = "side"
 DISPATCH_TASK: Final = "dispatch_outbox"
+
+#: The last ARGV of a transition script whose caller passed the timer step to enqueue
+#: (``producer/timers.py``: ``inline_arm``; ``lua/_transition.lua``: ``ARM``).
+INLINE_ARM_MARKER: Final = "genqueue:arm"
 
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
@@ -192,6 +224,9 @@ class Field:
     COST_MICRO_USD: Final = "cost_micro_usd"
     VIDEO_URL: Final = "video_url"
     ERROR: Final = "error"
+    #: The error of a tracked job's own end, after the request already ended (cancelled or
+    #: expired): ``error`` keeps what the user saw.
+    UPSTREAM_ERROR: Final = "upstream_error"
     SIDE_SEQ: Final = "side_seq"
     WEBHOOK_ID: Final = "webhook_id"
     WEBHOOK_STATE: Final = "webhook_state"

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from genqueue.producer import envconfig
+from genqueue.producer.envconfig import ENV_PREFIX
 from genqueue.producer.keys import Keys
 
-ENV_PREFIX = "GENQUEUE_"
+__all__ = ["ENV_PREFIX", "Settings", "overrides_from_env", "redact_url"]
+
+
+#: Query-string parameters that carry a credential (redis-py reads ``?password=``).
+_SECRET_QUERY = re.compile(r"([?&;](?:password|passwd|pass|pwd|secret|token|auth)=)[^&;#]*", re.I)
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to log); handles the
+    """The URL with any password replaced by ``***``, in the userinfo and in the query string
+    (``redis://h/0?password=...``, which redis-py accepts): safe to log. Handles the
     ``redis+sentinel://user:pw@h1:26379,h2:26379/SERVICE/DB`` form too."""
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.partition(":")[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hosts}", parts.path, parts.query, ""))
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparseable (e.g. a bad port): keep nothing that might be a secret
+        return "(unparseable URL)"
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = _SECRET_QUERY.sub(r"\1***", "?" + parts.query)[1:] if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _convert(raw: str, current: Any, name: str) -> Any:
@@ -42,7 +55,9 @@ def _convert(raw: str, current: Any, name: str) -> Any:
 
 
 def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    """``GENQUEUE_<FIELD>`` values for a settings dataclass's fields, typed like its defaults."""
+    """``GENQUEUE_<FIELD>`` values for a flat settings dataclass's fields, typed like its
+    defaults. ``Settings`` and ``WorkerConfig`` use ``genqueue.producer.envconfig`` (groups,
+    renamed variables); this stays for flat dataclasses elsewhere."""
     out: dict[str, Any] = {}
     for f in fields(defaults):
         raw = env.get(ENV_PREFIX + f.name.upper())
@@ -57,13 +72,16 @@ class Settings:
 
     #: ``redis://`` / ``rediss://`` for one server, or
     #: ``redis+sentinel://[user:password@]h1:26379,h2:26379/SERVICE/DB`` for a Sentinel-managed
-    #: primary (``rediss+sentinel://`` for TLS); the password is never logged.
-    redis_url: str = "redis://localhost:6379/0"
+    #: primary (``rediss+sentinel://`` for TLS). May hold a password (userinfo or
+    #: ``?password=``): kept out of ``repr``; log ``redis_url_redacted``.
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)
+    #: Prefix of every key (deployments can share a Redis).
     key_prefix: str = "genqueue"
     #: How long a finished record (and its idempotency key) is kept.
     retention_s: float = 7 * 86400.0
     #: Deadline of a request when the producer gives none.
     default_deadline_s: float = 3600.0
+    #: Largest deadline accepted.
     max_deadline_s: float = 7 * 86400.0
     #: After a cancel or deadline, how long a billed upstream job is still tracked for its cost.
     tracking_limit_s: float = 6 * 3600.0
@@ -98,8 +116,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``GENQUEUE_*`` variables (e.g. ``GENQUEUE_REDIS_URL``)."""
-        base = cls()
-        return replace(base, **overrides_from_env(base, os.environ if env is None else env))
+        return envconfig.from_env(cls, os.environ if env is None else env)
 
     @property
     def keys(self) -> Keys:

@@ -10,11 +10,12 @@ import redis
 
 from genqueue.producer.client import CancelOutcome, cancel_outcome, checked_create
 from genqueue.producer.connections import sync_redis
+from genqueue.producer.contracts import Cancel
 from genqueue.producer.durability import SyncDurableWriter, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full_sync
-from genqueue.producer.scripts import SyncScripts, call, ms
+from genqueue.producer.scripts import SyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
 from genqueue.producer.submission import prepare
@@ -100,13 +101,11 @@ class Client:
     def cancel(self, request_id: str) -> CancelOutcome:
         """Cancel (see ``AsyncClient.cancel``)."""
         view = self.get(request_id)
-        c = call(
-            self.settings,
-            "cancel",
-            request_id,
-            ms(self.settings.tracking_limit_s),
+        c = Cancel(
+            request_id=request_id,
             idempotency_key=view.idempotency_key,
-        )
+            tracking_limit_ms=ms(self.settings.tracking_limit_s),
+        ).call(self.settings)
         return cancel_outcome(self._scripts.run(c), request_id)
 
     def resume_creates(self) -> bool:

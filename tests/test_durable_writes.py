@@ -17,7 +17,9 @@ from genqueue.gateway import create_app
 from genqueue.local_redis import LocalRedis
 from genqueue.producer import AsyncClient, Client, Settings, WriteNotDurable
 from genqueue.producer.connections import async_redis
-from genqueue.producer.scripts import AsyncScripts, call
+from genqueue.producer.contracts import Cancel
+from genqueue.producer.keys import Tag
+from genqueue.producer.scripts import AsyncScripts
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.durability import Durability, policy_for
 from genqueue.worker.metrics import WorkerMetrics
@@ -128,12 +130,12 @@ async def test_worker_counts_an_upstream_id_write_its_replica_did_not_acknowledg
     )
     await durability.detect()
     scripts = AsyncScripts(client)
-    c = call(settings, "cancel", "no-such-id", 1000)
+    c = Cancel(request_id="no-such-id", tracking_limit_ms=1000).call(settings)
     try:
-        assert (await durability.run(client, scripts, c))[0] == "MISSING"
+        assert (await durability.run(client, scripts, c)).tag is Tag.MISSING
         assert metrics.registry.get_sample_value("genqueue_durable_write_timeouts_total") == 0
         pair.replica.kill()
-        assert (await durability.run(client, scripts, c))[0] == "MISSING"
+        assert (await durability.run(client, scripts, c)).tag is Tag.MISSING
         assert metrics.registry.get_sample_value("genqueue_durable_write_timeouts_total") == 1
     finally:
         await client.aclose()

@@ -218,7 +218,7 @@ async def test_cancelled_request_sends_its_webhook(
 
 def test_webhook_age_must_fit_in_retention() -> None:
     """Records must outlive their webhook retries."""
-    from genqueue.worker.config import WorkerConfig
+    from genqueue.worker.config import WebhookSettings, WorkerConfig
 
     with pytest.raises(ValueError, match="retention"):
-        WorkerConfig(settings=Settings(retention_s=3600), webhook_max_age_s=86400)
+        WorkerConfig(settings=Settings(retention_s=3600), webhooks=WebhookSettings(max_age_s=86400))

@@ -23,7 +23,6 @@ from arq import cron
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
-from genqueue.producer.connections import arq_settings
 from genqueue.producer.keys import (
     DISPATCH_TASK,
     POLL_TASK,
@@ -33,6 +32,7 @@ from genqueue.producer.keys import (
     SUBMIT_TASK,
 )
 from genqueue.producer.timers import dumps, loads
+from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
@@ -131,7 +131,7 @@ def _worker(
         functions=functions,
         cron_jobs=cron_jobs,
         queue_name=queue,
-        redis_settings=arq_settings(config.settings.redis_url),
+        redis_settings=arq_redis_settings(config.settings.redis_url),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
@@ -194,7 +194,7 @@ def build_side_worker(
     handle_signals: bool = True,
 ) -> Worker:
     """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher."""
-    timeout = max(config.webhook_timeout_s, config.download_timeout_s) + 10
+    timeout = max(config.webhooks.timeout_s, config.downloads.timeout_s) + 10
     return _worker(
         config,
         queue=config.settings.keys.side_queue,
@@ -271,7 +271,7 @@ async def run_worker(
     with it): the supervisor logs one line and starts over with backoff.
     """
     logging.getLogger("arq").setLevel(logging.WARNING)
-    if not config.webhook_secret:
+    if not config.webhooks.secret:
         log.warning("webhook_secret_missing", hint="set GENQUEUE_WEBHOOK_SECRET to sign webhooks")
     metrics = WorkerMetrics()
     if config.metrics_port:

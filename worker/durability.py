@@ -16,7 +16,7 @@ import structlog
 
 from genqueue.producer.connections import is_sentinel_url
 from genqueue.producer.durability import AsyncDurableWriter, DurabilityPolicy
-from genqueue.producer.scripts import AsyncScripts, ScriptCall
+from genqueue.producer.scripts import AsyncScripts, R, ScriptCall
 from genqueue.worker.config import WorkerConfig
 
 log = structlog.get_logger(__name__)
@@ -57,9 +57,7 @@ class Durability:
             "durable_writes", wait=plan.names, expect_replicas=self.writer.policy.expect_replicas
         )
 
-    async def run(
-        self, client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall
-    ) -> list[str]:
+    async def run(self, client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall[R]) -> R:
         """Run the script, then wait for its durability on the same connection."""
         if self.writer is None:
             return await scripts.run(c)

@@ -63,8 +63,8 @@ class Runtime:
         self.durations = DurationModel(
             self.redis,
             self.keys,
-            samples=cfg.adaptive_samples,
-            min_samples=cfg.adaptive_min_samples,
+            samples=cfg.schedule.adaptive_samples,
+            min_samples=cfg.schedule.adaptive_min_samples,
         )
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = RateLimit.of(
@@ -76,13 +76,13 @@ class Runtime:
         # Webhook receivers get no redirects (a redirect could bounce a signed body
         # elsewhere); video URLs are short links that redirect to a signed URL.
         self.webhook_http = httpx.AsyncClient(
-            timeout=cfg.webhook_timeout_s,
+            timeout=cfg.webhooks.timeout_s,
             follow_redirects=False,
             transport=self.side_transport,
             trust_env=False,
         )
         self.download_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.download_timeout_s, connect=cfg.connect_timeout_s),
+            timeout=httpx.Timeout(cfg.downloads.timeout_s, connect=cfg.upstream_timeouts.connect_s),
             follow_redirects=True,
             transport=self.side_transport,
             trust_env=False,
@@ -109,11 +109,11 @@ class Runtime:
             base_url=config.upstream_url,
             api_key=config.api_key,
             timeouts=UpstreamTimeouts(
-                connect_s=config.connect_timeout_s,
-                read_s=config.read_timeout_s,
-                write_s=config.read_timeout_s,
-                pool_s=config.connect_timeout_s,
-                total_s=config.connect_timeout_s + config.read_timeout_s,
+                connect_s=config.upstream_timeouts.connect_s,
+                read_s=config.upstream_timeouts.read_s,
+                write_s=config.upstream_timeouts.read_s,
+                pool_s=config.upstream_timeouts.connect_s,
+                total_s=config.upstream_timeouts.connect_s + config.upstream_timeouts.read_s,
             ),
             transport=transport
             or make_transport(config.transport, max_connections=config.max_jobs),

@@ -21,9 +21,10 @@ import httpx
 import structlog
 from standardwebhooks import Webhook
 
-from genqueue.producer.keys import SIDE_TASK, Field
+from genqueue.producer.contracts import SideEffect
+from genqueue.producer.keys import SIDE_TASK, Field, Tag
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.scripts import call, ms
+from genqueue.producer.scripts import ms
 from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
@@ -85,25 +86,22 @@ async def _record(
     delay_s: float,
     fields: dict[str, str],
 ) -> None:
-    c = call(
-        rt.config.settings,
-        "side_effect",
-        raw[Field.ID],
-        str(seq),
-        effect,
-        result,
-        ms(delay_s),
-        json.dumps(fields),
-        rt.keys.dead_letters,
+    c = SideEffect(
+        request_id=raw[Field.ID],
         idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
-    )
+        expected_side_seq=seq,
+        effect=effect,
+        result=result,
+        retry_delay_ms=ms(delay_s),
+        fields=fields,
+    ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
     counter = rt.metrics.webhook_deliveries if effect == "webhook" else rt.metrics.downloads
     counter.labels(result).inc()
     log.info(f"{effect}_{result}", **{k: v for k, v in fields.items() if not k.endswith("_at_ms")})
-    if reply[0] == "NEXT" and int(reply[2]) <= 0:
+    if reply.tag is Tag.NEXT and reply.due_in_ms <= 0:
         # The next effect is due now: don't wait for the dispatcher's next pass.
-        await rt.side_timers.arm(Timer(SIDE_TASK, raw[Field.ID], int(reply[1])))
+        await rt.side_timers.arm(Timer(SIDE_TASK, raw[Field.ID], reply.side_seq))
 
 
 # --- download -------------------------------------------------------------------------------
@@ -123,7 +121,7 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
     cfg = rt.config
     url = raw.get(Field.VIDEO_URL, "")
     attempts = int(raw.get(Field.DOWNLOAD_ATTEMPTS) or 0) + 1
-    folder = Path(cfg.download_dir)
+    folder = Path(cfg.downloads.dir)
     final = folder / f"{raw[Field.ID]}{_suffix(url)}"
     part = folder / f".{raw[Field.ID]}.part"
     try:
@@ -132,7 +130,7 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
         await asyncio.to_thread(os.replace, part, final)
     except _Retryable as exc:
         part.unlink(missing_ok=True)
-        if attempts >= cfg.download_retries:
+        if attempts >= cfg.downloads.retries:
             return "dead", 0.0, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
         delay = retry_delay_s(attempts, base_s=2.0, cap_s=300.0, jitter=0.1, rng=rt.rng)
         return "retry", delay, {Field.DOWNLOAD_ERROR: str(exc)[:300]}
@@ -152,7 +150,7 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
 
 
 async def _stream_to(rt: Runtime, url: str, part: Path) -> tuple[str, int]:
-    limit = rt.config.download_max_bytes
+    limit = rt.config.downloads.max_bytes
     h = hashlib.sha256()
     size = 0
     try:
@@ -208,7 +206,7 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
     now_ms = redis_time_ms(await rt.redis.time())
     age_s = (now_ms - int(raw.get(Field.FINISHED_AT_MS) or now_ms)) / 1000
     error: str
-    if not cfg.webhook_secret:
+    if not cfg.webhooks.secret:
         error = "GENQUEUE_WEBHOOK_SECRET is not set: webhooks cannot be signed"
     else:
         sent_at = datetime.now(UTC)
@@ -218,7 +216,7 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
             "content-type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": Webhook(cfg.webhook_secret).sign(msg_id, sent_at, payload),
+            "webhook-signature": Webhook(cfg.webhooks.secret).sign(msg_id, sent_at, payload),
         }
         try:
             resp = await rt.webhook_http.post(url, content=payload.encode(), headers=headers)
@@ -231,17 +229,17 @@ async def _deliver(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[s
             if resp.status_code == 410:  # the receiver asks us to stop (Standard Webhooks)
                 return "dead", 0.0, {Field.WEBHOOK_ERROR: "HTTP 410 Gone"}
             error = f"HTTP {resp.status_code} from {safe_url(url)}"
-    if age_s >= cfg.webhook_max_age_s:
+    if age_s >= cfg.webhooks.max_age_s:
         return "dead", 0.0, {Field.WEBHOOK_ERROR: error}
     delay = retry_delay_s(
         attempts,
-        base_s=cfg.webhook_retry_s,
-        cap_s=cfg.webhook_retry_cap_s,
+        base_s=cfg.webhooks.retry_s,
+        cap_s=cfg.webhooks.retry_cap_s,
         jitter=0.1,
         rng=rt.rng,
     )
     return (
         "retry",
-        min(delay, max(0.0, cfg.webhook_max_age_s - age_s)),
+        min(delay, max(0.0, cfg.webhooks.max_age_s - age_s)),
         {Field.WEBHOOK_ERROR: error},
     )

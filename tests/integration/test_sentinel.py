@@ -18,9 +18,11 @@ import redis
 from asgi_lifespan import LifespanManager
 
 from genqueue.gateway import create_app
+from genqueue.gateway.settings import GatewaySettings
 from genqueue.local_redis import free_port, redis_reachable
 from genqueue.local_sentinel import LocalSentinelCluster
 from genqueue.producer import AsyncClient, Client, Settings
+from genqueue.producer.connections import BlockingSentinelConnectionPool
 from genqueue.worker.cluster_metrics import ClusterCollector
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.runtime import Runtime
@@ -78,9 +80,15 @@ def test_cli_submit_and_stats_work_through_the_sentinel_url(settings: Settings) 
 
 
 async def test_gateway_and_exporter_work_through_the_sentinel_url(settings: Settings) -> None:
-    """The gateway creates through the sentinels; the exporter's collector counts it."""
-    app = create_app(settings, api_keys=[KEY])
+    """The gateway creates through the sentinels, its pool bounded as for a plain URL
+    (``GENQUEUE_GATEWAY_REDIS_MAX_CONNECTIONS``); the exporter's collector counts it."""
+    app = create_app(
+        settings, api_keys=[KEY], limits=GatewaySettings(gateway_redis_max_connections=4)
+    )
     async with LifespanManager(app) as manager:
+        pool = app.state.resources.client._redis.connection_pool
+        assert isinstance(pool, BlockingSentinelConnectionPool)
+        assert pool.max_connections == 4
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://gw", headers={"Authorization": f"Bearer {KEY}"}

@@ -4,10 +4,14 @@ choice of wait after a critical write: no Redis needed."""
 from __future__ import annotations
 
 import pytest
+import redis.asyncio
 
+from genqueue.logs import secrets_in_env
 from genqueue.producer.connections import (
+    BlockingSentinelConnectionPool,
     SentinelTarget,
     arq_settings,
+    async_redis,
     is_sentinel_url,
     parse_sentinel_url,
 )
@@ -70,6 +74,41 @@ def test_redact_url_hides_the_password_of_a_sentinel_url() -> None:
     assert Settings(redis_url=URL).redis_url_redacted.count("s3cret") == 0
 
 
+def test_redact_url_hides_query_passwords_of_either_form() -> None:
+    """main's ``?password=`` redaction and the sentinel form's userinfo redaction together."""
+    assert redact_url("redis://h:6379/0?password=hunter22") == "redis://h:6379/0?password=***"
+    assert (
+        redact_url(URL + "?password=hunter22")
+        == "redis+sentinel://app:***@h1:26379,h2:26380/genqueue/2?password=***"
+    )
+
+
+def test_secret_scrubber_finds_the_password_of_a_sentinel_url() -> None:
+    """``secrets_in_env`` (the log scrubber's registration) reads a ``redis+sentinel://``
+    password, percent-encoded or not."""
+    assert "s3cret" in secrets_in_env({"GENQUEUE_REDIS_URL": URL})
+    found = secrets_in_env({"GENQUEUE_REDIS_URL": "rediss+sentinel://:p%40ss@[::1],h2/svc/0"})
+    assert "p@ss" in found
+
+
+async def test_bounded_async_clients_keep_their_bound_for_both_url_forms() -> None:
+    """The gateway's pool bound (``max_connections``, a blocking wait) holds for a plain URL
+    and for a Sentinel URL (no connection is made here)."""
+    plain = async_redis("redis://h:6379/0", max_connections=7, pool_timeout_s=1.5)
+    sentinel = async_redis(URL, max_connections=7, pool_timeout_s=1.5)
+    try:
+        assert isinstance(plain.connection_pool, redis.asyncio.BlockingConnectionPool)
+        assert isinstance(sentinel.connection_pool, BlockingSentinelConnectionPool)
+        for client in (plain, sentinel):
+            pool = client.connection_pool
+            assert pool.max_connections == 7
+            assert pool.timeout == 1.5  # type: ignore[attr-defined]
+        assert sentinel.connection_pool.service_name == "genqueue"  # type: ignore[attr-defined]
+    finally:
+        await plain.aclose()
+        await sentinel.aclose()
+
+
 def test_arq_settings_name_the_sentinels_and_the_service() -> None:
     """arq is handed the sentinel list, the service and the data nodes' credentials."""
     s = arq_settings(URL)
@@ -78,6 +117,8 @@ def test_arq_settings_name_the_sentinels_and_the_service() -> None:
     assert (s.database, s.username, s.password) == (2, "app", "s3cret")
     plain = arq_settings("redis://:pw@h:6390/3")
     assert plain.sentinel is False and (plain.host, plain.port, plain.database) == ("h", 6390, 3)
+    query = arq_settings("redis://h:6390/3?username=u&password=qpw")
+    assert (query.username, query.password) == ("u", "qpw")
 
 
 INFO_70 = {"redis_version": "7.0.15", "aof_enabled": 1, "connected_slaves": 0}
