@@ -44,7 +44,9 @@ from genqueue.producer import (
     Settings,
     Stats,
     WaitTimeout,
+    WriteNotDurable,
 )
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.settings import redact_url
@@ -104,6 +106,8 @@ class _Main(click.Group):
             _fail(EXIT_TIMEOUT, f"timed out: {exc}")
         except ConfigError as exc:
             _fail(EXIT_USAGE, f"configuration error: {exc}")
+        except WriteNotDurable as exc:
+            _fail(EXIT_RUNTIME, f"{exc}: retry with the same --idempotency-key")
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             url = _redacted_redis_url()
             _fail(
@@ -304,9 +308,12 @@ def simulator(
 def _client() -> Iterator[Client]:
     configure_logging()  # the client's rare warnings go to stderr, never into --json output
     settings = _settings()
-    conn = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
-    )
+    try:
+        conn = sync_redis(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
+        )
+    except ValueError as exc:  # a malformed URL (the message never holds its password)
+        raise ConfigError(f"GENQUEUE_REDIS_URL: {exc}") from None
     client = Client(settings, client=conn)
     try:
         yield client

@@ -38,6 +38,7 @@ from genqueue.demo_report import DemoSummary, summarize, summary_table
 from genqueue.local_redis import LocalRedis, free_port, redis_reachable
 from genqueue.logs import scrub
 from genqueue.producer import AsyncClient, RequestView, Settings, Stats
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.record import with_id
 from genqueue.producer.settings import redact_url
@@ -246,7 +247,7 @@ def _health_key(prefix: str, worker_name: str) -> str:
 def _wait_for_workers(
     redis_url: str, prefix: str, workers: Sequence[tuple[str, Child]], console: Console
 ) -> None:
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    client = sync_redis(redis_url, socket_connect_timeout=5)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         waiting = list(workers)
