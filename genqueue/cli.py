@@ -395,7 +395,9 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 @main.command()
 @click.option("--model", "-m", required=True, help="Upstream model id.")
-@click.option("--prompt", "-p", required=True, help="Text prompt.")
+@click.option(
+    "--prompt", "-p", help="Text prompt (optional when the request has media, e.g. images)."
+)
 @click.option(
     "--param",
     "params",
@@ -403,7 +405,8 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     metavar="KEY=VALUE",
     callback=_params_cb,
     help="Another request field, typed (width=1366, guidance_scale=7.5, "
-    "generate_audio=true, media='{...}'); repeatable.",
+    "generate_audio=true, media='{...}'); a field Together added after this release goes "
+    "in extra_body='{...}'; repeatable.",
 )
 @click.option(
     "--metadata",
@@ -420,7 +423,7 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_JSON
 def submit(
     model: str,
-    prompt: str,
+    prompt: str | None,
     params: dict[str, Any],
     metadata: dict[str, str],
     idempotency_key: str | None,
@@ -434,7 +437,9 @@ def submit(
 
     With --wait, print its finished record instead (exit 4 if it did not complete, 3 on
     --timeout)."""
-    request: dict[str, Any] = {"model": model, "prompt": prompt, **params}
+    request: dict[str, Any] = {"model": model, **params}
+    if prompt is not None:
+        request["prompt"] = prompt
     if metadata:
         request["metadata"] = metadata
     with _client() as client:

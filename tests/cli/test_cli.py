@@ -80,11 +80,11 @@ def test_submit_with_a_bad_field_exits_2_naming_it_and_writes_nothing(
     Redis."""
     result = run(
         env, "submit", "--model", MODEL, "--prompt", "x", "--param", "widht=1366",
-        "--param", "height=10",
+        "--param", "height=0", "--param", "steps=5",
     )  # fmt: skip
     assert result.exit_code == 2
     assert "widht" in result.stderr and "unknown field" in result.stderr
-    assert "height" in result.stderr
+    assert "height" in result.stderr and "steps" in result.stderr
     assert result.stdout == ""
     assert sync_redis.dbsize() == 0
 

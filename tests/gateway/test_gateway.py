@@ -370,7 +370,9 @@ async def test_request_id_is_echoed(gw: Gateway) -> None:
     ("body", "headers", "fields"),
     [
         ({**REQ, "colour": "red"}, {}, {"colour"}),
-        ({**REQ, "width": 10, "prompt": "   "}, {}, {"width", "prompt"}),
+        ({**REQ, "width": 0, "prompt": "   "}, {}, {"width", "prompt"}),
+        ({**REQ, "steps": 5}, {}, {"steps"}),
+        ({**REQ, "extra_body": {"deadline_s": 5}}, {}, {"extra_body"}),
         ({"prompt": "x"}, {}, {"model"}),
         ({**REQ, "metadata": {"bad key": "v"}}, {}, {"metadata.bad key.[key]"}),
         ({**REQ, "deadline_s": -5}, {}, {"deadline_s"}),
