@@ -190,10 +190,11 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     help="Share of jobs that fail upstream.  [default: 0.05]",
 )
 @click.option(
-    "--no-idempotency",
-    is_flag=True,
-    default=False,
-    help="Ignore Idempotency-Key (every create makes a new job).",
+    "--idempotency/--no-idempotency",
+    "honour_idempotency",
+    default=None,
+    help="Honour Idempotency-Key (replay the job of a repeated key). Together documents no "
+    "idempotency: off unless asked.  [default: no-idempotency]",
 )
 @click.option(
     "--faults",
@@ -209,7 +210,7 @@ def simulator(
     seed: int | None,
     shape: str | None,
     failure_share: float | None,
-    no_idempotency: bool,
+    honour_idempotency: bool | None,
     faults: str | None,
     api_key: str | None,
     access_log: bool,
@@ -232,11 +233,10 @@ def simulator(
             ("shape", shape),
             ("failure_share", failure_share),
             ("api_key", api_key),
+            ("honour_idempotency", honour_idempotency),
         ):
             if value is not None:
                 over[name] = value
-        if no_idempotency:
-            over["honour_idempotency"] = False
         if faults is not None:
             over["faults"] = parse_faults(faults)
         config = dataclasses.replace(base, **over)
