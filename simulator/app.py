@@ -242,7 +242,7 @@ async def short_link(request: Request) -> Response:
         return _file_not_found()
     if now >= job.done_at + sim.config.short_link_ttl_s:
         return _error(404, "Link expired.", "invalid_request_error", None, "link_expired")
-    expires = int(now + sim.config.signed_url_ttl_s)
+    expires = int((now + sim.config.signed_url_ttl_s) * 1000)  # unix milliseconds
     signature = _signature(sim, job.id, expires)
     location = f"{_base(request, sim.config)}/_sim/files/{job.id}.mp4"
     return Response(
@@ -265,7 +265,7 @@ async def video_file(request: Request) -> Response:
     signature = request.query_params.get("sig", "")
     if not hmac.compare_digest(signature, _signature(sim, job.id, expires)):
         return _error(403, "Signature does not match.", "access_denied", None, "bad_signature")
-    if sim.clock() >= expires:
+    if sim.clock() * 1000 >= expires:
         return _error(403, "Request has expired.", "access_denied", None, "url_expired")
     return Response(video_bytes(job.id), media_type="video/mp4")
 

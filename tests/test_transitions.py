@@ -77,10 +77,11 @@ class Scripts:
         outcome: str = "completed",
         cost: int | str = 280_000,
         seq: str | None = None,
+        error: str = "",
     ) -> list[str]:
         seq = seq or (await self.rec(rid))[Field.SEQ]
         return await self.run(
-            "finish", rid, seq, outcome, cost, "https://v/1.mp4", "", "1.0", "2.0", "3.0"
+            "finish", rid, seq, outcome, cost, "https://v/1.mp4", error, "1.0", "2.0", "3.0"
         )
 
     async def to_polling(self, rid: str, upstream_id: str = "up-1") -> None:
@@ -341,6 +342,19 @@ async def test_terminal_status_never_changes(client: AsyncClient, s: Scripts) ->
     assert (await s.finish(rid, seq=seq))[0] == "STALE"
     assert (await s.finish(rid))[0] == "STALE"
     assert await s.rec(rid) == before
+    assert (await client.stats()).finished == {(MODEL, "failed"): 1}
+
+
+async def test_upstream_cancelled_job_fails_the_request(client: AsyncClient, s: Scripts) -> None:
+    """A job the upstream cancelled ends the request ``failed`` ("cancelled by the upstream"):
+    ``cancelled`` stays the user's word; the upstream status is kept as sent."""
+    rid = await new(client)
+    await s.to_polling(rid)
+    reply = await s.finish(rid, outcome="cancelled", cost="", error="quota shift")
+    assert reply[:2] == ["OK", "failed"]
+    rec = await s.rec(rid)
+    assert rec["status"] == "failed" and rec["upstream_status"] == "cancelled"
+    assert rec["error"] == "cancelled by the upstream: quota shift"
     assert (await client.stats()).finished == {(MODEL, "failed"): 1}
 
 

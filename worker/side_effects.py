@@ -28,6 +28,7 @@ from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
 from genqueue.worker.runtime import Runtime
+from genqueue.worker.upstream import UpstreamError
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +114,18 @@ class _Retryable(Exception):
     pass
 
 
+class _SignedUrlExpired(Exception):
+    """The short link redirected to a signed URL that refused us (expired on the way)."""
+
+
+class _LinkGone(Exception):
+    """The video URL itself is unknown now (a short link past its own lifetime)."""
+
+
+#: Visits of the short link per download attempt: each redirects to a freshly signed URL.
+LINK_VISITS = 3
+
+
 def _suffix(url: str) -> str:
     suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
     return suffix if suffix in _VIDEO_SUFFIXES else ".mp4"
@@ -128,7 +141,7 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
     part = folder / f".{raw[Field.ID]}.part"
     try:
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-        digest, size = await _stream_to(rt, url, part)
+        digest, size = await _follow_link(rt, raw, url, part)
         await asyncio.to_thread(os.replace, part, final)
     except _Retryable as exc:
         part.unlink(missing_ok=True)
@@ -151,6 +164,39 @@ async def _download(rt: Runtime, raw: dict[str, str]) -> tuple[str, float, dict[
     )
 
 
+async def _follow_link(rt: Runtime, raw: dict[str, str], url: str, part: Path) -> tuple[str, int]:
+    """Download through Together's short link: it redirects to a signed URL that expires.
+
+    A signed URL refused after a redirect is expired: visit the short link again for a fresh
+    one. A short link that is gone (404/410) past its own lifetime: re-read the job once for
+    its current URL.
+    """
+    reread = False
+    for _ in range(LINK_VISITS):
+        try:
+            return await _stream_to(rt, url, part)
+        except _SignedUrlExpired:
+            log.info("download_signed_url_expired", url=safe_url(url))
+        except _LinkGone:
+            upstream_id = raw.get(Field.UPSTREAM_ID, "")
+            if reread or not upstream_id:
+                raise ValueError(f"video URL gone: {safe_url(url)}") from None
+            reread = True
+            url = await _current_video_url(rt, upstream_id)
+            log.info("download_link_reread", url=safe_url(url))
+    raise _Retryable(f"signed URL expired on {LINK_VISITS} visits of {safe_url(url)}")
+
+
+async def _current_video_url(rt: Runtime, upstream_id: str) -> str:
+    try:
+        job = await rt.upstream.retrieve(upstream_id)
+    except UpstreamError as exc:
+        raise _Retryable(f"re-reading the job for its video URL: {exc}") from None
+    if not job.video_url:
+        raise ValueError("the upstream job has no video URL any more")
+    return job.video_url
+
+
 async def _stream_to(rt: Runtime, url: str, part: Path) -> tuple[str, int]:
     limit = rt.config.download_max_bytes
     h = hashlib.sha256()
@@ -159,6 +205,10 @@ async def _stream_to(rt: Runtime, url: str, part: Path) -> tuple[str, int]:
         async with rt.download_http.stream("GET", url) as resp:
             if resp.status_code >= 500 or resp.status_code in (408, 429):
                 raise _Retryable(f"HTTP {resp.status_code} from {safe_url(url)}")
+            if resp.status_code == 403 and resp.history:
+                raise _SignedUrlExpired
+            if resp.status_code in (404, 410) and not resp.history:
+                raise _LinkGone
             if resp.status_code != 200:
                 # A signed URL that expired or was refused will not get better by waiting.
                 raise ValueError(f"HTTP {resp.status_code} from {safe_url(url)}")
