@@ -42,7 +42,8 @@ def _depth(value: object, limit: int) -> int:
 
 
 def _bounded_json(value: object, max_bytes: int) -> None:
-    """Raise ValueError unless ``value`` is plain JSON within ``MAX_MEDIA_DEPTH`` and ``max_bytes``."""
+    """Raise ValueError unless ``value`` is plain JSON, nested at most ``MAX_MEDIA_DEPTH``
+    levels, of at most ``max_bytes``."""
     if _depth(value, MAX_MEDIA_DEPTH) > MAX_MEDIA_DEPTH:
         raise ValueError(f"must be nested at most {MAX_MEDIA_DEPTH} levels deep")
     try:
@@ -214,9 +215,7 @@ class GenerationRequest(BaseModel):
     def _prompt_or_media(self) -> Self:
         # The spec makes prompt optional (an image-to-video model may take only images), but a
         # request with neither text nor media describes no video at all.
-        if self.prompt is None and not (
-            self.media or self.frame_images or self.reference_images
-        ):
+        if self.prompt is None and not (self.media or self.frame_images or self.reference_images):
             raise ValueError("needs a prompt or media (e.g. media.frame_images)")
         return self
 

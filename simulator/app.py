@@ -168,9 +168,7 @@ def _render(request: Request, sim: Simulator, job: SimJob, legacy: bool) -> Resp
     url = _video_url(request, sim.config, job)
     queued = sim.config.report_queued
     if legacy:
-        return JSONResponse(
-            legacy_job(job, now, url, user_id_for(sim.seed), report_queued=queued)
-        )
+        return JSONResponse(legacy_job(job, now, url, user_id_for(sim.seed), report_queued=queued))
     return JSONResponse(sdk_job(job, now, url, report_queued=queued))
 
 

@@ -1,6 +1,7 @@
 """The short chaos run inside ``make test``: faults upstream, workers SIGKILLed at random,
 Redis SIGKILLed once — nothing lost, cost counted once; duplicates only from ambiguous creates
-when the upstream ignores idempotency keys (as Together does), none when it honours them. ``make chaos`` runs the full size."""
+when the upstream ignores idempotency keys (as Together does), none when it honours them.
+``make chaos`` runs the full size."""
 
 from __future__ import annotations
 

@@ -51,7 +51,10 @@ REQUESTS: list[dict[str, Any]] = [
         "resolution": "1080p",
         "generate_audio": True,
         "media": {
-            "frame_images": [{"input_image": "a", "frame": "last"}, {"input_image": "b", "frame": 3}],
+            "frame_images": [
+                {"input_image": "a", "frame": "last"},
+                {"input_image": "b", "frame": 3},
+            ],
             "frame_videos": [{"video": "v"}],
             "reference_images": ["r"],
             "reference_videos": [{"video": "rv"}],

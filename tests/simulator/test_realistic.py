@@ -41,9 +41,7 @@ async def test_rate_limit_headers_on_every_answer(make_client: MakeClient) -> No
     ]
     assert [r.status_code for r in answers] == [200, 200, 404, 400]
     for r in answers:
-        assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(
-            r.headers
-        )
+        assert {"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= set(r.headers)
         assert "retry-after" not in r.headers
 
 

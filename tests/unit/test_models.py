@@ -37,7 +37,10 @@ def test_minimal_request_is_valid_and_body_excludes_metadata() -> None:
         ({"steps": 51}, "steps"),
         ({"ratio": ""}, "ratio"),
         ({"frame_images": [{"frame": "last"}]}, "frame_images.0.input_image"),
-        ({"media": {"frame_images": [{"input_image": "a", "frame": "middle"}]}}, "media.frame_images.0.frame"),
+        (
+            {"media": {"frame_images": [{"input_image": "a", "frame": "middle"}]}},
+            "media.frame_images.0.frame",
+        ),
         ({"extra_body": {"steps": 20}}, "extra_body"),
         ({"extra_body": {"webhook_url": "https://x.example"}}, "extra_body"),
         ({"extra_body": {"blob": "x" * 20_000}}, "extra_body"),
