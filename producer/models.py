@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from genqueue.producer.errors import FieldError, InvalidRequest
 
@@ -27,6 +28,9 @@ MAX_METADATA_ENTRIES = 16
 MAX_WEBHOOK_URL_CHARS = 2_048
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_MEDIA_DEPTH = 32
+
+#: Error type of a request with neither prompt nor media (reported on the ``prompt`` field).
+PROMPT_OR_MEDIA = "prompt_or_media"
 
 #: Options genqueue keeps beside a request: never sent upstream, so never allowed in
 #: ``extra_body`` (a misplaced one would silently reach Together instead of being refused).
@@ -216,7 +220,9 @@ class GenerationRequest(BaseModel):
         # The spec makes prompt optional (an image-to-video model may take only images), but a
         # request with neither text nor media describes no video at all.
         if self.prompt is None and not (self.media or self.frame_images or self.reference_images):
-            raise ValueError("needs a prompt or media (e.g. media.frame_images)")
+            raise PydanticCustomError(
+                PROMPT_OR_MEDIA, "needs a prompt or media (e.g. media.frame_images)"
+            )
         return self
 
     def upstream_body(self) -> dict[str, Any]:
@@ -235,6 +241,8 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif err["type"] == PROMPT_OR_MEDIA:
+            path = "prompt"
         out.append(FieldError(path, msg))
     return out
 

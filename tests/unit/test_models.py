@@ -68,8 +68,9 @@ def test_missing_fields_all_reported() -> None:
 
 def test_neither_prompt_nor_media_is_refused() -> None:
     """prompt is optional as in the spec, but a request needs a prompt or media."""
-    with pytest.raises(InvalidRequest, match="prompt or media"):
+    with pytest.raises(InvalidRequest, match="prompt or media") as info:
         parse_request({"model": "kwaivgI/kling-2.1-master"})
+    assert [e.field for e in info.value.errors] == ["prompt"]
 
 
 def test_media_only_request_is_valid_and_passed_on_unchanged() -> None:
