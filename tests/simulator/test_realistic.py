@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from genqueue.simulator import FaultProfile, SimConfig
+import pytest
+
+from genqueue.simulator import FaultProfile, SimConfig, parse_faults
 from tests.simulator.conftest import MakeClient
 
 MINIMAX = "minimax/video-01-director"
@@ -98,3 +100,45 @@ async def test_queue_wait_grows_with_load_over_capacity(make_client: MakeClient)
     assert waits["flat"] == [5.0] * 5
     assert waits["loaded"][:2] == [5.0, 5.0]
     assert waits["loaded"][2] < waits["loaded"][3] < waits["loaded"][4]
+
+
+def test_realistic_settings_from_env() -> None:
+    """The new profiles are set from GENQUEUE_SIM_* like the others; bad TTLs are refused."""
+    cfg = SimConfig.from_env(
+        {
+            "GENQUEUE_SIM_HONOUR_IDEMPOTENCY": "1",
+            "GENQUEUE_SIM_REPORT_QUEUED": "0",
+            "GENQUEUE_SIM_SIGNED_URL_TTL_S": "60",
+            "GENQUEUE_SIM_SHORT_LINK_TTL_S": "600",
+            "GENQUEUE_SIM_CAPACITY": "8",
+        }
+    )
+    assert (cfg.honour_idempotency, cfg.report_queued, cfg.capacity) == (True, False, 8)
+    assert (cfg.signed_url_ttl_s, cfg.short_link_ttl_s) == (60.0, 600.0)
+    with pytest.raises(ValueError, match="signed_url_ttl_s"):
+        SimConfig(signed_url_ttl_s=600, short_link_ttl_s=60)
+    with pytest.raises(ValueError, match="capacity"):
+        SimConfig(capacity=0)
+
+
+def test_new_faults_parse_and_round_trip() -> None:
+    """The new fault keys parse from a spec (send_retry_after as a boolean) and round-trip."""
+    p = parse_faults(
+        "none,send_retry_after=true,payment_required_share=0.1,upstream_cancel_share=0.2"
+    )
+    assert (p.send_retry_after, p.payment_required_share, p.upstream_cancel_share) == (
+        True,
+        0.1,
+        0.2,
+    )
+    assert parse_faults(p.to_spec()) == p
+    with pytest.raises(ValueError, match="true or false"):
+        parse_faults("send_retry_after=maybe")
+
+
+async def test_send_retry_after_profile_adds_the_headers(make_client: MakeClient) -> None:
+    """A profile asking for Retry-After gets it (and retry-after-ms) on its 429s."""
+    c = make_client(faults=FaultProfile(rate_limit_share=1.0, send_retry_after=True))
+    r = await _create(c)
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
+    assert r.headers["retry-after-ms"] == "1000" and r.headers["x-ratelimit-reset"] == "1.000"
