@@ -445,7 +445,7 @@ def _add_ideal(compare: dict[str, Any], samples: int) -> None:
     videos = 500 if samples < 20_000 else 4000
     compare["schedule_by_history"] = [
         dataclasses.asdict(genqueue_schedule(history=n, videos=videos))
-        for n in (200, 1000, WorkerConfig().adaptive_samples)
+        for n in (200, 1000, WorkerConfig().schedule.adaptive_samples)
     ]
 
 

@@ -111,7 +111,7 @@ def genqueue_schedule(
     from genqueue.worker.durations import lower_quantile, quantile
 
     cfg = config or WorkerConfig()
-    floor_s, cap_s = cfg.poll_floor_s, cfg.poll_cap_s
+    floor_s, cap_s = cfg.schedule.poll_floor_s, cfg.schedule.poll_cap_s
 
     def draw(rng: random.Random) -> tuple[float, float]:
         """(upstream queue wait, generation time) of one video of the workload."""
@@ -145,22 +145,24 @@ def genqueue_schedule(
                     t = 0.0
                 anchor, ds = (queued, gen) if checked and t >= queued else (0.0, tot)
                 elapsed = t - anchor
-                last = quantile(ds, cfg.adaptive_dense_until_quantile)
+                last = quantile(ds, cfg.schedule.adaptive_dense_until_quantile)
                 delay = learned_delay_s(
                     elapsed,
                     checked=checked,
                     late_s=t - due if checked else 0.0,
-                    first_s=lower_quantile(ds, cfg.adaptive_quantile, cfg.adaptive_confidence)
+                    first_s=lower_quantile(
+                        ds, cfg.schedule.adaptive_quantile, cfg.schedule.adaptive_confidence
+                    )
                     + floor_s,
                     dense_until_s=last,
                     dense_every_s=floor_s,
                     cap_s=cap_s,
-                    factor=cfg.poll_factor,
+                    factor=cfg.schedule.poll_factor,
                 )
                 if not checked:
                     delay += rng.uniform(-floor_s / 2, floor_s / 2)
                 elif elapsed >= last:
-                    delay = min(cap_s, jittered(delay, cfg.poll_jitter, rng))
+                    delay = min(cap_s, jittered(delay, cfg.schedule.poll_jitter, rng))
                 due, checked = t + max(0.0, delay), True
         lags.sort()
         p95s.append(_p95_sorted(lags))

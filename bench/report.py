@@ -745,7 +745,7 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
 
 METHOD = """## Method
 
-- **One time scale** (DESIGN.md rule 14): the simulator's durations, genqueue's poll schedule
+- **One time scale** (architecture rule 14): the simulator's durations, genqueue's poll schedule
   (`GENQUEUE_TIME_SCALE`), the baselines' `sleep(5)`, arq's job timeout and both engines' idle
   poll delays (genqueue 0.05 s, arq 0.5 s) are all multiplied by it; every figure is in
   simulated seconds. Idle loops that poll 10× as often cost idle CPU 10× as often, and per-call

@@ -1,5 +1,5 @@
 """The workload every system gets: N videos arriving evenly over a window, generation times
-lognormal (median, sigma) on the simulator, one time scale for everything (DESIGN.md rule 14).
+lognormal (median, sigma) on the simulator, one time scale for everything (architecture rule 14).
 
 All figures are simulated seconds; wall seconds are ``sim_s * time_scale``.
 """

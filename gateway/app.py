@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-import redis.asyncio
 import structlog
 from fastapi import FastAPI
 
@@ -18,9 +17,12 @@ from genqueue.gateway.auth import (
     api_keys_from_env,
     parse_api_keys,
 )
+from genqueue.gateway.limits import RateLimit, TokenBuckets, WaiterCap
 from genqueue.gateway.middleware import BodyLimit, RequestContext
+from genqueue.gateway.resources import Resources
 from genqueue.gateway.routes import build_health_router, build_v1_router
-from genqueue.producer import AsyncClient, Settings
+from genqueue.gateway.settings import GatewaySettings
+from genqueue.producer import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +40,10 @@ HTTP access to genqueue, a durable queue for slow, paid AI video generations.
 `{ENV_API_KEYS}` (comma-separated). No or a malformed header: **401** with
 `WWW-Authenticate: Bearer`; an unknown key: **403**. `/healthz`, `/readyz` and this document
 are open. (A gateway started with `allow_anonymous=True` accepts anyone: development only.)
+
+**Limits.** Each key may make `GENQUEUE_GATEWAY_RATE_BURST` requests at once, refilled at
+`GENQUEUE_GATEWAY_RATE_RPS` per second; beyond that, and beyond
+`GENQUEUE_GATEWAY_MAX_WAITERS` concurrent long-polls, **429** with `Retry-After`.
 
 **Idempotency.** `POST /v1/generations` honours an `Idempotency-Key` header: the same key
 always names the same generation. A repeat creates nothing and answers **201** again with the
@@ -57,7 +63,8 @@ upstream at that moment (the cancel is honoured at its next step).
 "fields": [{{"field": "...", "message": "..."}}]}}}}`.
 400 the body is not JSON (wrong `Content-Type`, malformed, empty); 422 it is JSON but not a
 valid request (`fields` names each bad field; nothing is written); 413 the body exceeds
-{MAX_BODY_BYTES // 1024} KiB; 404 unknown id; 503 Redis unreachable (with `Retry-After`).
+{MAX_BODY_BYTES // 1024} KiB; 404 unknown id; 429 over a limit (with `Retry-After`); 503 Redis
+unreachable (with `Retry-After`).
 Every response carries an `X-Request-ID` (the client's own, if it sent a sane one).
 """
 
@@ -82,31 +89,44 @@ def create_app(
     allow_anonymous: bool = False,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_wait_s: float = MAX_WAIT_S,
+    limits: GatewaySettings | None = None,
 ) -> FastAPI:
-    """The gateway app: one ``AsyncClient`` for its lifetime (opened and closed by its lifespan).
+    """The gateway app, served at the root or mounted inside another ASGI app.
 
-    ``api_keys`` None reads ``GENQUEUE_API_KEYS``. With no keys at all the app refuses to be
-    built (``GatewayConfigError``) unless ``allow_anonymous=True`` (development only).
+    Its Redis pool and ``AsyncClient`` open on first use (a host that mounts the gateway need
+    not run its lifespan); its lifespan, when run, opens them at start and closes them at the
+    end. ``api_keys`` None reads ``GENQUEUE_API_KEYS``. With no keys at all the app refuses
+    to be built (``GatewayConfigError``) unless ``allow_anonymous=True`` (development only).
+    ``limits`` None reads ``GENQUEUE_GATEWAY_*``.
     """
     keys = _resolve_keys(api_keys, allow_anonymous)
     resolved = settings or Settings.from_env()
+    try:
+        caps = limits or GatewaySettings.from_env()
+    except ValueError as exc:
+        raise GatewayConfigError(str(exc)) from None
+    resources = Resources(
+        resolved,
+        max_connections=caps.gateway_redis_max_connections,
+        connect_timeout_s=REDIS_CONNECT_TIMEOUT_S,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # A bounded connect: an unreachable Redis answers 503 soon instead of hanging requests.
-        connection = redis.asyncio.Redis.from_url(
-            resolved.redis_url,
-            decode_responses=True,
-            socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        _ = resources.client  # open at start, so a bad URL shows before the first request
+        log.info(
+            "gateway_started",
+            redis=resolved.redis_url_redacted,
+            keys=len(keys or ()),
+            rate_rps=caps.gateway_rate_rps,
+            rate_burst=caps.gateway_rate_burst,
+            max_waiters=caps.gateway_max_waiters,
+            redis_max_connections=caps.gateway_redis_max_connections,
         )
-        client = AsyncClient(resolved, client=connection)
-        app.state.client = client
-        log.info("gateway_started", redis=resolved.redis_url_redacted, keys=len(keys or ()))
         try:
             yield
         finally:
-            await client.aclose()
-            await connection.aclose()
+            await resources.aclose()
             log.info("gateway_stopped")
 
     app = FastAPI(
@@ -115,11 +135,16 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    app.state.resources = resources
+    app.state.waiters = WaiterCap(caps.gateway_max_waiters)
     app.include_router(build_health_router())
-    app.include_router(build_v1_router(max_wait_s), tags=["generations"])
+    app.include_router(build_v1_router(max_wait_s, app.state.waiters), tags=["generations"])
     errors.install(app)
-    # Added last = outermost: request id, then auth, then the body cap.
+    # Added last = outermost: request id, then auth, then the rate limit, then the body cap.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(
+        RateLimit, buckets=TokenBuckets(caps.gateway_rate_rps, caps.gateway_rate_burst)
+    )
     app.add_middleware(AuthMiddleware, keys=keys)
     app.add_middleware(RequestContext)
     return app

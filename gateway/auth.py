@@ -18,11 +18,15 @@ from typing import Literal
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from genqueue.gateway.errors import error_response
+from genqueue.gateway.limits import CALLER_SCOPE_KEY
 
 ENV_API_KEYS = "GENQUEUE_API_KEYS"
 
-#: Paths that need a key; everything else (health, readiness, the OpenAPI document) is open.
-PROTECTED_PREFIX = "/v1/"
+#: The only route paths open without a key. Everything else needs one (fail closed): a new
+#: route, an unknown path and a path under any mount or root path alike.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"})
+#: The identity of every caller when the gateway runs without keys (development only).
+ANONYMOUS = b"anonymous"
 
 Verdict = Literal["ok", "missing", "invalid"]
 
@@ -63,11 +67,15 @@ class ApiKeys:
 
     def matches(self, presented: str | bytes) -> bool:
         """True if ``presented`` is one of the keys; compares against every key, no short cut."""
+        return self.identify(presented) is not None
+
+    def identify(self, presented: str | bytes) -> bytes | None:
+        """The digest naming ``presented`` if it is one of the keys, else None (constant time)."""
         candidate = _digest(presented)
         found = 0
         for digest in self._digests:
             found |= hmac.compare_digest(candidate, digest)
-        return bool(found)
+        return candidate if found else None
 
 
 def bearer_token(authorization: bytes | None) -> bytes | None:
@@ -89,31 +97,52 @@ def check(keys: ApiKeys, authorization: bytes | None) -> Verdict:
     return "ok" if keys.matches(token) else "invalid"
 
 
+def route_path(scope: Scope) -> str:
+    """The path the router matches: ``path`` without the ``root_path`` a ``Mount`` or
+    ``uvicorn --root-path`` put in front of it (Starlette's own rule, ``get_route_path``)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    rest = path[len(root) :]
+    return rest if rest.startswith("/") or not rest else path
+
+
 @dataclass(frozen=True, slots=True)
 class AuthMiddleware:
-    """ASGI middleware: requests under ``/v1/`` need a valid bearer key.
+    """ASGI middleware: every request needs a valid bearer key unless its route path (see
+    :func:`route_path`) is one of ``public``.
 
     Missing or malformed ``Authorization`` -> 401 with ``WWW-Authenticate: Bearer``; a key
-    that matches none -> 403. ``keys=None`` lets everything through (anonymous, dev only).
+    that matches none -> 403. A matched caller's key digest is left in the scope for the rate
+    limit. ``keys=None`` lets everything through (anonymous, dev only). WebSocket connections
+    are refused: the gateway has none.
     """
 
     app: ASGIApp
     keys: ApiKeys | None
+    public: frozenset[str] = PUBLIC_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keys is None or scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        if not (path.startswith(PROTECTED_PREFIX) or path == PROTECTED_PREFIX.rstrip("/")):
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if route_path(scope) in self.public:
             await self.app(scope, receive, send)
+            return
+        if self.keys is None:
+            await self.app({**scope, CALLER_SCOPE_KEY: ANONYMOUS}, receive, send)
             return
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-        verdict = check(self.keys, header)
-        if verdict == "ok":
-            await self.app(scope, receive, send)
+        token = bearer_token(header)
+        caller = None if token is None else self.keys.identify(token)
+        if caller is not None:
+            await self.app({**scope, CALLER_SCOPE_KEY: caller}, receive, send)
             return
-        if verdict == "missing":
+        if token is None:
             response = error_response(
                 401,
                 "an API key is required: Authorization: Bearer <key>",

@@ -31,8 +31,16 @@ _TYPE_BY_STATUS: dict[int, ErrorType] = {
     405: "method_not_allowed",
     413: "payload_too_large",
     422: "invalid_request",
+    429: "rate_limited",
     503: "unavailable",
 }
+
+
+class TooManyWaiters(Exception):
+    """The long-poll cap is reached; answered 429 with ``Retry-After``."""
+
+    retry_after_s = 1
+
 
 #: Names under which the producer reports options that travel as HTTP headers.
 _PRODUCER_FIELD_NAMES = {"idempotency_key": "Idempotency-Key"}
@@ -129,6 +137,12 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
         return error_response(404, "no generation with this id")
     if isinstance(exc, StarletteHTTPException):
         return _http_problem(exc)
+    if isinstance(exc, TooManyWaiters):
+        return error_response(
+            429,
+            "the gateway holds as many long-polls as it may; retry, or poll without wait",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     if isinstance(exc, redis.RedisError | OSError | TimeoutError):
         log.warning("redis_unavailable", error=type(exc).__name__)
         return unavailable()
@@ -143,6 +157,7 @@ def install(app: FastAPI) -> None:
         InvalidRequest,
         RequestNotFound,
         StarletteHTTPException,
+        TooManyWaiters,
         redis.RedisError,
         OSError,
         TimeoutError,

@@ -10,6 +10,8 @@ from fastapi.security import HTTPBearer
 from starlette.responses import JSONResponse
 
 from genqueue.gateway.errors import unavailable
+from genqueue.gateway.limits import WaiterCap
+from genqueue.gateway.resources import Resources
 from genqueue.gateway.schemas import (
     CancelResult,
     CreateGeneration,
@@ -41,6 +43,13 @@ def _err(description: str) -> dict[str, Any]:
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _err("No or malformed `Authorization: Bearer` header (answer has `WWW-Authenticate`)."),
     403: _err("The API key is not accepted."),
+    429: _err("Over this API key's request rate; retry after `Retry-After` seconds."),
+}
+WAITERS_FULL: dict[int | str, dict[str, Any]] = {
+    429: _err(
+        "Over this key's request rate, or the gateway holds as many long-polls as it may; "
+        "retry after `Retry-After` seconds."
+    ),
 }
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: _err("The queue's Redis is unreachable; retry after `Retry-After` seconds."),
@@ -51,9 +60,10 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 def client_of(request: Request) -> AsyncClient:
-    """The app's one producer client (made by the lifespan)."""
-    client: AsyncClient = request.app.state.client
-    return client
+    """The app's one producer client, opened on first use (so a mounted gateway whose lifespan
+    never ran works too). ``request.app`` is the gateway itself, mounted or not."""
+    resources: Resources = request.app.state.resources
+    return resources.client
 
 
 Client = Annotated[AsyncClient, Depends(client_of)]
@@ -73,8 +83,9 @@ async def _get(client: AsyncClient, request_id: str) -> GenerationRecord:
     return _record(await client.get(request_id))
 
 
-def build_v1_router(max_wait_s: float) -> APIRouter:
-    """The authenticated API under ``/v1`` (``max_wait_s`` bounds the ``wait`` long-poll)."""
+def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
+    """The authenticated API under ``/v1`` (``max_wait_s`` bounds the ``wait`` long-poll;
+    ``waiters`` caps how many are held at once)."""
     router = APIRouter(prefix="/v1", dependencies=[Security(_bearer)], responses=AUTH_ERRORS)
 
     @router.post(
@@ -141,6 +152,7 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
         responses={
             200: {"description": "The record: terminal, or still running when `wait` ran out."},
             **NOT_FOUND,
+            **WAITERS_FULL,
             422: _err("`wait` is out of range."),
             **UNAVAILABLE,
         },
@@ -164,10 +176,11 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
         """The generation's current record; with `?wait=SECONDS`, held until it is terminal."""
         if wait is None or not _ID_SHAPE.match(request_id):
             return await _get(client, request_id)
-        try:
-            return _record(await client.wait(request_id, timeout_s=wait))
-        except WaitTimeout:
-            return await _get(client, request_id)
+        with waiters.hold():
+            try:
+                return _record(await client.wait(request_id, timeout_s=wait))
+            except WaitTimeout:
+                return await _get(client, request_id)
 
     @router.delete(
         "/generations/{request_id}",

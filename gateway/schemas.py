@@ -24,6 +24,7 @@ ErrorType = Literal[
     "not_found",
     "method_not_allowed",
     "payload_too_large",
+    "rate_limited",
     "unavailable",
     "internal",
     "http_error",

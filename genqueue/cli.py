@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -23,9 +24,18 @@ from rich.console import Console
 from rich.table import Table
 
 from genqueue import __version__
+from genqueue.cli_webhooks import webhooks
+from genqueue.cliflags import (
+    FLAG_RULE,
+    log_options,
+    request_field_options,
+    secret_option,
+    settings_options,
+)
 from genqueue.demo_report import format_usd
 from genqueue.envhelp import env_help
-from genqueue.logs import configure_logging, scrub
+from genqueue.gateway.settings import GatewaySettings
+from genqueue.logs import LogFormat, configure_logging, register_secrets, scrub, secrets_in_env
 from genqueue.producer import (
     Client,
     InvalidRequest,
@@ -36,7 +46,10 @@ from genqueue.producer import (
     WaitTimeout,
 )
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
+from genqueue.producer.models import GenerationRequest
 from genqueue.producer.settings import redact_url
+from genqueue.terminal import escape_controls, inert, inert_markup
+from genqueue.worker.config import WorkerConfig
 
 EXIT_NOT_FOUND = 1
 EXIT_RUNTIME = 1
@@ -47,6 +60,9 @@ EXIT_INTERRUPTED = 130
 
 _CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: ``genqueue.gateway.auth.ENV_API_KEYS``, not imported from there: that loads FastAPI.
+ENV_API_KEYS = "GENQUEUE_API_KEYS"
+
 #: How long the CLI waits to connect to Redis before calling it unreachable.
 _CONNECT_TIMEOUT_S = 5.0
 
@@ -56,7 +72,10 @@ class ConfigError(Exception):
 
 
 def _err(message: str) -> None:
-    click.echo(f"genqueue: {message}", err=True)
+    # Messages can quote user input, upstream text or an exception carrying a URL: scrubbed of
+    # secrets and printed as data.
+    register_secrets(*secrets_in_env(os.environ))
+    click.echo(f"genqueue: {escape_controls(scrub(message))}", err=True)
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -122,22 +141,21 @@ def main() -> None:
 # --- worker / simulator ---------------------------------------------------------------------
 
 
-@main.command()
-def worker() -> None:
+@main.command(epilog=FLAG_RULE)
+@settings_options(WorkerConfig)
+@log_options
+def worker(config: WorkerConfig, log_level: str | None, log_format: LogFormat | None) -> None:
     """Run a worker until SIGTERM/SIGINT.
 
-    Configured by the environment (see `genqueue --help`); needs TOGETHER_API_KEY. A lost Redis
-    does not stop it: it reconnects with backoff.
+    Every setting is a flag (below) or its environment variable; needs TOGETHER_API_KEY. A lost
+    Redis does not stop it: it reconnects with backoff.
     """
     from genqueue.worker.app import run_worker
-    from genqueue.worker.config import WorkerConfig
     from genqueue.worker.runtime import UnsafeRedis
 
-    configure_logging()
-    try:
-        cfg = WorkerConfig.from_env()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    configure_logging(log_level, log_format)
+    cfg = config
+    _register_flag_secrets(cfg.settings, api_key=cfg.api_key, webhook_secret=cfg.webhooks.secret)
     if not cfg.api_key:
         _fail(
             EXIT_USAGE,
@@ -166,6 +184,19 @@ def worker() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _register_flag_secrets(settings: Settings, **values: str) -> None:
+    # A secret given as a flag is not in the environment, where the log scrubber looks.
+    register_secrets(
+        *secrets_in_env(
+            {
+                "GENQUEUE_REDIS_URL": settings.redis_url,
+                "TOGETHER_API_KEY": values.get("api_key", ""),
+                "GENQUEUE_WEBHOOK_SECRET": values.get("webhook_secret", ""),
+            }
+        )
+    )
+
+
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     sys.exit(0)
 
@@ -176,32 +207,44 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
 @click.option(
     "--time-scale",
     type=click.FloatRange(min=0, min_open=True),
-    help="Multiplies every simulated duration.  [default: 1.0]",
+    help="Multiplies every simulated duration.  [default: 1.0]  [env var: GENQUEUE_SIM_TIME_SCALE]",
 )
-@click.option("--seed", type=int, help="Seed of the job outcomes.  [default: 0]")
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the job outcomes.  [default: 0]  [env var: GENQUEUE_SIM_SEED]",
+)
 @click.option(
     "--shape",
     type=click.Choice(["sdk", "legacy"]),
-    help="Response shape of GET /v2/videos/{id}.  [default: sdk]",
+    help="Response shape of GET /v2/videos/{id}.  [default: sdk]  [env var: GENQUEUE_SIM_SHAPE]",
 )
 @click.option(
     "--failure-share",
     type=click.FloatRange(0, 1),
-    help="Share of jobs that fail upstream.  [default: 0.05]",
+    help="Share of jobs that fail upstream.  [default: 0.05]  "
+    "[env var: GENQUEUE_SIM_FAILURE_SHARE]",
 )
 @click.option(
     "--idempotency/--no-idempotency",
     "honour_idempotency",
     default=None,
     help="Honour Idempotency-Key (replay the job of a repeated key). Together documents no "
-    "idempotency: off unless asked.  [default: no-idempotency]",
+    "idempotency: off unless asked.  [default: no-idempotency]  "
+    "[env var: GENQUEUE_SIM_HONOUR_IDEMPOTENCY]",
 )
 @click.option(
     "--faults",
     help="Upstream fault profile: none, flaky, chaos, optionally with overrides, e.g. "
-    "'chaos,hang_share=0' or 'error_5xx_share=0.1,rate_limit_rps=50'.  [default: none]",
+    "'chaos,hang_share=0' or 'error_5xx_share=0.1,rate_limit_rps=50'.  [default: none]  "
+    "[env var: GENQUEUE_SIM_FAULTS]",
 )
-@click.option("--api-key", help="Accept only this bearer key (default: any non-empty key).")
+@click.option(
+    "--api-key",
+    metavar="SECRET",
+    help="Accept only this bearer key (default: any non-empty key); `ps` shows flags: prefer "
+    "the variable.  [env var: GENQUEUE_SIM_API_KEY]",
+)
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def simulator(
     host: str,
@@ -363,12 +406,13 @@ def record_table(view: RequestView) -> Table:
         ("end to end", _dur(view.total_duration_s)),
         ("detection lag", _dur(view.detection_lag_s)),
         ("metadata", json.dumps(view.metadata) if view.metadata else None),
-        ("webhook url", view.webhook_url),
+        # A receiver's URL may carry its own credentials: shown without them.
+        ("webhook url", redact_url(view.webhook_url) if view.webhook_url else None),
         ("idempotency key", view.idempotency_key),
     ]
     for key, value in rows:
         if value not in (None, ""):
-            t.add_row(key, value)
+            t.add_row(key, inert(str(value)))
     return t
 
 
@@ -421,9 +465,11 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--wait", is_flag=True, help="Wait for the request to finish and print it.")
 @_TIMEOUT
 @_JSON
+@request_field_options(GenerationRequest)
 def submit(
     model: str,
     prompt: str | None,
+    fields: dict[str, Any],
     params: dict[str, Any],
     metadata: dict[str, str],
     idempotency_key: str | None,
@@ -437,7 +483,11 @@ def submit(
 
     With --wait, print its finished record instead (exit 4 if it did not complete, 3 on
     --timeout)."""
-    request: dict[str, Any] = {"model": model, **params}
+    twice = sorted(fields.keys() & params.keys())
+    if twice:
+        flag = "--" + twice[0].replace("_", "-")
+        raise click.UsageError(f"{twice[0]!r} given twice: by --param and by {flag}")
+    request: dict[str, Any] = {"model": model, **fields, **params}
     if prompt is not None:
         request["prompt"] = prompt
     if metadata:
@@ -503,7 +553,7 @@ def cancel(request_id: str, as_json: bool) -> None:
     if as_json:
         _echo_json({"id": request_id, "outcome": outcome})
     else:
-        click.echo(f"{request_id}: {_CANCEL_TEXT.get(outcome, outcome)}")
+        click.echo(f"{escape_controls(request_id)}: {_CANCEL_TEXT.get(outcome, outcome)}")
 
 
 def stats_tables(stats: Stats) -> list[Table]:
@@ -523,10 +573,11 @@ def stats_tables(stats: Stats) -> list[Table]:
         p = stats.paused
         until = p.get("until_ms")
         until_s = (_ts(int(until) / 1000) if until and until.isdigit() else None) or "?"
+        # The reason and code come from the upstream's answer: markup-escaped.
         now.add_row(
             "creates",
-            f"[red]PAUSED[/red] ({p.get('reason', '?')}, HTTP {p.get('code', '?')}, "
-            f"until {until_s})",
+            f"[red]PAUSED[/red] ({inert_markup(str(p.get('reason', '?')))}, "
+            f"HTTP {inert_markup(str(p.get('code', '?')))}, until {until_s})",
         )
     else:
         now.add_row("creates", "[green]running[/green]")
@@ -539,7 +590,7 @@ def stats_tables(stats: Stats) -> list[Table]:
     models = sorted({m for m, _ in stats.finished} | set(stats.cost_micro_usd))
     for m in models:
         done.add_row(
-            m,
+            inert(m),
             *(str(stats.finished.get((m, o), 0)) for o in TERMINAL),
             format_usd(stats.cost_micro_usd.get(m, 0)),
         )
@@ -554,7 +605,7 @@ def stats_tables(stats: Stats) -> list[Table]:
     return [now, done]
 
 
-@main.command()
+@main.command(epilog=FLAG_RULE)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
@@ -562,18 +613,49 @@ def stats_tables(stats: Stats) -> list[Table]:
     is_flag=True,
     help="Serve without API keys (development only).",
 )
-def gateway(host: str, port: int, allow_anonymous: bool) -> None:
+@secret_option("--api-keys", ENV_API_KEYS, "Accepted bearer API keys, comma-separated.")
+@settings_options(Settings, into="settings")
+@settings_options(GatewaySettings, into="limits")
+@click.option(
+    "--root-path",
+    default="",
+    help="The path prefix a reverse proxy strips in front of the gateway (e.g. /genqueue).",
+)
+@log_options
+def gateway(
+    host: str,
+    port: int,
+    allow_anonymous: bool,
+    api_keys: str | None,
+    settings: Settings,
+    limits: GatewaySettings,
+    root_path: str,
+    log_level: str | None,
+    log_format: LogFormat | None,
+) -> None:
     """Serve the HTTP gateway for backends in other languages (OpenAPI at /openapi.json).
 
-    Bearer API keys come from GENQUEUE_API_KEYS (comma-separated)."""
+    Bearer API keys come from GENQUEUE_API_KEYS (comma-separated) or --api-keys."""
     from genqueue.gateway import GatewayConfigError, serve
+    from genqueue.gateway.auth import parse_api_keys
 
-    configure_logging()
-    settings = _settings()
+    configure_logging(log_level, log_format)
     _err(f"gateway on http://{host}:{port} for {settings.redis_url_redacted}")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        serve(settings, host, port, allow_anonymous=allow_anonymous)
+        # click already fell back to the variable: an empty list means "no keys at all".
+        keys = parse_api_keys(api_keys or "")
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        register_secrets(*keys)
+        _register_flag_secrets(settings)
+        serve(
+            settings,
+            host,
+            port,
+            keys,
+            allow_anonymous=allow_anonymous,
+            root_path=root_path,
+            limits=limits,
+        )
     except GatewayConfigError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -589,10 +671,14 @@ def resume() -> None:
     click.echo("creates resumed" if was_paused else "creates were not paused")
 
 
-@main.command()
+@main.command(epilog=FLAG_RULE)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to bind.")
 @click.option("--port", default=9108, show_default=True, type=click.IntRange(1, 65535))
-def exporter(host: str, port: int) -> None:
+@settings_options(Settings, into="settings")
+@log_options
+def exporter(
+    host: str, port: int, settings: Settings, log_level: str | None, log_format: LogFormat | None
+) -> None:
     """Serve cluster-wide metrics read from Redis at scrape time (run ONE per cluster).
 
     Queue depth, requests by status, finished totals and cost by model, creates paused,
@@ -603,8 +689,8 @@ def exporter(host: str, port: int) -> None:
 
     from genqueue.worker.cluster_metrics import ClusterCollector
 
-    configure_logging()
-    settings = _settings()
+    configure_logging(log_level, log_format)
+    _register_flag_secrets(settings)
     registry = CollectorRegistry()
     registry.register(ClusterCollector(settings))
     start_http_server(port, addr=host, registry=registry)
@@ -681,6 +767,8 @@ def demo(
     )
     sys.exit(code)
 
+
+main.add_command(webhooks)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

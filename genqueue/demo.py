@@ -42,6 +42,7 @@ from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.record import with_id
 from genqueue.producer.settings import redact_url
 from genqueue.simulator.config import DEFAULT_MODELS
+from genqueue.terminal import inert_markup
 from genqueue.worker.config import WorkerConfig
 
 #: Wall seconds per simulated second. At 0.125 the default run (200 videos over every simulated
@@ -199,7 +200,7 @@ def _redis(console: Console) -> Iterator[tuple[str, str]]:
             yield url, redact_url(url)
             return
         console.print(
-            f"[yellow]GENQUEUE_REDIS_URL ({redact_url(url)}) does not answer; "
+            f"[yellow]GENQUEUE_REDIS_URL ({inert_markup(redact_url(url))}) does not answer; "
             "starting a private redis-server instead[/yellow]"
         )
     if shutil.which("redis-server") is None:
@@ -527,11 +528,12 @@ def run_demo(opts: DemoOptions, *, out: Console | None = None) -> int:
         keep_logs = not summary.ok
         return 0 if summary.ok else 1
     except DemoError as exc:
-        err.print(f"[red]genqueue demo: {exc}[/red]", highlight=False)
+        err.print(f"[red]genqueue demo: {inert_markup(scrub(str(exc)))}[/red]", highlight=False)
         return 1
     except (redis.RedisError, httpx.HTTPError, OSError) as exc:
         err.print(
-            f"[red]genqueue demo: {type(exc).__name__}: {scrub(str(exc))}[/red]", highlight=False
+            f"[red]genqueue demo: {type(exc).__name__}: {inert_markup(scrub(str(exc)))}[/red]",
+            highlight=False,
         )
         return 1
     except KeyboardInterrupt:

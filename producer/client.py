@@ -8,13 +8,16 @@ from typing import Any, Literal
 
 import redis.asyncio
 
+from genqueue.producer.contracts import Cancel
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
+from genqueue.producer.keys import Tag
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.scripts import AsyncScripts, call, ms
+from genqueue.producer.replies import CancelReply
+from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from genqueue.producer.submission import created_id, prepare
+from genqueue.producer.submission import prepare
 from genqueue.producer.waiters import AsyncDoneListener
 
 CancelOutcome = Literal["cancelled", "requested", "already_finished"]
@@ -23,13 +26,13 @@ CancelOutcome = Literal["cancelled", "requested", "already_finished"]
 _SUBSCRIBE_TIMEOUT_S = 5.0
 
 
-def cancel_outcome(reply: list[str], request_id: str) -> CancelOutcome:
+def cancel_outcome(reply: CancelReply, request_id: str) -> CancelOutcome:
     """Interpret the cancel script's reply."""
-    if reply[0] == "MISSING":
+    if reply.tag is Tag.MISSING:
         raise RequestNotFound(request_id)
-    if reply[0] == "CANCELLED":
+    if reply.tag is Tag.CANCELLED:
         return "cancelled"
-    if reply[0] == "REQUESTED":
+    if reply.tag is Tag.REQUESTED:
         return "requested"
     return "already_finished"
 
@@ -84,7 +87,7 @@ class AsyncClient:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
         )
-        request_id, _ = created_id(await self._scripts.run(sub.create))
+        request_id = (await self._scripts.run(sub.create)).request_id
         return request_id
 
     async def get(self, request_id: str) -> RequestView:
@@ -126,13 +129,11 @@ class AsyncClient:
     async def cancel(self, request_id: str) -> CancelOutcome:
         """Cancel: at once if pending or already created upstream, else at the next step."""
         view = await self.get(request_id)
-        c = call(
-            self.settings,
-            "cancel",
-            request_id,
-            ms(self.settings.tracking_limit_s),
+        c = Cancel(
+            request_id=request_id,
             idempotency_key=view.idempotency_key,
-        )
+            tracking_limit_ms=ms(self.settings.tracking_limit_s),
+        ).call(self.settings)
         return cancel_outcome(await self._scripts.run(c), request_id)
 
     async def resume_creates(self) -> bool:

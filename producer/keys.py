@@ -7,6 +7,7 @@ on one definition (the worker imports this module; the producer never imports th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final, Literal
 
 #: Version of the record layout and of every task's arguments. Deferred timers outlive
@@ -23,12 +24,45 @@ ALL_STATUSES: Final[tuple[str, ...]] = NON_TERMINAL + TERMINAL
 #: limits (``tracking``: a cancelled or expired request whose billed job is still watched).
 HOLDING_SLOT: Final[tuple[str, ...]] = ("submitting", "queued", "in_progress", "tracking")
 
+
+class Tag(StrEnum):
+    """The first element of every transition script's reply (``producer/replies.py`` says
+    which script answers which; ``tests/unit/test_lua_names.py`` checks the Lua uses no other)."""
+
+    CREATED = "CREATED"
+    EXISTS = "EXISTS"
+    OK = "OK"
+    GO = "GO"
+    CAP_FULL = "CAP_FULL"
+    LEASED = "LEASED"
+    PAUSED = "PAUSED"
+    LIMITED = "LIMITED"
+    RETRY = "RETRY"
+    NEXT = "NEXT"
+    CLEAR = "CLEAR"
+    REQUESTED = "REQUESTED"
+    ALREADY = "ALREADY"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    FAILED = "FAILED"
+    ABANDONED = "ABANDONED"
+    DONE = "DONE"
+    #: ``webhook_replay``: the webhook is not dead-lettered (delivered or still pending).
+    NOT_DEAD = "NOT_DEAD"
+    STALE = "STALE"
+    MISSING = "MISSING"
+
+
 TimerKind = Literal["submit", "poll"]
 SUBMIT_TASK: Final = "submit"
 POLL_TASK: Final = "poll"
 RECONCILE_TASK: Final = "reconcile"
 SIDE_TASK: Final = "side"
 DISPATCH_TASK: Final = "dispatch_outbox"
+
+#: The last ARGV of a transition script whose caller passed the timer step to enqueue
+#: (``producer/timers.py``: ``inline_arm``; ``lua/_transition.lua``: ``ARM``).
+INLINE_ARM_MARKER: Final = "genqueue:arm"
 
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
@@ -192,12 +226,19 @@ class Field:
     COST_MICRO_USD: Final = "cost_micro_usd"
     VIDEO_URL: Final = "video_url"
     ERROR: Final = "error"
+    #: The error of a tracked job's own end, after the request already ended (cancelled or
+    #: expired): ``error`` keeps what the user saw.
+    UPSTREAM_ERROR: Final = "upstream_error"
     SIDE_SEQ: Final = "side_seq"
     WEBHOOK_ID: Final = "webhook_id"
     WEBHOOK_STATE: Final = "webhook_state"
     WEBHOOK_ATTEMPTS: Final = "webhook_attempts"
     WEBHOOK_DELIVERED_AT_MS: Final = "webhook_delivered_at_ms"
     WEBHOOK_ERROR: Final = "webhook_error"
+    #: HTTP status of the last webhook answer ("" when none came: refused, timeout, error).
+    WEBHOOK_LAST_STATUS: Final = "webhook_last_status"
+    #: When an operator replayed a dead webhook (its retry window restarts then).
+    WEBHOOK_REPLAYED_AT_MS: Final = "webhook_replayed_at_ms"
     DOWNLOAD_STATE: Final = "download_state"
     DOWNLOAD_ATTEMPTS: Final = "download_attempts"
     DOWNLOAD_PATH: Final = "download_path"

@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from genqueue.producer.addresses import Network, url_refusal
 from genqueue.producer.errors import FieldError, InvalidRequest
 
 MAX_PROMPT_CHARS = 32_000
@@ -271,8 +272,14 @@ def validate_options(
     webhook_url: str | None,
     deadline_s: float | None,
     max_deadline_s: float,
+    allow_nets: tuple[Network, ...] = (),
 ) -> None:
-    """Check the options that travel beside a request; raise :class:`InvalidRequest`."""
+    """Check the options that travel beside a request; raise :class:`InvalidRequest`.
+
+    A webhook URL is refused here for what needs no lookup (scheme, credentials, an
+    internal address in any spelling; see ``producer/addresses.py``); workers check the
+    resolved addresses again at delivery.
+    """
     errors: list[FieldError] = []
     if idempotency_key is not None and (
         not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS
@@ -286,15 +293,13 @@ def validate_options(
             )
         )
     if webhook_url is not None:
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(webhook_url)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            ok = False
-        if not ok or len(webhook_url) > MAX_WEBHOOK_URL_CHARS:
-            errors.append(FieldError("webhook_url", "must be an http(s) URL with a host"))
+        why = (
+            f"must be at most {MAX_WEBHOOK_URL_CHARS} characters"
+            if len(webhook_url) > MAX_WEBHOOK_URL_CHARS
+            else url_refusal(webhook_url, allow_nets)
+        )
+        if why:
+            errors.append(FieldError("webhook_url", why))
     if deadline_s is not None and not (0 < deadline_s <= max_deadline_s):
         errors.append(FieldError("deadline_s", f"must be > 0 and <= {max_deadline_s:g} seconds"))
     if errors:

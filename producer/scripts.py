@@ -1,22 +1,30 @@
-"""The Lua transition scripts: the only code that changes a record's status.
+"""The Lua scripts: loading, assembling and running them.
+
+Every script lives in ``producer/lua/<name>.lua``. A script is assembled by replacing each
+``--- @include "x"`` line with the helper file ``lua/_x.lua`` (each helper once per script,
+helpers may include others) or, for ``"constants"``, with a chunk generated from
+``producer/keys.py`` (statuses, the totals separator, the inline-arm marker), so the Lua
+never repeats a definition the Python owns. What each script takes and answers is in
+``producer/contracts.py`` (one builder per script) and ``producer/replies.py`` (one reply
+type per script).
 
 redis-py ``Script`` objects send ``EVALSHA`` and reload on ``NOSCRIPT``, so a Redis restart
-(which forgets ``SCRIPT LOAD``) heals itself (DESIGN.md rule 6).
+(which forgets ``SCRIPT LOAD``) heals itself (architecture rule 6).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import redis
 import redis.asyncio
 
-from genqueue.producer.keys import Keys
-from genqueue.producer.settings import Settings
-from genqueue.producer.timers import Timer, inline_arm
+from genqueue.producer.keys import HOLDING_SLOT, INLINE_ARM_MARKER, NON_TERMINAL, TOTALS_SEP
 
 ScriptName = Literal[
     "create",
@@ -28,7 +36,10 @@ ScriptName = Literal[
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
 ]
+#: The transition scripts (the ones that change a record); registered by ``AsyncScripts``.
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "create",
     "begin_submit",
@@ -39,64 +50,85 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
 )
+#: The other scripts, each registered by the one module that runs it.
+OTHER_SCRIPT_NAMES: tuple[str, ...] = (
+    "arm",
+    "claim_due",
+    "record_duration",
+    "pause",
+    "pause_streak",
+)
+
+_INCLUDE = re.compile(r'^--- @include "([a-z_]+)"[ \t]*$', re.MULTILINE)
+
+
+def _lua_str(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_:|]*", value):
+        raise ValueError(f"not a plain Lua string: {value!r}")
+    return f"'{value}'"
+
+
+def constants_lua() -> str:
+    """The Lua of ``--- @include "constants"``: the Python definitions the scripts use."""
+    non_terminal = ", ".join(f"{s} = true" for s in NON_TERMINAL)
+    holding = ", ".join(_lua_str(s) for s in HOLDING_SLOT)
+    return (
+        "-- Generated from producer/keys.py by producer/scripts.py (constants_lua).\n"
+        f"local NON_TERMINAL = {{{non_terminal}}}\n"
+        f"local HOLDING_SLOT = {{{holding}}}\n"
+        f"local SEP = {_lua_str(TOTALS_SEP)}\n"
+        f"local INLINE_ARM_MARKER = {_lua_str(INLINE_ARM_MARKER)}\n"
+    )
+
+
+def _read(file_name: str) -> str:
+    return (files("genqueue.producer") / "lua" / file_name).read_text()
+
+
+def assemble(text: str) -> str:
+    """Lua text with its ``--- @include`` lines replaced (each helper at most once)."""
+    seen: set[str] = set()
+
+    def expand(chunk: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name in seen:
+                return f"-- (included above: {name})"
+            seen.add(name)
+            body = constants_lua() if name == "constants" else _read(f"_{name}.lua")
+            return f"-- >>> {name}\n{expand(body).rstrip()}\n-- <<< {name}"
+
+        return _INCLUDE.sub(one, chunk)
+
+    return expand(text)
 
 
 @cache
 def source(name: str) -> str:
-    """The full Lua source of a script: its name (``SCRIPT``), the shared prelude, its body."""
-    lua = files("genqueue.producer") / "lua"
-    prelude = (lua / "_prelude.lua").read_text()
-    return f"local SCRIPT = '{name}'\n{prelude}\n" + (lua / f"{name}.lua").read_text()
+    """The assembled Lua source of the script ``lua/<name>.lua``."""
+    return assemble(_read(f"{name}.lua"))
+
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
-class ScriptCall:
-    """Everything one script invocation sends: keys and arguments, as strings."""
+class ScriptCall(Generic[R]):
+    """Everything one script invocation sends (keys and arguments, as strings) and how its
+    reply is read. Built by ``producer/contracts.py`` only."""
 
     name: ScriptName
     keys: list[str]
     args: list[str]
-
-
-def call(
-    settings: Settings,
-    name: ScriptName,
-    request_id: str,
-    *extra: str | int,
-    idempotency_key: str | None = None,
-    extra_keys: tuple[str, ...] = (),
-    arm: Timer | None = None,
-) -> ScriptCall:
-    """Build a script call with the shared leading arguments (see ``_prelude.lua``).
-
-    ``arm``: the timer step the caller expects the script to move to; the script enqueues it
-    if it does (the caller checks the reply's seq and arms any other step itself).
-    """
-    keys: Keys = settings.keys
-    common = [
-        request_id,
-        str(settings.events_maxlen),
-        keys.done_channel(request_id),
-        str(ms(settings.retention_s)),
-    ]
-    arm_keys, arm_args = inline_arm(keys.queue, arm) if arm is not None else ([], [])
-    return ScriptCall(
-        name,
-        keys.script_keys(request_id, idempotency_key) + list(extra_keys) + arm_keys,
-        common + [_arg(x) for x in extra] + arm_args,
-    )
+    parse: Callable[[list[str]], R]
 
 
 def ms(seconds: float) -> int:
     """Seconds to whole milliseconds (the unit every script speaks)."""
     return max(0, round(seconds * 1000))
-
-
-def _arg(x: str | int) -> str:
-    if isinstance(x, float):  # a float here is a unit bug: scripts take whole milliseconds
-        raise TypeError(f"script arguments are str or int, got float {x!r}")
-    return str(x)
 
 
 def decode_reply(reply: Any) -> list[str]:
@@ -108,36 +140,36 @@ def decode_reply(reply: Any) -> list[str]:
 
 
 class AsyncScripts:
-    """The scripts registered on one asyncio client."""
+    """The transition scripts registered on one asyncio client."""
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._scripts = {n: client.register_script(source(n)) for n in SCRIPT_NAMES}
 
-    async def run(self, c: ScriptCall) -> list[str]:
-        return decode_reply(await self._scripts[c.name](keys=c.keys, args=c.args))
+    async def run(self, c: ScriptCall[R]) -> R:
+        return c.parse(decode_reply(await self._scripts[c.name](keys=c.keys, args=c.args)))
 
-    async def queue(self, pipe: redis.asyncio.client.Pipeline, c: ScriptCall) -> None:
+    async def queue(self, pipe: redis.asyncio.client.Pipeline, c: ScriptCall[Any]) -> None:
         """Queue the script on a pipeline (the pipeline loads it if Redis forgot it)."""
         await self._scripts[c.name](keys=c.keys, args=c.args, client=pipe)
 
 
 class SyncScripts:
-    """The scripts registered on one blocking client."""
+    """The transition scripts registered on one blocking client."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._scripts = {n: client.register_script(source(n)) for n in SCRIPT_NAMES}
 
-    def run(self, c: ScriptCall) -> list[str]:
-        return decode_reply(self._scripts[c.name](keys=c.keys, args=c.args))
+    def run(self, c: ScriptCall[R]) -> R:
+        return c.parse(decode_reply(self._scripts[c.name](keys=c.keys, args=c.args)))
 
 
 async def run_with(
-    client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall, *command: str | int
-) -> tuple[list[str], Any]:
+    client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall[R], *command: str | int
+) -> tuple[R, Any]:
     """Run a script and then ``command`` on the same connection (``WAIT``/``WAITAOF`` only
     count the writes of their own connection)."""
     async with client.pipeline(transaction=False) as pipe:
         await scripts.queue(pipe, c)
         pipe.execute_command(*command)
         reply, extra = await pipe.execute()
-    return decode_reply(reply), extra
+    return c.parse(decode_reply(reply)), extra

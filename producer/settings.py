@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from genqueue.producer import envconfig
+from genqueue.producer.addresses import Network, parse_nets
+from genqueue.producer.envconfig import ENV_PREFIX
 from genqueue.producer.keys import Keys
 
-ENV_PREFIX = "GENQUEUE_"
+__all__ = ["ENV_PREFIX", "Settings", "overrides_from_env", "redact_url"]
+
+
+#: Query-string parameters that carry a credential (redis-py reads ``?password=``).
+_SECRET_QUERY = re.compile(r"([?&;](?:password|passwd|pass|pwd|secret|token|auth)=)[^&;#]*", re.I)
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to log)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with any password replaced by ``***``, in the userinfo and in the query string
+    (``redis://h/0?password=...``, which redis-py accepts): safe to log."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparseable (e.g. a bad port): keep nothing that might be a secret
+        return "(unparseable URL)"
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    query = _SECRET_QUERY.sub(r"\1***", "?" + parts.query)[1:] if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _convert(raw: str, current: Any, name: str) -> Any:
@@ -42,7 +55,9 @@ def _convert(raw: str, current: Any, name: str) -> Any:
 
 
 def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
-    """``GENQUEUE_<FIELD>`` values for a settings dataclass's fields, typed like its defaults."""
+    """``GENQUEUE_<FIELD>`` values for a flat settings dataclass's fields, typed like its
+    defaults. ``Settings`` and ``WorkerConfig`` use ``genqueue.producer.envconfig`` (groups,
+    renamed variables); this stays for flat dataclasses elsewhere."""
     out: dict[str, Any] = {}
     for f in fields(defaults):
         raw = env.get(ENV_PREFIX + f.name.upper())
@@ -55,12 +70,16 @@ def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
 class Settings:
     """Where the queue lives and how long things are kept (units in the names)."""
 
-    redis_url: str = "redis://localhost:6379/0"
+    #: The Redis (``rediss://`` and passwords allowed; passwords are never logged). May hold
+    #: a password (userinfo or ``?password=``): kept out of ``repr``; log ``redis_url_redacted``.
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)
+    #: Prefix of every key (deployments can share a Redis).
     key_prefix: str = "genqueue"
     #: How long a finished record (and its idempotency key) is kept.
     retention_s: float = 7 * 86400.0
     #: Deadline of a request when the producer gives none.
     default_deadline_s: float = 3600.0
+    #: Largest deadline accepted.
     max_deadline_s: float = 7 * 86400.0
     #: After a cancel or deadline, how long a billed upstream job is still tracked for its cost.
     tracking_limit_s: float = 6 * 3600.0
@@ -68,6 +87,11 @@ class Settings:
     events_maxlen: int = 100_000
     #: Backstop re-read of a waited-for record if a pub/sub message is missed.
     wait_recheck_s: float = 5.0
+    #: Networks (comma-separated CIDRs) webhooks and download redirects may reach although
+    #: they are internal (loopback, private, ...), and the only ones reachable over plain
+    #: ``http``. Empty: none. Each entry opens those addresses to every request's webhook
+    #: URL (SSRF): name only networks whose receivers expect genqueue (docs/security.md).
+    outbound_allow_nets: str = ""
 
     def __post_init__(self) -> None:
         for name in ("retention_s", "default_deadline_s", "max_deadline_s", "tracking_limit_s"):
@@ -75,6 +99,7 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.default_deadline_s > self.max_deadline_s:
             raise ValueError("default_deadline_s must not exceed max_deadline_s")
+        parse_nets(self.outbound_allow_nets)  # raises on a bad CIDR, at start-up
         if not self.key_prefix or any(c in self.key_prefix for c in " *?[]"):
             raise ValueError(
                 f"key_prefix {self.key_prefix!r} must be non-empty, no spaces or globs"
@@ -83,12 +108,16 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``GENQUEUE_*`` variables (e.g. ``GENQUEUE_REDIS_URL``)."""
-        base = cls()
-        return replace(base, **overrides_from_env(base, os.environ if env is None else env))
+        return envconfig.from_env(cls, os.environ if env is None else env)
 
     @property
     def keys(self) -> Keys:
         return Keys(self.key_prefix)
+
+    @property
+    def allow_nets(self) -> tuple[Network, ...]:
+        """``outbound_allow_nets`` parsed."""
+        return parse_nets(self.outbound_allow_nets)
 
     @property
     def redis_url_redacted(self) -> str:

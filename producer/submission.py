@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from genqueue.producer.contracts import Create
 from genqueue.producer.keys import SCHEMA_VERSION, SUBMIT_TASK, Field
 from genqueue.producer.models import GenerationRequest, parse_request, validate_options
 from genqueue.producer.record import encode_spec
-from genqueue.producer.scripts import ScriptCall, call, ms
+from genqueue.producer.replies import CreateReply
+from genqueue.producer.scripts import ScriptCall, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.timers import Timer
 
@@ -21,7 +22,7 @@ class Submission:
     also enqueues the first timer step when it creates the record)."""
 
     request_id: str
-    create: ScriptCall
+    create: ScriptCall[CreateReply]
 
 
 def prepare(
@@ -39,6 +40,7 @@ def prepare(
         webhook_url=webhook_url,
         deadline_s=deadline_s,
         max_deadline_s=settings.max_deadline_s,
+        allow_nets=settings.allow_nets,
     )
     request_id = str(uuid.uuid4())
     fields = {
@@ -48,20 +50,12 @@ def prepare(
         Field.HAS_WEBHOOK: "1" if webhook_url else "",
     }
     deadline = settings.default_deadline_s if deadline_s is None else deadline_s
-    create = call(
-        settings,
-        "create",
-        request_id,
-        json.dumps(fields),
-        ms(deadline),
-        "1" if idempotency_key else "0",
-        encode_spec(req.upstream_body(), req.metadata, webhook_url),
+    create = Create(
+        request_id=request_id,
         idempotency_key=idempotency_key,
+        fields=fields,
+        deadline_ms=ms(deadline),
+        spec=encode_spec(req.upstream_body(), req.metadata, webhook_url),
         arm=Timer(SUBMIT_TASK, request_id, 0),
-    )
+    ).call(settings)
     return Submission(request_id, create)
-
-
-def created_id(reply: list[str]) -> tuple[str, bool]:
-    """The request id a create reply names, and whether it is new."""
-    return reply[1], reply[0] == "CREATED"

@@ -9,13 +9,14 @@ from typing import Any
 import redis
 
 from genqueue.producer.client import CancelOutcome, cancel_outcome
+from genqueue.producer.contracts import Cancel
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full_sync
-from genqueue.producer.scripts import SyncScripts, call, ms
+from genqueue.producer.scripts import SyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from genqueue.producer.submission import created_id, prepare
+from genqueue.producer.submission import prepare
 from genqueue.producer.waiters import SyncDoneListener
 
 _SUBSCRIBE_TIMEOUT_S = 5.0
@@ -62,7 +63,7 @@ class Client:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
         )
-        request_id, _ = created_id(self._scripts.run(sub.create))
+        request_id = self._scripts.run(sub.create).request_id
         return request_id
 
     def get(self, request_id: str) -> RequestView:
@@ -98,13 +99,11 @@ class Client:
     def cancel(self, request_id: str) -> CancelOutcome:
         """Cancel (see ``AsyncClient.cancel``)."""
         view = self.get(request_id)
-        c = call(
-            self.settings,
-            "cancel",
-            request_id,
-            ms(self.settings.tracking_limit_s),
+        c = Cancel(
+            request_id=request_id,
             idempotency_key=view.idempotency_key,
-        )
+            tracking_limit_ms=ms(self.settings.tracking_limit_s),
+        ).call(self.settings)
         return cancel_outcome(self._scripts.run(c), request_id)
 
     def resume_creates(self) -> bool:

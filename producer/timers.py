@@ -1,9 +1,9 @@
 """Timers: the only module that knows how arq stores a job.
 
 A timer is an arq job with a deterministic id (``poll:{id}:{seq}``) scheduled on Redis' clock.
-Arming is one Lua script (the same check arq's ``enqueue_job`` does — job or result key
-present means already armed — but atomic, usable from sync and async clients, and scored
-with Redis ``TIME`` instead of the host's clock). Payloads are JSON, never pickle.
+Arming is one Lua script (``lua/arm.lua``: the same check arq's ``enqueue_job`` does — job
+or result key present means already armed — but atomic, usable from sync and async clients,
+and scored with Redis ``TIME`` instead of the host's clock). Payloads are JSON, never pickle.
 """
 
 from __future__ import annotations
@@ -19,20 +19,8 @@ import redis.asyncio
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
-from genqueue.producer.keys import SCHEMA_VERSION, timer_job_id
-
-ARM_LUA = """
--- KEYS: 1 job key, 2 result key, 3 queue. ARGV: 1 payload, 2 run at (Redis ms, 0 = use delay),
--- 3 delay (ms), 4 how long the job may wait past its run time before it expires (ms), 5 job id.
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local at = tonumber(ARGV[2])
-if at <= 0 then at = now + tonumber(ARGV[3]) end
-redis.call('PSETEX', KEYS[1], math.max(at - now, 0) + tonumber(ARGV[4]), ARGV[1])
-redis.call('ZADD', KEYS[3], at, ARGV[5])
-return 1
-"""
+from genqueue.producer.keys import INLINE_ARM_MARKER, SCHEMA_VERSION, timer_job_id
+from genqueue.producer.scripts import source
 
 
 def dumps(obj: Any) -> bytes:
@@ -81,13 +69,9 @@ def _arm_call(
     return keys, args
 
 
-#: The last argument of a transition script that enqueues its next step itself.
-INLINE_ARM_MARKER = "genqueue:arm"
-
-
 def inline_arm(queue: str, timer: Timer) -> tuple[list[str], list[str]]:
     """The KEYS and ARGV a transition script takes at the end to enqueue ``timer`` itself
-    when it is the step the script moves to (``arm`` in ``lua/_prelude.lua``): one round
+    when it is the step the script moves to (``arm`` in ``lua/_transition.lua``): one round
     trip and one script call fewer than arming afterwards."""
     keys, args = _arm_call(queue, timer, at_ms=0, delay_ms=0, now_ms=int(time.time() * 1000))
     payload = args[0]
@@ -100,7 +84,7 @@ class AsyncTimers:
 
     def __init__(self, client: redis.asyncio.Redis, queue: str) -> None:
         self._client = client
-        self._script = client.register_script(ARM_LUA)
+        self._script = client.register_script(source("arm"))
         self._queue = queue
 
     async def arm(self, timer: Timer, *, delay_ms: int = 0, at_ms: int = 0) -> bool:
@@ -132,7 +116,7 @@ class SyncTimers:
     """Arms timers through a blocking Redis client."""
 
     def __init__(self, client: redis.Redis, queue: str) -> None:
-        self._script = client.register_script(ARM_LUA)
+        self._script = client.register_script(source("arm"))
         self._queue = queue
 
     def arm(self, timer: Timer, *, delay_ms: int = 0, at_ms: int = 0) -> bool:

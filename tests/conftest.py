@@ -51,57 +51,159 @@ async def aredis(settings: Settings) -> AsyncIterator[redis.asyncio.Redis]:
 import asyncio  # noqa: E402
 import dataclasses  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 import httpx  # noqa: E402
 
+from genqueue.producer import envconfig  # noqa: E402
 from genqueue.producer.client import AsyncClient  # noqa: E402
-from genqueue.producer.scripts import ScriptCall, call  # noqa: E402
+from genqueue.producer.contracts import (  # noqa: E402
+    NO_LIMIT_US,
+    BeginSubmit,
+    Finish,
+    PollUpdate,
+    SubmitRelease,
+    Submitted,
+)
+from genqueue.producer.replies import BeginSubmitReply  # noqa: E402
+from genqueue.producer.scripts import ScriptCall  # noqa: E402
 from genqueue.simulator import SimConfig, create_app  # noqa: E402
 from genqueue.worker.app import build_side_worker, build_worker, stop_worker  # noqa: E402
-from genqueue.worker.config import WorkerConfig  # noqa: E402
+from genqueue.worker.config import ScheduleSettings, WorkerConfig  # noqa: E402
 from genqueue.worker.ratelimit import RateLimit  # noqa: E402
 
 #: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
 FAST_SCALE = 0.001
 
 
-def begin_submit_keys(settings: Settings) -> tuple[str, ...]:
-    """The extra KEYS of ``begin_submit``: the pause hash and an unused rate limit's keys
-    (called with the no-limit arguments ``0, 0`` last)."""
+def begin_submit(
+    settings: Settings,
+    rid: str,
+    *,
+    seq: int = 0,
+    cap: int = 0,
+    lease_ms: int = 60_000,
+    owner: str = "w",
+    policy: str = "resubmit",
+    cap_wait_ms: int = 10,
+    limit: RateLimit | None = None,
+) -> BeginSubmit:
+    """``begin_submit`` of timer step ``seq`` as a worker sends it (by default no cap, a 60 s
+    lease, owner ``w``, policy ``resubmit``), with ``limit`` applied or no rate limit."""
     keys = settings.keys
-    return (keys.pause, keys.rate_limit("none"), keys.rate_turns("none"))
+    return BeginSubmit(
+        request_id=rid,
+        expected_seq=seq,
+        max_inflight=cap,
+        lease_ms=lease_ms,
+        lease_owner=owner,
+        ambiguous_policy=policy,
+        cap_wait_ms=cap_wait_ms,
+        limit_keys=limit.keys if limit else (keys.rate_limit("none"), keys.rate_turns("none")),
+        limit_us=limit.args if limit else NO_LIMIT_US,
+    )
 
 
 def begin_submit_call(
     settings: Settings, rid: str, *, limit: RateLimit | None = None
-) -> ScriptCall:
-    """``begin_submit`` of timer step 0 as a worker sends it (no cap, a 60 s lease, owner
-    ``w``, policy ``resubmit``), with ``limit`` applied or no rate limit."""
-    keys, args = (limit.keys, limit.args) if limit else (begin_submit_keys(settings)[1:], (0, 0))
-    return call(
-        settings, "begin_submit", rid, "0", 0, 60_000, "w", "resubmit", 10, *args,
-        extra_keys=(settings.keys.pause, *keys),
-    )  # fmt: skip
+) -> ScriptCall[BeginSubmitReply]:
+    """``begin_submit`` of timer step 0 as a worker sends it (see ``begin_submit``)."""
+    return begin_submit(settings, rid, limit=limit).call(settings)
 
 
-def submitted_keys(settings: Settings) -> tuple[str, ...]:
-    """The extra KEYS of ``submitted``: the create failure streak."""
-    return (settings.keys.pause_streak,)
+def submitted(
+    rid: str,
+    submit_seq: int,
+    upstream_id: str = "up-1",
+    status: str = "queued",
+    *,
+    first_poll_delay_ms: int = 100,
+    tracking_poll_delay_ms: int = 1000,
+) -> Submitted:
+    """``submitted`` as the worker sends it when create answered (created at 1.5)."""
+    return Submitted(
+        request_id=rid,
+        submit_seq=submit_seq,
+        upstream_id=upstream_id,
+        upstream_status=status,
+        upstream_created_at=1.5,
+        upstream_started_at=None,
+        first_poll_delay_ms=first_poll_delay_ms,
+        tracking_limit_ms=3_600_000,
+        tracking_poll_delay_ms=tracking_poll_delay_ms,
+    )
+
+
+def submit_release(
+    rid: str, submit_seq: int, mode: Literal["fail", "retry"], delay_ms: int, error: str
+) -> SubmitRelease:
+    """``submit_release`` of an unambiguous failed create (policy ``resubmit``)."""
+    return SubmitRelease(
+        request_id=rid,
+        submit_seq=submit_seq,
+        mode=mode,
+        ambiguous=False,
+        retry_delay_ms=delay_ms,
+        error=error,
+        ambiguous_policy="resubmit",
+    )
+
+
+def poll_update(
+    rid: str,
+    seq: int,
+    status: str,
+    error: str = "",
+    *,
+    next_delay_ms: int = 100,
+    tracking_poll_delay_ms: int = 1000,
+) -> PollUpdate:
+    """``poll_update`` of a check at timer step ``seq`` that saw ``status`` (or ``error``)."""
+    return PollUpdate(
+        request_id=rid,
+        expected_seq=seq,
+        upstream_status=status,
+        upstream_started_at=None,
+        next_delay_ms=next_delay_ms,
+        tracking_poll_delay_ms=tracking_poll_delay_ms,
+        tracking_limit_ms=3_600_000,
+        poll_error=error,
+    )
+
+
+def finish(rid: str, seq: int, outcome: str, cost: int | None) -> Finish:
+    """``finish`` at timer step ``seq`` with a video URL and upstream times 1.0, 2.0, 3.0."""
+    return Finish(
+        request_id=rid,
+        expected_seq=seq,
+        outcome=outcome,
+        cost_micro_usd=cost,
+        video_url="https://v/1.mp4",
+        upstream_created_at=1.0,
+        upstream_started_at=2.0,
+        upstream_done_at=3.0,
+    )
 
 
 def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
-    """A worker config for tests: fast schedule, tiny arq poll delay, no jitter."""
+    """A worker config for tests: fast schedule, tiny arq poll delay, no jitter.
+
+    ``overrides`` are setting names (``poll_jitter``, ``webhook_retry_s``: the variable without
+    ``GENQUEUE_``, wherever the setting is grouped) or top-level attributes (``settings``)."""
     base = WorkerConfig(
         settings=settings,
         upstream_url="http://sim",
         api_key="test-key",
         time_scale=FAST_SCALE,
         poll_delay_s=0.005,
-        poll_jitter=0.0,
         reconcile_interval_s=1,
+        schedule=ScheduleSettings(poll_jitter=0.0),
     )
-    return dataclasses.replace(base, **overrides)
+    names = envconfig.by_name(WorkerConfig)
+    attrs = {k: v for k, v in overrides.items() if k not in names}
+    return envconfig.replace_settings(
+        dataclasses.replace(base, **attrs), {k: v for k, v in overrides.items() if k in names}
+    )
 
 
 @pytest.fixture
@@ -129,13 +231,15 @@ async def start_worker(settings: Settings, sim_app: Any) -> AsyncIterator[StartW
         transport: httpx.AsyncBaseTransport | None = None,
         side_transport: httpx.AsyncBaseTransport | None = None,
         with_side: bool = False,
+        resolver: Any = None,
         **overrides: Any,
     ) -> Any:
-        cfg = worker_config(settings, **overrides)
+        cfg = worker_config(overrides.pop("settings", settings), **overrides)
         kw: dict[str, Any] = {
             "transport": transport or httpx.ASGITransport(app=sim_app),
             "side_transport": side_transport,
             "handle_signals": False,
+            "resolver": resolver,
         }
         workers = [build_worker(cfg, **kw)]
         if with_side:

@@ -9,6 +9,7 @@ import httpx
 import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
+from genqueue.producer.keys import Tag
 from genqueue.producer.settings import Settings
 from genqueue.worker.pause import CreatePause
 from tests.conftest import StartWorker
@@ -29,10 +30,10 @@ async def test_expired_pause_lets_exactly_one_probe_through(
     a, b = await client.submit(REQ), await client.submit(REQ)
     first = await s.begin(a, seq=0)
     second = await s.begin(b, seq=0)
-    assert first[0] == "OK" and first[3] == "1"
-    assert second[0] == "PAUSED" and int(second[2]) > 0
+    assert first.tag is Tag.OK and first.probe
+    assert second.tag is Tag.PAUSED and second.step and second.step.delay_ms > 0
     assert await pause.resume()
-    assert (await s.begin(b))[0] == "OK"
+    assert (await s.begin(b)).tag is Tag.OK
 
 
 async def test_outage_streak_pauses_creates_and_a_probe_resumes_them(

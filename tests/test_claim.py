@@ -14,8 +14,9 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.utils import timestamp_ms
 from arq.worker import func
 
+from genqueue.producer.scripts import source
 from genqueue.worker.app import stop_worker
-from genqueue.worker.claim import CLAIM_DUE_LUA, ENDED, ENDED_CRON, RELEASED, TimerWorker
+from genqueue.worker.claim import ENDED, ENDED_CRON, RELEASED, TimerWorker, claim_due_args
 
 QUEUE = "t:queue"
 
@@ -23,11 +24,14 @@ QUEUE = "t:queue"
 def _args(
     now: int, want: int, look: int = 100, retire: tuple[tuple[str, str], ...] = ()
 ) -> list[Any]:
-    args: list[Any] = [now, 40_000, want, look, in_progress_key_prefix, job_key_prefix]
-    args += [retry_key_prefix, 60_000, len(retire)]
-    for job_id, how in retire:
-        args += [job_id, how]
-    return args
+    return claim_due_args(
+        now_ms=now,
+        in_progress_ms=40_000,
+        want=want,
+        look=look,
+        cron_keep_ms=60_000,
+        retired=list(retire),
+    )
 
 
 async def _queue(r: redis.asyncio.Redis, job_id: str, score: int) -> None:
@@ -38,7 +42,7 @@ async def _queue(r: redis.asyncio.Redis, job_id: str, score: int) -> None:
 async def test_due_jobs_are_claimed_up_to_the_free_slots(aredis: redis.asyncio.Redis) -> None:
     """A look claims at most ``want`` due jobs, oldest first, each with its payload and try,
     sets their in-progress keys for the timeout; the next look skips them."""
-    claim = aredis.register_script(CLAIM_DUE_LUA)
+    claim = aredis.register_script(source("claim_due"))
     now = timestamp_ms()
     for k in range(5):
         await _queue(aredis, f"poll:a:{k}", now - 100 + k)
@@ -58,7 +62,7 @@ async def test_a_job_not_due_or_running_elsewhere_is_not_claimed(
 ) -> None:
     """A job re-queued for later or with an in-progress key is left alone; a claimed job
     whose job key expired comes back without a payload; each try is counted."""
-    claim = aredis.register_script(CLAIM_DUE_LUA)
+    claim = aredis.register_script(source("claim_due"))
     now = timestamp_ms()
     await _queue(aredis, "poll:later:1", now + 60_000)
     await _queue(aredis, "poll:busy:1", now - 10)
@@ -73,7 +77,7 @@ async def test_a_job_not_due_or_running_elsewhere_is_not_claimed(
 async def test_a_look_reads_at_most_the_read_limit(aredis: redis.asyncio.Redis) -> None:
     """Behind ``look`` running jobs at the front of the queue nothing is claimed in one look
     (arq's ``queue_read_limit``)."""
-    claim = aredis.register_script(CLAIM_DUE_LUA)
+    claim = aredis.register_script(source("claim_due"))
     now = timestamp_ms()
     for k in range(6):
         await _queue(aredis, f"poll:b:{k}", now - 100 + k)
@@ -86,7 +90,7 @@ async def test_a_look_reads_at_most_the_read_limit(aredis: redis.asyncio.Redis) 
 async def test_retirements_leave_keys_as_arq_finish_job_does(aredis: redis.asyncio.Redis) -> None:
     """Ended: its three keys deleted and out of the queue; released: only the in-progress key
     goes (it runs again); an ended cron job keeps its in-progress key for a minute."""
-    claim = aredis.register_script(CLAIM_DUE_LUA)
+    claim = aredis.register_script(source("claim_due"))
     now = timestamp_ms()
     for job_id in ("poll:e:1", "poll:r:1", "cron:c:1"):
         await _queue(aredis, job_id, now - 10)

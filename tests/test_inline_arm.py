@@ -14,8 +14,10 @@ from arq.constants import job_key_prefix
 from arq.jobs import deserialize_job
 
 from genqueue.producer.client import AsyncClient
-from genqueue.producer.keys import POLL_TASK, SCHEMA_VERSION, Field
-from genqueue.producer.scripts import SCRIPT_NAMES, AsyncScripts, call, source
+from genqueue.producer.contracts import BeginPoll
+from genqueue.producer.keys import POLL_TASK, SCHEMA_VERSION, Field, Tag
+from genqueue.producer.replies import BeginPollReply
+from genqueue.producer.scripts import SCRIPT_NAMES, AsyncScripts, source
 from genqueue.producer.settings import Settings
 from genqueue.producer.timers import Timer, loads
 from genqueue.worker.runtime import Runtime
@@ -106,24 +108,28 @@ async def test_a_script_enqueues_only_the_step_it_moves_to(
     await aredis.hset(settings.keys.record(rid), mapping={Field.TIMER: POLL_TASK})
     limit = (settings.keys.rate_limit("t"), settings.keys.rate_turns("t"))
 
-    async def begin_poll(expected_seq: int, passed: Timer) -> list[str]:
+    async def begin_poll(expected_seq: int, passed: Timer) -> BeginPollReply:
         # One call per 10 s: the first goes, the next are put off (next_step).
-        c = call(
-            settings, "begin_poll", rid, str(expected_seq), 10**7, 0, extra_keys=limit, arm=passed
-        )
+        c = BeginPoll(
+            request_id=rid,
+            expected_seq=expected_seq,
+            limit_keys=limit,
+            limit_us=(10**7, 0),
+            arm=passed,
+        ).call(settings)
         return await scripts.run(c)
 
-    assert (await begin_poll(0, Timer(POLL_TASK, rid, 1)))[0] == "GO"
+    assert (await begin_poll(0, Timer(POLL_TASK, rid, 1))).tag is Tag.GO
     wrong = Timer(POLL_TASK, rid, 7)
     reply = await begin_poll(0, wrong)
-    assert reply[:2] == ["LIMITED", "1"]
+    assert reply.tag is Tag.LIMITED and reply.step and reply.step.seq == 1
     assert await aredis.zscore(settings.keys.queue, wrong.job_id) is None
     assert await aredis.zscore(settings.keys.queue, Timer(POLL_TASK, rid, 1).job_id) is None
 
     step = Timer(POLL_TASK, rid, 2)
     await aredis.set(job_key_prefix + step.job_id, b"armed before")
     reply = await begin_poll(1, step)
-    assert reply[:2] == ["LIMITED", "2"]
+    assert reply.tag is Tag.LIMITED and reply.step and reply.step.seq == 2
     assert await aredis.get(job_key_prefix + step.job_id) == "armed before"
     assert await aredis.zscore(settings.keys.queue, step.job_id) is None
 

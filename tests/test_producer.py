@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from typing import Any
 
@@ -11,9 +12,10 @@ import redis
 import redis.asyncio
 
 from genqueue.producer import AsyncClient, Client, RequestNotFound, Settings, WaitTimeout
+from genqueue.producer.contracts import Finish
 from genqueue.producer.keys import Field
-from genqueue.producer.scripts import AsyncScripts, call
-from tests.conftest import begin_submit_keys, submitted_keys
+from genqueue.producer.scripts import AsyncScripts
+from tests.conftest import begin_submit_call, submitted
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a kite over dunes"}
@@ -22,17 +24,18 @@ REQ = {"model": MODEL, "prompt": "a kite over dunes"}
 async def finish_directly(settings: Settings, aredis: redis.asyncio.Redis, rid: str) -> None:
     """Drive a request to `completed` with the scripts, as a worker would."""
     scripts = AsyncScripts(aredis)
-    p = begin_submit_keys(settings)
-
-    async def run(name: Any, *args: Any, **kw: Any) -> list[str]:
-        return await scripts.run(call(settings, name, rid, *args, **kw))
-
-    ok = await run("begin_submit", "0", 0, 60_000, "w", "resubmit", 10, 0, 0, extra_keys=p)
-    reply = await run(
-        "submitted", ok[1], "up-1", "queued", "", "", 10, 3_600_000, 10,
-        extra_keys=submitted_keys(settings),
-    )  # fmt: skip
-    await run("finish", reply[1], "completed", 280_000, "https://v", "", "", "", "")
+    ok = await scripts.run(begin_submit_call(settings, rid))
+    up = submitted(rid, ok.submit_seq, first_poll_delay_ms=10, tracking_poll_delay_ms=10)
+    reply = await scripts.run(dataclasses.replace(up, upstream_created_at=None).call(settings))
+    assert reply.step is not None
+    done = Finish(
+        request_id=rid,
+        expected_seq=reply.step.seq,
+        outcome="completed",
+        cost_micro_usd=280_000,
+        video_url="https://v",
+    )
+    await scripts.run(done.call(settings))
 
 
 async def test_wait_returns_at_once_for_a_finished_request(

@@ -3,6 +3,7 @@ consistent, and a terminal status never changes (e.g. a cancel racing a completi
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -11,13 +12,19 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from genqueue.producer.contracts import Finish
 from genqueue.producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field
-from genqueue.producer.scripts import SyncScripts, call
+from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings
 from genqueue.producer.sync_client import Client
-from tests.conftest import begin_submit_keys, submitted_keys
+from tests.conftest import begin_submit, poll_update, submit_release, submitted
 
 MODEL = "minimax/video-01-director"
+
+
+def bare_finish(rid: str, seq: int, outcome: str, cost: int | None) -> Finish:
+    """``finish`` with no video URL and no upstream times."""
+    return Finish(request_id=rid, expected_seq=seq, outcome=outcome, cost_micro_usd=cost)
 
 
 def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
@@ -37,10 +44,8 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 self.r.delete(*keys)
             self.r.close()
 
-        def run(self, name: Any, rid: str, *args: Any, **kw: Any) -> list[str]:
-            return self.scripts.run(
-                call(self.settings, name, rid, *args, idempotency_key=None, **kw)
-            )
+        def run(self, builder: Any) -> Any:
+            return self.scripts.run(builder.call(self.settings))
 
         def rec(self, rid: str) -> dict[str, str]:
             return self.r.hgetall(self.settings.keys.record(rid))  # type: ignore[return-value]
@@ -59,47 +64,46 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         def begin(self, i: int, cap: int) -> None:
             rid = self.pick(i, "submit")
             if rid:
-                seq = self.rec(rid).get(Field.SEQ, "0")
-                self.run(
-                    "begin_submit", rid, seq, cap, 60_000, "w", "resubmit", 10, 0, 0,
-                    extra_keys=begin_submit_keys(self.settings),
-                )  # fmt: skip
+                seq = int(self.rec(rid).get(Field.SEQ, "0"))
+                self.run(begin_submit(self.settings, rid, seq=seq, cap=cap))
 
         @rule(i=st.integers(0, 3), status=st.sampled_from(["queued", "in_progress"]))
         def submitted(self, i: int, status: str) -> None:
             rid = self.pick(i, "submit")
             if rid:
-                ss = self.rec(rid).get(Field.SUBMIT_SEQ, "0")
+                ss = int(self.rec(rid).get(Field.SUBMIT_SEQ, "0"))
                 self.run(
-                    "submitted", rid, ss, f"up-{rid[:6]}", status, "", "", 10, 3_600_000, 10,
-                    extra_keys=submitted_keys(self.settings),
-                )  # fmt: skip
+                    dataclasses.replace(
+                        submitted(rid, ss, f"up-{rid[:6]}", status, first_poll_delay_ms=10),
+                        upstream_created_at=None,
+                        tracking_poll_delay_ms=10,
+                    )
+                )
 
         @rule(i=st.integers(0, 3), retry=st.booleans())
         def release(self, i: int, retry: bool) -> None:
             rid = self.pick(i, "submit")
             if rid:
-                ss = self.rec(rid).get(Field.SUBMIT_SEQ, "0")
-                mode = "retry" if retry else "fail"
-                self.run("submit_release", rid, ss, mode, "0", 10, "e", "resubmit")
+                ss = int(self.rec(rid).get(Field.SUBMIT_SEQ, "0"))
+                self.run(submit_release(rid, ss, "retry" if retry else "fail", 10, "e"))
 
         @rule(i=st.integers(0, 3), status=st.sampled_from(["queued", "in_progress", ""]))
         def poll(self, i: int, status: str) -> None:
             rid = self.pick(i, "poll")
             if rid:
-                seq = self.rec(rid).get(Field.SEQ, "0")
-                self.run("poll_update", rid, seq, status, "", 10, 10, 3_600_000, "")
+                seq = int(self.rec(rid).get(Field.SEQ, "0"))
+                self.run(poll_update(rid, seq, status, next_delay_ms=10, tracking_poll_delay_ms=10))
 
         @rule(
             i=st.integers(0, 3),
             outcome=st.sampled_from(["completed", "failed", "cancelled"]),
-            cost=st.sampled_from(["", "280000", "100000"]),
+            cost=st.sampled_from([None, 280_000, 100_000]),
         )
-        def finish(self, i: int, outcome: str, cost: str) -> None:
+        def finish(self, i: int, outcome: str, cost: int | None) -> None:
             rid = self.pick(i, "poll")
             if rid:
-                seq = self.rec(rid).get(Field.SEQ, "0")
-                self.run("finish", rid, seq, outcome, cost, "", "", "", "", "")
+                seq = int(self.rec(rid).get(Field.SEQ, "0"))
+                self.run(bare_finish(rid, seq, outcome, cost))
 
         @rule(i=st.integers(0, 3), name=st.sampled_from(["begin_submit", "poll_update", "finish"]))
         def stale_timer(self, i: int, name: str) -> None:
@@ -107,14 +111,15 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             rid = self.pick(i)
             if rid:
                 before = self.rec(rid)
-                old = str(int(before.get(Field.SEQ, "0")) - 1)
-                args: dict[str, tuple[Any, ...]] = {
-                    "begin_submit": (old, 0, 60_000, "w", "resubmit", 10, 0, 0),
-                    "poll_update": (old, "in_progress", "", 10, 10, 3_600_000, ""),
-                    "finish": (old, "completed", "280000", "", "", "", "", ""),
+                old = int(before.get(Field.SEQ, "0")) - 1
+                builders: dict[str, Any] = {
+                    "begin_submit": begin_submit(self.settings, rid, seq=old),
+                    "poll_update": poll_update(
+                        rid, old, "in_progress", next_delay_ms=10, tracking_poll_delay_ms=10
+                    ),
+                    "finish": bare_finish(rid, old, "completed", 280_000),
                 }
-                extra = begin_submit_keys(self.settings) if name == "begin_submit" else ()
-                self.run(name, rid, *args[name], extra_keys=extra)
+                self.run(builders[name])
                 assert self.rec(rid) == before
 
         @rule(i=st.integers(0, 3))

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
-from importlib.resources import files
 from typing import Any
 
 import pytest
 import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
-from genqueue.producer.keys import Field
-from genqueue.producer.scripts import AsyncScripts, call
+from genqueue.producer.keys import Field, Tag
+from genqueue.producer.scripts import AsyncScripts, assemble
 from genqueue.producer.settings import Settings
 from genqueue.worker.metrics import WorkerMetrics
 from genqueue.worker.ratelimit import RateLimit
@@ -27,19 +26,18 @@ TakeSlot = Callable[..., Awaitable[int]]
 
 @pytest.fixture
 def take_slot(settings: Settings, aredis: redis.asyncio.Redis) -> TakeSlot:
-    """``take_call_slot`` of the scripts' prelude, called alone (as a ``check`` unless told):
-    0 = go, else the wait (ms)."""
-    prelude = (files("producer") / "lua" / "_prelude.lua").read_text()
+    """``take_call_slot`` of ``lua/_rate_limit.lua``, called alone (as a ``check`` unless
+    told): 0 = go, else the wait (ms)."""
     script = aredis.register_script(
-        "local SCRIPT = 'test'\n"
-        + prelude
-        + "\nreturn take_call_slot(KEYS[9], KEYS[10], tonumber(ARGV[5]), tonumber(ARGV[6]),"
-        + " ARGV[7])"
+        assemble(
+            '--- @include "rate_limit"\n'
+            "return take_call_slot(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]),"
+            " ARGV[3])"
+        )
     )
 
     async def take(limit: RateLimit, mode: str = "check") -> int:
-        c = call(settings, "begin_poll", "r", *limit.args, mode, extra_keys=limit.keys)
-        return int(await script(keys=c.keys, args=c.args))
+        return int(await script(keys=list(limit.keys), args=[*limit.args, mode]))
 
     return take
 
@@ -154,7 +152,8 @@ async def test_a_limited_create_takes_no_probe_and_changes_no_counter(
     await aredis.hset(settings.keys.pause, mapping={"until_ms": "1", "probe_until_ms": "0"})
     before = await aredis.hgetall(settings.keys.record(rid))
     reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid, limit=limit))
-    assert reply[:2] == ["LIMITED", "1"] and int(reply[2]) > 0
+    assert reply.tag is Tag.LIMITED and reply.step
+    assert reply.step.seq == 1 and reply.step.delay_ms > 0
     assert await aredis.hget(settings.keys.pause, "probe_until_ms") == "0"
     after = await aredis.hgetall(settings.keys.record(rid))
     assert after[Field.STATUS] == "pending" and Field.SUBMIT_SEQ not in after
@@ -238,7 +237,7 @@ async def test_while_a_probe_is_out_others_ask_again_after_cap_wait(
     probe_until = str((int(sec) + 60) * 1000)
     await aredis.hset(settings.keys.pause, mapping={"until_ms": "1", "probe_until_ms": probe_until})
     reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid))
-    assert reply[0] == "PAUSED" and 1 <= int(reply[2]) <= 10
+    assert reply.tag is Tag.PAUSED and reply.step and 1 <= reply.step.delay_ms <= 10
     assert await aredis.hget(settings.keys.record(rid), Field.STATUS) == "pending"
 
 
@@ -253,11 +252,12 @@ async def test_a_create_gives_way_to_checks_waiting_for_their_turns(
     before = (await aredis.get(limit.keys[0]), await aredis.get(limit.keys[1]))
     rid = await client.submit({"model": "m/x", "prompt": "p"})
     reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid, limit=limit))
-    assert reply[0] == "LIMITED" and waits[-1] - 50 < int(reply[2]) <= waits[-1] + 100
+    assert reply.tag is Tag.LIMITED and reply.step
+    assert waits[-1] - 50 < reply.step.delay_ms <= waits[-1] + 100
     assert (await aredis.get(limit.keys[0]), await aredis.get(limit.keys[1])) == before
     assert await aredis.hget(settings.keys.record(rid), Field.STATUS) == "pending"
     # With no turn waiting, the same create goes.
     await aredis.delete(*limit.keys)
     other = await client.submit({"model": "m/x", "prompt": "p"})
     reply = await AsyncScripts(aredis).run(begin_submit_call(settings, other, limit=limit))
-    assert reply[0] == "OK"
+    assert reply.tag is Tag.OK

@@ -40,7 +40,7 @@ async def test_first_check_aims_at_the_learned_quantile(
         await rt.durations.record(MODEL, 0.0, 10.0, float(d))
     now = time.time()
     created = UpstreamJob(id="u", status="queued", raw_status="queued", created_at=now)
-    floor = rt.config.scaled(rt.config.poll_floor_s)
+    floor = rt.config.scaled(rt.config.schedule.poll_floor_s)
     wait = await _poll_wait_s(rt, MODEL, created, 0, None)
     assert 109 + floor < wait <= 110 + floor
     started = UpstreamJob(
@@ -49,7 +49,7 @@ async def test_first_check_aims_at_the_learned_quantile(
     )  # fmt: skip
     assert 69 + floor < await _poll_wait_s(rt, MODEL, started, 3, None) <= 70 + floor
     unknown = await _poll_wait_s(rt, "other/model", created, 0, None)
-    assert unknown == rt.config.scaled(rt.config.first_poll_s)
+    assert unknown == rt.config.scaled(rt.config.schedule.first_poll_s)
     await rt.upstream.aclose()
 
 
@@ -64,13 +64,13 @@ async def test_few_completions_move_the_first_check_earlier(
         redis=aredis,
         upstream=UpstreamClient(base_url="http://sim", api_key="k"),
     )
-    assert rt.config.adaptive_confidence == 0.9  # the default
+    assert rt.config.schedule.adaptive_confidence == 0.9  # the default
     few, many = "few/model", "many/model"
     for k in range(20):  # totals spread evenly over 100..200 s
         await rt.durations.record(few, 0.0, None, 100.0 + 100.0 * k / 19)
     for k in range(2000):
         await rt.durations.record(many, 0.0, None, 100.0 + 100.0 * k / 1999)
-    floor = rt.config.scaled(rt.config.poll_floor_s)
+    floor = rt.config.scaled(rt.config.schedule.poll_floor_s)
     created = UpstreamJob(id="u", status="queued", raw_status="queued", created_at=time.time())
     first_few = await _poll_wait_s(rt, few, created, 0, None) - floor
     first_many = await _poll_wait_s(rt, many, created, 0, None) - floor
@@ -99,7 +99,7 @@ async def test_checks_inside_the_learned_window_come_every_floor(
     )
     for d in range(100, 201):  # generation 90..190 s: q10 = 100, q90 = 180
         await rt.durations.record(MODEL, 0.0, 10.0, float(d))
-    floor = rt.config.scaled(rt.config.poll_floor_s)
+    floor = rt.config.scaled(rt.config.schedule.poll_floor_s)
 
     def started(ago_s: float) -> UpstreamJob:
         now = time.time()
@@ -115,7 +115,7 @@ async def test_checks_inside_the_learned_window_come_every_floor(
     assert late == pytest.approx(floor - 1, abs=0.05)
     late = [await _poll_wait_s(rt, MODEL, started(210.0), 9, None) for _ in range(20)]
     assert all(0.8 * 15 <= d <= 1.2 * 15 for d in late) and len(set(late)) > 1
-    cap = rt.config.scaled(rt.config.poll_cap_s)
+    cap = rt.config.scaled(rt.config.schedule.poll_cap_s)
     for _ in range(20):
         assert await _poll_wait_s(rt, MODEL, started(900.0), 30, None) <= cap
     assert await _poll_wait_s(rt, MODEL, started(120.0), 4, retry_after_s=12.0) == 12.0
@@ -177,7 +177,7 @@ async def test_first_checks_of_a_batch_spread_over_one_interval(
     )
     for d in range(100, 121):
         await rt.durations.record(MODEL, 0.0, 10.0, float(d))
-    floor = rt.config.scaled(rt.config.poll_floor_s)
+    floor = rt.config.scaled(rt.config.schedule.poll_floor_s)
     created = UpstreamJob(id="u", status="queued", raw_status="queued", created_at=time.time())
     waits = [await _poll_wait_s(rt, MODEL, created, 0, None) for _ in range(200)]
     planned = 110 + floor

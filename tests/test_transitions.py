@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
-from genqueue.producer.keys import SCHEMA_VERSION, Field, Keys
-from genqueue.producer.scripts import AsyncScripts, ScriptName, call, ms
+from genqueue.producer.contracts import Cancel
+from genqueue.producer.keys import SCHEMA_VERSION, Field, Keys, Tag
+from genqueue.producer.replies import BeginSubmitReply, FinishReply, StepReply
+from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import redis_time_ms
-from tests.conftest import begin_submit_keys, submitted_keys
+from tests.conftest import begin_submit, finish, poll_update, submit_release, submitted
 
 MODEL = "minimax/video-01-director"
 REQ = {"model": MODEL, "prompt": "a lighthouse at dusk"}
@@ -30,19 +34,16 @@ class Scripts:
         self.redis = client
         self.scripts = AsyncScripts(client)
 
-    async def run(
-        self, name: ScriptName, rid: str, *args: Any, idem: str | None = None
-    ) -> list[str]:
-        extra: tuple[str, ...] = ()
-        if name == "begin_submit":
-            extra, args = begin_submit_keys(self.settings), (*args, 0, 0)
-        elif name == "submitted":
-            extra = submitted_keys(self.settings)
+    async def run(self, builder: Any, *, idem: str | None = None) -> Any:
+        """Run a script builder, with the idempotency key the record names (as the worker
+        passes it) unless ``idem`` is given."""
         if idem is None:
-            idem = await self.redis.hget(self.keys.record(rid), Field.IDEMPOTENCY_KEY) or None
-        return await self.scripts.run(
-            call(self.settings, name, rid, *args, idempotency_key=idem, extra_keys=extra)
-        )
+            idem = await self.redis.hget(
+                self.keys.record(builder.request_id), Field.IDEMPOTENCY_KEY
+            )
+        if idem:
+            builder = dataclasses.replace(builder, idempotency_key=idem)
+        return await self.scripts.run(builder.call(self.settings))
 
     async def rec(self, rid: str) -> dict[str, str]:
         return await self.redis.hgetall(self.keys.record(rid))  # type: ignore[misc]
@@ -55,39 +56,47 @@ class Scripts:
         cap: int = 0,
         lease_ms: int = 60_000,
         policy: str = "resubmit",
-    ) -> list[str]:
+    ) -> BeginSubmitReply:
         if seq is None:
             seq = int((await self.rec(rid))[Field.SEQ])
-        return await self.run("begin_submit", rid, str(seq), cap, lease_ms, "w1", policy, 1000)
-
-    async def submitted(
-        self, rid: str, submit_seq: str, upstream_id: str = "up-1", status: str = "queued"
-    ) -> list[str]:
         return await self.run(
-            "submitted", rid, submit_seq, upstream_id, status, "1.5", "", 100, 3_600_000, 1000
+            begin_submit(
+                self.settings,
+                rid,
+                seq=seq,
+                cap=cap,
+                lease_ms=lease_ms,
+                owner="w1",
+                policy=policy,
+                cap_wait_ms=1000,
+            )
         )
 
-    async def poll(self, rid: str, *, status: str = "in_progress", error: str = "") -> list[str]:
-        seq = (await self.rec(rid))[Field.SEQ]
-        return await self.run("poll_update", rid, seq, status, "", 100, 1000, 3_600_000, error)
+    async def submitted(
+        self, rid: str, submit_seq: int, upstream_id: str = "up-1", status: str = "queued"
+    ) -> StepReply:
+        return await self.run(submitted(rid, submit_seq, upstream_id, status))
+
+    async def poll(self, rid: str, *, status: str = "in_progress", error: str = "") -> StepReply:
+        seq = int((await self.rec(rid))[Field.SEQ])
+        return await self.run(poll_update(rid, seq, status, error))
 
     async def finish(
         self,
         rid: str,
         outcome: str = "completed",
-        cost: int | str = 280_000,
-        seq: str | None = None,
+        cost: int | None = 280_000,
+        seq: int | None = None,
         error: str = "",
-    ) -> list[str]:
-        seq = seq or (await self.rec(rid))[Field.SEQ]
-        return await self.run(
-            "finish", rid, seq, outcome, cost, "https://v/1.mp4", error, "1.0", "2.0", "3.0"
-        )
+    ) -> FinishReply:
+        if seq is None:
+            seq = int((await self.rec(rid))[Field.SEQ])
+        return await self.run(dataclasses.replace(finish(rid, seq, outcome, cost), error=error))
 
     async def to_polling(self, rid: str, upstream_id: str = "up-1") -> None:
         ok = await self.begin(rid)
-        assert ok[0] == "OK"
-        assert (await self.submitted(rid, ok[1], upstream_id))[0] == "OK"
+        assert ok.tag is Tag.OK
+        assert (await self.submitted(rid, ok.submit_seq, upstream_id)).tag is Tag.OK
 
 
 @pytest.fixture
@@ -147,9 +156,9 @@ async def test_lease_blocks_a_second_submit_chain(client: AsyncClient, s: Script
     """A live submit lease makes a second chain defer, never POST again (rule 1)."""
     rid = await new(client)
     first = await s.begin(rid, seq=0)
-    assert first[0] == "OK" and first[2] == "0"
+    assert first.tag is Tag.OK and not first.ambiguous
     second = await s.begin(rid, seq=0)
-    assert second[0] == "LEASED" and int(second[2]) > 0
+    assert second.tag is Tag.LEASED and second.step and second.step.delay_ms > 0
     rec = await s.rec(rid)
     assert rec[Field.SUBMIT_SEQ] == "1" and Field.AMBIGUOUS_SUBMITS not in rec  # absent = 0
 
@@ -157,10 +166,10 @@ async def test_lease_blocks_a_second_submit_chain(client: AsyncClient, s: Script
 async def test_expired_lease_is_an_ambiguous_submit(client: AsyncClient, s: Scripts) -> None:
     """Only an expired lease starts an ambiguous resubmit, and it is counted (rule 1)."""
     rid = await new(client)
-    assert (await s.begin(rid, lease_ms=1))[0] == "OK"
+    assert (await s.begin(rid, lease_ms=1)).tag is Tag.OK
     await asyncio.sleep(0.01)
     again = await s.begin(rid)
-    assert again[0] == "OK" and again[1] == "2" and again[2] == "1"
+    assert again.tag is Tag.OK and again.submit_seq == 2 and again.ambiguous
     assert (await s.rec(rid))[Field.AMBIGUOUS_SUBMITS] == "1"
 
 
@@ -169,7 +178,7 @@ async def test_ambiguous_policy_fail_fails_the_request(client: AsyncClient, s: S
     rid = await new(client)
     await s.begin(rid, lease_ms=1)
     await asyncio.sleep(0.01)
-    assert (await s.begin(rid, policy="fail"))[0] == "FAILED"
+    assert (await s.begin(rid, policy="fail")).tag is Tag.FAILED
     view = await client.get(rid)
     assert view.status == "failed" and "ambiguous" in (view.error or "")
     assert (await client.stats()).active_upstream == 0
@@ -179,7 +188,7 @@ async def test_stale_timer_does_nothing(client: AsyncClient, s: Scripts) -> None
     """A timer whose seq has moved on changes nothing."""
     rid = await new(client)
     before = await s.rec(rid)
-    assert (await s.begin(rid, seq=5))[0] == "STALE"
+    assert (await s.begin(rid, seq=5)).tag is Tag.STALE
     assert await s.rec(rid) == before
 
 
@@ -187,15 +196,15 @@ async def test_cap_admits_only_up_to_cap_under_concurrency(client: AsyncClient, 
     """Concurrent submits never put more than the cap in flight (rule 5)."""
     ids = [await new(client) for _ in range(20)]
     replies = await asyncio.gather(*(s.begin(r, seq=0, cap=5) for r in ids))
-    assert sum(r[0] == "OK" for r in replies) == 5
-    assert sum(r[0] == "CAP_FULL" for r in replies) == 15
+    assert sum(r.tag is Tag.OK for r in replies) == 5
+    assert sum(r.tag is Tag.CAP_FULL for r in replies) == 15
     assert (await client.stats()).active_upstream == 5
-    admitted = [r for r, rep in zip(ids, replies, strict=True) if rep[0] == "OK"]
-    await s.submitted(admitted[0], "1")
+    admitted = [r for r, rep in zip(ids, replies, strict=True) if rep.tag is Tag.OK]
+    await s.submitted(admitted[0], 1)
     await s.finish(admitted[0])
-    waiting = [r for r, rep in zip(ids, replies, strict=True) if rep[0] == "CAP_FULL"]
-    assert (await s.begin(waiting[0], cap=5))[0] == "OK"
-    assert (await s.begin(waiting[1], cap=5))[0] == "CAP_FULL"
+    waiting = [r for r, rep in zip(ids, replies, strict=True) if rep.tag is Tag.CAP_FULL]
+    assert (await s.begin(waiting[0], cap=5)).tag is Tag.OK
+    assert (await s.begin(waiting[1], cap=5)).tag is Tag.CAP_FULL
 
 
 async def test_create_failure_releases_the_slot_and_retries(
@@ -204,8 +213,8 @@ async def test_create_failure_releases_the_slot_and_retries(
     """A create that did not happen gives the slot back and re-arms the submit."""
     rid = await new(client)
     ok = await s.begin(rid, seq=0)
-    reply = await s.run("submit_release", rid, ok[1], "retry", "0", 500, "HTTP 429", "resubmit")
-    assert reply[0] == "RETRY" and reply[2] == "500"
+    reply = await s.run(submit_release(rid, ok.submit_seq, "retry", 500, "HTTP 429"))
+    assert reply.tag is Tag.RETRY and reply.step.delay_ms == 500
     rec = await s.rec(rid)
     assert rec[Field.STATUS] == "pending" and rec[Field.TIMER] == "submit"
     assert (await client.stats()).active_upstream == 0
@@ -215,9 +224,8 @@ async def test_bad_request_fails_once(client: AsyncClient, s: Scripts) -> None:
     """A rejected create fails the request with the upstream's message."""
     rid = await new(client)
     ok = await s.begin(rid, seq=0)
-    assert (await s.run("submit_release", rid, ok[1], "fail", "0", 0, "bad size", "resubmit"))[
-        0
-    ] == "FAILED"
+    reply = await s.run(submit_release(rid, ok.submit_seq, "fail", 0, "bad size"))
+    assert reply.tag is Tag.FAILED
     view = await client.get(rid)
     assert view.status == "failed" and view.error == "bad size"
 
@@ -229,11 +237,11 @@ async def test_submitted_records_upstream_id_and_arms_poll(client: AsyncClient, 
     """The upstream id is written with the status change and the first poll step."""
     rid = await new(client)
     ok = await s.begin(rid, seq=0)
-    reply = await s.submitted(rid, ok[1], "up-A", "in_progress")
-    assert reply[0] == "OK"
+    reply = await s.submitted(rid, ok.submit_seq, "up-A", "in_progress")
+    assert reply.tag is Tag.OK
     rec = await s.rec(rid)
     assert rec[Field.UPSTREAM_ID] == "up-A" and rec[Field.STATUS] == "in_progress"
-    assert rec[Field.TIMER] == "poll" and rec[Field.SEQ] == reply[1]
+    assert rec[Field.TIMER] == "poll" and rec[Field.SEQ] == str(reply.step.seq)
     assert Field.UPSTREAM_IDS not in rec  # a lone id is not repeated
     assert (await client.get(rid)).upstream_ids == ["up-A"]
 
@@ -244,8 +252,8 @@ async def test_superseded_create_keeps_its_upstream_id(client: AsyncClient, s: S
     await s.begin(rid, seq=0, lease_ms=1)
     await asyncio.sleep(0.01)
     second = await s.begin(rid)
-    assert (await s.submitted(rid, "1", "up-old"))[0] == "STALE"
-    assert (await s.submitted(rid, second[1], "up-new"))[0] == "OK"
+    assert (await s.submitted(rid, 1, "up-old")).tag is Tag.STALE
+    assert (await s.submitted(rid, second.submit_seq, "up-new")).tag is Tag.OK
     rec = await s.rec(rid)
     assert rec[Field.UPSTREAM_ID] == "up-new"
     assert json.loads(rec[Field.UPSTREAM_IDS]) == ["up-old", "up-new"]
@@ -254,8 +262,8 @@ async def test_superseded_create_keeps_its_upstream_id(client: AsyncClient, s: S
     await s.begin(rid2, seq=0, lease_ms=1)
     await asyncio.sleep(0.01)
     second = await s.begin(rid2)
-    assert (await s.submitted(rid2, second[1], "up-new"))[0] == "OK"
-    assert (await s.submitted(rid2, "1", "up-old"))[0] == "STALE"
+    assert (await s.submitted(rid2, second.submit_seq, "up-new")).tag is Tag.OK
+    assert (await s.submitted(rid2, 1, "up-old")).tag is Tag.STALE
     view = await client.get(rid2)
     assert view.upstream_id == "up-new" and view.upstream_ids == ["up-new", "up-old"]
 
@@ -265,10 +273,10 @@ async def test_poll_with_old_seq_is_stale(client: AsyncClient, s: Scripts) -> No
     rid = await new(client)
     await s.to_polling(rid)
     seq = (await s.rec(rid))[Field.SEQ]
-    assert (await s.poll(rid))[0] == "OK"
+    assert (await s.poll(rid)).tag is Tag.OK
     before = await s.rec(rid)
-    reply = await s.run("poll_update", rid, seq, "in_progress", "", 100, 1000, 3_600_000, "")
-    assert reply == ["STALE"]
+    reply = await s.run(poll_update(rid, int(seq), "in_progress"))
+    assert reply.tag is Tag.STALE
     assert await s.rec(rid) == before
 
 
@@ -277,7 +285,7 @@ async def test_finish_updates_totals_indexes_and_ttl(client: AsyncClient, s: Scr
     rid = await new(client, idempotency_key="k-1")
     await s.to_polling(rid)
     reply = await s.finish(rid, cost=280_000)
-    assert reply[:2] == ["OK", "completed"] and reply[3] == "1"
+    assert (reply.tag, reply.status, reply.ended_now) == (Tag.OK, "completed", True)
     st = await client.stats()
     assert st.finished == {(MODEL, "completed"): 1}
     assert st.cost_micro_usd == {MODEL: 280_000}
@@ -325,7 +333,7 @@ async def test_schema_1_record_is_read_and_finished(client: AsyncClient, s: Scri
     view = await client.get(rid)
     assert view.request == REQ and view.webhook_url == "https://hooks.example.com/x"
     await s.to_polling(rid)
-    assert (await s.finish(rid))[0] == "OK"
+    assert (await s.finish(rid)).tag is Tag.OK
     rec = await s.rec(rid)
     assert rec[Field.WEBHOOK_STATE] == "pending"
     assert await s.redis.zscore(s.keys.outbox, rid) is not None
@@ -336,11 +344,11 @@ async def test_terminal_status_never_changes(client: AsyncClient, s: Scripts) ->
     rid = await new(client)
     await s.to_polling(rid)
     seq = (await s.rec(rid))[Field.SEQ]
-    await s.finish(rid, outcome="failed", cost="")
+    await s.finish(rid, outcome="failed", cost=None)
     before = await s.rec(rid)
     assert await client.cancel(rid) == "already_finished"
-    assert (await s.finish(rid, seq=seq))[0] == "STALE"
-    assert (await s.finish(rid))[0] == "STALE"
+    assert (await s.finish(rid, seq=int(seq))).tag is Tag.STALE
+    assert (await s.finish(rid)).tag is Tag.STALE
     assert await s.rec(rid) == before
     assert (await client.stats()).finished == {(MODEL, "failed"): 1}
 
@@ -350,11 +358,11 @@ async def test_upstream_cancelled_job_fails_the_request(client: AsyncClient, s: 
     ``cancelled`` stays the user's word; the upstream status is kept as sent."""
     rid = await new(client)
     await s.to_polling(rid)
-    reply = await s.finish(rid, outcome="cancelled", cost="", error="quota shift")
-    assert reply[:2] == ["OK", "failed"]
+    reply = await s.finish(rid, outcome="cancelled", cost=None, error="quota shift")
+    assert reply.tag is Tag.OK and reply.status == "failed"
     rec = await s.rec(rid)
-    assert rec["status"] == "failed" and rec["upstream_status"] == "cancelled"
-    assert rec["error"] == "cancelled by the upstream: quota shift"
+    assert rec[Field.STATUS] == "failed" and rec[Field.UPSTREAM_STATUS] == "cancelled"
+    assert rec[Field.ERROR] == "cancelled by the upstream: quota shift"
     assert (await client.stats()).finished == {(MODEL, "failed"): 1}
 
 
@@ -377,7 +385,7 @@ async def test_cancel_pending_is_immediate(client: AsyncClient, s: Scripts) -> N
     rid = await new(client)
     assert await client.cancel(rid) == "cancelled"
     assert (await client.get(rid)).status == "cancelled"
-    assert (await s.begin(rid, seq=0))[0] == "STALE"
+    assert (await s.begin(rid, seq=0)).tag is Tag.STALE
     assert await s.redis.zcard(s.keys.inflight) == 0
 
 
@@ -392,9 +400,13 @@ async def test_cancel_of_billed_job_shows_cancelled_and_keeps_tracking_cost(
     assert view.status == "cancelled" and view.tracking and view.is_terminal
     assert (await client.stats()).active_upstream == 1
     poll = await s.poll(rid)
-    assert poll[0] == "OK" and int(poll[2]) >= 1000
+    assert poll.tag is Tag.OK and poll.step and poll.step.delay_ms >= 1000
     reply = await s.finish(rid, cost=280_000)
-    assert reply[:2] == ["OK", "cancelled"] and reply[3] == "0"  # ended at the cancel
+    assert (reply.tag, reply.status, reply.ended_now) == (
+        Tag.OK,
+        "cancelled",
+        False,
+    )  # ended at the cancel
     st = await client.stats()
     assert st.cost_micro_usd == {MODEL: 280_000}
     assert st.finished == {(MODEL, "cancelled"): 1}
@@ -409,7 +421,7 @@ async def test_cancel_while_submitting_is_honoured_when_create_answers(
     rid = await new(client)
     ok = await s.begin(rid, seq=0)
     assert await client.cancel(rid) == "requested"
-    assert (await s.submitted(rid, ok[1]))[0] == "OK"
+    assert (await s.submitted(rid, ok.submit_seq)).tag is Tag.OK
     view = await client.get(rid)
     assert view.status == "cancelled" and view.tracking and view.upstream_id == "up-1"
 
@@ -419,7 +431,7 @@ async def test_deadline_expires_but_billed_job_is_tracked(client: AsyncClient, s
     rid = await new(client, deadline_s=0.05)
     await s.to_polling(rid)
     await asyncio.sleep(0.08)
-    assert (await s.poll(rid))[0] == "OK"
+    assert (await s.poll(rid)).tag is Tag.OK
     view = await client.get(rid)
     assert view.status == "expired" and view.tracking
 
@@ -430,7 +442,7 @@ async def test_pending_past_deadline_expires_without_submitting(
     """A request still pending at its deadline expires instead of being created."""
     rid = await new(client, deadline_s=0.01)
     await asyncio.sleep(0.03)
-    assert (await s.begin(rid, seq=0))[0] == "EXPIRED"
+    assert (await s.begin(rid, seq=0)).tag is Tag.EXPIRED
     assert (await client.get(rid)).status == "expired"
 
 
@@ -438,9 +450,9 @@ async def test_tracking_stops_at_the_hard_limit(client: AsyncClient, s: Scripts)
     """Tracking a cancelled job ends after the hard limit, freeing its slot."""
     rid = await new(client)
     await s.to_polling(rid)
-    await s.run("cancel", rid, 1)
+    await s.run(Cancel(request_id=rid, tracking_limit_ms=1))
     await asyncio.sleep(0.01)
-    assert (await s.poll(rid)) == ["ABANDONED"]
+    assert (await s.poll(rid)).tag is Tag.ABANDONED
     assert (await client.stats()).active_upstream == 0
     assert (await client.get(rid)).status == "cancelled"
 
@@ -449,21 +461,22 @@ async def test_tracking_stops_at_the_hard_limit(client: AsyncClient, s: Scripts)
 
 
 @pytest.mark.parametrize(
-    ("name", "args"),
+    "make",
     [
-        ("begin_submit", ("0", 0, 1000, "w", "resubmit", 10)),
-        ("submitted", ("1", "up", "queued", "", "", 1, 1, 1)),
-        ("submit_release", ("1", "retry", "0", 1, "e", "resubmit")),
-        ("poll_update", ("1", "queued", "", 1, 1, 1, "")),
-        ("finish", ("1", "completed", 5, "", "", "", "", "")),
-        ("cancel", (1,)),
+        lambda st: begin_submit(st, "ghost", seq=0, lease_ms=1000),
+        lambda st: submitted("ghost", 1, "up", "queued"),
+        lambda st: submit_release("ghost", 1, "retry", 1, "e"),
+        lambda st: poll_update("ghost", 1, "queued"),
+        lambda st: finish("ghost", 1, "completed", 5),
+        lambda st: Cancel(request_id="ghost", tracking_limit_ms=1),
     ],
+    ids=["begin_submit", "submitted", "submit_release", "poll_update", "finish", "cancel"],
 )
 async def test_transition_on_missing_record_writes_nothing(
-    s: Scripts, name: ScriptName, args: tuple[Any, ...]
+    s: Scripts, make: Callable[[Settings], Any]
 ) -> None:
     """Every transition on a missing record answers MISSING and writes no key."""
-    assert (await s.run(name, "ghost", *args))[0] == "MISSING"
+    assert (await s.run(make(s.settings))).tag is Tag.MISSING
     assert await s.redis.dbsize() == 0
 
 
@@ -471,7 +484,7 @@ async def test_scripts_survive_script_flush(client: AsyncClient, s: Scripts) -> 
     """Transitions still work after Redis forgot every script (a restart) (rule 6)."""
     rid = await new(client)
     await s.redis.script_flush()
-    assert (await s.begin(rid, seq=0))[0] == "OK"
+    assert (await s.begin(rid, seq=0)).tag is Tag.OK
     await s.redis.script_flush()
     assert (await new(client)) != rid
 
@@ -499,7 +512,7 @@ async def test_forgotten_idempotency_key_is_refused_before_any_write(
     rid = await new(client, idempotency_key="k-2")
     before = await s.rec(rid)
     with pytest.raises(redis.exceptions.ResponseError, match="idempotency key"):
-        await s.scripts.run(call(s.settings, "cancel", rid, 1))
+        await s.scripts.run(Cancel(request_id=rid, tracking_limit_ms=1).call(s.settings))
     assert await s.rec(rid) == before
 
 

@@ -20,7 +20,6 @@ import httpx
 import redis
 import structlog
 from arq import cron
-from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
@@ -33,9 +32,11 @@ from genqueue.producer.keys import (
     SUBMIT_TASK,
 )
 from genqueue.producer.timers import dumps, loads
+from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.outbound.resolver import Resolver
 from genqueue.worker.reconciler import reconcile_once
 from genqueue.worker.runtime import CTX_KEY, Runtime, UnsafeRedis
 from genqueue.worker.side_effects import dispatch_outbox, run_side
@@ -115,10 +116,15 @@ def _worker(
     handle_signals: bool,
     burst: bool,
     health_suffix: str,
+    resolver: Resolver | None = None,
 ) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx[CTX_KEY] = await Runtime.start(
-            config, transport=transport, side_transport=side_transport, metrics=metrics
+            config,
+            transport=transport,
+            side_transport=side_transport,
+            metrics=metrics,
+            resolver=resolver,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -131,7 +137,7 @@ def _worker(
         functions=functions,
         cron_jobs=cron_jobs,
         queue_name=queue,
-        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
+        redis_settings=arq_redis_settings(config.settings.redis_url),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
@@ -159,6 +165,7 @@ def build_worker(
     metrics: WorkerMetrics | None = None,
     handle_signals: bool = True,
     burst: bool = False,
+    resolver: Resolver | None = None,
 ) -> Worker:
     """The main arq ``Worker``: status timers and the reconciler."""
     return _worker(
@@ -182,6 +189,7 @@ def build_worker(
         handle_signals=handle_signals,
         burst=burst,
         health_suffix="",
+        resolver=resolver,
     )
 
 
@@ -192,9 +200,13 @@ def build_side_worker(
     side_transport: httpx.AsyncBaseTransport | None = None,
     metrics: WorkerMetrics | None = None,
     handle_signals: bool = True,
+    resolver: Resolver | None = None,
 ) -> Worker:
-    """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher."""
-    timeout = max(config.webhook_timeout_s, config.download_timeout_s) + 10
+    """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher.
+
+    ``resolver``: how webhook and download hosts are looked up (default: the system's).
+    """
+    timeout = max(config.webhooks.timeout_s, config.downloads.timeout_s) + 10
     return _worker(
         config,
         queue=config.settings.keys.side_queue,
@@ -216,6 +228,7 @@ def build_side_worker(
         handle_signals=handle_signals,
         burst=False,
         health_suffix="-side",
+        resolver=resolver,
     )
 
 
@@ -271,7 +284,7 @@ async def run_worker(
     with it): the supervisor logs one line and starts over with backoff.
     """
     logging.getLogger("arq").setLevel(logging.WARNING)
-    if not config.webhook_secret:
+    if not config.webhooks.secret:
         log.warning("webhook_secret_missing", hint="set GENQUEUE_WEBHOOK_SECRET to sign webhooks")
     metrics = WorkerMetrics()
     if config.metrics_port:

@@ -4,7 +4,7 @@ A plain arq 0.28 worker spends, per job: a ``ZRANGEBYSCORE`` look at the queue (
 jobs of one look), a WATCH / EXISTS / ZSCORE / MULTI-PSETEX-EXEC claim (four round trips, made
 one job after another while every other due job waits), a pipeline that reads the job and
 counts the try, and one that deletes its keys when it ends. Here one script per look
-(``CLAIM_DUE_LUA``) does all of it for every job of the look: it retires the jobs that ended
+(``lua/claim_due.lua``) does all of it for every job of the look: it retires the jobs that ended
 since the last look, then finds due jobs and claims as many as there are free slots,
 returning each one's payload and try. A status check then costs its own two transition
 scripts and its HTTP call, and the queue's share is one script call per look.
@@ -42,69 +42,50 @@ from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, Worker
 
+from genqueue.producer.scripts import source
+
 logger = logging.getLogger("arq.worker")
 
-#: How a retired job's keys are left (ARGV of ``CLAIM_DUE_LUA``).
+#: How a retired job's keys are left (ARGV of ``lua/claim_due.lua``).
 ENDED, RELEASED, ENDED_CRON = "e", "r", "c"
 
-CLAIM_DUE_LUA = """
--- KEYS: 1 the queue. ARGV: 1 now (ms, the worker host's clock, as arq compares), 2 in-progress
--- timeout (ms), 3 most jobs to claim, 4 most queued ids to look at, 5..7 arq's in-progress,
--- job and try key prefixes, 8 how long a cron job keeps its in-progress key (ms), 9 the number
--- of retirements that follow, then per retirement: job id, how ('e' ended: delete its keys
--- and leave the queue; 'r' released: only the in-progress key goes, it runs again; 'c' an
--- ended cron job: as 'e' but the in-progress key expires later).
--- Key names are built from the prefixes because the ids are only known here (arq's layout;
--- a single Redis, as arq requires).
--- Returns per claimed job: id, score, payload (false if the job key expired), try.
-local queue = KEYS[1]
-local now, ip_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-local want, look = tonumber(ARGV[3]), tonumber(ARGV[4])
-local ip, jk, rk = ARGV[5], ARGV[6], ARGV[7]
-local cron_ms = tonumber(ARGV[8])
-local n_retire = tonumber(ARGV[9])
-for i = 0, n_retire - 1 do
-  local id, how = ARGV[10 + 2 * i], ARGV[11 + 2 * i]
-  if how == 'r' then
-    redis.call('DEL', ip .. id)
-  else
-    if how == 'c' then
-      redis.call('PEXPIRE', ip .. id, cron_ms)
-      redis.call('DEL', rk .. id, jk .. id)
-    else
-      redis.call('DEL', ip .. id, rk .. id, jk .. id)
-    end
-    redis.call('ZREM', queue, id)
-  end
-end
-local out = {}
-if want <= 0 then return out end
-local claimed, offset = 0, 0
--- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
-local page = math.min(look, want + 100)
-while claimed < want and offset < look do
-  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset,
-    math.min(page, look - offset))
-  if #ids == 0 then break end
-  for i = 1, #ids, 2 do
-    local id = ids[i]
-    if redis.call('EXISTS', ip .. id) == 0 then
-      redis.call('PSETEX', ip .. id, ip_ms, '1')
-      local payload = redis.call('GET', jk .. id)
-      local try = redis.call('INCR', rk .. id)
-      redis.call('EXPIRE', rk .. id, 88400)
-      out[#out + 1] = id
-      out[#out + 1] = ids[i + 1]
-      out[#out + 1] = payload
-      out[#out + 1] = try
-      claimed = claimed + 1
-      if claimed >= want then break end
-    end
-  end
-  offset = offset + #ids / 2
-end
-return out
-"""
+
+def claim_due_args(
+    *,
+    now_ms: int,
+    in_progress_ms: int,
+    want: int,
+    look: int,
+    cron_keep_ms: int,
+    retired: list[tuple[str, str]],
+) -> list[Any]:
+    """ARGV of ``lua/claim_due.lua`` (KEYS: the queue): claim up to ``want`` of the first
+    ``look`` due ids at ``now_ms`` (the host clock, as arq compares), after retiring each
+    (job id, ``ENDED`` | ``RELEASED`` | ``ENDED_CRON``) of ``retired``."""
+    args: list[Any] = [
+        now_ms,
+        in_progress_ms,
+        want,
+        look,
+        in_progress_key_prefix,
+        job_key_prefix,
+        retry_key_prefix,
+        cron_keep_ms,
+        len(retired),
+    ]
+    for job_id, how in retired:
+        args += [job_id, how]
+    return args
+
+
+def parse_claimed(reply: list[Any]) -> list[tuple[str, int, bytes | None, int]]:
+    """The reply of ``lua/claim_due.lua``: per claimed job (id, score, payload or None if
+    its job key expired, try)."""
+    it = iter(reply)
+    return [
+        (job_id.decode(), int(float(score)), payload, int(job_try))
+        for job_id, score, payload, job_try in zip(it, it, it, it, strict=True)
+    ]
 
 
 class TimerWorker(Worker):
@@ -145,30 +126,22 @@ class TimerWorker(Worker):
 
     async def _look(self, *, want: int) -> list[tuple[str, int, bytes | None, int]]:
         if self._claim_due is None:
-            self._claim_due = self.pool.register_script(CLAIM_DUE_LUA)
+            self._claim_due = self.pool.register_script(source("claim_due"))
         retired, self._retired = self._retired, []
-        args: list[Any] = [
-            timestamp_ms(),
-            int(self.in_progress_timeout_s * 1000),
-            want,
-            self.queue_read_limit,
-            in_progress_key_prefix,
-            job_key_prefix,
-            retry_key_prefix,
-            int(keep_cronjob_progress * 1000),
-            len(retired),
-        ]
-        for job_id, how in retired:
-            args += [job_id, how]
+        args = claim_due_args(
+            now_ms=timestamp_ms(),
+            in_progress_ms=int(self.in_progress_timeout_s * 1000),
+            want=want,
+            look=self.queue_read_limit,
+            cron_keep_ms=int(keep_cronjob_progress * 1000),
+            retired=retired,
+        )
         try:
             reply = await self._claim_due(keys=[self.queue_name], args=args)
         except BaseException:
             self._retired[:0] = retired  # not sent: retried at the next look
             raise
-        return [
-            (reply[i].decode(), int(float(reply[i + 1])), reply[i + 2], int(reply[i + 3]))
-            for i in range(0, len(reply), 4)
-        ]
+        return parse_claimed(reply)
 
     def _start(self, job_id: str, score: int, payload: bytes | None, job_try: int) -> None:
         # A job is claimed only for a free slot: job_counter is the only gate (arq's

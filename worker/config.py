@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
-from genqueue.producer.settings import Settings, overrides_from_env
+from genqueue.producer import envconfig
+from genqueue.producer.envconfig import meta
+from genqueue.producer.settings import Settings
 
 AmbiguousPolicy = Literal["resubmit", "fail"]
 TransportKind = Literal["aiohttp", "httpx"]
@@ -16,24 +18,17 @@ DurableWrites = Literal["auto", "off"]
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    """How workers talk to the upstream and schedule their checks (units in the names).
+class ScheduleSettings:
+    """When each request is checked upstream (durations marked *scaled* follow ``time_scale``)."""
 
-    Durations marked *scaled* are multiplied by ``time_scale`` (DESIGN.md rule 14), so the
-    demo and benchmarks can run a 3-minute video in seconds with the same schedule shape.
-    """
-
-    settings: Settings = field(default_factory=Settings)
-    upstream_url: str = "https://api.together.xyz"
-    api_key: str = field(default="", repr=False)
-    transport: TransportKind = "aiohttp"
-    time_scale: float = 1.0
     #: ``adaptive``: once a model's recent durations are known, the first check lands one
     #: ``poll_floor_s`` after a low quantile of them, then checks come every ``poll_floor_s``
     #: until a high quantile, then back off (all measured from the upstream's start of
     #: generation once it reports one, else from its creation); ``fixed``: ``first_poll_s``
     #: then backoff only.
-    poll_schedule: Literal["adaptive", "fixed"] = "adaptive"
+    mode: Literal["adaptive", "fixed"] = field(
+        default="adaptive", metadata=meta(env="GENQUEUE_POLL_SCHEDULE")
+    )
     #: The share of a model's videos allowed to end more than one ``poll_floor_s`` before
     #: the adaptive schedule's first check (the only ones whose detection lag may exceed the
     #: floor before the window ends): the first check is due at this quantile + the floor.
@@ -56,10 +51,133 @@ class WorkerConfig:
     first_poll_s: float = 20.0
     #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.
     poll_floor_s: float = 4.7
+    #: Longest interval between checks (scaled).
     poll_cap_s: float = 30.0
+    #: Backoff growth per check.
     poll_factor: float = 1.5
     #: Jitter as a fraction of each delay (0 turns it off).
     poll_jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.poll_floor_s <= self.poll_cap_s:
+            raise ValueError("need 0 < poll_floor_s <= poll_cap_s")
+        if self.poll_factor < 1:
+            raise ValueError("poll_factor must be >= 1")
+        if not 0 <= self.poll_jitter < 1:
+            raise ValueError("poll_jitter must be in [0, 1)")
+        if self.mode not in ("adaptive", "fixed"):
+            raise ValueError("poll_schedule must be 'adaptive' or 'fixed'")
+        if not 0 <= self.adaptive_quantile < 1:
+            raise ValueError("adaptive_quantile must be in [0, 1)")
+        if self.adaptive_samples < max(1, self.adaptive_min_samples):
+            raise ValueError("adaptive_samples must be >= adaptive_min_samples (and >= 1)")
+        if not 0.5 <= self.adaptive_confidence < 1:
+            raise ValueError("adaptive_confidence must be in [0.5, 1)")
+        if not 0 <= self.adaptive_dense_until_quantile <= 1:
+            raise ValueError("adaptive_dense_until_quantile must be in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTimeoutSettings:
+    """HTTP timeouts of calls to the upstream API (like ``httpx.Timeout``)."""
+
+    #: Connect timeout of an upstream call.
+    connect_s: float = field(default=5.0, metadata=meta(env="GENQUEUE_CONNECT_TIMEOUT_S"))
+    #: Read timeout of an upstream call.
+    read_s: float = field(default=15.0, metadata=meta(env="GENQUEUE_READ_TIMEOUT_S"))
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Signed webhook calls (variables ``GENQUEUE_WEBHOOK_*``)."""
+
+    #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
+    #: webhook URLs.
+    secret: str = field(default="", repr=False, metadata=meta(secret=True))
+    #: Total deadline of one webhook POST (connect, send, answer), whatever the receiver
+    #: trickles; the answer's body is never read.
+    timeout_s: float = 10.0
+    #: Webhook deliveries in flight at once to one receiving host, per side worker process;
+    #: a delivery finding its host full is put back a second later without an attempt.
+    host_concurrency: int = 8
+    #: Retries back off from ``webhook_retry_s`` to ``webhook_retry_cap_s``.
+    retry_s: float = 5.0
+    #: Longest delay between delivery attempts.
+    retry_cap_s: float = 3600.0
+    #: Retries stop (dead letter) this long after the request ended.
+    max_age_s: float = 86400.0
+    #: Dead-lettered webhooks kept: at most this many.
+    dead_max: int = 10_000
+    #: Dead-lettered webhooks kept: for at most this long.
+    dead_max_age_s: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        if self.host_concurrency < 1:
+            raise ValueError("webhook_host_concurrency must be at least 1")
+        if self.dead_max < 1:
+            raise ValueError("webhook_dead_max must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadSettings:
+    """Downloads of finished videos (variables ``GENQUEUE_DOWNLOAD_*``)."""
+
+    #: Download finished videos into this directory (empty = don't).
+    dir: str = ""
+    #: Upload finished videos to S3-compatible storage instead: ``s3://bucket/prefix``
+    #: (empty = use ``download_dir``). Streamed as a multipart upload; the object is tagged
+    #: with its SHA-256. Credentials come from boto3's chain (``AWS_*``), never from here.
+    #: Needs ``pip install 'genqueue[s3]'``.
+    s3_url: str = ""
+    #: The S3 API endpoint (empty: AWS itself), e.g. a MinIO URL.
+    s3_endpoint_url: str = ""
+    #: The S3 region (empty: boto3's default).
+    s3_region: str = ""
+    #: Multipart part size: memory per upload in flight (S3's minimum is 5 MiB).
+    s3_part_bytes: int = 8 << 20
+    #: Larger videos are refused.
+    max_bytes: int = 1 << 30
+    #: Total deadline of one download attempt (every redirect hop and the whole body).
+    timeout_s: float = 120.0
+    #: Redirects a download may follow (each hop is checked like a webhook URL, except the
+    #: upstream's own origin).
+    max_redirects: int = 5
+    #: Attempts before a download gives up.
+    retries: int = 5
+
+    def __post_init__(self) -> None:
+        if self.s3_part_bytes < 5 << 20:
+            raise ValueError("download_s3_part_bytes must be at least 5 MiB (S3's minimum)")
+        if self.s3_url and not self.s3_url.startswith("s3://"):
+            raise ValueError("download_s3_url must look like s3://bucket/prefix")
+        if self.max_redirects < 0:
+            raise ValueError("download_max_redirects must be >= 0")
+
+    @property
+    def on(self) -> bool:
+        """Finished videos are downloaded (to a directory or to object storage)."""
+        return bool(self.dir or self.s3_url)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How workers talk to the upstream and schedule their checks (units in the names).
+
+    Durations marked *scaled* are multiplied by ``time_scale`` (architecture rule 14), so the
+    demo and benchmarks can run a 3-minute video in seconds with the same schedule shape.
+    """
+
+    settings: Settings = field(default_factory=Settings)
+    #: Upstream base URL (the simulator: ``http://127.0.0.1:8090``).
+    upstream_url: str = "https://api.together.xyz"
+    #: Your Together AI API key; required by ``genqueue worker``.
+    api_key: str = field(default="", repr=False, metadata=meta(env="TOGETHER_API_KEY", secret=True))
+    #: HTTP transport under httpx (aiohttp is cheaper per call).
+    transport: TransportKind = "aiohttp"
+    #: Multiplies every *scaled* duration (demo, benchmarks).
+    time_scale: float = 1.0
+    #: When each request is checked upstream (adaptive or fixed, backoff, jitter).
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     #: Retry delays of a create that did not happen (scaled), backoff base and cap.
     submit_retry_s: float = 2.0
     submit_retry_cap_s: float = 60.0
@@ -73,6 +191,8 @@ class WorkerConfig:
     rate_limit_burst: int = 0
     #: How long creates pause for everyone after 401/402/403 (not scaled: a human must act).
     pause_s: float = 60.0
+    #: A create that may or may not have happened: create again (with the same
+    #: idempotency key) or fail the request.
     ambiguous_policy: AmbiguousPolicy = "resubmit"
     #: Consecutive outage-like create failures (5xx, timeouts) across all workers that pause
     #: creates for everyone.
@@ -81,81 +201,73 @@ class WorkerConfig:
     not_found_limit: int = 3
     #: Every task's timeout; it also sets how soon arq re-runs a SIGKILLed task (+10 s).
     task_timeout_s: float = 30.0
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 15.0
+    #: HTTP timeouts of upstream calls (their sum must stay below ``task_timeout_s``).
+    upstream_timeouts: UpstreamTimeoutSettings = field(default_factory=UpstreamTimeoutSettings)
+    #: Concurrent tasks per worker process.
     max_jobs: int = 100
+    #: Timers read per queue poll (far above running jobs).
     queue_read_limit: int = 2000
     #: How often a worker asks Redis for due timers (arq sleeps this long between looks, busy
     #: or not): a check runs up to this late, which the dense window's lag bound pays on
-    #: top of the floor. Under load 0.05 s cost no more CPU per call than 0.1 s (10k bench run).
+    #: top of the floor (its CPU cost under load: bench/RESULTS.md, the 10k run).
     poll_delay_s: float = 0.05
     #: On SIGTERM, how long running tasks may finish before they are cancelled.
     job_completion_wait_s: float = 20.0
+    #: Reconciler period (divides 60, or a multiple of 60).
     reconcile_interval_s: int = 30
     #: A timer this overdue (scaled) is considered lost and re-armed.
     reconcile_grace_s: float = 30.0
+    #: Records per reconciler batch.
     reconcile_batch: int = 1000
     #: Wait for fsync (WAITAOF) or a replica (WAIT) after recording an upstream id.
     durable_writes: DurableWrites = "auto"
+    #: How long that wait may take.
     durable_wait_timeout_s: float = 1.0
     #: Serve this process's metrics on this port (0 = don't).
     metrics_port: int = 0
-    #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
-    #: webhook URLs.
-    webhook_secret: str = field(default="", repr=False)
-    webhook_timeout_s: float = 10.0
-    #: Webhook retries back off from ``webhook_retry_s`` to ``webhook_retry_cap_s`` and stop
-    #: (dead letter) this long after the request ended.
-    webhook_retry_s: float = 5.0
-    webhook_retry_cap_s: float = 3600.0
-    webhook_max_age_s: float = 86400.0
-    #: Download finished videos into this directory (empty = don't).
-    download_dir: str = ""
-    download_max_bytes: int = 1 << 30
-    download_timeout_s: float = 120.0
-    download_retries: int = 5
+    #: Signed webhook calls when a request finishes.
+    webhooks: WebhookSettings = field(
+        default_factory=WebhookSettings, metadata=meta(env_prefix="WEBHOOK_")
+    )
+    #: Downloads of finished videos.
+    downloads: DownloadSettings = field(
+        default_factory=DownloadSettings, metadata=meta(env_prefix="DOWNLOAD_")
+    )
     #: How often due side effects (downloads, webhooks) are dispatched.
     outbox_interval_s: int = 1
-    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    #: Lease owner name in records.
+    worker_name: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
+        metadata=meta(default_text="<hostname>:<pid>"),
+    )
 
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
             raise ValueError("time_scale must be positive")
-        if not 0 < self.poll_floor_s <= self.poll_cap_s:
-            raise ValueError("need 0 < poll_floor_s <= poll_cap_s")
-        if self.poll_factor < 1:
-            raise ValueError("poll_factor must be >= 1")
-        if not 0 <= self.poll_jitter < 1:
-            raise ValueError("poll_jitter must be in [0, 1)")
         if self.ambiguous_policy not in ("resubmit", "fail"):
             raise ValueError("ambiguous_policy must be 'resubmit' or 'fail'")
-        if self.poll_schedule not in ("adaptive", "fixed"):
-            raise ValueError("poll_schedule must be 'adaptive' or 'fixed'")
-        if not 0 <= self.adaptive_quantile < 1:
-            raise ValueError("adaptive_quantile must be in [0, 1)")
-        if self.adaptive_samples < max(1, self.adaptive_min_samples):
-            raise ValueError("adaptive_samples must be >= adaptive_min_samples (and >= 1)")
-        if not 0.5 <= self.adaptive_confidence < 1:
-            raise ValueError("adaptive_confidence must be in [0.5, 1)")
-        if not 0 <= self.adaptive_dense_until_quantile <= 1:
-            raise ValueError("adaptive_dense_until_quantile must be in [0, 1]")
         if self.durable_writes not in ("auto", "off"):
             raise ValueError("durable_writes must be 'auto' or 'off'")
         if self.transport not in ("aiohttp", "httpx"):
             raise ValueError("transport must be 'aiohttp' or 'httpx'")
-        http_budget = self.connect_timeout_s + self.read_timeout_s
+        http_budget = self.upstream_timeouts.connect_s + self.upstream_timeouts.read_s
         if http_budget >= self.task_timeout_s:
             # The upstream id must be written before the task can time out (rule 3).
             raise ValueError(
                 f"connect_timeout_s + read_timeout_s ({http_budget:g}) must be below "
                 f"task_timeout_s ({self.task_timeout_s:g})"
             )
-        if self.webhook_max_age_s + 3600 > self.settings.retention_s:
+        if self.webhooks.max_age_s + 3600 > self.settings.retention_s:
             raise ValueError("retention_s must outlast webhook_max_age_s by at least an hour")
         if self.reconcile_interval_s <= 0 or (
             self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
         ):
             raise ValueError("reconcile_interval_s must divide 60 (or be a multiple of 60)")
+
+    @property
+    def downloads_on(self) -> bool:
+        """Finished videos are downloaded (to a directory or to object storage)."""
+        return self.downloads.on
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale
@@ -168,19 +280,4 @@ class WorkerConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         """Config from ``GENQUEUE_*`` variables and ``TOGETHER_API_KEY``."""
-        e = os.environ if env is None else env
-        base = cls()
-        over = overrides_from_env(base, e)
-        over.pop("settings", None)
-        over.pop("api_key", None)
-        over.pop("webhook_secret", None)
-        upstream = e.get("GENQUEUE_UPSTREAM_URL")
-        if upstream:
-            over["upstream_url"] = upstream
-        return replace(
-            base,
-            settings=Settings.from_env(e),
-            api_key=e.get("TOGETHER_API_KEY", ""),
-            webhook_secret=e.get("GENQUEUE_WEBHOOK_SECRET", ""),
-            **over,
-        )
+        return envconfig.from_env(cls, os.environ if env is None else env)

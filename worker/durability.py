@@ -1,4 +1,4 @@
-"""Make the write of an upstream id durable before anything else (DESIGN.md rule 3)."""
+"""Make the write of an upstream id durable before anything else (architecture rule 3)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import redis.asyncio
 import structlog
 
-from genqueue.producer.scripts import AsyncScripts, ScriptCall, run_with
+from genqueue.producer.scripts import AsyncScripts, R, ScriptCall, run_with
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +46,7 @@ class Durability:
         )
         return cls(chosen)
 
-    async def run(
-        self, client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall
-    ) -> list[str]:
+    async def run(self, client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall[R]) -> R:
         """Run the script, then wait for its durability on the same connection."""
         if not self.command:
             return await scripts.run(c)

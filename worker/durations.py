@@ -5,14 +5,14 @@ The lists are a *uniform sample* of about the last ``horizon`` completions (rese
 sampling), not the last ``samples`` ones: videos submitted together end together, and the
 completions of one short stretch of time all have about the same duration (at minute 3 of a
 batch, only the 3-minute ones are ending). The last 1,000 of a 10,000-video batch taught the
-schedule that every video takes as long as the slowest, and the next batch was checked a
-minute late (10k bench run, session 3). A reservoir over 10,000 keeps the whole batch's
+schedule that every video takes as long as the slowest, and the next batch was checked
+late (seen in the 10k bench run). A reservoir over 10,000 keeps the whole batch's
 spread, and still forgets: once full, each completion enters with probability
 samples/horizon, so any one entry is replaced by each later completion with probability
 1/horizon (the sample's age profile depends on the horizon only, not on its size).
 
-The sample is large (``WorkerConfig.adaptive_samples``, 10,000 by default) because the first
-check is placed at a low quantile, which a sample of 1,000 still misplaces often enough to
+The sample is large (``WorkerConfig.schedule.adaptive_samples``, 10,000 by default) because the
+first check is placed at a low quantile, which a sample of 1,000 still misplaces often enough to
 cost the p95 seconds in one history in ten (``bench/frontier.py: genqueue_schedule``); the
 first check uses ``lower_quantile``, a lower confidence bound that is safe for a few
 completions and converges on the quantile for many.
@@ -29,6 +29,7 @@ from statistics import NormalDist
 import redis.asyncio
 
 from genqueue.producer.keys import Keys
+from genqueue.producer.scripts import source
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -57,33 +58,6 @@ def lower_quantile(sorted_values: list[float], q: float, confidence: float) -> f
     return _at(sorted_values, max(0.0, q * (n - 1) - z * math.sqrt(n * q * (1.0 - q))))
 
 
-RECORD_LUA = """
--- KEYS: 1 total list, 2 generation list, 3 counter. ARGV: 1 total ('' = none), 2 generation
--- ('' = none), 3 sample size, 4 horizon, 5 a uniform number in [0, 1) from the caller.
--- Reservoir sampling: the k-th completion fills the sample while it is not full, then
--- replaces a random slot with probability size / min(k, horizon).
-local k = redis.call('INCR', KEYS[3])
-local size, horizon = tonumber(ARGV[3]), tonumber(ARGV[4])
-local slot = -1
-if k > size then
-  slot = math.floor(tonumber(ARGV[5]) * math.min(k, horizon))
-  if slot >= size then return 0 end
-end
-for i = 1, 2 do
-  local value = ARGV[i]
-  if value ~= '' then
-    local n = redis.call('LLEN', KEYS[i])
-    if slot >= 0 and slot < n then
-      redis.call('LSET', KEYS[i], slot, value)
-    elseif n < size then
-      redis.call('RPUSH', KEYS[i], value)
-    end
-  end
-end
-return 1
-"""
-
-
 @dataclass(frozen=True, slots=True)
 class ModelDurations:
     """Sorted recent durations of one model (seconds, upstream clock)."""
@@ -110,7 +84,7 @@ class DurationModel:
         self._keys = keys
         self._samples = samples
         self._horizon = max(horizon, samples)
-        self._record = client.register_script(RECORD_LUA)
+        self._record = client.register_script(source("record_duration"))
         self._rng = rng or random.Random()
         self._min = min_samples
         self._cache_s = cache_s

@@ -105,6 +105,7 @@ class WorkerMetrics:
         for outcome in ("done", "retry", "dead"):
             self.webhook_deliveries.labels(outcome)
             self.downloads.labels(outcome)
+        self.webhook_deliveries.labels("deferred")
         for code in ("401", "402", "403", "outage"):
             self.creates_paused.labels(code)
 

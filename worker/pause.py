@@ -1,7 +1,7 @@
 """The circuit breaker: a pause of upstream creates for every worker, kept in Redis.
 
 401/403 (key), 402 (credits) or a streak of create failures that look like an outage pause
-creates for everyone instead of failing the backlog one request at a time (DESIGN.md rule 13).
+creates for everyone instead of failing the backlog one request at a time (architecture rule 13).
 When the pause has run its time it turns half-open: ``begin_submit`` lets one request through
 as a probe; its success resumes creates, its failure pauses again. ``genqueue resume`` (or
 ``CreatePause.resume``) ends a pause at once.
@@ -12,40 +12,15 @@ from __future__ import annotations
 import redis.asyncio
 
 from genqueue.producer.keys import Keys
-
-_PAUSE_LUA = """
--- KEYS: 1 pause hash. ARGV: 1 reason, 2 status code, 3 duration (ms). Redis clock.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local untilms = now + tonumber(ARGV[3])
-if not redis.call('HGET', KEYS[1], 'since_ms') then
-  redis.call('HSET', KEYS[1], 'since_ms', string.format('%d', now))
-end
-redis.call('HSET', KEYS[1], 'reason', ARGV[1], 'code', ARGV[2],
-  'until_ms', string.format('%d', untilms), 'probe_until_ms', '0')
-return untilms
-"""
-
-_STREAK_LUA = """
--- KEYS: 1 failure streak counter. ARGV: 1 'fail' | 'ok', 2 threshold. Returns 1 when the
--- streak just reached the threshold.
-if ARGV[1] == 'ok' then
-  if redis.call('GET', KEYS[1]) then redis.call('DEL', KEYS[1]) end
-  return 0
-end
-local n = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], 600000)
-if n == tonumber(ARGV[2]) then return 1 end
-return 0
-"""
+from genqueue.producer.scripts import source
 
 
 class CreatePause:
     """Pauses, probes and resumes upstream creates for the whole cluster."""
 
     def __init__(self, client: redis.asyncio.Redis, keys: Keys) -> None:
-        self._pause = client.register_script(_PAUSE_LUA)
-        self._streak = client.register_script(_STREAK_LUA)
+        self._pause = client.register_script(source("pause"))
+        self._streak = client.register_script(source("pause_streak"))
         self._client = client
         self._keys = keys
 

@@ -1,7 +1,7 @@
 """The shared rate limit on upstream calls, across every worker process on every host.
 
 A GCRA kept in Redis per upstream and API key, checked inside the script that starts a step
-(``begin_poll``, ``begin_submit``; ``take_call_slot`` in ``lua/_prelude.lua``): at most
+(``begin_poll``, ``begin_submit``; ``take_call_slot`` in ``lua/_rate_limit.lua``): at most
 ``rps + burst`` calls in any second and ``rps`` sustained. A refused step is not retried by
 sleeping: the same script re-arms it for its turn (refused steps are spaced at the sustained
 rate, in the order they were refused).

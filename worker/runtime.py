@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import redis.asyncio
@@ -15,8 +16,12 @@ from genqueue.worker.config import WorkerConfig
 from genqueue.worker.durability import Durability
 from genqueue.worker.durations import DurationModel
 from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.outbound.guard import GuardedTransport, Origin, origin_of
+from genqueue.worker.outbound.host_slots import HostSlots
+from genqueue.worker.outbound.resolver import Resolver, SystemResolver
 from genqueue.worker.pause import CreatePause
 from genqueue.worker.ratelimit import RateLimit, limiter_identity
+from genqueue.worker.targets import s3_client
 from genqueue.worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 
 CTX_KEY = "genqueue"
@@ -51,6 +56,8 @@ class Runtime:
 
     side_transport: httpx.AsyncBaseTransport | None = None
     rate_limit: RateLimit | None = None
+    #: How webhook and download hosts are looked up (None: the system's resolver).
+    resolver: Resolver | None = None
 
     def __post_init__(self) -> None:
         self.keys: Keys = self.config.settings.keys
@@ -62,8 +69,8 @@ class Runtime:
         self.durations = DurationModel(
             self.redis,
             self.keys,
-            samples=cfg.adaptive_samples,
-            min_samples=cfg.adaptive_min_samples,
+            samples=cfg.schedule.adaptive_samples,
+            min_samples=cfg.schedule.adaptive_min_samples,
         )
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = RateLimit.of(
@@ -72,18 +79,33 @@ class Runtime:
                 burst=cfg.rate_limit_burst,
                 identity=limiter_identity(cfg.upstream_url, cfg.api_key),
             )
-        # Webhook receivers get no redirects (a redirect could bounce a signed body
-        # elsewhere); video URLs are short links that redirect to a signed URL.
+        self.host_slots = HostSlots(cfg.webhooks.host_concurrency)
+        #: A boto3 S3 client when videos go to object storage (``downloads.s3_url``).
+        self.s3: Any = (
+            s3_client(cfg.downloads.s3_endpoint_url, cfg.downloads.s3_region)
+            if cfg.downloads.s3_url
+            else None
+        )
+        resolver = self.resolver or SystemResolver()
+        allow = cfg.settings.allow_nets
+
+        def guarded(trusted: tuple[Origin, ...]) -> GuardedTransport:
+            inner = self.side_transport or make_transport(cfg.transport, max_connections=100)
+            return GuardedTransport(inner, resolver=resolver, allow=allow, trusted=trusted)
+
+        # Neither client follows redirects itself: a webhook gets none (a redirect could
+        # bounce a signed body elsewhere); downloads follow theirs hop by hop, each checked
+        # (side_effects.py). Total deadlines are set per call (asyncio.timeout).
         self.webhook_http = httpx.AsyncClient(
-            timeout=cfg.webhook_timeout_s,
+            timeout=httpx.Timeout(cfg.webhooks.timeout_s, connect=cfg.upstream_timeouts.connect_s),
             follow_redirects=False,
-            transport=self.side_transport,
+            transport=guarded(()),
             trust_env=False,
         )
         self.download_http = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.download_timeout_s, connect=cfg.connect_timeout_s),
-            follow_redirects=True,
-            transport=self.side_transport,
+            timeout=httpx.Timeout(cfg.downloads.timeout_s, connect=cfg.upstream_timeouts.connect_s),
+            follow_redirects=False,
+            transport=guarded((origin_of(cfg.upstream_url),)),
             trust_env=False,
         )
 
@@ -95,6 +117,7 @@ class Runtime:
         transport: httpx.AsyncBaseTransport | None = None,
         side_transport: httpx.AsyncBaseTransport | None = None,
         metrics: WorkerMetrics | None = None,
+        resolver: Resolver | None = None,
     ) -> Runtime:
         """Connect to Redis and the upstream (``transport`` overrides the production one)."""
         metrics = metrics or WorkerMetrics()
@@ -108,11 +131,11 @@ class Runtime:
             base_url=config.upstream_url,
             api_key=config.api_key,
             timeouts=UpstreamTimeouts(
-                connect_s=config.connect_timeout_s,
-                read_s=config.read_timeout_s,
-                write_s=config.read_timeout_s,
-                pool_s=config.connect_timeout_s,
-                total_s=config.connect_timeout_s + config.read_timeout_s,
+                connect_s=config.upstream_timeouts.connect_s,
+                read_s=config.upstream_timeouts.read_s,
+                write_s=config.upstream_timeouts.read_s,
+                pool_s=config.upstream_timeouts.connect_s,
+                total_s=config.upstream_timeouts.connect_s + config.upstream_timeouts.read_s,
             ),
             transport=transport
             or make_transport(config.transport, max_connections=config.max_jobs),
@@ -135,6 +158,7 @@ class Runtime:
             durability=durability,
             metrics=metrics,
             side_transport=side_transport,
+            resolver=resolver,
         )
 
     async def close(self) -> None:

@@ -10,14 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Literal
 
 import redis.exceptions
 import structlog
 
-from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field
+from genqueue.producer.contracts import (
+    BeginPoll,
+    BeginSubmit,
+    Finish,
+    PollUpdate,
+    SubmitRelease,
+    Submitted,
+)
+from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag
 from genqueue.producer.record import read_full, with_id
-from genqueue.producer.scripts import ScriptCall, call, ms
+from genqueue.producer.replies import DEFERRED_TAGS, NextStep
+from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 from genqueue.worker.durations import lower_quantile, quantile
@@ -39,15 +48,9 @@ def idempotency_header(request_id: str) -> str:
     return f"genqueue-{request_id}"
 
 
-def _call(rt: Runtime, name: Any, raw: dict[str, str], *extra: str | int, **kw: Any) -> ScriptCall:
-    return call(
-        rt.config.settings,
-        name,
-        raw[Field.ID],
-        *extra,
-        idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
-        **kw,
-    )
+def _idem(raw: dict[str, str]) -> str | None:
+    """The idempotency key a record names (passed to every script that may end it)."""
+    return raw.get(Field.IDEMPOTENCY_KEY) or None
 
 
 async def _load(rt: Runtime, request_id: str) -> dict[str, str]:
@@ -84,12 +87,12 @@ def _next(kind: str, raw: dict[str, str], seq: int | str) -> Timer:
 
 
 async def _arm_next(
-    rt: Runtime, kind: str, request_id: str, reply: list[str], passed: Timer
+    rt: Runtime, kind: str, request_id: str, step: NextStep | None, passed: Timer
 ) -> None:
-    """Make sure the step a script just moved to is armed: reply = [tag, seq, delay_ms]. The
-    script enqueued it itself when it was the ``passed`` one (the usual case); otherwise the
-    record's current step is armed at the time the record holds."""
-    if Timer(kind, request_id, int(reply[1])) != passed:
+    """Make sure the step a script just moved to is armed. The script enqueued it itself
+    when it was the ``passed`` one (the usual case); otherwise the record's current step is
+    armed at the time the record holds."""
+    if step is None or Timer(kind, request_id, step.seq) != passed:
         await arm_current(rt, request_id)
 
 
@@ -102,11 +105,11 @@ def _next_poll_s(rt: Runtime, polls_done: int, retry_after_s: float | None = Non
     cfg = rt.config
     return poll_delay_s(
         polls_done,
-        first_s=cfg.scaled(cfg.first_poll_s),
-        floor_s=cfg.scaled(cfg.poll_floor_s),
-        cap_s=cfg.scaled(cfg.poll_cap_s),
-        factor=cfg.poll_factor,
-        jitter=cfg.poll_jitter,
+        first_s=cfg.scaled(cfg.schedule.first_poll_s),
+        floor_s=cfg.scaled(cfg.schedule.poll_floor_s),
+        cap_s=cfg.scaled(cfg.schedule.poll_cap_s),
+        factor=cfg.schedule.poll_factor,
+        jitter=cfg.schedule.poll_jitter,
         rng=rt.rng,
         retry_after_s=retry_after_s,
     )
@@ -128,7 +131,7 @@ async def _learned_wait_s(
     upstream's own start of generation when it reports one (tighter: it leaves out the
     upstream's queue wait), else from its creation."""
     cfg = rt.config
-    if cfg.poll_schedule != "adaptive":
+    if cfg.schedule.mode != "adaptive":
         return None
     learned = await rt.durations.get(model)
     if learned is None:
@@ -142,12 +145,15 @@ async def _learned_wait_s(
     # Upstream timestamps are the upstream's clock; a wait is never negative.
     now = time.time()
     elapsed = max(0.0, now - anchor)
-    every = cfg.scaled(cfg.poll_floor_s)
+    every = cfg.scaled(cfg.schedule.poll_floor_s)
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    first_s = lower_quantile(durations, cfg.adaptive_quantile, cfg.adaptive_confidence) + every
-    dense_until_s = quantile(durations, cfg.adaptive_dense_until_quantile)
+    first_s = (
+        lower_quantile(durations, cfg.schedule.adaptive_quantile, cfg.schedule.adaptive_confidence)
+        + every
+    )
+    dense_until_s = quantile(durations, cfg.schedule.adaptive_dense_until_quantile)
     delay = learned_delay_s(
         elapsed,
         checked=polls_done > 0,
@@ -155,18 +161,20 @@ async def _learned_wait_s(
         first_s=first_s,
         dense_until_s=dense_until_s,
         dense_every_s=every,
-        cap_s=cfg.scaled(cfg.poll_cap_s),
-        factor=cfg.poll_factor,
+        cap_s=cfg.scaled(cfg.schedule.poll_cap_s),
+        factor=cfg.schedule.poll_factor,
     )
     if polls_done == 0:
         # Spread the first checks of a batch created at once over one interval (not by a
         # share of the delay: a first check later than planned lets more videos end long
         # before it). They may wait longer than the cap.
-        if cfg.poll_jitter <= 0:
+        if cfg.schedule.poll_jitter <= 0:
             return delay
         return max(0.0, delay + rt.rng.uniform(-every / 2, every / 2))
     if elapsed >= dense_until_s:
-        return min(cfg.scaled(cfg.poll_cap_s), jittered(delay, cfg.poll_jitter, rt.rng))
+        return min(
+            cfg.scaled(cfg.schedule.poll_cap_s), jittered(delay, cfg.schedule.poll_jitter, rt.rng)
+        )
     return delay  # inside the window: no jitter, the interval is what bounds the lag
 
 
@@ -199,38 +207,38 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             return
         cfg = rt.config
         limit_keys, limit_args = _limit(rt)
-        begin = _call(
-            rt,
-            "begin_submit",
-            raw,
-            str(seq),
-            cfg.max_inflight,
-            ms(cfg.lease_s),
-            cfg.worker_name,
-            cfg.ambiguous_policy,
-            _scaled_ms(rt, cfg.cap_wait_s),
-            *limit_args,
-            extra_keys=(rt.keys.pause, *limit_keys),
+        begin = BeginSubmit(
+            request_id=request_id,
+            idempotency_key=_idem(raw),
+            expected_seq=seq,
+            max_inflight=cfg.max_inflight,
+            lease_ms=ms(cfg.lease_s),
+            lease_owner=cfg.worker_name,
+            ambiguous_policy=cfg.ambiguous_policy,
+            cap_wait_ms=_scaled_ms(rt, cfg.cap_wait_s),
+            limit_keys=limit_keys,
+            limit_us=limit_args,
             arm=(deferred := _next(SUBMIT_TASK, raw, seq)),
-        )
+        ).call(cfg.settings)
         reply = await rt.scripts.run(begin)
-        tag = reply[0]
-        if tag in ("CAP_FULL", "LEASED", "PAUSED", "LIMITED"):
-            if tag == "LIMITED":
+        tag = reply.tag
+        if tag in DEFERRED_TAGS:
+            if tag is Tag.LIMITED:
                 rt.metrics.rate_limited.labels("local", "create").inc()
-            log.debug("submit_deferred", reason=tag.lower(), delay_ms=int(reply[2]))
-            await _arm_next(rt, SUBMIT_TASK, request_id, reply, deferred)
+            delay_ms = reply.step.delay_ms if reply.step else 0
+            log.debug("submit_deferred", reason=tag.lower(), delay_ms=delay_ms)
+            await _arm_next(rt, SUBMIT_TASK, request_id, reply.step, deferred)
             return
-        if tag == "STALE":
+        if tag is Tag.STALE:
             await arm_current(rt, request_id)
             return
-        if tag != "OK":
+        if tag is not Tag.OK:
             log.info("submit_ended", outcome=tag.lower())
             return
-        submit_seq, is_probe = reply[1], reply[3] == "1"
+        submit_seq, is_probe = reply.submit_seq, reply.probe
         if is_probe:
             log.info("create_probe")
-        if reply[2] == "1":
+        if reply.ambiguous:
             rt.metrics.ambiguous_submits.inc()
             log.warning("ambiguous_submit", policy=cfg.ambiguous_policy)
         body = json.loads(raw[Field.REQUEST])
@@ -254,7 +262,7 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
 SUBMITTED_RETRY_MARGIN_S = 2.0
 
 
-async def _run_until(rt: Runtime, c: ScriptCall, deadline: float) -> list[str]:
+async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
     """Run a critical write, retrying while Redis is unreachable until ``deadline``
     (monotonic seconds).
 
@@ -277,7 +285,7 @@ async def _run_until(rt: Runtime, c: ScriptCall, deadline: float) -> list[str]:
 async def _record_submitted(
     rt: Runtime,
     raw: dict[str, str],
-    submit_seq: str,
+    submit_seq: int,
     job: UpstreamJob,
     lease_ends: float | None = None,
 ) -> None:
@@ -291,27 +299,25 @@ async def _record_submitted(
             first = _next_poll_s(rt, 0)  # no learned durations now; the id must still be kept
         # begin_submit left the timer seq as it was: the first poll is the next step.
         step = _next(POLL_TASK, raw, raw.get(Field.SEQ, "0"))
-        c = _call(
-            rt,
-            "submitted",
-            raw,
-            submit_seq,
-            job.id,
-            job.status,
-            _num(job.created_at),
-            _num(job.started_at),
-            ms(first),
-            ms(cfg.settings.tracking_limit_s),
-            _scaled_ms(rt, cfg.poll_cap_s),
-            extra_keys=(rt.keys.pause_streak,),
+        c = Submitted(
+            request_id=request_id,
+            idempotency_key=_idem(raw),
+            submit_seq=submit_seq,
+            upstream_id=job.id,
+            upstream_status=job.status,
+            upstream_created_at=job.created_at,
+            upstream_started_at=job.started_at,
+            first_poll_delay_ms=ms(first),
+            tracking_limit_ms=ms(cfg.settings.tracking_limit_s),
+            tracking_poll_delay_ms=_scaled_ms(rt, cfg.schedule.poll_cap_s),
             arm=step,
-        )
+        ).call(cfg.settings)
         deadline = (lease_ends or time.monotonic()) - SUBMITTED_RETRY_MARGIN_S
         reply = await _run_until(rt, c, deadline)
-        if reply[0] == "OK":
+        if reply.tag is Tag.OK:
             log.info("upstream_job_created", upstream_status=job.status)
-            await _arm_next(rt, POLL_TASK, request_id, reply, step)
-        elif reply[0] == "STALE":
+            await _arm_next(rt, POLL_TASK, request_id, reply.step, step)
+        elif reply.tag is Tag.STALE:
             # A newer attempt owns the request; this job's id is kept in upstream_ids.
             log.warning("upstream_job_created_by_superseded_attempt")
         else:
@@ -319,7 +325,7 @@ async def _record_submitted(
 
 
 async def _submit_failed(
-    rt: Runtime, raw: dict[str, str], submit_seq: str, exc: UpstreamError
+    rt: Runtime, raw: dict[str, str], submit_seq: int, exc: UpstreamError
 ) -> None:
     cfg = rt.config
     disposition = classify(exc)
@@ -329,11 +335,12 @@ async def _submit_failed(
         attempts,
         base_s=cfg.scaled(cfg.submit_retry_s),
         cap_s=cfg.scaled(cfg.submit_retry_cap_s),
-        jitter=cfg.poll_jitter,
+        jitter=cfg.schedule.poll_jitter,
         rng=rt.rng,
         retry_after_s=retry_after,
     )
-    mode, ambiguous = "retry", "0"
+    mode: Literal["fail", "retry"] = "retry"
+    ambiguous = False
     code = exc.status_code if isinstance(exc, UpstreamHTTPError) else None
     outage = disposition is Disposition.RETRY_AMBIGUOUS and (code is None or code >= 500)
     if outage:
@@ -350,38 +357,33 @@ async def _submit_failed(
         delay = cfg.pause_s
         log.error("creates_paused", code=label, pause_s=cfg.pause_s)
     if isinstance(exc, UpstreamError) and classify(exc) is Disposition.RETRY_AMBIGUOUS:
-        ambiguous = "1"
+        ambiguous = True
         rt.metrics.ambiguous_submits.inc()
     step = _next(SUBMIT_TASK, raw, raw.get(Field.SEQ, "0"))
-    c = _call(
-        rt,
-        "submit_release",
-        raw,
-        submit_seq,
-        mode,
-        ambiguous,
-        ms(delay),
-        str(exc),
-        cfg.ambiguous_policy,
+    c = SubmitRelease(
+        request_id=raw[Field.ID],
+        idempotency_key=_idem(raw),
+        submit_seq=submit_seq,
+        mode=mode,
+        ambiguous=ambiguous,
+        retry_delay_ms=ms(delay),
+        error=str(exc),
+        ambiguous_policy=cfg.ambiguous_policy,
         arm=step,
-    )
+    ).call(cfg.settings)
     reply = await rt.scripts.run(c)
     log.info(
         "upstream_create_failed",
         disposition=disposition.value,
         error=str(exc),
-        outcome=reply[0].lower(),
-        retry_in_s=round(delay, 3) if reply[0] == "RETRY" else None,
+        outcome=reply.tag.lower(),
+        retry_in_s=round(delay, 3) if reply.tag is Tag.RETRY else None,
     )
-    if reply[0] == "RETRY":
-        await _arm_next(rt, SUBMIT_TASK, raw[Field.ID], reply, step)
+    if reply.tag is Tag.RETRY:
+        await _arm_next(rt, SUBMIT_TASK, raw[Field.ID], reply.step, step)
 
 
 # --- poll ---------------------------------------------------------------------------------
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None else repr(value)
 
 
 async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
@@ -389,30 +391,28 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
     with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
         limit_keys, limit_args = _limit(rt)
         step = Timer(POLL_TASK, request_id, seq + 1)
-        begin = call(
-            rt.config.settings,
-            "begin_poll",
-            request_id,
-            str(seq),
-            *limit_args,
-            extra_keys=limit_keys,
+        begin = BeginPoll(
+            request_id=request_id,
+            expected_seq=seq,
+            limit_keys=limit_keys,
+            limit_us=limit_args,
             arm=step,
-        )
+        ).call(rt.config.settings)
         reply = await rt.scripts.run(begin)
-        tag = reply[0]
-        if tag == "MISSING":
+        tag = reply.tag
+        if tag is Tag.MISSING:
             log.info("record_missing")
             return
-        if tag == "STALE":
+        if tag is Tag.STALE:
             await arm_current(rt, request_id)
             return
-        if tag == "LIMITED":
+        if tag is Tag.LIMITED:
             rt.metrics.rate_limited.labels("local", "retrieve").inc()
-            await _arm_next(rt, POLL_TASK, request_id, reply, step)
+            await _arm_next(rt, POLL_TASK, request_id, reply.step, step)
             return
-        if tag != "GO":
+        if tag is not Tag.GO:
             return  # DONE: the request ended and nothing is tracked
-        raw = with_id(request_id, dict(zip(reply[1::2], reply[2::2], strict=True)))
+        raw = with_id(request_id, reply.record)
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
         with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
             try:
@@ -427,35 +427,34 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
 
 
 async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) -> None:
-    c = _call(
-        rt,
-        "finish",
-        raw,
-        str(seq),
-        job.status,
-        "" if job.cost_micro_usd is None else job.cost_micro_usd,
-        job.video_url or "",
-        job.error or "",
-        _num(job.created_at),
-        _num(job.started_at),
-        _num(job.done_at),
-        "1" if rt.config.download_dir else "0",
-    )
+    c = Finish(
+        request_id=raw[Field.ID],
+        idempotency_key=_idem(raw),
+        expected_seq=seq,
+        outcome=job.status,
+        cost_micro_usd=job.cost_micro_usd,
+        video_url=job.video_url or "",
+        error=job.error or "",
+        upstream_created_at=job.created_at,
+        upstream_started_at=job.started_at,
+        upstream_done_at=job.done_at,
+        owe_download=rt.config.downloads_on,
+    ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
-    if reply[0] == "OK":
-        _observe_finish(rt, raw, job, now_ms=int(reply[2]), ended_now=reply[3] == "1")
+    if reply.tag is Tag.OK:
+        _observe_finish(rt, raw, job, now_ms=reply.now_ms, ended_now=reply.ended_now)
         if job.status == "completed" and job.done_at is not None:
             await rt.durations.record(
                 raw.get(Field.MODEL, ""), job.created_at, job.started_at, job.done_at
             )
         log.info(
             "request_finished",
-            status=reply[1],
+            status=reply.status,
             upstream_status=job.status,
             cost_micro_usd=job.cost_micro_usd,
             polls=int(raw.get(Field.POLLS, "0")) + 1,
         )
-    elif reply[0] == "STALE":
+    elif reply.tag is Tag.STALE:
         await arm_current(rt, raw[Field.ID])
 
 
@@ -500,28 +499,27 @@ async def _poll_update(
     due_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or 0) or None
     delay = await _poll_wait_s(rt, raw.get(Field.MODEL, ""), job, polls_done, retry_after_s, due_ms)
     status = job.status if job is not None and job.status != "unknown" else ""
-    c = _call(
-        rt,
-        "poll_update",
-        raw,
-        str(seq),
-        status,
-        _num(job.started_at) if job is not None else "",
-        ms(delay),
-        _scaled_ms(rt, cfg.poll_cap_s),
-        ms(cfg.settings.tracking_limit_s),
-        error,
-        "1" if not_found else "0",
+    c = PollUpdate(
+        request_id=raw[Field.ID],
+        idempotency_key=_idem(raw),
+        expected_seq=seq,
+        upstream_status=status,
+        upstream_started_at=job.started_at if job is not None else None,
+        next_delay_ms=ms(delay),
+        tracking_poll_delay_ms=_scaled_ms(rt, cfg.schedule.poll_cap_s),
+        tracking_limit_ms=ms(cfg.settings.tracking_limit_s),
+        poll_error=error,
+        not_found=not_found,
         arm=(step := _next(POLL_TASK, raw, seq)),
-    )
+    ).call(cfg.settings)
     reply = await rt.scripts.run(c)
-    if reply[0] in ("OK", "ABANDONED"):
+    if reply.tag is Tag.OK or reply.tag is Tag.ABANDONED:
         rt.metrics.polls.labels(raw.get(Field.MODEL, "")).inc()
-    if reply[0] == "OK":
-        await _arm_next(rt, POLL_TASK, raw[Field.ID], reply, step)
-    elif reply[0] == "STALE":
+    if reply.tag is Tag.OK:
+        await _arm_next(rt, POLL_TASK, raw[Field.ID], reply.step, step)
+    elif reply.tag is Tag.STALE:
         await arm_current(rt, raw[Field.ID])
-    elif reply[0] == "ABANDONED":
+    elif reply.tag is Tag.ABANDONED:
         log.error("tracking_abandoned")
 
 

@@ -3,8 +3,19 @@
 -- cancelled when its create answers.
 -- ARGV: 5 tracking limit (ms).
 -- Returns {'CANCELLED'} | {'REQUESTED'} | {'ALREADY', status} | {'MISSING'}
+-- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
+-- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
+-- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
+-- length, done channel, retention of a finished record (ms). Optional trailing inline-arm
+-- KEYS/ARGV: see lua/_transition.lua.
+local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local TRACKING_LIMIT_MS = tonumber(ARGV[5])
+--- @include "transition"
+local refused = idempotency_key_not_passed()
+if refused then return refused end
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
-local limit_ms = tonumber(ARGV[5])
 local status = get('status')
 if not NON_TERMINAL[status] then return {'ALREADY', status} end
 redis.call('HSET', K_REC, 'cancel_requested', '1')
@@ -15,5 +26,5 @@ if status == 'pending' then
 end
 if status == 'submitting' then return {'REQUESTED'} end
 visible_terminal(status, 'cancelled', '')
-begin_tracking(limit_ms)
+begin_tracking(TRACKING_LIMIT_MS)
 return {'CANCELLED'}

@@ -2,24 +2,36 @@
 -- ARGV: 5 fields (JSON object of string values; empty ones are not stored), 6 deadline (ms from
 --       now), 7 has idempotency key, 8 spec (JSON, stored as is in the spec key).
 -- Returns {'CREATED', id} or {'EXISTS', existing id}.
-local fields_json, deadline_ms, has_idem, spec = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1', ARGV[8]
-if has_idem then
+-- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
+-- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
+-- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
+-- length, done channel, retention of a finished record (ms). Optional trailing inline-arm
+-- KEYS/ARGV: see lua/_transition.lua.
+local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local FIELDS_JSON, DEADLINE_MS = ARGV[5], tonumber(ARGV[6])
+local HAS_IDEM, SPEC = ARGV[7] == '1', ARGV[8]
+--- @include "transition"
+local refused = idempotency_key_not_passed()
+if refused then return refused end
+if HAS_IDEM then
   local existing = redis.call('GET', K_IDEM)
   if existing then return {'EXISTS', existing} end
 end
 if redis.call('EXISTS', K_REC) == 1 then return {'EXISTS', ID} end
-local fields = cjson.decode(fields_json)
+local fields = cjson.decode(FIELDS_JSON)
 for k, v in pairs(fields) do set_if(k, v) end
-redis.call('SET', K_SPEC, spec)
+redis.call('SET', K_SPEC, SPEC)
 -- Counters and flags start absent (read as 0), and the id is the key's: every field costs
 -- memory in every record.
 redis.call('HSET', K_REC,
   'status', 'pending', 'seq', '0', 'timer', 'submit',
   'enqueued_at_ms', istr(NOW), 'next_check_at_ms', istr(NOW),
-  'deadline_at_ms', istr(NOW + deadline_ms))
+  'deadline_at_ms', istr(NOW + DEADLINE_MS))
 redis.call('ZADD', K_INFLIGHT, NOW, ID)
 redis.call('HINCRBY', K_COUNTS, 'pending', 1)
-if has_idem then redis.call('SET', K_IDEM, ID) end
+if HAS_IDEM then redis.call('SET', K_IDEM, ID) end
 emit('pending')
 arm('submit:' .. ID .. ':0', NOW)
 return {'CREATED', ID}

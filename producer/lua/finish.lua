@@ -4,28 +4,42 @@
 --       8 video url, 9 error, 10 upstream created_at, 11 started_at, 12 done_at,
 --       13 '1' to owe a download of the video (completed only).
 -- Returns {'OK', final status, now ms, '1' if the visible status ended now} | {'STALE'} | {'MISSING'}
+-- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
+-- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
+-- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
+-- length, done channel, retention of a finished record (ms). Optional trailing inline-arm
+-- KEYS/ARGV: see lua/_transition.lua.
+local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local EXPECTED_SEQ, OUTCOME, COST = ARGV[5], ARGV[6], ARGV[7]
+local VIDEO_URL, ERROR = ARGV[8], ARGV[9]
+local CREATED_AT, STARTED_AT, DONE_AT = ARGV[10], ARGV[11], ARGV[12]
+local OWE_DOWNLOAD = ARGV[13] == '1'
+--- @include "transition"
+local refused = idempotency_key_not_passed()
+if refused then return refused end
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
-local expected_seq, outcome, cost = ARGV[5], ARGV[6], ARGV[7]
-local err = ARGV[9]
-if get('seq') ~= expected_seq or get('timer') ~= 'poll' then return {'STALE'} end
+if get('seq') ~= EXPECTED_SEQ or get('timer') ~= 'poll' then return {'STALE'} end
 local status = get('status')
 if not NON_TERMINAL[status] and get('tracking') ~= '1' then return {'STALE'} end
 redis.call('HINCRBY', K_REC, 'polls', 1)
-redis.call('HSET', K_REC, 'upstream_status', outcome)
+redis.call('HSET', K_REC, 'upstream_status', OUTCOME)
 -- `cancelled` is the user's word: a job the upstream cancelled ends the request failed.
+local outcome, err = OUTCOME, ERROR
 if outcome == 'cancelled' then
   outcome = 'failed'
   err = 'cancelled by the upstream' .. ((err or '') ~= '' and (': ' .. err) or '')
 end
-set_if('video_url', ARGV[8])
-set_if('upstream_created_at', ARGV[10])
-set_if('upstream_started_at', ARGV[11])
-set_if('upstream_done_at', ARGV[12])
-if cost ~= '' then
-  redis.call('HSET', K_REC, 'cost_micro_usd', cost)
-  redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. get('model'), cost)
+set_if('video_url', VIDEO_URL)
+set_if('upstream_created_at', CREATED_AT)
+set_if('upstream_started_at', STARTED_AT)
+set_if('upstream_done_at', DONE_AT)
+if COST ~= '' then
+  redis.call('HSET', K_REC, 'cost_micro_usd', COST)
+  redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. get('model'), COST)
 end
-if ARGV[13] == '1' and outcome == 'completed' and NON_TERMINAL[status] and (ARGV[8] or '') ~= '' then
+if OWE_DOWNLOAD and outcome == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
   owe('download')
 end
 local ended_now = '0'

@@ -2,14 +2,26 @@
 -- ARGV: 5 submit seq, 6 mode ('fail' | 'retry'), 7 ambiguous (the upstream may have created it),
 --       8 retry delay (ms), 9 error message, 10 ambiguous-submit policy ('resubmit' | 'fail').
 -- Returns {'FAILED'} | {'RETRY', seq, delay_ms} | {'STALE'} | {'MISSING'}
+-- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
+-- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
+-- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
+-- length, done channel, retention of a finished record (ms). Optional trailing inline-arm
+-- KEYS/ARGV: see lua/_transition.lua.
+local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local SUBMIT_SEQ, MODE, AMBIGUOUS = ARGV[5], ARGV[6], ARGV[7] == '1'
+local RETRY_DELAY_MS, ERROR, POLICY = tonumber(ARGV[8]), ARGV[9], ARGV[10]
+--- @include "transition"
+local refused = idempotency_key_not_passed()
+if refused then return refused end
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
-local submit_seq, mode, ambiguous = ARGV[5], ARGV[6], ARGV[7] == '1'
-local delay_ms, err, policy = tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local mode, err = MODE, ERROR
 local status = get('status')
-if status ~= 'submitting' or get('submit_seq') ~= submit_seq then return {'STALE'} end
-if ambiguous then
+if status ~= 'submitting' or get('submit_seq') ~= SUBMIT_SEQ then return {'STALE'} end
+if AMBIGUOUS then
   redis.call('HINCRBY', K_REC, 'ambiguous_submits', 1)
-  if policy == 'fail' then
+  if POLICY == 'fail' then
     mode = 'fail'
     err = 'ambiguous submit: ' .. err
   end
@@ -23,4 +35,4 @@ redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
 redis.call('HSET', K_REC, 'error', err)
 set_status(status, 'pending')
 emit('pending', 'retry', err)
-return {'RETRY', next_step('submit', delay_ms), delay_ms}
+return {'RETRY', next_step('submit', RETRY_DELAY_MS), RETRY_DELAY_MS}

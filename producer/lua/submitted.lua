@@ -1,36 +1,50 @@
 -- Record the upstream id the moment create answers (submitting -> queued | in_progress).
+-- KEYS: 9 the create failure streak (Keys.pause_streak): the upstream answered, so it ends.
 -- ARGV: 5 submit seq, 6 upstream id, 7 upstream status, 8 upstream created_at, 9 started_at,
 --       10 first poll delay (ms), 11 tracking limit (ms), 12 tracking poll delay (ms).
--- KEYS[9]: the create failure streak (Keys.pause_streak): the upstream answered, so it ends.
 -- Returns {'OK', seq, delay_ms} | {'STALE'} | {'MISSING'}. Every upstream id is kept, even a stale one.
-redis.call('DEL', KEYS[9])
+-- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
+-- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
+-- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
+-- length, done channel, retention of a finished record (ms). Optional trailing inline-arm
+-- KEYS/ARGV: see lua/_transition.lua.
+local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local K_PAUSE_STREAK = KEYS[9]
+local SUBMIT_SEQ, UPSTREAM_ID, UPSTREAM_STATUS = ARGV[5], ARGV[6], ARGV[7]
+local CREATED_AT, STARTED_AT = ARGV[8], ARGV[9]
+local FIRST_DELAY_MS, TRACKING_LIMIT_MS = tonumber(ARGV[10]), tonumber(ARGV[11])
+local TRACKING_DELAY_MS = tonumber(ARGV[12])
+--- @include "transition"
+local refused = idempotency_key_not_passed()
+if refused then return refused end
+redis.call('DEL', K_PAUSE_STREAK)
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
-local submit_seq, upstream_id, upstream_status = ARGV[5], ARGV[6], ARGV[7]
-local first_delay_ms, limit_ms, tracking_delay_ms = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local status = get('status')
-if status ~= 'submitting' or get('submit_seq') ~= submit_seq then
-  add_upstream_id(upstream_id, false)
+if status ~= 'submitting' or get('submit_seq') ~= SUBMIT_SEQ then
+  add_upstream_id(UPSTREAM_ID, false)
   return {'STALE'}
 end
-add_upstream_id(upstream_id, true)
-redis.call('HSET', K_REC, 'upstream_id', upstream_id, 'submitted_at_ms', istr(NOW),
-  'upstream_status', upstream_status)
+add_upstream_id(UPSTREAM_ID, true)
+redis.call('HSET', K_REC, 'upstream_id', UPSTREAM_ID, 'submitted_at_ms', istr(NOW),
+  'upstream_status', UPSTREAM_STATUS)
 redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
-set_if('upstream_created_at', ARGV[8])
-set_if('upstream_started_at', ARGV[9])
+set_if('upstream_created_at', CREATED_AT)
+set_if('upstream_started_at', STARTED_AT)
 local new = 'queued'
-if upstream_status == 'in_progress' then new = 'in_progress' end
-local delay = first_delay_ms
+if UPSTREAM_STATUS == 'in_progress' then new = 'in_progress' end
+local delay = FIRST_DELAY_MS
 if get('cancel_requested') == '1' then
   visible_terminal(status, 'cancelled', '')
-  begin_tracking(limit_ms)
-  delay = math.min(delay, tracking_delay_ms)
+  begin_tracking(TRACKING_LIMIT_MS)
+  delay = math.min(delay, TRACKING_DELAY_MS)
 elseif NOW >= num('deadline_at_ms') then
   visible_terminal(status, 'expired', 'deadline passed while the upstream job was being created')
-  begin_tracking(limit_ms)
-  delay = math.min(delay, tracking_delay_ms)
+  begin_tracking(TRACKING_LIMIT_MS)
+  delay = math.min(delay, TRACKING_DELAY_MS)
 else
   set_status(status, new)
-  emit(new, 'upstream_id', upstream_id)
+  emit(new, 'upstream_id', UPSTREAM_ID)
 end
 return {'OK', next_step('poll', delay), delay}

@@ -23,6 +23,7 @@ from genqueue.gateway import auth as gateway_auth
 from genqueue.gateway.auth import ApiKeys, bearer_token, check, parse_api_keys
 from genqueue.gateway.schemas import GenerationRecord, StatsSnapshot
 from genqueue.producer import AsyncClient, RequestView, Settings
+from genqueue.producer.keys import Tag
 from genqueue.producer.record import RequestView as _RequestView
 from genqueue.producer.scripts import AsyncScripts
 from genqueue.producer.stats import Stats
@@ -189,7 +190,7 @@ async def test_cancel_while_submitting_is_202_requested(
     """DELETE of a generation being submitted upstream answers 202 with outcome requested."""
     rid = (await gw.http.post("/v1/generations", json=REQ)).json()["id"]
     scripts = AsyncScripts(aredis)
-    assert (await scripts.run(begin_submit_call(settings, rid)))[0] == "OK"
+    assert (await scripts.run(begin_submit_call(settings, rid))).tag is Tag.OK
     resp = await gw.http.delete(f"/v1/generations/{rid}")
     assert resp.status_code == 202
     assert resp.json()["outcome"] == "requested"

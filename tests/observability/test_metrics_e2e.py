@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -153,6 +154,8 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         GENQUEUE_CONNECT_TIMEOUT_S="1",
         GENQUEUE_READ_TIMEOUT_S="3",
         GENQUEUE_WEBHOOK_SECRET=SECRET,
+        # The webhook receiver is on loopback: opened explicitly (docs/security.md).
+        GENQUEUE_OUTBOUND_ALLOW_NETS="127.0.0.0/8",
         GENQUEUE_DOWNLOAD_DIR=str(tmp_path / "videos"),
         GENQUEUE_LOG_FORMAT="json",
         GENQUEUE_LOG_LEVEL="WARNING",
@@ -204,7 +207,7 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         wait_until(all_scraped, 40, "Prometheus to scrape 2 workers and 2 exporters")
         wait_until(lambda: api.value("max(genqueue_workers_alive)") == 2, 20, "2 heartbeats")
 
-        with Client(settings) as client:
+        with Client(replace(settings, outbound_allow_nets="127.0.0.0/8")) as client:
 
             def all_done() -> bool:
                 procs.check_alive()

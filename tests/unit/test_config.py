@@ -3,7 +3,7 @@
 import pytest
 
 from genqueue.producer.settings import Settings, redact_url
-from genqueue.worker.config import WorkerConfig
+from genqueue.worker.config import UpstreamTimeoutSettings, WorkerConfig
 
 
 def test_settings_from_env_are_typed() -> None:
@@ -38,13 +38,19 @@ def test_worker_config_reads_api_key_and_upstream_without_showing_the_key() -> N
 def test_http_timeouts_must_fit_inside_the_task_timeout() -> None:
     """The create call must end before its task can time out (rule 3)."""
     with pytest.raises(ValueError, match="task_timeout_s"):
-        WorkerConfig(connect_timeout_s=10, read_timeout_s=25, task_timeout_s=30)
+        WorkerConfig(
+            upstream_timeouts=UpstreamTimeoutSettings(connect_s=10, read_s=25), task_timeout_s=30
+        )
 
 
 def test_lease_outlives_the_task() -> None:
     """The submit lease is longer than any create attempt can run (rule 1)."""
     cfg = WorkerConfig()
-    assert cfg.lease_s > cfg.task_timeout_s > cfg.connect_timeout_s + cfg.read_timeout_s
+    assert (
+        cfg.lease_s
+        > cfg.task_timeout_s
+        > cfg.upstream_timeouts.connect_s + cfg.upstream_timeouts.read_s
+    )
 
 
 def test_redact_url_hides_password() -> None:
@@ -64,5 +70,19 @@ def test_redact_url_hides_password() -> None:
 def test_schedule_sample_settings_are_checked(env: dict[str, str], message: str) -> None:
     """A confidence outside [0.5, 1) or a sample smaller than the completions needed before
     the sample is used is refused at start-up."""
+    with pytest.raises(ValueError, match=message):
+        WorkerConfig.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GENQUEUE_MAX_JOBS": "1.5"}, r"GENQUEUE_MAX_JOBS: cannot parse '1.5' \(an integer\)"),
+        ({"GENQUEUE_POLL_SCHEDULE": "sometimes"}, r"GENQUEUE_POLL_SCHEDULE: .*adaptive\|fixed"),
+        ({"GENQUEUE_WEBHOOK_TIMEOUT_S": "soon"}, r"GENQUEUE_WEBHOOK_TIMEOUT_S: .*\(a number\)"),
+    ],
+)
+def test_an_unparsable_variable_says_what_was_expected(env: dict[str, str], message: str) -> None:
+    """A value of the wrong type names its variable and the type or choices expected."""
     with pytest.raises(ValueError, match=message):
         WorkerConfig.from_env(env)

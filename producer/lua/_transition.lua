@@ -1,17 +1,12 @@
--- Shared by every transition script (prepended to each one).
--- KEYS: 1 record, 2 in-flight zset, 3 status counts hash (its submitting + queued +
---       in_progress + tracking is what the in-flight cap limits), 4 totals hash, 5 event
---       stream, 6 idempotency mapping (the record key itself if none), 7 outbox zset (side
---       effects owed after the end: download, webhook), 8 spec string (the request as
---       submitted: written by create, expired with the record).
--- ARGV: 1 request id, 2 event stream max length, 3 done channel, 4 retention of a finished
---       record (ms); script-specific arguments follow from ARGV[5].
--- "Now" is always Redis TIME, never a host clock (one clock for leases and deadlines).
-local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local NON_TERMINAL = {pending = true, submitting = true, queued = true, in_progress = true}
-local SEP = '|'
+-- Helpers of the transition scripts (`--- @include "transition"` right after a script has
+-- named its KEYS and ARGV). Expects the shared locals every transition script declares:
+--   K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS, K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC (KEYS 1..8),
+--   ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS (ARGV 1..4).
+-- Defines functions only, plus two read-only bindings: NOW (Redis TIME: one clock for leases
+-- and deadlines, never a host's) and ARM (the optional trailing step to enqueue, see below).
+-- Writes nothing until a script calls a helper.
+--- @include "constants"
+--- @include "numbers"
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -19,16 +14,15 @@ local function now_ms()
 end
 local NOW = now_ms()
 
--- A caller that forgot the idempotency mapping would leave it behind forever (rule 9):
--- refuse before writing anything (a script error does not roll back earlier writes).
--- `begin_poll` never ends a request, and runs before the record (which names the key) is read.
-if SCRIPT ~= 'begin_poll' and K_IDEM == K_REC and (redis.call('HGET', K_REC, 'idempotency_key') or '') ~= '' then
-  return redis.error_reply('genqueue: the idempotency key of ' .. ID .. ' was not passed')
-end
 
--- Integers as decimal strings: Lua numbers are doubles and tostring() may use exponents.
-local function istr(n)
-  return string.format('%d', n)
+-- A caller that forgot the idempotency mapping would leave it behind forever (rule 9). Each
+-- script that can end a request calls this before writing anything (a script error does not
+-- roll back earlier writes) and returns its error reply if there is one.
+local function idempotency_key_not_passed()
+  if K_IDEM == K_REC and (redis.call('HGET', K_REC, 'idempotency_key') or '') ~= '' then
+    return redis.error_reply('genqueue: the idempotency key of ' .. ID .. ' was not passed')
+  end
+  return nil
 end
 
 local function get(field)
@@ -55,12 +49,12 @@ end
 -- may wait past its run time (ms), job id, 'genqueue:arm') at the very end. The step is then
 -- enqueued here, in the same atomic step as the transition: one round trip less per check.
 local ARM = nil
-if ARGV[#ARGV] == 'genqueue:arm' then
+if ARGV[#ARGV] == INLINE_ARM_MARKER then
   ARM = {job = KEYS[#KEYS - 2], result = KEYS[#KEYS - 1], queue = KEYS[#KEYS],
     payload = ARGV[#ARGV - 3], extra_ms = tonumber(ARGV[#ARGV - 2]), id = ARGV[#ARGV - 1]}
 end
 
--- Enqueue the passed job if it is this step (same check as timers.ARM_LUA: a job or result
+-- Enqueue the passed job if it is this step (same check as lua/arm.lua: a job or result
 -- key present means already armed). A caller whose guess was wrong arms the step itself.
 local function arm(job_id, at)
   if not ARM or ARM.id ~= job_id then return end
@@ -139,39 +133,3 @@ local function set_if(field, value)
   if value and value ~= '' then redis.call('HSET', K_REC, field, value) end
 end
 
--- The shared rate limit on upstream calls, per upstream and API key (GCRA: a call may go when
--- it is no earlier than the theoretical arrival time less the burst tolerance; Redis clock,
--- µs). A refused call takes the next free turn: turns are spaced at the sustained rate in
--- the order calls were refused, so a backlog comes back in turn instead of all at once each
--- time the limit frees up (at its turn the call asks again: the limit has the last word).
--- `mode` says who asks:
---   'turn'   a check coming back at the turn it was given: only the limit can refuse it;
---   'check'  any other check: while turns are waiting it joins their queue instead of
---            taking the slot a turn is due to use. Without this a fresh check took the slot
---            at each turn, the check whose turn it was was refused and queued again at the
---            back, and under a saturated limit some videos were checked twice as seldom as
---            others (10k run at 500 rps: p95 detection lag by minute up to 30.5 s; with
---            turns kept in order, 17.2 s);
---   'create' gives way to the queue: it takes neither a slot nor a turn and asks again when
---            the last turn is due. When the limit is the bottleneck, checks of videos
---            already paid for come first; a new video would only add to the demand (and
---            creates resume as soon as the checks fit).
--- Returns 0 when the call may go now (and counts it), else the wait (ms) until its turn.
-local function take_call_slot(limit_key, turn_key, interval_us, tolerance_us, mode)
-  local t = redis.call('TIME')
-  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local now = now_us / 1000
-  local queued_until = tonumber(redis.call('GET', turn_key) or '0') or 0
-  local queue = queued_until > now
-  if mode == 'create' and queue then return math.max(1, math.ceil(queued_until - now)) end
-  local tat = math.max(tonumber(redis.call('GET', limit_key) or '0') or 0, now_us)
-  if (mode == 'turn' or not queue) and now_us >= tat - tolerance_us then
-    local after = tat + interval_us
-    redis.call('SET', limit_key, istr(after), 'PX', math.ceil((after - now_us) / 1000) + 1000)
-    return 0
-  end
-  local turn = math.max(queued_until, (tat - tolerance_us) / 1000)
-  local after = turn + interval_us / 1000
-  redis.call('SET', turn_key, string.format('%.3f', after), 'PX', math.ceil(after - now) + 1000)
-  return math.max(1, math.ceil(turn - now))
-end
