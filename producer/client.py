@@ -8,12 +8,14 @@ from typing import Any, Literal
 
 import redis.asyncio
 
+from genqueue.producer.connections import async_redis
 from genqueue.producer.contracts import Cancel
-from genqueue.producer.errors import RequestNotFound, WaitTimeout
+from genqueue.producer.durability import AsyncDurableWriter, DurableReply, create_policy
+from genqueue.producer.errors import RequestNotFound, WaitTimeout, WriteNotDurable
 from genqueue.producer.keys import Tag
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.replies import CancelReply
+from genqueue.producer.replies import CancelReply, CreateReply
 from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
@@ -37,6 +39,14 @@ def cancel_outcome(reply: CancelReply, request_id: str) -> CancelOutcome:
     return "already_finished"
 
 
+def checked_create(out: DurableReply[CreateReply]) -> str:
+    """The created request's id; ``WriteNotDurable`` if its replica wait timed out."""
+    request_id = out.reply.request_id
+    if not out.acknowledged:
+        raise WriteNotDurable(request_id, out.wait)
+    return request_id
+
+
 class AsyncClient:
     """What an asyncio backend uses to enqueue generations and hear back.
 
@@ -48,12 +58,13 @@ class AsyncClient:
         self, settings: Settings | None = None, *, client: redis.asyncio.Redis | None = None
     ):
         self.settings = settings or Settings.from_env()
-        self._redis = client or redis.asyncio.Redis.from_url(
+        self._redis = client or async_redis(
             self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
         )
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = AsyncScripts(self._redis)
+        self._durable = AsyncDurableWriter(self._redis, create_policy(self.settings))
         self._listener = AsyncDoneListener(self._redis, self._keys)
 
     async def __aenter__(self) -> AsyncClient:
@@ -78,7 +89,8 @@ class AsyncClient:
     ) -> str:
         """Validate and enqueue a request; return its id (the same id again for a known key).
 
-        Raises ``InvalidRequest`` (nothing written) for bad input.
+        Raises ``InvalidRequest`` (nothing written) for bad input, ``WriteNotDurable`` when the
+        deployment has replicas and none acknowledged the creation in time.
         """
         sub = prepare(
             self.settings,
@@ -87,8 +99,7 @@ class AsyncClient:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
         )
-        request_id = (await self._scripts.run(sub.create)).request_id
-        return request_id
+        return checked_create(await self._durable.write(sub.create))
 
     async def get(self, request_id: str) -> RequestView:
         """The current record; raises ``RequestNotFound``."""

@@ -8,8 +8,10 @@ from typing import Any
 
 import redis
 
-from genqueue.producer.client import CancelOutcome, cancel_outcome
+from genqueue.producer.client import CancelOutcome, cancel_outcome, checked_create
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.contracts import Cancel
+from genqueue.producer.durability import SyncDurableWriter, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full_sync
@@ -27,12 +29,13 @@ class Client:
 
     def __init__(self, settings: Settings | None = None, *, client: redis.Redis | None = None):
         self.settings = settings or Settings.from_env()
-        self._redis = client or redis.Redis.from_url(
+        self._redis = client or sync_redis(
             self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
         )
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = SyncScripts(self._redis)
+        self._durable = SyncDurableWriter(self._redis, create_policy(self.settings))
         self._listener = SyncDoneListener(self._redis, self._keys)
 
     def __enter__(self) -> Client:
@@ -63,8 +66,7 @@ class Client:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
         )
-        request_id = self._scripts.run(sub.create).request_id
-        return request_id
+        return checked_create(self._durable.write(sub.create))
 
     def get(self, request_id: str) -> RequestView:
         """The current record; raises ``RequestNotFound``."""
