@@ -245,6 +245,9 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             return
         if tag is not Tag.OK:
             log.info("submit_ended", outcome=tag.lower())
+            if tag is not Tag.MISSING and raw.get(Field.STATUS) == "submitting":
+                # Ended over an expired lease: the script counted an ambiguous submit.
+                rt.metrics.ambiguous_submits.inc()
             if _may_have_extras(raw):
                 await arm_current(rt, request_id)
             return
