@@ -22,7 +22,7 @@ from genqueue.producer.contracts import (
     SubmitRelease,
     Submitted,
 )
-from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag
+from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag, tenant_of
 from genqueue.producer.record import read_full, with_id
 from genqueue.producer.replies import DEFERRED_TAGS, NextStep
 from genqueue.producer.scripts import ms
@@ -209,6 +209,7 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         begin = BeginSubmit(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             expected_seq=seq,
             max_inflight=cfg.max_inflight,
             lease_ms=ms(cfg.lease_s),
@@ -267,6 +268,7 @@ async def _record_submitted(
         c = Submitted(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             submit_seq=submit_seq,
             upstream_id=job.id,
             upstream_status=job.status,
@@ -327,6 +329,7 @@ async def _submit_failed(
     c = SubmitRelease(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         submit_seq=submit_seq,
         mode=mode,
         ambiguous=ambiguous,
@@ -394,6 +397,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
     c = Finish(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         outcome=job.status,
         cost_micro_usd=job.cost_micro_usd,
@@ -466,6 +470,7 @@ async def _poll_update(
     c = PollUpdate(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         upstream_status=status,
         upstream_started_at=job.started_at if job is not None else None,
