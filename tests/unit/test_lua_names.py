@@ -74,8 +74,9 @@ def statuses(lua: str) -> set[str]:
 
 
 def counts_fields(lua: str) -> set[str]:
-    """Literal fields of the status counts hash."""
-    return set(re.findall(r"'HINCRBY', K_COUNTS, '([^']*)'", lua))
+    """Literal fields of the status counts hash (written directly or through ``count``, which
+    also writes the tenant's own field)."""
+    return set(re.findall(r"(?:'HINCRBY', |\bcount\()K_COUNTS, '([^']*)'", lua))
 
 
 def timer_kinds(lua: str) -> set[str]:
