@@ -30,6 +30,8 @@ from genqueue.producer.scripts import decode_reply, source
 TENANT_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 #: Webhook secrets kept per tenant: the newest signs, the older ones sign too (rotation).
 MAX_WEBHOOK_SECRETS: Final = 3
+#: Shortest webhook secret accepted (bytes of key material).
+MIN_SECRET_BYTES: Final = 16
 
 
 class TenantError(GenqueueError, ValueError):
@@ -60,14 +62,18 @@ def new_webhook_secret() -> str:
 
 
 def check_webhook_secret(secret: str) -> str:
-    """``secret`` if Standard Webhooks can sign with it (``whsec_<base64>``); the error never
-    repeats the value."""
+    """``secret`` if it is ``whsec_`` followed by strict base64 of at least 16 bytes (what
+    Standard Webhooks signs with); the error never repeats the value."""
+    problem = TenantError("a webhook secret is 'whsec_' followed by base64 of 16+ bytes")
+    if not secret.startswith("whsec_"):
+        raise problem
     try:
+        raw = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
         Webhook(secret)
     except Exception:
-        raise TenantError("a webhook secret is 'whsec_' followed by base64") from None
-    if not secret.startswith("whsec_"):
-        raise TenantError("a webhook secret is 'whsec_' followed by base64")
+        raise problem from None
+    if len(raw) < MIN_SECRET_BYTES:
+        raise problem
     return secret
 
 
