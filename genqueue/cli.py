@@ -695,17 +695,19 @@ def exporter(
     """Serve cluster-wide metrics read from Redis at scrape time (run ONE per cluster).
 
     Queue depth, requests by status, finished totals and cost by model, creates paused,
-    workers alive. Workers serve their own per-process metrics with GENQUEUE_METRICS_PORT."""
+    workers alive; requests, finished and cost by tenant. Workers serve their own per-process metrics with GENQUEUE_METRICS_PORT."""
     import threading
 
     from prometheus_client import CollectorRegistry, start_http_server
 
     from genqueue.worker.cluster_metrics import ClusterCollector
+    from genqueue.worker.tenant_metrics import TenantCollector
 
     configure_logging(log_level, log_format)
     _register_flag_secrets(settings)
     registry = CollectorRegistry()
     registry.register(ClusterCollector(settings))
+    registry.register(TenantCollector(settings))
     start_http_server(port, addr=host, registry=registry)
     _err(f"exporter on http://{host}:{port}/metrics for {settings.redis_url_redacted}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

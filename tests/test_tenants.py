@@ -3,6 +3,7 @@ tenant sees, refused tenants, the mapping guard, and webhook secret rotation."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -167,3 +168,33 @@ async def test_gateway_logs_bind_the_tenant_never_the_key(settings: Settings) ->
     lines = [e for e in logs if e.get("http_request_id")]
     assert lines and all(e["tenant"] == "acme" and e["key_id"] == owner.id for e in lines)
     assert key not in repr(logs)
+
+
+async def test_tenant_metrics_label_default_and_configured_tenants(
+    settings: Settings, conn: redis.Redis
+) -> None:
+    """The exporter's per-tenant metrics show each configured tenant's own requests and
+    ``default``'s (the rest), finished by outcome; no other label value."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from genqueue.worker.tenant_metrics import TenantCollector
+
+    set_tenant(conn, settings.keys, "acme")
+    set_tenant(conn, settings.keys, "globex")
+    async with AsyncClient(settings) as client:
+        await client.submit(REQ)
+        kept = await client.submit(REQ, tenant="acme")
+        await client.submit(REQ, tenant="acme")
+        await client.cancel(kept)
+    registry = CollectorRegistry()
+    collector = TenantCollector(settings, conn)
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    assert 'genqueue_tenant_requests{status="pending",tenant="acme"} 1.0' in text
+    assert 'genqueue_tenant_requests{status="pending",tenant="default"} 1.0' in text
+    assert 'genqueue_tenant_requests{status="pending",tenant="globex"} 0.0' in text
+    assert 'genqueue_tenant_requests_finished_total{outcome="cancelled",tenant="acme"} 1.0' in text
+    assert 'genqueue_tenant_requests_finished_total{outcome="cancelled",tenant="default"} 0.0' in (
+        text
+    )
+    assert set(re.findall(r'tenant="([^"]*)"', text)) == {"default", "acme", "globex"}
