@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Annotated
 
+from fastapi import Header
 from starlette.requests import Request
 
 from genqueue.gateway.errors import TENANT_HEADER
@@ -59,6 +61,17 @@ def principal_of(request: Request) -> Principal:
     return found
 
 
-def acting_tenant(request: Request) -> str | None:
+def acting_tenant(
+    request: Request,
+    tenant_header: Annotated[
+        str | None,
+        Header(
+            alias=TENANT_HEADER,
+            description="Admin keys only: act for this tenant (create as it, see only its "
+            "generations and stats). Ignored for a tenant's key, which always acts for its "
+            "own tenant.",
+        ),
+    ] = None,
+) -> str | None:
     """The tenant the request acts for (see :meth:`Principal.acting_for`)."""
-    return principal_of(request).acting_for(request.headers.get(TENANT_HEADER))
+    return principal_of(request).acting_for(tenant_header)

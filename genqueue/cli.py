@@ -624,9 +624,11 @@ def stats_tables(stats: Stats) -> list[Table]:
 @click.option(
     "--allow-anonymous",
     is_flag=True,
-    help="Serve without API keys (development only).",
+    help="Accept requests without a key, as the default tenant's (development only).",
 )
-@secret_option("--api-keys", ENV_API_KEYS, "Accepted bearer API keys, comma-separated.")
+@secret_option(
+    "--api-keys", ENV_API_KEYS, "Bearer API keys of the default tenant, comma-separated."
+)
 @settings_options(Settings, into="settings")
 @settings_options(GatewaySettings, into="limits")
 @click.option(
@@ -648,7 +650,8 @@ def gateway(
 ) -> None:
     """Serve the HTTP gateway for backends in other languages (OpenAPI at /openapi.json).
 
-    Bearer API keys come from GENQUEUE_API_KEYS (comma-separated) or --api-keys."""
+    Bearer API keys: those created with `genqueue key create` (looked up in Redis at every
+    request), and GENQUEUE_API_KEYS (comma-separated) or --api-keys as `default`'s keys."""
     from genqueue.gateway import GatewayConfigError, serve
     from genqueue.gateway.auth import parse_api_keys
 
