@@ -13,7 +13,7 @@ import base64
 import json
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -85,14 +85,19 @@ class TenantConfig:
     #: Newest first: the first signs new webhooks and so do the others, until retired, so a
     #: receiver verifying with either the old or the new secret accepts during a rotation.
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Settings this version does not know (written by a newer one), kept as they are when
+    #: this version rewrites the tenant.
+    other: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> str:
-        return json.dumps({"webhook_secrets": list(self.webhook_secrets)}, separators=(",", ":"))
+        data = {**self.other, "webhook_secrets": list(self.webhook_secrets)}
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, name: str, raw: str | None) -> TenantConfig:
         data: dict[str, Any] = json.loads(raw) if raw else {}
-        return cls(name, tuple(str(s) for s in data.get("webhook_secrets", ())))
+        secrets_ = tuple(str(s) for s in data.pop("webhook_secrets", ()))
+        return cls(name, secrets_, data)
 
     def public_dict(self) -> dict[str, Any]:
         """What ``tenant list`` shows: never a secret, only how many there are."""

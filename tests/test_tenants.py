@@ -198,3 +198,45 @@ async def test_tenant_metrics_label_default_and_configured_tenants(
         text
     )
     assert set(re.findall(r'tenant="([^"]*)"', text)) == {"default", "acme", "globex"}
+
+
+async def test_worker_logs_bind_the_tenant(
+    settings: Settings, conn: redis.Redis, aredis: redis.asyncio.Redis, sim_app: object
+) -> None:
+    """The worker's log lines for a request name its tenant."""
+    import httpx
+    from structlog.testing import capture_logs
+
+    from genqueue.worker.runtime import Runtime
+    from genqueue.worker.tasks import run_submit
+    from genqueue.worker.upstream import UpstreamClient
+    from tests.conftest import worker_config
+
+    set_tenant(conn, settings.keys, "acme")
+    async with AsyncClient(settings, tenant="acme") as client:
+        rid = await client.submit(REQ)
+    rt = Runtime(
+        config=worker_config(settings),
+        redis=aredis,
+        upstream=UpstreamClient(
+            base_url="http://sim", api_key="k", transport=httpx.ASGITransport(app=sim_app)
+        ),
+    )
+    try:
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            await run_submit(rt, rid, 0)
+    finally:
+        await rt.close()
+        structlog.contextvars.clear_contextvars()
+    mine = [e for e in logs if e.get("request_id") == rid]
+    assert mine and all(e["tenant"] == "acme" for e in mine)
+
+
+def test_tenant_settings_this_version_does_not_know_are_kept(
+    settings: Settings, conn: redis.Redis
+) -> None:
+    """``tenant set`` keeps settings written by a newer version (weights, budgets...)."""
+    conn.hset(settings.keys.tenants, "acme", '{"weight":3,"webhook_secrets":[]}')
+    set_tenant(conn, settings.keys, "acme", generate_webhook_secret=True)
+    stored = conn.hget(settings.keys.tenants, "acme")
+    assert stored is not None and '"weight":3' in stored

@@ -73,6 +73,7 @@ async def run_side(rt: Runtime, request_id: str, seq: int) -> None:
         raw = await read_full(rt.redis, rt.keys, request_id)
         if not raw or raw.get(Field.SIDE_SEQ) != str(seq):
             return  # gone, or a stale timer: the dispatcher arms the current one
+        structlog.contextvars.bind_contextvars(tenant=tenant_of(raw))  # this job's task only
         if raw.get(Field.DOWNLOAD_STATE) == "pending":
             attempts = await _count_attempt(rt, raw, seq, "download")
             if attempts:

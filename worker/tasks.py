@@ -204,6 +204,8 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         if not raw:
             log.info("record_missing")
             return
+        # This task's own context (arq runs each job in its own task): no leak to others.
+        structlog.contextvars.bind_contextvars(tenant=tenant_of(raw))
         cfg = rt.config
         limit_keys, limit_args = _limit(rt)
         begin = BeginSubmit(
@@ -381,7 +383,9 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             return  # DONE: the request ended and nothing is tracked
         raw = with_id(request_id, reply.record)
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
-        with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
+        with structlog.contextvars.bound_contextvars(
+            upstream_id=upstream_id, tenant=tenant_of(raw)
+        ):
             try:
                 job = await rt.upstream.retrieve(upstream_id)
             except UpstreamError as exc:

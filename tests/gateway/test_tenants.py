@@ -252,3 +252,26 @@ async def test_webhooks_are_signed_with_each_tenants_secret(
             if other_host != host:
                 with pytest.raises(WebhookVerificationError):
                     Webhook(other).verify(body, headers)
+
+
+async def test_env_keys_are_defaults_and_anonymous_is_default(world: World) -> None:
+    """A ``GENQUEUE_API_KEYS`` key acts for ``default`` (another tenant's id is 404 to it);
+    with anonymous access allowed, a request without a key is ``default``'s while a wrong key
+    is still refused."""
+    env_key = "env-key-0123456789abcdef"
+    acme_id = ""
+    for app, headers in (
+        (create_app(world.settings, api_keys=[env_key]), as_(env_key)),
+        (create_app(world.settings, api_keys=[], allow_anonymous=True), {}),
+    ):
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                if not acme_id:
+                    acme_id = (await create(http, world.acme, REQ)).json()["id"]
+                made = await http.post("/v1/generations", json=REQ, headers=headers)
+                assert made.status_code == 201 and made.json()["tenant"] == "default"
+                read = await http.get(f"/v1/generations/{acme_id}", headers=headers)
+                assert read.status_code == 404
+                wrong = await http.get("/v1/stats", headers=as_("not-a-key-0123456789"))
+                assert wrong.status_code == 403
