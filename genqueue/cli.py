@@ -698,7 +698,8 @@ def exporter(
     """Serve cluster-wide metrics read from Redis at scrape time (run ONE per cluster).
 
     Queue depth, requests by status, finished totals and cost by model, creates paused,
-    workers alive; requests, finished and cost by tenant. Workers serve their own per-process metrics with GENQUEUE_METRICS_PORT."""
+    workers alive; requests, finished and cost by tenant. Workers serve their own
+    per-process metrics with GENQUEUE_METRICS_PORT."""
     import threading
 
     from prometheus_client import CollectorRegistry, start_http_server
