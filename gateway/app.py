@@ -26,6 +26,7 @@ from genqueue.gateway.settings import GatewaySettings
 from genqueue.producer import Settings
 from genqueue.producer.api_keys import KeyOwner, count_keys
 from genqueue.producer.api_keys import lookup as lookup_key
+from genqueue.producer.connections import sync_redis
 
 log = structlog.get_logger(__name__)
 
@@ -83,11 +84,9 @@ Every response carries an `X-Request-ID` (the client's own, if it sent a sane on
 def _stored_keys(settings: Settings) -> int:
     """How many API keys Redis holds (``genqueue key create``)."""
     try:
-        with redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S
-        ) as conn:
+        with sync_redis(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S) as conn:
             return count_keys(conn, settings.keys)
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, OSError, ValueError) as exc:
         raise GatewayConfigError(
             f"no {ENV_API_KEYS} and Redis ({settings.redis_url_redacted}) could not be asked "
             f"for stored API keys: {type(exc).__name__}"

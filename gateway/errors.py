@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genqueue.gateway.schemas import ErrorDetail, ErrorResponse, ErrorType, FieldProblem
-from genqueue.producer import InvalidRequest, RequestNotFound
+from genqueue.producer import InvalidRequest, RequestNotFound, WriteNotDurable
 from genqueue.producer.tenants import TenantError
 
 #: The header with which an admin key acts for one tenant.
@@ -143,6 +143,14 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
         return error_response(422, str(exc), fields=[(TENANT_HEADER, str(exc))])
     if isinstance(exc, StarletteHTTPException):
         return _http_problem(exc)
+    if isinstance(exc, WriteNotDurable):
+        # Written on the primary, unconfirmed by any replica: the caller must not take the
+        # id as safe; a retry with the same Idempotency-Key returns it if it survived.
+        log.warning("create_not_durable", request_id=exc.request_id, wait=exc.wait)
+        return unavailable(
+            f"generation {exc.request_id} was written but no replica confirmed it in time; "
+            "retry with the same Idempotency-Key"
+        )
     if isinstance(exc, TooManyWaiters):
         return error_response(
             429,
@@ -163,6 +171,7 @@ def install(app: FastAPI) -> None:
         InvalidRequest,
         RequestNotFound,
         TenantError,
+        WriteNotDurable,
         StarletteHTTPException,
         TooManyWaiters,
         redis.RedisError,

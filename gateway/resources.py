@@ -10,6 +10,7 @@ import redis.asyncio
 import structlog
 
 from genqueue.producer import AsyncClient, Settings
+from genqueue.producer.connections import async_redis
 
 log = structlog.get_logger(__name__)
 
@@ -32,15 +33,15 @@ class Resources:
     def client(self) -> AsyncClient:
         """The producer client, created on first use (no await: no two are ever made)."""
         if self._client is None:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
+            # Plain or Sentinel (``redis+sentinel://``), through the one connection module.
+            self._redis = async_redis(
                 self._settings.redis_url,
                 decode_responses=True,
                 max_connections=self._max_connections,
-                timeout=self._connect_timeout_s,
+                pool_timeout_s=self._connect_timeout_s,
                 # A bounded connect: an unreachable Redis answers 503 soon, not a hang.
                 socket_connect_timeout=self._connect_timeout_s,
             )
-            self._redis = redis.asyncio.Redis(connection_pool=pool)
             self._client = AsyncClient(self._settings, client=self._redis)
             log.info(
                 "gateway_redis_opened",

@@ -116,7 +116,11 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
             400: _err("The body is not JSON (wrong `Content-Type`, malformed or empty)."),
             413: _err("The body is larger than the gateway's limit."),
             422: _err("The JSON is not a valid request; `fields` names each bad field."),
-            **UNAVAILABLE,
+            503: _err(
+                "The queue's Redis is unreachable, or (with replicas) the generation was "
+                "written but no replica confirmed it in time (the message names its id): "
+                "retry with the same `Idempotency-Key` after `Retry-After` seconds."
+            ),
         },
     )
     async def create_generation(

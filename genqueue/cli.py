@@ -46,7 +46,9 @@ from genqueue.producer import (
     Settings,
     Stats,
     WaitTimeout,
+    WriteNotDurable,
 )
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.settings import redact_url
@@ -109,6 +111,8 @@ class _Main(click.Group):
             _fail(EXIT_TIMEOUT, f"timed out: {exc}")
         except ConfigError as exc:
             _fail(EXIT_USAGE, f"configuration error: {exc}")
+        except WriteNotDurable as exc:
+            _fail(EXIT_RUNTIME, f"{exc}: retry with the same --idempotency-key")
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             url = _redacted_redis_url()
             _fail(
@@ -231,11 +235,12 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     "[env var: GENQUEUE_SIM_FAILURE_SHARE]",
 )
 @click.option(
-    "--no-idempotency",
-    is_flag=True,
-    default=False,
-    help="Ignore Idempotency-Key (every create makes a new job).  "
-    "[env var: GENQUEUE_SIM_HONOUR_IDEMPOTENCY=false]",
+    "--idempotency/--no-idempotency",
+    "honour_idempotency",
+    default=None,
+    help="Honour Idempotency-Key (replay the job of a repeated key). Together documents no "
+    "idempotency: off unless asked.  [default: no-idempotency]  "
+    "[env var: GENQUEUE_SIM_HONOUR_IDEMPOTENCY]",
 )
 @click.option(
     "--faults",
@@ -257,7 +262,7 @@ def simulator(
     seed: int | None,
     shape: str | None,
     failure_share: float | None,
-    no_idempotency: bool,
+    honour_idempotency: bool | None,
     faults: str | None,
     api_key: str | None,
     access_log: bool,
@@ -280,11 +285,10 @@ def simulator(
             ("shape", shape),
             ("failure_share", failure_share),
             ("api_key", api_key),
+            ("honour_idempotency", honour_idempotency),
         ):
             if value is not None:
                 over[name] = value
-        if no_idempotency:
-            over["honour_idempotency"] = False
         if faults is not None:
             over["faults"] = parse_faults(faults)
         config = dataclasses.replace(base, **over)
@@ -311,9 +315,12 @@ def _client(tenant: str | None = None) -> Iterator[Client]:
     settings = _settings()
     if tenant is not None:
         check_tenant_name(tenant)
-    conn = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
-    )
+    try:
+        conn = sync_redis(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
+        )
+    except ValueError as exc:  # a malformed URL (the message never holds its password)
+        raise ConfigError(f"GENQUEUE_REDIS_URL: {exc}") from None
     client = Client(settings, client=conn, tenant=tenant)
     try:
         yield client
@@ -451,15 +458,18 @@ _TENANT = click.option(
 
 @main.command()
 @click.option("--model", "-m", required=True, help="Upstream model id.")
-@click.option("--prompt", "-p", required=True, help="Text prompt.")
+@click.option(
+    "--prompt", "-p", help="Text prompt (optional when the request has media, e.g. images)."
+)
 @click.option(
     "--param",
     "params",
     multiple=True,
     metavar="KEY=VALUE",
     callback=_params_cb,
-    help="Another request field, typed (guidance_scale=7.5, generate_audio=true, "
-    "media='{...}'), e.g. one newer than this CLI; repeatable.",
+    help="Another request field, typed (width=1366, guidance_scale=7.5, "
+    "generate_audio=true, media='{...}'); a field Together added after this release goes "
+    "in extra_body='{...}'; repeatable.",
 )
 @click.option(
     "--metadata",
@@ -478,7 +488,7 @@ _TENANT = click.option(
 @request_field_options(GenerationRequest)
 def submit(
     model: str,
-    prompt: str,
+    prompt: str | None,
     fields: dict[str, Any],
     params: dict[str, Any],
     metadata: dict[str, str],
@@ -498,7 +508,9 @@ def submit(
     if twice:
         flag = "--" + twice[0].replace("_", "-")
         raise click.UsageError(f"{twice[0]!r} given twice: by --param and by {flag}")
-    request: dict[str, Any] = {"model": model, "prompt": prompt, **fields, **params}
+    request: dict[str, Any] = {"model": model, **fields, **params}
+    if prompt is not None:
+        request["prompt"] = prompt
     if metadata:
         request["metadata"] = metadata
     with _client(tenant) as client:

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from genqueue.logs import register_secrets
 from genqueue.producer.api_keys import create_key, list_keys, revoke_key
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import Keys
 from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import (
@@ -35,7 +36,10 @@ def _settings() -> Settings:
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        return sync_redis(settings.redis_url, decode_responses=True, socket_connect_timeout=5)
+    except ValueError as exc:  # a malformed URL (the message never holds its password)
+        raise click.UsageError(f"GENQUEUE_REDIS_URL: {exc}") from None
 
 
 def _run(action: Any) -> Any:

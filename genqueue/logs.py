@@ -6,15 +6,18 @@ scrubbed by a processor as a last line of defence (the code never logs them on p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import structlog
+
+from genqueue.producer.connections import is_sentinel_url, parse_sentinel_url
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -48,9 +51,12 @@ def secrets_in_env(env: Mapping[str, str]) -> list[str]:
         found.append(parts.password or "")
     except ValueError:
         pass
+    if is_sentinel_url(url):  # redis+sentinel://[user:pw@]h1:26379,h2:26379/SERVICE/DB
+        with contextlib.suppress(ValueError):  # a malformed URL has nothing more to find
+            found.append(quote(parse_sentinel_url(url).password or "", safe=""))
     for match in _QUERY_PASSWORD.finditer(url):
         found.append(url[match.end(1) : match.end()])
-    return [unquote(v) for v in found if v] + [v for v in found if v]
+    return list(dict.fromkeys([unquote(v) for v in found if v] + [v for v in found if v]))
 
 
 def scrub(text: str) -> str:

@@ -8,12 +8,14 @@ from typing import Any, Literal
 
 import redis.asyncio
 
+from genqueue.producer.connections import async_redis
 from genqueue.producer.contracts import Cancel
-from genqueue.producer.errors import RequestNotFound, WaitTimeout
+from genqueue.producer.durability import AsyncDurableWriter, DurableReply, create_policy
+from genqueue.producer.errors import RequestNotFound, WaitTimeout, WriteNotDurable
 from genqueue.producer.keys import DEFAULT_TENANT, Tag
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.replies import CancelReply
+from genqueue.producer.replies import CancelReply, CreateReply
 from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
@@ -37,6 +39,15 @@ def cancel_outcome(reply: CancelReply, request_id: str) -> CancelOutcome:
     return "already_finished"
 
 
+def checked_create(out: DurableReply[CreateReply]) -> str:
+    """The created request's id; ``UnknownTenant`` if its tenant is not configured (nothing
+    was written), ``WriteNotDurable`` if its replica wait timed out."""
+    request_id = created_id(out.reply)
+    if not out.acknowledged:
+        raise WriteNotDurable(request_id, out.wait)
+    return request_id
+
+
 class AsyncClient:
     """What an asyncio backend uses to enqueue generations and hear back.
 
@@ -56,12 +67,13 @@ class AsyncClient:
         #: ``default`` and reads every tenant's requests: the producer is trusted). Each
         #: call may name another with ``tenant=``.
         self.tenant = tenant
-        self._redis = client or redis.asyncio.Redis.from_url(
+        self._redis = client or async_redis(
             self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
         )
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = AsyncScripts(self._redis)
+        self._durable = AsyncDurableWriter(self._redis, create_policy(self.settings))
         self._listener = AsyncDoneListener(self._redis, self._keys)
 
     async def __aenter__(self) -> AsyncClient:
@@ -88,7 +100,9 @@ class AsyncClient:
         """Validate and enqueue a request; return its id (the same id again for a known key).
 
         Raises ``InvalidRequest`` (nothing written) for bad input, ``UnknownTenant`` for a
-        tenant that is not configured (``tenant``: else the client's, else ``default``).
+        tenant that is not configured (``tenant``: else the client's, else ``default``),
+        ``WriteNotDurable`` when the deployment has replicas and none acknowledged the
+        creation in time.
         """
         sub = prepare(
             self.settings,
@@ -98,8 +112,7 @@ class AsyncClient:
             deadline_s=deadline_s,
             tenant=tenant or self.tenant or DEFAULT_TENANT,
         )
-        request_id = created_id(await self._scripts.run(sub.create))
-        return request_id
+        return checked_create(await self._durable.write(sub.create))
 
     async def get(self, request_id: str, *, tenant: str | None = None) -> RequestView:
         """The current record; raises ``RequestNotFound`` (also for another tenant's request

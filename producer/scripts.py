@@ -169,15 +169,3 @@ class SyncScripts:
 
     def run(self, c: ScriptCall[R]) -> R:
         return c.parse(decode_reply(self._scripts[c.name](keys=c.keys, args=c.args)))
-
-
-async def run_with(
-    client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall[R], *command: str | int
-) -> tuple[R, Any]:
-    """Run a script and then ``command`` on the same connection (``WAIT``/``WAITAOF`` only
-    count the writes of their own connection)."""
-    async with client.pipeline(transaction=False) as pipe:
-        await scripts.queue(pipe, c)
-        pipe.execute_command(*command)
-        reply, extra = await pipe.execute()
-    return c.parse(decode_reply(reply)), extra

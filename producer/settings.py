@@ -23,7 +23,8 @@ _SECRET_QUERY = re.compile(r"([?&;](?:password|passwd|pass|pwd|secret|token|auth
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``, in the userinfo and in the query string
-    (``redis://h/0?password=...``, which redis-py accepts): safe to log."""
+    (``redis://h/0?password=...``, which redis-py accepts): safe to log. Handles the
+    ``redis+sentinel://user:pw@h1:26379,h2:26379/SERVICE/DB`` form too."""
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -70,8 +71,10 @@ def overrides_from_env(defaults: Any, env: Mapping[str, str]) -> dict[str, Any]:
 class Settings:
     """Where the queue lives and how long things are kept (units in the names)."""
 
-    #: The Redis (``rediss://`` and passwords allowed; passwords are never logged). May hold
-    #: a password (userinfo or ``?password=``): kept out of ``repr``; log ``redis_url_redacted``.
+    #: ``redis://`` / ``rediss://`` for one server, or
+    #: ``redis+sentinel://[user:password@]h1:26379,h2:26379/SERVICE/DB`` for a Sentinel-managed
+    #: primary (``rediss+sentinel://`` for TLS). May hold a password (userinfo or
+    #: ``?password=``): kept out of ``repr``; log ``redis_url_redacted``.
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)
     #: Prefix of every key (deployments can share a Redis).
     key_prefix: str = "genqueue"
@@ -92,11 +95,23 @@ class Settings:
     #: ``http``. Empty: none. Each entry opens those addresses to every request's webhook
     #: URL (SSRF): name only networks whose receivers expect genqueue (docs/security.md).
     outbound_allow_nets: str = ""
+    #: After a request's creation, wait for a replica (``WAIT 1``) when the deployment has
+    #: replicas: "auto" (a Sentinel URL, or replicas attached) or "off".
+    durable_creates: str = "auto"
+    #: How long a create waits for its replica before ``WriteNotDurable`` is raised.
+    durable_create_timeout_s: float = 1.0
+    #: How often the replication setup (replicas, WAITAOF) is looked at again; also
+    #: re-detected at once after a connection error or an unacknowledged wait.
+    durable_recheck_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("retention_s", "default_deadline_s", "max_deadline_s", "tracking_limit_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.durable_creates not in ("auto", "off"):
+            raise ValueError("durable_creates must be 'auto' or 'off'")
+        if self.durable_create_timeout_s <= 0 or self.durable_recheck_s <= 0:
+            raise ValueError("durable_create_timeout_s and durable_recheck_s must be positive")
         if self.default_deadline_s > self.max_deadline_s:
             raise ValueError("default_deadline_s must not exceed max_deadline_s")
         parse_nets(self.outbound_allow_nets)  # raises on a bad CIDR, at start-up

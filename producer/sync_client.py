@@ -8,8 +8,10 @@ from typing import Any
 
 import redis
 
-from genqueue.producer.client import CancelOutcome, cancel_outcome
+from genqueue.producer.client import CancelOutcome, cancel_outcome, checked_create
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.contracts import Cancel
+from genqueue.producer.durability import SyncDurableWriter, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
 from genqueue.producer.keys import DEFAULT_TENANT
 from genqueue.producer.models import GenerationRequest
@@ -17,7 +19,7 @@ from genqueue.producer.record import RequestView, read_full_sync
 from genqueue.producer.scripts import SyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from genqueue.producer.submission import created_id, prepare, visible_to
+from genqueue.producer.submission import prepare, visible_to
 from genqueue.producer.waiters import SyncDoneListener
 
 _SUBSCRIBE_TIMEOUT_S = 5.0
@@ -37,12 +39,13 @@ class Client:
         #: The tenant this client submits for and is scoped to (None: submits as
         #: ``default`` and reads every tenant's requests: the producer is trusted).
         self.tenant = tenant
-        self._redis = client or redis.Redis.from_url(
+        self._redis = client or sync_redis(
             self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
         )
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = SyncScripts(self._redis)
+        self._durable = SyncDurableWriter(self._redis, create_policy(self.settings))
         self._listener = SyncDoneListener(self._redis, self._keys)
 
     def __enter__(self) -> Client:
@@ -75,8 +78,7 @@ class Client:
             deadline_s=deadline_s,
             tenant=tenant or self.tenant or DEFAULT_TENANT,
         )
-        request_id = created_id(self._scripts.run(sub.create))
-        return request_id
+        return checked_create(self._durable.write(sub.create))
 
     def get(self, request_id: str, *, tenant: str | None = None) -> RequestView:
         """The current record; raises ``RequestNotFound`` (also for another tenant's request

@@ -12,6 +12,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL
 from genqueue.producer.record import micro_to_usd
 from genqueue.producer.settings import Settings
@@ -23,7 +24,7 @@ class ClusterCollector(Collector):
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self._settings = settings
-        self._redis = client or redis.Redis.from_url(
+        self._redis = client or sync_redis(
             settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
         )
         # Totals never go backwards, even if Redis lost its last second of writes (rule 10).

@@ -219,9 +219,10 @@ class WorkerConfig:
     reconcile_grace_s: float = 30.0
     #: Records per reconciler batch.
     reconcile_batch: int = 1000
-    #: Wait for fsync (WAITAOF) or a replica (WAIT) after recording an upstream id.
+    #: After recording an upstream id, wait for a replica (WAIT 1, when the deployment has
+    #: replicas) and for fsync (WAITAOF, Redis >= 7.2 with AOF on).
     durable_writes: DurableWrites = "auto"
-    #: How long that wait may take.
+    #: How long that wait may take (then logged and counted: nothing is assumed durable).
     durable_wait_timeout_s: float = 1.0
     #: Serve this process's metrics on this port (0 = don't).
     metrics_port: int = 0

@@ -54,6 +54,12 @@ class WorkerMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.durable_write_timeouts = Counter(
+            "genqueue_durable_write_timeouts",
+            "Upstream ids written on the primary whose replica/fsync wait timed out (a "
+            "failover now could lose them).",
+            registry=r,
+        )
         self.timers_rearmed = Counter(
             "genqueue_timers_rearmed", "Lost timers re-armed by the reconciler.", registry=r
         )

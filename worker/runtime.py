@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 import redis.asyncio
 
+from genqueue.producer.connections import async_redis
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import AsyncScripts
 from genqueue.producer.timers import AsyncTimers
 from genqueue.worker.config import WorkerConfig
-from genqueue.worker.durability import Durability
+from genqueue.worker.durability import Durability, policy_for
 from genqueue.worker.durations import DurationModel
 from genqueue.worker.metrics import WorkerMetrics
 from genqueue.worker.outbound.guard import GuardedTransport, Origin, origin_of
@@ -121,7 +122,7 @@ class Runtime:
     ) -> Runtime:
         """Connect to Redis and the upstream (``transport`` overrides the production one)."""
         metrics = metrics or WorkerMetrics()
-        client = redis.asyncio.Redis.from_url(
+        client = async_redis(
             config.settings.redis_url,
             decode_responses=True,
             socket_connect_timeout=5,
@@ -146,11 +147,14 @@ class Runtime:
         except BaseException:
             await client.aclose()
             raise
-        durability = await Durability.detect(
-            client,
-            mode=config.durable_writes,
-            timeout_ms=round(config.durable_wait_timeout_s * 1000),
+        durability = Durability(
+            client, policy_for(config), on_unacknowledged=metrics.durable_write_timeouts.inc
         )
+        try:
+            await durability.detect()
+        except BaseException:
+            await client.aclose()
+            raise
         return cls(
             config=config,
             redis=client,

@@ -29,11 +29,12 @@ from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.tenants import webhook_secrets
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
-from genqueue.worker.outbound.fetch import RetryableFetch, fetch_to
+from genqueue.worker.outbound.fetch import LinkGone, RetryableFetch, SignedUrlExpired, fetch_to
 from genqueue.worker.outbound.guard import Refused
 from genqueue.worker.outbound.post import post_status
 from genqueue.worker.runtime import Runtime
 from genqueue.worker.targets import DownloadTarget, FileTarget, S3Target, parse_s3_url
+from genqueue.worker.upstream import UpstreamError
 
 log = structlog.get_logger(__name__)
 
@@ -156,6 +157,10 @@ class _Retryable(Exception):
     pass
 
 
+#: Visits of the short link per download attempt: each redirects to a freshly signed URL.
+LINK_VISITS = 3
+
+
 def _suffix(url: str) -> str:
     suffix = PurePosixPath(urlsplit(url).path).suffix.lower()
     return suffix if suffix in _VIDEO_SUFFIXES else ".mp4"
@@ -185,14 +190,7 @@ async def _download(
     try:
         try:
             async with asyncio.timeout(cfg.downloads.timeout_s):
-                digest, size = await fetch_to(
-                    rt.download_http,
-                    url,
-                    target,
-                    max_bytes=cfg.downloads.max_bytes,
-                    max_redirects=cfg.downloads.max_redirects,
-                    label=safe_url(url),
-                )
+                digest, size = await _follow_link(rt, raw, url, target)
                 location = await target.commit(digest)
         except TimeoutError:
             raise _Retryable(
@@ -228,6 +226,51 @@ async def _download(
             Field.DOWNLOAD_ERROR: "",
         },
     )
+
+
+async def _follow_link(
+    rt: Runtime, raw: dict[str, str], url: str, target: DownloadTarget
+) -> tuple[str, int]:
+    """Download through Together's short link: it redirects to a signed URL that expires.
+
+    A signed URL refused after a redirect is expired: visit the short link again for a fresh
+    one (up to ``LINK_VISITS`` visits). A short link that is gone (404/410) past its own
+    lifetime: re-read the job once for its current URL. Every visit goes through the guarded
+    client hop by hop with the size cap, within the caller's total deadline; a refused visit
+    writes nothing to ``target``.
+    """
+    cfg = rt.config
+    reread = False
+    for _ in range(LINK_VISITS):
+        try:
+            return await fetch_to(
+                rt.download_http,
+                url,
+                target,
+                max_bytes=cfg.downloads.max_bytes,
+                max_redirects=cfg.downloads.max_redirects,
+                label=safe_url(url),
+            )
+        except SignedUrlExpired:
+            log.info("download_signed_url_expired", url=safe_url(url))
+        except LinkGone:
+            upstream_id = raw.get(Field.UPSTREAM_ID, "")
+            if reread or not upstream_id:
+                raise ValueError(f"video URL gone: {safe_url(url)}") from None
+            reread = True
+            url = await _current_video_url(rt, upstream_id)
+            log.info("download_link_reread", url=safe_url(url))
+    raise _Retryable(f"signed URL expired on {LINK_VISITS} visits of {safe_url(url)}")
+
+
+async def _current_video_url(rt: Runtime, upstream_id: str) -> str:
+    try:
+        job = await rt.upstream.retrieve(upstream_id)
+    except UpstreamError as exc:
+        raise _Retryable(f"re-reading the job for its video URL: {exc}") from None
+    if not job.video_url:
+        raise ValueError("the upstream job has no video URL any more")
+    return job.video_url
 
 
 def _is_storage_error(exc: Exception) -> bool:

@@ -12,6 +12,7 @@ import json
 import time
 from typing import Literal
 
+import redis.exceptions
 import structlog
 
 from genqueue.producer.contracts import (
@@ -25,7 +26,7 @@ from genqueue.producer.contracts import (
 from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag, tenant_of
 from genqueue.producer.record import read_full, with_id
 from genqueue.producer.replies import DEFERRED_TAGS, NextStep
-from genqueue.producer.scripts import ms
+from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 from genqueue.worker.durations import lower_quantile, quantile
@@ -244,6 +245,8 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             rt.metrics.ambiguous_submits.inc()
             log.warning("ambiguous_submit", policy=cfg.ambiguous_policy)
         body = json.loads(raw[Field.REQUEST])
+        # The lease taken above runs from about now: the id must be written before it ends.
+        lease_ends = time.monotonic() + cfg.lease_s
         try:
             job = await rt.upstream.create(body, idempotency_key=idempotency_header(request_id))
         except UpstreamError as exc:
@@ -254,17 +257,49 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         # Shielded: once the upstream has answered, the id must reach Redis even if this
         # task is cancelled (timeout, shutdown) — an unrecorded job is billed and lost.
         # `submitted` also ends the create failure streak (the upstream answered).
-        await asyncio.shield(_record_submitted(rt, raw, submit_seq, job))
+        await asyncio.shield(_record_submitted(rt, raw, submit_seq, job, lease_ends))
+
+
+#: Seconds before the lease ends when writing a created job's id stops being retried: after
+#: that another attempt may take the request over (an ambiguous submit).
+SUBMITTED_RETRY_MARGIN_S = 2.0
+
+
+async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
+    """Run a critical write, retrying while Redis is unreachable until ``deadline``
+    (monotonic seconds).
+
+    The upstream ignores idempotency keys: a created job whose id is not written before the
+    lease ends is created again by the next attempt (a paid duplicate). A Redis restart or
+    failover during a burst of creates would otherwise turn every create in flight into one.
+    """
+    delay_s = 0.05
+    while True:
+        try:
+            return await rt.durability.run(rt.redis, rt.scripts, c)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if time.monotonic() + delay_s >= deadline:
+                raise
+            log.warning("submitted_write_retry", error=type(exc).__name__, retry_in_s=delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(1.0, delay_s * 2)
 
 
 async def _record_submitted(
-    rt: Runtime, raw: dict[str, str], submit_seq: int, job: UpstreamJob
+    rt: Runtime,
+    raw: dict[str, str],
+    submit_seq: int,
+    job: UpstreamJob,
+    lease_ends: float | None = None,
 ) -> None:
     request_id = raw[Field.ID]
     with structlog.contextvars.bound_contextvars(upstream_id=job.id):
         cfg = rt.config
         model = raw.get(Field.MODEL, "")
-        first = 0.0 if job.is_terminal else await _poll_wait_s(rt, model, job, 0, None)
+        try:
+            first = 0.0 if job.is_terminal else await _poll_wait_s(rt, model, job, 0, None)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            first = _next_poll_s(rt, 0)  # no learned durations now; the id must still be kept
         # begin_submit left the timer seq as it was: the first poll is the next step.
         step = _next(POLL_TASK, raw, raw.get(Field.SEQ, "0"))
         c = Submitted(
@@ -281,7 +316,8 @@ async def _record_submitted(
             tracking_poll_delay_ms=_scaled_ms(rt, cfg.schedule.poll_cap_s),
             arm=step,
         ).call(cfg.settings)
-        reply = await rt.durability.run(rt.redis, rt.scripts, c)
+        deadline = (lease_ends or time.monotonic()) - SUBMITTED_RETRY_MARGIN_S
+        reply = await _run_until(rt, c, deadline)
         if reply.tag is Tag.OK:
             log.info("upstream_job_created", upstream_status=job.status)
             await _arm_next(rt, POLL_TASK, request_id, reply.step, step)

@@ -1,5 +1,6 @@
 -- The upstream job is finished: record outputs and cost, end the request, leave every index.
--- ARGV: 5 expected timer seq, 6 outcome (completed | failed | cancelled), 7 cost (micro-USD, '' if none),
+-- ARGV: 5 expected timer seq, 6 upstream outcome (completed | failed | cancelled), 7 cost
+--       (micro-USD, '' if none),
 --       8 video url, 9 error, 10 upstream created_at, 11 started_at, 12 done_at,
 --       13 '1' to owe a download of the video (completed only).
 -- Returns {'OK', final status, now ms, '1' if the visible status ended now} | {'STALE'} | {'MISSING'}
@@ -24,6 +25,12 @@ local status = get('status')
 if not NON_TERMINAL[status] and get('tracking') ~= '1' then return {'STALE'} end
 redis.call('HINCRBY', K_REC, 'polls', 1)
 redis.call('HSET', K_REC, 'upstream_status', OUTCOME)
+-- `cancelled` is the user's word: a job the upstream cancelled ends the request failed.
+local outcome, err = OUTCOME, ERROR
+if outcome == 'cancelled' then
+  outcome = 'failed'
+  err = 'cancelled by the upstream' .. ((err or '') ~= '' and (': ' .. err) or '')
+end
 set_if('video_url', VIDEO_URL)
 set_if('upstream_created_at', CREATED_AT)
 set_if('upstream_started_at', STARTED_AT)
@@ -32,17 +39,17 @@ if COST ~= '' then
   redis.call('HSET', K_REC, 'cost_micro_usd', COST)
   count(K_TOTALS, 'cost_micro' .. SEP .. get('model'), COST)
 end
-if OWE_DOWNLOAD and OUTCOME == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
+if OWE_DOWNLOAD and outcome == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
   owe('download')
 end
 local ended_now = '0'
 if NON_TERMINAL[status] then
-  visible_terminal(status, OUTCOME, ERROR)
-  status = OUTCOME
+  visible_terminal(status, outcome, err)
+  status = outcome
   ended_now = '1'
 else
-  set_if('upstream_error', ERROR)
-  emit(status, 'tracked_outcome', OUTCOME)
+  set_if('upstream_error', err)
+  emit(status, 'tracked_outcome', outcome)
 end
 release()
 return {'OK', status, istr(NOW), ended_now}

@@ -19,16 +19,25 @@ def main() -> int:
     p.add_argument("--faults", default="chaos")
     p.add_argument("--kill-every-s", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--failovers", type=int, default=3, help="primary SIGKILLs in the Sentinel scenario"
+    )
     p.add_argument("--report", type=Path, default=Path("chaos-report.json"))
     p.add_argument("--logs", type=Path, default=None, help="keep process logs here")
+    p.add_argument("--only", action="append", help="run only this scenario (repeatable)")
     args = p.parse_args()
     reports = {}
+    # (name, upstream honours idempotency keys, appendfsync, Sentinel failovers); the first is
+    # the main scenario: the upstream as it really is (no idempotency).
     scenarios = [
-        ("idempotency_honoured", True, "always"),
-        ("idempotency_ignored", False, "always"),
-        ("aof_everysec", True, "everysec"),
+        ("idempotency_ignored", False, "always", 0),
+        ("idempotency_honoured", True, "always", 0),
+        ("aof_everysec", True, "everysec", 0),
+        ("sentinel_failovers", False, "everysec", args.failovers),
     ]
-    for key, honour, fsync in scenarios:
+    if args.only:
+        scenarios = [s for s in scenarios if s[0] in args.only]
+    for key, honour, fsync, failovers in scenarios:
         opts = ChaosOptions(
             videos=args.videos,
             workers=args.workers,
@@ -37,6 +46,7 @@ def main() -> int:
             honour_idempotency=honour,
             appendfsync=fsync,
             kill_every_s=args.kill_every_s,
+            failovers=failovers,
             seed=args.seed,
             log_dir=args.logs / key if args.logs else None,
         )

@@ -32,8 +32,8 @@ from genqueue.producer.tenants import set_tenant
 from genqueue.simulator import SimConfig, running_simulator
 from tests.processes import stop_process, wait_until
 
-#: main just before tenants (``git merge-base`` of the tenants branch).
-OLD_COMMIT = "0b498673f02c45aa633ee48923064e129089aa12"
+#: main just before tenants (the last main merged into the tenants branch).
+OLD_COMMIT = "910d0fb0d9d51a2ffac554d35f5c02a19e5314df"
 REPO = Path(__file__).resolve().parents[2]
 SCALE = 0.02
 N_OLD = 24

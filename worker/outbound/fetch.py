@@ -20,6 +20,15 @@ class RetryableFetch(Exception):
     """A failure that may pass (5xx, 408/429, a network error): worth another attempt."""
 
 
+class SignedUrlExpired(ValueError):
+    """A 403 after a redirect: the short link led to a signed URL that expired on the way
+    (visiting the link again gives a fresh one)."""
+
+
+class LinkGone(ValueError):
+    """A 404/410 from ``url`` itself, before any redirect: the link is past its lifetime."""
+
+
 async def fetch_to(
     client: httpx.AsyncClient,
     url: str,
@@ -31,10 +40,12 @@ async def fetch_to(
 ) -> tuple[str, int]:
     """GET ``url`` into ``target``; returns (sha256 hex, size). ``label`` names the URL in
     errors (a redacted form: signed URLs carry tokens). Raises :class:`RetryableFetch`, or
-    ``ValueError`` for what waiting cannot fix (4xx, over the size, too many redirects)."""
+    ``ValueError`` for what waiting cannot fix (4xx, over the size, too many redirects):
+    :class:`SignedUrlExpired` for a 403 after a redirect, :class:`LinkGone` for a 404/410
+    from ``url`` itself. Nothing is written to ``target`` before a 200."""
     current = url
     try:
-        for _ in range(max_redirects + 1):
+        for hop in range(max_redirects + 1):
             async with client.stream("GET", current) as resp:
                 location = resp.headers.get("location")
                 if resp.is_redirect and location:
@@ -42,6 +53,10 @@ async def fetch_to(
                     continue
                 if resp.status_code >= 500 or resp.status_code in (408, 429):
                     raise RetryableFetch(f"HTTP {resp.status_code} from {label}")
+                if resp.status_code == 403 and hop > 0:
+                    raise SignedUrlExpired(f"HTTP 403 after a redirect from {label}")
+                if resp.status_code in (404, 410) and hop == 0:
+                    raise LinkGone(f"HTTP {resp.status_code} from {label}")
                 if resp.status_code != 200:
                     # A signed URL that expired or was refused will not get better by waiting.
                     raise ValueError(f"HTTP {resp.status_code} from {label}")
