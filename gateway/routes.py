@@ -231,7 +231,10 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
         "/stats",
         response_model=StatsSnapshot,
         summary="Queue depth, in-flight counts and totals (the caller's tenant's own)",
-        responses=UNAVAILABLE,
+        responses={
+            422: _err("An admin key's `X-Genqueue-Tenant` is not a tenant name."),
+            **UNAVAILABLE,
+        },
     )
     async def stats(client: Client, tenant: Tenant) -> StatsSnapshot:
         """A snapshot read from Redis: the caller's tenant's own counts and totals (an admin

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import redis
 
 from genqueue.producer.contracts import WebhookReplay
-from genqueue.producer.keys import DEFAULT_TENANT, Field
+from genqueue.producer.keys import DEFAULT_TENANT, Field, tenant_of
 from genqueue.producer.record import read_full_sync
 from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings
@@ -32,6 +32,8 @@ class DeadLetter:
     attempts: int
     last_status: str
     reason: str
+    #: The request's owner (whose receiver, and whose webhook secret signed it).
+    tenant: str = DEFAULT_TENANT
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +67,7 @@ def list_dead(client: redis.Redis, settings: Settings, limit: int = 100) -> list
                 # Absent on records dead-lettered before the field existed.
                 last_status=raw.get(Field.WEBHOOK_LAST_STATUS, ""),
                 reason=raw.get(Field.WEBHOOK_ERROR, ""),
+                tenant=tenant_of(raw),
             )
         )
     return out

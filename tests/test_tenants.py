@@ -240,3 +240,20 @@ def test_tenant_settings_this_version_does_not_know_are_kept(
     set_tenant(conn, settings.keys, "acme", generate_webhook_secret=True)
     stored = conn.hget(settings.keys.tenants, "acme")
     assert stored is not None and '"weight":3' in stored
+
+
+async def test_dead_letters_name_the_tenant(
+    settings: Settings, conn: redis.Redis, aredis: redis.asyncio.Redis
+) -> None:
+    """`genqueue webhooks dead` says whose webhook was given up on."""
+    from genqueue.producer.dead_letters import list_dead
+
+    set_tenant(conn, settings.keys, "acme")
+    async with AsyncClient(settings) as client:
+        mine = await client.submit(REQ, tenant="acme")
+        theirs = await client.submit(REQ)
+    await aredis.zadd(settings.keys.dead_letters, {mine: 2, theirs: 1})
+    assert [(d.request_id, d.tenant) for d in list_dead(conn, settings)] == [
+        (mine, "acme"),
+        (theirs, "default"),
+    ]
