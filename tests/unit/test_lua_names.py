@@ -144,6 +144,7 @@ def test_the_checks_catch_a_misspelt_name() -> None:
     assert record_fields(lua) - FIELDS == {"stauts"}
     assert statuses(lua) - set(ALL_STATUSES) == {"complete"}
     assert reply_tags(lua) == {"OKAY"}
+    assert counts_fields("count(K_COUNTS, 'pendng', 1)") == {"pendng"}
 
 
 def test_every_script_assembles_and_names_its_keys_and_args() -> None:
