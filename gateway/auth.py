@@ -129,16 +129,17 @@ class AuthMiddleware:
     ``Authorization`` -> 401 with ``WWW-Authenticate: Bearer``; a key that matches none ->
     403; Redis unreachable while looking a key up -> 503. The caller's key digest is left in
     the scope for the rate limit, its :class:`Principal` for the routes, and its tenant and
-    key id are bound to the request's log lines. ``anonymous`` (dev only; default: when
-    there is neither ``keys`` nor ``lookup``) lets a request without a key through as the
-    ``default`` tenant. WebSocket connections are refused: the gateway has none.
+    key id are bound to the request's log lines. ``anonymous`` (dev only) lets a request
+    without a key through as the ``default`` tenant's (a wrong key is still refused); with
+    neither ``keys`` nor ``lookup`` every request is. WebSocket connections are refused: the
+    gateway has none.
     """
 
     app: ASGIApp
     keys: ApiKeys | None
     public: frozenset[str] = PUBLIC_PATHS
     lookup: Lookup | None = None
-    anonymous: bool | None = None
+    anonymous: bool = False
 
     async def _identify(self, token: bytes) -> tuple[bytes, Principal] | None:
         digest = None if self.keys is None else self.keys.identify(token)
@@ -159,14 +160,12 @@ class AuthMiddleware:
         if route_path(scope) in self.public:
             await self.app(scope, receive, send)
             return
+        if self.keys is None and self.lookup is None:  # no keys anywhere: all anonymous
+            await self._call(scope, receive, send, ANONYMOUS, ANONYMOUS_CALLER)
+            return
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
         token = bearer_token(header)
-        anonymous = (
-            self.anonymous
-            if self.anonymous is not None
-            else self.keys is None and self.lookup is None
-        )
-        if token is None and anonymous:
+        if token is None and self.anonymous:
             await self._call(scope, receive, send, ANONYMOUS, ANONYMOUS_CALLER)
             return
         try:
