@@ -104,7 +104,7 @@ def load_yaml(path: Path) -> Any:
 
 
 #: Grafana's Prometheus macros and the dashboard's variables, as a query sees them.
-_MACRO = re.compile(r"\$(__rate_interval|__interval|__range|model)\b|\$\{(\w+)\}")
+_MACRO = re.compile(r"\$(__rate_interval|__interval|__range|model|tenant)\b|\$\{(\w+)\}")
 
 
 def substitute(expr: str, *, rate_interval: str, interval: str, range_: str) -> str:
