@@ -7,6 +7,7 @@ generated webhook secret are printed once and never again (only a key's hash is 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -61,8 +62,9 @@ def tenant() -> None:
 @click.argument("name")
 @click.option(
     "--webhook-secret",
-    help="Sign this tenant's webhooks with this Standard Webhooks secret (whsec_...); the "
-    "previous ones keep signing too until --retire-old-secrets.",
+    help="Sign this tenant's webhooks with this Standard Webhooks secret (whsec_...; '-' "
+    "reads it from stdin, out of the shell history); the previous ones keep signing too "
+    "until --retire-old-secrets.",
 )
 @click.option(
     "--generate-webhook-secret",
@@ -86,6 +88,8 @@ def set_cmd(
 
     Without a webhook secret of its own, its webhooks are signed with
     GENQUEUE_WEBHOOK_SECRET."""
+    if webhook_secret == "-":
+        webhook_secret = sys.stdin.readline().strip()
     if webhook_secret:
         register_secrets(webhook_secret)
     result = _run(

@@ -13,6 +13,7 @@ import genqueue.cli
 from genqueue.cli import main
 from genqueue.producer.api_keys import key_digest
 from genqueue.producer.settings import Settings
+from genqueue.producer.tenants import new_webhook_secret
 
 MODEL = "minimax/video-01-director"
 
@@ -46,6 +47,12 @@ def test_tenant_set_list_and_generated_secret_shown_once(env: dict[str, str]) ->
         {"name": "acme", "webhook_secrets": 1},
     ]
     assert secret not in listed.stdout
+    piped = CliRunner().invoke(
+        main, ["tenant", "set", "acme", "--webhook-secret", "-", "--json"], env=env,
+        input=new_webhook_secret() + "\n",
+    )  # fmt: skip
+    assert piped.exit_code == 0, piped.output
+    assert json.loads(piped.stdout)["webhook_secrets"] == 2  # the piped one, then the first
     assert run(env, "tenant", "set", "Bad:Name").exit_code != 0
     assert run(env, "tenant", "set", "acme", "--webhook-secret", "nope").exit_code != 0
 
