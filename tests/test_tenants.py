@@ -257,3 +257,20 @@ async def test_dead_letters_name_the_tenant(
         (mine, "acme"),
         (theirs, "default"),
     ]
+
+
+async def test_events_name_a_tenants_requests(
+    settings: Settings, conn: redis.Redis, aredis: redis.asyncio.Redis
+) -> None:
+    """Every event of a tenant's request names the tenant; ``default``'s name none."""
+    set_tenant(conn, settings.keys, "acme")
+    async with AsyncClient(settings) as client:
+        mine = await client.submit(REQ, tenant="acme")
+        theirs = await client.submit(REQ)
+        await client.cancel(mine)
+    events = [f for _, f in await aredis.xrange(settings.keys.events)]
+    assert [(e["id"], e["status"], e.get("tenant")) for e in events] == [
+        (mine, "pending", "acme"),
+        (theirs, "pending", None),
+        (mine, "cancelled", "acme"),
+    ]

@@ -40,9 +40,16 @@ local function num(field)
   return tonumber(redis.call('HGET', K_REC, field) or '0') or 0
 end
 
+-- A tenant's request names it (consumers can follow one tenant); `default`'s do not.
 local function emit(status, ...)
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
-    'id', ID, 'status', status, 'at_ms', istr(NOW), ...)
+  local tenant = redis.call('HGET', K_REC, 'tenant')
+  if tenant and tenant ~= '' then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+      'id', ID, 'status', status, 'at_ms', istr(NOW), 'tenant', tenant, ...)
+  else
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+      'id', ID, 'status', status, 'at_ms', istr(NOW), ...)
+  end
 end
 
 -- Count in the cluster-wide field and, for a tenant other than `default`, in its own
