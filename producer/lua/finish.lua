@@ -37,7 +37,7 @@ set_if('upstream_started_at', STARTED_AT)
 set_if('upstream_done_at', DONE_AT)
 if COST ~= '' then
   redis.call('HSET', K_REC, 'cost_micro_usd', COST)
-  redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. get('model'), COST)
+  count(K_TOTALS, 'cost_micro' .. SEP .. get('model'), COST)
 end
 if OWE_DOWNLOAD and outcome == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
   owe('download')
