@@ -93,6 +93,7 @@ class GenerationRecord(BaseModel):
     id: str
     status: Status
     model: str
+    tenant: str = Field(description="The tenant that owns the generation.")
     upstream_id: str | None
     upstream_ids: list[str]
     upstream_status: str | None
@@ -179,9 +180,13 @@ class PossiblyBilled(BaseModel):
 
 
 class StatsSnapshot(BaseModel):
-    """Cluster-wide figures read from Redis (costs are decimal strings in US dollars)."""
+    """Figures read from Redis (costs are decimal strings in US dollars): a tenant's key sees
+    its tenant's own counts and totals (queue depth and pause are the cluster's); an admin
+    key sees the cluster's, or a tenant's with `X-Genqueue-Tenant`."""
 
     model_config = ConfigDict(extra="ignore")
+
+    tenant: str | None = Field(description="Whose figures (null: the whole cluster).")
 
     requests_by_status: dict[str, int]
     tracking: int

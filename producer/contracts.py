@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
+from genqueue.producer.keys import DEFAULT_TENANT
 from genqueue.producer.replies import (
     BeginPollReply,
     BeginSubmitReply,
@@ -53,9 +54,15 @@ SIDE_EFFECT_RESULTS: Final = ("done", "retry", "dead")
 NO_LIMIT_US: tuple[int, int] = (0, 0)
 
 
-def common_keys(settings: Settings, request_id: str, idempotency_key: str | None) -> list[str]:
-    """KEYS 1..8 of every transition script (``K_REC`` .. ``K_SPEC`` in the Lua)."""
-    return settings.keys.script_keys(request_id, idempotency_key)
+def common_keys(
+    settings: Settings,
+    request_id: str,
+    idempotency_key: str | None,
+    tenant: str = DEFAULT_TENANT,
+) -> list[str]:
+    """KEYS 1..8 of every transition script (``K_REC`` .. ``K_SPEC`` in the Lua; the
+    idempotency mapping is the tenant's)."""
+    return settings.keys.script_keys(request_id, idempotency_key, tenant)
 
 
 def common_args(settings: Settings, request_id: str) -> list[str]:
@@ -95,7 +102,9 @@ def _build(
     )
     return ScriptCall(
         name,
-        common_keys(settings, base.request_id, base.idempotency_key) + list(keys) + arm_keys,
+        common_keys(settings, base.request_id, base.idempotency_key, base.tenant)
+        + list(keys)
+        + arm_keys,
         common_args(settings, base.request_id) + [_arg(a) for a in args] + arm_args,
         parse,
     )
@@ -105,17 +114,20 @@ def _build(
 class _Transition:
     """What every transition script is called with: the request, the idempotency key the
     record names (a script ending the request expires its mapping), and optionally the timer
-    step the caller expects the script to move to (enqueued by the script if it does)."""
+    step the caller expects the script to move to (enqueued by the script if it does).
+    ``tenant``: the record's (``keys.tenant_of``), which names its idempotency mapping."""
 
     request_id: str
     idempotency_key: str | None = None
+    tenant: str = DEFAULT_TENANT
     arm: Timer | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Create(_Transition):
     """``create``: write a new pending record (``fields``: initial record fields, empty ones
-    not stored; ``spec``: the encoded spec) unless the idempotency key names one."""
+    not stored, ``tenant`` among them for any tenant but ``default``; ``spec``: the encoded
+    spec) unless the idempotency key names one or the tenant is not configured."""
 
     fields: Mapping[str, str]
     deadline_ms: int
@@ -123,7 +135,7 @@ class Create(_Transition):
 
     def call(self, settings: Settings) -> ScriptCall[CreateReply]:
         args = (json.dumps(dict(self.fields)), self.deadline_ms, bool(self.idempotency_key))
-        keys = (settings.keys.accepted_models,)
+        keys = (settings.keys.tenants, settings.keys.accepted_models)
         return _build(settings, "create", self, parse_create, (*args, self.spec), keys)
 
 

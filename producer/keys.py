@@ -59,6 +59,10 @@ class Tag(StrEnum):
     NOT_DEAD = "NOT_DEAD"
     STALE = "STALE"
     MISSING = "MISSING"
+    #: ``create``: the request names a tenant that is not configured (nothing written).
+    NO_TENANT = "NO_TENANT"
+    #: ``tenant_delete``: the tenant still has requests in flight.
+    BUSY = "BUSY"
 
 
 TimerKind = Literal["submit", "poll"]
@@ -74,6 +78,24 @@ INLINE_ARM_MARKER: Final = "genqueue:arm"
 
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
+
+#: The tenant of every request that names none, and of every record written before tenants
+#: existed (those records have no ``tenant`` field).
+DEFAULT_TENANT: Final = "default"
+#: First part of a tenant's own fields in the counts and totals hashes:
+#: ``t|{tenant}|{field}`` beside the cluster-wide ``{field}`` (``default`` has none: its
+#: figures are the cluster's minus every other tenant's, exact for records of any version).
+TENANT_FIELD_PREFIX: Final = "t"
+
+
+def tenant_field(tenant: str, name: str) -> str:
+    """A tenant's own field of the counts or totals hash."""
+    return f"{TENANT_FIELD_PREFIX}{TOTALS_SEP}{tenant}{TOTALS_SEP}{name}"
+
+
+def tenant_of(raw: dict[str, str]) -> str:
+    """The tenant a record belongs to (no field: written before tenants, or ``default``)."""
+    return raw.get(Field.TENANT) or DEFAULT_TENANT
 
 
 def timer_job_id(kind: str, request_id: str, seq: int) -> str:
@@ -98,8 +120,24 @@ class Keys:
         default, would turn the whole hash into a hashtable, about 2.3 times the size)."""
         return f"{self.prefix}:spec:{request_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idem:{key}"
+    def idempotency(self, key: str, tenant: str = DEFAULT_TENANT) -> str:
+        """String: the request id an idempotency key names, per tenant. ``default``'s name is
+        the one used before tenants existed (mappings in flight across an upgrade keep
+        working); a tenant name never contains ":", so ``idem@{tenant}:`` cannot collide."""
+        if tenant == DEFAULT_TENANT:
+            return f"{self.prefix}:idem:{key}"
+        return f"{self.prefix}:idem@{tenant}:{key}"
+
+    @property
+    def tenants(self) -> str:
+        """Hash: tenant name -> its settings (JSON, ``producer/tenants.py``)."""
+        return f"{self.prefix}:tenants"
+
+    @property
+    def api_keys(self) -> str:
+        """Hash: SHA-256 (hex) of an API key -> the key's owner (JSON, ``producer/api_keys.py``);
+        a key is never stored in clear."""
+        return f"{self.prefix}:apikeys"
 
     def done_channel(self, request_id: str) -> str:
         return f"{self.prefix}:done:{request_id}"
@@ -181,9 +219,15 @@ class Keys:
         """The arq queue (a sorted set of job ids scored by run time)."""
         return f"{self.prefix}:queue"
 
-    def script_keys(self, request_id: str, idempotency_key: str | None) -> list[str]:
+    def script_keys(
+        self, request_id: str, idempotency_key: str | None, tenant: str = DEFAULT_TENANT
+    ) -> list[str]:
         """The KEYS every transition script takes, in this order."""
-        idem = self.idempotency(idempotency_key) if idempotency_key else self.record(request_id)
+        idem = (
+            self.idempotency(idempotency_key, tenant)
+            if idempotency_key
+            else self.record(request_id)
+        )
         return [
             self.record(request_id),
             self.inflight,
@@ -204,6 +248,9 @@ class Field:
     ID: Final = "id"
     STATUS: Final = "status"
     MODEL: Final = "model"
+    #: The tenant owning the request; absent for ``default`` (and in records written before
+    #: tenants existed, which are ``default``'s): ``tenant_of`` reads it.
+    TENANT: Final = "tenant"
     #: Spec fields: kept in the spec key since schema 2 (in the record hash in schema 1).
     REQUEST: Final = "request"
     METADATA: Final = "metadata"

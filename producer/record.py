@@ -10,7 +10,7 @@ from typing import Any, Final
 import redis
 import redis.asyncio
 
-from genqueue.producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys
+from genqueue.producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys, tenant_of
 
 
 def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: str | None) -> str:
@@ -118,6 +118,8 @@ class RequestView:
     id: str
     status: str
     model: str
+    #: The owner (``default`` for records that name none, e.g. written before tenants).
+    tenant: str
     upstream_id: str | None
     upstream_ids: list[str]
     upstream_status: str | None
@@ -194,6 +196,7 @@ class RequestView:
             id=raw[Field.ID],
             status=raw[Field.STATUS],
             model=raw.get(Field.MODEL, ""),
+            tenant=tenant_of(raw),
             upstream_id=raw.get(Field.UPSTREAM_ID) or None,
             upstream_ids=_upstream_ids(raw),
             upstream_status=raw.get(Field.UPSTREAM_STATUS) or None,

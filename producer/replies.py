@@ -35,12 +35,14 @@ def _step(raw: list[str]) -> NextStep:
     return NextStep(int(raw[1]), int(raw[2]))
 
 
-CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS})
+CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS, Tag.NO_TENANT})
 
 
 @dataclass(frozen=True, slots=True)
 class CreateReply:
-    """``CREATED`` a new record, or ``EXISTS``: ``request_id`` names the one already there."""
+    """``CREATED`` a new record, or ``EXISTS``: ``request_id`` names the one already there;
+    ``NO_TENANT``: the request's tenant is not configured (``request_id``: that tenant's name),
+    nothing written."""
 
     tag: Tag
     request_id: str

@@ -23,7 +23,7 @@ from genqueue.producer.contracts import (
     SubmitRelease,
     Submitted,
 )
-from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag
+from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag, tenant_of
 from genqueue.producer.record import model_label, read_full, with_id
 from genqueue.producer.replies import DEFERRED_TAGS, NextStep
 from genqueue.producer.scripts import R, ScriptCall, ms
@@ -216,11 +216,14 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         if not raw:
             log.info("record_missing")
             return
+        # This task's own context (arq runs each job in its own task): no leak to others.
+        structlog.contextvars.bind_contextvars(tenant=tenant_of(raw))
         cfg = rt.config
         limit_keys, limit_args = _limit(rt)
         begin = BeginSubmit(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             expected_seq=seq,
             max_inflight=cfg.max_inflight,
             lease_ms=ms(cfg.lease_s),
@@ -318,6 +321,7 @@ async def _record_submitted(
         c = Submitted(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             submit_seq=submit_seq,
             upstream_id=job.id,
             upstream_status=job.status,
@@ -382,6 +386,7 @@ async def _submit_failed(
     c = SubmitRelease(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         submit_seq=submit_seq,
         mode=mode,
         ambiguous=ambiguous,
@@ -438,7 +443,9 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             await check_superseded(rt, raw, seq, lambda: arm_current(rt, request_id))
             return
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
-        with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
+        with structlog.contextvars.bound_contextvars(
+            upstream_id=upstream_id, tenant=tenant_of(raw)
+        ):
             try:
                 job = await rt.upstream.retrieve(upstream_id)
             except UpstreamError as exc:
@@ -454,6 +461,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
     c = Finish(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         outcome=job.status,
         cost_micro_usd=job.cost_micro_usd,
@@ -532,6 +540,7 @@ async def _poll_update(
     c = PollUpdate(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         upstream_status=status,
         upstream_started_at=job.started_at if job is not None else None,

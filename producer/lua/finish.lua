@@ -38,11 +38,11 @@ set_if('upstream_started_at', STARTED_AT)
 set_if('upstream_done_at', DONE_AT)
 if COST ~= '' then
   redis.call('HSET', K_REC, 'cost_micro_usd', COST)
-  redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. model_label(), COST)
-  redis.call('HINCRBY', K_TOTALS, 'costed' .. SEP .. model_label(), 1)
+  count(K_TOTALS, 'cost_micro' .. SEP .. model_label(), COST)
+  count(K_TOTALS, 'costed' .. SEP .. model_label(), 1)
 elseif COST_UNKNOWN then
   redis.call('HSET', K_REC, 'cost_unknown', '1')
-  redis.call('HINCRBY', K_TOTALS, 'cost_unknown' .. SEP .. model_label(), 1)
+  count(K_TOTALS, 'cost_unknown' .. SEP .. model_label(), 1)
 end
 if OWE_DOWNLOAD and outcome == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
   owe('download')

@@ -48,8 +48,8 @@ if get('model_unverified') == '1' then
     redis.call('HDEL', K_REC, 'model_unverified')
     for field, n in pairs({possibly_billed = pb, superseded = superseded}) do
       if n > 0 then
-        redis.call('HINCRBY', K_TOTALS, field .. SEP .. 'other', -n)
-        redis.call('HINCRBY', K_TOTALS, field .. SEP .. model, n)
+        count(K_TOTALS, field .. SEP .. 'other', -n)
+        count(K_TOTALS, field .. SEP .. model, n)
       end
     end
   end

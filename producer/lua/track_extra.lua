@@ -34,12 +34,12 @@ for _, v in ipairs(extras) do
 end
 if found then
   if ENDED ~= '' then
-    redis.call('HINCRBY', K_COUNTS, 'superseded', -1)
+    count(K_COUNTS, 'superseded', -1)
     if COST ~= '' then
       local label = model_label()
       redis.call('HINCRBY', K_REC, 'superseded_cost_micro_usd', COST)
-      redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. label, COST)
-      redis.call('HINCRBY', K_TOTALS, 'costed' .. SEP .. label, 1)
+      count(K_TOTALS, 'cost_micro' .. SEP .. label, COST)
+      count(K_TOTALS, 'costed' .. SEP .. label, 1)
     end
     emit(get('status'), 'superseded_id', CHECKED_ID, 'superseded_outcome', ENDED)
   else
@@ -55,7 +55,7 @@ if #rest == 0 then
   return {'DONE'}
 end
 if NOW >= num('tracking_until_ms') then
-  redis.call('HINCRBY', K_COUNTS, 'superseded', -#rest)
+  count(K_COUNTS, 'superseded', -#rest)
   redis.call('HSET', K_REC, 'upstream_error',
     'tracking abandoned: ' .. #rest .. ' superseded upstream job(s) never finished')
   stop_tracking()
