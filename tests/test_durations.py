@@ -23,7 +23,7 @@ async def test_a_batch_ending_in_order_keeps_its_spread(
         rng=random.Random(3),
     )  # fmt: skip
     for d in range(1, 5001):
-        await model.record(MODEL, 0.0, 1.0, float(d))
+        await model.record(MODEL, 0.0, float(d), generation_s=float(d) - 1)
     learned = await model.get(MODEL)
     assert learned is not None and len(learned.total) == len(learned.generation) == 100
     assert 1500 < statistics.median(learned.total) < 3500  # the last 100 would give ~4950
@@ -40,9 +40,9 @@ async def test_the_sample_forgets_what_is_past_its_horizon(
         rng=random.Random(4),
     )  # fmt: skip
     for _ in range(500):
-        await model.record(MODEL, 0.0, None, 10.0)
+        await model.record(MODEL, 0.0, 10.0)
     for _ in range(3000):
-        await model.record(MODEL, 0.0, None, 20.0)
+        await model.record(MODEL, 0.0, 20.0)
     learned = await model.get(MODEL)
     assert learned is not None and learned.generation == []
     assert sum(d == 20.0 for d in learned.total) >= 45
@@ -54,9 +54,9 @@ async def test_the_first_completions_are_all_kept(
     """Until the sample is full every completion is in it; a model with too few is unknown."""
     model = DurationModel(aredis, settings.keys, samples=10, min_samples=5, cache_s=0)
     for d in (3.0, 1.0, 2.0, 5.0):
-        await model.record(MODEL, 0.0, None, d)
+        await model.record(MODEL, 0.0, d)
     assert await model.get(MODEL) is None
-    await model.record(MODEL, 0.0, None, 4.0)
+    await model.record(MODEL, 0.0, 4.0)
     learned = await model.get(MODEL)
     assert learned is not None and learned.total == [1.0, 2.0, 3.0, 4.0, 5.0]
 
@@ -76,7 +76,7 @@ async def test_the_worker_keeps_the_configured_number_of_durations(
         upstream=UpstreamClient(base_url="http://sim", api_key="k"),
     )
     for d in range(30):
-        await rt.durations.record(MODEL, 0.0, None, float(d))
+        await rt.durations.record(MODEL, 0.0, float(d))
     learned = await rt.durations.get(MODEL)
     assert learned is not None and len(learned.total) == 7
     await rt.upstream.aclose()

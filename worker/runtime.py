@@ -72,6 +72,7 @@ class Runtime:
             self.keys,
             samples=cfg.schedule.adaptive_samples,
             min_samples=cfg.schedule.adaptive_min_samples,
+            recent=cfg.schedule.adaptive_recent_samples,
         )
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = RateLimit.of(
