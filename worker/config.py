@@ -51,7 +51,7 @@ class ScheduleSettings:
     #: moved by more than ``adaptive_shift_z`` standard errors (a slower model, a longer
     #: upstream queue), the whole window moves by that much (``worker/drift.py``). Fewer
     #: follow a change sooner but notice only larger ones.
-    adaptive_recent_samples: int = 200
+    adaptive_recent_samples: int = 100
     #: How many standard errors of the recent median a shift must exceed to be followed
     #: (0: never follow; a steady model is left exactly as its long sample places it).
     adaptive_shift_z: float = 3.0

@@ -17,7 +17,7 @@ whatever the arrival pattern (a steady stream, a batch). The mean of n such rank
 standard error ``sqrt(1 / 12n)``; the shift is the one that brings it back to 1/2 (bisection).
 
 What is given up for speed: a shift smaller than about ``z`` standard errors is not followed
-(with 200 recent completions of a sigma 0.2, 125 s model, z = 3: about 4 s), the estimate
+(with 100 recent completions of a sigma 0.2, 125 s model, z = 3: about 6 s), the estimate
 rests on 200 completions rather than 10,000 while a shift is followed, and a change of
 *spread* is followed only in location (the window keeps the long sample's width).
 """

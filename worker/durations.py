@@ -103,7 +103,7 @@ class DurationModel:
         samples: int = 10_000,
         horizon: int = 10_000,
         min_samples: int = 10,
-        recent: int = 200,
+        recent: int = 100,
         cache_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
