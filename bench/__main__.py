@@ -390,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
                         f"{res['polls_per_video']}, lag p50/p95 {res['lag_p50_s']}/"
                         f"{res['lag_p95_s']} s, CPU {res['cpu_s_per_1000_videos']} s/1000 videos"
                     )
-                results["compare"] = {"runs": runs, "summary": summarize_compare(runs)}
+                results["compare"] = {
+                    "runs": runs,
+                    "summary": summarize_compare(runs),
+                    "meta": _meta(a, rv),  # the current schedule's (older ones have none)
+                }
                 _add_ideal(results["compare"], samples=2000 if a.smoke else 20_000)
             for part, key in DRAW_KEYS.items():
                 if part in parts:
