@@ -80,3 +80,29 @@ async def test_the_worker_keeps_the_configured_number_of_durations(
     learned = await rt.durations.get(MODEL)
     assert learned is not None and len(learned.total) == 7
     await rt.upstream.aclose()
+
+
+async def test_a_shift_of_recent_completions_moves_the_learned_durations(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """The last completions are kept beside the long sample: once their durations have moved
+    (here +30 s from video 1,000 on), the model reports the shift; before, none."""
+    model = DurationModel(
+        aredis, settings.keys, samples=2000, recent=100, min_samples=1, cache_s=0,
+        rng=random.Random(5),
+    )  # fmt: skip
+    rng = random.Random(6)
+    jobs = [
+        (float(i), i + rng.lognormvariate(4.8, 0.2) + (30.0 if i >= 1000 else 0.0))
+        for i in range(1400)
+    ]
+    jobs.sort(key=lambda j: j[1])
+    for n, (created, done) in enumerate(jobs, 1):
+        await model.record(MODEL, created, done)
+        if n == 900:
+            learned = await model.get(MODEL)
+            assert learned is not None and learned.total_shift_s == 0.0
+    learned = await model.get(MODEL)
+    assert learned is not None and len(learned.recent_total) == 100
+    # The long sample holds the 400 shifted ones too: measured from it, the shift is smaller.
+    assert 15.0 < learned.total_shift_s < 32.0, learned.total_shift_s

@@ -30,6 +30,7 @@ import redis.asyncio
 
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
+from genqueue.worker.drift import location_shift_s
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -79,6 +80,10 @@ class ModelDurations:
     recent_total: list[tuple[float, float]] = field(default_factory=list)
     recent_generation: list[tuple[float, float]] = field(default_factory=list)
     offset_bounds: list[float] = field(default_factory=list)
+    #: How far the recent completions sit from the long samples (``worker/drift.py``),
+    #: computed once per refresh, not per check.
+    total_shift_s: float = 0.0
+    generation_shift_s: float = 0.0
 
     @property
     def offset_s(self) -> float | None:
@@ -104,6 +109,7 @@ class DurationModel:
         horizon: int = 10_000,
         min_samples: int = 10,
         recent: int = 100,
+        shift_z: float = 3.0,
         cache_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -112,6 +118,7 @@ class DurationModel:
         self._samples = samples
         self._horizon = max(horizon, samples)
         self._recent = recent
+        self._shift_z = shift_z
         self._record = client.register_script(source("record_duration"))
         self._rng = rng or random.Random()
         self._min = min_samples
@@ -167,16 +174,18 @@ class DurationModel:
                 pipe.lrange(key, 0, -1)
             total_raw, gen_raw, rt_raw, rg_raw, off_raw = await pipe.execute()
         total = sorted(float(x) for x in total_raw)
-        value = (
-            ModelDurations(
+        value = None
+        if len(total) >= self._min:
+            gen = sorted(float(x) for x in gen_raw)
+            recent_total, recent_gen = [_pair(x) for x in rt_raw], [_pair(x) for x in rg_raw]
+            value = ModelDurations(
                 total,
-                sorted(float(x) for x in gen_raw),
-                [_pair(x) for x in rt_raw],
-                [_pair(x) for x in rg_raw],
+                gen,
+                recent_total,
+                recent_gen,
                 [float(x) for x in off_raw],
+                location_shift_s(total, recent_total, self._shift_z),
+                location_shift_s(gen, recent_gen, self._shift_z),
             )
-            if len(total) >= self._min
-            else None
-        )
         self._cache[model] = (now, value)
         return value

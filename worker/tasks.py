@@ -156,18 +156,17 @@ async def _learned_wait_s(
         return None
     every = cfg.scaled(sched.poll_floor_s)
 
-    def span_of(values: list[float], recent: list[tuple[float, float]]) -> Span:
+    def span_of(values: list[float], shift_s: float) -> Span:
         return span(
             values,
-            recent,
+            shift_s,
             q=sched.adaptive_quantile,
             confidence=sched.adaptive_confidence,
             dense_q=sched.adaptive_dense_until_quantile,
-            shift_z=sched.adaptive_shift_z,
         )
 
     generation = (
-        span_of(learned.generation, learned.recent_generation)
+        span_of(learned.generation, learned.generation_shift_s)
         if len(learned.generation) >= sched.adaptive_generation_min_samples
         else None
     )
@@ -175,7 +174,7 @@ async def _learned_wait_s(
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
     first_at, until_at = check_window(
-        view, span_of(learned.total, learned.recent_total), generation, every
+        view, span_of(learned.total, learned.total_shift_s), generation, every
     )
     elapsed = max(0.0, now - view.created_s)
     dense_until_s = until_at - view.created_s

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from genqueue.worker.drift import location_shift_s
 from genqueue.worker.durations import lower_quantile, quantile
 
 
@@ -45,19 +44,18 @@ class Span:
 
 def span(
     sorted_values: list[float],
-    recent: list[tuple[float, float]],
+    shift_s: float,
     *,
     q: float,
     confidence: float,
     dense_q: float,
-    shift_z: float,
 ) -> Span:
     """The lower confidence bound of the ``q`` quantile and the ``dense_q`` quantile of a long
-    sample, both moved by the recent shift of its median (``worker/drift.py``)."""
-    shift = location_shift_s(sorted_values, recent, shift_z)
+    sample, both moved by ``shift_s``, how far the recent completions sit from it
+    (``worker/drift.py``)."""
     return Span(
-        lower_quantile(sorted_values, q, confidence) + shift,
-        quantile(sorted_values, dense_q) + shift,
+        lower_quantile(sorted_values, q, confidence) + shift_s,
+        quantile(sorted_values, dense_q) + shift_s,
     )
 
 
