@@ -101,8 +101,8 @@ async def test_a_shift_of_recent_completions_moves_the_learned_durations(
         await model.record(MODEL, created, done)
         if n == 900:
             learned = await model.get(MODEL)
-            assert learned is not None and learned.total_shift_s == 0.0
+            assert learned is not None and learned.total_shift.shift_s == 0.0
     learned = await model.get(MODEL)
     assert learned is not None and len(learned.recent_total) == 100
     # The long sample holds the 400 shifted ones too: measured from it, the shift is smaller.
-    assert 15.0 < learned.total_shift_s < 32.0, learned.total_shift_s
+    assert 15.0 < learned.total_shift.shift_s < 32.0, learned.total_shift

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 #: Recent completions needed before a shift is looked for.
 MIN_RECENT = 20
@@ -44,43 +46,102 @@ def cdf(sorted_values: list[float], x: float) -> float:
     return (i - 1 + frac) / (n - 1)
 
 
-def mean_rank(
-    sorted_values: list[float], recent: list[tuple[float, float]], shift_s: float
-) -> tuple[float, int]:
-    """The mean conditional rank of the recent ``(start, done)`` pairs under the long sample
-    moved by ``shift_s``, and how many pairs had one (a pair whose window holds none of the
-    distribution says nothing)."""
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A linear map of the long sample's quantiles: ``q -> median + shift_s + (1 + stretch) *
+    (q - median)`` (a longer queue wait moves the median more than the low quantiles)."""
+
+    shift_s: float = 0.0
+    stretch: float = 0.0
+    median_s: float = 0.0
+
+    def apply(self, q_s: float) -> float:
+        """Where the long sample's quantile ``q_s`` sits now."""
+        return self.median_s + self.shift_s + (1.0 + self.stretch) * (q_s - self.median_s)
+
+
+NONE = Shift()
+
+
+def _ranks(sorted_values: list[float], recent: list[tuple[float, float]], m: Shift) -> list[float]:
+    """The conditional ranks of the recent ``(start, done)`` pairs under the long sample
+    mapped by ``m`` (a pair whose window holds none of the distribution says nothing)."""
     t0 = min(done for _, done in recent)
     t1 = max(done for _, done in recent)
-    total, n = 0.0, 0
+    scale = 1.0 + m.stretch
+
+    def f(x: float) -> float:
+        return cdf(sorted_values, m.median_s + (x - m.median_s - m.shift_s) / scale)
+
+    out = []
     for start, done in recent:
-        a = cdf(sorted_values, t0 - start - shift_s)
-        b = cdf(sorted_values, t1 - start - shift_s)
-        if b - a <= 1e-9:
-            continue
-        total += (cdf(sorted_values, done - start - shift_s) - a) / (b - a)
-        n += 1
-    return (total / n if n else 0.5), n
+        a, b = f(t0 - start), f(t1 - start)
+        if b - a > 1e-9:
+            out.append((f(done - start) - a) / (b - a))
+    return out
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.5
+
+
+def _spread(xs: list[float]) -> float:
+    return sum(abs(x - 0.5) for x in xs) / len(xs) if xs else 0.25
+
+
+def _solve(fn: Callable[[float], float], lo: float, hi: float, target: float) -> float:
+    """Bisect a decreasing ``fn`` for ``target`` within [lo, hi]."""
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if fn(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def location_shift(long_sorted: list[float], recent: list[tuple[float, float]], z: float) -> Shift:
+    """How the recent ``(start, done)`` completions sit against the long sample (ascending
+    durations): no change while their conditional ranks' mean and spread are both within
+    ``z`` standard errors of a uniform's (1/2 and 1/4), or with too little data; else the
+    shift of the median and the stretch around it that bring both back."""
+    if len(recent) < MIN_RECENT or len(long_sorted) < MIN_RECENT or z <= 0:
+        return NONE
+    n_long = len(long_sorted)
+    median = (long_sorted[(n_long - 1) // 2] + long_sorted[n_long // 2]) / 2
+    ranks = _ranks(long_sorted, recent, Shift(median_s=median))
+    n = len(ranks)
+    if n < MIN_RECENT:
+        return NONE
+    mean_off = abs(_mean(ranks) - 0.5) > z * math.sqrt(1 / (12 * n))
+    spread_off = abs(_spread(ranks) - 0.25) > z * math.sqrt(1 / (48 * n))
+    if not (mean_off or spread_off):
+        return NONE
+    reach = long_sorted[-1] - long_sorted[0] + max(d - s for s, d in recent)
+
+    def shift_for(stretch: float) -> float:
+        return _solve(
+            lambda x: _mean(_ranks(long_sorted, recent, Shift(x, stretch, median))),
+            -reach,
+            reach,
+            0.5,
+        )
+
+    shift, stretch = shift_for(0.0), 0.0
+    for _ in range(2):  # alternate: the stretch given the shift, then the shift again
+
+        def spread_at(k: float, s0: float = shift) -> float:
+            return _spread(_ranks(long_sorted, recent, Shift(s0, k, median)))
+
+        # Ranks spread wider than a uniform's mean durations narrower than the long sample's:
+        # the spread falls as the stretch grows.
+        stretch = _solve(spread_at, -0.8, 4.0, 0.25)
+        shift = shift_for(stretch)
+    return Shift(shift, stretch, median)
 
 
 def location_shift_s(
     long_sorted: list[float], recent: list[tuple[float, float]], z: float
 ) -> float:
-    """How far (seconds) the recent ``(start, done)`` completions sit from the long sample
-    (ascending durations): 0 while their mean conditional rank is within ``z`` standard errors
-    of 1/2 (or with too little data), else the shift of the long sample that centres it."""
-    if len(recent) < MIN_RECENT or len(long_sorted) < MIN_RECENT or z <= 0:
-        return 0.0
-    rank, n = mean_rank(long_sorted, recent, 0.0)
-    if n < MIN_RECENT or abs(rank - 0.5) <= z * math.sqrt(1 / (12 * n)):
-        return 0.0
-    # The mean rank falls as the shift grows; bisect within the sample's own range.
-    reach = long_sorted[-1] - long_sorted[0] + max(d - s for s, d in recent)
-    lo, hi = (0.0, reach) if rank > 0.5 else (-reach, 0.0)
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        if mean_rank(long_sorted, recent, mid)[0] > 0.5:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    """The median's shift alone (seconds) of :func:`location_shift`."""
+    return location_shift(long_sorted, recent, z).shift_s

@@ -30,7 +30,7 @@ import redis.asyncio
 
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
-from genqueue.worker.drift import location_shift_s
+from genqueue.worker.drift import NONE, Shift, location_shift
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -82,8 +82,8 @@ class ModelDurations:
     offset_bounds: list[float] = field(default_factory=list)
     #: How far the recent completions sit from the long samples (``worker/drift.py``),
     #: computed once per refresh, not per check.
-    total_shift_s: float = 0.0
-    generation_shift_s: float = 0.0
+    total_shift: Shift = NONE
+    generation_shift: Shift = NONE
 
     @property
     def offset_s(self) -> float | None:
@@ -184,8 +184,8 @@ class DurationModel:
                 recent_total,
                 recent_gen,
                 [float(x) for x in off_raw],
-                location_shift_s(total, recent_total, self._shift_z),
-                location_shift_s(gen, recent_gen, self._shift_z),
+                location_shift(total, recent_total, self._shift_z),
+                location_shift(gen, recent_gen, self._shift_z),
             )
         self._cache[model] = (now, value)
         return value

@@ -29,6 +29,7 @@ from genqueue.producer.replies import DEFERRED_TAGS, NextStep
 from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
+from genqueue.worker.drift import Shift
 from genqueue.worker.observed import generation_s, offset_bound_s, seen
 from genqueue.worker.ratelimit import NO_LIMIT_ARGS
 from genqueue.worker.runtime import Runtime
@@ -156,17 +157,17 @@ async def _learned_wait_s(
         return None
     every = cfg.scaled(sched.poll_floor_s)
 
-    def span_of(values: list[float], shift_s: float) -> Span:
+    def span_of(values: list[float], shift: Shift) -> Span:
         return span(
             values,
-            shift_s,
+            shift,
             q=sched.adaptive_quantile,
             confidence=sched.adaptive_confidence,
             dense_q=sched.adaptive_dense_until_quantile,
         )
 
     generation = (
-        span_of(learned.generation, learned.generation_shift_s)
+        span_of(learned.generation, learned.generation_shift)
         if len(learned.generation) >= sched.adaptive_generation_min_samples
         else None
     )
@@ -174,7 +175,7 @@ async def _learned_wait_s(
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
     first_at, until_at = check_window(
-        view, span_of(learned.total, learned.total_shift_s), generation, every
+        view, span_of(learned.total, learned.total_shift), generation, every
     )
     elapsed = max(0.0, now - view.created_s)
     dense_until_s = until_at - view.created_s

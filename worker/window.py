@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from genqueue.worker.drift import Shift
 from genqueue.worker.durations import lower_quantile, quantile
 
 
@@ -44,18 +45,17 @@ class Span:
 
 def span(
     sorted_values: list[float],
-    shift_s: float,
+    shift: Shift,
     *,
     q: float,
     confidence: float,
     dense_q: float,
 ) -> Span:
     """The lower confidence bound of the ``q`` quantile and the ``dense_q`` quantile of a long
-    sample, both moved by ``shift_s``, how far the recent completions sit from it
-    (``worker/drift.py``)."""
+    sample, both mapped to where the recent completions put them (``worker/drift.py``)."""
     return Span(
-        lower_quantile(sorted_values, q, confidence) + shift_s,
-        quantile(sorted_values, dense_q) + shift_s,
+        shift.apply(lower_quantile(sorted_values, q, confidence)),
+        shift.apply(quantile(sorted_values, dense_q)),
     )
 
 
