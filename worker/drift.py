@@ -135,7 +135,7 @@ def location_shift(long_sorted: list[float], recent: list[tuple[float, float]], 
 
         # Ranks spread wider than a uniform's mean durations narrower than the long sample's:
         # the spread falls as the stretch grows.
-        stretch = _solve(spread_at, -0.8, 4.0, 0.25)
+        stretch = _solve(spread_at, -0.5, 1.5, 0.25)
         shift = shift_for(stretch)
     return Shift(shift, stretch, median)
 
