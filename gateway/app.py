@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import redis
 import structlog
 from fastapi import FastAPI
 
@@ -23,6 +24,9 @@ from genqueue.gateway.resources import Resources
 from genqueue.gateway.routes import build_health_router, build_v1_router
 from genqueue.gateway.settings import GatewaySettings
 from genqueue.producer import Settings
+from genqueue.producer.api_keys import KeyOwner, count_keys
+from genqueue.producer.api_keys import lookup as lookup_key
+from genqueue.producer.connections import sync_redis
 
 log = structlog.get_logger(__name__)
 
@@ -36,10 +40,18 @@ REDIS_CONNECT_TIMEOUT_S = 5.0
 DESCRIPTION = f"""
 HTTP access to genqueue, a durable queue for slow, paid AI video generations.
 
-**Auth.** Every `/v1` operation needs `Authorization: Bearer <key>`, a key listed in
-`{ENV_API_KEYS}` (comma-separated). No or a malformed header: **401** with
-`WWW-Authenticate: Bearer`; an unknown key: **403**. `/healthz`, `/readyz` and this document
-are open. (A gateway started with `allow_anonymous=True` accepts anyone: development only.)
+**Auth.** Every `/v1` operation needs `Authorization: Bearer <key>`: a key created with
+`genqueue key create --tenant NAME` (or `--admin`), or one listed in `{ENV_API_KEYS}`
+(comma-separated; keys of the `default` tenant). No or a malformed header: **401** with
+`WWW-Authenticate: Bearer`; an unknown or revoked key: **403**. `/healthz`, `/readyz` and
+this document are open. (A gateway started with `allow_anonymous=True` accepts a request
+without a key as the `default` tenant's: development only.)
+
+**Tenants.** A key belongs to one tenant and reaches only that tenant's generations: another
+tenant's id answers **404** (ids are never confirmed), `Idempotency-Key`s are per tenant, and
+`/v1/stats` shows the tenant's own figures. An admin key reaches every tenant's generations
+and acts for one with the header `X-Genqueue-Tenant: NAME` (creates, stats); without it an
+admin key creates as `default` and sees the cluster's stats.
 
 **Limits.** Each key may make `GENQUEUE_GATEWAY_RATE_BURST` requests at once, refilled at
 `GENQUEUE_GATEWAY_RATE_RPS` per second; beyond that, and beyond
@@ -69,17 +81,36 @@ Every response carries an `X-Request-ID` (the client's own, if it sent a sane on
 """
 
 
-def _resolve_keys(api_keys: Sequence[str] | None, allow_anonymous: bool) -> ApiKeys | None:
+def _stored_keys(settings: Settings) -> int:
+    """How many API keys Redis holds (``genqueue key create``)."""
+    try:
+        with sync_redis(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S) as conn:
+            return count_keys(conn, settings.keys)
+    except (redis.RedisError, OSError, ValueError) as exc:
+        raise GatewayConfigError(
+            f"no {ENV_API_KEYS} and Redis ({settings.redis_url_redacted}) could not be asked "
+            f"for stored API keys: {type(exc).__name__}"
+        ) from None
+
+
+def _resolve_keys(
+    api_keys: Sequence[str] | None, allow_anonymous: bool, settings: Settings
+) -> ApiKeys | None:
+    """The ``default`` tenant's keys from the environment (or ``api_keys``). Without any,
+    the gateway starts only if Redis holds keys or anonymous access is allowed."""
     keys = api_keys_from_env() if api_keys is None else parse_api_keys(",".join(api_keys))
     if keys:
         return ApiKeys(keys)
     if allow_anonymous:
-        log.warning("gateway_anonymous", message="no API keys: every request is accepted")
+        log.warning("gateway_anonymous", message="a request without a key is accepted")
         return None
-    raise GatewayConfigError(
-        f"no API keys configured: set {ENV_API_KEYS} (comma-separated) or pass api_keys; "
-        "allow_anonymous=True runs without auth (development only)"
-    )
+    if _stored_keys(settings) == 0:
+        raise GatewayConfigError(
+            f"no API keys configured: create one (`genqueue key create --tenant NAME`), set "
+            f"{ENV_API_KEYS} (comma-separated) or pass api_keys; allow_anonymous=True runs "
+            "without auth (development only)"
+        )
+    return None
 
 
 def create_app(
@@ -99,8 +130,8 @@ def create_app(
     to be built (``GatewayConfigError``) unless ``allow_anonymous=True`` (development only).
     ``limits`` None reads ``GENQUEUE_GATEWAY_*``.
     """
-    keys = _resolve_keys(api_keys, allow_anonymous)
     resolved = settings or Settings.from_env()
+    keys = _resolve_keys(api_keys, allow_anonymous, resolved)
     try:
         caps = limits or GatewaySettings.from_env()
     except ValueError as exc:
@@ -145,6 +176,10 @@ def create_app(
     app.add_middleware(
         RateLimit, buckets=TokenBuckets(caps.gateway_rate_rps, caps.gateway_rate_burst)
     )
-    app.add_middleware(AuthMiddleware, keys=keys)
+
+    async def lookup(token: bytes) -> KeyOwner | None:
+        return await lookup_key(resources.client.redis, resolved.keys, token)
+
+    app.add_middleware(AuthMiddleware, keys=keys, lookup=lookup, anonymous=allow_anonymous)
     app.add_middleware(RequestContext)
     return app

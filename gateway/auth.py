@@ -15,10 +15,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import redis
+import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from genqueue.gateway.errors import error_response
+from genqueue.gateway.errors import error_response, unavailable
 from genqueue.gateway.limits import CALLER_SCOPE_KEY
+from genqueue.gateway.principals import (
+    ANONYMOUS_CALLER,
+    ENV_KEY,
+    PRINCIPAL_SCOPE_KEY,
+    Lookup,
+    Principal,
+)
+
+log = structlog.get_logger(__name__)
 
 ENV_API_KEYS = "GENQUEUE_API_KEYS"
 
@@ -113,15 +124,31 @@ class AuthMiddleware:
     """ASGI middleware: every request needs a valid bearer key unless its route path (see
     :func:`route_path`) is one of ``public``.
 
-    Missing or malformed ``Authorization`` -> 401 with ``WWW-Authenticate: Bearer``; a key
-    that matches none -> 403. A matched caller's key digest is left in the scope for the rate
-    limit. ``keys=None`` lets everything through (anonymous, dev only). WebSocket connections
-    are refused: the gateway has none.
+    A key is one of ``keys`` (``GENQUEUE_API_KEYS``: the ``default`` tenant's) or one that
+    ``lookup`` finds in Redis (a tenant's or an admin key). Missing or malformed
+    ``Authorization`` -> 401 with ``WWW-Authenticate: Bearer``; a key that matches none ->
+    403; Redis unreachable while looking a key up -> 503. The caller's key digest is left in
+    the scope for the rate limit, its :class:`Principal` for the routes, and its tenant and
+    key id are bound to the request's log lines. ``anonymous`` (dev only) lets a request
+    without a key through as the ``default`` tenant's (a wrong key is still refused); with
+    neither ``keys`` nor ``lookup`` every request is. WebSocket connections are refused: the
+    gateway has none.
     """
 
     app: ASGIApp
     keys: ApiKeys | None
     public: frozenset[str] = PUBLIC_PATHS
+    lookup: Lookup | None = None
+    anonymous: bool = False
+
+    async def _identify(self, token: bytes) -> tuple[bytes, Principal] | None:
+        digest = None if self.keys is None else self.keys.identify(token)
+        if digest is not None:
+            return digest, ENV_KEY
+        if self.lookup is None:
+            return None
+        owner = await self.lookup(token)
+        return None if owner is None else (_digest(token), Principal.of(owner))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -133,14 +160,22 @@ class AuthMiddleware:
         if route_path(scope) in self.public:
             await self.app(scope, receive, send)
             return
-        if self.keys is None:
-            await self.app({**scope, CALLER_SCOPE_KEY: ANONYMOUS}, receive, send)
+        if self.keys is None and self.lookup is None:  # no keys anywhere: all anonymous
+            await self._call(scope, receive, send, ANONYMOUS, ANONYMOUS_CALLER)
             return
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
         token = bearer_token(header)
-        caller = None if token is None else self.keys.identify(token)
-        if caller is not None:
-            await self.app({**scope, CALLER_SCOPE_KEY: caller}, receive, send)
+        if token is None and self.anonymous:
+            await self._call(scope, receive, send, ANONYMOUS, ANONYMOUS_CALLER)
+            return
+        try:
+            found = None if token is None else await self._identify(token)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis_unavailable", error=type(exc).__name__, during="key_lookup")
+            await unavailable()(scope, receive, send)
+            return
+        if found is not None:
+            await self._call(scope, receive, send, *found)
             return
         if token is None:
             response = error_response(
@@ -151,3 +186,12 @@ class AuthMiddleware:
         else:
             response = error_response(403, "this API key is not accepted")
         await response(scope, receive, send)
+
+    async def _call(
+        self, scope: Scope, receive: Receive, send: Send, caller: bytes, who: Principal
+    ) -> None:
+        structlog.contextvars.bind_contextvars(
+            tenant=who.tenant or "*", key_id=who.key_id, admin=who.admin
+        )
+        inner = {**scope, CALLER_SCOPE_KEY: caller, PRINCIPAL_SCOPE_KEY: who}
+        await self.app(inner, receive, send)

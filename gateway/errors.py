@@ -17,6 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genqueue.gateway.schemas import ErrorDetail, ErrorResponse, ErrorType, FieldProblem
 from genqueue.producer import InvalidRequest, RequestNotFound, WriteNotDurable
+from genqueue.producer.tenants import TenantError
+
+#: The header with which an admin key acts for one tenant.
+TENANT_HEADER = "X-Genqueue-Tenant"
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +139,8 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
         return _invalid_request(exc)
     if isinstance(exc, RequestNotFound):
         return error_response(404, "no generation with this id")
+    if isinstance(exc, TenantError):  # only an admin key names a tenant (its header)
+        return error_response(422, str(exc), fields=[(TENANT_HEADER, str(exc))])
     if isinstance(exc, StarletteHTTPException):
         return _http_problem(exc)
     if isinstance(exc, WriteNotDurable):
@@ -164,6 +170,7 @@ def install(app: FastAPI) -> None:
         RequestValidationError,
         InvalidRequest,
         RequestNotFound,
+        TenantError,
         WriteNotDurable,
         StarletteHTTPException,
         TooManyWaiters,

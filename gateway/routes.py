@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 
 from genqueue.gateway.errors import unavailable
 from genqueue.gateway.limits import WaiterCap
+from genqueue.gateway.principals import acting_tenant
 from genqueue.gateway.resources import Resources
 from genqueue.gateway.schemas import (
     CancelResult,
@@ -21,6 +22,7 @@ from genqueue.gateway.schemas import (
     StatsSnapshot,
 )
 from genqueue.producer import AsyncClient, RequestNotFound, WaitTimeout
+from genqueue.producer.keys import DEFAULT_TENANT
 from genqueue.producer.models import MAX_IDEMPOTENCY_KEY_CHARS
 
 log = structlog.get_logger(__name__)
@@ -32,7 +34,8 @@ READY_TIMEOUT_S = 2.0
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="An API key from GENQUEUE_API_KEYS: `Authorization: Bearer <key>`.",
+    description="An API key (`genqueue key create`, or one from GENQUEUE_API_KEYS): "
+    "`Authorization: Bearer <key>`.",
 )
 
 
@@ -77,10 +80,15 @@ def _location(request: Request, request_id: str) -> str:
     return f"{request.scope.get('root_path', '')}/v1/generations/{request_id}"
 
 
-async def _get(client: AsyncClient, request_id: str) -> GenerationRecord:
+async def _get(client: AsyncClient, request_id: str, tenant: str | None) -> GenerationRecord:
     if not _ID_SHAPE.match(request_id):
         raise RequestNotFound(request_id)
-    return _record(await client.get(request_id))
+    return _record(await client.get(request_id, tenant=tenant))
+
+
+#: What a route needs to know about its caller: the tenant it acts for (None: an admin key
+#: acting for every tenant). A tenant's key is scoped to its own, whatever it sends.
+Tenant = Annotated[str | None, Depends(acting_tenant)]
 
 
 def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
@@ -120,6 +128,7 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
         request: Request,
         response: Response,
         client: Client,
+        tenant: Tenant,
         idempotency_key: Annotated[
             str | None,
             Header(
@@ -143,11 +152,12 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
             idempotency_key=idempotency_key,
             webhook_url=body.webhook_url,
             deadline_s=body.deadline_s,
+            tenant=tenant or DEFAULT_TENANT,
         )
         structlog.contextvars.bind_contextvars(request_id=request_id)
         log.info("generation_submitted", model=body.model)
         response.headers["Location"] = _location(request, request_id)
-        return _record(await client.get(request_id))
+        return _record(await client.get(request_id, tenant=tenant))
 
     @router.get(
         "/generations/{request_id}",
@@ -164,6 +174,7 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
     async def get_generation(
         request_id: str,
         client: Client,
+        tenant: Tenant,
         wait: Annotated[
             float | None,
             Query(
@@ -179,12 +190,12 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
     ) -> GenerationRecord:
         """The generation's current record; with `?wait=SECONDS`, held until it is terminal."""
         if wait is None or not _ID_SHAPE.match(request_id):
-            return await _get(client, request_id)
+            return await _get(client, request_id, tenant)
         with waiters.hold():
             try:
-                return _record(await client.wait(request_id, timeout_s=wait))
+                return _record(await client.wait(request_id, timeout_s=wait, tenant=tenant))
             except WaitTimeout:
-                return await _get(client, request_id)
+                return await _get(client, request_id, tenant)
 
     @router.delete(
         "/generations/{request_id}",
@@ -203,28 +214,33 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
         },
     )
     async def cancel_generation(
-        request_id: str, response: Response, client: Client
+        request_id: str, response: Response, client: Client, tenant: Tenant
     ) -> CancelResult:
         """Cancel. A job already created upstream shows `cancelled` at once and is still
         followed (`tracking`) until the upstream finishes, so its cost is recorded."""
         if not _ID_SHAPE.match(request_id):
             raise RequestNotFound(request_id)
-        outcome = await client.cancel(request_id)
+        outcome = await client.cancel(request_id, tenant=tenant)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         log.info("generation_cancel", outcome=outcome)
         if outcome == "requested":
             response.status_code = 202
-        return CancelResult(outcome=outcome, generation=await _get(client, request_id))
+        return CancelResult(outcome=outcome, generation=await _get(client, request_id, tenant))
 
     @router.get(
         "/stats",
         response_model=StatsSnapshot,
-        summary="Queue depth, in-flight counts and cluster totals",
-        responses=UNAVAILABLE,
+        summary="Queue depth, in-flight counts and totals (the caller's tenant's own)",
+        responses={
+            422: _err("An admin key's `X-Genqueue-Tenant` is not a tenant name."),
+            **UNAVAILABLE,
+        },
     )
-    async def stats(client: Client) -> StatsSnapshot:
-        """A snapshot of the whole queue (all workers), read from Redis."""
-        return StatsSnapshot.model_validate((await client.stats()).to_json_dict())
+    async def stats(client: Client, tenant: Tenant) -> StatsSnapshot:
+        """A snapshot read from Redis: the caller's tenant's own counts and totals (an admin
+        key: the cluster's, or a tenant's with `X-Genqueue-Tenant`)."""
+        snapshot = await client.stats(tenant=tenant)
+        return StatsSnapshot.model_validate(snapshot.to_json_dict())
 
     return router
 

@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from genqueue import __version__
+from genqueue.cli_tenants import key as key_group
+from genqueue.cli_tenants import tenant as tenant_group
 from genqueue.cli_webhooks import webhooks
 from genqueue.cliflags import (
     FLAG_RULE,
@@ -50,6 +52,7 @@ from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.settings import redact_url
+from genqueue.producer.tenants import TenantError, check_tenant_name
 from genqueue.terminal import escape_controls, inert, inert_markup
 from genqueue.worker.config import WorkerConfig
 
@@ -102,6 +105,8 @@ class _Main(click.Group):
             _fail(EXIT_USAGE, str(exc))
         except RequestNotFound as exc:
             _fail(EXIT_NOT_FOUND, str(exc))
+        except TenantError as exc:
+            _fail(EXIT_USAGE, str(exc))
         except WaitTimeout as exc:
             _fail(EXIT_TIMEOUT, f"timed out: {exc}")
         except ConfigError as exc:
@@ -305,16 +310,18 @@ def simulator(
 
 
 @contextlib.contextmanager
-def _client() -> Iterator[Client]:
+def _client(tenant: str | None = None) -> Iterator[Client]:
     configure_logging()  # the client's rare warnings go to stderr, never into --json output
     settings = _settings()
+    if tenant is not None:
+        check_tenant_name(tenant)
     try:
         conn = sync_redis(
             settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
         )
     except ValueError as exc:  # a malformed URL (the message never holds its password)
         raise ConfigError(f"GENQUEUE_REDIS_URL: {exc}") from None
-    client = Client(settings, client=conn)
+    client = Client(settings, client=conn, tenant=tenant)
     try:
         yield client
     finally:
@@ -404,6 +411,26 @@ def record_table(view: RequestView) -> Table:
         ("upstream status", view.upstream_status),
         ("video url", view.video_url),
         ("cost", None if view.cost_micro_usd is None else format_usd(view.cost_micro_usd)),
+        ("cost unknown", "the job completed without a usable cost" if view.cost_unknown else None),
+        (
+            "superseded jobs",
+            (
+                f"cost {format_usd(view.superseded_cost_micro_usd or 0)}"
+                + (
+                    f", {len(view.superseded_pending)} still followed"
+                    if view.superseded_pending
+                    else ""
+                )
+            )
+            if view.superseded_cost_micro_usd is not None or view.superseded_pending
+            else None,
+        ),
+        (
+            "possibly billed",
+            f"{view.possibly_billed} attempt(s) that may have created a job nobody can find"
+            if view.possibly_billed
+            else None,
+        ),
         ("error", view.error),
         ("polls / attempts", f"{view.polls} / {view.attempts}"),
         ("enqueued at", _ts(view.enqueued_at)),
@@ -442,6 +469,11 @@ _TIMEOUT = click.option(
     help="Give up after this many seconds (exit 3).  [default: no limit]",
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_TENANT = click.option(
+    "--tenant",
+    help="Act for this tenant (submit as it; see only its requests and figures). "
+    "Default: submit as `default`, see every tenant's.",
+)
 
 
 @main.command()
@@ -472,6 +504,7 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--wait", is_flag=True, help="Wait for the request to finish and print it.")
 @_TIMEOUT
 @_JSON
+@_TENANT
 @request_field_options(GenerationRequest)
 def submit(
     model: str,
@@ -485,6 +518,7 @@ def submit(
     wait: bool,
     timeout: float | None,
     as_json: bool,
+    tenant: str | None,
 ) -> None:
     """Enqueue a generation and print its id.
 
@@ -499,7 +533,7 @@ def submit(
         request["prompt"] = prompt
     if metadata:
         request["metadata"] = metadata
-    with _client() as client:
+    with _client(tenant) as client:
         request_id = client.submit(
             request,
             idempotency_key=idempotency_key,
@@ -520,9 +554,10 @@ def submit(
 @main.command()
 @click.argument("request_id")
 @_JSON
-def status(request_id: str, as_json: bool) -> None:
-    """Print a request's record (exit 1 if unknown)."""
-    with _client() as client:
+@_TENANT
+def status(request_id: str, as_json: bool, tenant: str | None) -> None:
+    """Print a request's record (exit 1 if unknown, or not --tenant's)."""
+    with _client(tenant) as client:
         view = client.get(request_id)
     _show(view, as_json)
 
@@ -531,11 +566,12 @@ def status(request_id: str, as_json: bool) -> None:
 @click.argument("request_id")
 @_TIMEOUT
 @_JSON
-def wait(request_id: str, timeout: float | None, as_json: bool) -> None:
+@_TENANT
+def wait(request_id: str, timeout: float | None, as_json: bool, tenant: str | None) -> None:
     """Wait until a request finishes and print it.
 
     Exit 4 if it finished without completing, 3 on --timeout."""
-    with _client() as client:
+    with _client(tenant) as client:
         view = client.wait(request_id, timeout)
     _finished(view, as_json)
 
@@ -550,12 +586,13 @@ _CANCEL_TEXT = {
 @main.command()
 @click.argument("request_id")
 @_JSON
-def cancel(request_id: str, as_json: bool) -> None:
+@_TENANT
+def cancel(request_id: str, as_json: bool, tenant: str | None) -> None:
     """Cancel a request.
 
     A request already created upstream shows `cancelled` at once; its billed job is still
     tracked until the upstream finishes, so its cost is recorded."""
-    with _client() as client:
+    with _client(tenant) as client:
         outcome = client.cancel(request_id)
     if as_json:
         _echo_json({"id": request_id, "outcome": outcome})
@@ -565,7 +602,8 @@ def cancel(request_id: str, as_json: bool) -> None:
 
 def stats_tables(stats: Stats) -> list[Table]:
     """``Stats`` as rich tables: the queue now, then finished requests and cost by model."""
-    now = Table(title="Queue", show_header=False, title_justify="left")
+    title = "Queue" if stats.tenant is None else f"Queue (tenant {stats.tenant})"
+    now = Table(title=title, show_header=False, title_justify="left")
     now.add_column(style="bold")
     now.add_column(justify="right")
     for s in NON_TERMINAL:
@@ -609,7 +647,38 @@ def stats_tables(stats: Stats) -> list[Table]:
         format_usd(stats.total_cost_micro_usd),
         style="bold",
     )
-    return [now, done]
+    return [now, done, money_table(stats)]
+
+
+def money_table(stats: Stats) -> Table:
+    """Spend the totals can't state exactly: possibly billed attempts (priced at the
+    model's mean recorded cost), completed jobs of unknown cost, superseded jobs."""
+    t = Table(title="Unrecorded or uncertain spend", title_justify="left")
+    t.add_column("model")
+    t.add_column("possibly billed", justify="right")
+    t.add_column("estimate", justify="right")
+    t.add_column("cost unknown", justify="right")
+    t.add_column("superseded jobs", justify="right")
+    estimate = stats.possibly_billed_estimate_micro_usd
+    models = sorted(set(stats.possibly_billed) | set(stats.cost_unknown) | set(stats.superseded))
+    for m in models:
+        t.add_row(
+            inert(m),
+            str(stats.possibly_billed.get(m, 0)),
+            format_usd(estimate.get(m, 0)),
+            str(stats.cost_unknown.get(m, 0)),
+            str(stats.superseded.get(m, 0)),
+        )
+    t.add_section()
+    t.add_row(
+        "total",
+        str(sum(stats.possibly_billed.values())),
+        format_usd(sum(estimate.values())),
+        str(sum(stats.cost_unknown.values())),
+        f"{sum(stats.superseded.values())} ({stats.superseded_running} running)",
+        style="bold",
+    )
+    return t
 
 
 @main.command(epilog=FLAG_RULE)
@@ -618,9 +687,11 @@ def stats_tables(stats: Stats) -> list[Table]:
 @click.option(
     "--allow-anonymous",
     is_flag=True,
-    help="Serve without API keys (development only).",
+    help="Accept requests without a key, as the default tenant's (development only).",
 )
-@secret_option("--api-keys", ENV_API_KEYS, "Accepted bearer API keys, comma-separated.")
+@secret_option(
+    "--api-keys", ENV_API_KEYS, "Bearer API keys of the default tenant, comma-separated."
+)
 @settings_options(Settings, into="settings")
 @settings_options(GatewaySettings, into="limits")
 @click.option(
@@ -642,7 +713,8 @@ def gateway(
 ) -> None:
     """Serve the HTTP gateway for backends in other languages (OpenAPI at /openapi.json).
 
-    Bearer API keys come from GENQUEUE_API_KEYS (comma-separated) or --api-keys."""
+    Bearer API keys: those created with `genqueue key create` (looked up in Redis at every
+    request), and GENQUEUE_API_KEYS (comma-separated) or --api-keys as `default`'s keys."""
     from genqueue.gateway import GatewayConfigError, serve
     from genqueue.gateway.auth import parse_api_keys
 
@@ -689,17 +761,20 @@ def exporter(
     """Serve cluster-wide metrics read from Redis at scrape time (run ONE per cluster).
 
     Queue depth, requests by status, finished totals and cost by model, creates paused,
-    workers alive. Workers serve their own per-process metrics with GENQUEUE_METRICS_PORT."""
+    workers alive; requests, finished and cost by tenant. Workers serve their own
+    per-process metrics with GENQUEUE_METRICS_PORT."""
     import threading
 
     from prometheus_client import CollectorRegistry, start_http_server
 
     from genqueue.worker.cluster_metrics import ClusterCollector
+    from genqueue.worker.tenant_metrics import TenantCollector
 
     configure_logging(log_level, log_format)
     _register_flag_secrets(settings)
     registry = CollectorRegistry()
     registry.register(ClusterCollector(settings))
+    registry.register(TenantCollector(settings))
     start_http_server(port, addr=host, registry=registry)
     _err(f"exporter on http://{host}:{port}/metrics for {settings.redis_url_redacted}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -708,11 +783,13 @@ def exporter(
 
 @main.command()
 @_JSON
-def stats(as_json: bool) -> None:
+@_TENANT
+def stats(as_json: bool, tenant: str | None) -> None:
     """Show queue depth, requests by status, totals and cost.
 
-    Finished requests by model and outcome, cost by model, and whether creates are paused."""
-    with _client() as client:
+    Finished requests by model and outcome, cost by model, and whether creates are paused.
+    With --tenant, that tenant's own requests and totals (queue depth stays the cluster's)."""
+    with _client(tenant) as client:
         snapshot = client.stats()
     if as_json:
         _echo_json(snapshot.to_json_dict())
@@ -776,6 +853,8 @@ def demo(
 
 
 main.add_command(webhooks)
+main.add_command(tenant_group)
+main.add_command(key_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -43,11 +43,13 @@ def dead(limit: int, as_json: bool) -> None:
         for d in letters:
             click.echo(json.dumps(d.to_json_dict()))
         return
-    table = Table("request", "dead at", "status", "host", "attempts", "last HTTP", "reason")
+    table = Table(
+        "request", "tenant", "dead at", "status", "host", "attempts", "last HTTP", "reason"
+    )
     for d in letters:
         at = datetime.fromtimestamp(d.dead_at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         # Hosts and reasons come from submitted URLs and receivers' answers: shown as data.
-        table.add_row(inert(d.request_id), at, inert(d.status), inert(d.webhook_host),
+        table.add_row(inert(d.request_id), d.tenant, at, inert(d.status), inert(d.webhook_host),
                       str(d.attempts), inert(d.last_status or "-"), inert(d.reason))  # fmt: skip
     Console().print(table if letters else "no dead-lettered webhooks")
 

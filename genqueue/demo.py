@@ -363,6 +363,10 @@ async def _drive(
             if not waits.done():
                 waits.cancel()
                 await asyncio.wait({waits})  # never absorbs a cancel of this task itself
+            if not waits.cancelled():
+                # A cancelled gather finishes with CancelledError as its *exception*: read it,
+                # or asyncio logs "exception was never retrieved" with a traceback.
+                waits.exception()
         wall_s = (finished_at[0] if finished_at else time.monotonic()) - t0
         views = await _fetch_views(client, ids)
         stats = await client.stats()

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import redis
 
 from genqueue.producer.contracts import WebhookReplay
-from genqueue.producer.keys import Field
+from genqueue.producer.keys import DEFAULT_TENANT, Field, tenant_of
 from genqueue.producer.record import read_full_sync
 from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings
@@ -32,6 +32,8 @@ class DeadLetter:
     attempts: int
     last_status: str
     reason: str
+    #: The request's owner (whose receiver, and whose webhook secret signed it).
+    tenant: str = DEFAULT_TENANT
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +67,7 @@ def list_dead(client: redis.Redis, settings: Settings, limit: int = 100) -> list
                 # Absent on records dead-lettered before the field existed.
                 last_status=raw.get(Field.WEBHOOK_LAST_STATUS, ""),
                 reason=raw.get(Field.WEBHOOK_ERROR, ""),
+                tenant=tenant_of(raw),
             )
         )
     return out
@@ -72,8 +75,15 @@ def list_dead(client: redis.Redis, settings: Settings, limit: int = 100) -> list
 
 def replay(client: redis.Redis, settings: Settings, request_id: str) -> str:
     """Owe the webhook again: ``OK``, ``NOT_DEAD`` (delivered or pending) or ``MISSING``."""
-    idem = client.hget(settings.keys.record(request_id), Field.IDEMPOTENCY_KEY)
-    c = WebhookReplay(request_id=request_id, idempotency_key=str(idem) if idem else None)
+    fields: list[Any] = client.hmget(  # type: ignore[assignment]
+        settings.keys.record(request_id), [Field.IDEMPOTENCY_KEY, Field.TENANT]
+    )
+    idem, tenant = fields
+    c = WebhookReplay(
+        request_id=request_id,
+        idempotency_key=str(idem) if idem else None,
+        tenant=str(tenant) if tenant else DEFAULT_TENANT,
+    )
     return str(SyncScripts(client).run(c.call(settings)).tag)
 
 

@@ -35,12 +35,14 @@ def _step(raw: list[str]) -> NextStep:
     return NextStep(int(raw[1]), int(raw[2]))
 
 
-CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS})
+CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS, Tag.NO_TENANT})
 
 
 @dataclass(frozen=True, slots=True)
 class CreateReply:
-    """``CREATED`` a new record, or ``EXISTS``: ``request_id`` names the one already there."""
+    """``CREATED`` a new record, or ``EXISTS``: ``request_id`` names the one already there;
+    ``NO_TENANT``: the request's tenant is not configured (``request_id``: that tenant's name),
+    nothing written."""
 
     tag: Tag
     request_id: str
@@ -143,6 +145,13 @@ POLL_UPDATE_TAGS: Final = STEP_TAGS | {Tag.ABANDONED, Tag.DONE}
 
 def parse_poll_update(raw: list[str]) -> StepReply:
     return _parse_step("poll_update", raw, POLL_UPDATE_TAGS, Tag.OK)
+
+
+TRACK_EXTRA_TAGS: Final = STEP_TAGS | {Tag.ABANDONED, Tag.DONE}
+
+
+def parse_track_extra(raw: list[str]) -> StepReply:
+    return _parse_step("track_extra", raw, TRACK_EXTRA_TAGS, Tag.OK)
 
 
 FINISH_TAGS: Final = frozenset({Tag.OK, Tag.STALE, Tag.MISSING})
@@ -256,4 +265,5 @@ TAGS_BY_SCRIPT: Final[dict[str, frozenset[Tag]]] = {
     "side_effect": SIDE_EFFECT_TAGS,
     "side_attempt": SIDE_ATTEMPT_TAGS,
     "webhook_replay": WEBHOOK_REPLAY_TAGS,
+    "track_extra": TRACK_EXTRA_TAGS,
 }

@@ -24,7 +24,13 @@ from typing import Any, Generic, Literal, TypeVar
 import redis
 import redis.asyncio
 
-from genqueue.producer.keys import HOLDING_SLOT, INLINE_ARM_MARKER, NON_TERMINAL, TOTALS_SEP
+from genqueue.producer.keys import (
+    HOLDING_SLOT,
+    INLINE_ARM_MARKER,
+    NON_TERMINAL,
+    TENANT_FIELD_PREFIX,
+    TOTALS_SEP,
+)
 
 ScriptName = Literal[
     "create",
@@ -38,6 +44,7 @@ ScriptName = Literal[
     "side_effect",
     "side_attempt",
     "webhook_replay",
+    "track_extra",
 ]
 #: The transition scripts (the ones that change a record); registered by ``AsyncScripts``.
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
@@ -52,6 +59,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "side_effect",
     "side_attempt",
     "webhook_replay",
+    "track_extra",
 )
 #: The other scripts, each registered by the one module that runs it.
 OTHER_SCRIPT_NAMES: tuple[str, ...] = (
@@ -60,6 +68,7 @@ OTHER_SCRIPT_NAMES: tuple[str, ...] = (
     "record_duration",
     "pause",
     "pause_streak",
+    "tenant_delete",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"[ \t]*$', re.MULTILINE)
@@ -80,6 +89,7 @@ def constants_lua() -> str:
         f"local NON_TERMINAL = {{{non_terminal}}}\n"
         f"local HOLDING_SLOT = {{{holding}}}\n"
         f"local SEP = {_lua_str(TOTALS_SEP)}\n"
+        f"local TENANT_FIELD_PREFIX = {_lua_str(TENANT_FIELD_PREFIX)}\n"
         f"local INLINE_ARM_MARKER = {_lua_str(INLINE_ARM_MARKER)}\n"
     )
 

@@ -80,6 +80,16 @@ class Settings:
     key_prefix: str = "genqueue"
     #: How long a finished record (and its idempotency key) is kept.
     retention_s: float = 7 * 86400.0
+    #: How long a request never created upstream (cancelled while pending, expired or refused
+    #: before any create) and its spec are kept: nothing was billed, so only long enough to
+    #: list and retry it the next day.
+    unsubmitted_retention_s: float = 2 * 86400.0
+    #: Largest request stored, in bytes of UTF-8 JSON (body, metadata, webhook URL): room for
+    #: Together's 32,000-character prompt in any script, not for filling Redis.
+    max_request_bytes: int = 192 * 1024
+    #: Most model names counted under their own name in the totals and metric labels (models
+    #: the upstream accepted); any other model is counted as ``other``.
+    max_models: int = 256
     #: Deadline of a request when the producer gives none.
     default_deadline_s: float = 3600.0
     #: Largest deadline accepted.
@@ -105,7 +115,15 @@ class Settings:
     durable_recheck_s: float = 10.0
 
     def __post_init__(self) -> None:
-        for name in ("retention_s", "default_deadline_s", "max_deadline_s", "tracking_limit_s"):
+        for name in (
+            "retention_s",
+            "unsubmitted_retention_s",
+            "default_deadline_s",
+            "max_deadline_s",
+            "tracking_limit_s",
+            "max_request_bytes",
+            "max_models",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.durable_creates not in ("auto", "off"):

@@ -41,6 +41,7 @@ CREATE_KINDS: tuple[str, ...] = (
     "payment_required",
     "overloaded",
     "upstream_cancel",
+    "late_answer",
 )
 RETRIEVE_KINDS: tuple[str, ...] = (*COMMON_KINDS, "unknown_status", "not_found", "overloaded")
 
@@ -105,6 +106,11 @@ class FaultProfile:
     upstream_cancel_share: float = 0.0
     """Create: the job is created, then cancelled by the upstream (ends ``cancelled``, never
     billed)."""
+    late_answer_share: float = 0.0
+    """Create: the job is created at once, its answer sent ``late_answer_s`` later: long
+    enough, against a worker whose lease is shorter, for a second attempt to go out first
+    (the answer then names a superseded job; see ``_late_answer``)."""
+    late_answer_s: float = 2.5
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -116,7 +122,7 @@ class FaultProfile:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number or none, got {value!r}")
-        for name in ("rate_limit_retry_s", "slow_s"):
+        for name in ("rate_limit_retry_s", "slow_s", "late_answer_s"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -314,6 +320,15 @@ def _garbled(body: bytes, rng: random.Random) -> bytes:
     return body[: rng.randrange(1, len(body))] if len(body) > 1 else b"{"
 
 
+async def _late_answer(request: Request, response: Response, delay_s: float) -> Response:
+    """The answer of a create whose job already exists, sent ``delay_s`` later (abandoned if
+    the client went away first): a client whose lease ran out meanwhile has sent a second
+    attempt by then, so this answer names a job that attempt superseded."""
+    if await _client_gone_within(request, delay_s):
+        return Abandoned(ABANDONED)
+    return response
+
+
 async def _client_gone_within(request: Request, timeout_s: float) -> bool:
     """True as soon as the client disconnects, False once ``timeout_s`` passed first.
 
@@ -474,6 +489,8 @@ class FaultInjector:
             return response
         if kind == "create_then_hang":
             return await self._hang(request)
+        if kind == "late_answer":
+            return await _late_answer(request, response, self.profile.late_answer_s)
         if kind == "malformed":
             garbled = _garbled(bytes(response.body), rng)
             return Response(garbled, status_code=200, media_type="application/json")

@@ -273,6 +273,10 @@ class WorkerConfig:
             )
         if self.webhooks.max_age_s + 3600 > self.settings.retention_s:
             raise ValueError("retention_s must outlast webhook_max_age_s by at least an hour")
+        if self.webhooks.max_age_s + 3600 > self.settings.unsubmitted_retention_s:
+            raise ValueError(
+                "unsubmitted_retention_s must outlast webhook_max_age_s by at least an hour"
+            )
         if self.reconcile_interval_s <= 0 or (
             self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
         ):

@@ -68,6 +68,17 @@ class WorkerMetrics:
             "Creates that may have happened upstream without genqueue learning the id.",
             registry=r,
         )
+        self.superseded_jobs = Counter(
+            "genqueue_superseded_jobs",
+            "Upstream jobs whose create answered after another attempt went out (each is "
+            "checked until it ends, its cost recorded).",
+            registry=r,
+        )
+        self.cost_unknown = Counter(
+            "genqueue_cost_unknown",
+            "Completed upstream jobs whose cost was missing or unusable (recorded as unknown).",
+            registry=r,
+        )
         self.rate_limited = Counter(
             "genqueue_rate_limited",
             "Upstream calls refused or deferred for rate limits (source: upstream 429 or the "

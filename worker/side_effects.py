@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,11 +20,13 @@ import httpx
 import structlog
 from standardwebhooks import Webhook
 
+from genqueue.logs import register_secrets
 from genqueue.producer.contracts import SideAttempt, SideEffect
-from genqueue.producer.keys import SIDE_TASK, Field, Tag
+from genqueue.producer.keys import SIDE_TASK, Field, Tag, tenant_of
 from genqueue.producer.record import RequestView, read_full
 from genqueue.producer.scripts import ms
 from genqueue.producer.stats import redis_time_ms
+from genqueue.producer.tenants import webhook_secrets
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import retry_delay_s
 from genqueue.worker.outbound.fetch import LinkGone, RetryableFetch, SignedUrlExpired, fetch_to
@@ -71,6 +74,7 @@ async def run_side(rt: Runtime, request_id: str, seq: int) -> None:
         raw = await read_full(rt.redis, rt.keys, request_id)
         if not raw or raw.get(Field.SIDE_SEQ) != str(seq):
             return  # gone, or a stale timer: the dispatcher arms the current one
+        structlog.contextvars.bind_contextvars(tenant=tenant_of(raw))  # this job's task only
         if raw.get(Field.DOWNLOAD_STATE) == "pending":
             attempts = await _count_attempt(rt, raw, seq, "download")
             if attempts:
@@ -103,6 +107,7 @@ async def _count_attempt(rt: Runtime, raw: dict[str, str], seq: int, effect: str
     c = SideAttempt(
         request_id=raw[Field.ID],
         idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
+        tenant=tenant_of(raw),
         expected_side_seq=seq,
         effect=effect,
     ).call(rt.config.settings)
@@ -124,6 +129,7 @@ async def _record(
     c = SideEffect(
         request_id=raw[Field.ID],
         idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
+        tenant=tenant_of(raw),
         expected_side_seq=seq,
         effect=effect,
         result=result,
@@ -294,6 +300,22 @@ def webhook_payload(view: RequestView, raw: dict[str, str], sent_at: datetime) -
     return json.dumps(body, separators=(",", ":"), default=str)
 
 
+async def signing_secrets(rt: Runtime, tenant: str) -> Sequence[str]:
+    """The secrets that sign ``tenant``'s webhooks: its own (newest first, all of them during
+    a rotation), else ``GENQUEUE_WEBHOOK_SECRET`` (empty: none at all)."""
+    own = await webhook_secrets(rt.redis, rt.keys, tenant)
+    register_secrets(*own)  # read from Redis: blanked in every log line from now on
+    if own:
+        return own
+    return (rt.config.webhooks.secret,) if rt.config.webhooks.secret else ()
+
+
+def signature_header(secrets: Sequence[str], msg_id: str, sent_at: datetime, payload: str) -> str:
+    """``webhook-signature`` with one ``v1,<sig>`` per secret, space-separated (Standard
+    Webhooks: a receiver accepts if any verifies, so old and new secrets overlap)."""
+    return " ".join(Webhook(s).sign(msg_id, sent_at, payload) for s in secrets)
+
+
 async def _deliver(
     rt: Runtime, raw: dict[str, str], attempts: int
 ) -> tuple[str, float, dict[str, str]]:
@@ -309,7 +331,8 @@ async def _deliver(
     age_s = (now_ms - since_ms) / 1000
     error: str
     status = ""
-    if not cfg.webhooks.secret:
+    secrets = await signing_secrets(rt, tenant_of(raw))
+    if not secrets:
         error = "GENQUEUE_WEBHOOK_SECRET is not set: webhooks cannot be signed"
     else:
         sent_at = datetime.now(UTC)
@@ -319,7 +342,7 @@ async def _deliver(
             "content-type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": Webhook(cfg.webhooks.secret).sign(msg_id, sent_at, payload),
+            "webhook-signature": signature_header(secrets, msg_id, sent_at, payload),
         }
         try:
             code = await post_status(

@@ -23,8 +23,8 @@ from genqueue.producer.contracts import (
     SubmitRelease,
     Submitted,
 )
-from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag
-from genqueue.producer.record import read_full, with_id
+from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag, tenant_of
+from genqueue.producer.record import model_label, read_full, with_id
 from genqueue.producer.replies import DEFERRED_TAGS, NextStep
 from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
@@ -33,6 +33,7 @@ from genqueue.worker.drift import Shift
 from genqueue.worker.observed import generation_s, offset_bound_s, seen
 from genqueue.worker.ratelimit import NO_LIMIT_ARGS
 from genqueue.worker.runtime import Runtime
+from genqueue.worker.superseded import check_superseded
 from genqueue.worker.upstream import (
     Disposition,
     UpstreamError,
@@ -43,6 +44,16 @@ from genqueue.worker.upstream import (
 from genqueue.worker.window import Span, check_window, span
 
 log = structlog.get_logger(__name__)
+
+#: ``tracking`` values of an ended request whose poll chain goes on: its own billed job ("1")
+#: or only superseded ones ("extra", ``lua/track_extra.lua``).
+TRACKED = ("1", "extra")
+
+
+def _may_have_extras(raw: dict[str, str]) -> bool:
+    """The record holds (or, written by an earlier version, may hold) superseded upstream
+    ids: when it ends, its chain may go on to check them (armed by the caller)."""
+    return raw.get(Field.EXTRA_IDS, "[]") != "[]" or Field.UPSTREAM_IDS in raw
 
 
 def idempotency_header(request_id: str) -> str:
@@ -65,7 +76,7 @@ def current_timer(request_id: str, raw: dict[str, str]) -> tuple[Timer, int] | N
     kind = raw.get(Field.TIMER, "")
     if not raw or kind not in (SUBMIT_TASK, POLL_TASK):
         return None
-    if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
+    if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) not in TRACKED:
         return None
     at_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or "0")
     return Timer(kind, request_id, int(raw.get(Field.SEQ, "0"))), max(at_ms, 1)
@@ -228,11 +239,14 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         if not raw:
             log.info("record_missing")
             return
+        # This task's own context (arq runs each job in its own task): no leak to others.
+        structlog.contextvars.bind_contextvars(tenant=tenant_of(raw))
         cfg = rt.config
         limit_keys, limit_args = _limit(rt)
         begin = BeginSubmit(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             expected_seq=seq,
             max_inflight=cfg.max_inflight,
             lease_ms=ms(cfg.lease_s),
@@ -257,6 +271,11 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             return
         if tag is not Tag.OK:
             log.info("submit_ended", outcome=tag.lower())
+            if tag is not Tag.MISSING and raw.get(Field.STATUS) == "submitting":
+                # Ended over an expired lease: the script counted an ambiguous submit.
+                rt.metrics.ambiguous_submits.inc()
+            if _may_have_extras(raw):
+                await arm_current(rt, request_id)
             return
         submit_seq, is_probe = reply.submit_seq, reply.probe
         if is_probe:
@@ -324,6 +343,7 @@ async def _record_submitted(
         c = Submitted(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             submit_seq=submit_seq,
             upstream_id=job.id,
             upstream_status=job.status,
@@ -340,8 +360,11 @@ async def _record_submitted(
             log.info("upstream_job_created", upstream_status=job.status)
             await _arm_next(rt, POLL_TASK, request_id, reply.step, step)
         elif reply.tag is Tag.STALE:
-            # A newer attempt owns the request; this job's id is kept in upstream_ids.
+            # A newer attempt owns the request (or it ended): this job is checked until it
+            # ends, after the request's own (the script restarts an ended record's chain).
             log.warning("upstream_job_created_by_superseded_attempt")
+            rt.metrics.superseded_jobs.inc()
+            await arm_current(rt, request_id)
         else:
             log.error("upstream_job_created_for_missing_record")
 
@@ -385,6 +408,7 @@ async def _submit_failed(
     c = SubmitRelease(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         submit_seq=submit_seq,
         mode=mode,
         ambiguous=ambiguous,
@@ -403,6 +427,8 @@ async def _submit_failed(
     )
     if reply.tag is Tag.RETRY:
         await _arm_next(rt, SUBMIT_TASK, raw[Field.ID], reply.step, step)
+    elif reply.tag is Tag.FAILED and _may_have_extras(raw):
+        await arm_current(rt, raw[Field.ID])
 
 
 # --- poll ---------------------------------------------------------------------------------
@@ -435,8 +461,13 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
         if tag is not Tag.GO:
             return  # DONE: the request ended and nothing is tracked
         raw = with_id(request_id, reply.record)
+        if raw.get(Field.TRACKING) == "extra":
+            await check_superseded(rt, raw, seq, lambda: arm_current(rt, request_id))
+            return
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
-        with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
+        with structlog.contextvars.bound_contextvars(
+            upstream_id=upstream_id, tenant=tenant_of(raw)
+        ):
             try:
                 job = await rt.upstream.retrieve(upstream_id)
             except UpstreamError as exc:
@@ -452,6 +483,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
     c = Finish(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         outcome=job.status,
         cost_micro_usd=job.cost_micro_usd,
@@ -461,9 +493,15 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         upstream_started_at=job.started_at,
         upstream_done_at=job.done_at,
         owe_download=rt.config.downloads_on,
+        cost_unknown=job.cost_unknown,
     ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
+    if job.cost_unknown:
+        rt.metrics.cost_unknown.inc()
+        log.warning("upstream_cost_unknown", problem=job.cost_problem or "missing")
     if reply.tag is Tag.OK:
+        if _may_have_extras(raw):
+            await arm_current(rt, raw[Field.ID])
         _observe_finish(rt, raw, job, now_ms=reply.now_ms, ended_now=reply.ended_now)
         if job.status == "completed" and job.done_at is not None:
             await _learn(rt, raw, job, reply.now_ms / 1000)
@@ -500,7 +538,7 @@ def _observe_finish(
     rt: Runtime, raw: dict[str, str], job: UpstreamJob, *, now_ms: int, ended_now: bool
 ) -> None:
     m = rt.metrics
-    model = raw.get(Field.MODEL, "")
+    model = model_label(raw)
     m.polls.labels(model).inc()
     if job.created_at is not None and job.done_at is not None:
         m.request_duration.labels(model, "upstream").observe(max(0.0, job.done_at - job.created_at))
@@ -540,6 +578,7 @@ async def _poll_update(
     c = PollUpdate(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         upstream_status=status,
         upstream_started_at=job.started_at if job is not None else None,
@@ -552,13 +591,15 @@ async def _poll_update(
     ).call(cfg.settings)
     reply = await rt.scripts.run(c)
     if reply.tag is Tag.OK or reply.tag is Tag.ABANDONED:
-        rt.metrics.polls.labels(raw.get(Field.MODEL, "")).inc()
+        rt.metrics.polls.labels(model_label(raw)).inc()
     if reply.tag is Tag.OK:
         await _arm_next(rt, POLL_TASK, raw[Field.ID], reply.step, step)
     elif reply.tag is Tag.STALE:
         await arm_current(rt, raw[Field.ID])
     elif reply.tag is Tag.ABANDONED:
         log.error("tracking_abandoned")
+        if _may_have_extras(raw):
+            await arm_current(rt, raw[Field.ID])
 
 
 async def _poll_failed(rt: Runtime, raw: dict[str, str], seq: int, exc: UpstreamError) -> None:

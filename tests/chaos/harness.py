@@ -30,6 +30,7 @@ from genqueue.local_redis import LocalRedis, free_port
 from genqueue.local_sentinel import LocalSentinelCluster
 from genqueue.producer import Client, RequestView, Settings, WriteNotDurable
 from genqueue.producer.record import micro_to_usd
+from genqueue.producer.stats import Stats
 from tests.processes import stop_process
 
 MODELS = ["minimax/video-01-director", "google/veo-3.0-fast", "openai/sora-2", "vidu/vidu-q1"]
@@ -60,6 +61,9 @@ class ChaosOptions:
     #: reached through a ``redis+sentinel://`` URL) whose primary is SIGKILLed this many
     #: times (a replica promoted each time) instead of restarting one Redis.
     failovers: int = 0
+    #: Workers that stand in for stalled ones (``tests/chaos/stalling_worker.py``): a lease
+    #: this short, with the simulator's ``late_answer`` fault, makes superseded jobs.
+    stalled_lease_s: float | None = None
 
 
 @dataclass
@@ -89,6 +93,13 @@ class ChaosReport:
     failovers: int = 0
     #: Creates the producer retried (same idempotency key) across a failover.
     create_retries: int = 0
+    #: Upstream jobs a record learned beside its own (a create answered after another
+    #: attempt went out), and how many of them are still unchecked at the end (must be 0).
+    superseded_jobs: int = 0
+    superseded_unchecked: int = 0
+    #: Attempts that may have created a job nobody can find, and genqueue's estimate of them.
+    possibly_billed: int = 0
+    possibly_billed_estimate_usd: str = "0"
 
     def violations(self) -> list[str]:
         """The guarantees this run must show; empty when all hold."""
@@ -103,6 +114,10 @@ class ChaosReport:
         elif self.terminal != self.requests - self.missing_records:
             # everysec: records in the lost window may vanish; every surviving one must end.
             out.append(f"{self.requests - self.missing_records - self.terminal} survivors stuck")
+        if self.superseded_unchecked:
+            out.append(f"{self.superseded_unchecked} superseded jobs never checked")
+        if Decimal(self.cost_learned_untracked_usd):
+            out.append(f"learned but untracked cost {self.cost_learned_untracked_usd}")
         if self.completed != self.upstream_completed:
             out.append(f"completed {self.completed} != upstream {self.upstream_completed}")
         recorded, billed = Decimal(self.cost_recorded_usd), Decimal(self.cost_billed_usd)
@@ -170,11 +185,11 @@ class Procs:
         self.env = env
         self.n = 0
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, module: str = "genqueue") -> subprocess.Popen[bytes]:
         self.n += 1
         with (self.log_dir / f"{name}-{self.n}.log").open("wb") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "genqueue", *args],
+                [sys.executable, "-m", module, *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -195,7 +210,9 @@ def _wait_http(url: str, timeout_s: float = 20) -> None:
 
 def _all_terminal(client: Client) -> bool:
     st = client.stats()
-    return sum(st.requests_by_status.values()) == 0 and st.tracking == 0
+    return (
+        sum(st.requests_by_status.values()) == 0 and st.tracking == 0 and st.superseded_running == 0
+    )
 
 
 def compare(
@@ -211,7 +228,10 @@ def compare(
     by_id = {j["id"]: j for j in jobs}
     present = [v for v in views.values() if v is not None]
     terminal = [v for v in present if v.is_terminal and not v.tracking]
-    held = {v.upstream_id for v in present if v.upstream_id}
+    # Every job a record learned and checked to its end: its own and its superseded ones.
+    held = {v.upstream_id for v in present if v.upstream_id} | {
+        u for v in present for u in v.upstream_ids if u not in v.superseded_pending
+    }
     learned = {u for v in present for u in v.upstream_ids}
     unattributed = sum(j["cost_micro_usd"] for j in jobs if j["id"] not in held)
     untracked = sum(j["cost_micro_usd"] for j in jobs if j["id"] in learned - held)
@@ -227,7 +247,7 @@ def compare(
         ),
         duplicate_creations=int(sim_stats["duplicate_creations"]),
         ambiguous_submits=sum(v.ambiguous_submits for v in present),
-        cost_recorded_usd=str(micro_to_usd(sum(v.cost_micro_usd or 0 for v in present))),
+        cost_recorded_usd=str(micro_to_usd(recorded_micro_usd(present))),
         cost_billed_usd=str(micro_to_usd(int(sim_stats["billed_micro_usd"]))),
         cost_unattributed_usd=str(micro_to_usd(unattributed)),
         cost_learned_untracked_usd=str(micro_to_usd(untracked)),
@@ -239,6 +259,30 @@ def compare(
         faults_injected=dict(sim_stats.get("faults_injected", {})),
         wall_s=round(wall_s, 1),
     )
+
+
+#: The late-answer scenario: workers' lease (s), shorter than the simulator's late answer.
+LATE_ANSWER_LEASE_S = 1.0
+
+
+def late_answer_faults(base: str, share: float = 0.03) -> str:
+    """``base`` with creates answered after the stalled workers' lease (and before the
+    create's own deadline, 4 s in the chaos run)."""
+    return f"{base},late_answer_share={share},late_answer_s={LATE_ANSWER_LEASE_S + 1.5}"
+
+
+def recorded_micro_usd(present: list[RequestView]) -> int:
+    """Cost the records hold: each request's own job and its superseded ones."""
+    return sum((v.cost_micro_usd or 0) + (v.superseded_cost_micro_usd or 0) for v in present)
+
+
+def add_money_figures(report: ChaosReport, present: list[RequestView], stats: Stats) -> None:
+    """Superseded jobs and possibly billed attempts (count and genqueue's estimate)."""
+    report.superseded_jobs = sum(len(v.upstream_ids) - (1 if v.upstream_id else 0) for v in present)
+    report.superseded_unchecked = sum(len(v.superseded_pending) for v in present)
+    report.possibly_billed = sum(v.possibly_billed for v in present)
+    estimate = sum(stats.possibly_billed_estimate_micro_usd.values())
+    report.possibly_billed_estimate_usd = str(micro_to_usd(estimate))
 
 
 def run_chaos(opts: ChaosOptions) -> ChaosReport:
@@ -277,7 +321,7 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
             GENQUEUE_RECONCILE_INTERVAL_S="5",
             GENQUEUE_PAUSE_S="2",
             GENQUEUE_LOG_FORMAT="json",
-            GENQUEUE_LOG_LEVEL="WARNING",
+            GENQUEUE_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "WARNING"),
         )
         procs = Procs(log_dir, env)
         sim_args = [
@@ -285,13 +329,19 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
             "--seed", str(opts.seed), "--faults", opts.faults,
         ]  # fmt: skip
         sim_args.append("--idempotency" if opts.honour_idempotency else "--no-idempotency")
+        worker_module = "genqueue"
+        if opts.stalled_lease_s is not None:
+            env["GENQUEUE_CHAOS_LEASE_S"] = str(opts.stalled_lease_s)
+            worker_module = "tests.chaos.stalling_worker"
         sim = procs.spawn("simulator", *sim_args)
         workers: list[subprocess.Popen[bytes]] = []
         kills = redis_restarts = failovers = 0
         creates = Creates()
         try:
             _wait_http(f"{sim_url}/_sim/stats")
-            workers = [procs.spawn("worker", "worker") for _ in range(opts.workers)]
+            workers = [
+                procs.spawn("worker", "worker", module=worker_module) for _ in range(opts.workers)
+            ]
             with Client(settings) as client:
                 # With failovers, half the creates race the first one (see _fail_over).
                 first = opts.videos // 2 if opts.failovers else opts.videos
@@ -331,10 +381,11 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
                         workers[i].send_signal(signal.SIGKILL)
                         workers[i].wait()
                         kills += 1
-                        workers[i] = procs.spawn("worker", "worker")
+                        workers[i] = procs.spawn("worker", "worker", module=worker_module)
                         next_kill = now + opts.kill_every_s * rng.uniform(0.5, 1.5)
                     time.sleep(0.2)
                 views: dict[str, RequestView | None] = {i: _get(client, i) for i in ids}
+                final_stats = client.stats()
             sim_stats = httpx.get(f"{sim_url}/_sim/stats", timeout=30).json()
             jobs = httpx.get(f"{sim_url}/_sim/jobs", timeout=30).json()
             if isinstance(jobs, dict):
@@ -349,6 +400,7 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
         rearmed = _rearmed_in_logs(log_dir)
     wall_s = time.monotonic() - started
     report = compare(views, jobs, sim_stats, opts, kills, redis_restarts, wall_s)
+    add_money_figures(report, [v for v in views.values() if v is not None], final_stats)
     report.aof_bytes_lost = aof_lost
     report.timers_rearmed = rearmed
     report.failovers = failovers

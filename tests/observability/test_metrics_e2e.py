@@ -369,6 +369,9 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         # "In range" figures count the measured run only (the warm-up finished before it).
         assert single("Finished in range") == len(ids)
         assert Decimal(f"{single('Spend in range'):.6f}") == micro_to_usd(cost_micro)
+        # Every request of this run is ``default``'s: its spend is all of it.
+        spent_default = single("Spend by tenant in range", tenant="default")
+        assert Decimal(f"{spent_default:.6f}") == micro_to_usd(cost_micro)
         for model, micro in cost_by_model.items():
             if micro:
                 spent = single("Spend by model in range", model=model)
@@ -382,13 +385,15 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         span = t1 - t0
         assert true_per_video <= per_video <= true_per_video * span / (span - 2.2 * SCRAPE_S)
 
-        # The dashboard's variable query (label_values) finds every model.
+        # The dashboard's variable queries (label_values) find every model, and the tenant
+        # every request of this run belongs to (none named: ``default``).
+        expected = {"model": {*FAST_MODELS, SLOW_MODEL}, "tenant": {"default"}}
         for variable in board["templating"]["list"]:
             if variable["type"] != "query":
                 continue
             metric, label = variable["query"].removeprefix("label_values(").rstrip(")").split(",")
             found = api.label_values(label.strip(), metric.strip(), t0, t1)
-            assert set(found) >= {*FAST_MODELS, SLOW_MODEL}, (variable["name"], found)
+            assert set(found) >= expected[variable["name"]], (variable["name"], found)
 
         # --- every alert rule ----------------------------------------------------------------
         for rule in alert_rules():

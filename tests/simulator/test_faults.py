@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -518,3 +519,25 @@ def test_slow_answer_abandoned_by_its_client() -> None:
         truth = _wait_for(server, lambda s: "abandoned" in s["requests"]["POST /v2/videos"])
     assert truth["requests"]["POST /v2/videos"] == {"abandoned": 1}
     assert (truth["faults_injected"], truth["jobs_created"]) == ({"slow": 1}, 1)
+
+
+def test_late_answer_creates_the_job_before_answering() -> None:
+    """A late-answer create has its job (billed) before the answer, which still comes, late,
+    and names that job."""
+    config = SimConfig(faults=FaultProfile(late_answer_share=1.0, late_answer_s=0.5))
+    with running(config) as server, httpx.Client(base_url=server.base_url, headers=AUTH) as http:
+        seen: dict[str, Any] = {}
+
+        def watch() -> None:
+            seen.update(_wait_for(server, lambda s: s["jobs_created"] == 1))
+            seen["answered"] = "200" in seen["requests"].get("POST /v2/videos", {})
+
+        t = threading.Thread(target=watch)
+        t.start()
+        r = http.post("/v2/videos", json={"model": MINIMAX}, timeout=10)
+        t.join(10)
+        assert seen["answered"] is False  # the job existed while its answer was held
+        assert r.status_code == 200
+        (job,) = http.get("/_sim/jobs").json()
+        assert r.json()["id"] == job["id"]
+        assert http.get("/_sim/stats").json()["faults_injected"] == {"late_answer": 1}

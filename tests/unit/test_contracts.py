@@ -52,7 +52,11 @@ def test_begin_submit_layout() -> None:
     assert c.name == "begin_submit"
     assert c.keys == [*SETTINGS.keys.script_keys("r", "k"), "gq:pause", "gq:rl", "gq:rl:turn"]
     assert c.keys[5] == "gq:idem:k"
-    assert c.args == [*_common("r"), "3", "5", "60000", "w", "resubmit", "10", "100", "200"]
+    assert c.args == [
+        *_common("r"),
+        *("3", "5", "60000", "w", "resubmit", "10", "100", "200"),
+        str(int(SETTINGS.unsubmitted_retention_s * 1000)),
+    ]
 
 
 def test_finish_layout_and_inline_arm() -> None:
@@ -67,9 +71,9 @@ def test_finish_layout_and_inline_arm() -> None:
         owe_download=True,
         arm=Timer("poll", "r", 8),
     ).call(SETTINGS)
-    assert c.args[4:13] == ["7", "completed", "", "", "", "", "", "3.5", "1"]
+    assert c.args[4:14] == ["7", "completed", "", "", "", "", "", "3.5", "1", "0"]
     assert len(c.keys) == 8 + 3 and c.keys[-1] == "gq:queue"
-    assert len(c.args) == 13 + 4 and c.args[-1] == INLINE_ARM_MARKER
+    assert len(c.args) == 14 + 4 and c.args[-1] == INLINE_ARM_MARKER
     assert c.args[-2] == "poll:r:8"
 
 
