@@ -106,3 +106,17 @@ async def test_a_shift_of_recent_completions_moves_the_learned_durations(
     assert learned is not None and len(learned.recent_total) == 100
     # The long sample holds the 400 shifted ones too: measured from it, the shift is smaller.
     assert 15.0 < learned.total_shift.shift_s < 32.0, learned.total_shift
+
+
+async def test_durations_written_by_the_previous_version_are_read(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Lists the previous version wrote (totals and generations only, no recent completions
+    nor clock bounds) are used as they are: no shift, no offset estimate yet."""
+    await aredis.rpush(settings.keys.durations(MODEL, "total"), *[str(float(d)) for d in range(30)])
+    await aredis.rpush(settings.keys.durations(MODEL, "generation"), "1.5", "2.5")
+    model = DurationModel(aredis, settings.keys, min_samples=10, cache_s=0)
+    learned = await model.get(MODEL)
+    assert learned is not None and len(learned.total) == 30 and learned.generation == [1.5, 2.5]
+    assert learned.recent_total == [] and learned.offset_s is None
+    assert learned.total_shift.shift_s == 0.0 and learned.total_shift.stretch == 0.0
