@@ -184,8 +184,10 @@ class Keys:
 
     def durations(self, model: str, kind: str) -> str:
         """List: a sample of one model's recent upstream durations (seconds), ``total``
-        (created to done) or ``generation`` (started to done); ``kind="count"``: a counter of
-        the completions offered to the sample (see ``worker/durations.py``)."""
+        (created to done) or ``generation`` (observed start to done); ``recent_total`` /
+        ``recent_generation``: the last few of them, newest first; ``offset``: recent upper
+        bounds of Redis' clock minus the upstream's; ``kind="count"``: a counter of the
+        completions offered to the sample (see ``worker/durations.py``)."""
         return f"{self.prefix}:durations:{kind}:{model}"
 
     @property
@@ -275,6 +277,12 @@ class Field:
     UPSTREAM_CREATED_AT: Final = "upstream_created_at"
     UPSTREAM_STARTED_AT: Final = "upstream_started_at"
     UPSTREAM_DONE_AT: Final = "upstream_done_at"
+    #: Redis ms of the last check that saw the upstream job ``queued`` (generation started
+    #: after it).
+    SEEN_QUEUED_AT_MS: Final = "seen_queued_at_ms"
+    #: Redis ms of the first check that saw the upstream job ``in_progress`` (generation
+    #: started before it).
+    SEEN_STARTED_BY_MS: Final = "seen_started_by_ms"
     POLLS: Final = "polls"
     #: "1" while a check the rate limit refused holds a turn (it then goes before new checks).
     CALL_TURN: Final = "call_turn"

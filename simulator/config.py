@@ -110,6 +110,11 @@ class SimConfig:
     """Load profile: with this many jobs in progress, each further job's queue wait before
     generation grows by a share of a median generation per job over capacity. None: the
     queue wait never depends on load."""
+    queue_shift_at_s: float | None = None
+    """Shift workload: jobs created this many simulated seconds after the first job have their
+    queue wait multiplied by ``queue_shift_factor`` (the same draws, so runs stay paired).
+    None: the queue wait never shifts."""
+    queue_shift_factor: float = 1.0
     faults: FaultProfile | FaultPolicy | None = field(default=None, compare=False, hash=False)
     """Upstream misbehaviour: a :class:`FaultProfile` (see
     ``genqueue.simulator.faults.parse``), or a hand-written :class:`FaultPolicy` around every
@@ -126,6 +131,8 @@ class SimConfig:
             raise ValueError("need 0 < signed_url_ttl_s <= short_link_ttl_s")
         if self.capacity is not None and self.capacity < 1:
             raise ValueError("capacity must be >= 1 or None")
+        if self.queue_shift_factor <= 0:
+            raise ValueError("queue_shift_factor must be > 0")
 
     def profile(self, model: str) -> ModelProfile | None:
         """The profile for ``model`` with the global duration overrides applied, or None."""
@@ -173,6 +180,8 @@ class SimConfig:
             "signed_url_ttl_s": float,
             "short_link_ttl_s": float,
             "capacity": int,
+            "queue_shift_at_s": float,
+            "queue_shift_factor": float,
         }
         for name, convert in converters.items():
             raw = get(name.upper())

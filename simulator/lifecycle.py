@@ -117,6 +117,7 @@ class Simulator:
             # Jobs not yet terminal, by done_at: settled lazily so stats never scan all jobs.
             self._pending: list[tuple[float, int, SimJob]] = []
             self._counters = _Counters()
+            self._first_created: float | None = None
             # Arrival times of API calls (bounded): ground truth for rate-limit tests.
             self._arrivals: collections.deque[float] = collections.deque(maxlen=500_000)
             self.resets += 1
@@ -167,6 +168,11 @@ class Simulator:
         fails = rng.random() < cfg.failure_share
         failure = _FAILURES[rng.randrange(len(_FAILURES))]
         created = self.clock()
+        if self._first_created is None:
+            self._first_created = created
+        shift_at = cfg.queue_shift_at_s
+        if shift_at is not None and created - self._first_created >= shift_at * cfg.time_scale:
+            queue_s *= cfg.queue_shift_factor
         if cfg.capacity is not None:
             # Over capacity, a job waits for a slot: a share of a median generation for each
             # job in progress beyond the capacity (no extra random draw: seeded outcomes stay

@@ -23,9 +23,9 @@ class ScheduleSettings:
 
     #: ``adaptive``: once a model's recent durations are known, the first check lands one
     #: ``poll_floor_s`` after a low quantile of them, then checks come every ``poll_floor_s``
-    #: until a high quantile, then back off (all measured from the upstream's start of
-    #: generation once it reports one, else from its creation); ``fixed``: ``first_poll_s``
-    #: then backoff only.
+    #: until a high quantile, then back off (measured from the upstream's creation, and from
+    #: the checks that saw the job ``queued`` / ``in_progress`` once generation times are
+    #: known: ``worker/window.py``); ``fixed``: ``first_poll_s`` then backoff only.
     mode: Literal["adaptive", "fixed"] = field(
         default="adaptive", metadata=meta(env="GENQUEUE_POLL_SCHEDULE")
     )
@@ -47,6 +47,17 @@ class ScheduleSettings:
     adaptive_dense_until_quantile: float = 0.999
     #: Completions of a model needed before its durations are trusted.
     adaptive_min_samples: int = 10
+    #: The last completions of a model compared with its long sample: when their median has
+    #: moved by more than ``adaptive_shift_z`` standard errors (a slower model, a longer
+    #: upstream queue), the whole window moves by that much (``worker/drift.py``). Fewer
+    #: follow a change sooner but notice only larger ones.
+    adaptive_recent_samples: int = 100
+    #: How many standard errors of the recent median a shift must exceed to be followed
+    #: (0: never follow; a steady model is left exactly as its long sample places it).
+    adaptive_shift_z: float = 3.0
+    #: Observed generation times (start bracketed by the checks, to completion) needed before
+    #: a check that saw the job ``queued`` or ``in_progress`` moves its window.
+    adaptive_generation_min_samples: int = 100
     #: First check after create (scaled) while a model's durations are unknown.
     first_poll_s: float = 20.0
     #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.
@@ -75,6 +86,8 @@ class ScheduleSettings:
             raise ValueError("adaptive_confidence must be in [0.5, 1)")
         if not 0 <= self.adaptive_dense_until_quantile <= 1:
             raise ValueError("adaptive_dense_until_quantile must be in [0, 1]")
+        if self.adaptive_recent_samples < 0 or self.adaptive_shift_z < 0:
+            raise ValueError("adaptive_recent_samples and adaptive_shift_z must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,11 @@ class Runtime:
             self.keys,
             samples=cfg.schedule.adaptive_samples,
             min_samples=cfg.schedule.adaptive_min_samples,
+            recent=cfg.schedule.adaptive_recent_samples,
+            shift_z=cfg.schedule.adaptive_shift_z,
+            # Scaled like every schedule duration: at a benchmark's time scale a change is
+            # seen as soon (in simulated time) as in production.
+            cache_s=cfg.scaled(30.0),
         )
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = RateLimit.of(

@@ -29,7 +29,8 @@ from genqueue.producer.replies import DEFERRED_TAGS, NextStep
 from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
-from genqueue.worker.durations import lower_quantile, quantile
+from genqueue.worker.drift import Shift
+from genqueue.worker.observed import generation_s, offset_bound_s, seen
 from genqueue.worker.ratelimit import NO_LIMIT_ARGS
 from genqueue.worker.runtime import Runtime
 from genqueue.worker.superseded import check_superseded
@@ -40,6 +41,7 @@ from genqueue.worker.upstream import (
     UpstreamJob,
     classify,
 )
+from genqueue.worker.window import Span, check_window, span
 
 log = structlog.get_logger(__name__)
 
@@ -134,64 +136,85 @@ def _limit(rt: Runtime) -> tuple[tuple[str, str], tuple[int, int]]:
     return rt.rate_limit.keys, rt.rate_limit.args
 
 
+async def _redis_now_s(rt: Runtime) -> float:
+    """Redis' clock (seconds): the clock genqueue's own observations are on."""
+    sec, usec = await rt.redis.time()
+    return float(sec) + float(usec) / 1e6
+
+
 async def _learned_wait_s(
-    rt: Runtime, model: str, job: UpstreamJob, polls_done: int, due_ms: int | None
+    rt: Runtime,
+    raw: dict[str, str],
+    job: UpstreamJob,
+    polls_done: int,
+    due_ms: int | None,
 ) -> float | None:
-    """Delay before the next check by the model's recent durations (``learned_delay_s``), or
-    None when the schedule is fixed or the model is not known yet. Measured from the
-    upstream's own start of generation when it reports one (tighter: it leaves out the
-    upstream's queue wait), else from its creation."""
+    """Delay before the next check by the model's recent durations (``learned_delay_s`` on
+    the window ``worker/window.py`` places), or None when the schedule is fixed or the model
+    is not known yet. Reads only the job's status and spec timestamps and what the checks
+    saw (``worker/observed.py``), on Redis' clock."""
     cfg = rt.config
-    if cfg.schedule.mode != "adaptive":
+    sched = cfg.schedule
+    if sched.mode != "adaptive":
         return None
-    learned = await rt.durations.get(model)
-    if learned is None:
+    learned = await rt.durations.get(raw.get(Field.MODEL, ""))
+    if learned is None or job.created_at is None:
         return None
-    if job.started_at is not None and learned.generation:
-        anchor, durations = job.started_at, learned.generation
-    elif job.created_at is not None:
-        anchor, durations = job.created_at, learned.total
-    else:
+    now = await _redis_now_s(rt)
+    own = offset_bound_s(raw, job, now, fresh=polls_done == 0)
+    bounds = [b for b in (learned.offset_s, own) if b is not None]
+    view = seen(raw, job, now, min(bounds) if bounds else 0.0)
+    if view is None:
         return None
-    # Upstream timestamps are the upstream's clock; a wait is never negative.
-    now = time.time()
-    elapsed = max(0.0, now - anchor)
-    every = cfg.scaled(cfg.schedule.poll_floor_s)
+    every = cfg.scaled(sched.poll_floor_s)
+
+    def span_of(values: list[float], shift: Shift) -> Span:
+        return span(
+            values,
+            shift,
+            q=sched.adaptive_quantile,
+            confidence=sched.adaptive_confidence,
+            dense_q=sched.adaptive_dense_until_quantile,
+        )
+
+    generation = (
+        span_of(learned.generation, learned.generation_shift)
+        if len(learned.generation) >= sched.adaptive_generation_min_samples
+        else None
+    )
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    first_s = (
-        lower_quantile(durations, cfg.schedule.adaptive_quantile, cfg.schedule.adaptive_confidence)
-        + every
+    first_at, until_at = check_window(
+        view, span_of(learned.total, learned.total_shift), generation, every
     )
-    dense_until_s = quantile(durations, cfg.schedule.adaptive_dense_until_quantile)
+    elapsed = max(0.0, now - view.created_s)
+    dense_until_s = until_at - view.created_s
     delay = learned_delay_s(
         elapsed,
         checked=polls_done > 0,
         late_s=0.0 if due_ms is None else max(0.0, now - due_ms / 1000),
-        first_s=first_s,
+        first_s=first_at - view.created_s,
         dense_until_s=dense_until_s,
         dense_every_s=every,
-        cap_s=cfg.scaled(cfg.schedule.poll_cap_s),
-        factor=cfg.schedule.poll_factor,
+        cap_s=cfg.scaled(sched.poll_cap_s),
+        factor=sched.poll_factor,
     )
     if polls_done == 0:
         # Spread the first checks of a batch created at once over one interval (not by a
         # share of the delay: a first check later than planned lets more videos end long
         # before it). They may wait longer than the cap.
-        if cfg.schedule.poll_jitter <= 0:
+        if sched.poll_jitter <= 0:
             return delay
         return max(0.0, delay + rt.rng.uniform(-every / 2, every / 2))
     if elapsed >= dense_until_s:
-        return min(
-            cfg.scaled(cfg.schedule.poll_cap_s), jittered(delay, cfg.schedule.poll_jitter, rt.rng)
-        )
+        return min(cfg.scaled(sched.poll_cap_s), jittered(delay, sched.poll_jitter, rt.rng))
     return delay  # inside the window: no jitter, the interval is what bounds the lag
 
 
 async def _poll_wait_s(
     rt: Runtime,
-    model: str,
+    raw: dict[str, str],
     job: UpstreamJob | None,
     polls_done: int,
     retry_after_s: float | None,
@@ -200,7 +223,7 @@ async def _poll_wait_s(
     """Delay before the next check: by the model's learned durations when known, else the
     configured backoff; an upstream ``Retry-After`` is never undercut. ``due_ms``: when the
     check that is running now was due (wall ms), so a late run doesn't delay the next."""
-    learned = None if job is None else await _learned_wait_s(rt, model, job, polls_done, due_ms)
+    learned = None if job is None else await _learned_wait_s(rt, raw, job, polls_done, due_ms)
     if learned is None:
         return _next_poll_s(rt, polls_done, retry_after_s)
     return learned if retry_after_s is None else max(learned, retry_after_s)
@@ -311,9 +334,8 @@ async def _record_submitted(
     request_id = raw[Field.ID]
     with structlog.contextvars.bound_contextvars(upstream_id=job.id):
         cfg = rt.config
-        model = raw.get(Field.MODEL, "")
         try:
-            first = 0.0 if job.is_terminal else await _poll_wait_s(rt, model, job, 0, None)
+            first = 0.0 if job.is_terminal else await _poll_wait_s(rt, raw, job, 0, None)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
             first = _next_poll_s(rt, 0)  # no learned durations now; the id must still be kept
         # begin_submit left the timer seq as it was: the first poll is the next step.
@@ -482,9 +504,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
             await arm_current(rt, raw[Field.ID])
         _observe_finish(rt, raw, job, now_ms=reply.now_ms, ended_now=reply.ended_now)
         if job.status == "completed" and job.done_at is not None:
-            await rt.durations.record(
-                raw.get(Field.MODEL, ""), job.created_at, job.started_at, job.done_at
-            )
+            await _learn(rt, raw, job, reply.now_ms / 1000)
         log.info(
             "request_finished",
             status=reply.status,
@@ -494,6 +514,24 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         )
     elif reply.tag is Tag.STALE:
         await arm_current(rt, raw[Field.ID])
+
+
+async def _learn(rt: Runtime, raw: dict[str, str], job: UpstreamJob, now_s: float) -> None:
+    """Offer a completed job to its model's durations: created to completed, the generation
+    time its checks bracketed, and a bound of the clock offset (``worker/observed.py``)."""
+    if job.done_at is None:
+        return
+    model = raw.get(Field.MODEL, "")
+    bound = offset_bound_s(raw, job, now_s, fresh=False)
+    learned = await rt.durations.get(model)
+    known = [b for b in (bound, learned.offset_s if learned else None) if b is not None]
+    offset = min(known) if known else 0.0
+    # A start bracketed by checks more than two intervals apart says little of it.
+    width_s = 2 * rt.config.scaled(rt.config.schedule.poll_floor_s)
+    gen = generation_s(raw, job, now_s, offset, width_s)
+    await rt.durations.record(
+        model, job.created_at, job.done_at, generation_s=gen, offset_bound_s=bound
+    )
 
 
 def _observe_finish(
@@ -535,7 +573,7 @@ async def _poll_update(
             log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
     polls_done = int(raw.get(Field.POLLS, "0")) + 1
     due_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or 0) or None
-    delay = await _poll_wait_s(rt, raw.get(Field.MODEL, ""), job, polls_done, retry_after_s, due_ms)
+    delay = await _poll_wait_s(rt, raw, job, polls_done, retry_after_s, due_ms)
     status = job.status if job is not None and job.status != "unknown" else ""
     c = PollUpdate(
         request_id=raw[Field.ID],

@@ -57,7 +57,8 @@ end
 add_upstream_id(UPSTREAM_ID, true)
 redis.call('HSET', K_REC, 'upstream_id', UPSTREAM_ID, 'submitted_at_ms', istr(NOW),
   'upstream_status', UPSTREAM_STATUS)
-redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
+-- What the checks of an earlier upstream job of this request saw is not this job's.
+redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms', 'seen_queued_at_ms', 'seen_started_by_ms')
 set_if('upstream_created_at', CREATED_AT)
 set_if('upstream_started_at', STARTED_AT)
 local new = 'queued'

@@ -142,3 +142,17 @@ async def test_send_retry_after_profile_adds_the_headers(make_client: MakeClient
     r = await _create(c)
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
     assert r.headers["retry-after-ms"] == "1000" and r.headers["x-ratelimit-reset"] == "1.000"
+
+
+async def test_queue_wait_shifts_at_the_configured_time(make_client: MakeClient) -> None:
+    """The shift workload: jobs created ``queue_shift_at_s`` after the first wait
+    ``queue_shift_factor`` times as long in the queue; earlier ones are unchanged."""
+    c = make_client(queue_median_s=10, queue_shift_at_s=100, queue_shift_factor=2.0, **EXACT)
+    for _ in range(2):
+        await _create(c)
+        c.clock.now += 60
+    await _create(c)
+    waits = [j["started_at"] - j["created_at"] for j in c.sim.jobs()]
+    assert waits == [10.0, 10.0, 20.0]
+    with pytest.raises(ValueError, match="queue_shift_factor"):
+        SimConfig(queue_shift_factor=0)
