@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: install demo test test-fast e2e-metrics chaos bench bench-10k bench-smoke lint typecheck fmt compose-check clean
+.PHONY: install demo test test-fast e2e-metrics chaos bench bench-10k bench-smoke bench-durable lint typecheck fmt compose-check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "genqueue needs Python >= 3.11"'
@@ -51,6 +51,11 @@ bench-10k: $(STAMP)
 ## make bench-smoke: the whole harness at toy size (about two minutes); results in a temp dir
 bench-smoke: $(STAMP)
 	$(PY) -m bench --smoke $(BENCH_ARGS)
+
+## make bench-durable: what waiting for a replica costs per create and per submit, on a local
+## Sentinel deployment (primary, two replicas, three sentinels) -> bench/durable_wait.json
+bench-durable: $(STAMP)
+	$(PY) -m bench.durable_wait $(BENCH_ARGS)
 
 lint: $(STAMP) compose-check typecheck
 	$(VENV)/bin/ruff check .

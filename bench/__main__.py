@@ -25,6 +25,7 @@ from bench.frontier import genqueue_schedule, ideal_schedule
 from bench.idle import run_idle
 from bench.report import curve_points, render, summarize_compare, svg_plot
 from bench.runs import Bench, RunSpec, run_one
+from bench.shift import RECOVER_S, summarize_shift
 from bench.sweep import run_sweep
 from bench.tenk import run_tenk
 from bench.workload import Workload
@@ -32,7 +33,27 @@ from genqueue.local_redis import LocalRedis
 from genqueue.worker.config import WorkerConfig
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("idle", "floor", "compare", "draws", "restart", "sweep", "ceiling")
+PARTS = (
+    "idle",
+    "floor",
+    "compare",
+    "draws",
+    "draws-wide",
+    "draws-noqueued",
+    "shift-up",
+    "shift-down",
+    "restart",
+    "sweep",
+    "ceiling",
+)
+#: The sections of results.json the draw-like parts write.
+DRAW_KEYS = {
+    "draws": "draws",
+    "draws-wide": "draws_wide",
+    "draws-noqueued": "draws_noqueued",
+    "shift-up": "shift_up",
+    "shift-down": "shift_down",
+}
 
 
 def _kv(items: list[str]) -> dict[str, str]:
@@ -94,6 +115,23 @@ def _parser() -> argparse.ArgumentParser:
         default=0.25,
         help="draws: slower than the comparison, so the seed loop's threads are not CPU-bound",
     )
+    p.add_argument(
+        "--wide-seeds", default="1", help="draws-wide: seeds at the second sigma (default 0.4)"
+    )
+    p.add_argument(
+        "--noqueued-seeds", default="1", help="draws-noqueued: seeds, upstream never says queued"
+    )
+    p.add_argument("--shift-seeds", default="1", help="shift-up/-down: one draw per seed")
+    p.add_argument("--shift-videos", type=int, default=900)
+    p.add_argument("--shift-window-s", type=float, default=1800.0, help="arrival window (sim s)")
+    p.add_argument("--shift-at-s", type=float, default=600.0, help="when the queue wait moves")
+    p.add_argument(
+        "--shift-queue-median-s",
+        type=float,
+        default=30.0,
+        help="the busy platform's queue wait before the shift (median, sim s)",
+    )
+    p.add_argument("--shift-time-scale", type=float, default=0.1)
     p.add_argument("--floor-repeats", type=int, default=3)
     p.add_argument("--floor-rate", type=float, default=200.0)
     p.add_argument("--sweep-sizes", default="1000,10000,50000")
@@ -134,6 +172,8 @@ def _smoke(a: argparse.Namespace) -> None:
     a.videos, a.window_s, a.time_scale = 6, 20.0, 0.01
     a.sigmas, a.repeats, a.seed_curve, a.tuned_max_jobs = "0.2", 1, "2.5", 50
     a.draw_seeds, a.draw_videos, a.draw_window_s, a.draw_time_scale = "1,2", 6, 20.0, 0.01
+    a.wide_seeds, a.noqueued_seeds, a.shift_seeds = "1", "1", "1"
+    a.shift_videos, a.shift_window_s, a.shift_at_s, a.shift_time_scale = 12, 24.0, 8.0, 0.01
     a.warm_history = 200
     a.floor_repeats, a.floor_rate = 1, 100.0
     a.sweep_sizes, a.sweep_active, a.sweep_window_s = "100,200", 50, 1.0
@@ -362,48 +402,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"{res['polls_per_video']}, lag p50/p95 {res['lag_p50_s']}/"
                         f"{res['lag_p95_s']} s, CPU {res['cpu_s_per_1000_videos']} s/1000 videos"
                     )
-                results["compare"] = {"runs": runs, "summary": summarize_compare(runs)}
-                _add_ideal(results["compare"], samples=2000 if a.smoke else 20_000)
-            if "draws" in parts:
-                seeds = [int(x) for x in a.draw_seeds.split(",") if x]
-                specs = draw_specs(
-                    seeds,
-                    videos=a.draw_videos,
-                    window_s=a.draw_window_s,
-                    time_scale=a.draw_time_scale,
-                    sigma=sigmas[0],
-                    workers=a.workers,
-                    env=genv,
-                    warmup=a.warm_history,
-                )
-                runs = []
-                for k, spec in enumerate(specs, 1):
-                    say(f"draws {k}/{len(specs)}: {spec.key}")
-                    res = asyncio.run(run_one(bench, spec, progress=say))
-                    res.pop("samples", None)  # per video figures kept until pooled, below
-                    runs.append(res)
-                    say(
-                        f"  -> {res['finished']}/{res['videos']} finished, polls/video "
-                        f"{res['polls_per_video']}, lag p95 {res['lag_p95_s']} s"
-                    )
-                draws = summarize_draws(runs, resamples=200 if a.smoke else 2000)
-                per_video = {
-                    r["run"]: {"lags_s": r["lags_by_video"], "polls": r["polls_by_video"]}
-                    for r in runs
+                results["compare"] = {
+                    "runs": runs,
+                    "summary": summarize_compare(runs),
+                    "meta": _meta(a, rv),  # the current schedule's (older ones have none)
                 }
-                (log_dir / "draws-per-video.json").write_text(json.dumps(per_video))
-                for res in runs:
-                    _slim(res)
-                results["draws"] = {"sigma": sigmas[0], "runs": runs, **draws}
-                results["draws"]["meta"] = _meta(a, rv)  # its own: it may be run alone
-                seed_p95 = draws["lag_p95_s"]["seed loop"]["value"]
-                results["draws"]["ideal_at_seed_loop_lag"] = dataclasses.asdict(
-                    ideal_schedule(seed_p95, sigma=sigmas[0], samples=2000 if a.smoke else 20_000)
-                )
-                say(
-                    f"  pooled: polls {draws['polls_per_video']}, ratio {draws['polls_ratio']}, "
-                    f"lag p95 {draws['lag_p95_s']}, difference {draws['lag_p95_difference_s']}"
-                )
+                _add_ideal(results["compare"], samples=2000 if a.smoke else 20_000)
+            for part, key in DRAW_KEYS.items():
+                if part in parts:
+                    results[key] = _draws_part(a, part, bench, genv, sigmas, log_dir, rv, say)
             if "restart" in parts:
                 runs = []
                 for spec in _restart_specs(a, sigmas[0]):
@@ -446,6 +453,74 @@ def main(argv: list[str] | None = None) -> int:
     _write(a, results)
     say(f"wrote {a.out} and {a.md}")
     return 0
+
+
+def _draws_part(
+    a: argparse.Namespace,
+    part: str,
+    bench: Bench,
+    genv: dict[str, str],
+    sigmas: list[float],
+    log_dir: Path,
+    rv: str,
+    say: Any,
+) -> dict[str, Any]:
+    """One draw-like part: genqueue and the seed loop on the same videos, per seed, pooled
+    (``bench/draws.py``); the shift parts add the before/after figures (``bench/shift.py``)."""
+    resamples = 200 if a.smoke else 2000
+    common: dict[str, Any] = {"workers": a.workers, "env": genv, "warmup": a.warm_history}
+    draw = {"videos": a.draw_videos, "window_s": a.draw_window_s, "time_scale": a.draw_time_scale}
+    if part == "draws":
+        sigma, seeds, kw = sigmas[0], a.draw_seeds, draw
+    elif part == "draws-wide":
+        sigma, seeds, kw = (sigmas[1] if len(sigmas) > 1 else 0.4), a.wide_seeds, draw
+    elif part == "draws-noqueued":
+        sigma, seeds, kw = sigmas[0], a.noqueued_seeds, {**draw, "report_queued": False}
+    else:
+        sigma, seeds = sigmas[0], a.shift_seeds
+        kw = {
+            "videos": a.shift_videos,
+            "window_s": a.shift_window_s,
+            "time_scale": a.shift_time_scale,
+            "queue_median_s": a.shift_queue_median_s,
+            "queue_shift_at_s": a.shift_at_s,
+            "queue_shift_factor": 2.0 if part == "shift-up" else 0.5,
+        }
+    specs = draw_specs([int(x) for x in seeds.split(",") if x], sigma=sigma, **common, **kw)
+    runs = []
+    for k, spec in enumerate(specs, 1):
+        say(f"{part} {k}/{len(specs)}: {spec.key}")
+        res = asyncio.run(run_one(bench, spec, progress=say))
+        res.pop("samples", None)  # per video figures kept until pooled, below
+        runs.append(res)
+        say(
+            f"  -> {res['finished']}/{res['videos']} finished, polls/video "
+            f"{res['polls_per_video']}, lag p95 {res['lag_p95_s']} s"
+        )
+    if part.startswith("shift"):
+        recover_s = a.shift_window_s / 3 if a.smoke else RECOVER_S
+        summary = summarize_shift(runs, recover_s=recover_s, resamples=resamples)
+    else:
+        summary = summarize_draws(runs, resamples=resamples)
+    per_video = {
+        r["run"]: {"lags_s": r["lags_by_video"], "polls": r["polls_by_video"]} for r in runs
+    }
+    name = "draws" if part == "draws" else part
+    (log_dir / f"{name}-per-video.json").write_text(json.dumps(per_video))
+    for res in runs:
+        _slim(res)
+    out: dict[str, Any] = {"sigma": sigma, "runs": runs, **summary, "meta": _meta(a, rv)}
+    if part == "draws":
+        seed_p95 = summary["lag_p95_s"]["seed loop"]["value"]
+        out["ideal_at_seed_loop_lag"] = dataclasses.asdict(
+            ideal_schedule(seed_p95, sigma=sigma, samples=2000 if a.smoke else 20_000)
+        )
+    say(
+        f"  pooled: polls {summary['polls_per_video']}, ratio {summary['polls_ratio']}, "
+        f"lag p95 {summary['lag_p95_s']}, difference {summary['lag_p95_difference_s']}"
+        + (f", phases {summary['phases']}" if "phases" in summary else "")
+    )
+    return out
 
 
 def _slim(res: dict[str, Any]) -> None:

@@ -8,11 +8,11 @@ official ``together`` SDK (defaults: its retries, its connection pool) against t
 * ``python -m bench.baselines seed ...``: the README's documented blocking loop, one thread per
   video (``time.sleep(5)``), started at each video's arrival time.
 
-Every sleep, job timeout and idle poll delay is multiplied by the run's time scale (DESIGN.md
-rule 14). Each
-finished video is appended as one JSON line (index, upstream id, status, when it was seen) to
-this process's results file, which is how the harness learns "our completion time"; a
-restarted seed process skips the videos already in the files and re-creates the others.
+Every sleep, job timeout and idle poll delay is multiplied by the run's time scale
+(architecture rule 14). Each finished video is appended as one JSON line (index, upstream
+id, status, when it was seen) to this process's results file, which is how the harness
+learns "our completion time"; a restarted seed process skips the videos already in the files
+and re-creates the others.
 """
 
 from __future__ import annotations

@@ -35,8 +35,10 @@ def draw_specs(
     workers: int,
     env: dict[str, str],
     warmup: int,
+    **workload: Any,
 ) -> list[RunSpec]:
-    """genqueue then the seed loop on each draw (interleaved: machine load hits both alike)."""
+    """genqueue then the seed loop on each draw (interleaved: machine load hits both alike);
+    ``workload``: further ``Workload`` fields (queue wait, shift, ``report_queued``)."""
     specs = []
     for seed in seeds:
         w = Workload(
@@ -45,6 +47,7 @@ def draw_specs(
             arrival_window_s=window_s,
             time_scale=time_scale,
             seed=seed,
+            **workload,
         )
         specs.append(RunSpec("genqueue", GENQUEUE, w, workers, env=env, warmup=warmup, repeat=seed))
         specs.append(RunSpec("seed_loop", SEED_LOOP, w, workers, repeat=seed))

@@ -7,7 +7,7 @@
   steady rate, per client: bare aiohttp (the cheapest), httpx with the ``httpx-aiohttp``
   transport, httpx's default transport, and genqueue's own ``UpstreamClient.retrieve`` (parsing
   included) over each transport; plus the same clients in back-to-back bursts at concurrency 1,
-  10 and 50 (DESIGN.md's "HTTP client cost" table).
+  10 and 50 (the "HTTP client cost" table in RESULTS.md).
 * ``arq job + aiohttp GET``: the ideal poll, one job doing one GET, as a check on the sum.
 
 The floor is ``arq no-op + aiohttp GET`` per call. Workers: ``python -m bench.floor worker``;
@@ -147,7 +147,7 @@ async def _client_main(a: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*tasks)
         out["rate_ms_per_call"] = (time.process_time() - c0) / a.count * 1000
         out["rate_achieved"] = a.count / (time.monotonic() - t0)
-        # Bursts at fixed concurrency (DESIGN.md's table).
+        # Bursts at fixed concurrency (the HTTP client cost table).
         for conc in (1, 10, 50):
             sem = asyncio.Semaphore(conc)
 

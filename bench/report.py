@@ -296,6 +296,14 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "met" if b <= MEMORY_TARGET_BYTES + body else "NOT met",
             )
         )
+    if (results.get("draws") or {}).get("draws"):
+        rows += _draw_targets(results["draws"])
+    if (results.get("draws_wide") or {}).get("draws"):
+        rows += _draw_targets(results["draws_wide"], " (reported, no target)")
+    if (results.get("draws_noqueued") or {}).get("draws"):
+        rows += _draw_targets(results["draws_noqueued"], " (upstream never reports `queued`)")
+    for key, what in (("shift_up", "doubles"), ("shift_down", "halves")):
+        rows += _shift_targets(results.get(key), what)
     cmp_rows = (results.get("compare") or {}).get("summary") or []
     gq = next((r for r in cmp_rows if r["label"] == "genqueue" and r["sigma"] == 0.2), None)
     sl = next((r for r in cmp_rows if r["label"] == "seed loop" and r["sigma"] == 0.2), None)
@@ -304,9 +312,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         gl, sl95 = _med(gq["lag_p95_s"]), _med(sl["lag_p95_s"])
         assert gp is not None and sp is not None
         draws = results.get("draws")
-        if draws and draws.get("draws"):
-            rows += _draw_targets(draws)
-        else:
+        if not (draws and draws.get("draws")):
             rows.append(
                 (
                     "σ = 0.2: polls/video ≤ ⅓ of the seed loop's",
@@ -362,24 +368,54 @@ def _warm(runs: Sequence[dict[str, Any]]) -> str:
     return f"{warm:,}"
 
 
-def _draw_targets(draws: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _draw_targets(draws: dict[str, Any], what: str = "") -> list[tuple[str, str, str]]:
     """The sigma = 0.2 target rows from the pooled draws (intervals: 95 %, paired bootstrap)."""
     g, s = "genqueue", "seed loop"
     pp, lp = draws["polls_per_video"], draws["lag_p95_s"]
     where = f"pooled: {len(draws['draws'])} draws, {draws['videos_per_system']:,} videos a system"
+    if draws.get("meta"):
+        where += f"; git `{draws['meta'].get('git', '?')}`"
     return [
         (
-            "σ = 0.2: polls/video ≤ ⅓ of the seed loop's",
+            f"σ = {draws['sigma']:g}{what}: polls/video ≤ ⅓ of the seed loop's",
             f"{pp[g]:.2f} vs {pp[s]:.2f} = {_interval(draws['polls_ratio'], 3)}× ({where})",
             draws["polls_verdict"],
         ),
         (
-            "σ = 0.2: p95 detection lag no worse than the seed loop's",
+            f"σ = {draws['sigma']:g}{what}: p95 detection lag no worse than the seed loop's",
             f"{lp[g]['value']:.2f} s vs {lp[s]['value']:.2f} s, difference "
             f"{_interval(draws['lag_p95_difference_s'])} s ({where})",
             draws["lags_verdict"],
         ),
     ]
+
+
+def _shift_targets(shift: dict[str, Any] | None, what: str) -> list[tuple[str, str, str]]:
+    """The shift workload's two target rows (genqueue)."""
+    if not shift or not shift.get("phases"):
+        return []
+    ph = shift["phases"]["genqueue"]
+    pp = shift["polls_per_video"]
+    git = (shift.get("meta") or {}).get("git", "?")
+    rows = [
+        (
+            f"Queue wait {what}: polls/video over the whole run ≤ ⅓ of the seed loop's",
+            f"{pp['genqueue']:.2f} vs {pp['seed loop']:.2f} = "
+            f"{_interval(shift['polls_ratio'], 3)}× (git `{git}`)",
+            shift["polls_verdict"],
+        )
+    ]
+    if ph.get("after_over_steady"):
+        rows.append(
+            (
+                f"Queue wait {what}: p95 lag of videos requested {shift['recover_s'] / 60:.3g} "
+                "min after the shift within 10 % of the steady p95",
+                f"{ph['after_p95_s']:.2f} s vs {ph['steady_p95_s']:.2f} s = "
+                f"{_interval(ph['after_over_steady'], 3)}× (git `{git}`)",
+                ph["recovered_verdict"],
+            )
+        )
+    return rows
 
 
 def render(results: dict[str, Any]) -> str:
@@ -423,6 +459,15 @@ def render(results: dict[str, Any]) -> str:
             "does with none (a cold start).",
             "",
         ]
+        if not cmp.get("meta"):
+            out += [
+                "> **Not current for genqueue's schedule.** The comparison, restart, floor and "
+                "sweep figures are from earlier runs than the one named above, before the "
+                "schedule learned only from what Together reports (it then anchored on "
+                "`started_at`). The current schedule's figures are the draw and shift "
+                "sections below.",
+                "",
+            ]
         for sigma in sigmas:
             out += [f"### σ = {sigma:g}", ""]
             out += _compare_table(cmp["summary"], sigma, restart if sigma == sigmas[0] else None)
@@ -492,6 +537,10 @@ def render(results: dict[str, Any]) -> str:
                 )
             out.append("")
     out += _draws_section(results.get("draws"))
+    out += _draws_section(results.get("draws_wide"), " (reported)")
+    out += _draws_section(results.get("draws_noqueued"), ", upstream never reports `queued`")
+    out += _shift_section(results.get("shift_up"), "Shift: the queue wait doubles")
+    out += _shift_section(results.get("shift_down"), "Shift: the queue wait halves")
     floor = results.get("floor")
     if floor:
         f = floor["floor_ms"]
@@ -635,19 +684,31 @@ def _interval(iv: dict[str, float], digits: int = 2) -> str:
     return f"{iv['value']:.{digits}f} ({iv['low']:.{digits}f} to {iv['high']:.{digits}f})"
 
 
-def _draws_section(draws: dict[str, Any] | None) -> list[str]:
-    """The sigma = 0.2 target over several draws, pooled, with bootstrap intervals."""
+def _queue_text(w: dict[str, Any]) -> str:
+    """The workload's upstream queue wait, as a phrase."""
+    text = (
+        f"after the upstream's queue wait (lognormal, median {w.get('queue_median_s', 5.0):g} s, "
+        f"σ {w.get('queue_sigma', 0.5):g})"
+    )
+    if not w.get("report_queued", True):
+        text += ", on the simulator profile that never reports `queued`"
+    return text
+
+
+def _draws_section(draws: dict[str, Any] | None, what: str = "") -> list[str]:
+    """One draw-like part over several draws, pooled, with bootstrap intervals."""
     if not draws or not draws.get("draws"):
         return []
     w = draws["runs"][0]["workload"]
     g, s = "genqueue", "seed loop"
     out = [
-        f"### σ = {draws['sigma']:g}, pooled over {len(draws['draws'])} draws",
+        f"### σ = {draws['sigma']:g}{what}, pooled over {len(draws['draws'])} "
+        f"draw{'s' if len(draws['draws']) != 1 else ''}",
         "",
-        f"The σ = {draws['sigma']:g} target measured sharply (`bench/draws.py`): "
-        f"{len(draws['draws'])} independent draws of {w['videos']} videos each "
-        f"({w['videos']} requested evenly over {w['arrival_window_s']:g} simulated s: the "
-        f"comparison's arrival rate, at time scale {w['time_scale']:g}: see the method), each "
+        f"`bench/draws.py`: {len(draws['draws'])} independent draw(s) of {w['videos']} videos "
+        f"each (requested evenly over {w['arrival_window_s']:g} simulated s, generation "
+        f"lognormal median {w['median_s']:g} s, σ {w['sigma']:g}, {_queue_text(w)}, at time "
+        f"scale {w['time_scale']:g}: see the method), each "
         "draw with its own simulator seed (durations) and "
         "its own warm history for genqueue; genqueue and the seed loop run on the same "
         "videos in each draw. Pooled figures over every video; the intervals (95 %) come "
@@ -674,6 +735,47 @@ def _draws_section(draws: dict[str, Any] | None) -> list[str]:
         f"Polls per video, genqueue over the seed loop: {_interval(draws['polls_ratio'], 3)} "
         f"(target ≤ 0.333: {draws['polls_verdict']}). p95 lag, genqueue minus the seed loop: "
         f"{_interval(draws['lag_p95_difference_s'])} s (target ≤ 0: {draws['lags_verdict']}).",
+        "",
+    ]
+    return out
+
+
+def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
+    """A shift workload: the pooled figures and the p95 lag before, during and after."""
+    if not shift or not shift.get("draws"):
+        return []
+    w = shift["runs"][0]["workload"]
+    out = [
+        f"### {title}",
+        "",
+        f"`bench/shift.py`: {w['videos']} videos requested evenly over "
+        f"{w['arrival_window_s']:g} simulated s (generation lognormal median "
+        f"{w['median_s']:g} s, σ {w['sigma']:g}, {_queue_text(w)}); videos requested "
+        f"{shift['shift_at_s']:g} s or more after the first wait {shift['shift_factor']:g}× as "
+        f"long in the queue (the same draws), at time scale {w['time_scale']:g}. *steady*: "
+        f"requested before the shift; *after*: requested {shift['recover_s']:g} s or more "
+        "after it; the ratio's interval (95 %) resamples videos.",
+        "",
+        _provenance(shift.get("meta")),
+        "",
+        "| system | polls/video (whole run) | lag p95 steady (s) | lag p95 first "
+        f"{shift['recover_s']:g} s after (s) | lag p95 after (s) | after / steady |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for label, ph in shift["phases"].items():
+        ratio = ph.get("after_over_steady")
+        out.append(
+            f"| {label} | {shift['polls_per_video'][label]:.2f} | "
+            f"{_fmt(ph['steady_p95_s'], 2)} ({ph['steady_videos']}) | "
+            f"{_fmt(ph['transition_p95_s'], 2)} ({ph['transition_videos']}) | "
+            f"{_fmt(ph['after_p95_s'], 2)} ({ph['after_videos']}) | "
+            + (f"{_interval(ratio, 3)}: {ph['recovered_verdict']}" if ratio else "–")
+            + " |"
+        )
+    out += [
+        "",
+        f"Polls per video over the whole run, genqueue over the seed loop: "
+        f"{_interval(shift['polls_ratio'], 3)} (target ≤ 0.333: {shift['polls_verdict']}).",
         "",
     ]
     return out
@@ -750,7 +852,7 @@ def _tenk_section(tenk: dict[str, Any], title: str) -> list[str]:
 
 METHOD = """## Method
 
-- **One time scale** (DESIGN.md rule 14): the simulator's durations, genqueue's poll schedule
+- **One time scale** (architecture rule 14): the simulator's durations, genqueue's poll schedule
   (`GENQUEUE_TIME_SCALE`), the baselines' `sleep(5)`, arq's job timeout and the engines' poll
   delays (genqueue's least spacing of a busy worker's looks, 0.05 s: an idle genqueue worker
   waits for a due time or a wake-up instead; naive arq's idle poll, 0.5 s) are all multiplied

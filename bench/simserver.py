@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--failure-share", type=float, default=0.0)
     p.add_argument("--queue-median-s", type=float, default=5.0)
     p.add_argument("--queue-sigma", type=float, default=0.5)
+    p.add_argument("--queue-shift-at-s", type=float, default=None)
+    p.add_argument("--queue-shift-factor", type=float, default=1.0)
+    p.add_argument("--no-report-queued", action="store_true")
     a = p.parse_args(argv)
     serve(
         SimConfig(
@@ -31,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
             duration_sigma=a.sigma,
             queue_median_s=a.queue_median_s,
             queue_sigma=a.queue_sigma,
+            queue_shift_at_s=a.queue_shift_at_s,
+            queue_shift_factor=a.queue_shift_factor,
+            report_queued=not a.no_report_queued,
         ),
         port=a.port,
     )

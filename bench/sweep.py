@@ -268,7 +268,9 @@ class Sweep:
         steps: list[dict[str, Any]] = []
         try:
             await self.start_workers(r)
-            base = int((await r.info("memory"))["used_memory"])
+            mem0 = await r.info("memory")
+            base = int(mem0["used_memory"])
+            scripts0 = int(mem0.get("used_memory_scripts", 0))
             events0 = await r.memory_usage(self.keys.events, samples=0) or 0
             # The active set, submitted at the poll rate so its checks are spread evenly.
             t0 = time.monotonic()
@@ -278,12 +280,18 @@ class Sweep:
                     await asyncio.sleep(delay)
                 self.active.append(await client.submit(Workload().request(i)))
             await asyncio.sleep(self.interval_s + 2)
-            used_active = int((await r.info("memory"))["used_memory"])
+            mem = await r.info("memory")
+            used_active = int(mem["used_memory"])
             active_bytes = round((used_active - base) / self.active_n)
             # The event stream is a log capped at events_maxlen entries, not per-request state:
-            # its growth is reported apart (it stops growing at the cap, whatever N is).
+            # its growth is reported apart (it stops growing at the cap, whatever N is). So is
+            # the Lua script cache (loaded once per deployment as scripts are first run, part
+            # of used_memory): it does not grow with requests.
             events_bytes = (await r.memory_usage(self.keys.events, samples=0) or 0) - events0
-            active_state_bytes = round((used_active - base - events_bytes) / self.active_n)
+            scripts_bytes = int(mem.get("used_memory_scripts", 0)) - scripts0
+            active_state_bytes = round(
+                (used_active - base - events_bytes - scripts_bytes) / self.active_n
+            )
             active_body_bytes = round(
                 sum([len(await self._body(r, i)) for i in self.active]) / self.active_n
             )
@@ -347,6 +355,7 @@ class Sweep:
             "cpu_windows_per_n": self.cpu_repeats,
             "redis_bytes_per_inflight_polling": active_bytes,
             "redis_bytes_per_inflight_polling_without_event_stream": active_state_bytes,
+            "script_cache_bytes_loaded_during_active_set": scripts_bytes,
             "event_stream_bytes_per_inflight_polling": round(events_bytes / self.active_n),
             "request_body_bytes": active_body_bytes,
             "steps": steps,

@@ -1,5 +1,5 @@
 """The workload every system gets: N videos arriving evenly over a window, generation times
-lognormal (median, sigma) on the simulator, one time scale for everything (DESIGN.md rule 14).
+lognormal (median, sigma) on the simulator, one time scale for everything (architecture rule 14).
 
 All figures are simulated seconds; wall seconds are ``sim_s * time_scale``.
 """
@@ -32,6 +32,15 @@ class Workload:
     time_scale: float = 0.1
     seed: int = 1
     model: str = MODEL
+    #: The upstream's queue wait before generation (lognormal median and sigma, sim s).
+    queue_median_s: float = QUEUE_MEDIAN_S
+    queue_sigma: float = QUEUE_SIGMA
+    #: Shift workload: videos requested this many simulated seconds after the first wait
+    #: ``queue_shift_factor`` times as long in the upstream's queue (None: no shift).
+    queue_shift_at_s: float | None = None
+    queue_shift_factor: float = 1.0
+    #: False: the simulator never reports ``queued`` (the spec's status enum has none).
+    report_queued: bool = True
 
     def arrivals_s(self) -> list[float]:
         """Simulated seconds after the start at which video i is requested."""
@@ -44,7 +53,8 @@ class Workload:
     @property
     def tail_s(self) -> float:
         """A generous longest job: queue wait + generation at ~4 sigma."""
-        return QUEUE_MEDIAN_S * math.exp(4 * QUEUE_SIGMA) + self.median_s * math.exp(4 * self.sigma)
+        queue = self.queue_median_s * max(1.0, self.queue_shift_factor)
+        return queue * math.exp(4 * self.queue_sigma) + self.median_s * math.exp(4 * self.sigma)
 
     @property
     def cutoff_s(self) -> float:
@@ -70,7 +80,14 @@ def start_simulator(w: Workload, log_dir: Path, name: str = "simulator") -> tupl
             "bench.simserver",
             *("--port", str(port), "--time-scale", repr(w.time_scale), "--seed", str(w.seed)),
             *("--median-s", repr(w.median_s), "--sigma", repr(w.sigma)),
-            *("--queue-median-s", repr(QUEUE_MEDIAN_S), "--queue-sigma", repr(QUEUE_SIGMA)),
+            *("--queue-median-s", repr(w.queue_median_s), "--queue-sigma", repr(w.queue_sigma)),
+            *(
+                ("--queue-shift-at-s", repr(w.queue_shift_at_s))
+                if w.queue_shift_at_s is not None
+                else ()
+            ),
+            *("--queue-shift-factor", repr(w.queue_shift_factor)),
+            *(() if w.report_queued else ("--no-report-queued",)),
         ],
         _clean_env(),
         log_dir,

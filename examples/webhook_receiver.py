@@ -22,7 +22,9 @@ Run it (Starlette and uvicorn come with genqueue)::
     GENQUEUE_WEBHOOK_SECRET=whsec_... python examples/webhook_receiver.py --port 9000
 
 and submit with ``webhook_url="http://127.0.0.1:9000/hooks/genqueue"`` (workers need the same
-``GENQUEUE_WEBHOOK_SECRET``). The memory of handled ids here is per process and bounded; with
+``GENQUEUE_WEBHOOK_SECRET``; a loopback receiver must be opened explicitly on producers and
+workers with ``GENQUEUE_OUTBOUND_ALLOW_NETS=127.0.0.0/8``, see docs/security.md, "Outbound calls").
+The memory of handled ids here is per process and bounded; with
 several receiver processes keep it in a shared store instead, e.g. Redis
 ``SET hook:{webhook-id} 1 NX EX 604800`` as the claim and ``DEL`` on failure.
 """

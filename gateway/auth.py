@@ -15,14 +15,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import redis
+import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from genqueue.gateway.errors import error_response
+from genqueue.gateway.errors import error_response, unavailable
+from genqueue.gateway.limits import CALLER_SCOPE_KEY
+from genqueue.gateway.principals import (
+    ANONYMOUS_CALLER,
+    ENV_KEY,
+    PRINCIPAL_SCOPE_KEY,
+    Lookup,
+    Principal,
+)
+
+log = structlog.get_logger(__name__)
 
 ENV_API_KEYS = "GENQUEUE_API_KEYS"
 
-#: Paths that need a key; everything else (health, readiness, the OpenAPI document) is open.
-PROTECTED_PREFIX = "/v1/"
+#: The only route paths open without a key. Everything else needs one (fail closed): a new
+#: route, an unknown path and a path under any mount or root path alike.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"})
+#: The identity of every caller when the gateway runs without keys (development only).
+ANONYMOUS = b"anonymous"
 
 Verdict = Literal["ok", "missing", "invalid"]
 
@@ -63,11 +78,15 @@ class ApiKeys:
 
     def matches(self, presented: str | bytes) -> bool:
         """True if ``presented`` is one of the keys; compares against every key, no short cut."""
+        return self.identify(presented) is not None
+
+    def identify(self, presented: str | bytes) -> bytes | None:
+        """The digest naming ``presented`` if it is one of the keys, else None (constant time)."""
         candidate = _digest(presented)
         found = 0
         for digest in self._digests:
             found |= hmac.compare_digest(candidate, digest)
-        return bool(found)
+        return candidate if found else None
 
 
 def bearer_token(authorization: bytes | None) -> bytes | None:
@@ -89,31 +108,76 @@ def check(keys: ApiKeys, authorization: bytes | None) -> Verdict:
     return "ok" if keys.matches(token) else "invalid"
 
 
+def route_path(scope: Scope) -> str:
+    """The path the router matches: ``path`` without the ``root_path`` a ``Mount`` or
+    ``uvicorn --root-path`` put in front of it (Starlette's own rule, ``get_route_path``)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    rest = path[len(root) :]
+    return rest if rest.startswith("/") or not rest else path
+
+
 @dataclass(frozen=True, slots=True)
 class AuthMiddleware:
-    """ASGI middleware: requests under ``/v1/`` need a valid bearer key.
+    """ASGI middleware: every request needs a valid bearer key unless its route path (see
+    :func:`route_path`) is one of ``public``.
 
-    Missing or malformed ``Authorization`` -> 401 with ``WWW-Authenticate: Bearer``; a key
-    that matches none -> 403. ``keys=None`` lets everything through (anonymous, dev only).
+    A key is one of ``keys`` (``GENQUEUE_API_KEYS``: the ``default`` tenant's) or one that
+    ``lookup`` finds in Redis (a tenant's or an admin key). Missing or malformed
+    ``Authorization`` -> 401 with ``WWW-Authenticate: Bearer``; a key that matches none ->
+    403; Redis unreachable while looking a key up -> 503. The caller's key digest is left in
+    the scope for the rate limit, its :class:`Principal` for the routes, and its tenant and
+    key id are bound to the request's log lines. ``anonymous`` (dev only) lets a request
+    without a key through as the ``default`` tenant's (a wrong key is still refused); with
+    neither ``keys`` nor ``lookup`` every request is. WebSocket connections are refused: the
+    gateway has none.
     """
 
     app: ASGIApp
     keys: ApiKeys | None
+    public: frozenset[str] = PUBLIC_PATHS
+    lookup: Lookup | None = None
+    anonymous: bool = False
+
+    async def _identify(self, token: bytes) -> tuple[bytes, Principal] | None:
+        digest = None if self.keys is None else self.keys.identify(token)
+        if digest is not None:
+            return digest, ENV_KEY
+        if self.lookup is None:
+            return None
+        owner = await self.lookup(token)
+        return None if owner is None else (_digest(token), Principal.of(owner))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.keys is None or scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
-        if not (path.startswith(PROTECTED_PREFIX) or path == PROTECTED_PREFIX.rstrip("/")):
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if route_path(scope) in self.public:
             await self.app(scope, receive, send)
+            return
+        if self.keys is None and self.lookup is None:  # no keys anywhere: all anonymous
+            await self._call(scope, receive, send, ANONYMOUS, ANONYMOUS_CALLER)
             return
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-        verdict = check(self.keys, header)
-        if verdict == "ok":
-            await self.app(scope, receive, send)
+        token = bearer_token(header)
+        if token is None and self.anonymous:
+            await self._call(scope, receive, send, ANONYMOUS, ANONYMOUS_CALLER)
             return
-        if verdict == "missing":
+        try:
+            found = None if token is None else await self._identify(token)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis_unavailable", error=type(exc).__name__, during="key_lookup")
+            await unavailable()(scope, receive, send)
+            return
+        if found is not None:
+            await self._call(scope, receive, send, *found)
+            return
+        if token is None:
             response = error_response(
                 401,
                 "an API key is required: Authorization: Bearer <key>",
@@ -122,3 +186,12 @@ class AuthMiddleware:
         else:
             response = error_response(403, "this API key is not accepted")
         await response(scope, receive, send)
+
+    async def _call(
+        self, scope: Scope, receive: Receive, send: Send, caller: bytes, who: Principal
+    ) -> None:
+        structlog.contextvars.bind_contextvars(
+            tenant=who.tenant or "*", key_id=who.key_id, admin=who.admin
+        )
+        inner = {**scope, CALLER_SCOPE_KEY: caller, PRINCIPAL_SCOPE_KEY: who}
+        await self.app(inner, receive, send)

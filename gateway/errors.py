@@ -16,7 +16,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genqueue.gateway.schemas import ErrorDetail, ErrorResponse, ErrorType, FieldProblem
-from genqueue.producer import InvalidRequest, RequestNotFound
+from genqueue.producer import InvalidRequest, RequestNotFound, WriteNotDurable
+from genqueue.producer.tenants import TenantError
+
+#: The header with which an admin key acts for one tenant.
+TENANT_HEADER = "X-Genqueue-Tenant"
 
 log = structlog.get_logger(__name__)
 
@@ -31,8 +35,16 @@ _TYPE_BY_STATUS: dict[int, ErrorType] = {
     405: "method_not_allowed",
     413: "payload_too_large",
     422: "invalid_request",
+    429: "rate_limited",
     503: "unavailable",
 }
+
+
+class TooManyWaiters(Exception):
+    """The long-poll cap is reached; answered 429 with ``Retry-After``."""
+
+    retry_after_s = 1
+
 
 #: Names under which the producer reports options that travel as HTTP headers.
 _PRODUCER_FIELD_NAMES = {"idempotency_key": "Idempotency-Key"}
@@ -127,8 +139,24 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
         return _invalid_request(exc)
     if isinstance(exc, RequestNotFound):
         return error_response(404, "no generation with this id")
+    if isinstance(exc, TenantError):  # only an admin key names a tenant (its header)
+        return error_response(422, str(exc), fields=[(TENANT_HEADER, str(exc))])
     if isinstance(exc, StarletteHTTPException):
         return _http_problem(exc)
+    if isinstance(exc, WriteNotDurable):
+        # Written on the primary, unconfirmed by any replica: the caller must not take the
+        # id as safe; a retry with the same Idempotency-Key returns it if it survived.
+        log.warning("create_not_durable", request_id=exc.request_id, wait=exc.wait)
+        return unavailable(
+            f"generation {exc.request_id} was written but no replica confirmed it in time; "
+            "retry with the same Idempotency-Key"
+        )
+    if isinstance(exc, TooManyWaiters):
+        return error_response(
+            429,
+            "the gateway holds as many long-polls as it may; retry, or poll without wait",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     if isinstance(exc, redis.RedisError | OSError | TimeoutError):
         log.warning("redis_unavailable", error=type(exc).__name__)
         return unavailable()
@@ -142,7 +170,10 @@ def install(app: FastAPI) -> None:
         RequestValidationError,
         InvalidRequest,
         RequestNotFound,
+        TenantError,
+        WriteNotDurable,
         StarletteHTTPException,
+        TooManyWaiters,
         redis.RedisError,
         OSError,
         TimeoutError,

@@ -10,6 +10,9 @@ from fastapi.security import HTTPBearer
 from starlette.responses import JSONResponse
 
 from genqueue.gateway.errors import unavailable
+from genqueue.gateway.limits import WaiterCap
+from genqueue.gateway.principals import acting_tenant
+from genqueue.gateway.resources import Resources
 from genqueue.gateway.schemas import (
     CancelResult,
     CreateGeneration,
@@ -19,6 +22,7 @@ from genqueue.gateway.schemas import (
     StatsSnapshot,
 )
 from genqueue.producer import AsyncClient, RequestNotFound, WaitTimeout
+from genqueue.producer.keys import DEFAULT_TENANT
 from genqueue.producer.models import MAX_IDEMPOTENCY_KEY_CHARS
 
 log = structlog.get_logger(__name__)
@@ -30,7 +34,8 @@ READY_TIMEOUT_S = 2.0
 
 _bearer = HTTPBearer(
     auto_error=False,
-    description="An API key from GENQUEUE_API_KEYS: `Authorization: Bearer <key>`.",
+    description="An API key (`genqueue key create`, or one from GENQUEUE_API_KEYS): "
+    "`Authorization: Bearer <key>`.",
 )
 
 
@@ -41,6 +46,13 @@ def _err(description: str) -> dict[str, Any]:
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _err("No or malformed `Authorization: Bearer` header (answer has `WWW-Authenticate`)."),
     403: _err("The API key is not accepted."),
+    429: _err("Over this API key's request rate; retry after `Retry-After` seconds."),
+}
+WAITERS_FULL: dict[int | str, dict[str, Any]] = {
+    429: _err(
+        "Over this key's request rate, or the gateway holds as many long-polls as it may; "
+        "retry after `Retry-After` seconds."
+    ),
 }
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: _err("The queue's Redis is unreachable; retry after `Retry-After` seconds."),
@@ -51,9 +63,10 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 
 def client_of(request: Request) -> AsyncClient:
-    """The app's one producer client (made by the lifespan)."""
-    client: AsyncClient = request.app.state.client
-    return client
+    """The app's one producer client, opened on first use (so a mounted gateway whose lifespan
+    never ran works too). ``request.app`` is the gateway itself, mounted or not."""
+    resources: Resources = request.app.state.resources
+    return resources.client
 
 
 Client = Annotated[AsyncClient, Depends(client_of)]
@@ -67,14 +80,20 @@ def _location(request: Request, request_id: str) -> str:
     return f"{request.scope.get('root_path', '')}/v1/generations/{request_id}"
 
 
-async def _get(client: AsyncClient, request_id: str) -> GenerationRecord:
+async def _get(client: AsyncClient, request_id: str, tenant: str | None) -> GenerationRecord:
     if not _ID_SHAPE.match(request_id):
         raise RequestNotFound(request_id)
-    return _record(await client.get(request_id))
+    return _record(await client.get(request_id, tenant=tenant))
 
 
-def build_v1_router(max_wait_s: float) -> APIRouter:
-    """The authenticated API under ``/v1`` (``max_wait_s`` bounds the ``wait`` long-poll)."""
+#: What a route needs to know about its caller: the tenant it acts for (None: an admin key
+#: acting for every tenant). A tenant's key is scoped to its own, whatever it sends.
+Tenant = Annotated[str | None, Depends(acting_tenant)]
+
+
+def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
+    """The authenticated API under ``/v1`` (``max_wait_s`` bounds the ``wait`` long-poll;
+    ``waiters`` caps how many are held at once)."""
     router = APIRouter(prefix="/v1", dependencies=[Security(_bearer)], responses=AUTH_ERRORS)
 
     @router.post(
@@ -97,7 +116,11 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
             400: _err("The body is not JSON (wrong `Content-Type`, malformed or empty)."),
             413: _err("The body is larger than the gateway's limit."),
             422: _err("The JSON is not a valid request; `fields` names each bad field."),
-            **UNAVAILABLE,
+            503: _err(
+                "The queue's Redis is unreachable, or (with replicas) the generation was "
+                "written but no replica confirmed it in time (the message names its id): "
+                "retry with the same `Idempotency-Key` after `Retry-After` seconds."
+            ),
         },
     )
     async def create_generation(
@@ -105,6 +128,7 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
         request: Request,
         response: Response,
         client: Client,
+        tenant: Tenant,
         idempotency_key: Annotated[
             str | None,
             Header(
@@ -128,11 +152,12 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
             idempotency_key=idempotency_key,
             webhook_url=body.webhook_url,
             deadline_s=body.deadline_s,
+            tenant=tenant or DEFAULT_TENANT,
         )
         structlog.contextvars.bind_contextvars(request_id=request_id)
         log.info("generation_submitted", model=body.model)
         response.headers["Location"] = _location(request, request_id)
-        return _record(await client.get(request_id))
+        return _record(await client.get(request_id, tenant=tenant))
 
     @router.get(
         "/generations/{request_id}",
@@ -141,6 +166,7 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
         responses={
             200: {"description": "The record: terminal, or still running when `wait` ran out."},
             **NOT_FOUND,
+            **WAITERS_FULL,
             422: _err("`wait` is out of range."),
             **UNAVAILABLE,
         },
@@ -148,6 +174,7 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
     async def get_generation(
         request_id: str,
         client: Client,
+        tenant: Tenant,
         wait: Annotated[
             float | None,
             Query(
@@ -163,11 +190,12 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
     ) -> GenerationRecord:
         """The generation's current record; with `?wait=SECONDS`, held until it is terminal."""
         if wait is None or not _ID_SHAPE.match(request_id):
-            return await _get(client, request_id)
-        try:
-            return _record(await client.wait(request_id, timeout_s=wait))
-        except WaitTimeout:
-            return await _get(client, request_id)
+            return await _get(client, request_id, tenant)
+        with waiters.hold():
+            try:
+                return _record(await client.wait(request_id, timeout_s=wait, tenant=tenant))
+            except WaitTimeout:
+                return await _get(client, request_id, tenant)
 
     @router.delete(
         "/generations/{request_id}",
@@ -186,28 +214,33 @@ def build_v1_router(max_wait_s: float) -> APIRouter:
         },
     )
     async def cancel_generation(
-        request_id: str, response: Response, client: Client
+        request_id: str, response: Response, client: Client, tenant: Tenant
     ) -> CancelResult:
         """Cancel. A job already created upstream shows `cancelled` at once and is still
         followed (`tracking`) until the upstream finishes, so its cost is recorded."""
         if not _ID_SHAPE.match(request_id):
             raise RequestNotFound(request_id)
-        outcome = await client.cancel(request_id)
+        outcome = await client.cancel(request_id, tenant=tenant)
         structlog.contextvars.bind_contextvars(request_id=request_id)
         log.info("generation_cancel", outcome=outcome)
         if outcome == "requested":
             response.status_code = 202
-        return CancelResult(outcome=outcome, generation=await _get(client, request_id))
+        return CancelResult(outcome=outcome, generation=await _get(client, request_id, tenant))
 
     @router.get(
         "/stats",
         response_model=StatsSnapshot,
-        summary="Queue depth, in-flight counts and cluster totals",
-        responses=UNAVAILABLE,
+        summary="Queue depth, in-flight counts and totals (the caller's tenant's own)",
+        responses={
+            422: _err("An admin key's `X-Genqueue-Tenant` is not a tenant name."),
+            **UNAVAILABLE,
+        },
     )
-    async def stats(client: Client) -> StatsSnapshot:
-        """A snapshot of the whole queue (all workers), read from Redis."""
-        return StatsSnapshot.model_validate((await client.stats()).to_json_dict())
+    async def stats(client: Client, tenant: Tenant) -> StatsSnapshot:
+        """A snapshot read from Redis: the caller's tenant's own counts and totals (an admin
+        key: the cluster's, or a tenant's with `X-Genqueue-Tenant`)."""
+        snapshot = await client.stats(tenant=tenant)
+        return StatsSnapshot.model_validate(snapshot.to_json_dict())
 
     return router
 

@@ -24,6 +24,7 @@ ErrorType = Literal[
     "not_found",
     "method_not_allowed",
     "payload_too_large",
+    "rate_limited",
     "unavailable",
     "internal",
     "http_error",
@@ -92,6 +93,7 @@ class GenerationRecord(BaseModel):
     id: str
     status: Status
     model: str
+    tenant: str = Field(description="The tenant that owns the generation.")
     upstream_id: str | None
     upstream_ids: list[str]
     upstream_status: str | None
@@ -123,6 +125,23 @@ class GenerationRecord(BaseModel):
     idempotency_key: str | None
     request: dict[str, Any]
     schema_version: int
+    superseded_cost_micro_usd: int | None = Field(
+        default=None,
+        description="Cost of upstream jobs created by attempts whose answer came after "
+        "another attempt went out (superseded), once each ended.",
+    )
+    superseded_pending: list[str] = Field(
+        default_factory=list, description="Superseded upstream ids still followed to their end."
+    )
+    possibly_billed: int = Field(
+        default=0,
+        description="Create attempts that may have created an upstream job nothing can find "
+        "(the upstream cannot list jobs).",
+    )
+    cost_unknown: bool = Field(
+        default=False,
+        description="The job completed but its cost was missing or unusable: unknown, not zero.",
+    )
 
 
 class CancelResult(BaseModel):
@@ -148,10 +167,26 @@ class FinishedCount(BaseModel):
     count: int
 
 
+class SupersededJobs(BaseModel):
+    running: int = Field(description="Superseded upstream jobs still followed (slots held).")
+    learned: dict[str, int] = Field(description="Superseded upstream jobs ever learned, by model.")
+
+
+class PossiblyBilled(BaseModel):
+    count: dict[str, int] = Field(description="Attempts possibly billed, by model.")
+    estimate_usd: dict[str, str] = Field(
+        description="Possible unrecorded spend: those attempts at the model's mean recorded cost."
+    )
+
+
 class StatsSnapshot(BaseModel):
-    """Cluster-wide figures read from Redis (costs are decimal strings in US dollars)."""
+    """Figures read from Redis (costs are decimal strings in US dollars): a tenant's key sees
+    its tenant's own counts and totals (queue depth and pause are the cluster's); an admin
+    key sees the cluster's, or a tenant's with `X-Genqueue-Tenant`."""
 
     model_config = ConfigDict(extra="ignore")
+
+    tenant: str | None = Field(description="Whose figures (null: the whole cluster).")
 
     requests_by_status: dict[str, int]
     tracking: int
@@ -163,6 +198,11 @@ class StatsSnapshot(BaseModel):
     cost_usd: dict[str, str]
     total_cost_usd: str
     paused: dict[str, str]
+    superseded: SupersededJobs
+    possibly_billed: PossiblyBilled
+    cost_unknown: dict[str, int] = Field(
+        description="Completed jobs whose cost was missing or unusable, by model."
+    )
 
 
 class Health(BaseModel):

@@ -19,6 +19,7 @@ from genqueue.producer import (
     Settings,
     Stats,
     WaitTimeout,
+    WriteNotDurable,
 )
 
 __version__ = "0.1.0"
@@ -36,5 +37,6 @@ __all__ = [
     "Settings",
     "Stats",
     "WaitTimeout",
+    "WriteNotDurable",
     "__version__",
 ]

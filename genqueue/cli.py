@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -23,6 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from genqueue import __version__
+from genqueue.cli_tenants import key as key_group
+from genqueue.cli_tenants import tenant as tenant_group
+from genqueue.cli_webhooks import webhooks
 from genqueue.cliflags import (
     FLAG_RULE,
     log_options,
@@ -32,7 +36,8 @@ from genqueue.cliflags import (
 )
 from genqueue.demo_report import format_usd
 from genqueue.envhelp import env_help
-from genqueue.logs import LogFormat, configure_logging, scrub
+from genqueue.gateway.settings import GatewaySettings
+from genqueue.logs import LogFormat, configure_logging, register_secrets, scrub, secrets_in_env
 from genqueue.producer import (
     Client,
     InvalidRequest,
@@ -41,10 +46,14 @@ from genqueue.producer import (
     Settings,
     Stats,
     WaitTimeout,
+    WriteNotDurable,
 )
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.settings import redact_url
+from genqueue.producer.tenants import TenantError, check_tenant_name
+from genqueue.terminal import escape_controls, inert, inert_markup
 from genqueue.worker.config import WorkerConfig
 
 EXIT_NOT_FOUND = 1
@@ -68,7 +77,10 @@ class ConfigError(Exception):
 
 
 def _err(message: str) -> None:
-    click.echo(f"genqueue: {message}", err=True)
+    # Messages can quote user input, upstream text or an exception carrying a URL: scrubbed of
+    # secrets and printed as data.
+    register_secrets(*secrets_in_env(os.environ))
+    click.echo(f"genqueue: {escape_controls(scrub(message))}", err=True)
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -93,10 +105,14 @@ class _Main(click.Group):
             _fail(EXIT_USAGE, str(exc))
         except RequestNotFound as exc:
             _fail(EXIT_NOT_FOUND, str(exc))
+        except TenantError as exc:
+            _fail(EXIT_USAGE, str(exc))
         except WaitTimeout as exc:
             _fail(EXIT_TIMEOUT, f"timed out: {exc}")
         except ConfigError as exc:
             _fail(EXIT_USAGE, f"configuration error: {exc}")
+        except WriteNotDurable as exc:
+            _fail(EXIT_RUNTIME, f"{exc}: retry with the same --idempotency-key")
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             url = _redacted_redis_url()
             _fail(
@@ -148,6 +164,7 @@ def worker(config: WorkerConfig, log_level: str | None, log_format: LogFormat | 
 
     configure_logging(log_level, log_format)
     cfg = config
+    _register_flag_secrets(cfg.settings, api_key=cfg.api_key, webhook_secret=cfg.webhooks.secret)
     if not cfg.api_key:
         _fail(
             EXIT_USAGE,
@@ -174,6 +191,19 @@ def worker(config: WorkerConfig, log_level: str | None, log_format: LogFormat | 
         _fail(EXIT_RUNTIME, f"refusing to start on {cfg.settings.redis_url_redacted}: {exc}")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _register_flag_secrets(settings: Settings, **values: str) -> None:
+    # A secret given as a flag is not in the environment, where the log scrubber looks.
+    register_secrets(
+        *secrets_in_env(
+            {
+                "GENQUEUE_REDIS_URL": settings.redis_url,
+                "TOGETHER_API_KEY": values.get("api_key", ""),
+                "GENQUEUE_WEBHOOK_SECRET": values.get("webhook_secret", ""),
+            }
+        )
+    )
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -205,11 +235,12 @@ def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     "[env var: GENQUEUE_SIM_FAILURE_SHARE]",
 )
 @click.option(
-    "--no-idempotency",
-    is_flag=True,
-    default=False,
-    help="Ignore Idempotency-Key (every create makes a new job).  "
-    "[env var: GENQUEUE_SIM_HONOUR_IDEMPOTENCY=false]",
+    "--idempotency/--no-idempotency",
+    "honour_idempotency",
+    default=None,
+    help="Honour Idempotency-Key (replay the job of a repeated key). Together documents no "
+    "idempotency: off unless asked.  [default: no-idempotency]  "
+    "[env var: GENQUEUE_SIM_HONOUR_IDEMPOTENCY]",
 )
 @click.option(
     "--faults",
@@ -231,7 +262,7 @@ def simulator(
     seed: int | None,
     shape: str | None,
     failure_share: float | None,
-    no_idempotency: bool,
+    honour_idempotency: bool | None,
     faults: str | None,
     api_key: str | None,
     access_log: bool,
@@ -254,11 +285,10 @@ def simulator(
             ("shape", shape),
             ("failure_share", failure_share),
             ("api_key", api_key),
+            ("honour_idempotency", honour_idempotency),
         ):
             if value is not None:
                 over[name] = value
-        if no_idempotency:
-            over["honour_idempotency"] = False
         if faults is not None:
             over["faults"] = parse_faults(faults)
         config = dataclasses.replace(base, **over)
@@ -280,13 +310,18 @@ def simulator(
 
 
 @contextlib.contextmanager
-def _client() -> Iterator[Client]:
+def _client(tenant: str | None = None) -> Iterator[Client]:
     configure_logging()  # the client's rare warnings go to stderr, never into --json output
     settings = _settings()
-    conn = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
-    )
-    client = Client(settings, client=conn)
+    if tenant is not None:
+        check_tenant_name(tenant)
+    try:
+        conn = sync_redis(
+            settings.redis_url, decode_responses=True, socket_connect_timeout=_CONNECT_TIMEOUT_S
+        )
+    except ValueError as exc:  # a malformed URL (the message never holds its password)
+        raise ConfigError(f"GENQUEUE_REDIS_URL: {exc}") from None
+    client = Client(settings, client=conn, tenant=tenant)
     try:
         yield client
     finally:
@@ -376,6 +411,26 @@ def record_table(view: RequestView) -> Table:
         ("upstream status", view.upstream_status),
         ("video url", view.video_url),
         ("cost", None if view.cost_micro_usd is None else format_usd(view.cost_micro_usd)),
+        ("cost unknown", "the job completed without a usable cost" if view.cost_unknown else None),
+        (
+            "superseded jobs",
+            (
+                f"cost {format_usd(view.superseded_cost_micro_usd or 0)}"
+                + (
+                    f", {len(view.superseded_pending)} still followed"
+                    if view.superseded_pending
+                    else ""
+                )
+            )
+            if view.superseded_cost_micro_usd is not None or view.superseded_pending
+            else None,
+        ),
+        (
+            "possibly billed",
+            f"{view.possibly_billed} attempt(s) that may have created a job nobody can find"
+            if view.possibly_billed
+            else None,
+        ),
         ("error", view.error),
         ("polls / attempts", f"{view.polls} / {view.attempts}"),
         ("enqueued at", _ts(view.enqueued_at)),
@@ -385,12 +440,13 @@ def record_table(view: RequestView) -> Table:
         ("end to end", _dur(view.total_duration_s)),
         ("detection lag", _dur(view.detection_lag_s)),
         ("metadata", json.dumps(view.metadata) if view.metadata else None),
-        ("webhook url", view.webhook_url),
+        # A receiver's URL may carry its own credentials: shown without them.
+        ("webhook url", redact_url(view.webhook_url) if view.webhook_url else None),
         ("idempotency key", view.idempotency_key),
     ]
     for key, value in rows:
         if value not in (None, ""):
-            t.add_row(key, value)
+            t.add_row(key, inert(str(value)))
     return t
 
 
@@ -413,19 +469,27 @@ _TIMEOUT = click.option(
     help="Give up after this many seconds (exit 3).  [default: no limit]",
 )
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_TENANT = click.option(
+    "--tenant",
+    help="Act for this tenant (submit as it; see only its requests and figures). "
+    "Default: submit as `default`, see every tenant's.",
+)
 
 
 @main.command()
 @click.option("--model", "-m", required=True, help="Upstream model id.")
-@click.option("--prompt", "-p", required=True, help="Text prompt.")
+@click.option(
+    "--prompt", "-p", help="Text prompt (optional when the request has media, e.g. images)."
+)
 @click.option(
     "--param",
     "params",
     multiple=True,
     metavar="KEY=VALUE",
     callback=_params_cb,
-    help="Another request field, typed (guidance_scale=7.5, generate_audio=true, "
-    "media='{...}'), e.g. one newer than this CLI; repeatable.",
+    help="Another request field, typed (width=1366, guidance_scale=7.5, "
+    "generate_audio=true, media='{...}'); a field Together added after this release goes "
+    "in extra_body='{...}'; repeatable.",
 )
 @click.option(
     "--metadata",
@@ -440,10 +504,11 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--wait", is_flag=True, help="Wait for the request to finish and print it.")
 @_TIMEOUT
 @_JSON
+@_TENANT
 @request_field_options(GenerationRequest)
 def submit(
     model: str,
-    prompt: str,
+    prompt: str | None,
     fields: dict[str, Any],
     params: dict[str, Any],
     metadata: dict[str, str],
@@ -453,6 +518,7 @@ def submit(
     wait: bool,
     timeout: float | None,
     as_json: bool,
+    tenant: str | None,
 ) -> None:
     """Enqueue a generation and print its id.
 
@@ -462,10 +528,12 @@ def submit(
     if twice:
         flag = "--" + twice[0].replace("_", "-")
         raise click.UsageError(f"{twice[0]!r} given twice: by --param and by {flag}")
-    request: dict[str, Any] = {"model": model, "prompt": prompt, **fields, **params}
+    request: dict[str, Any] = {"model": model, **fields, **params}
+    if prompt is not None:
+        request["prompt"] = prompt
     if metadata:
         request["metadata"] = metadata
-    with _client() as client:
+    with _client(tenant) as client:
         request_id = client.submit(
             request,
             idempotency_key=idempotency_key,
@@ -486,9 +554,10 @@ def submit(
 @main.command()
 @click.argument("request_id")
 @_JSON
-def status(request_id: str, as_json: bool) -> None:
-    """Print a request's record (exit 1 if unknown)."""
-    with _client() as client:
+@_TENANT
+def status(request_id: str, as_json: bool, tenant: str | None) -> None:
+    """Print a request's record (exit 1 if unknown, or not --tenant's)."""
+    with _client(tenant) as client:
         view = client.get(request_id)
     _show(view, as_json)
 
@@ -497,11 +566,12 @@ def status(request_id: str, as_json: bool) -> None:
 @click.argument("request_id")
 @_TIMEOUT
 @_JSON
-def wait(request_id: str, timeout: float | None, as_json: bool) -> None:
+@_TENANT
+def wait(request_id: str, timeout: float | None, as_json: bool, tenant: str | None) -> None:
     """Wait until a request finishes and print it.
 
     Exit 4 if it finished without completing, 3 on --timeout."""
-    with _client() as client:
+    with _client(tenant) as client:
         view = client.wait(request_id, timeout)
     _finished(view, as_json)
 
@@ -516,22 +586,24 @@ _CANCEL_TEXT = {
 @main.command()
 @click.argument("request_id")
 @_JSON
-def cancel(request_id: str, as_json: bool) -> None:
+@_TENANT
+def cancel(request_id: str, as_json: bool, tenant: str | None) -> None:
     """Cancel a request.
 
     A request already created upstream shows `cancelled` at once; its billed job is still
     tracked until the upstream finishes, so its cost is recorded."""
-    with _client() as client:
+    with _client(tenant) as client:
         outcome = client.cancel(request_id)
     if as_json:
         _echo_json({"id": request_id, "outcome": outcome})
     else:
-        click.echo(f"{request_id}: {_CANCEL_TEXT.get(outcome, outcome)}")
+        click.echo(f"{escape_controls(request_id)}: {_CANCEL_TEXT.get(outcome, outcome)}")
 
 
 def stats_tables(stats: Stats) -> list[Table]:
     """``Stats`` as rich tables: the queue now, then finished requests and cost by model."""
-    now = Table(title="Queue", show_header=False, title_justify="left")
+    title = "Queue" if stats.tenant is None else f"Queue (tenant {stats.tenant})"
+    now = Table(title=title, show_header=False, title_justify="left")
     now.add_column(style="bold")
     now.add_column(justify="right")
     for s in NON_TERMINAL:
@@ -546,10 +618,11 @@ def stats_tables(stats: Stats) -> list[Table]:
         p = stats.paused
         until = p.get("until_ms")
         until_s = (_ts(int(until) / 1000) if until and until.isdigit() else None) or "?"
+        # The reason and code come from the upstream's answer: markup-escaped.
         now.add_row(
             "creates",
-            f"[red]PAUSED[/red] ({p.get('reason', '?')}, HTTP {p.get('code', '?')}, "
-            f"until {until_s})",
+            f"[red]PAUSED[/red] ({inert_markup(str(p.get('reason', '?')))}, "
+            f"HTTP {inert_markup(str(p.get('code', '?')))}, until {until_s})",
         )
     else:
         now.add_row("creates", "[green]running[/green]")
@@ -562,7 +635,7 @@ def stats_tables(stats: Stats) -> list[Table]:
     models = sorted({m for m, _ in stats.finished} | set(stats.cost_micro_usd))
     for m in models:
         done.add_row(
-            m,
+            inert(m),
             *(str(stats.finished.get((m, o), 0)) for o in TERMINAL),
             format_usd(stats.cost_micro_usd.get(m, 0)),
         )
@@ -574,7 +647,38 @@ def stats_tables(stats: Stats) -> list[Table]:
         format_usd(stats.total_cost_micro_usd),
         style="bold",
     )
-    return [now, done]
+    return [now, done, money_table(stats)]
+
+
+def money_table(stats: Stats) -> Table:
+    """Spend the totals can't state exactly: possibly billed attempts (priced at the
+    model's mean recorded cost), completed jobs of unknown cost, superseded jobs."""
+    t = Table(title="Unrecorded or uncertain spend", title_justify="left")
+    t.add_column("model")
+    t.add_column("possibly billed", justify="right")
+    t.add_column("estimate", justify="right")
+    t.add_column("cost unknown", justify="right")
+    t.add_column("superseded jobs", justify="right")
+    estimate = stats.possibly_billed_estimate_micro_usd
+    models = sorted(set(stats.possibly_billed) | set(stats.cost_unknown) | set(stats.superseded))
+    for m in models:
+        t.add_row(
+            inert(m),
+            str(stats.possibly_billed.get(m, 0)),
+            format_usd(estimate.get(m, 0)),
+            str(stats.cost_unknown.get(m, 0)),
+            str(stats.superseded.get(m, 0)),
+        )
+    t.add_section()
+    t.add_row(
+        "total",
+        str(sum(stats.possibly_billed.values())),
+        format_usd(sum(estimate.values())),
+        str(sum(stats.cost_unknown.values())),
+        f"{sum(stats.superseded.values())} ({stats.superseded_running} running)",
+        style="bold",
+    )
+    return t
 
 
 @main.command(epilog=FLAG_RULE)
@@ -583,10 +687,18 @@ def stats_tables(stats: Stats) -> list[Table]:
 @click.option(
     "--allow-anonymous",
     is_flag=True,
-    help="Serve without API keys (development only).",
+    help="Accept requests without a key, as the default tenant's (development only).",
 )
-@secret_option("--api-keys", ENV_API_KEYS, "Accepted bearer API keys, comma-separated.")
+@secret_option(
+    "--api-keys", ENV_API_KEYS, "Bearer API keys of the default tenant, comma-separated."
+)
 @settings_options(Settings, into="settings")
+@settings_options(GatewaySettings, into="limits")
+@click.option(
+    "--root-path",
+    default="",
+    help="The path prefix a reverse proxy strips in front of the gateway (e.g. /genqueue).",
+)
 @log_options
 def gateway(
     host: str,
@@ -594,12 +706,15 @@ def gateway(
     allow_anonymous: bool,
     api_keys: str | None,
     settings: Settings,
+    limits: GatewaySettings,
+    root_path: str,
     log_level: str | None,
     log_format: LogFormat | None,
 ) -> None:
     """Serve the HTTP gateway for backends in other languages (OpenAPI at /openapi.json).
 
-    Bearer API keys come from GENQUEUE_API_KEYS (comma-separated) or --api-keys."""
+    Bearer API keys: those created with `genqueue key create` (looked up in Redis at every
+    request), and GENQUEUE_API_KEYS (comma-separated) or --api-keys as `default`'s keys."""
     from genqueue.gateway import GatewayConfigError, serve
     from genqueue.gateway.auth import parse_api_keys
 
@@ -609,7 +724,17 @@ def gateway(
         # click already fell back to the variable: an empty list means "no keys at all".
         keys = parse_api_keys(api_keys or "")
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        serve(settings, host, port, keys, allow_anonymous=allow_anonymous)
+        register_secrets(*keys)
+        _register_flag_secrets(settings)
+        serve(
+            settings,
+            host,
+            port,
+            keys,
+            allow_anonymous=allow_anonymous,
+            root_path=root_path,
+            limits=limits,
+        )
     except GatewayConfigError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -636,16 +761,20 @@ def exporter(
     """Serve cluster-wide metrics read from Redis at scrape time (run ONE per cluster).
 
     Queue depth, requests by status, finished totals and cost by model, creates paused,
-    workers alive. Workers serve their own per-process metrics with GENQUEUE_METRICS_PORT."""
+    workers alive; requests, finished and cost by tenant. Workers serve their own
+    per-process metrics with GENQUEUE_METRICS_PORT."""
     import threading
 
     from prometheus_client import CollectorRegistry, start_http_server
 
     from genqueue.worker.cluster_metrics import ClusterCollector
+    from genqueue.worker.tenant_metrics import TenantCollector
 
     configure_logging(log_level, log_format)
+    _register_flag_secrets(settings)
     registry = CollectorRegistry()
     registry.register(ClusterCollector(settings))
+    registry.register(TenantCollector(settings))
     start_http_server(port, addr=host, registry=registry)
     _err(f"exporter on http://{host}:{port}/metrics for {settings.redis_url_redacted}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -654,11 +783,13 @@ def exporter(
 
 @main.command()
 @_JSON
-def stats(as_json: bool) -> None:
+@_TENANT
+def stats(as_json: bool, tenant: str | None) -> None:
     """Show queue depth, requests by status, totals and cost.
 
-    Finished requests by model and outcome, cost by model, and whether creates are paused."""
-    with _client() as client:
+    Finished requests by model and outcome, cost by model, and whether creates are paused.
+    With --tenant, that tenant's own requests and totals (queue depth stays the cluster's)."""
+    with _client(tenant) as client:
         snapshot = client.stats()
     if as_json:
         _echo_json(snapshot.to_json_dict())
@@ -720,6 +851,10 @@ def demo(
     )
     sys.exit(code)
 
+
+main.add_command(webhooks)
+main.add_command(tenant_group)
+main.add_command(key_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -154,6 +154,9 @@ _FIELD_HELP = {
     "resolution": "Video resolution, e.g. 720p.",
     "generate_audio": "Generate audio too.",
     "media": "Media inputs as JSON, e.g. '{\"frame_images\": [...]}'.",
+    "frame_images": "Deprecated: use --media '{\"frame_images\": [...]}' (JSON list).",
+    "reference_images": "Deprecated: use --media '{\"reference_images\": [...]}' (JSON list).",
+    "extra_body": "Fields Together added after this release, as a JSON object.",
 }
 
 

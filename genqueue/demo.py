@@ -21,10 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
 import redis
@@ -38,14 +38,18 @@ from genqueue.demo_report import DemoSummary, summarize, summary_table
 from genqueue.local_redis import LocalRedis, free_port, redis_reachable
 from genqueue.logs import scrub
 from genqueue.producer import AsyncClient, RequestView, Settings, Stats
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
 from genqueue.producer.record import with_id
 from genqueue.producer.settings import redact_url
 from genqueue.simulator.config import DEFAULT_MODELS
+from genqueue.terminal import inert_markup
 from genqueue.worker.config import WorkerConfig
 
 #: Wall seconds per simulated second. At 0.125 the default run (200 videos over every simulated
 #: model, the slowest a ~4-minute median) takes about a minute on a 2-core machine.
+_T = TypeVar("_T")
+
 DEFAULT_TIME_SCALE = 0.125
 DEMO_API_KEY = "demo-key"
 #: Idle workers ask Redis for due timers this often (wall seconds): small, so detection lag
@@ -199,7 +203,7 @@ def _redis(console: Console) -> Iterator[tuple[str, str]]:
             yield url, redact_url(url)
             return
         console.print(
-            f"[yellow]GENQUEUE_REDIS_URL ({redact_url(url)}) does not answer; "
+            f"[yellow]GENQUEUE_REDIS_URL ({inert_markup(redact_url(url))}) does not answer; "
             "starting a private redis-server instead[/yellow]"
         )
     if shutil.which("redis-server") is None:
@@ -245,7 +249,7 @@ def _health_key(prefix: str, worker_name: str) -> str:
 def _wait_for_workers(
     redis_url: str, prefix: str, workers: Sequence[tuple[str, Child]], console: Console
 ) -> None:
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+    client = sync_redis(redis_url, socket_connect_timeout=5)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         waiting = list(workers)
@@ -359,6 +363,10 @@ async def _drive(
             if not waits.done():
                 waits.cancel()
                 await asyncio.wait({waits})  # never absorbs a cancel of this task itself
+            if not waits.cancelled():
+                # A cancelled gather finishes with CancelledError as its *exception*: read it,
+                # or asyncio logs "exception was never retrieved" with a traceback.
+                waits.exception()
         wall_s = (finished_at[0] if finished_at else time.monotonic()) - t0
         views = await _fetch_views(client, ids)
         stats = await client.stats()
@@ -443,6 +451,60 @@ def _sigterm_as_sigint(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
 
+def _run_until_signalled(main: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``main`` on a fresh event loop; SIGTERM (and SIGINT) cancel it there and then
+    surface as ``KeyboardInterrupt`` *outside* the loop.
+
+    Raising from a signal handler at an arbitrary point inside the loop (the path a demo
+    started with SIGINT ignored took) could land inside a task or in the loop's own
+    machinery, which then logged "Task exception was never retrieved" with a traceback.
+    Signals are held while the loop is built, so none lands in a half-made loop.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        loop = asyncio.new_event_loop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    interrupted = False
+
+    async def guarded() -> _T:
+        nonlocal interrupted
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        if callable(signal.getsignal(signal.SIGINT)):
+            loop.add_signal_handler(signal.SIGINT, stop)
+        return await main
+
+    try:
+        task = loop.create_task(guarded())
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
+            raise
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in pending:
+                t.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
 def run_demo(opts: DemoOptions, *, out: Console | None = None) -> int:
     """Run the demo; returns the exit code (0: nothing lost and cost recorded == billed)."""
     err = Console(stderr=True, soft_wrap=True)
@@ -509,7 +571,7 @@ def run_demo(opts: DemoOptions, *, out: Console | None = None) -> int:
                 f"ready after {time.monotonic() - started:.1f} s; submitting", highlight=False
             )
 
-            outcome = asyncio.run(_drive(opts, settings, [c for _, c in workers], err))
+            outcome = _run_until_signalled(_drive(opts, settings, [c for _, c in workers], err))
             summary = summarize(
                 outcome.ids,
                 outcome.views,
@@ -527,11 +589,12 @@ def run_demo(opts: DemoOptions, *, out: Console | None = None) -> int:
         keep_logs = not summary.ok
         return 0 if summary.ok else 1
     except DemoError as exc:
-        err.print(f"[red]genqueue demo: {exc}[/red]", highlight=False)
+        err.print(f"[red]genqueue demo: {inert_markup(scrub(str(exc)))}[/red]", highlight=False)
         return 1
     except (redis.RedisError, httpx.HTTPError, OSError) as exc:
         err.print(
-            f"[red]genqueue demo: {type(exc).__name__}: {scrub(str(exc))}[/red]", highlight=False
+            f"[red]genqueue demo: {type(exc).__name__}: {inert_markup(scrub(str(exc)))}[/red]",
+            highlight=False,
         )
         return 1
     except KeyboardInterrupt:

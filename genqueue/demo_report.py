@@ -1,7 +1,7 @@
 """The demo's end-of-run summary: pure functions from records and ground truth to figures.
 
 Latencies are reported in *simulated* seconds (wall seconds divided by the time scale,
-DESIGN.md rule 14), so a run at any scale reads like production.
+architecture rule 14), so a run at any scale reads like production.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
+from genqueue.gateway.settings import GatewaySettings
 from genqueue.producer.envconfig import ENV_PREFIX, SettingField, setting_fields
 from genqueue.worker.config import WorkerConfig
 
@@ -52,10 +53,11 @@ def _vars_of(cls: type) -> list[EnvVar]:
 
 
 def env_vars() -> list[EnvVar]:
-    """Every configuration variable with its default: producer settings, then worker ones,
-    then logging."""
+    """Every configuration variable with its default: producer settings, worker ones, the
+    gateway's limits, then logging."""
     return [
         *_vars_of(WorkerConfig),  # its ``settings`` group comes first: the producer's
+        *_vars_of(GatewaySettings),
         EnvVar(ENV_PREFIX + "LOG_LEVEL", "INFO", "DEBUG|INFO|WARNING|ERROR."),
         EnvVar(
             ENV_PREFIX + "LOG_FORMAT",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -31,11 +32,11 @@ def free_port() -> int:
 
 
 def redis_reachable(url: str, timeout_s: float = 0.5) -> bool:
-    """True if a Redis answers PING at ``url``."""
+    """True if a Redis answers PING at ``url`` (plain or ``redis+sentinel://``)."""
+    from genqueue.producer.connections import sync_redis
+
     try:
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-        )
+        client = sync_redis(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
         try:
             return bool(client.ping())
         finally:
@@ -55,6 +56,7 @@ class LocalRedis:
         appendfsync: str = "always",
         data_dir: Path | None = None,
         binary: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         binary = binary or shutil.which("redis-server")
         if binary is None:
@@ -65,6 +67,8 @@ class LocalRedis:
         self.binary = binary
         self.port = port or free_port()
         self.appendfsync = appendfsync
+        #: More ``redis-server`` options (e.g. ``--replicaof 127.0.0.1 6380``).
+        self.extra_args = list(extra_args)
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="genqueue-redis-")
         self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -86,6 +90,7 @@ class LocalRedis:
             "--maxmemory-policy", "noeviction",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args,

@@ -6,25 +6,80 @@ scrubbed by a processor as a last line of defence (the code never logs them on p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
+from urllib.parse import quote, unquote, urlsplit
 
 import structlog
+
+from genqueue.producer.connections import is_sentinel_url, parse_sentinel_url
 
 LogFormat = Literal["auto", "json", "console"]
 
 _SECRET_KEYS = re.compile(r"(api_key|authorization|password|secret|token)", re.I)
-_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^@\s]+@")
+# Greedy up to the last "@" of the authority: a password may itself contain "@".
+_URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]*:)[^\s/?#]*@")
+_QUERY_PASSWORD = re.compile(
+    r"([?&;](?:password|passwd|pass|pwd|secret|token|auth)=)[^&;#\s'\"]*", re.I
+)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
+#: Secrets shorter than this are not searched for in text (a 3-letter test key would blank
+#: every word containing it); real keys and passwords are far longer.
+MIN_SECRET_CHARS = 6
+#: Every configured secret, blanked wherever it appears (see :func:`register_secrets`).
+_known: set[str] = set()
+
+
+def register_secrets(*values: str) -> None:
+    """Blank these exact values in every log line and CLI error from now on (this process)."""
+    _known.update(v for v in values if len(v) >= MIN_SECRET_CHARS)
+
+
+def secrets_in_env(env: Mapping[str, str]) -> list[str]:
+    """The secrets the environment configures: the upstream key, the webhook secret, the
+    gateway's API keys and any password in ``GENQUEUE_REDIS_URL``."""
+    found = [env.get("TOGETHER_API_KEY", ""), env.get("GENQUEUE_WEBHOOK_SECRET", "")]
+    found += [k.strip() for k in env.get("GENQUEUE_API_KEYS", "").split(",")]
+    url = env.get("GENQUEUE_REDIS_URL", "")
+    try:
+        parts = urlsplit(url)
+        found.append(parts.password or "")
+    except ValueError:
+        pass
+    if is_sentinel_url(url):  # redis+sentinel://[user:pw@]h1:26379,h2:26379/SERVICE/DB
+        with contextlib.suppress(ValueError):  # a malformed URL has nothing more to find
+            found.append(quote(parse_sentinel_url(url).password or "", safe=""))
+    for match in _QUERY_PASSWORD.finditer(url):
+        found.append(url[match.end(1) : match.end()])
+    return list(dict.fromkeys([unquote(v) for v in found if v] + [v for v in found if v]))
 
 
 def scrub(text: str) -> str:
-    """Remove URL passwords and bearer tokens from a string."""
-    return _BEARER.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    """Remove URL passwords (userinfo and ``?password=``), bearer tokens and every registered
+    secret from a string."""
+    text = _BEARER.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    text = _QUERY_PASSWORD.sub(r"\1***", text)
+    for secret in _known:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, BaseException):
+        return scrub(f"{type(value).__name__}: {value}")
+    if isinstance(value, Mapping):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    return value
 
 
 def _scrub_secrets(
@@ -33,8 +88,8 @@ def _scrub_secrets(
     for key, value in list(event_dict.items()):
         if _SECRET_KEYS.search(key) and value:
             event_dict[key] = "***"
-        elif isinstance(value, str):
-            event_dict[key] = scrub(value)
+        else:
+            event_dict[key] = _scrub_value(value)
     return event_dict
 
 
@@ -49,19 +104,23 @@ def configure_logging(level: str | None = None, fmt: LogFormat | None = None) ->
     if fmt not in ("auto", "json", "console"):
         fmt = "auto"
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    register_secrets(*secrets_in_env(os.environ))
+    # Tracebacks are rendered to text *before* the scrubber, so an exception's message (a
+    # redis-py error quoting a URL, say) is scrubbed like any other field.
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
         _scrub_secrets,
     ]
-    if as_json:
-        processors.append(structlog.processors.format_exc_info)
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -78,6 +137,7 @@ def configure_logging(level: str | None = None, fmt: LogFormat | None = None) ->
                 structlog.stdlib.add_logger_name,
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
                 _scrub_secrets,
             ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

@@ -39,6 +39,7 @@ UID = "genqueue"
 DATASOURCE_VARIABLE = "datasource"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${" + DATASOURCE_VARIABLE + "}")
 MODEL = 'model=~"$model"'
+TENANT = 'tenant=~"$tenant"'
 
 Kind = Literal["timeseries", "stat", "bargauge"]
 
@@ -281,6 +282,78 @@ ROWS: tuple[Row, ...] = (
                 "Spend by model in range",
                 "Upstream cost recorded during the range per model, in US dollars (exact).",
                 (Target(_in_range("genqueue_cost_usd_total", "model", MODEL), "{{model}}"),),
+                kind="bargauge",
+                unit="currencyUSD",
+                width=12,
+            ),
+        ),
+    ),
+    Row(
+        "Tenants",
+        (
+            PanelSpec(
+                "Waiting and in flight by tenant",
+                "Per tenant: requests waiting for an upstream slot (pending) and in flight "
+                "(submitting, queued, in progress).",
+                (
+                    Target(
+                        "sum by (tenant) ("
+                        + _cluster(
+                            "genqueue_tenant_requests",
+                            "tenant, status",
+                            TENANT + ', status="pending"',
+                        )
+                        + ")",
+                        "{{tenant}} waiting",
+                    ),
+                    Target(
+                        "sum by (tenant) ("
+                        + _cluster(
+                            "genqueue_tenant_requests",
+                            "tenant, status",
+                            TENANT + ', status=~"submitting|queued|in_progress"',
+                        )
+                        + ")",
+                        "{{tenant}} in flight",
+                    ),
+                ),
+                width=12,
+            ),
+            PanelSpec(
+                "Throughput by tenant",
+                "Requests finishing per second per tenant, by terminal status.",
+                (
+                    Target(
+                        _cluster_rate(
+                            "genqueue_tenant_requests_finished_total", "tenant, outcome", TENANT
+                        ),
+                        "{{tenant}} {{outcome}}",
+                    ),
+                ),
+                unit="reqps",
+                width=12,
+            ),
+            PanelSpec(
+                "Cost per hour by tenant",
+                "Upstream spend rate per tenant in US dollars per hour.",
+                (
+                    Target(
+                        _cluster_rate("genqueue_tenant_cost_usd_total", "tenant", TENANT)
+                        + " * 3600",
+                        "{{tenant}}",
+                    ),
+                ),
+                unit="currencyUSD",
+                width=12,
+            ),
+            PanelSpec(
+                "Spend by tenant in range",
+                "Upstream cost recorded during the range per tenant, in US dollars (exact).",
+                (
+                    Target(
+                        _in_range("genqueue_tenant_cost_usd_total", "tenant", TENANT), "{{tenant}}"
+                    ),
+                ),
                 kind="bargauge",
                 unit="currencyUSD",
                 width=12,
@@ -559,6 +632,18 @@ def build() -> dict[str, Any]:
             .label("Model")
             .datasource(DATASOURCE)
             .query("label_values(genqueue_requests_finished_total, model)")
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+            .current(model.VariableOption(selected=True, text="All", value="$__all"))
+        )
+        .with_variable(
+            dash.QueryVariable("tenant")
+            .label("Tenant")
+            .datasource(DATASOURCE)
+            .query("label_values(genqueue_tenant_requests, tenant)")
             .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(model.VariableSort.ALPHABETICAL_ASC)
             .multi(True)

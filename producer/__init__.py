@@ -7,6 +7,7 @@ from genqueue.producer.errors import (
     InvalidRequest,
     RequestNotFound,
     WaitTimeout,
+    WriteNotDurable,
 )
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView
@@ -27,4 +28,5 @@ __all__ = [
     "Settings",
     "Stats",
     "WaitTimeout",
+    "WriteNotDurable",
 ]

@@ -8,16 +8,18 @@ from typing import Any, Literal
 
 import redis.asyncio
 
+from genqueue.producer.connections import async_redis
 from genqueue.producer.contracts import Cancel
-from genqueue.producer.errors import RequestNotFound, WaitTimeout
-from genqueue.producer.keys import Tag
+from genqueue.producer.durability import AsyncDurableWriter, DurableReply, create_policy
+from genqueue.producer.errors import RequestNotFound, WaitTimeout, WriteNotDurable
+from genqueue.producer.keys import DEFAULT_TENANT, Tag
 from genqueue.producer.models import GenerationRequest
 from genqueue.producer.record import RequestView, read_full
-from genqueue.producer.replies import CancelReply
+from genqueue.producer.replies import CancelReply, CreateReply
 from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
-from genqueue.producer.submission import prepare
+from genqueue.producer.submission import created_id, prepare, visible_to
 from genqueue.producer.waiters import AsyncDoneListener
 
 CancelOutcome = Literal["cancelled", "requested", "already_finished"]
@@ -37,6 +39,15 @@ def cancel_outcome(reply: CancelReply, request_id: str) -> CancelOutcome:
     return "already_finished"
 
 
+def checked_create(out: DurableReply[CreateReply]) -> str:
+    """The created request's id; ``UnknownTenant`` if its tenant is not configured (nothing
+    was written), ``WriteNotDurable`` if its replica wait timed out."""
+    request_id = created_id(out.reply)
+    if not out.acknowledged:
+        raise WriteNotDurable(request_id, out.wait)
+    return request_id
+
+
 class AsyncClient:
     """What an asyncio backend uses to enqueue generations and hear back.
 
@@ -45,15 +56,24 @@ class AsyncClient:
     """
 
     def __init__(
-        self, settings: Settings | None = None, *, client: redis.asyncio.Redis | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        client: redis.asyncio.Redis | None = None,
+        tenant: str | None = None,
     ):
         self.settings = settings or Settings.from_env()
-        self._redis = client or redis.asyncio.Redis.from_url(
+        #: The tenant this client submits for and is scoped to (None: submits as
+        #: ``default`` and reads every tenant's requests: the producer is trusted). Each
+        #: call may name another with ``tenant=``.
+        self.tenant = tenant
+        self._redis = client or async_redis(
             self.settings.redis_url, decode_responses=True, socket_connect_timeout=5
         )
         self._owns_redis = client is None
         self._keys = self.settings.keys
         self._scripts = AsyncScripts(self._redis)
+        self._durable = AsyncDurableWriter(self._redis, create_policy(self.settings))
         self._listener = AsyncDoneListener(self._redis, self._keys)
 
     async def __aenter__(self) -> AsyncClient:
@@ -75,10 +95,14 @@ class AsyncClient:
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
         deadline_s: float | None = None,
+        tenant: str | None = None,
     ) -> str:
         """Validate and enqueue a request; return its id (the same id again for a known key).
 
-        Raises ``InvalidRequest`` (nothing written) for bad input.
+        Raises ``InvalidRequest`` (nothing written) for bad input, ``UnknownTenant`` for a
+        tenant that is not configured (``tenant``: else the client's, else ``default``),
+        ``WriteNotDurable`` when the deployment has replicas and none acknowledged the
+        creation in time.
         """
         sub = prepare(
             self.settings,
@@ -86,18 +110,22 @@ class AsyncClient:
             idempotency_key=idempotency_key,
             webhook_url=webhook_url,
             deadline_s=deadline_s,
+            tenant=tenant or self.tenant or DEFAULT_TENANT,
         )
-        request_id = (await self._scripts.run(sub.create)).request_id
-        return request_id
+        return checked_create(await self._durable.write(sub.create))
 
-    async def get(self, request_id: str) -> RequestView:
-        """The current record; raises ``RequestNotFound``."""
+    async def get(self, request_id: str, *, tenant: str | None = None) -> RequestView:
+        """The current record; raises ``RequestNotFound`` (also for another tenant's request
+        when scoped to ``tenant``, or to the client's own)."""
         raw = await read_full(self._redis, self._keys, request_id)
-        if not raw:
-            raise RequestNotFound(request_id)
-        return RequestView.from_hash(raw)
+        view = RequestView.from_hash(raw) if raw else None
+        if view is None or not visible_to(view, tenant or self.tenant):
+            raise RequestNotFound(request_id)  # not "forbidden": ids are not confirmed
+        return view
 
-    async def wait(self, request_id: str, timeout_s: float | None = None) -> RequestView:
+    async def wait(
+        self, request_id: str, timeout_s: float | None = None, *, tenant: str | None = None
+    ) -> RequestView:
         """Wait until the request is terminal (woken by pub/sub, re-read as a backstop).
 
         Raises ``WaitTimeout`` after ``timeout_s`` (None: no limit), ``RequestNotFound``.
@@ -111,7 +139,7 @@ class AsyncClient:
             )
             while True:
                 ev.clear()
-                view = await self.get(request_id)
+                view = await self.get(request_id, tenant=tenant)
                 if view.is_terminal:
                     return view
                 pause = self.settings.wait_recheck_s
@@ -126,12 +154,13 @@ class AsyncClient:
         finally:
             self._listener.unregister(request_id, ev)
 
-    async def cancel(self, request_id: str) -> CancelOutcome:
+    async def cancel(self, request_id: str, *, tenant: str | None = None) -> CancelOutcome:
         """Cancel: at once if pending or already created upstream, else at the next step."""
-        view = await self.get(request_id)
+        view = await self.get(request_id, tenant=tenant)
         c = Cancel(
             request_id=request_id,
             idempotency_key=view.idempotency_key,
+            tenant=view.tenant,
             tracking_limit_ms=ms(self.settings.tracking_limit_s),
         ).call(self.settings)
         return cancel_outcome(await self._scripts.run(c), request_id)
@@ -141,14 +170,15 @@ class AsyncClient:
         creates were paused."""
         return bool(await self._redis.delete(self._keys.pause))
 
-    async def stats(self) -> Stats:
-        """A snapshot of queue depth, in-flight counts and cluster totals."""
+    async def stats(self, *, tenant: str | None = None) -> Stats:
+        """A snapshot of queue depth, in-flight counts and totals: the cluster's, or one
+        tenant's own (``tenant``, else the client's own) counts and totals."""
         now = redis_time_ms(await self._redis.time())
         async with self._redis.pipeline(transaction=False) as pipe:
             for cmd in stats_commands(self._keys, now):
                 pipe.execute_command(*cmd)
             replies = await pipe.execute()
-        return parse_stats(replies, now)
+        return parse_stats(replies, now, tenant=tenant or self.tenant)
 
     @property
     def redis(self) -> redis.asyncio.Redis:

@@ -17,23 +17,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
+from genqueue.producer.keys import DEFAULT_TENANT
 from genqueue.producer.replies import (
     BeginPollReply,
     BeginSubmitReply,
     CancelReply,
     CreateReply,
     FinishReply,
+    SideAttemptReply,
     SideEffectReply,
     StepReply,
+    WebhookReplayReply,
     parse_begin_poll,
     parse_begin_submit,
     parse_cancel,
     parse_create,
     parse_finish,
     parse_poll_update,
+    parse_side_attempt,
     parse_side_effect,
     parse_submit_release,
     parse_submitted,
+    parse_track_extra,
+    parse_webhook_replay,
 )
 from genqueue.producer.scripts import ScriptCall, ScriptName, ms
 from genqueue.producer.settings import Settings
@@ -48,9 +54,15 @@ SIDE_EFFECT_RESULTS: Final = ("done", "retry", "dead")
 NO_LIMIT_US: tuple[int, int] = (0, 0)
 
 
-def common_keys(settings: Settings, request_id: str, idempotency_key: str | None) -> list[str]:
-    """KEYS 1..8 of every transition script (``K_REC`` .. ``K_SPEC`` in the Lua)."""
-    return settings.keys.script_keys(request_id, idempotency_key)
+def common_keys(
+    settings: Settings,
+    request_id: str,
+    idempotency_key: str | None,
+    tenant: str = DEFAULT_TENANT,
+) -> list[str]:
+    """KEYS 1..8 of every transition script (``K_REC`` .. ``K_SPEC`` in the Lua; the
+    idempotency mapping is the tenant's)."""
+    return settings.keys.script_keys(request_id, idempotency_key, tenant)
 
 
 def common_args(settings: Settings, request_id: str) -> list[str]:
@@ -90,7 +102,9 @@ def _build(
     )
     return ScriptCall(
         name,
-        common_keys(settings, base.request_id, base.idempotency_key) + list(keys) + arm_keys,
+        common_keys(settings, base.request_id, base.idempotency_key, base.tenant)
+        + list(keys)
+        + arm_keys,
         common_args(settings, base.request_id) + [_arg(a) for a in args] + arm_args,
         parse,
     )
@@ -100,17 +114,20 @@ def _build(
 class _Transition:
     """What every transition script is called with: the request, the idempotency key the
     record names (a script ending the request expires its mapping), and optionally the timer
-    step the caller expects the script to move to (enqueued by the script if it does)."""
+    step the caller expects the script to move to (enqueued by the script if it does).
+    ``tenant``: the record's (``keys.tenant_of``), which names its idempotency mapping."""
 
     request_id: str
     idempotency_key: str | None = None
+    tenant: str = DEFAULT_TENANT
     arm: Timer | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Create(_Transition):
     """``create``: write a new pending record (``fields``: initial record fields, empty ones
-    not stored; ``spec``: the encoded spec) unless the idempotency key names one."""
+    not stored, ``tenant`` among them for any tenant but ``default``; ``spec``: the encoded
+    spec) unless the idempotency key names one or the tenant is not configured."""
 
     fields: Mapping[str, str]
     deadline_ms: int
@@ -118,7 +135,8 @@ class Create(_Transition):
 
     def call(self, settings: Settings) -> ScriptCall[CreateReply]:
         args = (json.dumps(dict(self.fields)), self.deadline_ms, bool(self.idempotency_key))
-        return _build(settings, "create", self, parse_create, (*args, self.spec))
+        keys = (settings.keys.tenants, settings.keys.accepted_models)
+        return _build(settings, "create", self, parse_create, (*args, self.spec), keys)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +165,7 @@ class BeginSubmit(_Transition):
             self.cap_wait_ms,
             interval_us,
             tolerance_us,
+            ms(settings.unsubmitted_retention_s),
         )
         keys = (settings.keys.pause, *self.limit_keys)
         return _build(settings, "begin_submit", self, parse_begin_submit, args, keys)
@@ -189,8 +208,9 @@ class Submitted(_Transition):
             self.first_poll_delay_ms,
             self.tracking_limit_ms,
             self.tracking_poll_delay_ms,
+            settings.max_models,
         )
-        keys = (settings.keys.pause_streak,)
+        keys = (settings.keys.pause_streak, settings.keys.accepted_models)
         return _build(settings, "submitted", self, parse_submitted, args, keys)
 
 
@@ -213,6 +233,7 @@ class SubmitRelease(_Transition):
             self.retry_delay_ms,
             self.error,
             self.ambiguous_policy,
+            ms(settings.unsubmitted_retention_s),
         )
         return _build(settings, "submit_release", self, parse_submit_release, args)
 
@@ -258,6 +279,8 @@ class Finish(_Transition):
     upstream_started_at: float | None = None
     upstream_done_at: float | None = None
     owe_download: bool = False
+    #: The job completed but its cost was missing or unusable: recorded as unknown, not zero.
+    cost_unknown: bool = False
 
     def call(self, settings: Settings) -> ScriptCall[FinishReply]:
         args = (
@@ -270,6 +293,7 @@ class Finish(_Transition):
             _time(self.upstream_started_at),
             _time(self.upstream_done_at),
             self.owe_download,
+            self.cost_unknown,
         )
         return _build(settings, "finish", self, parse_finish, args)
 
@@ -281,13 +305,41 @@ class Cancel(_Transition):
     tracking_limit_ms: int
 
     def call(self, settings: Settings) -> ScriptCall[CancelReply]:
-        return _build(settings, "cancel", self, parse_cancel, (self.tracking_limit_ms,))
+        args = (self.tracking_limit_ms, ms(settings.unsubmitted_retention_s))
+        return _build(settings, "cancel", self, parse_cancel, args)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrackExtra(_Transition):
+    """``track_extra``: one check of superseded job ``upstream_id`` at timer step
+    ``expected_seq`` (``ended``: '' while it runs, else its end: completed, failed,
+    cancelled, or gone when the upstream no longer knows it)."""
+
+    expected_seq: int
+    upstream_id: str
+    ended: str
+    cost_micro_usd: int | None
+    next_delay_ms: int
+    tracking_limit_ms: int
+
+    def call(self, settings: Settings) -> ScriptCall[StepReply]:
+        args = (
+            self.expected_seq,
+            self.upstream_id,
+            self.ended,
+            "" if self.cost_micro_usd is None else self.cost_micro_usd,
+            self.next_delay_ms,
+            self.tracking_limit_ms,
+        )
+        return _build(settings, "track_extra", self, parse_track_extra, args)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SideEffect(_Transition):
     """``side_effect``: the ``result`` of one owed ``effect`` at side step ``expected_side_seq``
-    (``fields``: record fields to set; a dead webhook joins the dead letters)."""
+    (``fields``: record fields to set; a dead webhook joins the dead letters, which are then
+    trimmed to ``dead_max_age_ms`` and ``dead_max`` entries, each ``None``: not trimmed so).
+    The attempt itself was counted before it was made (``SideAttempt``)."""
 
     expected_side_seq: int
     #: ``SIDE_EFFECTS``: which effect.
@@ -296,6 +348,8 @@ class SideEffect(_Transition):
     result: str
     retry_delay_ms: int
     fields: Mapping[str, str] = field(default_factory=dict)
+    dead_max_age_ms: int | None = None
+    dead_max: int | None = None
 
     def call(self, settings: Settings) -> ScriptCall[SideEffectReply]:
         if self.effect not in SIDE_EFFECTS or self.result not in SIDE_EFFECT_RESULTS:
@@ -307,5 +361,33 @@ class SideEffect(_Transition):
             self.retry_delay_ms,
             json.dumps(dict(self.fields)),
             settings.keys.dead_letters,
+            "" if self.dead_max_age_ms is None else self.dead_max_age_ms,
+            "" if self.dead_max is None else self.dead_max,
         )
         return _build(settings, "side_effect", self, parse_side_effect, args)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SideAttempt(_Transition):
+    """``side_attempt``: count an attempt of the owed ``effect`` at side step
+    ``expected_side_seq`` before it is made (an attempt killed midway still counts)."""
+
+    expected_side_seq: int
+    #: ``SIDE_EFFECTS``: which effect.
+    effect: str
+
+    def call(self, settings: Settings) -> ScriptCall[SideAttemptReply]:
+        if self.effect not in SIDE_EFFECTS:
+            raise ValueError(f"side effect {self.effect!r}")
+        args = (self.expected_side_seq, self.effect)
+        return _build(settings, "side_attempt", self, parse_side_attempt, args)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookReplay(_Transition):
+    """``webhook_replay``: owe a dead-lettered webhook again (a fresh retry window, the same
+    webhook-id) and take it off the dead letters."""
+
+    def call(self, settings: Settings) -> ScriptCall[WebhookReplayReply]:
+        args = (settings.keys.dead_letters,)
+        return _build(settings, "webhook_replay", self, parse_webhook_replay, args)

@@ -44,3 +44,14 @@ class WaitTimeout(GenqueueError, TimeoutError):
         self.request_id = request_id
         self.status = status
         super().__init__(f"request {request_id} still {status} after {timeout_s:g} s")
+
+
+class WriteNotDurable(GenqueueError):
+    """The request was created on the primary, but no replica acknowledged it within
+    ``durable_create_timeout_s``: a failover now could lose it. Submitting again with the same
+    idempotency key is safe (it returns this id if the record survived)."""
+
+    def __init__(self, request_id: str, wait: str) -> None:
+        self.request_id = request_id
+        self.wait = wait
+        super().__init__(f"request {request_id} created but not acknowledged by {wait}")

@@ -22,7 +22,15 @@ TERMINAL: Final[tuple[str, ...]] = ("completed", "failed", "cancelled", "expired
 ALL_STATUSES: Final[tuple[str, ...]] = NON_TERMINAL + TERMINAL
 #: Fields of the counts hash that hold an upstream slot: their sum is what the in-flight cap
 #: limits (``tracking``: a cancelled or expired request whose billed job is still watched).
-HOLDING_SLOT: Final[tuple[str, ...]] = ("submitting", "queued", "in_progress", "tracking")
+#: ``superseded``: upstream jobs created by an attempt whose answer came after another attempt
+#: went out, until they are seen to end (``lua/track_extra.lua``).
+HOLDING_SLOT: Final[tuple[str, ...]] = (
+    "submitting",
+    "queued",
+    "in_progress",
+    "tracking",
+    "superseded",
+)
 
 
 class Tag(StrEnum):
@@ -47,8 +55,14 @@ class Tag(StrEnum):
     FAILED = "FAILED"
     ABANDONED = "ABANDONED"
     DONE = "DONE"
+    #: ``webhook_replay``: the webhook is not dead-lettered (delivered or still pending).
+    NOT_DEAD = "NOT_DEAD"
     STALE = "STALE"
     MISSING = "MISSING"
+    #: ``create``: the request names a tenant that is not configured (nothing written).
+    NO_TENANT = "NO_TENANT"
+    #: ``tenant_delete``: the tenant still has requests in flight.
+    BUSY = "BUSY"
 
 
 TimerKind = Literal["submit", "poll"]
@@ -70,6 +84,24 @@ WAKE_AT_SUFFIX: Final = ":wake:at"
 
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
+
+#: The tenant of every request that names none, and of every record written before tenants
+#: existed (those records have no ``tenant`` field).
+DEFAULT_TENANT: Final = "default"
+#: First part of a tenant's own fields in the counts and totals hashes:
+#: ``t|{tenant}|{field}`` beside the cluster-wide ``{field}`` (``default`` has none: its
+#: figures are the cluster's minus every other tenant's, exact for records of any version).
+TENANT_FIELD_PREFIX: Final = "t"
+
+
+def tenant_field(tenant: str, name: str) -> str:
+    """A tenant's own field of the counts or totals hash."""
+    return f"{TENANT_FIELD_PREFIX}{TOTALS_SEP}{tenant}{TOTALS_SEP}{name}"
+
+
+def tenant_of(raw: dict[str, str]) -> str:
+    """The tenant a record belongs to (no field: written before tenants, or ``default``)."""
+    return raw.get(Field.TENANT) or DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +138,24 @@ class Keys:
         default, would turn the whole hash into a hashtable, about 2.3 times the size)."""
         return f"{self.prefix}:spec:{request_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idem:{key}"
+    def idempotency(self, key: str, tenant: str = DEFAULT_TENANT) -> str:
+        """String: the request id an idempotency key names, per tenant. ``default``'s name is
+        the one used before tenants existed (mappings in flight across an upgrade keep
+        working); a tenant name never contains ":", so ``idem@{tenant}:`` cannot collide."""
+        if tenant == DEFAULT_TENANT:
+            return f"{self.prefix}:idem:{key}"
+        return f"{self.prefix}:idem@{tenant}:{key}"
+
+    @property
+    def tenants(self) -> str:
+        """Hash: tenant name -> its settings (JSON, ``producer/tenants.py``)."""
+        return f"{self.prefix}:tenants"
+
+    @property
+    def api_keys(self) -> str:
+        """Hash: SHA-256 (hex) of an API key -> the key's owner (JSON, ``producer/api_keys.py``);
+        a key is never stored in clear."""
+        return f"{self.prefix}:apikeys"
 
     def done_channel(self, request_id: str) -> str:
         return f"{self.prefix}:done:{request_id}"
@@ -170,8 +218,10 @@ class Keys:
 
     def durations(self, model: str, kind: str) -> str:
         """List: a sample of one model's recent upstream durations (seconds), ``total``
-        (created to done) or ``generation`` (started to done); ``kind="count"``: a counter of
-        the completions offered to the sample (see ``worker/durations.py``)."""
+        (created to done) or ``generation`` (observed start to done); ``recent_total`` /
+        ``recent_generation``: the last few of them, newest first; ``offset``: recent upper
+        bounds of Redis' clock minus the upstream's; ``kind="count"``: a counter of the
+        completions offered to the sample (see ``worker/durations.py``)."""
         return f"{self.prefix}:durations:{kind}:{model}"
 
     @property
@@ -189,6 +239,12 @@ class Keys:
         return f"{self.prefix}:ratelimit:{identity}:turn"
 
     @property
+    def accepted_models(self) -> str:
+        """Set: models the upstream has accepted (bounded by ``Settings.max_models``); a
+        request for any other is counted under ``other`` in the totals."""
+        return f"{self.prefix}:models"
+
+    @property
     def pause_streak(self) -> str:
         """Counter of creates in a row that failed like an outage, across all workers (a
         streak long enough pauses creates; any answer from the upstream ends it)."""
@@ -199,9 +255,15 @@ class Keys:
         """The arq queue (a sorted set of job ids scored by run time)."""
         return f"{self.prefix}:queue"
 
-    def script_keys(self, request_id: str, idempotency_key: str | None) -> list[str]:
+    def script_keys(
+        self, request_id: str, idempotency_key: str | None, tenant: str = DEFAULT_TENANT
+    ) -> list[str]:
         """The KEYS every transition script takes, in this order."""
-        idem = self.idempotency(idempotency_key) if idempotency_key else self.record(request_id)
+        idem = (
+            self.idempotency(idempotency_key, tenant)
+            if idempotency_key
+            else self.record(request_id)
+        )
         return [
             self.record(request_id),
             self.inflight,
@@ -222,6 +284,9 @@ class Field:
     ID: Final = "id"
     STATUS: Final = "status"
     MODEL: Final = "model"
+    #: The tenant owning the request; absent for ``default`` (and in records written before
+    #: tenants existed, which are ``default``'s): ``tenant_of`` reads it.
+    TENANT: Final = "tenant"
     #: Spec fields: kept in the spec key since schema 2 (in the record hash in schema 1).
     REQUEST: Final = "request"
     METADATA: Final = "metadata"
@@ -246,6 +311,12 @@ class Field:
     UPSTREAM_CREATED_AT: Final = "upstream_created_at"
     UPSTREAM_STARTED_AT: Final = "upstream_started_at"
     UPSTREAM_DONE_AT: Final = "upstream_done_at"
+    #: Redis ms of the last check that saw the upstream job ``queued`` (generation started
+    #: after it).
+    SEEN_QUEUED_AT_MS: Final = "seen_queued_at_ms"
+    #: Redis ms of the first check that saw the upstream job ``in_progress`` (generation
+    #: started before it).
+    SEEN_STARTED_BY_MS: Final = "seen_started_by_ms"
     POLLS: Final = "polls"
     #: "1" while a check the rate limit refused holds a turn (it then goes before new checks).
     CALL_TURN: Final = "call_turn"
@@ -253,7 +324,19 @@ class Field:
     #: 404s in a row (answers that found the job reset it; other errors leave it alone).
     NOT_FOUND_STREAK: Final = "not_found_streak"
     CANCEL_REQUESTED: Final = "cancel_requested"
+    #: "1" while a cancelled or expired request's own job is tracked; "extra" while only its
+    #: superseded jobs (``EXTRA_IDS``) are.
     TRACKING: Final = "tracking"
+    #: JSON list of superseded upstream ids not yet seen to end (``UPSTREAM_IDS`` keeps all).
+    EXTRA_IDS: Final = "extra_ids"
+    #: Cost of the superseded jobs that ended (micro-USD), beside the request's own.
+    SUPERSEDED_COST_MICRO_USD: Final = "superseded_cost_micro_usd"
+    #: Attempts that may have created an upstream job genqueue will never learn of.
+    POSSIBLY_BILLED: Final = "possibly_billed"
+    #: "1" when the job completed but its cost was missing or unusable (never read as zero).
+    COST_UNKNOWN: Final = "cost_unknown"
+    #: "1" while the request's model is not one the upstream has accepted (counted as other).
+    MODEL_UNVERIFIED: Final = "model_unverified"
     TRACKING_UNTIL_MS: Final = "tracking_until_ms"
     COST_MICRO_USD: Final = "cost_micro_usd"
     VIDEO_URL: Final = "video_url"
@@ -267,6 +350,10 @@ class Field:
     WEBHOOK_ATTEMPTS: Final = "webhook_attempts"
     WEBHOOK_DELIVERED_AT_MS: Final = "webhook_delivered_at_ms"
     WEBHOOK_ERROR: Final = "webhook_error"
+    #: HTTP status of the last webhook answer ("" when none came: refused, timeout, error).
+    WEBHOOK_LAST_STATUS: Final = "webhook_last_status"
+    #: When an operator replayed a dead webhook (its retry window restarts then).
+    WEBHOOK_REPLAYED_AT_MS: Final = "webhook_replayed_at_ms"
     DOWNLOAD_STATE: Final = "download_state"
     DOWNLOAD_ATTEMPTS: Final = "download_attempts"
     DOWNLOAD_PATH: Final = "download_path"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+import math
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -12,16 +13,29 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from genqueue.producer.addresses import Network, url_refusal
 from genqueue.producer.errors import FieldError, InvalidRequest
 
-MAX_PROMPT_CHARS = 8_000
+MAX_PROMPT_CHARS = 32_000
+"""Together's own limit on ``prompt`` (``CreateVideoBody``: 1-32,000 characters)."""
 MAX_MEDIA_JSON_BYTES = 64 * 1024
+MAX_EXTRA_BODY_JSON_BYTES = 16 * 1024
+"""``extra_body`` is for a field or two the spec does not know yet, not for payloads."""
 MAX_METADATA_ENTRIES = 16
 MAX_WEBHOOK_URL_CHARS = 2_048
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 MAX_MEDIA_DEPTH = 32
+
+#: Error type of a request with neither prompt nor media (reported on the ``prompt`` field).
+PROMPT_OR_MEDIA = "prompt_or_media"
+
+#: Options genqueue keeps beside a request: never sent upstream, so never allowed in
+#: ``extra_body`` (a misplaced one would silently reach Together instead of being refused).
+GENQUEUE_OPTIONS = frozenset({"metadata", "webhook_url", "deadline_s", "idempotency_key"})
 
 
 def _depth(value: object, limit: int) -> int:
@@ -32,6 +46,19 @@ def _depth(value: object, limit: int) -> int:
     return 1 + max((_depth(v, limit - 1) for v in items), default=0)
 
 
+def _bounded_json(value: object, max_bytes: int) -> None:
+    """Raise ValueError unless ``value`` is plain JSON, nested at most ``MAX_MEDIA_DEPTH``
+    levels, of at most ``max_bytes``."""
+    if _depth(value, MAX_MEDIA_DEPTH) > MAX_MEDIA_DEPTH:
+        raise ValueError(f"must be nested at most {MAX_MEDIA_DEPTH} levels deep")
+    try:
+        size = len(json.dumps(value, allow_nan=False).encode())
+    except (TypeError, ValueError, RecursionError):
+        raise ValueError("must be plain JSON") from None
+    if size > max_bytes:
+        raise ValueError(f"must be at most {max_bytes} bytes of JSON")
+
+
 ModelId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:+-]*$"),
@@ -40,40 +67,112 @@ MetadataKey = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 MetadataValue = Annotated[str, StringConstraints(max_length=256)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_WEBHOOK_URL_CHARS)]
+
+
+class _SpecObject(BaseModel):
+    """A nested object of Together's spec: its known fields typed, later additions kept.
+
+    The spec leaves these objects open (no ``additionalProperties: false``) and which media
+    fields a model accepts depends on the model, so unknown keys pass through unchanged.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class FrameImage(_SpecObject):
+    """``VideoFrameImageInput``: an image pinned to a frame (a number, ``first`` or ``last``)."""
+
+    input_image: Url
+    frame: int | float | str | None = None
+
+    @field_validator("frame", mode="before")
+    @classmethod
+    def _frame_number_or_end(cls, v: object) -> object:
+        if v is None or v in ("first", "last"):
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ValueError("must be a frame number, 'first' or 'last'")
+        return v
+
+
+class VideoRef(_SpecObject):
+    """``VideoRef``: ``{"video": url}``."""
+
+    video: Url
+
+
+class AudioRef(_SpecObject):
+    """``AudioRef``: ``{"audio": url}``."""
+
+    audio: Url
+
+
+class VideoMedia(_SpecObject):
+    """``VideoMedia``: the media inputs; which ones a model accepts depends on the model."""
+
+    frame_images: list[FrameImage] | None = None
+    frame_videos: list[VideoRef] | None = None
+    reference_images: list[Url] | None = None
+    reference_videos: list[VideoRef] | None = None
+    source_video: Url | VideoRef | None = None
+    audio_inputs: list[Url | AudioRef] | None = None
 
 
 class GenerationRequest(BaseModel):
-    """A video generation: the upstream's create fields plus ``metadata`` tags kept by genqueue.
+    """A video generation: every field of Together's ``CreateVideoBody`` with the spec's
+    constraints, ``extra_body`` for fields the spec does not know yet, and ``metadata`` tags
+    kept by genqueue.
 
-    Unknown fields are refused (a typo must not silently become a default video).
+    Unknown top-level fields are refused (a typo must not silently become a default video, nor
+    a misspelt genqueue option reach Together); new upstream fields go in ``extra_body``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
 
     model: ModelId
-    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS)] | None = (
+        None
+    )
     negative_prompt: Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)] | None = None
-    width: Annotated[int, Field(ge=64, le=4096)] | None = None
-    height: Annotated[int, Field(ge=64, le=4096)] | None = None
+    width: Annotated[int, Field(ge=1, le=16_384)] | None = None
+    height: Annotated[int, Field(ge=1, le=16_384)] | None = None
     seconds: str | None = None
-    fps: Annotated[int, Field(ge=1, le=120)] | None = None
-    steps: Annotated[int, Field(ge=1, le=500)] | None = None
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = None
+    fps: Annotated[int, Field(ge=1, le=240)] | None = None
+    steps: Annotated[int, Field(ge=10, le=50)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None
+    # The spec types it integer, yet recommends 6.0-10.0: floats are accepted (tests/contract).
     guidance_scale: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
     output_format: Literal["MP4", "WEBM"] | None = None
-    output_quality: Annotated[int, Field(ge=1, le=100)] | None = None
-    ratio: Annotated[str, StringConstraints(pattern=r"^\d{1,3}:\d{1,3}$")] | None = None
-    resolution: Annotated[str, StringConstraints(min_length=1, max_length=16)] | None = None
+    output_quality: Annotated[int, Field(ge=0, le=100)] | None = None
+    ratio: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    resolution: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
     generate_audio: bool | None = None
-    media: dict[str, Any] | None = None
+    media: VideoMedia | None = None
+    frame_images: list[FrameImage] | None = Field(
+        default=None,
+        description="Deprecated: use media.frame_images (still accepted and passed on).",
+        json_schema_extra={"deprecated": True},
+    )
+    reference_images: list[Url] | None = Field(
+        default=None,
+        description="Deprecated: use media.reference_images (still accepted and passed on).",
+        json_schema_extra={"deprecated": True},
+    )
+    extra_body: dict[str, Any] | None = Field(
+        default=None,
+        description="Fields Together's spec does not know yet, merged into the upstream "
+        f"create body unchanged (plain JSON, at most {MAX_EXTRA_BODY_JSON_BYTES} bytes; "
+        "known fields and genqueue options are refused here).",
+    )
     metadata: Annotated[
         dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_ENTRIES)
     ] = Field(default_factory=dict)
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_not_blank(cls, v: str) -> str:
-        if not v.strip():
+    def _prompt_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
             raise ValueError("must not be blank")
         return v
 
@@ -94,23 +193,46 @@ class GenerationRequest(BaseModel):
                 raise ValueError("must be between 0 and 600 seconds")
         return v
 
-    @field_validator("media")
+    @field_validator("media", mode="before")
     @classmethod
-    def _media_bounded(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _media_bounded(cls, v: object) -> object:
         if v is not None:
-            if _depth(v, MAX_MEDIA_DEPTH) > MAX_MEDIA_DEPTH:
-                raise ValueError(f"must be nested at most {MAX_MEDIA_DEPTH} levels deep")
-            try:
-                size = len(json.dumps(v, allow_nan=False).encode())
-            except (TypeError, ValueError, RecursionError):
-                raise ValueError("must be plain JSON") from None
-            if size > MAX_MEDIA_JSON_BYTES:
-                raise ValueError(f"must be at most {MAX_MEDIA_JSON_BYTES} bytes of JSON")
+            if not isinstance(v, dict):
+                raise ValueError("must be an object")
+            _bounded_json(v, MAX_MEDIA_JSON_BYTES)
         return v
 
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body_unknown_fields_only(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        _bounded_json(v, MAX_EXTRA_BODY_JSON_BYTES)
+        known = sorted(k for k in v if k in cls.model_fields and k not in GENQUEUE_OPTIONS)
+        if known:
+            raise ValueError(f"{', '.join(known)}: a known field, give it as a field")
+        options = sorted(k for k in v if k in GENQUEUE_OPTIONS)
+        if options:
+            raise ValueError(f"{', '.join(options)}: a genqueue option, never sent upstream")
+        return v
+
+    @model_validator(mode="after")
+    def _prompt_or_media(self) -> Self:
+        # The spec makes prompt optional (an image-to-video model may take only images), but a
+        # request with neither text nor media describes no video at all.
+        if self.prompt is None and not (self.media or self.frame_images or self.reference_images):
+            raise PydanticCustomError(
+                PROMPT_OR_MEDIA, "needs a prompt or media (e.g. media.frame_images)"
+            )
+        return self
+
     def upstream_body(self) -> dict[str, Any]:
-        """The JSON body of the upstream's create call (genqueue's own fields left out)."""
-        return self.model_dump(exclude_none=True, exclude={"metadata"})
+        """The JSON body of the upstream's create call: the set fields, then ``extra_body``
+        merged in unchanged (genqueue's own fields left out)."""
+        body = self.model_dump(exclude_none=True, exclude={"metadata", "extra_body"})
+        if self.extra_body:
+            body.update(self.extra_body)
+        return body
 
 
 def _field_errors(exc: ValidationError) -> list[FieldError]:
@@ -120,6 +242,8 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif err["type"] == PROMPT_OR_MEDIA:
+            path = "prompt"
         out.append(FieldError(path, msg))
     return out
 
@@ -148,8 +272,14 @@ def validate_options(
     webhook_url: str | None,
     deadline_s: float | None,
     max_deadline_s: float,
+    allow_nets: tuple[Network, ...] = (),
 ) -> None:
-    """Check the options that travel beside a request; raise :class:`InvalidRequest`."""
+    """Check the options that travel beside a request; raise :class:`InvalidRequest`.
+
+    A webhook URL is refused here for what needs no lookup (scheme, credentials, an
+    internal address in any spelling; see ``producer/addresses.py``); workers check the
+    resolved addresses again at delivery.
+    """
     errors: list[FieldError] = []
     if idempotency_key is not None and (
         not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS
@@ -163,15 +293,13 @@ def validate_options(
             )
         )
     if webhook_url is not None:
-        from urllib.parse import urlsplit
-
-        try:
-            parts = urlsplit(webhook_url)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            ok = False
-        if not ok or len(webhook_url) > MAX_WEBHOOK_URL_CHARS:
-            errors.append(FieldError("webhook_url", "must be an http(s) URL with a host"))
+        why = (
+            f"must be at most {MAX_WEBHOOK_URL_CHARS} characters"
+            if len(webhook_url) > MAX_WEBHOOK_URL_CHARS
+            else url_refusal(webhook_url, allow_nets)
+        )
+        if why:
+            errors.append(FieldError("webhook_url", why))
     if deadline_s is not None and not (0 < deadline_s <= max_deadline_s):
         errors.append(FieldError("deadline_s", f"must be > 0 and <= {max_deadline_s:g} seconds"))
     if errors:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import redis
 import redis.asyncio
 
-from genqueue.producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys
+from genqueue.producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys, tenant_of
 
 
 def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: str | None) -> str:
@@ -20,7 +20,21 @@ def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: 
         spec[Field.METADATA] = metadata
     if webhook_url:
         spec[Field.WEBHOOK_URL] = webhook_url
-    return json.dumps(spec, separators=(",", ":"))
+    # UTF-8 as it is: escaped, an emoji would take 12 bytes of Redis instead of 4.
+    return json.dumps(spec, separators=(",", ":"), ensure_ascii=False)
+
+
+#: The totals' and metrics' name for every model the upstream has not accepted (a bound on
+#: their labels: any string matching the model pattern could otherwise become one).
+OTHER_MODEL: Final = "other"
+
+
+def model_label(raw: dict[str, str]) -> str:
+    """The model a record is counted under: its own once the upstream accepted the model
+    (as ``model_label`` in ``lua/_transition.lua``), else ``other``."""
+    if raw.get(Field.MODEL_UNVERIFIED) == "1":
+        return OTHER_MODEL
+    return raw.get(Field.MODEL) or OTHER_MODEL
 
 
 def with_id(request_id: str, raw: dict[str, str]) -> dict[str, str]:
@@ -104,6 +118,8 @@ class RequestView:
     id: str
     status: str
     model: str
+    #: The owner (``default`` for records that name none, e.g. written before tenants).
+    tenant: str
     upstream_id: str | None
     upstream_ids: list[str]
     upstream_status: str | None
@@ -127,6 +143,14 @@ class RequestView:
     idempotency_key: str | None
     request: dict[str, Any]
     schema_version: int
+    #: Cost of superseded upstream jobs of this request that ended (micro-USD), if any.
+    superseded_cost_micro_usd: int | None = None
+    #: Superseded upstream ids not yet seen to end (still checked).
+    superseded_pending: tuple[str, ...] = ()
+    #: Attempts that may have created an upstream job nothing can find (possibly billed).
+    possibly_billed: int = 0
+    #: The job completed but its cost was missing or unusable: unknown, not zero.
+    cost_unknown: bool = False
 
     @property
     def is_terminal(self) -> bool:
@@ -172,6 +196,7 @@ class RequestView:
             id=raw[Field.ID],
             status=raw[Field.STATUS],
             model=raw.get(Field.MODEL, ""),
+            tenant=tenant_of(raw),
             upstream_id=raw.get(Field.UPSTREAM_ID) or None,
             upstream_ids=_upstream_ids(raw),
             upstream_status=raw.get(Field.UPSTREAM_STATUS) or None,
@@ -182,7 +207,7 @@ class RequestView:
             attempts=_int(raw, Field.SUBMIT_SEQ) or 0,
             ambiguous_submits=_int(raw, Field.AMBIGUOUS_SUBMITS) or 0,
             cancel_requested=raw.get(Field.CANCEL_REQUESTED) == "1",
-            tracking=raw.get(Field.TRACKING) == "1",
+            tracking=raw.get(Field.TRACKING) in ("1", "extra"),
             enqueued_at=_ms_to_s(_int(raw, Field.ENQUEUED_AT_MS)),
             submitted_at=_ms_to_s(_int(raw, Field.SUBMITTED_AT_MS)),
             finished_at=_ms_to_s(_int(raw, Field.FINISHED_AT_MS)),
@@ -195,6 +220,10 @@ class RequestView:
             idempotency_key=raw.get(Field.IDEMPOTENCY_KEY) or None,
             request=json.loads(raw.get(Field.REQUEST) or "{}"),
             schema_version=_int(raw, Field.VERSION) or SCHEMA_VERSION,
+            superseded_cost_micro_usd=_int(raw, Field.SUPERSEDED_COST_MICRO_USD),
+            superseded_pending=tuple(json.loads(raw.get(Field.EXTRA_IDS) or "[]")),
+            possibly_billed=_int(raw, Field.POSSIBLY_BILLED) or 0,
+            cost_unknown=raw.get(Field.COST_UNKNOWN) == "1",
         )
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -35,12 +35,14 @@ def _step(raw: list[str]) -> NextStep:
     return NextStep(int(raw[1]), int(raw[2]))
 
 
-CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS})
+CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS, Tag.NO_TENANT})
 
 
 @dataclass(frozen=True, slots=True)
 class CreateReply:
-    """``CREATED`` a new record, or ``EXISTS``: ``request_id`` names the one already there."""
+    """``CREATED`` a new record, or ``EXISTS``: ``request_id`` names the one already there;
+    ``NO_TENANT``: the request's tenant is not configured (``request_id``: that tenant's name),
+    nothing written."""
 
     tag: Tag
     request_id: str
@@ -145,6 +147,13 @@ def parse_poll_update(raw: list[str]) -> StepReply:
     return _parse_step("poll_update", raw, POLL_UPDATE_TAGS, Tag.OK)
 
 
+TRACK_EXTRA_TAGS: Final = STEP_TAGS | {Tag.ABANDONED, Tag.DONE}
+
+
+def parse_track_extra(raw: list[str]) -> StepReply:
+    return _parse_step("track_extra", raw, TRACK_EXTRA_TAGS, Tag.OK)
+
+
 FINISH_TAGS: Final = frozenset({Tag.OK, Tag.STALE, Tag.MISSING})
 
 
@@ -204,6 +213,45 @@ def parse_side_effect(raw: list[str]) -> SideEffectReply:
     )
 
 
+SIDE_ATTEMPT_TAGS: Final = frozenset({Tag.OK, Tag.STALE, Tag.MISSING})
+
+
+@dataclass(frozen=True, slots=True)
+class SideAttemptReply:
+    """``OK``: the attempt about to be made is counted, ``attempts`` with it; or ``STALE``
+    (the side step moved on, or the effect is no longer pending) / ``MISSING``."""
+
+    tag: Tag
+    attempts: int = 0
+
+
+def parse_side_attempt(raw: list[str]) -> SideAttemptReply:
+    tag = _tag("side_attempt", raw, SIDE_ATTEMPT_TAGS)
+    return SideAttemptReply(tag, int(raw[1])) if tag is Tag.OK else SideAttemptReply(tag)
+
+
+WEBHOOK_REPLAY_TAGS: Final = frozenset({Tag.OK, Tag.NOT_DEAD, Tag.MISSING})
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReplayReply:
+    """``OK``: the webhook is owed again as side step ``side_seq``; ``NOT_DEAD``: it is not
+    dead-lettered (its ``webhook_state``); or ``MISSING``."""
+
+    tag: Tag
+    side_seq: int = 0
+    state: str = ""
+
+
+def parse_webhook_replay(raw: list[str]) -> WebhookReplayReply:
+    tag = _tag("webhook_replay", raw, WEBHOOK_REPLAY_TAGS)
+    if tag is Tag.OK:
+        return WebhookReplayReply(tag, side_seq=int(raw[1]))
+    if tag is Tag.NOT_DEAD:
+        return WebhookReplayReply(tag, state=raw[1] if len(raw) > 1 else "")
+    return WebhookReplayReply(tag)
+
+
 #: Every script's tags, by script name (checked against the Lua by a test).
 TAGS_BY_SCRIPT: Final[dict[str, frozenset[Tag]]] = {
     "create": CREATE_TAGS,
@@ -215,4 +263,7 @@ TAGS_BY_SCRIPT: Final[dict[str, frozenset[Tag]]] = {
     "finish": FINISH_TAGS,
     "cancel": CANCEL_TAGS,
     "side_effect": SIDE_EFFECT_TAGS,
+    "side_attempt": SIDE_ATTEMPT_TAGS,
+    "webhook_replay": WEBHOOK_REPLAY_TAGS,
+    "track_extra": TRACK_EXTRA_TAGS,
 }

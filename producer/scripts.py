@@ -9,7 +9,7 @@ never repeats a definition the Python owns. What each script takes and answers i
 type per script).
 
 redis-py ``Script`` objects send ``EVALSHA`` and reload on ``NOSCRIPT``, so a Redis restart
-(which forgets ``SCRIPT LOAD``) heals itself (DESIGN.md rule 6).
+(which forgets ``SCRIPT LOAD``) heals itself (architecture rule 6).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from genqueue.producer.keys import (
     HOLDING_SLOT,
     INLINE_ARM_MARKER,
     NON_TERMINAL,
+    TENANT_FIELD_PREFIX,
     TOTALS_SEP,
     WAKE_AT_SUFFIX,
     WAKE_SUFFIX,
@@ -43,6 +44,9 @@ ScriptName = Literal[
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
+    "track_extra",
 ]
 #: The transition scripts (the ones that change a record); registered by ``AsyncScripts``.
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
@@ -55,6 +59,9 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "finish",
     "cancel",
     "side_effect",
+    "side_attempt",
+    "webhook_replay",
+    "track_extra",
 )
 #: The other scripts, each registered by the one module that runs it.
 OTHER_SCRIPT_NAMES: tuple[str, ...] = (
@@ -63,6 +70,7 @@ OTHER_SCRIPT_NAMES: tuple[str, ...] = (
     "record_duration",
     "pause",
     "pause_streak",
+    "tenant_delete",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"[ \t]*$', re.MULTILINE)
@@ -83,6 +91,7 @@ def constants_lua() -> str:
         f"local NON_TERMINAL = {{{non_terminal}}}\n"
         f"local HOLDING_SLOT = {{{holding}}}\n"
         f"local SEP = {_lua_str(TOTALS_SEP)}\n"
+        f"local TENANT_FIELD_PREFIX = {_lua_str(TENANT_FIELD_PREFIX)}\n"
         f"local INLINE_ARM_MARKER = {_lua_str(INLINE_ARM_MARKER)}\n"
         f"local WAKE_SUFFIX = {_lua_str(WAKE_SUFFIX)}\n"
         f"local WAKE_AT_SUFFIX = {_lua_str(WAKE_AT_SUFFIX)}\n"
@@ -166,15 +175,3 @@ class SyncScripts:
 
     def run(self, c: ScriptCall[R]) -> R:
         return c.parse(decode_reply(self._scripts[c.name](keys=c.keys, args=c.args)))
-
-
-async def run_with(
-    client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall[R], *command: str | int
-) -> tuple[R, Any]:
-    """Run a script and then ``command`` on the same connection (``WAIT``/``WAITAOF`` only
-    count the writes of their own connection)."""
-    async with client.pipeline(transaction=False) as pipe:
-        await scripts.queue(pipe, c)
-        pipe.execute_command(*command)
-        reply, extra = await pipe.execute()
-    return c.parse(decode_reply(reply)), extra

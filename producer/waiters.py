@@ -1,6 +1,6 @@
 """Wake-ups for ``wait()``: one shared pattern subscription per client, many waiters.
 
-The order that loses no wake-up (DESIGN.md rule 8): subscribe, *then* read the record, then
+The order that loses no wake-up (architecture rule 8): subscribe, *then* read the record, then
 wait — with a periodic re-read as a backstop for a message lost while reconnecting.
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,7 +16,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from genqueue.simulator.config import FaultPolicy, SimConfig
-from genqueue.simulator.faults import Abandoned, FaultInjector, FaultProfile
+from genqueue.simulator.faults import (
+    NOMINAL_RATE_LIMIT,
+    Abandoned,
+    FaultInjector,
+    FaultProfile,
+    rate_limit_headers,
+)
 from genqueue.simulator.lifecycle import Clock, SimJob, Simulator
 from genqueue.simulator.shapes import error_body, legacy_job, sdk_job, user_id_for, video_bytes
 
@@ -24,6 +32,7 @@ CREATE = "POST /v2/videos"
 RETRIEVE = "GET /v2/videos/{id}"
 LEGACY_STATUS = "GET /v2/videos/status"
 FILES = "GET /_sim/files/{id}.mp4"
+SHORT_LINK = "GET /shrt/{id}"
 
 _INT_FIELDS = ("width", "height", "fps", "steps", "output_quality", "seed")
 _STR_FIELDS = ("prompt", "negative_prompt", "ratio", "resolution")
@@ -86,13 +95,21 @@ def _api(endpoint: str, handler: Handler, *, auth: bool = True) -> Handler:
         # What the client saw: nothing at all when it went away before the answer.
         label = response.label if isinstance(response, Abandoned) else response.status_code
         sim.count_request(endpoint, label)
+        if endpoint in (CREATE, RETRIEVE, LEGACY_STATUS) and not isinstance(response, Abandoned):
+            # Together sends these on every answer; a real limit (fault profile) set its own.
+            nominal = rate_limit_headers(str(NOMINAL_RATE_LIMIT), NOMINAL_RATE_LIMIT - 1, 0.0)
+            for name, value in nominal.items():
+                response.headers.setdefault(name, value)
         return response
 
     return route
 
 
 def _validate(body: Mapping[str, Any]) -> Response | None:
-    """Light type checks like a real API's; unknown fields are ignored."""
+    """Type and range checks of ``CreateVideoBody``; unknown fields are ignored."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str) and not 1 <= len(prompt) <= 32_000:
+        return _invalid("'prompt' must be 1 to 32000 characters.", "prompt")
     for name in _INT_FIELDS:
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -101,6 +118,9 @@ def _validate(body: Mapping[str, Any]) -> Response | None:
         value = body.get(name)
         if isinstance(value, int) and value <= 0:
             return _invalid(f"'{name}' must be positive.", name)
+    steps = body.get("steps")
+    if isinstance(steps, int) and not 10 <= steps <= 50:
+        return _invalid("'steps' must be between 10 and 50.", "steps")
     for name in _STR_FIELDS:
         value = body.get(name)
         if value is not None and not isinstance(value, str):
@@ -129,17 +149,27 @@ def _validate(body: Mapping[str, Any]) -> Response | None:
     return None
 
 
+def _base(request: Request, config: SimConfig) -> str:
+    return (config.public_url or str(request.base_url)).rstrip("/")
+
+
 def _video_url(request: Request, config: SimConfig, job: SimJob) -> str:
-    base = config.public_url or str(request.base_url)
-    return f"{base.rstrip('/')}/_sim/files/{job.id}.mp4"
+    """A short link, like Together's ``https://api.together.ai/shrt/...``."""
+    return f"{_base(request, config)}/shrt/{job.id}"
+
+
+def _signature(sim: Simulator, job_id: str, expires: int) -> str:
+    key = f"genqueue-sim-files:{sim.seed}".encode()
+    return hmac.new(key, f"{job_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _render(request: Request, sim: Simulator, job: SimJob, legacy: bool) -> Response:
     now = sim.clock()
     url = _video_url(request, sim.config, job)
+    queued = sim.config.report_queued
     if legacy:
-        return JSONResponse(legacy_job(job, now, url, user_id_for(sim.seed)))
-    return JSONResponse(sdk_job(job, now, url))
+        return JSONResponse(legacy_job(job, now, url, user_id_for(sim.seed), report_queued=queued))
+    return JSONResponse(sdk_job(job, now, url, report_queued=queued))
 
 
 async def create_video(request: Request) -> Response:
@@ -196,13 +226,45 @@ async def legacy_status(request: Request) -> Response:
     return _render(request, sim, job, legacy=True)
 
 
+def _file_not_found() -> Response:
+    return _error(404, "File not found.", "invalid_request_error", None, "not_found")
+
+
+async def short_link(request: Request) -> Response:
+    """``GET /shrt/{id}``: 302 to a freshly signed file URL, until the link itself expires."""
+    sim = _sim(request)
+    job_id: str = request.path_params["job_id"]
+    job = sim.get(job_id)
+    now = sim.clock()
+    if job is None or job.status(now) != "completed":
+        return _file_not_found()
+    if now >= job.done_at + sim.config.short_link_ttl_s:
+        return _error(404, "Link expired.", "invalid_request_error", None, "link_expired")
+    expires = int((now + sim.config.signed_url_ttl_s) * 1000)  # unix milliseconds
+    signature = _signature(sim, job.id, expires)
+    location = f"{_base(request, sim.config)}/_sim/files/{job.id}.mp4"
+    return Response(
+        status_code=302, headers={"Location": f"{location}?expires={expires}&sig={signature}"}
+    )
+
+
 async def video_file(request: Request) -> Response:
-    """``GET /_sim/files/{id}.mp4``: the video bytes, once the job has completed."""
+    """``GET /_sim/files/{id}.mp4?expires=&sig=``: the video bytes through a signed URL
+    (403 once expired or when the signature is wrong)."""
     sim = _sim(request)
     job_id: str = request.path_params["job_id"]
     job = sim.get(job_id)
     if job is None or job.status(sim.clock()) != "completed":
-        return _error(404, "File not found.", "invalid_request_error", None, "not_found")
+        return _file_not_found()
+    try:
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        expires = -1
+    signature = request.query_params.get("sig", "")
+    if not hmac.compare_digest(signature, _signature(sim, job.id, expires)):
+        return _error(403, "Signature does not match.", "access_denied", None, "bad_signature")
+    if sim.clock() * 1000 >= expires:
+        return _error(403, "Request has expired.", "access_denied", None, "url_expired")
     return Response(video_bytes(job.id), media_type="video/mp4")
 
 
@@ -264,6 +326,7 @@ def create_app(config: SimConfig | None = None, clock: Clock = time.time) -> Sta
         # Before the {job_id} route, which would otherwise capture "status".
         Route("/v2/videos/status", _api(LEGACY_STATUS, legacy_status), methods=["GET"]),
         Route("/v2/videos/{job_id}", _api(RETRIEVE, retrieve_video), methods=["GET"]),
+        Route("/shrt/{job_id}", _api(SHORT_LINK, short_link, auth=False), methods=["GET"]),
         Route("/_sim/files/{job_id}.mp4", _api(FILES, video_file, auth=False), methods=["GET"]),
         Route("/_sim/stats", sim_stats, methods=["GET"]),
         Route("/_sim/jobs", sim_jobs, methods=["GET"]),

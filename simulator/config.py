@@ -84,7 +84,10 @@ class SimConfig:
     time_scale: float = 1.0
     shape: Shape = "sdk"
     failure_share: float = 0.05
-    honour_idempotency: bool = True
+    honour_idempotency: bool = False
+    """Replay a create that repeats an ``Idempotency-Key``. Together documents no idempotency,
+    so off by default (the real API's behaviour); an opt-in for tests that need replays.
+    Creations per key are counted (``duplicate_creations``) either way."""
     api_key: str | None = None
     queue_median_s: float = 5.0
     queue_sigma: float = 0.5
@@ -95,6 +98,23 @@ class SimConfig:
     duration_sigma: float | None = None
     public_url: str | None = None
     """Base URL put in ``video_url``; None means the URL the request arrived on."""
+    report_queued: bool = True
+    """Report ``queued`` before generation starts (the docs' status table); False answers
+    ``in_progress`` from creation on, as the spec's status enum (no ``queued``) has it."""
+    signed_url_ttl_s: float = 3600.0
+    """``video_url`` is a short link answering 302 to a signed file URL valid this long after
+    the visit (then 403). Simulator-clock seconds, not ``time_scale``d: it is about clients."""
+    short_link_ttl_s: float = 7 * 86400.0
+    """The short link itself answers 404 this long after the job completed (not scaled)."""
+    capacity: int | None = None
+    """Load profile: with this many jobs in progress, each further job's queue wait before
+    generation grows by a share of a median generation per job over capacity. None: the
+    queue wait never depends on load."""
+    queue_shift_at_s: float | None = None
+    """Shift workload: jobs created this many simulated seconds after the first job have their
+    queue wait multiplied by ``queue_shift_factor`` (the same draws, so runs stay paired).
+    None: the queue wait never shifts."""
+    queue_shift_factor: float = 1.0
     faults: FaultProfile | FaultPolicy | None = field(default=None, compare=False, hash=False)
     """Upstream misbehaviour: a :class:`FaultProfile` (see
     ``genqueue.simulator.faults.parse``), or a hand-written :class:`FaultPolicy` around every
@@ -107,6 +127,12 @@ class SimConfig:
             raise ValueError("failure_share must be within [0, 1]")
         if self.shape not in ("sdk", "legacy"):
             raise ValueError("shape must be 'sdk' or 'legacy'")
+        if not 0 < self.signed_url_ttl_s <= self.short_link_ttl_s:
+            raise ValueError("need 0 < signed_url_ttl_s <= short_link_ttl_s")
+        if self.capacity is not None and self.capacity < 1:
+            raise ValueError("capacity must be >= 1 or None")
+        if self.queue_shift_factor <= 0:
+            raise ValueError("queue_shift_factor must be > 0")
 
     def profile(self, model: str) -> ModelProfile | None:
         """The profile for ``model`` with the global duration overrides applied, or None."""
@@ -150,6 +176,12 @@ class SimConfig:
             "duration_median_s": float,
             "duration_sigma": float,
             "public_url": str,
+            "report_queued": flag,
+            "signed_url_ttl_s": float,
+            "short_link_ttl_s": float,
+            "capacity": int,
+            "queue_shift_at_s": float,
+            "queue_shift_factor": float,
         }
         for name, convert in converters.items():
             raw = get(name.upper())

@@ -34,8 +34,16 @@ ENV_VAR = "GENQUEUE_SIM_FAULTS"
 # "rate_limit_rps" for answers refused by the real rate limiter. The order is part of the
 # seeded draw: keep it stable.
 COMMON_KINDS: tuple[str, ...] = ("error_5xx", "rate_limit", "slow", "hang", "malformed")
-CREATE_KINDS: tuple[str, ...] = (*COMMON_KINDS, "create_then_error", "create_then_hang")
-RETRIEVE_KINDS: tuple[str, ...] = (*COMMON_KINDS, "unknown_status", "not_found")
+CREATE_KINDS: tuple[str, ...] = (
+    *COMMON_KINDS,
+    "create_then_error",
+    "create_then_hang",
+    "payment_required",
+    "overloaded",
+    "upstream_cancel",
+    "late_answer",
+)
+RETRIEVE_KINDS: tuple[str, ...] = (*COMMON_KINDS, "unknown_status", "not_found", "overloaded")
 
 HUNG = "hung"
 """Request-count label of a hung request whose client went away without an answer."""
@@ -59,13 +67,16 @@ class FaultProfile:
     """
 
     error_5xx_share: float = 0.0
-    """500/502/503/504 with the error JSON before the request is handled; half the 503s carry
-    ``Retry-After``."""
+    """500/502/503/504 with the error JSON before the request is handled (with
+    ``send_retry_after``, half the 503s carry ``Retry-After``)."""
     rate_limit_share: float = 0.0
-    """Random 429s (rate-limit headers included), before the request is handled."""
+    """Random 429s (``dynamic_request_limited``, ``x-ratelimit-*``), before handling."""
     rate_limit_rps: float | None = None
     """A real token-bucket limit on create + retrieve requests per second across all clients;
-    above it: 429 with ``Retry-After``, ``retry-after-ms`` and ``x-ratelimit-*``."""
+    above it: 429 whose ``x-ratelimit-reset`` says when a token is back."""
+    send_retry_after: bool = False
+    """Add ``Retry-After``/``retry-after-ms`` to 429s (and to half the 503s). Together
+    documents only ``x-ratelimit-*``: off by default."""
     rate_limit_burst: float | None = None
     """The bucket's size in requests; None means one second's worth (at least 1)."""
     rate_limit_retry_s: float = 1.0
@@ -88,6 +99,18 @@ class FaultProfile:
     """Create: the job is created (and billed) but the answer is a 5xx."""
     create_then_hang_share: float = 0.0
     """Create: the job is created (and billed) but the answer never comes."""
+    payment_required_share: float = 0.0
+    """Create: 402, out of credits (nothing created)."""
+    overloaded_share: float = 0.0
+    """503 ``service_unavailable``: the platform is out of capacity (nothing handled)."""
+    upstream_cancel_share: float = 0.0
+    """Create: the job is created, then cancelled by the upstream (ends ``cancelled``, never
+    billed)."""
+    late_answer_share: float = 0.0
+    """Create: the job is created at once, its answer sent ``late_answer_s`` later: long
+    enough, against a worker whose lease is shorter, for a second attempt to go out first
+    (the answer then names a superseded job; see ``_late_answer``)."""
+    late_answer_s: float = 2.5
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -99,7 +122,7 @@ class FaultProfile:
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number or none, got {value!r}")
-        for name in ("rate_limit_retry_s", "slow_s"):
+        for name in ("rate_limit_retry_s", "slow_s", "late_answer_s"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -174,11 +197,16 @@ PROFILES: Mapping[str, FaultProfile] = MappingProxyType(
 _FIELDS = {f.name: f for f in dataclasses.fields(FaultProfile)}
 _OPTIONAL = {"rate_limit_rps", "rate_limit_burst"}
 _STRINGS = {"unknown_status"}
+_BOOLS = {"send_retry_after"}
 
 
 def _convert(key: str, raw: str) -> object:
     if key in _STRINGS:
         return raw
+    if key in _BOOLS:
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"fault spec: {key} must be true or false, got {raw!r}")
+        return raw.lower() in ("1", "true", "yes", "on")
     if key in _OPTIONAL and raw.lower() in ("none", "off", ""):
         return None
     try:
@@ -252,25 +280,33 @@ _SERVER_ERRORS: Mapping[int, tuple[str, str]] = {
 }
 
 
-def _server_error(rng: random.Random) -> Response:
+def _server_error(rng: random.Random, retry_after: bool) -> Response:
     status = rng.choice(tuple(_SERVER_ERRORS))
     message, code = _SERVER_ERRORS[status]
     headers = {}
-    if status == 503 and rng.random() < 0.5:
+    # Drawn whatever the setting, so the seeded sequence does not depend on it.
+    if status == 503 and rng.random() < 0.5 and retry_after:
         headers["Retry-After"] = str(rng.randint(1, 5))
     return _error(status, message, "server_error", code, headers=headers)
 
 
-def _rate_limited(limit: str, remaining: int, wait_s: float) -> Response:
-    headers = {
-        "Retry-After": str(max(1, math.ceil(wait_s))),
-        "retry-after-ms": str(max(1, math.ceil(wait_s * 1000))),
+def rate_limit_headers(limit: str, remaining: int, reset_s: float) -> dict[str, str]:
+    """The headers Together documents on every answer: ``x-ratelimit-limit/-remaining/-reset``
+    (``reset``: a suggested wait in seconds)."""
+    return {
         "x-ratelimit-limit": limit,
-        "x-ratelimit-remaining": str(remaining),
-        "x-ratelimit-reset": f"{wait_s:.3f}",
+        "x-ratelimit-remaining": str(max(0, remaining)),
+        "x-ratelimit-reset": f"{max(0.0, reset_s):.3f}",
     }
+
+
+def _rate_limited(limit: str, remaining: int, wait_s: float, retry_after: bool) -> Response:
+    headers = rate_limit_headers(limit, remaining, wait_s)
+    if retry_after:
+        headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(wait_s * 1000)))
     message = f"Rate limit exceeded ({limit} requests per second); retry in {wait_s:.3f} s."
-    return _error(429, message, "rate_limit_error", "rate_limit_exceeded", headers=headers)
+    return _error(429, message, "dynamic_request_limited", "rate_limit_exceeded", headers=headers)
 
 
 def _garbled(body: bytes, rng: random.Random) -> bytes:
@@ -282,6 +318,15 @@ def _garbled(body: bytes, rng: random.Random) -> bytes:
         return b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
     # Any proper prefix of a JSON object lacks its closing brace, so it never parses.
     return body[: rng.randrange(1, len(body))] if len(body) > 1 else b"{"
+
+
+async def _late_answer(request: Request, response: Response, delay_s: float) -> Response:
+    """The answer of a create whose job already exists, sent ``delay_s`` later (abandoned if
+    the client went away first): a client whose lease ran out meanwhile has sent a second
+    attempt by then, so this answer names a job that attempt superseded."""
+    if await _client_gone_within(request, delay_s):
+        return Abandoned(ABANDONED)
+    return response
 
 
 async def _client_gone_within(request: Request, timeout_s: float) -> bool:
@@ -347,6 +392,7 @@ class FaultInjector:
         self._generation = -1
         self._requests = 0
         self._bucket: _TokenBucket | None = None
+        self.retry_after = profile.send_retry_after
         self._sync()
 
     def _sync(self) -> None:
@@ -386,12 +432,15 @@ class FaultInjector:
             wait_s = bucket.take(self.sim.clock())
             if wait_s > 0:
                 self.sim.count_fault("rate_limit_rps")
-                return _rate_limited(self._limit_header(), 0, wait_s)
+                return _rate_limited(self._limit_header(), 0, wait_s, self.retry_after)
         kind = self._pick(kinds, rng)
         response = await self._apply(kind, request, call_next, rng)
         if bucket is not None and not isinstance(response, Abandoned):
-            response.headers.setdefault("x-ratelimit-limit", self._limit_header())
-            response.headers.setdefault("x-ratelimit-remaining", str(math.floor(bucket.tokens)))
+            refill_s = max(0.0, 1.0 - bucket.tokens) / bucket.rate
+            for name, value in rate_limit_headers(
+                self._limit_header(), math.floor(bucket.tokens), refill_s
+            ).items():
+                response.headers.setdefault(name, value)
         return response
 
     async def _apply(
@@ -403,10 +452,23 @@ class FaultInjector:
         # Faults at the edge: the request is never handled.
         if kind == "error_5xx":
             count(kind)
-            return _server_error(rng)
+            return _server_error(rng, self.retry_after)
         if kind == "rate_limit":
             count(kind)
-            return _rate_limited(self._limit_header(), 0, self.profile.rate_limit_retry_s)
+            return _rate_limited(
+                self._limit_header(), 0, self.profile.rate_limit_retry_s, self.retry_after
+            )
+        if kind == "payment_required":
+            count(kind)
+            message = "Insufficient credits: add credits to your account to continue."
+            return _error(402, message, "insufficient_quota", "insufficient_quota")
+        if kind == "overloaded":
+            count(kind)
+            message = "The platform is out of capacity for this model; try again later."
+            headers = {"Retry-After": str(rng.randint(1, 5))} if self.retry_after else None
+            return _error(
+                503, message, "service_unavailable", "service_unavailable", headers=headers
+            )
         if kind == "hang":
             count(kind)
             return await self._hang(request)
@@ -421,9 +483,14 @@ class FaultInjector:
             return response
         count(kind)
         if kind == "create_then_error":
-            return _server_error(rng)
+            return _server_error(rng, self.retry_after)
+        if kind == "upstream_cancel":
+            self.sim.cancel_upstream(str(json.loads(bytes(response.body)).get("id")))
+            return response
         if kind == "create_then_hang":
             return await self._hang(request)
+        if kind == "late_answer":
+            return await _late_answer(request, response, self.profile.late_answer_s)
         if kind == "malformed":
             garbled = _garbled(bytes(response.body), rng)
             return Response(garbled, status_code=200, media_type="application/json")
@@ -454,4 +521,5 @@ __all__ = [
     "FaultInjector",
     "FaultProfile",
     "parse",
+    "rate_limit_headers",
 ]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from genqueue.simulator.config import ModelProfile, SimConfig
 
-Status = Literal["queued", "in_progress", "completed", "failed"]
+Status = Literal["queued", "in_progress", "completed", "failed", "cancelled"]
 Clock = Callable[[], float]
 
 # Top 48 bits of Together's ids are a UUIDv7 millisecond timestamp; a fixed base plus the
@@ -48,6 +48,8 @@ class SimJob:
     """(message, code) when the job is destined to fail."""
     price_micro_usd: int
     polls: int = 0
+    cancelled: bool = False
+    """Cancelled by the upstream (a fault): ends ``cancelled`` at ``done_at``, never billed."""
 
     def status(self, now: float) -> Status:
         """The job's status at unix time ``now``."""
@@ -55,6 +57,8 @@ class SimJob:
             return "queued"
         if now < self.done_at:
             return "in_progress"
+        if self.cancelled:
+            return "cancelled"
         return "failed" if self.error is not None else "completed"
 
     def cost_micro_usd(self, now: float) -> int:
@@ -82,6 +86,7 @@ class _Counters:
     creations_by_key_max: int = 0
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
     billed_micro_usd: int = 0
     requests: dict[str, dict[str, int]] = field(default_factory=dict)
     faults_injected: dict[str, int] = field(default_factory=dict)
@@ -112,6 +117,7 @@ class Simulator:
             # Jobs not yet terminal, by done_at: settled lazily so stats never scan all jobs.
             self._pending: list[tuple[float, int, SimJob]] = []
             self._counters = _Counters()
+            self._first_created: float | None = None
             # Arrival times of API calls (bounded): ground truth for rate-limit tests.
             self._arrivals: collections.deque[float] = collections.deque(maxlen=500_000)
             self.resets += 1
@@ -162,6 +168,18 @@ class Simulator:
         fails = rng.random() < cfg.failure_share
         failure = _FAILURES[rng.randrange(len(_FAILURES))]
         created = self.clock()
+        if self._first_created is None:
+            self._first_created = created
+        shift_at = cfg.queue_shift_at_s
+        if shift_at is not None and created - self._first_created >= shift_at * cfg.time_scale:
+            queue_s *= cfg.queue_shift_factor
+        if cfg.capacity is not None:
+            # Over capacity, a job waits for a slot: a share of a median generation for each
+            # job in progress beyond the capacity (no extra random draw: seeded outcomes stay
+            # the same with the profile on or off).
+            self._settle(created)
+            over = len(self._pending) + 1 - cfg.capacity
+            queue_s += max(0, over) / cfg.capacity * profile.median_s
         started = created + queue_s * cfg.time_scale
         width, height = inputs.get("width"), inputs.get("height")
         seconds = inputs.get("seconds")
@@ -179,6 +197,13 @@ class Simulator:
             error=failure if fails else None,
             price_micro_usd=profile.cost_micro_usd,
         )
+
+    def cancel_upstream(self, job_id: str) -> None:
+        """Make the job end ``cancelled`` (the upstream cancelled it: a fault), never billed."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.done_at > self.clock():
+                job.cancelled = True
 
     def get(self, job_id: str) -> SimJob | None:
         """The job with this id, or None (a dict lookup)."""
@@ -235,7 +260,9 @@ class Simulator:
         c = self._counters
         while self._pending and self._pending[0][0] <= now:
             _, _, job = heapq.heappop(self._pending)
-            if job.error is None:
+            if job.cancelled:
+                c.cancelled += 1
+            elif job.error is None:
                 c.completed += 1
                 c.billed_micro_usd += job.price_micro_usd
             else:
@@ -253,7 +280,8 @@ class Simulator:
                 "creations_by_idempotency_key_max": c.creations_by_key_max,
                 "completed": c.completed,
                 "failed": c.failed,
-                "in_flight": c.jobs_created - c.completed - c.failed,
+                "cancelled": c.cancelled,
+                "in_flight": c.jobs_created - c.completed - c.failed - c.cancelled,
                 "billed_usd": format_usd(c.billed_micro_usd),
                 "billed_micro_usd": c.billed_micro_usd,
                 "requests": {k: dict(v) for k, v in c.requests.items()},

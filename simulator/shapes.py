@@ -48,26 +48,37 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def sdk_job(job: SimJob, now: float, video_url: str) -> dict[str, Any]:
-    """The SDK v3.1 ``VideoJob`` shape (unix-second floats), plus ``started_at``."""
+def reported_status(job: SimJob, now: float, report_queued: bool = True) -> str:
+    """The status the API shows: ``queued`` becomes ``in_progress`` when not reported."""
     status = job.status(now)
-    terminal = status in ("completed", "failed")
+    return "in_progress" if status == "queued" and not report_queued else status
+
+
+def sdk_job(
+    job: SimJob, now: float, video_url: str, *, report_queued: bool = True
+) -> dict[str, Any]:
+    """The spec's ``VideoJob`` (SDK v3.1): only its fields, unix-second floats.
+
+    Absent optional fields are ``null``, as Together's answers have them (the spec would omit
+    them: an exception named in ``tests/contract``). There is no start-of-generation time.
+    """
+    status = reported_status(job, now, report_queued)
+    terminal = status in ("completed", "failed", "cancelled")
+    error: dict[str, Any] | None = None
+    if status == "failed" and job.error:
+        error = {"message": job.error[0], "code": job.error[1]}
+    elif status == "cancelled":
+        error = {"message": "The video job was cancelled.", "code": "cancelled"}
     return {
         "id": job.id,
         "object": "video",
         "model": job.model,
         "status": status,
         "created_at": job.created_at,
-        # Extra field (SDK models keep unknown keys): when generation started, if it has.
-        "started_at": job.started_at if status != "queued" else None,
         "completed_at": job.done_at if terminal else None,
         "seconds": job.seconds,
         "size": job.size,
-        "error": (
-            {"message": job.error[0], "code": job.error[1]}
-            if status == "failed" and job.error
-            else None
-        ),
+        "error": error,
         "outputs": (
             {"cost": cost_number(job.price_micro_usd), "video_url": video_url}
             if status == "completed"
@@ -76,14 +87,16 @@ def sdk_job(job: SimJob, now: float, video_url: str) -> dict[str, Any]:
     }
 
 
-def legacy_job(job: SimJob, now: float, video_url: str, user_id: str) -> dict[str, Any]:
+def legacy_job(
+    job: SimJob, now: float, video_url: str, user_id: str, *, report_queued: bool = True
+) -> dict[str, Any]:
     """The documented 2025-11 shape: RFC 3339 strings, ``info``, ``inputs``, ``claimed_at``."""
-    status = job.status(now)
-    errors = (
-        [{"message": job.error[0], "code": job.error[1]}]
-        if status == "failed" and job.error
-        else None
-    )
+    status = reported_status(job, now, report_queued)
+    errors: list[dict[str, Any]] | None = None
+    if status == "failed" and job.error:
+        errors = [{"message": job.error[0], "code": job.error[1]}]
+    elif status == "cancelled":
+        errors = [{"message": "The video job was cancelled.", "code": "cancelled"}]
     body: dict[str, Any] = {
         "id": job.id,
         "model": job.model,
@@ -94,8 +107,11 @@ def legacy_job(job: SimJob, now: float, video_url: str, user_id: str) -> dict[st
     if status == "completed":
         body["outputs"] = {"cost": cost_number(job.price_micro_usd), "video_url": video_url}
     body["created_at"] = rfc3339(job.created_at)
-    body["claimed_at"] = rfc3339(job.started_at) if status != "queued" else ZERO_TIME
-    body["done_at"] = rfc3339(job.done_at) if status in ("completed", "failed") else ZERO_TIME
+    claimed = job.status(now) != "queued"
+    body["claimed_at"] = rfc3339(job.started_at) if claimed else ZERO_TIME
+    body["done_at"] = (
+        rfc3339(job.done_at) if status in ("completed", "failed", "cancelled") else ZERO_TIME
+    )
     return body
 
 

@@ -231,13 +231,15 @@ async def start_worker(settings: Settings, sim_app: Any) -> AsyncIterator[StartW
         transport: httpx.AsyncBaseTransport | None = None,
         side_transport: httpx.AsyncBaseTransport | None = None,
         with_side: bool = False,
+        resolver: Any = None,
         **overrides: Any,
     ) -> Any:
-        cfg = worker_config(settings, **overrides)
+        cfg = worker_config(overrides.pop("settings", settings), **overrides)
         kw: dict[str, Any] = {
             "transport": transport or httpx.ASGITransport(app=sim_app),
             "side_transport": side_transport,
             "handle_signals": False,
+            "resolver": resolver,
         }
         workers = [build_worker(cfg, **kw)]
         if with_side:

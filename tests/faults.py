@@ -41,13 +41,18 @@ def is_retrieve(request: httpx.Request) -> bool:
 
 
 class RouterTransport(httpx.AsyncBaseTransport):
-    """Routes by host: each host to its own transport (the simulator, a webhook receiver)."""
+    """Routes by host: each host to its own transport (the simulator, a webhook receiver).
+
+    By the ``Host`` header: the outbound guard sends webhooks to the checked IP address and
+    keeps the name in ``Host``.
+    """
 
     def __init__(self, routes: dict[str, httpx.AsyncBaseTransport]) -> None:
         self.routes = routes
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self.routes[request.url.host].handle_async_request(request)
+        host = httpx.URL(f"http://{request.headers.get('host', request.url.netloc.decode())}")
+        return await self.routes[host.host].handle_async_request(request)
 
 
 class FirstAnswers:

@@ -23,7 +23,7 @@ async def test_a_batch_ending_in_order_keeps_its_spread(
         rng=random.Random(3),
     )  # fmt: skip
     for d in range(1, 5001):
-        await model.record(MODEL, 0.0, 1.0, float(d))
+        await model.record(MODEL, 0.0, float(d), generation_s=float(d) - 1)
     learned = await model.get(MODEL)
     assert learned is not None and len(learned.total) == len(learned.generation) == 100
     assert 1500 < statistics.median(learned.total) < 3500  # the last 100 would give ~4950
@@ -40,9 +40,9 @@ async def test_the_sample_forgets_what_is_past_its_horizon(
         rng=random.Random(4),
     )  # fmt: skip
     for _ in range(500):
-        await model.record(MODEL, 0.0, None, 10.0)
+        await model.record(MODEL, 0.0, 10.0)
     for _ in range(3000):
-        await model.record(MODEL, 0.0, None, 20.0)
+        await model.record(MODEL, 0.0, 20.0)
     learned = await model.get(MODEL)
     assert learned is not None and learned.generation == []
     assert sum(d == 20.0 for d in learned.total) >= 45
@@ -54,9 +54,9 @@ async def test_the_first_completions_are_all_kept(
     """Until the sample is full every completion is in it; a model with too few is unknown."""
     model = DurationModel(aredis, settings.keys, samples=10, min_samples=5, cache_s=0)
     for d in (3.0, 1.0, 2.0, 5.0):
-        await model.record(MODEL, 0.0, None, d)
+        await model.record(MODEL, 0.0, d)
     assert await model.get(MODEL) is None
-    await model.record(MODEL, 0.0, None, 4.0)
+    await model.record(MODEL, 0.0, 4.0)
     learned = await model.get(MODEL)
     assert learned is not None and learned.total == [1.0, 2.0, 3.0, 4.0, 5.0]
 
@@ -76,7 +76,47 @@ async def test_the_worker_keeps_the_configured_number_of_durations(
         upstream=UpstreamClient(base_url="http://sim", api_key="k"),
     )
     for d in range(30):
-        await rt.durations.record(MODEL, 0.0, None, float(d))
+        await rt.durations.record(MODEL, 0.0, float(d))
     learned = await rt.durations.get(MODEL)
     assert learned is not None and len(learned.total) == 7
     await rt.upstream.aclose()
+
+
+async def test_a_shift_of_recent_completions_moves_the_learned_durations(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """The last completions are kept beside the long sample: once their durations have moved
+    (here +30 s from video 1,000 on), the model reports the shift; before, none."""
+    model = DurationModel(
+        aredis, settings.keys, samples=2000, recent=100, min_samples=1, cache_s=0,
+        rng=random.Random(5),
+    )  # fmt: skip
+    rng = random.Random(6)
+    jobs = [
+        (float(i), i + rng.lognormvariate(4.8, 0.2) + (30.0 if i >= 1000 else 0.0))
+        for i in range(1400)
+    ]
+    jobs.sort(key=lambda j: j[1])
+    for n, (created, done) in enumerate(jobs, 1):
+        await model.record(MODEL, created, done)
+        if n == 900:
+            learned = await model.get(MODEL)
+            assert learned is not None and learned.total_shift.shift_s == 0.0
+    learned = await model.get(MODEL)
+    assert learned is not None and len(learned.recent_total) == 100
+    # The long sample holds the 400 shifted ones too: measured from it, the shift is smaller.
+    assert 15.0 < learned.total_shift.shift_s < 32.0, learned.total_shift
+
+
+async def test_durations_written_by_the_previous_version_are_read(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """Lists the previous version wrote (totals and generations only, no recent completions
+    nor clock bounds) are used as they are: no shift, no offset estimate yet."""
+    await aredis.rpush(settings.keys.durations(MODEL, "total"), *[str(float(d)) for d in range(30)])
+    await aredis.rpush(settings.keys.durations(MODEL, "generation"), "1.5", "2.5")
+    model = DurationModel(aredis, settings.keys, min_samples=10, cache_s=0)
+    learned = await model.get(MODEL)
+    assert learned is not None and len(learned.total) == 30 and learned.generation == [1.5, 2.5]
+    assert learned.recent_total == [] and learned.offset_s is None
+    assert learned.total_shift.shift_s == 0.0 and learned.total_shift.stretch == 0.0

@@ -4,6 +4,7 @@ consistent, and a terminal status never changes (e.g. a cancel racing a completi
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from typing import Any
 
@@ -143,7 +144,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 elif status in TERMINAL:
                     self.terminal_seen[rid] = status
                 by_status[status] = by_status.get(status, 0) + 1
-                if status in NON_TERMINAL or rec.get(Field.TRACKING) == "1":
+                if status in NON_TERMINAL or rec.get(Field.TRACKING) in ("1", "extra"):
                     live.add(rid)
                 tracking += rec.get(Field.TRACKING) == "1"
             counts = {k: int(v) for k, v in self.r.hgetall(keys.counts).items()}  # type: ignore[union-attr]
@@ -157,6 +158,8 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 if rec[Field.STATUS] in ("submitting", "queued", "in_progress")
                 or rec.get(Field.TRACKING) == "1"
             )
+            # Each superseded job not yet seen to end holds a slot of its own.
+            holding += sum(len(json.loads(r.get(Field.EXTRA_IDS) or "[]")) for r in recs.values())
             assert sum(counts.get(s, 0) for s in HOLDING_SLOT) == holding
             totals = self.r.hgetall(keys.totals)
             finished = sum(int(v) for k, v in totals.items() if k.startswith("finished|"))  # type: ignore[union-attr]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from standardwebhooks import Webhook
 from genqueue.producer.client import AsyncClient
 from genqueue.producer.keys import Field
 from genqueue.producer.settings import Settings
+from genqueue.worker.outbound.resolver import StaticResolver
 from tests.conftest import StartWorker
 from tests.faults import RouterTransport
 from tests.test_transitions import Scripts
@@ -23,6 +25,9 @@ from tests.test_transitions import Scripts
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 REQ = {"model": "minimax/video-01-director", "prompt": "a lantern on water"}
 HOOK = "http://hooks.test/genqueue?token=abc"
+#: The receiver is local: its name resolves to loopback, which the operator allows.
+LOCAL_NETS = "127.0.0.0/8"
+LOCAL_HOOKS = StaticResolver({"hooks.test": ["127.0.0.1"]})
 
 
 class Receiver:
@@ -46,7 +51,7 @@ StartSide = Callable[..., Awaitable[Receiver]]
 
 
 @pytest.fixture
-def start_side(start_worker: StartWorker, sim_app: Any) -> StartSide:
+def start_side(start_worker: StartWorker, sim_app: Any, settings: Settings) -> StartSide:
     """``await start_side(statuses, **config overrides)``: a worker and a side worker whose
     webhooks go to a new verifying Receiver (answering ``statuses``, then 200), returned."""
 
@@ -56,7 +61,12 @@ def start_side(start_worker: StartWorker, sim_app: Any) -> StartSide:
             {"sim": httpx.ASGITransport(app=sim_app), "hooks.test": receiver.transport}
         )
         await start_worker(
-            side_transport=transport, with_side=True, webhook_secret=SECRET, **overrides
+            side_transport=transport,
+            with_side=True,
+            webhook_secret=SECRET,
+            resolver=LOCAL_HOOKS,
+            settings=replace(settings, outbound_allow_nets=LOCAL_NETS),
+            **overrides,
         )
         return receiver
 

@@ -87,10 +87,11 @@ class Scripts:
         outcome: str = "completed",
         cost: int | None = 280_000,
         seq: int | None = None,
+        error: str = "",
     ) -> FinishReply:
         if seq is None:
             seq = int((await self.rec(rid))[Field.SEQ])
-        return await self.run(finish(rid, seq, outcome, cost))
+        return await self.run(dataclasses.replace(finish(rid, seq, outcome, cost), error=error))
 
     async def to_polling(self, rid: str, upstream_id: str = "up-1") -> None:
         ok = await self.begin(rid)
@@ -349,6 +350,19 @@ async def test_terminal_status_never_changes(client: AsyncClient, s: Scripts) ->
     assert (await s.finish(rid, seq=int(seq))).tag is Tag.STALE
     assert (await s.finish(rid)).tag is Tag.STALE
     assert await s.rec(rid) == before
+    assert (await client.stats()).finished == {(MODEL, "failed"): 1}
+
+
+async def test_upstream_cancelled_job_fails_the_request(client: AsyncClient, s: Scripts) -> None:
+    """A job the upstream cancelled ends the request ``failed`` ("cancelled by the upstream"):
+    ``cancelled`` stays the user's word; the upstream status is kept as sent."""
+    rid = await new(client)
+    await s.to_polling(rid)
+    reply = await s.finish(rid, outcome="cancelled", cost=None, error="quota shift")
+    assert reply.tag is Tag.OK and reply.status == "failed"
+    rec = await s.rec(rid)
+    assert rec[Field.STATUS] == "failed" and rec[Field.UPSTREAM_STATUS] == "cancelled"
+    assert rec[Field.ERROR] == "cancelled by the upstream: quota shift"
     assert (await client.stats()).finished == {(MODEL, "failed"): 1}
 
 

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import redis
 import structlog
-from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
@@ -35,9 +34,11 @@ from genqueue.producer.keys import (
     SUBMIT_TASK,
 )
 from genqueue.producer.timers import dumps, loads
+from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.outbound.resolver import Resolver
 from genqueue.worker.reconciler import reconcile_once
 from genqueue.worker.runtime import CTX_KEY, Runtime, UnsafeRedis
 from genqueue.worker.side_effects import dispatch_outbox, run_side
@@ -119,11 +120,16 @@ def _worker(
     handle_signals: bool,
     burst: bool,
     health_suffix: str,
+    resolver: Resolver | None = None,
     **waiting: Any,
 ) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx[CTX_KEY] = await Runtime.start(
-            config, transport=transport, side_transport=side_transport, metrics=metrics
+            config,
+            transport=transport,
+            side_transport=side_transport,
+            metrics=metrics,
+            resolver=resolver,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -135,7 +141,7 @@ def _worker(
     return TimerWorker(
         functions=functions,
         queue_name=queue,
-        redis_settings=RedisSettings.from_dsn(config.settings.redis_url),
+        redis_settings=arq_redis_settings(config.settings.redis_url),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
@@ -165,6 +171,7 @@ def build_worker(
     metrics: WorkerMetrics | None = None,
     handle_signals: bool = True,
     burst: bool = False,
+    resolver: Resolver | None = None,
 ) -> Worker:
     """The main arq ``Worker``: status timers and the reconciler."""
     return _worker(
@@ -181,6 +188,7 @@ def build_worker(
         handle_signals=handle_signals,
         burst=burst,
         health_suffix="",
+        resolver=resolver,
         wake=config.settings.keys.queue_wake,
         periodic=[
             Periodic(
@@ -200,8 +208,12 @@ def build_side_worker(
     side_transport: httpx.AsyncBaseTransport | None = None,
     metrics: WorkerMetrics | None = None,
     handle_signals: bool = True,
+    resolver: Resolver | None = None,
 ) -> Worker:
-    """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher."""
+    """The side arq ``Worker``: downloads and webhooks, and the outbox dispatcher.
+
+    ``resolver``: how webhook and download hosts are looked up (default: the system's).
+    """
     timeout = max(config.webhooks.timeout_s, config.downloads.timeout_s) + 10
     # An armed side effect is dispatched again if its job has not recorded a result by then:
     # longer than arq's own re-run of a killed job (timeout + 10 s).
@@ -221,6 +233,7 @@ def build_side_worker(
         handle_signals=handle_signals,
         burst=False,
         health_suffix="-side",
+        resolver=resolver,
         wake=keys.side_wake,
         watched=keys.outbox,
         on_watched_due=dispatch,

@@ -12,6 +12,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL
 from genqueue.producer.record import micro_to_usd
 from genqueue.producer.settings import Settings
@@ -23,7 +24,7 @@ class ClusterCollector(Collector):
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self._settings = settings
-        self._redis = client or redis.Redis.from_url(
+        self._redis = client or sync_redis(
             settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
         )
         # Totals never go backwards, even if Redis lost its last second of writes (rule 10).
@@ -111,6 +112,8 @@ class ClusterCollector(Collector):
             cost.add_metric([model], float(micro_to_usd(micro)))
         yield cost
 
+        yield from self._uncertain_spend(stats)
+
         paused = GaugeMetricFamily(
             "genqueue_creates_paused", "1 while upstream creates are paused for everyone."
         )
@@ -122,6 +125,39 @@ class ClusterCollector(Collector):
         )
         workers.add_metric([], alive)
         yield workers
+
+    def _uncertain_spend(self, stats: Stats) -> Iterator[Metric]:
+        """Spend the recorded cost can't state: possibly billed attempts (and their
+        estimate), completed jobs of unknown cost, superseded jobs. Labels: the totals'
+        models, bounded (a model the upstream never accepted is ``other``)."""
+        possibly = GaugeMetricFamily(
+            "genqueue_possibly_billed",
+            "Create attempts that may have created an upstream job nobody can find, by model.",
+            labels=["model"],
+        )
+        estimate = GaugeMetricFamily(
+            "genqueue_possibly_billed_usd",
+            "Possible unrecorded spend: possibly billed attempts at the model's mean recorded "
+            "cost, in US dollars.",
+            labels=["model"],
+        )
+        priced = stats.possibly_billed_estimate_micro_usd
+        for model, n in sorted(stats.possibly_billed.items()):
+            possibly.add_metric([model], n)
+            estimate.add_metric([model], float(micro_to_usd(priced.get(model, 0))))
+        unknown = GaugeMetricFamily(
+            "genqueue_cost_unknown_jobs",
+            "Completed upstream jobs whose cost was missing or unusable, by model.",
+            labels=["model"],
+        )
+        for model, n in sorted(stats.cost_unknown.items()):
+            unknown.add_metric([model], n)
+        superseded = GaugeMetricFamily(
+            "genqueue_superseded_jobs_running",
+            "Superseded upstream jobs still checked (each holds an upstream slot).",
+        )
+        superseded.add_metric([], stats.superseded_running)
+        yield from (possibly, estimate, unknown, superseded)
 
     def close(self) -> None:
         self._redis.close()

@@ -23,9 +23,9 @@ class ScheduleSettings:
 
     #: ``adaptive``: once a model's recent durations are known, the first check lands one
     #: ``poll_floor_s`` after a low quantile of them, then checks come every ``poll_floor_s``
-    #: until a high quantile, then back off (all measured from the upstream's start of
-    #: generation once it reports one, else from its creation); ``fixed``: ``first_poll_s``
-    #: then backoff only.
+    #: until a high quantile, then back off (measured from the upstream's creation, and from
+    #: the checks that saw the job ``queued`` / ``in_progress`` once generation times are
+    #: known: ``worker/window.py``); ``fixed``: ``first_poll_s`` then backoff only.
     mode: Literal["adaptive", "fixed"] = field(
         default="adaptive", metadata=meta(env="GENQUEUE_POLL_SCHEDULE")
     )
@@ -47,6 +47,17 @@ class ScheduleSettings:
     adaptive_dense_until_quantile: float = 0.999
     #: Completions of a model needed before its durations are trusted.
     adaptive_min_samples: int = 10
+    #: The last completions of a model compared with its long sample: when their median has
+    #: moved by more than ``adaptive_shift_z`` standard errors (a slower model, a longer
+    #: upstream queue), the whole window moves by that much (``worker/drift.py``). Fewer
+    #: follow a change sooner but notice only larger ones.
+    adaptive_recent_samples: int = 100
+    #: How many standard errors of the recent median a shift must exceed to be followed
+    #: (0: never follow; a steady model is left exactly as its long sample places it).
+    adaptive_shift_z: float = 3.0
+    #: Observed generation times (start bracketed by the checks, to completion) needed before
+    #: a check that saw the job ``queued`` or ``in_progress`` moves its window.
+    adaptive_generation_min_samples: int = 100
     #: First check after create (scaled) while a model's durations are unknown.
     first_poll_s: float = 20.0
     #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.
@@ -75,6 +86,8 @@ class ScheduleSettings:
             raise ValueError("adaptive_confidence must be in [0.5, 1)")
         if not 0 <= self.adaptive_dense_until_quantile <= 1:
             raise ValueError("adaptive_dense_until_quantile must be in [0, 1]")
+        if self.adaptive_recent_samples < 0 or self.adaptive_shift_z < 0:
+            raise ValueError("adaptive_recent_samples and adaptive_shift_z must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +107,28 @@ class WebhookSettings:
     #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
     #: webhook URLs.
     secret: str = field(default="", repr=False, metadata=meta(secret=True))
-    #: One delivery attempt's HTTP timeout.
+    #: Total deadline of one webhook POST (connect, send, answer), whatever the receiver
+    #: trickles; the answer's body is never read.
     timeout_s: float = 10.0
+    #: Webhook deliveries in flight at once to one receiving host, per side worker process;
+    #: a delivery finding its host full is put back a second later without an attempt.
+    host_concurrency: int = 8
     #: Retries back off from ``webhook_retry_s`` to ``webhook_retry_cap_s``.
     retry_s: float = 5.0
     #: Longest delay between delivery attempts.
     retry_cap_s: float = 3600.0
     #: Retries stop (dead letter) this long after the request ended.
     max_age_s: float = 86400.0
+    #: Dead-lettered webhooks kept: at most this many.
+    dead_max: int = 10_000
+    #: Dead-lettered webhooks kept: for at most this long.
+    dead_max_age_s: float = 7 * 86400.0
+
+    def __post_init__(self) -> None:
+        if self.host_concurrency < 1:
+            raise ValueError("webhook_host_concurrency must be at least 1")
+        if self.dead_max < 1:
+            raise ValueError("webhook_dead_max must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,19 +137,46 @@ class DownloadSettings:
 
     #: Download finished videos into this directory (empty = don't).
     dir: str = ""
+    #: Upload finished videos to S3-compatible storage instead: ``s3://bucket/prefix``
+    #: (empty = use ``download_dir``). Streamed as a multipart upload; the object is tagged
+    #: with its SHA-256. Credentials come from boto3's chain (``AWS_*``), never from here.
+    #: Needs ``pip install 'genqueue[s3]'``.
+    s3_url: str = ""
+    #: The S3 API endpoint (empty: AWS itself), e.g. a MinIO URL.
+    s3_endpoint_url: str = ""
+    #: The S3 region (empty: boto3's default).
+    s3_region: str = ""
+    #: Multipart part size: memory per upload in flight (S3's minimum is 5 MiB).
+    s3_part_bytes: int = 8 << 20
     #: Larger videos are refused.
     max_bytes: int = 1 << 30
-    #: One download's timeout.
+    #: Total deadline of one download attempt (every redirect hop and the whole body).
     timeout_s: float = 120.0
+    #: Redirects a download may follow (each hop is checked like a webhook URL, except the
+    #: upstream's own origin).
+    max_redirects: int = 5
     #: Attempts before a download gives up.
     retries: int = 5
+
+    def __post_init__(self) -> None:
+        if self.s3_part_bytes < 5 << 20:
+            raise ValueError("download_s3_part_bytes must be at least 5 MiB (S3's minimum)")
+        if self.s3_url and not self.s3_url.startswith("s3://"):
+            raise ValueError("download_s3_url must look like s3://bucket/prefix")
+        if self.max_redirects < 0:
+            raise ValueError("download_max_redirects must be >= 0")
+
+    @property
+    def on(self) -> bool:
+        """Finished videos are downloaded (to a directory or to object storage)."""
+        return bool(self.dir or self.s3_url)
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """How workers talk to the upstream and schedule their checks (units in the names).
 
-    Durations marked *scaled* are multiplied by ``time_scale`` (DESIGN.md rule 14), so the
+    Durations marked *scaled* are multiplied by ``time_scale`` (architecture rule 14), so the
     demo and benchmarks can run a 3-minute video in seconds with the same schedule shape.
     """
 
@@ -183,9 +237,10 @@ class WorkerConfig:
     reconcile_grace_s: float = 30.0
     #: Records per reconciler batch.
     reconcile_batch: int = 1000
-    #: Wait for fsync (WAITAOF) or a replica (WAIT) after recording an upstream id.
+    #: After recording an upstream id, wait for a replica (WAIT 1, when the deployment has
+    #: replicas) and for fsync (WAITAOF, Redis >= 7.2 with AOF on).
     durable_writes: DurableWrites = "auto"
-    #: How long that wait may take.
+    #: How long that wait may take (then logged and counted: nothing is assumed durable).
     durable_wait_timeout_s: float = 1.0
     #: Serve this process's metrics on this port (0 = don't).
     metrics_port: int = 0
@@ -224,10 +279,19 @@ class WorkerConfig:
             )
         if self.webhooks.max_age_s + 3600 > self.settings.retention_s:
             raise ValueError("retention_s must outlast webhook_max_age_s by at least an hour")
+        if self.webhooks.max_age_s + 3600 > self.settings.unsubmitted_retention_s:
+            raise ValueError(
+                "unsubmitted_retention_s must outlast webhook_max_age_s by at least an hour"
+            )
         if self.reconcile_interval_s <= 0 or (
             self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
         ):
             raise ValueError("reconcile_interval_s must divide 60 (or be a multiple of 60)")
+
+    @property
+    def downloads_on(self) -> bool:
+        """Finished videos are downloaded (to a directory or to object storage)."""
+        return self.downloads.on
 
     def scaled(self, seconds: float) -> float:
         return seconds * self.time_scale

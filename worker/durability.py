@@ -1,56 +1,67 @@
-"""Make the write of an upstream id durable before anything else (DESIGN.md rule 3)."""
+"""Make the write of an upstream id durable before anything else (architecture rule 3).
+
+The wait itself (``WAIT 1`` for a replica, ``WAITAOF`` where offered, re-detected after a
+failover) is ``genqueue.producer.durability``'s. An upstream id is already paid for, so a wait
+that times out cannot undo anything: the id stays written on the primary, the worker goes on,
+and the miss is logged (``durable_write_not_acknowledged``) and counted
+(``genqueue_durable_write_timeouts_total``): nothing is silently assumed durable.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import redis.asyncio
 import structlog
 
-from genqueue.producer.scripts import AsyncScripts, R, ScriptCall, run_with
+from genqueue.producer.connections import is_sentinel_url
+from genqueue.producer.durability import AsyncDurableWriter, DurabilityPolicy
+from genqueue.producer.scripts import AsyncScripts, R, ScriptCall
+from genqueue.worker.config import WorkerConfig
 
 log = structlog.get_logger(__name__)
 
 
-def _version(v: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+def policy_for(config: WorkerConfig) -> DurabilityPolicy:
+    """The policy for upstream ids (``GENQUEUE_DURABLE_WRITES``)."""
+    return DurabilityPolicy(
+        mode=config.durable_writes,
+        timeout_ms=max(1, round(config.durable_wait_timeout_s * 1000)),
+        recheck_s=config.settings.durable_recheck_s,
+        expect_replicas=is_sentinel_url(config.settings.redis_url),
+    )
 
 
-@dataclass(frozen=True, slots=True)
 class Durability:
-    """Which wait, if any, follows a critical write: ``WAITAOF`` (Redis >= 7.2 with AOF on),
-    else ``WAIT`` when replicas are attached, else none (the loss window is then AOF's)."""
+    """The durable-write step of one worker process (no client: writes run undurably, for
+    tests that build a ``Runtime`` by hand)."""
 
-    command: tuple[str | int, ...] = ()
-
-    @classmethod
-    async def detect(cls, client: redis.asyncio.Redis, *, mode: str, timeout_ms: int) -> Durability:
-        if mode == "off":
-            return cls()
-        info = await client.info()
-        version = _version(str(info.get("redis_version", "0")))
-        aof = int(info.get("aof_enabled", 0)) == 1
-        replicas = int(info.get("connected_slaves", 0))
-        if version >= (7, 2) and aof:
-            chosen: tuple[str | int, ...] = ("WAITAOF", 1, 0, timeout_ms)
-        elif replicas > 0:
-            chosen = ("WAIT", 1, timeout_ms)
-        else:
-            chosen = ()
-        log.info(
-            "durable_writes",
-            wait=chosen[0] if chosen else "none",
-            redis_version=info.get("redis_version"),
-            aof=aof,
-            replicas=replicas,
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | None = None,
+        policy: DurabilityPolicy | None = None,
+        *,
+        on_unacknowledged: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.writer = (
+            AsyncDurableWriter(client, policy or DurabilityPolicy()) if client is not None else None
         )
-        return cls(chosen)
+        self._on_unacknowledged = on_unacknowledged
+
+    async def detect(self) -> None:
+        """Look at the deployment now, rather than at the first write, and log the choice."""
+        if self.writer is None:
+            return
+        plan = await self.writer.plan()
+        log.info(
+            "durable_writes", wait=plan.names, expect_replicas=self.writer.policy.expect_replicas
+        )
 
     async def run(self, client: redis.asyncio.Redis, scripts: AsyncScripts, c: ScriptCall[R]) -> R:
         """Run the script, then wait for its durability on the same connection."""
-        if not self.command:
+        if self.writer is None:
             return await scripts.run(c)
-        reply, acked = await run_with(client, scripts, c, *self.command)
-        if not acked or (isinstance(acked, list) and not acked[0]):
-            log.warning("durable_write_not_acknowledged", wait=self.command[0], reply=acked)
-        return reply
+        out = await self.writer.write(c)
+        if not out.acknowledged:
+            self._on_unacknowledged()
+        return out.reply

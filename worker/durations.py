@@ -5,8 +5,8 @@ The lists are a *uniform sample* of about the last ``horizon`` completions (rese
 sampling), not the last ``samples`` ones: videos submitted together end together, and the
 completions of one short stretch of time all have about the same duration (at minute 3 of a
 batch, only the 3-minute ones are ending). The last 1,000 of a 10,000-video batch taught the
-schedule that every video takes as long as the slowest, and the next batch was checked a
-minute late (10k bench run, session 3). A reservoir over 10,000 keeps the whole batch's
+schedule that every video takes as long as the slowest, and the next batch was checked
+late (seen in the 10k bench run). A reservoir over 10,000 keeps the whole batch's
 spread, and still forgets: once full, each completion enters with probability
 samples/horizon, so any one entry is replaced by each later completion with probability
 1/horizon (the sample's age profile depends on the horizon only, not on its size).
@@ -23,13 +23,14 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import redis.asyncio
 
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
+from genqueue.worker.drift import NONE, Shift, location_shift
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -58,12 +59,42 @@ def lower_quantile(sorted_values: list[float], q: float, confidence: float) -> f
     return _at(sorted_values, max(0.0, q * (n - 1) - z * math.sqrt(n * q * (1.0 - q))))
 
 
+def _pair(entry: str | bytes) -> tuple[float, float]:
+    """A recent entry ``start:done`` as two floats."""
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    start, _, done = text.partition(":")
+    return float(start), float(done)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelDurations:
-    """Sorted recent durations of one model (seconds, upstream clock)."""
+    """One model's learned durations (seconds, upstream clock): ``total`` (created to
+    completed) and ``generation`` (the observed start of generation to completed), each a
+    sorted reservoir of about the last ``horizon`` completions, plus the last few as
+    ``(start, done)`` pairs (``recent_*``, newest first: ``worker/drift.py``) that let the
+    schedule follow a change; ``offset_bounds``: recent upper bounds of Redis' clock minus the
+    upstream's (seconds)."""
 
     total: list[float]
     generation: list[float]
+    recent_total: list[tuple[float, float]] = field(default_factory=list)
+    recent_generation: list[tuple[float, float]] = field(default_factory=list)
+    offset_bounds: list[float] = field(default_factory=list)
+    #: How far the recent completions sit from the long samples (``worker/drift.py``),
+    #: computed once per refresh, not per check.
+    total_shift: Shift = NONE
+    generation_shift: Shift = NONE
+
+    @property
+    def offset_s(self) -> float | None:
+        """Redis' clock minus the upstream's, estimated: the tightest recent upper bound (each
+        bound is the offset plus a latency, never less), or None before any was seen."""
+        return min(self.offset_bounds) if self.offset_bounds else None
+
+
+#: Clock offset bounds kept per model: the estimate follows a clock step within this many
+#: completions.
+OFFSET_BOUNDS_KEPT = 64
 
 
 class DurationModel:
@@ -77,6 +108,8 @@ class DurationModel:
         samples: int = 10_000,
         horizon: int = 10_000,
         min_samples: int = 10,
+        recent: int = 100,
+        shift_z: float = 3.0,
         cache_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
@@ -84,36 +117,49 @@ class DurationModel:
         self._keys = keys
         self._samples = samples
         self._horizon = max(horizon, samples)
+        self._recent = recent
+        self._shift_z = shift_z
         self._record = client.register_script(source("record_duration"))
         self._rng = rng or random.Random()
         self._min = min_samples
         self._cache_s = cache_s
         self._cache: dict[str, tuple[float, ModelDurations | None]] = {}
 
+    def _keys_of(self, model: str) -> list[str]:
+        k = self._keys
+        kinds = ("total", "generation", "count", "recent_total", "recent_generation", "offset")
+        return [k.durations(model, kind) for kind in kinds]
+
     async def record(
-        self, model: str, created_at: float | None, started_at: float | None, done_at: float
+        self,
+        model: str,
+        created_at: float | None,
+        done_at: float,
+        *,
+        generation_s: float | None = None,
+        offset_bound_s: float | None = None,
     ) -> None:
-        """Offer one completed job's durations to the model's sample (one script call)."""
+        """Offer one completed job's durations to the model's sample (one script call):
+        ``done_at - created_at`` (both the upstream's), the generation time genqueue observed
+        (``generation_s``, None when the start was not bracketed closely) and an upper bound
+        of Redis' clock minus the upstream's."""
         total = (
             f"{done_at - created_at:.3f}"
             if created_at is not None and done_at >= created_at
             else ""
         )
-        gen = (
-            f"{done_at - started_at:.3f}"
-            if started_at is not None and done_at >= started_at
-            else ""
-        )
-        if not total and not gen:
+        gen = f"{generation_s:.3f}" if generation_s is not None and generation_s >= 0 else ""
+        offset = "" if offset_bound_s is None else f"{offset_bound_s:.3f}"
+        recent_total = f"{created_at:.3f}:{done_at:.3f}" if total else ""
+        recent_gen = f"{done_at - float(gen):.3f}:{done_at:.3f}" if gen else ""
+        if not total and not gen and not offset:
             return
-        k = self._keys
         await self._record(
-            keys=[
-                k.durations(model, "total"),
-                k.durations(model, "generation"),
-                k.durations(model, "count"),
+            keys=self._keys_of(model),
+            args=[
+                *(total, gen, self._samples, self._horizon, repr(self._rng.random())),
+                *(self._recent, offset, OFFSET_BOUNDS_KEPT, recent_total, recent_gen),
             ],
-            args=[total, gen, self._samples, self._horizon, repr(self._rng.random())],
         )
 
     async def get(self, model: str) -> ModelDurations | None:
@@ -122,12 +168,24 @@ class DurationModel:
         cached = self._cache.get(model)
         if cached is not None and now - cached[0] < self._cache_s:
             return cached[1]
+        total_k, gen_k, _, recent_total_k, recent_gen_k, offset_k = self._keys_of(model)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(self._keys.durations(model, "total"), 0, -1)
-            pipe.lrange(self._keys.durations(model, "generation"), 0, -1)
-            total_raw, gen_raw = await pipe.execute()
+            for key in (total_k, gen_k, recent_total_k, recent_gen_k, offset_k):
+                pipe.lrange(key, 0, -1)
+            total_raw, gen_raw, rt_raw, rg_raw, off_raw = await pipe.execute()
         total = sorted(float(x) for x in total_raw)
-        gen = sorted(float(x) for x in gen_raw)
-        value = ModelDurations(total, gen) if len(total) >= self._min else None
+        value = None
+        if len(total) >= self._min:
+            gen = sorted(float(x) for x in gen_raw)
+            recent_total, recent_gen = [_pair(x) for x in rt_raw], [_pair(x) for x in rg_raw]
+            value = ModelDurations(
+                total,
+                gen,
+                recent_total,
+                recent_gen,
+                [float(x) for x in off_raw],
+                location_shift(total, recent_total, self._shift_z),
+                location_shift(gen, recent_gen, self._shift_z),
+            )
         self._cache[model] = (now, value)
         return value

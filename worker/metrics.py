@@ -54,12 +54,29 @@ class WorkerMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.durable_write_timeouts = Counter(
+            "genqueue_durable_write_timeouts",
+            "Upstream ids written on the primary whose replica/fsync wait timed out (a "
+            "failover now could lose them).",
+            registry=r,
+        )
         self.timers_rearmed = Counter(
             "genqueue_timers_rearmed", "Lost timers re-armed by the reconciler.", registry=r
         )
         self.ambiguous_submits = Counter(
             "genqueue_ambiguous_submits",
             "Creates that may have happened upstream without genqueue learning the id.",
+            registry=r,
+        )
+        self.superseded_jobs = Counter(
+            "genqueue_superseded_jobs",
+            "Upstream jobs whose create answered after another attempt went out (each is "
+            "checked until it ends, its cost recorded).",
+            registry=r,
+        )
+        self.cost_unknown = Counter(
+            "genqueue_cost_unknown",
+            "Completed upstream jobs whose cost was missing or unusable (recorded as unknown).",
             registry=r,
         )
         self.rate_limited = Counter(
@@ -105,6 +122,7 @@ class WorkerMetrics:
         for outcome in ("done", "retry", "dead"):
             self.webhook_deliveries.labels(outcome)
             self.downloads.labels(outcome)
+        self.webhook_deliveries.labels("deferred")
         for code in ("401", "402", "403", "outage"):
             self.creates_paused.labels(code)
 

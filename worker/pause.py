@@ -1,7 +1,7 @@
 """The circuit breaker: a pause of upstream creates for every worker, kept in Redis.
 
 401/403 (key), 402 (credits) or a streak of create failures that look like an outage pause
-creates for everyone instead of failing the backlog one request at a time (DESIGN.md rule 13).
+creates for everyone instead of failing the backlog one request at a time (architecture rule 13).
 When the pause has run its time it turns half-open: ``begin_submit`` lets one request through
 as a probe; its success resumes creates, its failure pauses again. ``genqueue resume`` (or
 ``CreatePause.resume``) ends a pause at once.

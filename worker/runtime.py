@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import redis.asyncio
 
+from genqueue.producer.connections import async_redis
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import AsyncScripts
 from genqueue.producer.timers import AsyncTimers
 from genqueue.worker.config import WorkerConfig
-from genqueue.worker.durability import Durability
+from genqueue.worker.durability import Durability, policy_for
 from genqueue.worker.durations import DurationModel
 from genqueue.worker.metrics import WorkerMetrics
+from genqueue.worker.outbound.guard import GuardedTransport, Origin, origin_of
+from genqueue.worker.outbound.host_slots import HostSlots
+from genqueue.worker.outbound.resolver import Resolver, SystemResolver
 from genqueue.worker.pause import CreatePause
 from genqueue.worker.ratelimit import RateLimit, limiter_identity
+from genqueue.worker.targets import s3_client
 from genqueue.worker.upstream import UpstreamClient, UpstreamTimeouts, make_transport
 
 CTX_KEY = "genqueue"
@@ -51,6 +57,8 @@ class Runtime:
 
     side_transport: httpx.AsyncBaseTransport | None = None
     rate_limit: RateLimit | None = None
+    #: How webhook and download hosts are looked up (None: the system's resolver).
+    resolver: Resolver | None = None
 
     def __post_init__(self) -> None:
         self.keys: Keys = self.config.settings.keys
@@ -64,6 +72,11 @@ class Runtime:
             self.keys,
             samples=cfg.schedule.adaptive_samples,
             min_samples=cfg.schedule.adaptive_min_samples,
+            recent=cfg.schedule.adaptive_recent_samples,
+            shift_z=cfg.schedule.adaptive_shift_z,
+            # Scaled like every schedule duration: at a benchmark's time scale a change is
+            # seen as soon (in simulated time) as in production.
+            cache_s=cfg.scaled(30.0),
         )
         if self.rate_limit is None and cfg.rate_limit_rps > 0:
             self.rate_limit = RateLimit.of(
@@ -72,18 +85,33 @@ class Runtime:
                 burst=cfg.rate_limit_burst,
                 identity=limiter_identity(cfg.upstream_url, cfg.api_key),
             )
-        # Webhook receivers get no redirects (a redirect could bounce a signed body
-        # elsewhere); video URLs are short links that redirect to a signed URL.
+        self.host_slots = HostSlots(cfg.webhooks.host_concurrency)
+        #: A boto3 S3 client when videos go to object storage (``downloads.s3_url``).
+        self.s3: Any = (
+            s3_client(cfg.downloads.s3_endpoint_url, cfg.downloads.s3_region)
+            if cfg.downloads.s3_url
+            else None
+        )
+        resolver = self.resolver or SystemResolver()
+        allow = cfg.settings.allow_nets
+
+        def guarded(trusted: tuple[Origin, ...]) -> GuardedTransport:
+            inner = self.side_transport or make_transport(cfg.transport, max_connections=100)
+            return GuardedTransport(inner, resolver=resolver, allow=allow, trusted=trusted)
+
+        # Neither client follows redirects itself: a webhook gets none (a redirect could
+        # bounce a signed body elsewhere); downloads follow theirs hop by hop, each checked
+        # (side_effects.py). Total deadlines are set per call (asyncio.timeout).
         self.webhook_http = httpx.AsyncClient(
-            timeout=cfg.webhooks.timeout_s,
+            timeout=httpx.Timeout(cfg.webhooks.timeout_s, connect=cfg.upstream_timeouts.connect_s),
             follow_redirects=False,
-            transport=self.side_transport,
+            transport=guarded(()),
             trust_env=False,
         )
         self.download_http = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.downloads.timeout_s, connect=cfg.upstream_timeouts.connect_s),
-            follow_redirects=True,
-            transport=self.side_transport,
+            follow_redirects=False,
+            transport=guarded((origin_of(cfg.upstream_url),)),
             trust_env=False,
         )
 
@@ -95,10 +123,11 @@ class Runtime:
         transport: httpx.AsyncBaseTransport | None = None,
         side_transport: httpx.AsyncBaseTransport | None = None,
         metrics: WorkerMetrics | None = None,
+        resolver: Resolver | None = None,
     ) -> Runtime:
         """Connect to Redis and the upstream (``transport`` overrides the production one)."""
         metrics = metrics or WorkerMetrics()
-        client = redis.asyncio.Redis.from_url(
+        client = async_redis(
             config.settings.redis_url,
             decode_responses=True,
             socket_connect_timeout=5,
@@ -123,11 +152,14 @@ class Runtime:
         except BaseException:
             await client.aclose()
             raise
-        durability = await Durability.detect(
-            client,
-            mode=config.durable_writes,
-            timeout_ms=round(config.durable_wait_timeout_s * 1000),
+        durability = Durability(
+            client, policy_for(config), on_unacknowledged=metrics.durable_write_timeouts.inc
         )
+        try:
+            await durability.detect()
+        except BaseException:
+            await client.aclose()
+            raise
         return cls(
             config=config,
             redis=client,
@@ -135,6 +167,7 @@ class Runtime:
             durability=durability,
             metrics=metrics,
             side_transport=side_transport,
+            resolver=resolver,
         )
 
     async def close(self) -> None:

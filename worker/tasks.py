@@ -12,6 +12,7 @@ import json
 import time
 from typing import Literal
 
+import redis.exceptions
 import structlog
 
 from genqueue.producer.contracts import (
@@ -22,15 +23,17 @@ from genqueue.producer.contracts import (
     SubmitRelease,
     Submitted,
 )
-from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag
-from genqueue.producer.record import read_full, with_id
+from genqueue.producer.keys import NON_TERMINAL, POLL_TASK, SUBMIT_TASK, Field, Tag, tenant_of
+from genqueue.producer.record import model_label, read_full, with_id
 from genqueue.producer.replies import DEFERRED_TAGS, NextStep
-from genqueue.producer.scripts import ms
+from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
-from genqueue.worker.durations import lower_quantile, quantile
+from genqueue.worker.drift import Shift
+from genqueue.worker.observed import generation_s, offset_bound_s, seen
 from genqueue.worker.ratelimit import NO_LIMIT_ARGS
 from genqueue.worker.runtime import Runtime
+from genqueue.worker.superseded import check_superseded
 from genqueue.worker.upstream import (
     Disposition,
     UpstreamError,
@@ -38,8 +41,19 @@ from genqueue.worker.upstream import (
     UpstreamJob,
     classify,
 )
+from genqueue.worker.window import Span, check_window, span
 
 log = structlog.get_logger(__name__)
+
+#: ``tracking`` values of an ended request whose poll chain goes on: its own billed job ("1")
+#: or only superseded ones ("extra", ``lua/track_extra.lua``).
+TRACKED = ("1", "extra")
+
+
+def _may_have_extras(raw: dict[str, str]) -> bool:
+    """The record holds (or, written by an earlier version, may hold) superseded upstream
+    ids: when it ends, its chain may go on to check them (armed by the caller)."""
+    return raw.get(Field.EXTRA_IDS, "[]") != "[]" or Field.UPSTREAM_IDS in raw
 
 
 def idempotency_header(request_id: str) -> str:
@@ -62,7 +76,7 @@ def current_timer(request_id: str, raw: dict[str, str]) -> tuple[Timer, int] | N
     kind = raw.get(Field.TIMER, "")
     if not raw or kind not in (SUBMIT_TASK, POLL_TASK):
         return None
-    if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) != "1":
+    if raw.get(Field.STATUS) not in NON_TERMINAL and raw.get(Field.TRACKING) not in TRACKED:
         return None
     at_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or "0")
     return Timer(kind, request_id, int(raw.get(Field.SEQ, "0"))), max(at_ms, 1)
@@ -122,64 +136,85 @@ def _limit(rt: Runtime) -> tuple[tuple[str, str], tuple[int, int]]:
     return rt.rate_limit.keys, rt.rate_limit.args
 
 
+async def _redis_now_s(rt: Runtime) -> float:
+    """Redis' clock (seconds): the clock genqueue's own observations are on."""
+    sec, usec = await rt.redis.time()
+    return float(sec) + float(usec) / 1e6
+
+
 async def _learned_wait_s(
-    rt: Runtime, model: str, job: UpstreamJob, polls_done: int, due_ms: int | None
+    rt: Runtime,
+    raw: dict[str, str],
+    job: UpstreamJob,
+    polls_done: int,
+    due_ms: int | None,
 ) -> float | None:
-    """Delay before the next check by the model's recent durations (``learned_delay_s``), or
-    None when the schedule is fixed or the model is not known yet. Measured from the
-    upstream's own start of generation when it reports one (tighter: it leaves out the
-    upstream's queue wait), else from its creation."""
+    """Delay before the next check by the model's recent durations (``learned_delay_s`` on
+    the window ``worker/window.py`` places), or None when the schedule is fixed or the model
+    is not known yet. Reads only the job's status and spec timestamps and what the checks
+    saw (``worker/observed.py``), on Redis' clock."""
     cfg = rt.config
-    if cfg.schedule.mode != "adaptive":
+    sched = cfg.schedule
+    if sched.mode != "adaptive":
         return None
-    learned = await rt.durations.get(model)
-    if learned is None:
+    learned = await rt.durations.get(raw.get(Field.MODEL, ""))
+    if learned is None or job.created_at is None:
         return None
-    if job.started_at is not None and learned.generation:
-        anchor, durations = job.started_at, learned.generation
-    elif job.created_at is not None:
-        anchor, durations = job.created_at, learned.total
-    else:
+    now = await _redis_now_s(rt)
+    own = offset_bound_s(raw, job, now, fresh=polls_done == 0)
+    bounds = [b for b in (learned.offset_s, own) if b is not None]
+    view = seen(raw, job, now, min(bounds) if bounds else 0.0)
+    if view is None:
         return None
-    # Upstream timestamps are the upstream's clock; a wait is never negative.
-    now = time.time()
-    elapsed = max(0.0, now - anchor)
-    every = cfg.scaled(cfg.schedule.poll_floor_s)
+    every = cfg.scaled(sched.poll_floor_s)
+
+    def span_of(values: list[float], shift: Shift) -> Span:
+        return span(
+            values,
+            shift,
+            q=sched.adaptive_quantile,
+            confidence=sched.adaptive_confidence,
+            dense_q=sched.adaptive_dense_until_quantile,
+        )
+
+    generation = (
+        span_of(learned.generation, learned.generation_shift)
+        if len(learned.generation) >= sched.adaptive_generation_min_samples
+        else None
+    )
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    first_s = (
-        lower_quantile(durations, cfg.schedule.adaptive_quantile, cfg.schedule.adaptive_confidence)
-        + every
+    first_at, until_at = check_window(
+        view, span_of(learned.total, learned.total_shift), generation, every
     )
-    dense_until_s = quantile(durations, cfg.schedule.adaptive_dense_until_quantile)
+    elapsed = max(0.0, now - view.created_s)
+    dense_until_s = until_at - view.created_s
     delay = learned_delay_s(
         elapsed,
         checked=polls_done > 0,
         late_s=0.0 if due_ms is None else max(0.0, now - due_ms / 1000),
-        first_s=first_s,
+        first_s=first_at - view.created_s,
         dense_until_s=dense_until_s,
         dense_every_s=every,
-        cap_s=cfg.scaled(cfg.schedule.poll_cap_s),
-        factor=cfg.schedule.poll_factor,
+        cap_s=cfg.scaled(sched.poll_cap_s),
+        factor=sched.poll_factor,
     )
     if polls_done == 0:
         # Spread the first checks of a batch created at once over one interval (not by a
         # share of the delay: a first check later than planned lets more videos end long
         # before it). They may wait longer than the cap.
-        if cfg.schedule.poll_jitter <= 0:
+        if sched.poll_jitter <= 0:
             return delay
         return max(0.0, delay + rt.rng.uniform(-every / 2, every / 2))
     if elapsed >= dense_until_s:
-        return min(
-            cfg.scaled(cfg.schedule.poll_cap_s), jittered(delay, cfg.schedule.poll_jitter, rt.rng)
-        )
+        return min(cfg.scaled(sched.poll_cap_s), jittered(delay, sched.poll_jitter, rt.rng))
     return delay  # inside the window: no jitter, the interval is what bounds the lag
 
 
 async def _poll_wait_s(
     rt: Runtime,
-    model: str,
+    raw: dict[str, str],
     job: UpstreamJob | None,
     polls_done: int,
     retry_after_s: float | None,
@@ -188,7 +223,7 @@ async def _poll_wait_s(
     """Delay before the next check: by the model's learned durations when known, else the
     configured backoff; an upstream ``Retry-After`` is never undercut. ``due_ms``: when the
     check that is running now was due (wall ms), so a late run doesn't delay the next."""
-    learned = None if job is None else await _learned_wait_s(rt, model, job, polls_done, due_ms)
+    learned = None if job is None else await _learned_wait_s(rt, raw, job, polls_done, due_ms)
     if learned is None:
         return _next_poll_s(rt, polls_done, retry_after_s)
     return learned if retry_after_s is None else max(learned, retry_after_s)
@@ -204,11 +239,14 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         if not raw:
             log.info("record_missing")
             return
+        # This task's own context (arq runs each job in its own task): no leak to others.
+        structlog.contextvars.bind_contextvars(tenant=tenant_of(raw))
         cfg = rt.config
         limit_keys, limit_args = _limit(rt)
         begin = BeginSubmit(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             expected_seq=seq,
             max_inflight=cfg.max_inflight,
             lease_ms=ms(cfg.lease_s),
@@ -233,6 +271,11 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             return
         if tag is not Tag.OK:
             log.info("submit_ended", outcome=tag.lower())
+            if tag is not Tag.MISSING and raw.get(Field.STATUS) == "submitting":
+                # Ended over an expired lease: the script counted an ambiguous submit.
+                rt.metrics.ambiguous_submits.inc()
+            if _may_have_extras(raw):
+                await arm_current(rt, request_id)
             return
         submit_seq, is_probe = reply.submit_seq, reply.probe
         if is_probe:
@@ -241,6 +284,8 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             rt.metrics.ambiguous_submits.inc()
             log.warning("ambiguous_submit", policy=cfg.ambiguous_policy)
         body = json.loads(raw[Field.REQUEST])
+        # The lease taken above runs from about now: the id must be written before it ends.
+        lease_ends = time.monotonic() + cfg.lease_s
         try:
             job = await rt.upstream.create(body, idempotency_key=idempotency_header(request_id))
         except UpstreamError as exc:
@@ -251,22 +296,54 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         # Shielded: once the upstream has answered, the id must reach Redis even if this
         # task is cancelled (timeout, shutdown) — an unrecorded job is billed and lost.
         # `submitted` also ends the create failure streak (the upstream answered).
-        await asyncio.shield(_record_submitted(rt, raw, submit_seq, job))
+        await asyncio.shield(_record_submitted(rt, raw, submit_seq, job, lease_ends))
+
+
+#: Seconds before the lease ends when writing a created job's id stops being retried: after
+#: that another attempt may take the request over (an ambiguous submit).
+SUBMITTED_RETRY_MARGIN_S = 2.0
+
+
+async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
+    """Run a critical write, retrying while Redis is unreachable until ``deadline``
+    (monotonic seconds).
+
+    The upstream ignores idempotency keys: a created job whose id is not written before the
+    lease ends is created again by the next attempt (a paid duplicate). A Redis restart or
+    failover during a burst of creates would otherwise turn every create in flight into one.
+    """
+    delay_s = 0.05
+    while True:
+        try:
+            return await rt.durability.run(rt.redis, rt.scripts, c)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            if time.monotonic() + delay_s >= deadline:
+                raise
+            log.warning("submitted_write_retry", error=type(exc).__name__, retry_in_s=delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(1.0, delay_s * 2)
 
 
 async def _record_submitted(
-    rt: Runtime, raw: dict[str, str], submit_seq: int, job: UpstreamJob
+    rt: Runtime,
+    raw: dict[str, str],
+    submit_seq: int,
+    job: UpstreamJob,
+    lease_ends: float | None = None,
 ) -> None:
     request_id = raw[Field.ID]
     with structlog.contextvars.bound_contextvars(upstream_id=job.id):
         cfg = rt.config
-        model = raw.get(Field.MODEL, "")
-        first = 0.0 if job.is_terminal else await _poll_wait_s(rt, model, job, 0, None)
+        try:
+            first = 0.0 if job.is_terminal else await _poll_wait_s(rt, raw, job, 0, None)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            first = _next_poll_s(rt, 0)  # no learned durations now; the id must still be kept
         # begin_submit left the timer seq as it was: the first poll is the next step.
         step = _next(POLL_TASK, raw, raw.get(Field.SEQ, "0"))
         c = Submitted(
             request_id=request_id,
             idempotency_key=_idem(raw),
+            tenant=tenant_of(raw),
             submit_seq=submit_seq,
             upstream_id=job.id,
             upstream_status=job.status,
@@ -277,13 +354,17 @@ async def _record_submitted(
             tracking_poll_delay_ms=_scaled_ms(rt, cfg.schedule.poll_cap_s),
             arm=step,
         ).call(cfg.settings)
-        reply = await rt.durability.run(rt.redis, rt.scripts, c)
+        deadline = (lease_ends or time.monotonic()) - SUBMITTED_RETRY_MARGIN_S
+        reply = await _run_until(rt, c, deadline)
         if reply.tag is Tag.OK:
             log.info("upstream_job_created", upstream_status=job.status)
             await _arm_next(rt, POLL_TASK, request_id, reply.step, step)
         elif reply.tag is Tag.STALE:
-            # A newer attempt owns the request; this job's id is kept in upstream_ids.
+            # A newer attempt owns the request (or it ended): this job is checked until it
+            # ends, after the request's own (the script restarts an ended record's chain).
             log.warning("upstream_job_created_by_superseded_attempt")
+            rt.metrics.superseded_jobs.inc()
+            await arm_current(rt, request_id)
         else:
             log.error("upstream_job_created_for_missing_record")
 
@@ -327,6 +408,7 @@ async def _submit_failed(
     c = SubmitRelease(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         submit_seq=submit_seq,
         mode=mode,
         ambiguous=ambiguous,
@@ -345,6 +427,8 @@ async def _submit_failed(
     )
     if reply.tag is Tag.RETRY:
         await _arm_next(rt, SUBMIT_TASK, raw[Field.ID], reply.step, step)
+    elif reply.tag is Tag.FAILED and _may_have_extras(raw):
+        await arm_current(rt, raw[Field.ID])
 
 
 # --- poll ---------------------------------------------------------------------------------
@@ -377,8 +461,13 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
         if tag is not Tag.GO:
             return  # DONE: the request ended and nothing is tracked
         raw = with_id(request_id, reply.record)
+        if raw.get(Field.TRACKING) == "extra":
+            await check_superseded(rt, raw, seq, lambda: arm_current(rt, request_id))
+            return
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
-        with structlog.contextvars.bound_contextvars(upstream_id=upstream_id):
+        with structlog.contextvars.bound_contextvars(
+            upstream_id=upstream_id, tenant=tenant_of(raw)
+        ):
             try:
                 job = await rt.upstream.retrieve(upstream_id)
             except UpstreamError as exc:
@@ -394,6 +483,7 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
     c = Finish(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         outcome=job.status,
         cost_micro_usd=job.cost_micro_usd,
@@ -402,15 +492,19 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         upstream_created_at=job.created_at,
         upstream_started_at=job.started_at,
         upstream_done_at=job.done_at,
-        owe_download=bool(rt.config.downloads.dir),
+        owe_download=rt.config.downloads_on,
+        cost_unknown=job.cost_unknown,
     ).call(rt.config.settings)
     reply = await rt.scripts.run(c)
+    if job.cost_unknown:
+        rt.metrics.cost_unknown.inc()
+        log.warning("upstream_cost_unknown", problem=job.cost_problem or "missing")
     if reply.tag is Tag.OK:
+        if _may_have_extras(raw):
+            await arm_current(rt, raw[Field.ID])
         _observe_finish(rt, raw, job, now_ms=reply.now_ms, ended_now=reply.ended_now)
         if job.status == "completed" and job.done_at is not None:
-            await rt.durations.record(
-                raw.get(Field.MODEL, ""), job.created_at, job.started_at, job.done_at
-            )
+            await _learn(rt, raw, job, reply.now_ms / 1000)
         log.info(
             "request_finished",
             status=reply.status,
@@ -422,11 +516,29 @@ async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) 
         await arm_current(rt, raw[Field.ID])
 
 
+async def _learn(rt: Runtime, raw: dict[str, str], job: UpstreamJob, now_s: float) -> None:
+    """Offer a completed job to its model's durations: created to completed, the generation
+    time its checks bracketed, and a bound of the clock offset (``worker/observed.py``)."""
+    if job.done_at is None:
+        return
+    model = raw.get(Field.MODEL, "")
+    bound = offset_bound_s(raw, job, now_s, fresh=False)
+    learned = await rt.durations.get(model)
+    known = [b for b in (bound, learned.offset_s if learned else None) if b is not None]
+    offset = min(known) if known else 0.0
+    # A start bracketed by checks more than two intervals apart says little of it.
+    width_s = 2 * rt.config.scaled(rt.config.schedule.poll_floor_s)
+    gen = generation_s(raw, job, now_s, offset, width_s)
+    await rt.durations.record(
+        model, job.created_at, job.done_at, generation_s=gen, offset_bound_s=bound
+    )
+
+
 def _observe_finish(
     rt: Runtime, raw: dict[str, str], job: UpstreamJob, *, now_ms: int, ended_now: bool
 ) -> None:
     m = rt.metrics
-    model = raw.get(Field.MODEL, "")
+    model = model_label(raw)
     m.polls.labels(model).inc()
     if job.created_at is not None and job.done_at is not None:
         m.request_duration.labels(model, "upstream").observe(max(0.0, job.done_at - job.created_at))
@@ -461,11 +573,12 @@ async def _poll_update(
             log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
     polls_done = int(raw.get(Field.POLLS, "0")) + 1
     due_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or 0) or None
-    delay = await _poll_wait_s(rt, raw.get(Field.MODEL, ""), job, polls_done, retry_after_s, due_ms)
+    delay = await _poll_wait_s(rt, raw, job, polls_done, retry_after_s, due_ms)
     status = job.status if job is not None and job.status != "unknown" else ""
     c = PollUpdate(
         request_id=raw[Field.ID],
         idempotency_key=_idem(raw),
+        tenant=tenant_of(raw),
         expected_seq=seq,
         upstream_status=status,
         upstream_started_at=job.started_at if job is not None else None,
@@ -478,13 +591,15 @@ async def _poll_update(
     ).call(cfg.settings)
     reply = await rt.scripts.run(c)
     if reply.tag is Tag.OK or reply.tag is Tag.ABANDONED:
-        rt.metrics.polls.labels(raw.get(Field.MODEL, "")).inc()
+        rt.metrics.polls.labels(model_label(raw)).inc()
     if reply.tag is Tag.OK:
         await _arm_next(rt, POLL_TASK, raw[Field.ID], reply.step, step)
     elif reply.tag is Tag.STALE:
         await arm_current(rt, raw[Field.ID])
     elif reply.tag is Tag.ABANDONED:
         log.error("tracking_abandoned")
+        if _may_have_extras(raw):
+            await arm_current(rt, raw[Field.ID])
 
 
 async def _poll_failed(rt: Runtime, raw: dict[str, str], seq: int, exc: UpstreamError) -> None:

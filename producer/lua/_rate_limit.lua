@@ -11,8 +11,7 @@
 --            taking the slot a turn is due to use. Without this a fresh check took the slot
 --            at each turn, the check whose turn it was was refused and queued again at the
 --            back, and under a saturated limit some videos were checked twice as seldom as
---            others (10k run at 500 rps: p95 detection lag by minute up to 30.5 s; with
---            turns kept in order, 17.2 s);
+--            others (the 10k run's p95 lag with and without turns: bench/RESULTS.md);
 --   'create' gives way to the queue: it takes neither a slot nor a turn and asks again when
 --            the last turn is due. When the limit is the bottleneck, checks of videos
 --            already paid for come first; a new video would only add to the demand (and

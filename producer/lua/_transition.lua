@@ -19,9 +19,16 @@ local NOW = now_ms()
 -- A caller that forgot the idempotency mapping would leave it behind forever (rule 9). Each
 -- script that can end a request calls this before writing anything (a script error does not
 -- roll back earlier writes) and returns its error reply if there is one.
+-- A tenant's mapping is named `idem@{tenant}:` (producer/keys.py): one passed without the
+-- tenant would expire `default`'s mapping of the same key instead.
 local function idempotency_key_not_passed()
-  if K_IDEM == K_REC and (redis.call('HGET', K_REC, 'idempotency_key') or '') ~= '' then
+  if (redis.call('HGET', K_REC, 'idempotency_key') or '') == '' then return nil end
+  if K_IDEM == K_REC then
     return redis.error_reply('genqueue: the idempotency key of ' .. ID .. ' was not passed')
+  end
+  local tenant = redis.call('HGET', K_REC, 'tenant') or ''
+  if tenant ~= '' and not string.find(K_IDEM, ':idem@' .. tenant .. ':', 1, true) then
+    return redis.error_reply('genqueue: the tenant of ' .. ID .. ' was not passed')
   end
   return nil
 end
@@ -34,14 +41,32 @@ local function num(field)
   return tonumber(redis.call('HGET', K_REC, field) or '0') or 0
 end
 
+-- A tenant's request names it (consumers can follow one tenant); `default`'s do not.
 local function emit(status, ...)
-  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
-    'id', ID, 'status', status, 'at_ms', istr(NOW), ...)
+  local tenant = redis.call('HGET', K_REC, 'tenant')
+  if tenant and tenant ~= '' then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+      'id', ID, 'status', status, 'at_ms', istr(NOW), 'tenant', tenant, ...)
+  else
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+      'id', ID, 'status', status, 'at_ms', istr(NOW), ...)
+  end
+end
+
+-- Count in the cluster-wide field and, for a tenant other than `default`, in its own
+-- `t|{tenant}|{field}` of the same hash (`default`'s figures are the cluster's minus the
+-- others': records written before tenants existed count as `default`'s without a write).
+local function count(hash, field, by)
+  redis.call('HINCRBY', hash, field, by)
+  local tenant = redis.call('HGET', K_REC, 'tenant')
+  if tenant and tenant ~= '' then
+    redis.call('HINCRBY', hash, TENANT_FIELD_PREFIX .. SEP .. tenant .. SEP .. field, by)
+  end
 end
 
 local function set_status(old, new)
-  if NON_TERMINAL[old] then redis.call('HINCRBY', K_COUNTS, old, -1) end
-  if NON_TERMINAL[new] then redis.call('HINCRBY', K_COUNTS, new, 1) end
+  if NON_TERMINAL[old] then count(K_COUNTS, old, -1) end
+  if NON_TERMINAL[new] then count(K_COUNTS, new, 1) end
   redis.call('HSET', K_REC, 'status', new)
 end
 
@@ -88,12 +113,27 @@ local function owe(effect)
   wake_one(K_OUTBOX .. WAKE_SUFFIX, K_OUTBOX .. WAKE_AT_SUFFIX, NOW)
 end
 
+-- The model a record is counted under in the totals (and so in metric labels): its own name
+-- once the upstream has accepted the model (create.lua marks a model it does not know yet,
+-- submitted.lua lifts the mark), else 'other'. Strings nobody accepted can't grow the totals.
+local function model_label()
+  if get('model_unverified') == '1' then return 'other' end
+  return get('model') or 'other'
+end
+
+-- An attempt that may have created an upstream job genqueue will never learn of: counted
+-- on the record and in the totals (stats price it at the model's recorded mean cost).
+local function possibly_billed(n)
+  redis.call('HINCRBY', K_REC, 'possibly_billed', n)
+  count(K_TOTALS, 'possibly_billed' .. SEP .. model_label(), n)
+end
+
 -- What the user sees as the end: the status never changes after this.
 local function visible_terminal(old, new, err)
   set_status(old, new)
   redis.call('HSET', K_REC, 'finished_at_ms', istr(NOW))
   if err and err ~= '' then redis.call('HSET', K_REC, 'error', err) end
-  redis.call('HINCRBY', K_TOTALS, 'finished' .. SEP .. get('model') .. SEP .. new, 1)
+  count(K_TOTALS, 'finished' .. SEP .. model_label() .. SEP .. new, 1)
   -- Schema 1 records kept the URL in the record itself.
   if get('has_webhook') == '1' or (get('webhook_url') or '') ~= '' then
     redis.call('HSET', K_REC, 'webhook_id', 'wh_' .. ID)
@@ -106,18 +146,64 @@ end
 -- A billed upstream job outlives a cancel or deadline: keep polling it (rule 2).
 local function begin_tracking(limit_ms)
   redis.call('HSET', K_REC, 'tracking', '1', 'tracking_until_ms', istr(NOW + limit_ms))
-  redis.call('HINCRBY', K_COUNTS, 'tracking', 1)
+  count(K_COUNTS, 'tracking', 1)
 end
 
--- Nothing more to watch: leave every index and let the record expire.
-local function release()
-  if get('tracking') == '1' then redis.call('HINCRBY', K_COUNTS, 'tracking', -1) end
-  redis.call('HSET', K_REC, 'tracking', '0', 'timer', '')
+-- Superseded upstream jobs (created by an attempt whose answer came after another attempt
+-- went out) still to be checked: `extra_ids`, a JSON list. A record written before they were
+-- tracked has only `upstream_ids` (every id, the current one included): its extras are
+-- derived from it once, and counted as holding slots from then on.
+-- cjson writes an empty table as '{}': a list of ids is always written as a JSON array.
+local function encode_ids(ids)
+  if #ids == 0 then return '[]' end
+  return cjson.encode(ids)
+end
+
+local function extra_ids()
+  local listed = get('extra_ids')
+  if listed then return cjson.decode(listed) end
+  local all = get('upstream_ids')
+  if not all then return {} end
+  local extras, current = {}, get('upstream_id')
+  for _, v in ipairs(cjson.decode(all)) do
+    if v ~= current then extras[#extras + 1] = v end
+  end
+  redis.call('HSET', K_REC, 'extra_ids', encode_ids(extras))
+  if #extras > 0 then
+    count(K_COUNTS, 'superseded', #extras)
+    count(K_TOTALS, 'superseded' .. SEP .. model_label(), #extras)
+  end
+  return extras
+end
+
+-- Never created upstream, and no attempt that may have been: nothing to bill or to track,
+-- so it is kept only for the shorter retention (long enough to list and retry it).
+local function never_created()
+  return not get('upstream_id') and not get('upstream_ids') and num('possibly_billed') == 0
+end
+
+-- Nothing more to watch for the request's own job: leave every index and let the record
+-- expire -- unless superseded jobs are still to be checked: then the same timer chain goes on
+-- as `tracking=extra` (poll steps check them in turn, lua/track_extra.lua).
+-- `short_retention_ms` (optional): the retention of a request never created upstream.
+local function release(short_retention_ms)
+  if get('tracking') == '1' then count(K_COUNTS, 'tracking', -1) end
   redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
+  local retention = RETENTION_MS
+  if short_retention_ms and short_retention_ms > 0 and never_created() then
+    retention = math.min(retention, short_retention_ms)
+  end
+  redis.call('PEXPIRE', K_REC, retention)
+  redis.call('PEXPIRE', K_SPEC, retention)
+  if K_IDEM ~= K_REC then redis.call('PEXPIRE', K_IDEM, retention) end
+  if #extra_ids() > 0 then
+    redis.call('HSET', K_REC, 'tracking', 'extra')
+    redis.call('HDEL', K_REC, 'tracking_until_ms')  -- track_extra sets its own limit
+    next_step('poll', 0)
+    return
+  end
+  redis.call('HSET', K_REC, 'tracking', '0', 'timer', '')
   redis.call('ZREM', K_INFLIGHT, ID)
-  redis.call('PEXPIRE', K_REC, RETENTION_MS)
-  redis.call('PEXPIRE', K_SPEC, RETENTION_MS)
-  if K_IDEM ~= K_REC then redis.call('PEXPIRE', K_IDEM, RETENTION_MS) end
 end
 
 -- Every upstream id a request ever got. A lone id that is (or becomes) `upstream_id` is not
@@ -129,6 +215,14 @@ local function add_upstream_id(upstream_id, becomes_current)
   if not listed and held then ids = {held} end
   for _, v in ipairs(ids) do
     if v == upstream_id then return end
+  end
+  if not becomes_current then
+    -- Superseded: checked until it ends (its cost added once); holds a slot meanwhile.
+    local extras = extra_ids()
+    extras[#extras + 1] = upstream_id
+    redis.call('HSET', K_REC, 'extra_ids', encode_ids(extras))
+    count(K_COUNTS, 'superseded', 1)
+    count(K_TOTALS, 'superseded' .. SEP .. model_label(), 1)
   end
   ids[#ids + 1] = upstream_id
   if #ids == 1 and becomes_current then return end

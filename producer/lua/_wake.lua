@@ -7,6 +7,11 @@
 local function wake_one(k_wake, k_wake_at, at)
   -- The wake-at key holds '<due ms>:<watcher id>' (lua/claim_due.lua).
   local watched = tonumber(string.match(redis.call('GET', k_wake_at) or '', '^(%d+):'))
-  if watched and at >= watched then return end
+  -- A watched time that has passed no longer covers anything (its watcher may have looked
+  -- already; the key outlives it by a second): a token is pushed then.
+  if watched and at >= watched then
+    local t = redis.call('TIME')
+    if watched > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then return end
+  end
   if redis.call('LLEN', k_wake) == 0 then redis.call('RPUSH', k_wake, '1') end
 end

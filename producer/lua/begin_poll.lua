@@ -20,7 +20,9 @@ local EXPECTED_SEQ, INTERVAL_US, TOLERANCE_US = ARGV[5], tonumber(ARGV[6]), tonu
 -- No idempotency check: begin_poll never ends a request.
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
 if get('seq') ~= EXPECTED_SEQ or get('timer') ~= 'poll' then return {'STALE'} end
-if not NON_TERMINAL[get('status')] and get('tracking') ~= '1' then return {'DONE'} end
+if not NON_TERMINAL[get('status')] and get('tracking') ~= '1' and get('tracking') ~= 'extra' then
+  return {'DONE'}
+end
 if INTERVAL_US > 0 then
   local has_turn = get('call_turn') == '1'
   local wait_ms = take_call_slot(K_RATE_LIMIT, K_RATE_TURNS, INTERVAL_US, TOLERANCE_US,

@@ -3,7 +3,8 @@
 -- KEYS: 9 the pause hash (circuit breaker), 10 the rate limit, 11 its turns (see take_call_slot).
 -- ARGV: 5 expected timer seq, 6 in-flight cap (0 = none), 7 lease (ms), 8 lease owner,
 --       9 ambiguous-submit policy ('resubmit' | 'fail'), 10 wait when the cap is full (ms),
---       11 rate limit interval (µs; 0 = no limit), 12 burst tolerance (µs).
+--       11 rate limit interval (µs; 0 = no limit), 12 burst tolerance (µs), 13 retention of a
+--       request never created upstream (ms).
 -- A pause that has run its time is half-open: one request at a time goes through as a probe
 -- (its success resumes creates for everyone; see worker/pause.py).
 -- Returns {'OK', submit_seq, ambiguous 0|1, probe 0|1} |
@@ -21,6 +22,7 @@ local K_PAUSE, K_RATE_LIMIT, K_RATE_TURNS = KEYS[9], KEYS[10], KEYS[11]
 local EXPECTED_SEQ, CAP, LEASE_MS = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local OWNER, POLICY, CAP_WAIT_MS = ARGV[8], ARGV[9], tonumber(ARGV[10])
 local INTERVAL_US, TOLERANCE_US = tonumber(ARGV[11]), tonumber(ARGV[12])
+local SHORT_RETENTION_MS = tonumber(ARGV[13])
 --- @include "transition"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
@@ -36,14 +38,28 @@ if status == 'submitting' then
     return {'LEASED', next_step('submit', lease_until - NOW), lease_until - NOW}
   end
 end
+-- status 'submitting' here: the lease expired, an earlier attempt died mid-POST (rule 1). Its
+-- video may exist upstream, whatever ends the request now: Together has no list endpoint and
+-- honours no idempotency key, so that job can't be found later. Counted as ambiguous and as
+-- possibly billed (stats price it at the model's mean recorded cost), and said so.
+local crashed = status == 'submitting'
+local MAY_EXIST = 'an earlier attempt died while creating the upstream job, which may have '
+  .. 'been created upstream and billed (the upstream cannot list jobs: it cannot be found)'
+local function count_crashed()
+  redis.call('HINCRBY', K_REC, 'ambiguous_submits', 1)
+  possibly_billed(1)
+end
 if get('cancel_requested') == '1' then
-  visible_terminal(status, 'cancelled', '')
-  release()
+  if crashed then count_crashed() end
+  visible_terminal(status, 'cancelled', crashed and ('cancelled; ' .. MAY_EXIST) or '')
+  release(SHORT_RETENTION_MS)
   return {'CANCELLED'}
 end
 if NOW >= num('deadline_at_ms') then
-  visible_terminal(status, 'expired', 'deadline passed before the upstream job was created')
-  release()
+  if crashed then count_crashed() end
+  visible_terminal(status, 'expired', crashed and ('deadline passed; ' .. MAY_EXIST)
+    or 'deadline passed before the upstream job was created')
+  release(SHORT_RETENTION_MS)
   return {'EXPIRED'}
 end
 local paused_until = tonumber(redis.call('HGET', K_PAUSE, 'until_ms') or '0') or 0
@@ -60,13 +76,10 @@ elseif paused_until > 0 then
   end
   probe = 1  -- taken below, once the cap and the rate limit have let this create through
 end
--- status 'submitting' here: the lease expired, an earlier attempt died mid-POST; the video
--- may exist upstream.
-if status == 'submitting' and POLICY == 'fail' then
-  redis.call('HINCRBY', K_REC, 'ambiguous_submits', 1)
-  visible_terminal(status, 'failed',
-    'ambiguous submit: an earlier attempt died while creating the upstream job')
-  release()
+if crashed and POLICY == 'fail' then
+  count_crashed()
+  visible_terminal(status, 'failed', 'ambiguous submit: ' .. MAY_EXIST)
+  release(SHORT_RETENTION_MS)
   return {'FAILED'}
 end
 if status == 'pending' and CAP > 0 then
@@ -90,7 +103,7 @@ local ambiguous = 0
 if status == 'pending' then
   set_status(status, 'submitting')
 else
-  redis.call('HINCRBY', K_REC, 'ambiguous_submits', 1)
+  count_crashed()  -- resubmitted: the crashed attempt's job, if any, is never learned
   ambiguous = 1
 end
 local submit_seq = redis.call('HINCRBY', K_REC, 'submit_seq', 1)

@@ -1,7 +1,7 @@
 -- Ask for a cancel. A pending request ends at once; one whose upstream job exists shows
 -- `cancelled` at once but is still tracked so its cost is recorded (rule 2); a submitting one is
 -- cancelled when its create answers.
--- ARGV: 5 tracking limit (ms).
+-- ARGV: 5 tracking limit (ms), 6 retention of a request never created upstream (ms).
 -- Returns {'CANCELLED'} | {'REQUESTED'} | {'ALREADY', status} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -11,7 +11,7 @@
 local K_REC, K_INFLIGHT, K_COUNTS, K_TOTALS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local TRACKING_LIMIT_MS = tonumber(ARGV[5])
+local TRACKING_LIMIT_MS, SHORT_RETENTION_MS = tonumber(ARGV[5]), tonumber(ARGV[6])
 --- @include "transition"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
@@ -21,7 +21,7 @@ if not NON_TERMINAL[status] then return {'ALREADY', status} end
 redis.call('HSET', K_REC, 'cancel_requested', '1')
 if status == 'pending' then
   visible_terminal(status, 'cancelled', '')
-  release()
+  release(SHORT_RETENTION_MS)
   return {'CANCELLED'}
 end
 if status == 'submitting' then return {'REQUESTED'} end

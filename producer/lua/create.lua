@@ -1,7 +1,11 @@
 -- Write a new `pending` record, unless its idempotency key already names one.
+-- KEYS: 9 the tenants hash (a named tenant must be configured: checked here, atomically with
+--       the write, so `tenant delete` cannot race a create).
 -- ARGV: 5 fields (JSON object of string values; empty ones are not stored), 6 deadline (ms from
 --       now), 7 has idempotency key, 8 spec (JSON, stored as is in the spec key).
--- Returns {'CREATED', id} or {'EXISTS', existing id}.
+-- KEYS: 10 the set of models the upstream has accepted (a model not in it is counted under
+--       'other' until the upstream accepts it: see model_label).
+-- Returns {'CREATED', id}, {'EXISTS', existing id} or {'NO_TENANT', tenant}.
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
 -- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
@@ -12,16 +16,25 @@ local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local FIELDS_JSON, DEADLINE_MS = ARGV[5], tonumber(ARGV[6])
 local HAS_IDEM, SPEC = ARGV[7] == '1', ARGV[8]
+local K_TENANTS, K_MODELS = KEYS[9], KEYS[10]
 --- @include "transition"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
+local fields = cjson.decode(FIELDS_JSON)
+local tenant = fields['tenant'] or ''
+if tenant ~= '' and redis.call('HEXISTS', K_TENANTS, tenant) == 0 then
+  return {'NO_TENANT', tenant}
+end
 if HAS_IDEM then
   local existing = redis.call('GET', K_IDEM)
   if existing then return {'EXISTS', existing} end
 end
 if redis.call('EXISTS', K_REC) == 1 then return {'EXISTS', ID} end
-local fields = cjson.decode(FIELDS_JSON)
 for k, v in pairs(fields) do set_if(k, v) end
+-- Absent for a known model: the common case costs no memory.
+if redis.call('SISMEMBER', K_MODELS, get('model') or '') == 0 then
+  redis.call('HSET', K_REC, 'model_unverified', '1')
+end
 redis.call('SET', K_SPEC, SPEC)
 -- Counters and flags start absent (read as 0), and the id is the key's: every field costs
 -- memory in every record.
@@ -30,7 +43,7 @@ redis.call('HSET', K_REC,
   'enqueued_at_ms', istr(NOW), 'next_check_at_ms', istr(NOW),
   'deadline_at_ms', istr(NOW + DEADLINE_MS))
 redis.call('ZADD', K_INFLIGHT, NOW, ID)
-redis.call('HINCRBY', K_COUNTS, 'pending', 1)
+count(K_COUNTS, 'pending', 1)
 if HAS_IDEM then redis.call('SET', K_IDEM, ID) end
 emit('pending')
 arm('submit:' .. ID .. ':0', NOW)

@@ -1,7 +1,9 @@
 -- The upstream job is finished: record outputs and cost, end the request, leave every index.
--- ARGV: 5 expected timer seq, 6 outcome (completed | failed | cancelled), 7 cost (micro-USD, '' if none),
+-- ARGV: 5 expected timer seq, 6 upstream outcome (completed | failed | cancelled), 7 cost
+--       (micro-USD, '' if none),
 --       8 video url, 9 error, 10 upstream created_at, 11 started_at, 12 done_at,
---       13 '1' to owe a download of the video (completed only).
+--       13 '1' to owe a download of the video (completed only), 14 '1' if the job completed
+--       but its cost is missing or unusable (recorded as unknown, never as zero).
 -- Returns {'OK', final status, now ms, '1' if the visible status ended now} | {'STALE'} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -14,7 +16,7 @@ local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonu
 local EXPECTED_SEQ, OUTCOME, COST = ARGV[5], ARGV[6], ARGV[7]
 local VIDEO_URL, ERROR = ARGV[8], ARGV[9]
 local CREATED_AT, STARTED_AT, DONE_AT = ARGV[10], ARGV[11], ARGV[12]
-local OWE_DOWNLOAD = ARGV[13] == '1'
+local OWE_DOWNLOAD, COST_UNKNOWN = ARGV[13] == '1', ARGV[14] == '1'
 --- @include "transition"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
@@ -24,25 +26,35 @@ local status = get('status')
 if not NON_TERMINAL[status] and get('tracking') ~= '1' then return {'STALE'} end
 redis.call('HINCRBY', K_REC, 'polls', 1)
 redis.call('HSET', K_REC, 'upstream_status', OUTCOME)
+-- `cancelled` is the user's word: a job the upstream cancelled ends the request failed.
+local outcome, err = OUTCOME, ERROR
+if outcome == 'cancelled' then
+  outcome = 'failed'
+  err = 'cancelled by the upstream' .. ((err or '') ~= '' and (': ' .. err) or '')
+end
 set_if('video_url', VIDEO_URL)
 set_if('upstream_created_at', CREATED_AT)
 set_if('upstream_started_at', STARTED_AT)
 set_if('upstream_done_at', DONE_AT)
 if COST ~= '' then
   redis.call('HSET', K_REC, 'cost_micro_usd', COST)
-  redis.call('HINCRBY', K_TOTALS, 'cost_micro' .. SEP .. get('model'), COST)
+  count(K_TOTALS, 'cost_micro' .. SEP .. model_label(), COST)
+  count(K_TOTALS, 'costed' .. SEP .. model_label(), 1)
+elseif COST_UNKNOWN then
+  redis.call('HSET', K_REC, 'cost_unknown', '1')
+  count(K_TOTALS, 'cost_unknown' .. SEP .. model_label(), 1)
 end
-if OWE_DOWNLOAD and OUTCOME == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
+if OWE_DOWNLOAD and outcome == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
   owe('download')
 end
 local ended_now = '0'
 if NON_TERMINAL[status] then
-  visible_terminal(status, OUTCOME, ERROR)
-  status = OUTCOME
+  visible_terminal(status, outcome, err)
+  status = outcome
   ended_now = '1'
 else
-  set_if('upstream_error', ERROR)
-  emit(status, 'tracked_outcome', OUTCOME)
+  set_if('upstream_error', err)
+  emit(status, 'tracked_outcome', outcome)
 end
 release()
 return {'OK', status, istr(NOW), ended_now}

@@ -35,6 +35,13 @@ elseif POLL_ERROR == '' then
   redis.call('HDEL', K_REC, 'not_found_streak')
 end
 if UPSTREAM_STATUS ~= '' then redis.call('HSET', K_REC, 'upstream_status', UPSTREAM_STATUS) end
+-- The start of generation, bracketed by the checks (Redis' clock): after the last check that
+-- saw the job queued, by the first that saw it in progress (worker/observed.py).
+if UPSTREAM_STATUS == 'queued' then
+  redis.call('HSET', K_REC, 'seen_queued_at_ms', istr(NOW))
+elseif UPSTREAM_STATUS == 'in_progress' then
+  redis.call('HSETNX', K_REC, 'seen_started_by_ms', istr(NOW))
+end
 set_if('upstream_started_at', STARTED_AT)
 if NON_TERMINAL[status] then
   if get('cancel_requested') == '1' then

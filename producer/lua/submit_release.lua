@@ -1,6 +1,7 @@
 -- The create call did not give an upstream id: fail the request, or give the lease back and retry.
 -- ARGV: 5 submit seq, 6 mode ('fail' | 'retry'), 7 ambiguous (the upstream may have created it),
---       8 retry delay (ms), 9 error message, 10 ambiguous-submit policy ('resubmit' | 'fail').
+--       8 retry delay (ms), 9 error message, 10 ambiguous-submit policy ('resubmit' | 'fail'),
+--       11 retention of a request never created upstream (ms).
 -- Returns {'FAILED'} | {'RETRY', seq, delay_ms} | {'STALE'} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -12,6 +13,7 @@ local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local SUBMIT_SEQ, MODE, AMBIGUOUS = ARGV[5], ARGV[6], ARGV[7] == '1'
 local RETRY_DELAY_MS, ERROR, POLICY = tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local SHORT_RETENTION_MS = tonumber(ARGV[11])
 --- @include "transition"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
@@ -21,6 +23,8 @@ local status = get('status')
 if status ~= 'submitting' or get('submit_seq') ~= SUBMIT_SEQ then return {'STALE'} end
 if AMBIGUOUS then
   redis.call('HINCRBY', K_REC, 'ambiguous_submits', 1)
+  -- The job may exist upstream and nothing can find it (no list endpoint): possibly billed.
+  possibly_billed(1)
   if POLICY == 'fail' then
     mode = 'fail'
     err = 'ambiguous submit: ' .. err
@@ -28,7 +32,7 @@ if AMBIGUOUS then
 end
 if mode == 'fail' then
   visible_terminal(status, 'failed', err)
-  release()
+  release(SHORT_RETENTION_MS)
   return {'FAILED'}
 end
 redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')

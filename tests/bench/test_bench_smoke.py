@@ -84,6 +84,19 @@ def test_bench_smoke(tmp_path: Path) -> None:
     per_video = json.loads((tmp_path / "logs" / "draws-per-video.json").read_text())
     assert len(per_video) == 4 and all(len(v["lags_s"]) == 6 for v in per_video.values())
 
+    # sigma 0.4, the no-`queued` profile and the shift workloads: parts of the same harness.
+    assert results["draws_wide"]["sigma"] == 0.4
+    assert results["draws_noqueued"]["runs"][0]["workload"]["report_queued"] is False
+    for key, factor in (("shift_up", 2.0), ("shift_down", 0.5)):
+        shift = results[key]
+        assert shift["shift_factor"] == factor
+        assert {r["workload"]["queue_shift_factor"] for r in shift["runs"]} == {factor}
+        for label in ("genqueue", "seed loop"):
+            ph = shift["phases"][label]
+            assert ph["steady_videos"] + ph["transition_videos"] + ph["after_videos"] == 12
+            assert ph["recovered_verdict"] in ("met", "NOT met", "within noise")
+        assert shift["polls_verdict"] in ("met", "NOT met", "within noise")
+
     restart = {r["system"]: r for r in results["restart"]["runs"]}
     assert restart["genqueue"]["restart_at_sim_s"] is not None
     # genqueue survives a SIGKILL of every worker: nothing lost, nothing bought twice.
@@ -109,6 +122,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     headings = (
         "## Comparison",
         "pooled over 2 draws",
+        "Shift: the queue wait doubles",
+        "Shift: the queue wait halves",
         "## The floor",
         "## Scale sweep",
         "## Targets",

@@ -1,5 +1,6 @@
 """The chaos run: real worker processes against a faulty simulator; SIGKILL workers at random,
-SIGKILL Redis once; then compare genqueue's records with the simulator's ground truth.
+SIGKILL Redis once (or, with ``failovers``, SIGKILL a Sentinel deployment's primary and let a
+replica be promoted); then compare genqueue's records with the simulator's ground truth.
 
 ``python -m tests.chaos --videos 1000`` (``make chaos``) writes ``chaos-report.json``; the
 short form runs inside ``make test`` (``test_chaos_short.py``).
@@ -23,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from genqueue.local_redis import LocalRedis, free_port
-from genqueue.producer import Client, RequestView, Settings
+from genqueue.local_sentinel import LocalSentinelCluster
+from genqueue.producer import Client, RequestView, Settings, WriteNotDurable
 from genqueue.producer.record import micro_to_usd
+from genqueue.producer.stats import Stats
 from tests.processes import stop_process
 
 MODELS = ["minimax/video-01-director", "google/veo-3.0-fast", "openai/sora-2", "vidu/vidu-q1"]
@@ -38,8 +42,12 @@ class ChaosOptions:
     workers: int = 3
     time_scale: float = 0.05
     faults: str = "chaos"
-    honour_idempotency: bool = True
+    #: Together documents no idempotency: the main scenario runs against a simulator that
+    #: ignores Idempotency-Key, as the real API does.
+    honour_idempotency: bool = False
     kill_every_s: float = 4.0
+    #: SIGKILL a random worker every ``kill_every_s`` (±50 %) while requests are in flight.
+    kill_workers: bool = True
     redis_restarts: int = 1
     seed: int = 7
     timeout_s: float = 600.0
@@ -49,6 +57,13 @@ class ChaosOptions:
     #: Redis crash can vanish; the run then reports what that window cost.
     appendfsync: str = "always"
     log_dir: Path | None = None
+    #: Above 0: Redis is a Sentinel deployment (a primary, two replicas, three sentinels,
+    #: reached through a ``redis+sentinel://`` URL) whose primary is SIGKILLed this many
+    #: times (a replica promoted each time) instead of restarting one Redis.
+    failovers: int = 0
+    #: Workers that stand in for stalled ones (``tests/chaos/stalling_worker.py``): a lease
+    #: this short, with the simulator's ``late_answer`` fault, makes superseded jobs.
+    stalled_lease_s: float | None = None
 
 
 @dataclass
@@ -75,16 +90,34 @@ class ChaosReport:
     timers_rearmed: int = 0
     faults_injected: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    failovers: int = 0
+    #: Creates the producer retried (same idempotency key) across a failover.
+    create_retries: int = 0
+    #: Upstream jobs a record learned beside its own (a create answered after another
+    #: attempt went out), and how many of them are still unchecked at the end (must be 0).
+    superseded_jobs: int = 0
+    superseded_unchecked: int = 0
+    #: Attempts that may have created a job nobody can find, and genqueue's estimate of them.
+    possibly_billed: int = 0
+    possibly_billed_estimate_usd: str = "0"
 
     def violations(self) -> list[str]:
         """The guarantees this run must show; empty when all hold."""
         out = []
-        if self.appendfsync == "always":
+        if self.failovers:
+            # Creates wait for a replica, so a failover may lose no request, whatever fsync.
+            if self.lost:
+                out.append(f"lost {self.lost} requests across {self.failovers} failovers")
+        elif self.appendfsync == "always":
             if self.lost:
                 out.append(f"lost {self.lost} requests")
         elif self.terminal != self.requests - self.missing_records:
             # everysec: records in the lost window may vanish; every surviving one must end.
             out.append(f"{self.requests - self.missing_records - self.terminal} survivors stuck")
+        if self.superseded_unchecked:
+            out.append(f"{self.superseded_unchecked} superseded jobs never checked")
+        if Decimal(self.cost_learned_untracked_usd):
+            out.append(f"learned but untracked cost {self.cost_learned_untracked_usd}")
         if self.completed != self.upstream_completed:
             out.append(f"completed {self.completed} != upstream {self.upstream_completed}")
         recorded, billed = Decimal(self.cost_recorded_usd), Decimal(self.cost_billed_usd)
@@ -152,11 +185,11 @@ class Procs:
         self.env = env
         self.n = 0
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, module: str = "genqueue") -> subprocess.Popen[bytes]:
         self.n += 1
         with (self.log_dir / f"{name}-{self.n}.log").open("wb") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "genqueue", *args],
+                [sys.executable, "-m", module, *args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -177,7 +210,9 @@ def _wait_http(url: str, timeout_s: float = 20) -> None:
 
 def _all_terminal(client: Client) -> bool:
     st = client.stats()
-    return sum(st.requests_by_status.values()) == 0 and st.tracking == 0
+    return (
+        sum(st.requests_by_status.values()) == 0 and st.tracking == 0 and st.superseded_running == 0
+    )
 
 
 def compare(
@@ -193,7 +228,10 @@ def compare(
     by_id = {j["id"]: j for j in jobs}
     present = [v for v in views.values() if v is not None]
     terminal = [v for v in present if v.is_terminal and not v.tracking]
-    held = {v.upstream_id for v in present if v.upstream_id}
+    # Every job a record learned and checked to its end: its own and its superseded ones.
+    held = {v.upstream_id for v in present if v.upstream_id} | {
+        u for v in present for u in v.upstream_ids if u not in v.superseded_pending
+    }
     learned = {u for v in present for u in v.upstream_ids}
     unattributed = sum(j["cost_micro_usd"] for j in jobs if j["id"] not in held)
     untracked = sum(j["cost_micro_usd"] for j in jobs if j["id"] in learned - held)
@@ -209,7 +247,7 @@ def compare(
         ),
         duplicate_creations=int(sim_stats["duplicate_creations"]),
         ambiguous_submits=sum(v.ambiguous_submits for v in present),
-        cost_recorded_usd=str(micro_to_usd(sum(v.cost_micro_usd or 0 for v in present))),
+        cost_recorded_usd=str(micro_to_usd(recorded_micro_usd(present))),
         cost_billed_usd=str(micro_to_usd(int(sim_stats["billed_micro_usd"]))),
         cost_unattributed_usd=str(micro_to_usd(unattributed)),
         cost_learned_untracked_usd=str(micro_to_usd(untracked)),
@@ -223,6 +261,30 @@ def compare(
     )
 
 
+#: The late-answer scenario: workers' lease (s), shorter than the simulator's late answer.
+LATE_ANSWER_LEASE_S = 1.0
+
+
+def late_answer_faults(base: str, share: float = 0.03) -> str:
+    """``base`` with creates answered after the stalled workers' lease (and before the
+    create's own deadline, 4 s in the chaos run)."""
+    return f"{base},late_answer_share={share},late_answer_s={LATE_ANSWER_LEASE_S + 1.5}"
+
+
+def recorded_micro_usd(present: list[RequestView]) -> int:
+    """Cost the records hold: each request's own job and its superseded ones."""
+    return sum((v.cost_micro_usd or 0) + (v.superseded_cost_micro_usd or 0) for v in present)
+
+
+def add_money_figures(report: ChaosReport, present: list[RequestView], stats: Stats) -> None:
+    """Superseded jobs and possibly billed attempts (count and genqueue's estimate)."""
+    report.superseded_jobs = sum(len(v.upstream_ids) - (1 if v.upstream_id else 0) for v in present)
+    report.superseded_unchecked = sum(len(v.superseded_pending) for v in present)
+    report.possibly_billed = sum(v.possibly_billed for v in present)
+    estimate = sum(stats.possibly_billed_estimate_micro_usd.values())
+    report.possibly_billed_estimate_usd = str(micro_to_usd(estimate))
+
+
 def run_chaos(opts: ChaosOptions) -> ChaosReport:
     """Run one chaos scenario end to end and return its report."""
     rng = random.Random(opts.seed)
@@ -230,11 +292,19 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
     with tempfile.TemporaryDirectory(prefix="genqueue-chaos-") as tmp:
         log_dir = opts.log_dir or Path(tmp)
         log_dir.mkdir(parents=True, exist_ok=True)
-        redis_server = LocalRedis(appendfsync=opts.appendfsync, data_dir=Path(tmp))
-        redis_server.start()
-        aof = AofHistory(Path(tmp)) if opts.appendfsync != "always" else None
+        server: LocalRedis | LocalSentinelCluster
+        if opts.failovers:
+            server = LocalSentinelCluster(appendfsync=opts.appendfsync, data_dir=Path(tmp))
+            url = server.url
+        else:
+            server = LocalRedis(appendfsync=opts.appendfsync, data_dir=Path(tmp))
+            url = server.url
+        server.start()
+        redis_server = server if isinstance(server, LocalRedis) else None
+        cluster = server if isinstance(server, LocalSentinelCluster) else None
+        aof = AofHistory(Path(tmp)) if opts.appendfsync != "always" and redis_server else None
         aof_lost = 0
-        settings = Settings(redis_url=redis_server.url, key_prefix="chaos")
+        settings = Settings(redis_url=url, key_prefix="chaos")
         sim_port = free_port()
         sim_url = f"http://127.0.0.1:{sim_port}"
         env = dict(os.environ)
@@ -251,35 +321,51 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
             GENQUEUE_RECONCILE_INTERVAL_S="5",
             GENQUEUE_PAUSE_S="2",
             GENQUEUE_LOG_FORMAT="json",
-            GENQUEUE_LOG_LEVEL="WARNING",
+            GENQUEUE_LOG_LEVEL=os.environ.get("CHAOS_LOG_LEVEL", "WARNING"),
         )
         procs = Procs(log_dir, env)
         sim_args = [
             "simulator", "--port", str(sim_port), "--time-scale", str(opts.time_scale),
             "--seed", str(opts.seed), "--faults", opts.faults,
         ]  # fmt: skip
-        if not opts.honour_idempotency:
-            sim_args.append("--no-idempotency")
+        sim_args.append("--idempotency" if opts.honour_idempotency else "--no-idempotency")
+        worker_module = "genqueue"
+        if opts.stalled_lease_s is not None:
+            env["GENQUEUE_CHAOS_LEASE_S"] = str(opts.stalled_lease_s)
+            worker_module = "tests.chaos.stalling_worker"
         sim = procs.spawn("simulator", *sim_args)
         workers: list[subprocess.Popen[bytes]] = []
-        kills = redis_restarts = 0
+        kills = redis_restarts = failovers = 0
+        creates = Creates()
         try:
             _wait_http(f"{sim_url}/_sim/stats")
-            workers = [procs.spawn("worker", "worker") for _ in range(opts.workers)]
+            workers = [
+                procs.spawn("worker", "worker", module=worker_module) for _ in range(opts.workers)
+            ]
             with Client(settings) as client:
-                ids = [
-                    client.submit({"model": MODELS[i % len(MODELS)], "prompt": f"chaos {i}"})
-                    for i in range(opts.videos)
-                ]
+                # With failovers, half the creates race the first one (see _fail_over).
+                first = opts.videos // 2 if opts.failovers else opts.videos
+                ids = [creates.submit(client, i) for i in range(first)]
+                later = range(first, opts.videos)
                 deadline = time.monotonic() + opts.timeout_s
                 next_kill = time.monotonic() + opts.kill_every_s
                 redis_due = [
                     time.monotonic() + opts.kill_every_s * (k + 1.5)
-                    for k in range(opts.redis_restarts)
+                    for k in range(0 if cluster else opts.redis_restarts)
+                ]
+                # Spread over the run: a failover every three worker-kill periods.
+                failover_due = [
+                    time.monotonic() + opts.kill_every_s * (3 * k + 1.2)
+                    for k in range(opts.failovers)
                 ]
                 while time.monotonic() < deadline:
                     now = time.monotonic()
-                    if redis_due and now >= redis_due[0]:
+                    if cluster is not None and failover_due and now >= failover_due[0]:
+                        failover_due.pop(0)
+                        ids += _fail_over(cluster, client, creates, later)
+                        later = range(0)
+                        failovers += 1
+                    if redis_server is not None and redis_due and now >= redis_due[0]:
                         redis_due.pop(0)
                         redis_server.kill()
                         if aof is not None:  # a power cut: the last second never hit disk
@@ -288,17 +374,18 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
                         redis_server.start()
                         redis_restarts += 1
                     busy = not _safe(lambda: _all_terminal(client))
-                    if not busy and not redis_due:
+                    if not busy and not redis_due and not failover_due:
                         break
-                    if busy and now >= next_kill:
+                    if opts.kill_workers and busy and now >= next_kill:
                         i = rng.randrange(len(workers))
                         workers[i].send_signal(signal.SIGKILL)
                         workers[i].wait()
                         kills += 1
-                        workers[i] = procs.spawn("worker", "worker")
+                        workers[i] = procs.spawn("worker", "worker", module=worker_module)
                         next_kill = now + opts.kill_every_s * rng.uniform(0.5, 1.5)
                     time.sleep(0.2)
                 views: dict[str, RequestView | None] = {i: _get(client, i) for i in ids}
+                final_stats = client.stats()
             sim_stats = httpx.get(f"{sim_url}/_sim/stats", timeout=30).json()
             jobs = httpx.get(f"{sim_url}/_sim/jobs", timeout=30).json()
             if isinstance(jobs, dict):
@@ -309,13 +396,62 @@ def run_chaos(opts: ChaosOptions) -> ChaosReport:
             stop_process(sim, wait_s=30)
             if aof is not None:
                 aof.stop()
-            redis_server.close()
+            server.close()
         rearmed = _rearmed_in_logs(log_dir)
     wall_s = time.monotonic() - started
     report = compare(views, jobs, sim_stats, opts, kills, redis_restarts, wall_s)
+    add_money_figures(report, [v for v in views.values() if v is not None], final_stats)
     report.aof_bytes_lost = aof_lost
     report.timers_rearmed = rearmed
+    report.failovers = failovers
+    report.create_retries = creates.retries
     return report
+
+
+class Creates:
+    """The chaos run's producer: every create carries an idempotency key, and one that fails
+    (Redis unreachable mid-failover, or no replica acknowledged it) is retried with the same
+    key until it succeeds (the caller's side of ``WriteNotDurable``)."""
+
+    def __init__(self, timeout_s: float = 60.0) -> None:
+        self.timeout_s = timeout_s
+        self.retries = 0
+
+    def submit(self, client: Client, i: int) -> str:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return client.submit(
+                    {"model": MODELS[i % len(MODELS)], "prompt": f"chaos {i}"},
+                    idempotency_key=f"chaos-{i}",
+                )
+            except (redis.RedisError, OSError, WriteNotDurable):
+                if time.monotonic() > deadline:
+                    raise
+                self.retries += 1
+                time.sleep(0.1)
+
+
+def _fail_over(
+    cluster: LocalSentinelCluster, client: Client, creates: Creates, later: range
+) -> list[str]:
+    """SIGKILL the primary while the ``later`` creates are being made; a replica is promoted
+    and the old primary comes back as a replica. Returns the ids of those creates."""
+    done: list[BaseException] = []
+
+    def kill() -> None:
+        try:
+            cluster.fail_over()
+        except BaseException as exc:  # re-raised in the caller's thread
+            done.append(exc)
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    ids = [creates.submit(client, i) for i in later]
+    thread.join()
+    if done:
+        raise done[0]
+    return ids
 
 
 def _rearmed_in_logs(log_dir: Path) -> int:

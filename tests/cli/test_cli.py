@@ -77,13 +77,37 @@ def test_submit_with_a_bad_field_exits_2_naming_it_and_writes_nothing(
     Redis."""
     result = run(
         env, "submit", "--model", MODEL, "--prompt", "x", "--param", "widht=1366",
-        "--param", "height=10",
+        "--param", "height=0", "--param", "steps=5",
     )  # fmt: skip
     assert result.exit_code == 2
     assert "widht" in result.stderr and "unknown field" in result.stderr
-    assert "height" in result.stderr
+    assert "height" in result.stderr and "steps" in result.stderr
     assert result.stdout == ""
     assert sync_redis.dbsize() == 0
+
+
+def test_submit_media_only_and_extra_body(env: dict[str, str]) -> None:
+    """`submit` with only media (no --prompt) and an extra_body field is accepted, and the
+    stored upstream body has the media and the extra field merged in unchanged."""
+    media = '{"frame_images":[{"input_image":"https://example.com/a.png"}]}'
+    result = run(
+        env, "submit", "-m", "kwaivgI/kling-2.1-master", "--param", f"media={media}",
+        "--param", 'extra_body={"loop":true}', "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    request_id = json.loads(result.stdout)["id"]
+    shown = json.loads(run(env, "status", request_id, "--json").stdout)
+    assert shown["request"] == {
+        "model": "kwaivgI/kling-2.1-master",
+        "media": json.loads(media),
+        "loop": True,
+    }
+
+
+def test_submit_misspelt_option_in_param_is_refused(env: dict[str, str]) -> None:
+    """A misspelt genqueue option given as a field is refused, never sent upstream."""
+    result = run(env, "submit", "-m", MODEL, "-p", "x", "--param", "deadline=30")
+    assert result.exit_code == 2 and "deadline" in result.stderr
 
 
 def test_submit_with_a_bad_option_exits_2_and_writes_nothing(

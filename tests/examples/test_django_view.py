@@ -64,7 +64,7 @@ def test_the_same_idempotency_key_gives_the_same_id(gq: Client, settings: Settin
     ("body", "key", "bad"),
     [
         ({"model": REQ["model"]}, None, "prompt"),
-        ({**REQ, "width": 1}, None, "width"),
+        ({**REQ, "width": 0}, None, "width"),
         ({**REQ, "colour": "red"}, None, "colour"),
         ({**REQ, "deadline_s": "soon"}, None, "deadline_s"),
         ({**REQ, "deadline_s": -5}, None, "deadline_s"),

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from standardwebhooks import Webhook
 
 from genqueue.producer import AsyncClient, Settings
 from genqueue.producer.keys import Field
+from genqueue.worker.outbound.resolver import StaticResolver
 from genqueue.worker.side_effects import webhook_payload
 from tests.conftest import StartWorker
 from tests.examples import load_example
@@ -189,7 +191,12 @@ async def test_a_worker_delivers_to_the_receiver_exactly_once(
         "hooks.test": httpx.ASGITransport(app=app),
     }
     await start_worker(
-        side_transport=RouterTransport(routes), with_side=True, webhook_secret=SECRET
+        side_transport=RouterTransport(routes),
+        with_side=True,
+        webhook_secret=SECRET,
+        # The receiver runs in-process: its name resolves to loopback, opened explicitly.
+        resolver=StaticResolver({"hooks.test": ["127.0.0.1"]}),
+        settings=replace(settings, outbound_allow_nets="127.0.0.0/8"),
     )
     rid = await client.submit(REQ, webhook_url=URL)
     await client.wait(rid, 20)

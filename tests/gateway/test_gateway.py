@@ -219,6 +219,22 @@ async def test_health_and_readiness_need_no_key(settings: Settings) -> None:
         assert (await g.http.get("/openapi.json")).status_code == 200
 
 
+async def test_openapi_describes_requests_as_togethers_spec(settings: Settings) -> None:
+    """The gateway's OpenAPI document says what the request model does: only model required,
+    steps 10-50, deprecated top-level frame_images, extra_body for new upstream fields."""
+    async for g in _open(create_app(settings, api_keys=[KEY])):
+        doc = (await g.http.get("/openapi.json")).json()
+    (name,) = [n for n in doc["components"]["schemas"] if n.startswith("CreateGeneration")]
+    schema = doc["components"]["schemas"][name]
+    assert schema["required"] == ["model"]
+    props = schema["properties"]
+    steps = next(o for o in props["steps"]["anyOf"] if o.get("type") == "integer")
+    assert (steps["minimum"], steps["maximum"]) == (10, 50)
+    assert props["frame_images"]["deprecated"] is True
+    assert "extra_body" in props and "unchanged" in props["extra_body"]["description"]
+    assert props["prompt"]["anyOf"][0]["maxLength"] == 32_000
+
+
 async def test_redis_down_is_503_never_500(settings: Settings, closed_port: int) -> None:
     """With Redis unreachable, /readyz and every /v1 operation answer 503 (healthz stays 200)."""
     down = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{closed_port}/0")
@@ -371,7 +387,9 @@ async def test_request_id_is_echoed(gw: Gateway) -> None:
     ("body", "headers", "fields"),
     [
         ({**REQ, "colour": "red"}, {}, {"colour"}),
-        ({**REQ, "width": 10, "prompt": "   "}, {}, {"width", "prompt"}),
+        ({**REQ, "width": 0, "prompt": "   "}, {}, {"width", "prompt"}),
+        ({**REQ, "steps": 5}, {}, {"steps"}),
+        ({**REQ, "extra_body": {"deadline_s": 5}}, {}, {"extra_body"}),
         ({"prompt": "x"}, {}, {"model"}),
         ({**REQ, "metadata": {"bad key": "v"}}, {}, {"metadata.bad key.[key]"}),
         ({**REQ, "deadline_s": -5}, {}, {"deadline_s"}),

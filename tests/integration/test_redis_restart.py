@@ -23,7 +23,9 @@ def test_worker_survives_redis_restart_and_nothing_is_lost(tmp_path: Path) -> No
     finishes, each created once, with its cost recorded."""
     with LocalRedis(appendfsync="always") as server:
         settings = Settings(redis_url=server.url, key_prefix="gq-redis-restart")
-        cfg = SimConfig(time_scale=0.02, seed=5, failure_share=0.0)
+        # Idempotency honoured: this test is about Redis recovery, not the upstream's
+        # duplicates (what those cost against Together: the chaos run's main scenario).
+        cfg = SimConfig(time_scale=0.02, seed=5, failure_share=0.0, honour_idempotency=True)
         with running_simulator(cfg) as sim, Client(settings) as client:
             log_path = tmp_path / "worker.log"
             with log_path.open("wb") as log:

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -153,6 +154,8 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         GENQUEUE_CONNECT_TIMEOUT_S="1",
         GENQUEUE_READ_TIMEOUT_S="3",
         GENQUEUE_WEBHOOK_SECRET=SECRET,
+        # The webhook receiver is on loopback: opened explicitly (docs/security.md).
+        GENQUEUE_OUTBOUND_ALLOW_NETS="127.0.0.0/8",
         GENQUEUE_DOWNLOAD_DIR=str(tmp_path / "videos"),
         GENQUEUE_LOG_FORMAT="json",
         GENQUEUE_LOG_LEVEL="WARNING",
@@ -204,7 +207,7 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         wait_until(all_scraped, 40, "Prometheus to scrape 2 workers and 2 exporters")
         wait_until(lambda: api.value("max(genqueue_workers_alive)") == 2, 20, "2 heartbeats")
 
-        with Client(settings) as client:
+        with Client(replace(settings, outbound_allow_nets="127.0.0.0/8")) as client:
 
             def all_done() -> bool:
                 procs.check_alive()
@@ -366,6 +369,9 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         # "In range" figures count the measured run only (the warm-up finished before it).
         assert single("Finished in range") == len(ids)
         assert Decimal(f"{single('Spend in range'):.6f}") == micro_to_usd(cost_micro)
+        # Every request of this run is ``default``'s: its spend is all of it.
+        spent_default = single("Spend by tenant in range", tenant="default")
+        assert Decimal(f"{spent_default:.6f}") == micro_to_usd(cost_micro)
         for model, micro in cost_by_model.items():
             if micro:
                 spent = single("Spend by model in range", model=model)
@@ -379,13 +385,15 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         span = t1 - t0
         assert true_per_video <= per_video <= true_per_video * span / (span - 2.2 * SCRAPE_S)
 
-        # The dashboard's variable query (label_values) finds every model.
+        # The dashboard's variable queries (label_values) find every model, and the tenant
+        # every request of this run belongs to (none named: ``default``).
+        expected = {"model": {*FAST_MODELS, SLOW_MODEL}, "tenant": {"default"}}
         for variable in board["templating"]["list"]:
             if variable["type"] != "query":
                 continue
             metric, label = variable["query"].removeprefix("label_values(").rstrip(")").split(",")
             found = api.label_values(label.strip(), metric.strip(), t0, t1)
-            assert set(found) >= {*FAST_MODELS, SLOW_MODEL}, (variable["name"], found)
+            assert set(found) >= expected[variable["name"]], (variable["name"], found)
 
         # --- every alert rule ----------------------------------------------------------------
         for rule in alert_rules():

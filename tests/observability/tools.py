@@ -104,17 +104,18 @@ def load_yaml(path: Path) -> Any:
 
 
 #: Grafana's Prometheus macros and the dashboard's variables, as a query sees them.
-_MACRO = re.compile(r"\$(__rate_interval|__interval|__range|model)\b|\$\{(\w+)\}")
+_MACRO = re.compile(r"\$(__rate_interval|__interval|__range|model|tenant)\b|\$\{(\w+)\}")
 
 
 def substitute(expr: str, *, rate_interval: str, interval: str, range_: str) -> str:
     """``expr`` with Grafana's macros replaced as Grafana would for the given intervals and
-    the ``model`` variable at "All" (its allValue ``.*``)."""
+    the ``model`` and ``tenant`` variables at "All" (their allValue ``.*``)."""
     values = {
         "__rate_interval": rate_interval,
         "__interval": interval,
         "__range": range_,
         "model": ".*",
+        "tenant": ".*",
     }
 
     def repl(m: re.Match[str]) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,8 +23,6 @@ MINIMAX = "minimax/video-01-director"
 AUTH = {"Authorization": "Bearer test-key"}
 SERVER_ERRORS = {500, 502, 503, 504}
 RATE_LIMIT_HEADERS = (
-    "retry-after",
-    "retry-after-ms",
     "x-ratelimit-limit",
     "x-ratelimit-remaining",
     "x-ratelimit-reset",
@@ -56,15 +55,21 @@ def parses(r: httpx.Response) -> bool:
     return True
 
 
-def assert_rate_limited(r: httpx.Response) -> None:
+def assert_rate_limited(r: httpx.Response, *, retry_after: bool = False) -> None:
+    """A 429 as Together sends it: x-ratelimit-* (reset > 0), ``dynamic_request_limited``;
+    Retry-After/retry-after-ms only when the profile asks for them."""
     assert r.status_code == 429
     for name in RATE_LIMIT_HEADERS:
         assert name in r.headers, name
-    assert int(r.headers["retry-after"]) >= 1
-    assert int(r.headers["retry-after-ms"]) >= 1
+    if retry_after:
+        assert int(r.headers["retry-after"]) >= 1
+        assert int(r.headers["retry-after-ms"]) >= 1
+    else:
+        assert "retry-after" not in r.headers and "retry-after-ms" not in r.headers
     assert float(r.headers["x-ratelimit-reset"]) > 0
     assert r.headers["x-ratelimit-remaining"] == "0"
-    assert error_of(r)["code"] == "rate_limit_exceeded"
+    err = error_of(r)
+    assert (err["type"], err["code"]) == ("dynamic_request_limited", "rate_limit_exceeded")
 
 
 async def stats(c: Any) -> dict[str, Any]:
@@ -165,7 +170,9 @@ async def test_create_faults_at_their_shares(make_client: Make) -> None:
         "malformed": 0.05,
         "create_then_error": 0.05,
     }
-    profile = FaultProfile(slow_s=0.0, **{f"{k}_share": v for k, v in shares.items()})
+    profile = FaultProfile(
+        slow_s=0.0, send_retry_after=True, **{f"{k}_share": v for k, v in shares.items()}
+    )
     c = make_client(seed=11, faults=profile, failure_share=0.0)
     n = 1500
     seen: Counter[str] = Counter()
@@ -181,7 +188,7 @@ async def test_create_faults_at_their_shares(make_client: Make) -> None:
             retry_after_503 += r.status_code == 503 and "retry-after" in r.headers
             seen["5xx"] += 1
         elif r.status_code == 429:
-            assert_rate_limited(r)
+            assert_rate_limited(r, retry_after=True)
             seen["rate_limit"] += 1
         elif not parses(r):
             assert r.status_code == 200
@@ -280,12 +287,13 @@ async def test_faults_never_touch_sim_endpoints(make_client: Make) -> None:
     for _ in range(30):
         assert (await c.http.get("/_sim/stats")).status_code == 200
         assert (await c.http.get("/_sim/jobs")).json()[0]["id"] == job_id
-        r = await c.http.get(f"/_sim/files/{job_id}.mp4")
+        r = await c.http.get(f"/shrt/{job_id}", follow_redirects=True)
         assert r.status_code == 200 and r.headers["content-type"] == "video/mp4"
     assert (await c.http.get(f"/v2/videos/{job_id}")).status_code in SERVER_ERRORS
     truth = await stats(c)
     assert truth["faults_injected"] == {"error_5xx": 1}
     assert truth["requests"]["GET /_sim/files/{id}.mp4"] == {"200": 30}
+    assert truth["requests"]["GET /shrt/{id}"] == {"302": 30}
     assert (await c.http.post("/_sim/reset")).status_code == 200
 
 
@@ -293,8 +301,8 @@ async def test_faults_never_touch_sim_endpoints(make_client: Make) -> None:
 
 
 async def test_burst_above_rate_limit_gets_429s(make_client: Make) -> None:
-    """With the clock still, requests beyond rate_limit_rps get 429 with Retry-After,
-    retry-after-ms and x-ratelimit-*; a second later the bucket has refilled."""
+    """With the clock still, requests beyond rate_limit_rps get 429 with x-ratelimit-* (no
+    Retry-After: Together documents none); a second later the bucket has refilled."""
     c = make_client(faults=FaultProfile(rate_limit_rps=5))
     (job_id,) = seeded_jobs(c, 1)
     transport = httpx.ASGITransport(app=c.app)
@@ -311,7 +319,6 @@ async def test_burst_above_rate_limit_gets_429s(make_client: Make) -> None:
     for r in limited:
         assert_rate_limited(r)
         assert float(r.headers["x-ratelimit-reset"]) <= 0.2
-        assert int(r.headers["retry-after-ms"]) <= 200
     truth = await stats(c)
     assert truth["faults_injected"] == {"rate_limit_rps": 3}
     assert truth["requests"]["GET /v2/videos/{id}"] == {"200": 5, "429": 3}
@@ -348,7 +355,9 @@ async def _create_until_ok(c: Any, key: str) -> tuple[int, dict[str, Any]]:
 async def test_create_then_error_with_idempotency_returns_the_same_job(make_client: Make) -> None:
     """A create answered 5xx did create its job; retries with the same Idempotency-Key get
     that job back when the upstream honours the key."""
-    c = make_client(seed=2, faults=FaultProfile(create_then_error_share=0.5))
+    c = make_client(
+        seed=2, faults=FaultProfile(create_then_error_share=0.5), honour_idempotency=True
+    )
     attempts, job = await _create_until_ok(c, "k1")
     assert attempts > 1
     jobs = (await c.http.get("/_sim/jobs")).json()
@@ -484,7 +493,7 @@ async def test_hung_requests_time_out_while_others_are_served() -> None:
 def test_create_then_hang_creates_the_job() -> None:
     """A create that hangs after creating its job times out on the client, yet the job exists
     and a retry with the same Idempotency-Key finds it; the request counts as "hung"."""
-    config = SimConfig(faults=FaultProfile(create_then_hang_share=1.0))
+    config = SimConfig(faults=FaultProfile(create_then_hang_share=1.0), honour_idempotency=True)
     with running(config) as server, httpx.Client(base_url=server.base_url, headers=AUTH) as http:
         key = {"Idempotency-Key": "k1"}
         with pytest.raises(httpx.ReadTimeout):
@@ -510,3 +519,25 @@ def test_slow_answer_abandoned_by_its_client() -> None:
         truth = _wait_for(server, lambda s: "abandoned" in s["requests"]["POST /v2/videos"])
     assert truth["requests"]["POST /v2/videos"] == {"abandoned": 1}
     assert (truth["faults_injected"], truth["jobs_created"]) == ({"slow": 1}, 1)
+
+
+def test_late_answer_creates_the_job_before_answering() -> None:
+    """A late-answer create has its job (billed) before the answer, which still comes, late,
+    and names that job."""
+    config = SimConfig(faults=FaultProfile(late_answer_share=1.0, late_answer_s=0.5))
+    with running(config) as server, httpx.Client(base_url=server.base_url, headers=AUTH) as http:
+        seen: dict[str, Any] = {}
+
+        def watch() -> None:
+            seen.update(_wait_for(server, lambda s: s["jobs_created"] == 1))
+            seen["answered"] = "200" in seen["requests"].get("POST /v2/videos", {})
+
+        t = threading.Thread(target=watch)
+        t.start()
+        r = http.post("/v2/videos", json={"model": MINIMAX}, timeout=10)
+        t.join(10)
+        assert seen["answered"] is False  # the job existed while its answer was held
+        assert r.status_code == 200
+        (job,) = http.get("/_sim/jobs").json()
+        assert r.json()["id"] == job["id"]
+        assert http.get("/_sim/stats").json()["faults_injected"] == {"late_answer": 1}

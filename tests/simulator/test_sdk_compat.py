@@ -67,7 +67,7 @@ def test_sdk_create_and_retrieve_until_completed(sdk_server: SimServer) -> None:
     assert job.status == "completed"
     assert job.outputs is not None
     assert job.outputs.video_url.startswith(sdk_server.base_url + "/")
-    download = httpx.get(job.outputs.video_url)
+    download = httpx.get(job.outputs.video_url, follow_redirects=True)
     assert download.status_code == 200
     assert download.headers["content-type"] == "video/mp4"
     assert len(download.content) > 1000
@@ -77,7 +77,8 @@ def test_sdk_create_and_retrieve_until_completed(sdk_server: SimServer) -> None:
     assert Decimal(str(job.outputs.cost)) * 1_000_000 == truth["cost_micro_usd"]
     assert isinstance(job.created_at, float) and isinstance(job.completed_at, float)
     assert (job.seconds, job.size) == ("5", "1366x768")
-    assert job.model_extra is not None and isinstance(job.model_extra["started_at"], float)
+    # Nothing beyond the spec's VideoJob reaches the SDK (its models keep unknown keys).
+    assert not job.model_extra
 
 
 def test_sdk_base_url_is_the_bare_origin(sdk_server: SimServer) -> None:
@@ -123,7 +124,7 @@ def test_sdk_with_legacy_shape_is_lenient(legacy_server: SimServer) -> None:
     assert job.id == created.id
     assert job.status == "completed"
     assert job.outputs is not None
-    assert httpx.get(job.outputs.video_url).status_code == 200
+    assert httpx.get(job.outputs.video_url, follow_redirects=True).status_code == 200
     truth = ground_truth(legacy_server, job.id)
     assert Decimal(str(job.outputs.cost)) * 1_000_000 == truth["cost_micro_usd"]
     # Fields the legacy shape lacks are None; its RFC 3339 times are kept as raw strings.

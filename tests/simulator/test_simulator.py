@@ -70,7 +70,7 @@ async def test_lifecycle_queued_in_progress_completed(make_client: Make) -> None
     done = await get(c, job["id"])
     assert done["status"] == "completed"
     assert done["outputs"]["cost"] == 0.28
-    assert done["outputs"]["video_url"] == f"http://sim/_sim/files/{job['id']}.mp4"
+    assert done["outputs"]["video_url"] == f"http://sim/shrt/{job['id']}"
     assert done["completed_at"] == pytest.approx(job["created_at"] + 155)
     assert done["error"] is None
 
@@ -100,7 +100,8 @@ async def test_failure_share_zero_never_fails(make_client: Make) -> None:
 
 
 async def test_sdk_shape_fields(make_client: Make) -> None:
-    """The sdk shape has VideoJob's fields: floats for times, string seconds, WxH size."""
+    """The sdk shape has exactly VideoJob's fields (no start time: the spec has none): floats
+    for times, string seconds, WxH size."""
     c = make_client(**EXACT)
     job = await create(c, width=1280, height=720, seconds="6", prompt="a cat")
     assert set(job) == {
@@ -109,7 +110,6 @@ async def test_sdk_shape_fields(make_client: Make) -> None:
         "model",
         "status",
         "created_at",
-        "started_at",
         "completed_at",
         "seconds",
         "size",
@@ -119,11 +119,11 @@ async def test_sdk_shape_fields(make_client: Make) -> None:
     assert job["object"] == "video"
     assert job["model"] == MINIMAX
     assert job["created_at"] == c.clock.now and isinstance(job["created_at"], float)
-    assert (job["started_at"], job["completed_at"], job["outputs"]) == (None, None, None)
+    assert (job["completed_at"], job["outputs"]) == (None, None)
     assert (job["seconds"], job["size"]) == ("6", "1280x720")
     c.clock.advance(6)
     running = await get(c, job["id"])
-    assert isinstance(running["started_at"], float)
+    assert running["status"] == "in_progress" and "started_at" not in running
     assert running["completed_at"] is None
     default = await create(c, VEO_FAST)
     profile = DEFAULT_MODELS[VEO_FAST]
@@ -150,7 +150,7 @@ async def test_legacy_shape_fields(make_client: Make) -> None:
     c.clock.advance(100)
     done = await get(c, job["id"])
     assert done["status"] == "completed"
-    assert done["outputs"] == {"cost": 0.28, "video_url": f"http://sim/_sim/files/{job['id']}.mp4"}
+    assert done["outputs"] == {"cost": 0.28, "video_url": f"http://sim/shrt/{job['id']}"}
     done_at = datetime.fromisoformat(done["done_at"]).timestamp()
     assert done_at == pytest.approx(c.clock.now - 1)
 
@@ -328,14 +328,15 @@ async def test_stats_counts_requests_and_bills_completed(make_client: Make) -> N
 
 
 async def test_files_served_after_completion(make_client: Make) -> None:
-    """The video URL answers 404 until the job completes, then a few KB of video/mp4 bytes."""
+    """The video URL answers 404 until the job completes, then redirects to a signed URL
+    serving a few KB of video/mp4 bytes."""
     c = make_client(failure_share=0.0)
     job = await create(c)
-    url = f"/_sim/files/{job['id']}.mp4"
-    assert_error(await c.http.get(url), 404)
+    assert_error(await c.http.get(f"/shrt/{job['id']}"), 404)
     c.clock.advance(100_000)
-    r = await c.http.get((await get(c, job["id"]))["outputs"]["video_url"])
-    assert r.status_code == 200
+    link = (await get(c, job["id"]))["outputs"]["video_url"]
+    r = await c.http.get(link, follow_redirects=True)
+    assert r.status_code == 200 and r.history[0].status_code == 302
     assert r.headers["content-type"] == "video/mp4"
     assert 1_000 <= len(r.content) <= 10_000
     assert r.content[4:8] == b"ftyp"
@@ -347,7 +348,26 @@ async def test_files_of_failed_job_are_404(make_client: Make) -> None:
     c = make_client(failure_share=1.0)
     job = await create(c)
     c.clock.advance(100_000)
+    assert_error(await c.http.get(f"/shrt/{job['id']}"), 404)
     assert_error(await c.http.get(f"/_sim/files/{job['id']}.mp4"), 404)
+
+
+async def test_short_link_signs_a_url_that_expires(make_client: Make) -> None:
+    """Each visit of the short link answers 302 to a freshly signed URL that answers 403
+    once its time is up (or when tampered with); the link itself stops working later."""
+    c = make_client(failure_share=0.0, signed_url_ttl_s=60, short_link_ttl_s=50_000)
+    job = await create(c)
+    c.clock.advance(10_000)
+    link = (await get(c, job["id"]))["outputs"]["video_url"]
+    first = (await c.http.get(link)).headers["location"]
+    assert (await c.http.get(first)).status_code == 200
+    assert_error(await c.http.get(first.replace("sig=", "sig=0")), 403)
+    c.clock.advance(61)
+    assert_error(await c.http.get(first), 403)
+    fresh = (await c.http.get(link)).headers["location"]
+    assert fresh != first and (await c.http.get(fresh)).status_code == 200
+    c.clock.advance(50_000)
+    assert_error(await c.http.get(link), 404)
 
 
 async def test_time_scale_scales_durations(make_client: Make) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from genqueue.producer.contracts import BeginSubmit, Cancel, Finish, SideEffect
+from genqueue.producer.contracts import (
+    BeginSubmit,
+    Cancel,
+    Finish,
+    SideAttempt,
+    SideEffect,
+    WebhookReplay,
+)
 from genqueue.producer.keys import INLINE_ARM_MARKER, Tag
 from genqueue.producer.replies import (
     NextStep,
@@ -14,6 +21,8 @@ from genqueue.producer.replies import (
     parse_begin_submit,
     parse_cancel,
     parse_finish,
+    parse_side_attempt,
+    parse_webhook_replay,
 )
 from genqueue.producer.settings import Settings
 from genqueue.producer.timers import Timer
@@ -43,7 +52,11 @@ def test_begin_submit_layout() -> None:
     assert c.name == "begin_submit"
     assert c.keys == [*SETTINGS.keys.script_keys("r", "k"), "gq:pause", "gq:rl", "gq:rl:turn"]
     assert c.keys[5] == "gq:idem:k"
-    assert c.args == [*_common("r"), "3", "5", "60000", "w", "resubmit", "10", "100", "200"]
+    assert c.args == [
+        *_common("r"),
+        *("3", "5", "60000", "w", "resubmit", "10", "100", "200"),
+        str(int(SETTINGS.unsubmitted_retention_s * 1000)),
+    ]
 
 
 def test_finish_layout_and_inline_arm() -> None:
@@ -59,10 +72,10 @@ def test_finish_layout_and_inline_arm() -> None:
         owe_download=True,
         arm=Timer("poll", "r", 8),
     ).call(SETTINGS)
-    assert c.args[4:13] == ["7", "completed", "", "", "", "", "", "3.5", "1"]
+    assert c.args[4:14] == ["7", "completed", "", "", "", "", "", "3.5", "1", "0"]
     assert len(c.keys) == 8 + 5
     assert c.keys[-3:] == ["gq:queue", "gq:queue:wake", "gq:queue:wake:at"]
-    assert len(c.args) == 13 + 4 and c.args[-1] == INLINE_ARM_MARKER
+    assert len(c.args) == 14 + 4 and c.args[-1] == INLINE_ARM_MARKER
     assert c.args[-2] == "poll:r:8"
 
 
@@ -70,11 +83,42 @@ def test_side_effect_names_the_dead_letters_and_refuses_unknown_effects() -> Non
     c = SideEffect(
         request_id="r", expected_side_seq=2, effect="webhook", result="dead", retry_delay_ms=0
     ).call(SETTINGS)
-    assert c.args[4:] == ["2", "webhook", "dead", "0", "{}", "gq:webhooks:dead"]
+    assert c.args[4:] == ["2", "webhook", "dead", "0", "{}", "gq:webhooks:dead", "", ""]
     with pytest.raises(ValueError):
         SideEffect(
             request_id="r", expected_side_seq=2, effect="fax", result="done", retry_delay_ms=0
         ).call(SETTINGS)
+
+
+def test_side_effect_passes_the_dead_letters_bounds() -> None:
+    """The dead letters' maximum age (ms) and count are ARGV 11 and 12 ('' = no bound)."""
+    c = SideEffect(
+        request_id="r",
+        expected_side_seq=2,
+        effect="webhook",
+        result="dead",
+        retry_delay_ms=0,
+        dead_max_age_ms=604_800_000,
+        dead_max=10,
+    ).call(SETTINGS)
+    assert c.args[9:] == ["gq:webhooks:dead", "604800000", "10"]
+
+
+def test_side_attempt_and_webhook_replay_layouts() -> None:
+    c = SideAttempt(request_id="r", idempotency_key="k", expected_side_seq=4, effect="download")
+    call = c.call(SETTINGS)
+    assert call.name == "side_attempt"
+    assert call.keys == SETTINGS.keys.script_keys("r", "k")
+    assert call.args == [*_common("r"), "4", "download"]
+    with pytest.raises(ValueError):
+        SideAttempt(request_id="r", expected_side_seq=4, effect="fax").call(SETTINGS)
+    replay = WebhookReplay(request_id="r").call(SETTINGS)
+    assert replay.name == "webhook_replay"
+    assert replay.args == [*_common("r"), "gq:webhooks:dead"]
+    assert parse_side_attempt(["OK", "3"]).attempts == 3
+    assert parse_side_attempt(["STALE"]).tag is Tag.STALE
+    assert parse_webhook_replay(["OK", "5"]).side_seq == 5
+    assert parse_webhook_replay(["NOT_DEAD", "pending"]).state == "pending"
 
 
 def test_a_float_argument_is_a_unit_bug() -> None:

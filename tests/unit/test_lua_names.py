@@ -74,8 +74,9 @@ def statuses(lua: str) -> set[str]:
 
 
 def counts_fields(lua: str) -> set[str]:
-    """Literal fields of the status counts hash."""
-    return set(re.findall(r"'HINCRBY', K_COUNTS, '([^']*)'", lua))
+    """Literal fields of the status counts hash (written directly or through ``count``, which
+    also writes the tenant's own field)."""
+    return set(re.findall(r"(?:'HINCRBY', |\bcount\()K_COUNTS, '([^']*)'", lua))
 
 
 def timer_kinds(lua: str) -> set[str]:
@@ -143,6 +144,7 @@ def test_the_checks_catch_a_misspelt_name() -> None:
     assert record_fields(lua) - FIELDS == {"stauts"}
     assert statuses(lua) - set(ALL_STATUSES) == {"complete"}
     assert reply_tags(lua) == {"OKAY"}
+    assert counts_fields("count(K_COUNTS, 'pendng', 1)") == {"pendng"}
 
 
 def test_every_script_assembles_and_names_its_keys_and_args() -> None:

@@ -233,8 +233,8 @@ ERROR_CASES = [
         {"error": {"message": "Rate limit exceeded", "code": 429}},
         {"retry-after-ms": "1500", "retry-after": "9", "x-ratelimit-reset": "20"},
         "Rate limit exceeded",
-        (None, "429", 1.5),
-        id="429-retry-after-ms",
+        (None, "429", 20.0),
+        id="429-retry-after-ms-and-reset",
     ),
     pytest.param(
         429,
@@ -557,7 +557,9 @@ NOW = 1_760_000_000.0
         ({"Retry-After-Ms": "250", "Retry-After": "3"}, 0.25),
         ({"retry-after-ms": "soon", "Retry-After": "3"}, 3.0),
         ({"Retry-After": "2.5"}, 2.5),
-        ({"Retry-After": "3", "x-ratelimit-reset": "9"}, 3.0),
+        ({"Retry-After": "3", "x-ratelimit-reset": "9"}, 9.0),
+        ({"Retry-After": "9", "x-ratelimit-reset": "2"}, 9.0),
+        ({"retry-after-ms": "250", "x-ratelimit-reset": "0.000"}, 0.25),
         ({"x-ratelimit-reset": "9"}, 9.0),
         ({"x-ratelimit-reset": "0.5"}, 0.5),
         ({"Retry-After": format_datetime(datetime.fromtimestamp(NOW + 30, UTC), True)}, 30.0),
@@ -574,7 +576,8 @@ NOW = 1_760_000_000.0
     ],
 )
 def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
-    """retry-after-ms beats Retry-After (seconds or date) beats x-ratelimit-reset; clamped 0-60."""
+    """No earlier than x-ratelimit-reset says, nor than retry-after-ms (else Retry-After,
+    seconds or date) when present: the longest wait wins; clamped 0-60."""
     result = parse_retry_after(headers, NOW)
     if expected is None:
         assert result is None

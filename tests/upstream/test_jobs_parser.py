@@ -215,10 +215,20 @@ def test_cost_to_micro_usd(cost: object, micro: int | None) -> None:
     "cost",
     [-0.01, Decimal("NaN"), float("inf"), Decimal("1000000.01"), "cheap", True, [1], {"usd": 1}],
 )
-def test_bad_cost_is_protocol_error(cost: object) -> None:
-    """A negative, non-finite, absurd or non-numeric cost makes the answer a protocol error."""
-    with pytest.raises(UpstreamProtocolError):
-        parse_job({"id": "v-6", "status": "completed", "outputs": {"cost": cost}})
+def test_bad_cost_keeps_the_completed_job_with_cost_unknown(cost: object) -> None:
+    """A negative, non-finite, absurd or non-numeric cost leaves the job completed with its
+    URL, the cost None (unknown, never zero) and the reason kept."""
+    job = parse_job(
+        {"id": "v-6", "status": "completed", "outputs": {"cost": cost, "video_url": "https://v/x"}}
+    )
+    assert (job.status, job.video_url, job.cost_micro_usd) == ("completed", "https://v/x", None)
+    assert job.cost_unknown and job.cost_problem
+
+
+def test_missing_cost_of_a_completed_job_is_unknown() -> None:
+    """A completed job without a cost is marked cost-unknown; a failed one is not."""
+    assert parse_job({"id": "v-7", "status": "completed", "outputs": {}}).cost_unknown
+    assert not parse_job({"id": "v-8", "status": "failed"}).cost_unknown
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,8 @@ class UpstreamTimeouts:
     """Per-phase HTTP timeouts, plus a deadline for the whole call (all in seconds).
 
     ``total_s`` bounds a call whose phases each stay within their own timeout (an answer
-    trickling in byte by byte): the call must end well inside the ~60 s task timeout.
+    trickling in byte by byte): the call must end well inside the task timeout
+    (``WorkerConfig.task_timeout_s``).
     """
 
     connect_s: float = 5.0

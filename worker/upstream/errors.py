@@ -138,24 +138,27 @@ def _http_date_delay(text: str, now: float) -> float | None:
 def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """The upstream's suggested wait in seconds, clamped to [0, 60], or None.
 
-    Precedence as in the official SDKs: ``retry-after-ms``, then ``Retry-After`` (seconds or an
-    HTTP date, relative to ``now`` in unix seconds), then ``x-ratelimit-reset`` (seconds; a value
-    that looks like an absolute unix time is taken relative to ``now``). A header that is absent
-    or invalid falls through to the next one. Header names are matched case-insensitively.
+    Together documents only ``x-ratelimit-reset`` (seconds; a value that looks like an absolute
+    unix time is taken relative to ``now``); the SDKs honour ``retry-after-ms``, then
+    ``Retry-After`` (seconds or an HTTP date) when present. A retry comes no earlier than any
+    of them says: the longest present wait wins. An absent or invalid header is ignored;
+    names are matched case-insensitively.
     """
     lowered = {str(key).lower(): str(value).strip() for key, value in headers.items()}
 
-    delay: float | None = None
+    hint: float | None = None
     if (ms := lowered.get("retry-after-ms")) and (value := _seconds(ms)) is not None:
-        delay = value / 1000.0
-    if delay is None and (retry_after := lowered.get("retry-after")):
-        delay = _seconds(retry_after)
-        if delay is None:
-            delay = _http_date_delay(retry_after, now)
-    if delay is None and (reset := lowered.get("x-ratelimit-reset")):
-        delay = _seconds(reset)
-        if delay is not None and delay > 1_000_000_000:  # an absolute unix time, not a delay
-            delay -= now
-    if delay is None:
+        hint = value / 1000.0
+    if hint is None and (retry_after := lowered.get("retry-after")):
+        hint = _seconds(retry_after)
+        if hint is None:
+            hint = _http_date_delay(retry_after, now)
+    reset: float | None = None
+    if reset_text := lowered.get("x-ratelimit-reset"):
+        reset = _seconds(reset_text)
+        if reset is not None and reset > 1_000_000_000:  # an absolute unix time, not a delay
+            reset -= now
+    waits = [w for w in (hint, reset) if w is not None]
+    if not waits:
         return None
-    return min(max(delay, 0.0), RETRY_AFTER_MAX_S)
+    return min(max(max(waits), 0.0), RETRY_AFTER_MAX_S)

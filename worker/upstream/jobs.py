@@ -50,11 +50,19 @@ class UpstreamJob:
     cost_micro_usd: int | None = None
     video_url: str | None = None
     error: str | None = None
+    #: Why a cost that was sent could not be used (not a number, negative, absurd); the job
+    #: is kept (a completed video is never lost to its cost), the cost is None.
+    cost_problem: str | None = None
 
     @property
     def is_terminal(self) -> bool:
         """True once the upstream will not change this job any more."""
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def cost_unknown(self) -> bool:
+        """A completed job without a usable cost: recorded as unknown, never as zero."""
+        return self.status == "completed" and self.cost_micro_usd is None
 
 
 class _Invalid(Exception):
@@ -146,6 +154,15 @@ def cost_to_micro_usd(value: object) -> int | None:
     return int(micro)
 
 
+def _cost(value: object) -> tuple[int | None, str | None]:
+    """The cost in micro-USD, or None and why it can't be used: an odd cost never turns a
+    job into a protocol error (a completed video would be lost with it)."""
+    try:
+        return cost_to_micro_usd(value), None
+    except _Invalid as exc:
+        return None, str(exc)
+
+
 def _render(value: object, depth: int = 0) -> str:
     """A readable one-line text for an error description of any JSON shape ("" when empty)."""
     if value is None:
@@ -213,6 +230,7 @@ def _parse(payload: object) -> UpstreamJob:
         outputs = {}
     elif not isinstance(outputs, dict):
         raise _Invalid(f"outputs has type {type(outputs).__name__}")
+    cost, cost_problem = _cost(outputs.get("cost"))
     return UpstreamJob(
         id=job_id,
         status=normalize_status(raw_status),
@@ -221,7 +239,8 @@ def _parse(payload: object) -> UpstreamJob:
         created_at=_timestamp(payload, "created_at"),
         started_at=_first_timestamp(payload, "started_at", "claimed_at"),
         done_at=_first_timestamp(payload, "completed_at", "done_at"),
-        cost_micro_usd=cost_to_micro_usd(outputs.get("cost")),
+        cost_micro_usd=cost,
+        cost_problem=cost_problem,
         video_url=_optional_str(outputs, "video_url"),
         error=_error_text(payload),
     )

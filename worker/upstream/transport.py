@@ -1,7 +1,9 @@
-"""The production HTTP transport: a measured choice (DESIGN.md, "HTTP client cost").
+"""The production HTTP transport: a measured choice (bench/floor.py measures both; the
+figures are in bench/RESULTS.md).
 
-httpx's default transport costs 2-4x the CPU of a whole arq job per call; the ``httpx-aiohttp``
-transport (aiohttp underneath, httpx API on top) costs a fraction of it, so it is the default.
+httpx's default transport costs several times the CPU of a whole arq job per call; the
+``httpx-aiohttp`` transport (aiohttp underneath, httpx API on top) costs a fraction of it, so
+it is the default.
 Tests keep using ``httpx.MockTransport``/``ASGITransport`` through the same httpx API.
 
 What httpx-aiohttp 0.2 does, read from its source (``httpx_aiohttp/transport.py``):

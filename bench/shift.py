@@ -1,0 +1,106 @@
+"""The shift workloads: the upstream's queue wait doubles (or halves) part-way through a steady
+stream of videos. genqueue and the seed loop run on the same videos (the simulator multiplies
+the same draws), as in ``bench/draws.py``.
+
+The target: the p95 lag of the videos requested ``recover_s`` (10 simulated minutes) or more
+after the shift is back within 10 % of the p95 of those requested before it (steady, the
+warm history describing them), and the polls per video over the whole run stay at most a
+third of the seed loop's. Video ``i`` is requested at ``i * window / videos``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench.draws import GENQUEUE, SEED_LOOP, Interval, _p95, _quantiles, summarize_draws
+from bench.measure import rnd
+
+#: Videos requested this long after the shift are measured against the steady p95.
+RECOVER_S = 600.0
+#: How close to the steady p95 they must be.
+TOLERANCE = 0.10
+
+
+def _phases(
+    lags: Mapping[int, float], step_s: float, shift_at_s: float, recover_s: float
+) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {"steady": [], "transition": [], "after": []}
+    for i, lag in lags.items():
+        at = i * step_s
+        phase = (
+            "steady"
+            if at < shift_at_s
+            else "after"
+            if at >= shift_at_s + recover_s
+            else "transition"
+        )
+        out[phase].append(lag)
+    return out
+
+
+def _ratio_interval(
+    steady: list[list[float]], after: list[list[float]], resamples: int, seed: int = 2
+) -> Interval:
+    """p95 of ``after`` over p95 of ``steady`` (pooled over draws), resampling videos."""
+    flat_s = [x for d in steady for x in d]
+    flat_a = [x for d in after for x in d]
+    value = _p95(flat_a) / _p95(flat_s)
+    rng = random.Random(seed)
+    boot = []
+    for _ in range(resamples):
+        s = [d[rng.randrange(len(d))] for d in steady for _ in d]
+        a = [d[rng.randrange(len(d))] for d in after for _ in d]
+        boot.append(_p95(a) / _p95(s))
+    return Interval(value, *_quantiles(boot))
+
+
+def summarize_shift(
+    runs: Sequence[dict[str, Any]], *, recover_s: float = RECOVER_S, resamples: int = 2000
+) -> dict[str, Any]:
+    """The pooled draw figures over the whole run (``bench/draws.py``) plus, per system, the
+    p95 lag before the shift, in the ``recover_s`` after it, and after that, with the
+    after/steady ratio's interval and verdict."""
+    whole = summarize_draws(runs, resamples=resamples)
+    w = runs[0]["workload"]
+    step_s = w["arrival_window_s"] / max(1, w["videos"])
+    shift_at_s = float(w["queue_shift_at_s"])
+    phases: dict[str, dict[str, Any]] = {}
+    for label in (GENQUEUE, SEED_LOOP):
+        per_draw = [
+            _phases(
+                {int(k): float(v) for k, v in r["lags_by_video"].items()},
+                step_s,
+                shift_at_s,
+                recover_s,
+            )
+            for r in runs
+            if r["label"] == label
+        ]
+        pooled = {k: [x for d in per_draw for x in d[k]] for k in ("steady", "transition", "after")}
+        row: dict[str, Any] = {f"{k}_videos": len(v) for k, v in pooled.items()} | {
+            f"{k}_p95_s": rnd(_p95(v), 3) if v else None for k, v in pooled.items()
+        }
+        if pooled["steady"] and pooled["after"]:
+            ratio = _ratio_interval(
+                [d["steady"] for d in per_draw if d["steady"]],
+                [d["after"] for d in per_draw if d["after"]],
+                resamples,
+            )
+            row["after_over_steady"] = ratio.to_json()
+            row["recovered_verdict"] = (
+                "met"
+                if ratio.high <= 1 + TOLERANCE
+                else "NOT met"
+                if ratio.low > 1 + TOLERANCE
+                else "within noise"
+            )
+        phases[label] = row
+    return {
+        **whole,
+        "shift_at_s": shift_at_s,
+        "shift_factor": w["queue_shift_factor"],
+        "recover_s": recover_s,
+        "phases": phases,
+    }

@@ -1,0 +1,58 @@
+"""A created job's id is written even when Redis is briefly unreachable (until the lease ends)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis.exceptions
+
+from genqueue.worker.tasks import _run_until
+
+
+class FlakyDurability:
+    """Fails ``failures`` times with ``exc``, then answers OK."""
+
+    def __init__(self, failures: int, exc: Exception) -> None:
+        self.failures = failures
+        self.exc = exc
+        self.calls = 0
+
+    async def run(self, client: Any, scripts: Any, c: Any) -> list[str]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc
+        return ["OK"]
+
+
+def _rt(durability: FlakyDurability) -> Any:
+    return SimpleNamespace(durability=durability, redis=None, scripts=None)
+
+
+@pytest.mark.parametrize(
+    "exc", [redis.exceptions.ConnectionError("down"), redis.exceptions.TimeoutError("slow")]
+)
+async def test_write_is_retried_while_redis_is_unreachable(exc: Exception) -> None:
+    """Connection errors before the deadline are retried until the write goes through."""
+    durability = FlakyDurability(3, exc)
+    reply = await _run_until(_rt(durability), None, time.monotonic() + 30)  # type: ignore[arg-type]
+    assert reply == ["OK"] and durability.calls == 4
+
+
+async def test_write_gives_up_at_the_deadline() -> None:
+    """Past the deadline (the lease's end, when another attempt may take over) the error is
+    raised, never retried forever."""
+    durability = FlakyDurability(10**6, redis.exceptions.ConnectionError("down"))
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await _run_until(_rt(durability), None, time.monotonic() + 0.2)  # type: ignore[arg-type]
+    assert 1 < durability.calls < 10
+
+
+async def test_other_errors_are_not_retried() -> None:
+    """A script error is not an outage: raised at once."""
+    durability = FlakyDurability(1, redis.exceptions.ResponseError("ERR bad script"))
+    with pytest.raises(redis.exceptions.ResponseError):
+        await _run_until(_rt(durability), None, time.monotonic() + 30)  # type: ignore[arg-type]
+    assert durability.calls == 1

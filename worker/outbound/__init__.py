@@ -1,0 +1,1 @@
+"""Outbound calls to addresses a request chose (webhooks, download redirects), guarded."""
