@@ -7,6 +7,7 @@ Everything here is the same whichever process asks, so it must be exported once 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,27 +20,47 @@ from genqueue.producer.settings import Settings
 from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
 
 
-class ClusterCollector(Collector):
-    """A Prometheus collector over one Redis snapshot per scrape."""
+class StatsCollector(Collector):
+    """A Prometheus collector over the stats snapshot, read from Redis at each scrape, with
+    totals that never go backwards, even if Redis lost its last second of writes (rule 10)."""
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self._settings = settings
         self._redis = client or sync_redis(
             settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
         )
-        # Totals never go backwards, even if Redis lost its last second of writes (rule 10).
         self._finished_hwm: dict[tuple[str, str], int] = {}
         self._cost_hwm: dict[str, int] = {}
 
-    def snapshot(self) -> tuple[Stats, int]:
-        """The stats and the number of live workers, read in two round trips."""
-        keys = self._settings.keys
+    def _read(self, *extra: tuple[str, ...]) -> tuple[list[Any], list[Any], int]:
+        """The stats commands' replies, then ``extra`` commands' replies, and Redis' now (ms),
+        in one pipeline."""
         now = redis_time_ms(self._redis.time())
+        commands = stats_commands(self._settings.keys, now)
         with self._redis.pipeline(transaction=False) as pipe:
-            for cmd in stats_commands(keys, now):
+            for cmd in [*commands, *extra]:
                 pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
             replies = pipe.execute()
-        alive = sum(1 for _ in self._redis.scan_iter(f"{keys.prefix}:health:*", count=1000))
+        return replies[: len(commands)], replies[len(commands) :], now
+
+    def _finished_high(self, key: tuple[str, str], n: int) -> None:
+        self._finished_hwm[key] = max(n, self._finished_hwm.get(key, 0))
+
+    def _cost_high(self, key: str, micro: int) -> None:
+        self._cost_hwm[key] = max(micro, self._cost_hwm.get(key, 0))
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+class ClusterCollector(StatsCollector):
+    """A Prometheus collector over one Redis snapshot per scrape."""
+
+    def snapshot(self) -> tuple[Stats, int]:
+        """The stats and the number of live workers, read in two round trips."""
+        replies, _, now = self._read()
+        prefix = self._settings.keys.prefix
+        alive = sum(1 for _ in self._redis.scan_iter(f"{prefix}:health:*", count=1000))
         return parse_stats(replies, now), alive
 
     def collect(self) -> Iterator[Metric]:
@@ -96,7 +117,7 @@ class ClusterCollector(Collector):
             labels=["model", "outcome"],
         )
         for key, n in stats.finished.items():
-            self._finished_hwm[key] = max(n, self._finished_hwm.get(key, 0))
+            self._finished_high(key, n)
         for (model, outcome), n in sorted(self._finished_hwm.items()):
             finished.add_metric([model, outcome], n)
         yield finished
@@ -107,7 +128,7 @@ class ClusterCollector(Collector):
             labels=["model"],
         )
         for model, micro in stats.cost_micro_usd.items():
-            self._cost_hwm[model] = max(micro, self._cost_hwm.get(model, 0))
+            self._cost_high(model, micro)
         for model, micro in sorted(self._cost_hwm.items()):
             cost.add_metric([model], float(micro_to_usd(micro)))
         yield cost
@@ -158,6 +179,3 @@ class ClusterCollector(Collector):
         )
         superseded.add_metric([], stats.superseded_running)
         yield from (possibly, estimate, unknown, superseded)
-
-    def close(self) -> None:
-        self._redis.close()

@@ -11,36 +11,19 @@ from collections.abc import Iterator
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import DEFAULT_TENANT, NON_TERMINAL
 from genqueue.producer.record import micro_to_usd
-from genqueue.producer.settings import Settings
-from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from genqueue.producer.stats import Stats, parse_stats
+from genqueue.worker.cluster_metrics import StatsCollector
 
 
-class TenantCollector(Collector):
+class TenantCollector(StatsCollector):
     """Requests waiting and in flight, finished and cost, per tenant, from one snapshot."""
-
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self._settings = settings
-        self._redis = client or sync_redis(
-            settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
-        )
-        # Totals never go backwards, even if Redis lost its last second of writes (rule 10).
-        self._finished_hwm: dict[tuple[str, str], int] = {}
-        self._cost_hwm: dict[str, int] = {}
 
     def snapshot(self) -> dict[str, Stats]:
         """Each tenant's stats (``default`` first), read in one round trip."""
-        keys = self._settings.keys
-        now = redis_time_ms(self._redis.time())
-        with self._redis.pipeline(transaction=False) as pipe:
-            for cmd in stats_commands(keys, now):
-                pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
-            pipe.hkeys(keys.tenants)
-            *replies, configured = pipe.execute()
+        replies, (configured,), now = self._read(("HKEYS", self._settings.keys.tenants))
         names = [DEFAULT_TENANT, *sorted(set(configured) - {DEFAULT_TENANT})]
         return {t: parse_stats(replies, now, tenant=t) for t in names}
 
@@ -71,9 +54,8 @@ class TenantCollector(Collector):
                 requests.add_metric([tenant, status], stats.requests_by_status.get(status, 0))
             requests.add_metric([tenant, "tracking"], stats.tracking)
             for outcome, n in stats.finished_by_outcome.items():
-                key = (tenant, outcome)
-                self._finished_hwm[key] = max(n, self._finished_hwm.get(key, 0))
-            self._cost_hwm[tenant] = max(stats.total_cost_micro_usd, self._cost_hwm.get(tenant, 0))
+                self._finished_high((tenant, outcome), n)
+            self._cost_high(tenant, stats.total_cost_micro_usd)
         for (tenant, outcome), n in sorted(self._finished_hwm.items()):
             finished.add_metric([tenant, outcome], n)
         for tenant, micro in sorted(self._cost_hwm.items()):
@@ -81,6 +63,3 @@ class TenantCollector(Collector):
         yield requests
         yield finished
         yield cost
-
-    def close(self) -> None:
-        self._redis.close()
