@@ -33,6 +33,24 @@ LOCAL = "127.0.0.0/8"
 RESOLVER = {h: ["127.0.0.1"] for h in ("slow.test", "fast.test", "hooks.test")}
 
 
+async def start_outbound_worker(
+    start_worker: StartWorker,
+    settings: Settings,
+    routes: dict[str, httpx.AsyncBaseTransport],
+    **overrides: Any,
+) -> None:
+    """A worker with a side worker whose outbound calls go to ``routes`` (hosts resolved to
+    127.0.0.1, loopback allowed) and sign webhooks with ``SECRET``."""
+    await start_worker(
+        side_transport=RouterTransport(routes),
+        with_side=True,
+        resolver=StaticResolver(RESOLVER),
+        settings=replace(settings, outbound_allow_nets=LOCAL),
+        webhook_secret=SECRET,
+        **overrides,
+    )
+
+
 class Hanging(httpx.AsyncBaseTransport):
     """A receiver that never answers; records each call's webhook-id and the most calls it
     ever had in flight at once."""
@@ -146,12 +164,10 @@ async def test_a_hanging_host_is_capped_counted_and_dead_lettered(
     hanging, fast = Hanging(), Receiver()
     routes = {"sim": httpx.ASGITransport(app=sim_app), "slow.test": hanging,
               "fast.test": fast.transport}  # fmt: skip
-    await start_worker(
-        side_transport=RouterTransport(routes),
-        with_side=True,
-        resolver=StaticResolver(RESOLVER),
-        settings=replace(settings, outbound_allow_nets=LOCAL),
-        webhook_secret=SECRET,
+    await start_outbound_worker(
+        start_worker,
+        settings,
+        routes,
         webhook_timeout_s=0.3,
         webhook_retry_s=0.05,
         webhook_retry_cap_s=0.1,
@@ -281,12 +297,10 @@ async def test_a_download_slower_than_its_deadline_is_retried_then_given_up(
     video = SlowVideo(httpx.ASGITransport(app=sim_app))
     hook = Receiver()
     routes = {"sim": video, "hooks.test": hook.transport}
-    await start_worker(
-        side_transport=RouterTransport(routes),
-        with_side=True,
-        resolver=StaticResolver(RESOLVER),
-        settings=replace(settings, outbound_allow_nets=LOCAL),
-        webhook_secret=SECRET,
+    await start_outbound_worker(
+        start_worker,
+        settings,
+        routes,
         download_dir=str(tmp_path),
         download_timeout_s=0.3,
         download_retries=2,
@@ -310,12 +324,10 @@ async def test_dead_letters_are_bounded_by_count_and_age(
     """The dead-letter set keeps at most webhook_dead_max entries, the newest."""
     gone = Receiver([410] * 10)
     routes = {"sim": httpx.ASGITransport(app=sim_app), "hooks.test": gone.transport}
-    await start_worker(
-        side_transport=RouterTransport(routes),
-        with_side=True,
-        resolver=StaticResolver(RESOLVER),
-        settings=replace(settings, outbound_allow_nets=LOCAL),
-        webhook_secret=SECRET,
+    await start_outbound_worker(
+        start_worker,
+        settings,
+        routes,
         webhook_dead_max=2,
     )
     ids = []
@@ -336,12 +348,10 @@ async def test_dead_letters_older_than_their_age_are_dropped(
     """A dead letter older than webhook_dead_max_age_s is dropped when the next is added."""
     gone = Receiver([410] * 10)
     routes = {"sim": httpx.ASGITransport(app=sim_app), "hooks.test": gone.transport}
-    await start_worker(
-        side_transport=RouterTransport(routes),
-        with_side=True,
-        resolver=StaticResolver(RESOLVER),
-        settings=replace(settings, outbound_allow_nets=LOCAL),
-        webhook_secret=SECRET,
+    await start_outbound_worker(
+        start_worker,
+        settings,
+        routes,
         webhook_dead_max_age_s=0.05,
     )
     first = await client.submit(REQ, webhook_url="http://hooks.test/h")
