@@ -389,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                     clients=("aiohttp",) if a.smoke else CLIENTS,
                     progress=say,
                 )
+                results["floor"]["meta"] = _meta(a, rv)  # a floor may be run on its own
             if "compare" in parts:
                 specs = _compare_specs(a, sigmas)
                 runs = []
@@ -437,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                     env=genv,
                     progress=say,
                 )
+                results["sweep"]["meta"] = _meta(a, rv)  # a sweep may be run on its own
             if "ceiling" in parts:
                 say("ceiling: Redis CPU and commands per poll, create and finished video")
                 results["ceiling"] = run_ceiling(

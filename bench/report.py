@@ -608,6 +608,7 @@ def render(results: dict[str, Any]) -> str:
             f"**Floor = {_fmt(f, 3)} ms per poll.** Check: an arq job doing one aiohttp GET "
             f"costs {_fmt(floor['arq_job_with_aiohttp_get_ms'], 3)} ms.",
             "",
+            *([_provenance(floor["meta"]), ""] if floor.get("meta") else []),
             "| client (one GET of a job, client process CPU) | steady rate | 1 at a time | "
             "10 concurrent | 50 concurrent |",
             "| --- | ---: | ---: | ---: | ---: |",
@@ -658,6 +659,7 @@ def render(results: dict[str, Any]) -> str:
             f"timer), without client and AOF buffers and the script cache. "
             + _polling_memory_text(sweep),
             "",
+            *([_provenance(sweep["meta"]), ""] if sweep.get("meta") else []),
             "| N | Redis B/request | worker CPU ms/poll | polls/s | reconciler pass (s) | "
             "reconciler µs/request | Redis used (MiB) |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
