@@ -44,6 +44,7 @@ PARTS = (
     "shift-down",
     "restart",
     "sweep",
+    "memory",
     "ceiling",
 )
 #: The sections of results.json the draw-like parts write.
@@ -439,6 +440,19 @@ def main(argv: list[str] | None = None) -> int:
                     progress=say,
                 )
                 results["sweep"]["meta"] = _meta(a, rv)  # a sweep may be run on its own
+            if "memory" in parts:
+                say("memory: the sweep's active set alone, bytes per polling request")
+                results["memory"] = run_sweep(
+                    server.url,
+                    log_dir,
+                    [],
+                    active=a.sweep_active,
+                    rate=a.floor_rate,
+                    window_s=a.sweep_window_s,
+                    env=genv,
+                    progress=say,
+                )
+                results["memory"]["meta"] = _meta(a, rv)
             if "ceiling" in parts:
                 say("ceiling: Redis CPU and commands per poll, create and finished video")
                 results["ceiling"] = run_ceiling(

@@ -323,9 +323,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     "met" if t <= 2 * f else "NOT met",
                 )
             )
-    if sweep and sweep.get("polling_memory"):
-        pm = sweep["polling_memory"]
-        b, body = pm["bytes_per_request"], sweep.get("request_body_bytes", 0)
+    # The memory part measures what the sweep's active set does, alone (bench/memstate.py).
+    mem_run = (
+        results.get("memory") if (results.get("memory") or {}).get("polling_memory") else sweep
+    )
+    if mem_run and mem_run.get("polling_memory"):
+        pm = mem_run["polling_memory"]
+        b, body = pm["bytes_per_request"], mem_run.get("request_body_bytes", 0)
         rows.append(
             (
                 "Redis memory per in-flight request ≤ 1.5 KiB + request body (record, timer "
@@ -706,6 +710,17 @@ def render(results: dict[str, Any]) -> str:
             f"{bd.get('event_stream_per_request')} B ({bd.get('event_stream_entries'):,} entries; "
             "capped at `GENQUEUE_EVENTS_MAXLEN`).",
             "",
+        ]
+    memory = results.get("memory")
+    if memory and memory.get("polling_memory"):
+        out += [
+            "### Redis bytes per polling request",
+            "",
+            f"The sweep's active set alone (`--only memory`): {memory['active_requests']:,} "
+            f"requests polled by 2 real workers at {memory['poll_rate_per_s']:g}/s. "
+            + _polling_memory_text(memory),
+            "",
+            *([_provenance(memory["meta"]), ""] if memory.get("meta") else []),
         ]
     tenk_keys = sorted(k for k in results if k.startswith("tenk"))
     for key in tenk_keys:
