@@ -660,8 +660,20 @@ def render(results: dict[str, Any]) -> str:
             f"Reconciler worst case: every next check overdue and every timer deleted, one "
             f"`reconcile_once` pass re-arms all of them. Redis bytes per request: `used_memory` "
             f"growth per request added (the background requests are `pending`: record + submit "
-            f"timer), without client and AOF buffers and the script cache. "
-            + _polling_memory_text(sweep),
+            "timer)"
+            + (
+                ", without client and AOF buffers and the script cache. "
+                if sweep.get("polling_memory")
+                else ". "
+            )
+            + _polling_memory_text(sweep)
+            + (
+                " That figure includes buffers and once-per-Redis bytes; measured without "
+                "them: [below](#redis-bytes-per-polling-request)."
+                if not sweep.get("polling_memory")
+                and (results.get("memory") or {}).get("polling_memory")
+                else ""
+            ),
             "",
             *([_provenance(sweep["meta"]), ""] if sweep.get("meta") else []),
             "| N | Redis B/request | worker CPU ms/poll | polls/s | reconciler pass (s) | "
@@ -947,6 +959,13 @@ METHOD = """## Method
   reservoir's horizon: a deployment in its steady state, where each new completion replaces
   an old one with probability samples/horizon). With fewer, the run's own first
   completions — the short videos, which end first — would replace much of the sample.
+- **Redis bytes per polling request** (the sweep's active set; `--only memory` runs it alone):
+  the slope of `used_memory` between 1,000 and 2,000 requests polling, less client and AOF
+  buffers, the script cache and the event stream (`bench/memstate.py`). An average over the
+  whole set would also carry what Redis allocates once: a latency histogram (~24 KB) the first
+  time each command name runs in the server's life, so it would depend on what ran earlier on
+  the same server (in `make bench`, the parts before the sweep) and on the connections'
+  buffers at the moment of reading. Those go in the intercept, reported with the command names.
 - **Floor**: see its section; genqueue's CPU per poll comes from the sweep (same rate, same
   `poll_delay`, a steady state of polls, nothing else running in the workers), the median of
   three windows per N, each with freshly started workers.
