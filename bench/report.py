@@ -49,6 +49,17 @@ def summarize_compare(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _memory_run(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The newer of the sweep and the memory part (the sweep's active set alone) that measured
+    bytes per polling request (bench/memstate.py), else the sweep as it is."""
+    runs = [
+        r for r in (results.get("sweep"), results.get("memory")) if r and r.get("polling_memory")
+    ]
+    if not runs:
+        return results.get("sweep")
+    return max(runs, key=lambda r: (r.get("meta") or {}).get("when", ""))
+
+
 def _polling_memory_text(sweep: dict[str, Any]) -> str:
     """The polling state's bytes per request and what Redis spent once beside them."""
     pm = sweep.get("polling_memory")
@@ -323,10 +334,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     "met" if t <= 2 * f else "NOT met",
                 )
             )
-    # The memory part measures what the sweep's active set does, alone (bench/memstate.py).
-    mem_run = (
-        results.get("memory") if (results.get("memory") or {}).get("polling_memory") else sweep
-    )
+    mem_run = _memory_run(results)
     if mem_run and mem_run.get("polling_memory"):
         pm = mem_run["polling_memory"]
         b, body = pm["bytes_per_request"], mem_run.get("request_body_bytes", 0)
@@ -670,8 +678,7 @@ def render(results: dict[str, Any]) -> str:
             + (
                 " That figure includes buffers and once-per-Redis bytes; measured without "
                 "them: [below](#redis-bytes-per-polling-request)."
-                if not sweep.get("polling_memory")
-                and (results.get("memory") or {}).get("polling_memory")
+                if not sweep.get("polling_memory") and _memory_run(results) is not sweep
                 else ""
             ),
             "",
@@ -724,7 +731,7 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     memory = results.get("memory")
-    if memory and memory.get("polling_memory"):
+    if memory and memory is _memory_run(results):
         out += [
             "### Redis bytes per polling request",
             "",

@@ -136,3 +136,16 @@ async def test_first_run_commands_cost_a_histogram_each_and_stay_out_of_the_slop
     assert pm["bytes_per_request_whole_set"] - pm["bytes_per_request"] >= (
         len(FIRST_RUN_ONLY) * hist / 800 * 0.9
     )
+
+
+def test_the_newer_of_sweep_and_memory_part_gives_the_figure() -> None:
+    """RESULTS.md takes bytes per polling request from whichever run measured them last."""
+    from bench.report import _memory_run
+
+    old = {"polling_memory": {"bytes_per_request": 1}, "meta": {"when": "2026-12-04 18:00:00"}}
+    new = {"polling_memory": {"bytes_per_request": 2}, "meta": {"when": "2026-12-04 20:00:00"}}
+    assert _memory_run({"sweep": old, "memory": new}) is new
+    assert _memory_run({"sweep": new, "memory": old}) is new
+    legacy = {"redis_bytes_per_inflight_polling_without_event_stream": 1419}
+    assert _memory_run({"sweep": legacy}) is legacy
+    assert _memory_run({"sweep": legacy, "memory": old}) is old
