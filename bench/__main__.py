@@ -44,6 +44,7 @@ PARTS = (
     "shift-down",
     "restart",
     "sweep",
+    "memory",
     "ceiling",
 )
 #: The sections of results.json the draw-like parts write.
@@ -77,7 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="a toy-size run (CI): under a minute")
     p.add_argument("--out", type=Path, default=HERE / "results.json")
     p.add_argument("--md", type=Path, default=HERE / "RESULTS.md")
-    p.add_argument("--only", default=",".join(PARTS), help=f"parts to run: {','.join(PARTS)}")
+    # ``memory`` is the sweep's active set alone (the sweep measures it too): on request only.
+    default_parts = ",".join(part for part in PARTS if part != "memory")
+    p.add_argument("--only", default=default_parts, help=f"parts to run: {','.join(PARTS)}")
     p.add_argument("--videos", type=int, default=150, help="videos per comparison run")
     p.add_argument("--window-s", type=float, default=150.0, help="arrival window (sim s)")
     p.add_argument("--time-scale", type=float, default=0.1)
@@ -389,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                     clients=("aiohttp",) if a.smoke else CLIENTS,
                     progress=say,
                 )
+                results["floor"]["meta"] = _meta(a, rv)  # a floor may be run on its own
             if "compare" in parts:
                 specs = _compare_specs(a, sigmas)
                 runs = []
@@ -437,6 +441,20 @@ def main(argv: list[str] | None = None) -> int:
                     env=genv,
                     progress=say,
                 )
+                results["sweep"]["meta"] = _meta(a, rv)  # a sweep may be run on its own
+            if "memory" in parts:
+                say("memory: the sweep's active set alone, bytes per polling request")
+                results["memory"] = run_sweep(
+                    server.url,
+                    log_dir,
+                    [],
+                    active=a.sweep_active,
+                    rate=a.floor_rate,
+                    window_s=a.sweep_window_s,
+                    env=genv,
+                    progress=say,
+                )
+                results["memory"]["meta"] = _meta(a, rv)
             if "ceiling" in parts:
                 say("ceiling: Redis CPU and commands per poll, create and finished video")
                 results["ceiling"] = run_ceiling(

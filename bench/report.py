@@ -49,6 +49,56 @@ def summarize_compare(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _memory_run(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The newer of the sweep and the memory part (the sweep's active set alone) that measured
+    bytes per polling request (bench/memstate.py), else the sweep as it is."""
+    runs = [
+        r for r in (results.get("sweep"), results.get("memory")) if r and r.get("polling_memory")
+    ]
+    if not runs:
+        return results.get("sweep")
+    return max(runs, key=lambda r: (r.get("meta") or {}).get("when", ""))
+
+
+def _polling_memory_text(sweep: dict[str, Any]) -> str:
+    """The polling state's bytes per request and what Redis spent once beside them."""
+    pm = sweep.get("polling_memory")
+    if not pm:
+        return (
+            "A request in the polling state costs "
+            f"**{sweep.get('redis_bytes_per_inflight_polling_without_event_stream', '?'):,} B** "
+            f"(`used_memory` growth over the active set, with a "
+            f"{sweep.get('request_body_bytes', '?')} B request body), plus "
+            f"{sweep.get('event_stream_bytes_per_inflight_polling', '?')} B of event stream "
+            "while the stream is below its cap (`GENQUEUE_EVENTS_MAXLEN`, 100,000 entries: a "
+            "bounded log, not per-request state)."
+        )
+    half = sweep["active_requests"] // 2
+    hist = pm.get("latency_histogram_bytes")
+    cmds = len(pm["commands_first_run"])
+    hist_text = (
+        f"{cmds} command names first run while the active set was written, each a Redis "
+        f"latency histogram of {hist:,} B (`latency-tracking`, measured here): "
+        f"{pm['fixed_bytes_from_histograms']:,} B"
+        if hist
+        else f"{cmds} command names first run"
+    )
+    return (
+        f"A request in the polling state costs **{pm['bytes_per_request']:,} B** (with a "
+        f"{sweep.get('request_body_bytes', '?')} B request body): the slope of `used_memory` "
+        f"between the active set's two halves ({half:,} and {sweep['active_requests']:,} "
+        f"requests polling), without client and AOF buffers, the script cache and the event "
+        f"stream; {pm['bytes_per_request_whole_set']:,} B averaged over the whole set. The "
+        f"difference is spent once per Redis, not per request: {pm['fixed_bytes']:,} B of "
+        f"intercept, from {hist_text}; and beside it the script cache "
+        f"({pm['script_cache_bytes']:,} B) and the connections' buffers "
+        f"({pm['client_buffer_bytes']['full']:,} B at the end). The event stream adds "
+        f"{sweep.get('event_stream_bytes_per_inflight_polling', '?')} B per request while it "
+        "is below its cap (`GENQUEUE_EVENTS_MAXLEN`, 100,000 entries: a bounded log, not "
+        "per-request state)."
+    )
+
+
 def _fmt(v: Any, digits: int = 1) -> str:
     if v is None:
         return "–"
@@ -284,7 +334,21 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                     "met" if t <= 2 * f else "NOT met",
                 )
             )
-    if sweep and sweep.get("redis_bytes_per_inflight_polling_without_event_stream") is not None:
+    mem_run = _memory_run(results)
+    if mem_run and mem_run.get("polling_memory"):
+        pm = mem_run["polling_memory"]
+        b, body = pm["bytes_per_request"], mem_run.get("request_body_bytes", 0)
+        rows.append(
+            (
+                "Redis memory per in-flight request ≤ 1.5 KiB + request body (record, timer "
+                "and indexes: `used_memory` per request without the capped event stream)",
+                f"{b:,} B with a {body} B body (limit {MEMORY_TARGET_BYTES + body:,} B; slope "
+                f"over the active set's second half); {pm['bytes_per_request_whole_set']:,} B "
+                f"averaged over the whole set, once-per-deployment bytes included",
+                "met" if b <= MEMORY_TARGET_BYTES + body else "NOT met",
+            )
+        )
+    elif sweep and sweep.get("redis_bytes_per_inflight_polling_without_event_stream") is not None:
         b = sweep["redis_bytes_per_inflight_polling_without_event_stream"]
         body = sweep.get("request_body_bytes", 0)
         rows.append(
@@ -556,6 +620,7 @@ def render(results: dict[str, Any]) -> str:
             f"**Floor = {_fmt(f, 3)} ms per poll.** Check: an arq job doing one aiohttp GET "
             f"costs {_fmt(floor['arq_job_with_aiohttp_get_ms'], 3)} ms.",
             "",
+            *([_provenance(floor["meta"]), ""] if floor.get("meta") else []),
             "| client (one GET of a job, client process CPU) | steady rate | 1 at a time | "
             "10 concurrent | 50 concurrent |",
             "| --- | ---: | ---: | ---: | ---: |",
@@ -603,14 +668,21 @@ def render(results: dict[str, Any]) -> str:
             f"Reconciler worst case: every next check overdue and every timer deleted, one "
             f"`reconcile_once` pass re-arms all of them. Redis bytes per request: `used_memory` "
             f"growth per request added (the background requests are `pending`: record + submit "
-            f"timer). A request in the polling state costs "
-            f"**{sweep.get('redis_bytes_per_inflight_polling_without_event_stream', '?'):,} B** "
-            f"(`used_memory` growth over the active set, with a "
-            f"{sweep.get('request_body_bytes', '?')} B request body), plus "
-            f"{sweep.get('event_stream_bytes_per_inflight_polling', '?')} B of event stream "
-            "while the stream is below its cap (`GENQUEUE_EVENTS_MAXLEN`, 100,000 entries: a "
-            "bounded log, not per-request state).",
+            "timer)"
+            + (
+                ", without client and AOF buffers and the script cache. "
+                if sweep.get("polling_memory")
+                else ". "
+            )
+            + _polling_memory_text(sweep)
+            + (
+                " That figure includes buffers and once-per-Redis bytes; measured without "
+                "them: [below](#redis-bytes-per-polling-request)."
+                if not sweep.get("polling_memory") and _memory_run(results) is not sweep
+                else ""
+            ),
             "",
+            *([_provenance(sweep["meta"]), ""] if sweep.get("meta") else []),
             "| N | Redis B/request | worker CPU ms/poll | polls/s | reconciler pass (s) | "
             "reconciler µs/request | Redis used (MiB) |",
             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -657,6 +729,17 @@ def render(results: dict[str, Any]) -> str:
             f"{bd.get('event_stream_per_request')} B ({bd.get('event_stream_entries'):,} entries; "
             "capped at `GENQUEUE_EVENTS_MAXLEN`).",
             "",
+        ]
+    memory = results.get("memory")
+    if memory and memory is _memory_run(results):
+        out += [
+            "### Redis bytes per polling request",
+            "",
+            f"The sweep's active set alone (`--only memory`): {memory['active_requests']:,} "
+            f"requests polled by 2 real workers at {memory['poll_rate_per_s']:g}/s. "
+            + _polling_memory_text(memory),
+            "",
+            *([_provenance(memory["meta"]), ""] if memory.get("meta") else []),
         ]
     tenk_keys = sorted(k for k in results if k.startswith("tenk"))
     for key in tenk_keys:
@@ -883,6 +966,13 @@ METHOD = """## Method
   reservoir's horizon: a deployment in its steady state, where each new completion replaces
   an old one with probability samples/horizon). With fewer, the run's own first
   completions — the short videos, which end first — would replace much of the sample.
+- **Redis bytes per polling request** (the sweep's active set; `--only memory` runs it alone):
+  the slope of `used_memory` between 1,000 and 2,000 requests polling, less client and AOF
+  buffers, the script cache and the event stream (`bench/memstate.py`). An average over the
+  whole set would also carry what Redis allocates once: a latency histogram (~24 KB) the first
+  time each command name runs in the server's life, so it would depend on what ran earlier on
+  the same server (in `make bench`, the parts before the sweep) and on the connections'
+  buffers at the moment of reading. Those go in the intercept, reported with the command names.
 - **Floor**: see its section; genqueue's CPU per poll comes from the sweep (same rate, same
   `poll_delay`, a steady state of polls, nothing else running in the workers), the median of
   three windows per N, each with freshly started workers.

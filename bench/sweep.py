@@ -5,10 +5,13 @@ Set-up: real worker processes keep an *active* set of M requests polling a simul
 steady R polls/s (fixed schedule, check interval M/R, jobs that never finish); beside them N
 *background* requests are written with the producer's ``submit`` and their timers (and next
 checks) moved a day ahead, so Redis holds N in-flight requests with N timers while the workers
-do the same work at every N. At each N:
+do the same work at every N. The active set's bytes per polling request are the slope of
+``used_memory`` (without client and AOF buffers, script cache and event stream) between its
+two halves; what Redis spends once (a latency histogram per command name first run) is the
+intercept, reported apart (``bench/memstate.py``). At each N:
 
-* Redis bytes per request: ``used_memory`` growth per background request added (and a
-  ``MEMORY USAGE`` breakdown by key kind);
+* Redis bytes per request: ``used_memory`` growth per background request added, client and
+  AOF buffers and script cache left out (and a ``MEMORY USAGE`` breakdown by key kind);
 * worker CPU per poll: worker-process CPU over a window / the simulator's GETs in it;
 * reconciler worst case: workers stopped, every next check made overdue and every timer
   deleted (the queue and every job key), then one
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import statistics
 import time
@@ -33,6 +37,7 @@ import httpx
 import redis.asyncio
 
 from bench.measure import linear_fit, requests_by_endpoint
+from bench.memstate import histogram_bytes, polling_memory, snapshot, state_bytes
 from bench.procs import Child, start_genqueue_workers, stop_all
 from bench.workload import API_KEY, Workload, start_simulator
 from genqueue.producer import AsyncClient, Settings
@@ -121,6 +126,14 @@ class Sweep:
                 return await client.submit(req(start + i))
 
         return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+    async def _submit_active(self, client: AsyncClient, lo: int, hi: int, t0: float) -> None:
+        """Active requests ``lo``..``hi``, request i submitted at ``t0 + i / rate``."""
+        for i in range(lo, hi):
+            delay = t0 + i / self.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.active.append(await client.submit(Workload().request(i)))
 
     async def _push_far(self, r: redis.asyncio.Redis, ids: list[str]) -> None:
         """Background requests: their next check and their timer a day ahead."""
@@ -261,6 +274,7 @@ class Sweep:
     async def run(self, sizes: list[int]) -> dict[str, Any]:
         r = redis.asyncio.Redis.from_url(self.redis_url, decode_responses=True)
         await r.flushall()
+        histogram = await histogram_bytes(r)
         sim, self.sim_url = start_simulator(
             Workload(median_s=1e6, time_scale=1.0), self.log_dir, "sweep-sim"
         )
@@ -268,49 +282,55 @@ class Sweep:
         steps: list[dict[str, Any]] = []
         try:
             await self.start_workers(r)
-            mem0 = await r.info("memory")
-            base = int(mem0["used_memory"])
-            scripts0 = int(mem0.get("used_memory_scripts", 0))
-            events0 = await r.memory_usage(self.keys.events, samples=0) or 0
-            # The active set, submitted at the poll rate so its checks are spread evenly.
+            base = await snapshot(r, self.keys.events, 0)
+            # The active set, submitted at the poll rate so its checks are spread evenly, in
+            # two halves: the bytes per request are the slope between them, so that what the
+            # first requests set up once (latency histograms, scripts) is not divided among
+            # them (bench/memstate.py).
+            half_n = self.active_n // 2
             t0 = time.monotonic()
-            for i in range(self.active_n):
-                delay = t0 + i / self.rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                self.active.append(await client.submit(Workload().request(i)))
+            await self._submit_active(client, 0, half_n, t0)
             await asyncio.sleep(self.interval_s + 2)
-            mem = await r.info("memory")
-            used_active = int(mem["used_memory"])
-            active_bytes = round((used_active - base) / self.active_n)
+            half = await snapshot(r, self.keys.events, half_n)
+            # The second half resumes whole intervals later, at the phase it would have had.
+            cycles = math.ceil((time.monotonic() - t0 - half_n / self.rate) / self.interval_s)
+            await self._submit_active(client, half_n, self.active_n, t0 + cycles * self.interval_s)
+            await asyncio.sleep(self.interval_s + 2)
+            full = await snapshot(r, self.keys.events, self.active_n)
+            polling = polling_memory(base, half, full, histogram)
+            used_growth = int(full.mem["used_memory"]) - int(base.mem["used_memory"])
+            active_bytes = round(used_growth / self.active_n)
             # The event stream is a log capped at events_maxlen entries, not per-request state:
             # its growth is reported apart (it stops growing at the cap, whatever N is). So is
             # the Lua script cache (loaded once per deployment as scripts are first run, part
             # of used_memory): it does not grow with requests.
-            events_bytes = (await r.memory_usage(self.keys.events, samples=0) or 0) - events0
-            scripts_bytes = int(mem.get("used_memory_scripts", 0)) - scripts0
-            active_state_bytes = round(
-                (used_active - base - events_bytes - scripts_bytes) / self.active_n
-            )
+            events_bytes = full.events_bytes - base.events_bytes
+            scripts_bytes = polling["script_cache_bytes"]
+            active_state_bytes = round((used_growth - events_bytes - scripts_bytes) / self.active_n)
             active_body_bytes = round(
                 sum([len(await self._body(r, i)) for i in self.active]) / self.active_n
             )
             self.progress(
                 f"  sweep: {self.active_n} active requests polling at {self.rate:g}/s; "
-                f"{active_bytes} Redis bytes per in-flight request"
+                f"{polling['bytes_per_request']} Redis bytes per in-flight request (slope), "
+                f"{polling['fixed_bytes']} B fixed ({len(polling['commands_first_run'])} "
+                f"commands first run, {histogram} B of latency histogram each)"
             )
             self.stop_workers()
             prev_n = 0
             for n in sizes:
                 add = n - len(self.background)
-                prev_used = int((await r.info("memory"))["used_memory"])
+                prev_used = state_bytes(await r.info("memory"))
                 ts = time.monotonic()
                 new = await self._submit_many(client, add, self.active_n + len(self.background))
                 await self._push_far(r, new)
                 self.background += new
                 submit_s = time.monotonic() - ts
-                used = int((await r.info("memory"))["used_memory"])
-                bytes_per = (used - prev_used) / max(1, n - prev_n)
+                mem = await r.info("memory")
+                used = int(mem["used_memory"])
+                # Event stream included (submits add to it); client and AOF buffers and the
+                # script cache not (bench/memstate.py).
+                bytes_per = (state_bytes(mem) - prev_used) / max(1, n - prev_n)
                 prev_n = n
                 breakdown = await self._breakdown(r, n + self.active_n)
                 # Worker CPU per poll at this N: the median of several windows, each with
@@ -355,6 +375,7 @@ class Sweep:
             "cpu_windows_per_n": self.cpu_repeats,
             "redis_bytes_per_inflight_polling": active_bytes,
             "redis_bytes_per_inflight_polling_without_event_stream": active_state_bytes,
+            "polling_memory": polling,
             "script_cache_bytes_loaded_during_active_set": scripts_bytes,
             "event_stream_bytes_per_inflight_polling": round(events_bytes / self.active_n),
             "request_body_bytes": active_body_bytes,
