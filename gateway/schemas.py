@@ -87,9 +87,7 @@ class CreateGeneration(GenerationRequest):
 
     def request_fields(self) -> dict[str, Any]:
         """The fields of the generation request itself (the options left out)."""
-        return self.model_dump(
-            exclude={"webhook_url", "deadline_s", "priority"}, exclude_none=True
-        )
+        return self.model_dump(exclude={"webhook_url", "deadline_s", "priority"}, exclude_none=True)
 
 
 class GenerationRecord(BaseModel):
@@ -225,8 +223,7 @@ class StatsSnapshot(BaseModel):
     )
     waiting: dict[str, int] = Field(
         default_factory=dict,
-        description="Generations waiting for an upstream slot, by why: cap, tenant_cap, "
-        "paused.",
+        description="Generations waiting for an upstream slot, by why: cap, tenant_cap, paused.",
     )
 
 

@@ -110,7 +110,9 @@ def test_tenant_flag_scopes_requests_and_delete_waits_for_them(env: dict[str, st
     assert run(env, "tenant", "delete", "default").exit_code != 0
 
 
-def test_tenant_admission_settings_and_submit_priority(env: dict[str, str], settings: Settings) -> None:
+def test_tenant_admission_settings_and_submit_priority(
+    env: dict[str, str], settings: Settings
+) -> None:
     """`tenant set --weight --max-inflight --max-waiting` stores and shows them (bad values
     refused); `submit --priority` is stored and `status` says why a request waits."""
     made = run(env, "tenant", "set", "acme", "--weight", "3", "--max-inflight", "1",
