@@ -23,8 +23,8 @@ from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import TenantConfig, TenantError, list_tenants, set_tenant
 from genqueue.worker.admission import expire_due, run_admit
 from genqueue.worker.pause import CreatePause
-from genqueue.worker.reconciler import reconcile_once
-from genqueue.worker.runtime import Runtime
+from genqueue.worker.app import reconcile
+from genqueue.worker.runtime import CTX_KEY, Runtime
 from genqueue.worker.upstream import UpstreamClient
 from tests.conftest import submit_release, worker_config
 from tests.test_every_dollar import track_extra
@@ -300,7 +300,7 @@ async def test_the_reconciler_admits_what_an_old_workers_step_left(
     await s.redis.hincrby(s.keys.counts, "admitted", -1)
     await s.redis.zadd(s.keys.waiting("default"), {second: 1})
     await s.redis.zadd(s.keys.admission_ready, {"default": 0})
-    await reconcile_once(runtime)
+    await reconcile({CTX_KEY: runtime})
     assert await admitted(s, second)
 
 
@@ -317,7 +317,7 @@ async def test_a_reservation_an_old_worker_left_behind_is_given_back(
     await s.redis.hincrby(s.keys.counts, "submitting", 1)
     # Old enough to be looked at.
     await s.redis.zadd(s.keys.admission_reserved, {f"default|{first}": 1})
-    await reconcile_once(runtime)
+    await reconcile({CTX_KEY: runtime})
     assert (await client.stats()).admitted == 0
     assert Field.ADMITTED not in await s.rec(first)
     assert await waiting(s, second) == "cap"  # the submitting one holds the only slot
@@ -390,7 +390,7 @@ async def test_the_reconciler_expires_waiting_requests_if_the_timer_was_lost(
         await s.redis.delete(key)
     await s.redis.delete(s.keys.queue)
     await asyncio.sleep(0.05)
-    await reconcile_once(runtime)
+    await reconcile({CTX_KEY: runtime})
     assert (await client.get(rid)).status == "expired"
 
 

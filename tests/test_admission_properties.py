@@ -90,9 +90,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 self.run(begin_submit(self.settings, rid, seq=seq))
             elif rec.get(Field.TIMER) == "poll":
                 self.run(
-                    Finish(
-                        request_id=rid, expected_seq=seq, outcome="completed", cost_micro_usd=1
-                    )
+                    Finish(request_id=rid, expected_seq=seq, outcome="completed", cost_micro_usd=1)
                 )
 
         @rule(i=st.integers(0, 3))
@@ -155,7 +153,9 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             cap = int(self.r.hget(keys.admission, "max_inflight") or 0)  # type: ignore[arg-type]
             configs = {
                 t: int(
-                    __import__("json").loads(self.r.hget(keys.tenants, t) or "{}").get(  # type: ignore[arg-type]
+                    __import__("json")
+                    .loads(self.r.hget(keys.tenants, t) or "{}")
+                    .get(  # type: ignore[arg-type]
                         "max_inflight", 0
                     )
                 )
