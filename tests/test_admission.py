@@ -22,8 +22,8 @@ from genqueue.producer.keys import SCHEMA_VERSION, Field, Tag
 from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import TenantConfig, TenantError, list_tenants, set_tenant
 from genqueue.worker.admission import expire_due, run_admit
-from genqueue.worker.pause import CreatePause
 from genqueue.worker.app import reconcile
+from genqueue.worker.pause import CreatePause
 from genqueue.worker.runtime import CTX_KEY, Runtime
 from genqueue.worker.upstream import UpstreamClient
 from tests.conftest import submit_release, worker_config
