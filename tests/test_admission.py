@@ -21,7 +21,8 @@ from genqueue.producer.contracts import Cancel
 from genqueue.producer.keys import SCHEMA_VERSION, Field, Tag
 from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import TenantConfig, TenantError, list_tenants, set_tenant
-from genqueue.worker.admission import expire_due, run_admit
+from genqueue.worker import admission as worker_admission
+from genqueue.worker.admission import run_admit
 from genqueue.worker.app import reconcile
 from genqueue.worker.pause import CreatePause
 from genqueue.worker.runtime import CTX_KEY, Runtime
@@ -394,24 +395,22 @@ async def test_the_reconciler_expires_waiting_requests_if_the_timer_was_lost(
     assert (await client.get(rid)).status == "expired"
 
 
-async def test_expiry_is_bounded_per_run(client: AsyncClient, s: Scripts, runtime: Runtime) -> None:
-    """One run ends a bounded batch of due requests; the expiry timer is re-armed due at once
+async def test_expiry_is_bounded_per_run(
+    client: AsyncClient, s: Scripts, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run ends a bounded batch of due requests and re-arms the expiry timer due at once
     for the rest."""
-    from genqueue.producer import admission
-
+    monkeypatch.setattr(worker_admission, "EXPIRE_BATCH", 2)
     await set_cap(s, 1)
     await sub(client)
     ids = [await sub(client, deadline_s=0.02) for _ in range(5)]
     await asyncio.sleep(0.05)
-    original = admission.EXPIRE_BATCH
-    try:
-        import genqueue.worker.admission as wa
-
-        wa.EXPIRE_BATCH = 2  # type: ignore[misc]
-        assert await expire_due(runtime) == 2
-    finally:
-        wa.EXPIRE_BATCH = original  # type: ignore[misc]
+    await run_admit(runtime, "expire")
     assert sum([(await client.get(r)).status == "expired" for r in ids]) == 2
+    sec, usec = await s.redis.time()
+    at = int(await s.redis.hget(s.keys.admission, "expiry_at"))  # type: ignore[arg-type]
+    assert at <= int(sec) * 1000 + int(usec) // 1000 + 1  # due now: the rest go next
+    assert await s.redis.exists(f"arq:job:admit:expire:{at}") == 1
 
 
 # --- fair share, caps, priorities -------------------------------------------------------------
