@@ -8,12 +8,13 @@ from typing import Any, Literal
 
 import redis.asyncio
 
+from genqueue.producer.admission import AsyncAdmission
 from genqueue.producer.connections import async_redis
 from genqueue.producer.contracts import Cancel
 from genqueue.producer.durability import AsyncDurableWriter, DurableReply, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout, WriteNotDurable
 from genqueue.producer.keys import DEFAULT_TENANT, Tag
-from genqueue.producer.models import GenerationRequest
+from genqueue.producer.models import GenerationRequest, Priority
 from genqueue.producer.record import RequestView, read_full
 from genqueue.producer.replies import CancelReply, CreateReply
 from genqueue.producer.scripts import AsyncScripts, ms
@@ -96,11 +97,14 @@ class AsyncClient:
         webhook_url: str | None = None,
         deadline_s: float | None = None,
         tenant: str | None = None,
+        priority: Priority = "normal",
     ) -> str:
         """Validate and enqueue a request; return its id (the same id again for a known key).
 
-        Raises ``InvalidRequest`` (nothing written) for bad input, ``UnknownTenant`` for a
-        tenant that is not configured (``tenant``: else the client's, else ``default``),
+        ``priority`` orders admission among the tenant's waiting requests (then the earliest
+        deadline). Raises ``InvalidRequest`` (nothing written) for bad input, ``UnknownTenant``
+        for a tenant that is not configured (``tenant``: else the client's, else ``default``),
+        ``QueueFull`` when the tenant's admission queue holds its ``max_waiting``,
         ``WriteNotDurable`` when the deployment has replicas and none acknowledged the
         creation in time.
         """
@@ -111,6 +115,7 @@ class AsyncClient:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
             tenant=tenant or self.tenant or DEFAULT_TENANT,
+            priority=priority,
         )
         return checked_create(await self._durable.write(sub.create))
 
@@ -166,9 +171,11 @@ class AsyncClient:
         return cancel_outcome(await self._scripts.run(c), request_id)
 
     async def resume_creates(self) -> bool:
-        """End a pause of upstream creates now (after fixing the key or credits); True if
-        creates were paused."""
-        return bool(await self._redis.delete(self._keys.pause))
+        """End a pause of upstream creates now (after fixing the key or credits) and admit the
+        requests that waited for it; True if creates were paused."""
+        was_paused = bool(await self._redis.delete(self._keys.pause))
+        await AsyncAdmission(self._redis, self._keys).admit_all()
+        return was_paused
 
     async def stats(self, *, tenant: str | None = None) -> Stats:
         """A snapshot of queue depth, in-flight counts and totals: the cluster's, or one

@@ -8,13 +8,14 @@ from typing import Any
 
 import redis
 
+from genqueue.producer.admission import admit_all_sync
 from genqueue.producer.client import CancelOutcome, cancel_outcome, checked_create
 from genqueue.producer.connections import sync_redis
 from genqueue.producer.contracts import Cancel
 from genqueue.producer.durability import SyncDurableWriter, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
 from genqueue.producer.keys import DEFAULT_TENANT
-from genqueue.producer.models import GenerationRequest
+from genqueue.producer.models import GenerationRequest, Priority
 from genqueue.producer.record import RequestView, read_full_sync
 from genqueue.producer.scripts import SyncScripts, ms
 from genqueue.producer.settings import Settings
@@ -68,6 +69,7 @@ class Client:
         webhook_url: str | None = None,
         deadline_s: float | None = None,
         tenant: str | None = None,
+        priority: Priority = "normal",
     ) -> str:
         """Validate and enqueue a request; return its id (see ``AsyncClient.submit``)."""
         sub = prepare(
@@ -77,6 +79,7 @@ class Client:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
             tenant=tenant or self.tenant or DEFAULT_TENANT,
+            priority=priority,
         )
         return checked_create(self._durable.write(sub.create))
 
@@ -126,9 +129,11 @@ class Client:
         return cancel_outcome(self._scripts.run(c), request_id)
 
     def resume_creates(self) -> bool:
-        """End a pause of upstream creates now (after fixing the key or credits); True if
-        creates were paused."""
-        return bool(self._redis.delete(self._keys.pause))
+        """End a pause of upstream creates now (after fixing the key or credits) and admit the
+        requests that waited for it; True if creates were paused."""
+        was_paused = bool(self._redis.delete(self._keys.pause))
+        admit_all_sync(self._redis, self._keys)
+        return was_paused
 
     def stats(self, *, tenant: str | None = None) -> Stats:
         """A snapshot of queue depth, in-flight counts and totals: the cluster's, or one

@@ -1,5 +1,6 @@
 """The reconciler: re-arms timers that were lost (a crash between two writes, a Redis that
-lost its last second of AOF). It only *arms*; the tasks themselves decide what to do."""
+lost its last second of AOF). It only *arms*; the tasks themselves decide what to do. Its
+periodic run is also admission's safety net (``worker/app.py`` ``reconcile``)."""
 
 from __future__ import annotations
 
