@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genqueue import __version__
+from genqueue.cli_budgets import budget as budget_group
 from genqueue.cli_tenants import key as key_group
 from genqueue.cli_tenants import tenant as tenant_group
 from genqueue.cli_webhooks import webhooks
@@ -854,6 +855,7 @@ def demo(
 
 main.add_command(webhooks)
 main.add_command(tenant_group)
+main.add_command(budget_group)
 main.add_command(key_group)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,8 +15,10 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from genqueue.cli_budgets import apply_tenant_budget, tenant_budget_options
 from genqueue.logs import register_secrets
 from genqueue.producer.api_keys import create_key, list_keys, revoke_key
+from genqueue.producer.budgets import TenantBudget
 from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import Keys
 from genqueue.producer.settings import Settings
@@ -76,6 +78,7 @@ def tenant() -> None:
     is_flag=True,
     help="Stop signing with every webhook secret but the newest (end of a rotation).",
 )
+@tenant_budget_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def set_cmd(
     name: str,
@@ -83,6 +86,9 @@ def set_cmd(
     generate_webhook_secret: bool,
     retire_old_secrets: bool,
     as_json: bool,
+    budget_usd: str | None = None,
+    over_budget: str | None = None,
+    cost_estimate_usd: str | None = None,
 ) -> None:
     """Create or update the tenant NAME (no flag needed to create it).
 
@@ -92,8 +98,9 @@ def set_cmd(
         webhook_secret = sys.stdin.readline().strip()
     if webhook_secret:
         register_secrets(webhook_secret)
-    result = _run(
-        lambda conn, keys: set_tenant(
+
+    def set_all(conn: redis.Redis, keys: Keys) -> tuple[Any, dict[str, Any] | None]:
+        result = set_tenant(
             conn,
             keys,
             name,
@@ -101,8 +108,13 @@ def set_cmd(
             generate_webhook_secret=generate_webhook_secret,
             retire_old_secrets=retire_old_secrets,
         )
-    )
+        spend = apply_tenant_budget(conn, keys, name, budget_usd, over_budget, cost_estimate_usd)
+        return result, spend
+
+    result, spend = _run(set_all)
     out: dict[str, Any] = {**result.config.public_dict(), "created": result.created}
+    if spend is not None:
+        out.update(spend)
     if result.generated_secret:
         register_secrets(result.generated_secret)
         out["webhook_secret"] = result.generated_secret  # shown once: stored for signing only
@@ -111,6 +123,11 @@ def set_cmd(
         return
     click.echo(f"tenant {name} {'created' if result.created else 'updated'}")
     click.echo(f"webhook secrets signing: {out['webhook_secrets'] or 'GENQUEUE_WEBHOOK_SECRET'}")
+    if spend is not None:
+        click.echo(
+            f"budget: {spend['budget'] or 'none'} (over budget: {spend['over_budget']}; "
+            f"cost estimate: {spend['cost_estimate_usd'] or 'GENQUEUE_COST_ESTIMATE_USD'})"
+        )
     if result.generated_secret:
         click.echo(f"webhook secret (shown once): {result.generated_secret}")
 
@@ -122,11 +139,18 @@ def list_cmd(as_json: bool) -> None:
     tenants = _run(list_tenants)
     if as_json:
         for t in tenants:
-            click.echo(json.dumps(t.public_dict()))
+            click.echo(json.dumps({**t.public_dict(), **TenantBudget.of(t).public_dict()}))
         return
-    table = Table("tenant", "own webhook secrets")
+    table = Table("tenant", "own webhook secrets", "budget", "over budget", "cost estimate")
     for t in tenants:
-        table.add_row(t.name, str(len(t.webhook_secrets)) if t.webhook_secrets else "-")
+        b = TenantBudget.of(t).public_dict()
+        table.add_row(
+            t.name,
+            str(len(t.webhook_secrets)) if t.webhook_secrets else "-",
+            b["budget"] or "-",
+            b["over_budget"] if b["budget"] else "-",
+            f"${b['cost_estimate_usd']}" if b["cost_estimate_usd"] else "-",
+        )
     Console().print(table)
 
 

@@ -63,6 +63,9 @@ class Tag(StrEnum):
     NO_TENANT = "NO_TENANT"
     #: ``tenant_delete``: the tenant still has requests in flight.
     BUSY = "BUSY"
+    #: ``begin_submit``: the tenant's or the deployment's spend budget cannot cover the
+    #: video's estimated cost (it waits for the next period or a raised budget).
+    OVER_BUDGET = "OVER_BUDGET"
 
 
 TimerKind = Literal["submit", "poll"]
@@ -81,6 +84,17 @@ INLINE_ARM_MARKER: Final = "genqueue:arm"
 #: time one waiting worker will look at): ``worker/wakeup.py``, ``lua/_wake.lua``.
 WAKE_SUFFIX: Final = ":wake"
 WAKE_AT_SUFFIX: Final = ":wake:at"
+
+#: The last part of ``Keys.counts``: a transition script finds the deployment's prefix (and so
+#: the budget keys, ``Keys.budget``) from the counts key it is given (``lua/_budget.lua``).
+COUNTS_SUFFIX: Final = ":counts"
+#: ``Keys.budget`` is the prefix + this; ledgers and cost samples are under it.
+BUDGET_SUFFIX: Final = ":budget"
+
+#: The estimate a budget reserves for a video when nothing better is known (no completions
+#: of its model yet, no ``GENQUEUE_COST_ESTIMATE_USD`` written by a worker, none for the
+#: tenant): one dollar, above any video price Together lists today (cents to tens of cents).
+DEFAULT_COST_ESTIMATE_MICRO_USD: Final = 1_000_000
 
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
@@ -172,7 +186,25 @@ class Keys:
     @property
     def counts(self) -> str:
         """Hash: non-terminal status -> number of records in it."""
-        return f"{self.prefix}:counts"
+        return f"{self.prefix}{COUNTS_SUFFIX}"
+
+    @property
+    def budget(self) -> str:
+        """Hash: the deployment's spend budget (``micro_usd``, ``period``), the default cost
+        estimate workers wrote (``cost_estimate_micro_usd``), and a test clock offset
+        (``producer/budgets.py``)."""
+        return f"{self.prefix}{BUDGET_SUFFIX}"
+
+    def budget_ledger(self, kind: str, period: str) -> str:
+        """Hash: reserved and spent micro-USD of one UTC ``day`` (``YYYY-MM-DD``) or ``month``
+        (``YYYY-MM``), deployment-wide and per tenant (``t|{tenant}|{field}``); expires a
+        little after the period (``lua/_budget.lua``)."""
+        return f"{self.prefix}{BUDGET_SUFFIX}:{kind}:{period}"
+
+    def budget_costs(self, model: str) -> str:
+        """List: the last costs (micro-USD) of a model's completed videos, newest first: the
+        estimate a budget reserves is their highest (``lua/_budget.lua``)."""
+        return f"{self.prefix}{BUDGET_SUFFIX}:costs:{model}"
 
     @property
     def totals(self) -> str:
@@ -360,3 +392,10 @@ class Field:
     DOWNLOAD_SHA256: Final = "download_sha256"
     DOWNLOAD_BYTES: Final = "download_bytes"
     DOWNLOAD_ERROR: Final = "download_error"
+    #: Spend budgets (``producer/budgets.py``): the UTC day (``YYYY-MM-DD``) the request was
+    #: admitted in (its reservation and spend count in that day's and month's ledgers), the
+    #: estimate reserved for it (micro-USD: unknown and possibly billed costs count at it), and
+    #: the reservation still outstanding (absent once settled or released).
+    BUDGET_DAY: Final = "budget_day"
+    BUDGET_ESTIMATE_MICRO_USD: Final = "budget_estimate_micro_usd"
+    BUDGET_RESERVED_MICRO_USD: Final = "budget_reserved_micro_usd"

@@ -57,7 +57,9 @@ def parse_create(raw: list[str]) -> CreateReply:
 
 
 #: Tags of a ``begin_submit`` that put the step off to a later time.
-DEFERRED_TAGS: Final = frozenset({Tag.CAP_FULL, Tag.LEASED, Tag.PAUSED, Tag.LIMITED})
+DEFERRED_TAGS: Final = frozenset(
+    {Tag.CAP_FULL, Tag.LEASED, Tag.PAUSED, Tag.LIMITED, Tag.OVER_BUDGET}
+)
 #: Tags of a ``begin_submit`` that ended the request.
 SUBMIT_ENDED_TAGS: Final = frozenset({Tag.CANCELLED, Tag.EXPIRED, Tag.FAILED})
 BEGIN_SUBMIT_TAGS: Final = (

@@ -25,6 +25,10 @@ import redis
 import redis.asyncio
 
 from genqueue.producer.keys import (
+    BUDGET_SUFFIX,
+    COUNTS_SUFFIX,
+    DEFAULT_COST_ESTIMATE_MICRO_USD,
+    DEFAULT_TENANT,
     HOLDING_SLOT,
     INLINE_ARM_MARKER,
     NON_TERMINAL,
@@ -95,6 +99,10 @@ def constants_lua() -> str:
         f"local INLINE_ARM_MARKER = {_lua_str(INLINE_ARM_MARKER)}\n"
         f"local WAKE_SUFFIX = {_lua_str(WAKE_SUFFIX)}\n"
         f"local WAKE_AT_SUFFIX = {_lua_str(WAKE_AT_SUFFIX)}\n"
+        f"local DEFAULT_TENANT = {_lua_str(DEFAULT_TENANT)}\n"
+        f"local COUNTS_SUFFIX = {_lua_str(COUNTS_SUFFIX)}\n"
+        f"local BUDGET_SUFFIX = {_lua_str(BUDGET_SUFFIX)}\n"
+        f"local BUDGET_DEFAULT_ESTIMATE_MICRO_USD = {DEFAULT_COST_ESTIMATE_MICRO_USD:d}\n"
     )
 
 

@@ -91,6 +91,21 @@ if status == 'pending' and CAP > 0 then
     return {'CAP_FULL', next_step('submit', CAP_WAIT_MS), CAP_WAIT_MS}
   end
 end
+-- The spend budgets (the tenant's and the deployment's) must cover the video's estimate,
+-- reserved here once (a retry keeps it); else it waits for a new period or a raised budget,
+-- or fails by the tenant's over-budget policy (rule 25).
+if status == 'pending' and not get('budget_reserved_micro_usd') then
+  local verdict = budget_gate(PREFIX, tenant_name(), model_label(), NOW)
+  if not verdict.ok then
+    if verdict.policy == 'fail' then
+      visible_terminal(status, 'failed', verdict.error)
+      release(SHORT_RETENTION_MS)
+      return {'FAILED'}
+    end
+    return {'OVER_BUDGET', next_step('submit', CAP_WAIT_MS), CAP_WAIT_MS}
+  end
+  budget_reserve(PREFIX, K_REC, tenant_name(), verdict)
+end
 -- Last of the checks: a call slot is taken only by a create that will be made.
 if INTERVAL_US > 0 then
   local wait_ms = take_call_slot(K_RATE_LIMIT, K_RATE_TURNS, INTERVAL_US, TOLERANCE_US, 'create')

@@ -1,0 +1,389 @@
+"""Spend budgets (issue 26): reserve before buying, settle with the real cost, hold or fail
+what a budget cannot cover, roll over with the period. Driven at the scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from genqueue.producer.budgets import (
+    COST_SAMPLES,
+    DAY_MS,
+    MIN_COSTS,
+    TEST_CLOCK_FIELD,
+    Budget,
+    BudgetError,
+    budget_status_async,
+    parse_budget,
+    periods_at,
+    set_deployment_budget,
+    set_tenant_budget,
+)
+from genqueue.producer.client import AsyncClient
+from genqueue.producer.contracts import Cancel, SubmitRelease
+from genqueue.producer.keys import Field, Tag
+from genqueue.producer.scripts import assemble, source
+from genqueue.producer.settings import Settings
+from genqueue.producer.tenants import set_tenant
+from tests.test_transitions import REQ, Scripts
+
+TENANT = "acme"
+EST = 300_000  # $0.30: the configured estimate in these tests
+
+
+@pytest.fixture
+async def s(settings: Settings, aredis: redis.asyncio.Redis) -> Scripts:
+    await aredis.hset(settings.keys.budget, "cost_estimate_micro_usd", str(EST))
+    return Scripts(settings, aredis)
+
+
+@pytest.fixture
+def sync(settings: Settings) -> Any:
+    conn = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    set_tenant(conn, settings.keys, TENANT)
+    yield conn
+    conn.close()
+
+
+def tenant_budget(sync: redis.Redis, settings: Settings, amount: str, **kw: Any) -> None:
+    set_tenant_budget(sync, settings.keys, TENANT, budget=parse_budget(amount), **kw)
+
+
+async def submit(client: AsyncClient, tenant: str = TENANT) -> str:
+    return await client.submit(REQ, tenant=tenant)
+
+
+async def admit(s: Scripts, rid: str) -> Any:
+    """The step that admits a request (reserving its estimate) and takes its submit lease."""
+    return await s.begin(rid)
+
+
+async def ledger(s: Scripts, tenant: str | None = TENANT, period: str = "day") -> dict[str, int]:
+    status = await budget_status_async(s.redis, s.keys)
+    line = status.deployment if tenant is None else status.tenants[tenant]
+    led = line.day if period == "day" else line.month
+    return {"spent": led.spent, "reserved": led.reserved, "estimated": led.estimated}
+
+
+async def bought(s: Scripts, rid: str, cost: int | None, *, unknown: bool = False) -> None:
+    """Admit, create upstream and finish at ``cost``."""
+    ok = await admit(s, rid)
+    assert ok.tag is Tag.OK, ok
+    assert (await s.submitted(rid, ok.submit_seq, upstream_id=f"up-{rid}")).tag is Tag.OK
+    seq = int((await s.rec(rid))[Field.SEQ])
+    from tests.conftest import finish
+
+    f = dataclasses.replace(finish(rid, seq, "completed", cost), cost_unknown=unknown)
+    assert (await s.run(f)).tag is Tag.OK
+
+
+# --- periods and settings ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "iso",
+    [
+        "1970-01-01T00:00:00",
+        "2024-02-28T23:59:59.999",
+        "2024-02-29T00:00:00",
+        "2026-12-31T23:59:59.999",
+        "2027-01-01T00:00:00",
+        "2100-03-01T12:00:00",
+    ],
+)
+async def test_lua_periods_match_python(aredis: redis.asyncio.Redis, iso: str) -> None:
+    """The UTC day and month (and their ends) computed in Lua equal Python's for edge dates."""
+    import datetime as dt
+
+    ms = int(dt.datetime.fromisoformat(iso).replace(tzinfo=dt.UTC).timestamp() * 1000)
+    lua = assemble(
+        '--- @include "budget"\n'
+        "local p = budget_periods(tonumber(ARGV[1]))\n"
+        "return {p.day, p.month, istr(p.day_end_ms), istr(p.month_end_ms)}"
+    )
+    got = await aredis.eval(lua, 0, str(ms))  # type: ignore[misc]
+    want = periods_at(ms)
+    assert got == [want.day, want.month, str(want.day_end_ms), str(want.month_end_ms)]
+
+
+def test_lua_sample_sizes_match_python() -> None:
+    """The estimate's window and minimum in the Lua are the ones documented in Python."""
+    lua = source("finish")
+    assert re.search(rf"BUDGET_COST_SAMPLES = {COST_SAMPLES}\b", lua)
+    assert re.search(rf"BUDGET_MIN_COSTS = {MIN_COSTS}\b", lua)
+
+
+def test_parse_budget() -> None:
+    """Budgets parse to exact micro-dollars per day or month; anything else is refused."""
+    assert parse_budget("20/day") == Budget(20_000_000, "day")
+    assert parse_budget("$150.000001/month") == Budget(150_000_001, "month")
+    assert parse_budget("none") is None
+    for bad in ("20", "20/week", "-1/day", "0.0000001/day", "abc/day"):
+        with pytest.raises(BudgetError):
+            parse_budget(bad)
+
+
+def test_tenant_budget_keeps_other_settings(settings: Settings, sync: redis.Redis) -> None:
+    """Setting a budget keeps every other setting of the tenant's JSON, even unknown ones."""
+    sync.hset(settings.keys.tenants, TENANT, '{"webhook_secrets":[],"weight":3,"future":"x"}')
+    tenant_budget(sync, settings, "5/month", over_budget="fail")
+    import json
+
+    stored = json.loads(sync.hget(settings.keys.tenants, TENANT))  # type: ignore[arg-type]
+    assert stored["weight"] == 3 and stored["future"] == "x"
+    assert stored["budget"] == {"over": "fail", "micro_usd": 5_000_000, "period": "month"}
+
+
+# --- reserve and settle -----------------------------------------------------------------------
+
+
+async def test_admission_reserves_the_estimate_and_finish_settles_the_real_cost(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """Admission reserves the estimate (tenant and deployment); the finish moves it to spend
+    at the real cost, in the day and the month."""
+    tenant_budget(sync, settings, "10/day")
+    rid = await submit(client)
+    ok = await admit(s, rid)
+    assert ok.tag is Tag.OK
+    rec = await s.rec(rid)
+    assert rec[Field.BUDGET_RESERVED_MICRO_USD] == str(EST)
+    assert rec[Field.BUDGET_DAY] == (await budget_status_async(s.redis, s.keys)).periods.day
+    assert await ledger(s) == {"spent": 0, "reserved": EST, "estimated": 0}
+    assert await ledger(s, None) == {"spent": 0, "reserved": EST, "estimated": 0}
+    assert (await s.submitted(rid, ok.submit_seq)).tag is Tag.OK
+    assert (await s.finish(rid, cost=280_000)).tag is Tag.OK
+    for tenant in (TENANT, None):
+        for period in ("day", "month"):
+            assert await ledger(s, tenant, period) == {
+                "spent": 280_000,
+                "reserved": 0,
+                "estimated": 0,
+            }
+    assert Field.BUDGET_RESERVED_MICRO_USD not in await s.rec(rid)
+
+
+async def test_held_until_the_budget_is_raised(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """A request the budget cannot cover is held (nothing reserved) and goes once raised."""
+    tenant_budget(sync, settings, "0.5/day")
+    first, second = await submit(client), await submit(client)
+    assert (await admit(s, first)).tag is Tag.OK
+    held = await admit(s, second)
+    assert held.tag is Tag.OVER_BUDGET
+    assert (await s.rec(second))[Field.STATUS] == "pending"
+    assert await ledger(s) == {"spent": 0, "reserved": EST, "estimated": 0}
+    tenant_budget(sync, settings, "0.6/day")
+    assert (await admit(s, second)).tag is Tag.OK
+    assert (await ledger(s))["reserved"] == 2 * EST
+
+
+async def test_over_budget_fail_policy_fails_at_once(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """With --over-budget fail, a request the budget cannot cover fails with a clear error."""
+    tenant_budget(sync, settings, "0.2/day", over_budget="fail")
+    rid = await submit(client)
+    assert (await admit(s, rid)).tag is Tag.FAILED
+    rec = await s.rec(rid)
+    assert rec[Field.STATUS] == "failed"
+    assert rec[Field.ERROR].startswith("over budget: tenant acme has 200000 of its 200000")
+    assert await ledger(s) == {"spent": 0, "reserved": 0, "estimated": 0}
+
+
+async def test_deployment_budget_holds_every_tenant(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """The deployment's budget counts every tenant's videos; a tenant without one is held too."""
+    set_deployment_budget(sync, settings.keys, Budget(2 * EST, "month"))
+    a, b, c = await submit(client), await submit(client, "default"), await submit(client)
+    assert (await admit(s, a)).tag is Tag.OK
+    assert (await admit(s, b)).tag is Tag.OK
+    assert (await admit(s, c)).tag is Tag.OVER_BUDGET
+    assert (await ledger(s, None, "month"))["reserved"] == 2 * EST
+    assert (await ledger(s, "default"))["reserved"] == EST
+
+
+async def test_requests_that_buy_nothing_release_their_reservation(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """A failed create and a cancel before any create release the reservation (no spend)."""
+    tenant_budget(sync, settings, "10/day")
+    failing, cancelled = await submit(client), await submit(client)
+    ok = await admit(s, failing)
+    release = SubmitRelease(
+        request_id=failing,
+        submit_seq=ok.submit_seq,
+        mode="fail",
+        ambiguous=False,
+        retry_delay_ms=0,
+        error="400 bad request",
+        ambiguous_policy="resubmit",
+    )
+    assert (await s.run(release)).tag is Tag.FAILED
+    # A retry keeps its reservation until the request ends.
+    ok2 = await admit(s, cancelled)
+    retry = dataclasses.replace(
+        release, request_id=cancelled, submit_seq=ok2.submit_seq, mode="retry"
+    )
+    assert (await s.run(retry)).tag is Tag.RETRY
+    assert (await ledger(s))["reserved"] == EST
+    cancel = Cancel(request_id=cancelled, tracking_limit_ms=1000)
+    assert (await s.run(cancel)).tag is Tag.CANCELLED
+    assert await ledger(s) == {"spent": 0, "reserved": 0, "estimated": 0}
+
+
+async def test_unknown_cost_counts_at_its_estimate(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """A completed video whose cost came back unknown is spent at its estimate."""
+    tenant_budget(sync, settings, "10/day")
+    await bought(s, await submit(client), None, unknown=True)
+    assert await ledger(s) == {"spent": EST, "reserved": 0, "estimated": EST}
+
+
+async def test_ambiguous_create_counts_its_estimate_as_possible_spend(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """A create that died mid-POST and was resubmitted counts one estimate as possible spend
+    beside the video it then bought."""
+    tenant_budget(sync, settings, "10/day")
+    rid = await submit(client)
+    assert (await s.begin(rid, seq=0, lease_ms=1)).tag is Tag.OK
+    await asyncio.sleep(0.01)
+    await bought(s, rid, 250_000)
+    assert await ledger(s) == {"spent": 250_000 + EST, "reserved": 0, "estimated": EST}
+
+
+async def test_real_cost_above_estimate_overspends_by_exactly_the_excess(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """Budget $0.90, estimate $0.30: three are admitted, the fourth held; each costs $0.50,
+    so spend ends at the documented bound: budget + the sum of (cost - reserved) = $1.50."""
+    tenant_budget(sync, settings, "0.9/day")
+    rids = [await submit(client) for _ in range(4)]
+    oks = [await admit(s, rid) for rid in rids]
+    assert [o.tag for o in oks] == [Tag.OK, Tag.OK, Tag.OK, Tag.OVER_BUDGET]
+    for rid, ok in zip(rids[:3], oks, strict=False):
+        assert (await s.submitted(rid, ok.submit_seq, upstream_id=f"up-{rid}")).tag is Tag.OK
+        assert (await s.finish(rid, cost=500_000)).tag is Tag.OK
+    spent = (await ledger(s))["spent"]
+    assert spent == 900_000 + 3 * (500_000 - EST) == 1_500_000
+    assert (await admit(s, rids[3])).tag is Tag.OVER_BUDGET
+
+
+async def test_estimate_becomes_the_highest_recent_cost(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """Once MIN_COSTS completions of a model are known, the estimate is their highest cost
+    (accepted model; the configured estimate before)."""
+    tenant_budget(sync, settings, "100/day")
+    costs = [100_000 + 1000 * i for i in range(MIN_COSTS)]
+    costs[7] = 420_000
+    for cost in costs[:-1]:
+        await bought(s, await submit(client), cost)
+    rid = await submit(client)
+    await admit(s, rid)
+    assert (await s.rec(rid))[Field.BUDGET_ESTIMATE_MICRO_USD] == str(EST)
+    ok_seq = int((await s.rec(rid))[Field.SUBMIT_SEQ])
+    assert (await s.submitted(rid, ok_seq, upstream_id="up-last")).tag is Tag.OK
+    assert (await s.finish(rid, cost=costs[-1])).tag is Tag.OK
+    nxt = await submit(client)
+    await admit(s, nxt)
+    assert (await s.rec(nxt))[Field.BUDGET_ESTIMATE_MICRO_USD] == "420000"
+    key = settings.keys.budget_costs(REQ["model"])
+    assert await s.redis.llen(key) == MIN_COSTS  # type: ignore[misc]
+
+
+async def test_period_rollover_with_the_test_clock(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """A day's exhausted budget admits again the next UTC day, charged to the new day; the
+    old day keeps its own spend."""
+    tenant_budget(sync, settings, "0.3/day")
+    first, second = await submit(client), await submit(client)
+    assert (await admit(s, first)).tag is Tag.OK
+    assert (await admit(s, second)).tag is Tag.OVER_BUDGET
+    day1 = (await s.rec(first))[Field.BUDGET_DAY]
+    now = int((await s.redis.time())[0]) * 1000
+    to_next_day = periods_at(now).day_end_ms - now + 1000
+    await s.redis.hset(s.keys.budget, TEST_CLOCK_FIELD, str(to_next_day))  # type: ignore[misc]
+    assert (await admit(s, second)).tag is Tag.OK
+    day2 = (await s.rec(second))[Field.BUDGET_DAY]
+    assert day2 != day1 and periods_at(now + to_next_day).day == day2
+    assert await ledger(s) == {"spent": 0, "reserved": EST, "estimated": 0}
+    old = await s.redis.hgetall(s.keys.budget_ledger("day", day1))  # type: ignore[misc]
+    assert old[f"t|{TENANT}|reserved_micro"] == str(EST)
+    ttl = await s.redis.pttl(s.keys.budget_ledger("day", day2))
+    assert DAY_MS < ttl <= 5 * DAY_MS
+
+
+async def test_record_admitted_before_budgets_settles_without_error(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """A record admitted by a version without budgets (no budget fields) finishes, unknown
+    cost and all, without touching any ledger."""
+    tenant_budget(sync, settings, "10/day")
+    rid = await submit(client)
+    ok = await admit(s, rid)
+    await s.redis.hdel(  # type: ignore[misc]
+        s.keys.record(rid),
+        Field.BUDGET_DAY,
+        Field.BUDGET_RESERVED_MICRO_USD,
+        Field.BUDGET_ESTIMATE_MICRO_USD,
+    )
+    day = (await budget_status_async(s.redis, s.keys)).periods.day
+    await s.redis.delete(s.keys.budget_ledger("day", day), s.keys.budget_ledger("month", day[:7]))
+    assert (await s.submitted(rid, ok.submit_seq)).tag is Tag.OK
+    seq = int((await s.rec(rid))[Field.SEQ])
+    from tests.conftest import finish
+
+    f = dataclasses.replace(finish(rid, seq, "completed", None), cost_unknown=True)
+    assert (await s.run(f)).tag is Tag.OK
+    assert await ledger(s) == {"spent": 0, "reserved": 0, "estimated": 0}
+
+
+async def test_concurrent_admissions_never_reserve_past_the_budget(
+    client: AsyncClient, settings: Settings, sync: redis.Redis
+) -> None:
+    """Several workers' connections racing to admit 60 requests against a budget for 10
+    admit exactly 10; all settle to the exact spend."""
+    tenant_budget(sync, settings, "3/day")
+    rids = [await submit(client) for _ in range(60)]
+    conns = [
+        redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True) for _ in range(6)
+    ]
+    try:
+        await conns[0].hset(settings.keys.budget, "cost_estimate_micro_usd", str(EST))
+        workers = [Scripts(settings, c) for c in conns]
+        replies = await asyncio.gather(
+            *(workers[i % 6].begin(rid, seq=0) for i, rid in enumerate(rids))
+        )
+        admitted = [rid for rid, r in zip(rids, replies, strict=True) if r.tag is Tag.OK]
+        assert len(admitted) == 10
+        assert sum(r.tag is Tag.OVER_BUDGET for r in replies) == 50
+        w = workers[0]
+        await asyncio.gather(
+            *(
+                bought_after_admit(workers[i % 6], rid, 290_000 + i)
+                for i, rid in enumerate(admitted)
+            )
+        )
+        led = await ledger(w)
+        assert led == {"spent": sum(290_000 + i for i in range(10)), "reserved": 0, "estimated": 0}
+    finally:
+        for c in conns:
+            await c.aclose()
+
+
+async def bought_after_admit(s: Scripts, rid: str, cost: int) -> None:
+    seq = int((await s.rec(rid))[Field.SUBMIT_SEQ])
+    assert (await s.submitted(rid, seq, upstream_id=f"up-{rid}")).tag is Tag.OK
+    assert (await s.finish(rid, cost=cost)).tag is Tag.OK
