@@ -6,6 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from genqueue.producer.budgets import (
+    TEST_CLOCK_FIELD,
+    BudgetStatus,
+    budget_commands,
+    parse_budgets,
+)
 from genqueue.producer.keys import (
     DEFAULT_TENANT,
     HOLDING_SLOT,
@@ -45,6 +51,9 @@ class Stats:
     cost_unknown: dict[str, int] = field(default_factory=dict)
     #: Jobs whose cost was recorded, by model (the denominator of the mean cost).
     costed: dict[str, int] = field(default_factory=dict)
+    #: Spend budgets, spend and reservations in the current UTC day and month (None: not
+    #: read). A tenant's snapshot shows its own budget only.
+    budget: BudgetStatus | None = None
 
     def mean_cost_micro_usd(self, model: str) -> int:
         """The model's mean recorded cost per job (0 before any was recorded)."""
@@ -98,6 +107,19 @@ class Stats:
             },
             "cost_unknown": self.cost_unknown,
             "tenant": self.tenant,
+            "budget": self._budget_json(),
+        }
+
+    def _budget_json(self) -> dict[str, Any] | None:
+        if self.budget is None:
+            return None
+        if self.tenant is None:
+            return self.budget.to_json_dict()
+        line = self.budget.tenants.get(self.tenant)
+        return {
+            "day": self.budget.periods.day,
+            "month": self.budget.periods.month,
+            "tenant": line.to_json_dict() if line else None,
         }
 
 
@@ -105,8 +127,28 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def stats_commands(keys: Keys, now_ms: int) -> list[tuple[str, ...]]:
-    """The read-only commands of one snapshot, to send in one pipeline."""
+def clock_commands(keys: Keys) -> list[tuple[str, ...]]:
+    """Read before a snapshot: Redis' clock, and the budgets' test clock offset."""
+    return [("TIME",), ("HGET", keys.budget, TEST_CLOCK_FIELD)]
+
+
+def parse_clock(replies: Sequence[Any]) -> tuple[int, int]:
+    """Redis' now (ms) and the budget clock's (ms) from the replies to ``clock_commands``."""
+    now = redis_time_ms(replies[0])
+    offset = replies[1]
+    return now, now + int(_s(offset)) if offset not in (None, b"", "") else now
+
+
+def stats_commands(
+    keys: Keys, now_ms: int, budget_clock_ms: int | None = None
+) -> list[tuple[str, ...]]:
+    """The read-only commands of one snapshot, to send in one pipeline (with the budgets'
+    when ``budget_clock_ms`` is given)."""
+    budget = budget_commands(keys, budget_clock_ms) if budget_clock_ms is not None else []
+    return [*_stats_commands(keys, now_ms), *budget]
+
+
+def _stats_commands(keys: Keys, now_ms: int) -> list[tuple[str, ...]]:
     return [
         ("HGETALL", keys.counts),
         ("ZCARD", keys.inflight),
@@ -168,10 +210,20 @@ def tenant_view(raw: dict[str, str], tenant: str | None) -> dict[str, int]:
     return own
 
 
-def parse_stats(replies: Sequence[Any], now_ms: int, tenant: str | None = None) -> Stats:
+def parse_stats(
+    replies: Sequence[Any],
+    now_ms: int,
+    tenant: str | None = None,
+    budget_clock_ms: int | None = None,
+) -> Stats:
     """Build :class:`Stats` from the replies to :func:`stats_commands` sent at ``now_ms``:
     the cluster's, or ``tenant``'s own."""
-    counts, inflight, ready, deferred, totals, pause, oldest = replies
+    counts, inflight, ready, deferred, totals, pause, oldest = replies[:7]
+    budget = (
+        parse_budgets(replies[7:], budget_clock_ms)
+        if budget_clock_ms is not None and len(replies) > 7
+        else None
+    )
     c = tenant_view(_pairs(counts), tenant)
     finished: dict[tuple[str, str], int] = {}
     cost: dict[str, int] = {}
@@ -204,6 +256,7 @@ def parse_stats(replies: Sequence[Any], now_ms: int, tenant: str | None = None) 
         cost_unknown=by_model["cost_unknown"],
         costed=by_model["costed"],
         tenant=tenant,
+        budget=budget,
     )
 
 

@@ -387,3 +387,39 @@ async def bought_after_admit(s: Scripts, rid: str, cost: int) -> None:
     seq = int((await s.rec(rid))[Field.SUBMIT_SEQ])
     assert (await s.submitted(rid, seq, upstream_id=f"up-{rid}")).tag is Tag.OK
     assert (await s.finish(rid, cost=cost)).tag is Tag.OK
+
+
+# --- seen -------------------------------------------------------------------------------------
+
+
+async def test_stats_and_metrics_show_spend_against_budget(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """Stats (cluster and tenant) and both collectors show budget, spend and reservations."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from genqueue.worker.cluster_metrics import ClusterCollector
+    from genqueue.worker.tenant_metrics import TenantCollector
+
+    tenant_budget(sync, settings, "1/day")
+    set_deployment_budget(sync, settings.keys, Budget(10_000_000, "month"))
+    await bought(s, await submit(client), 500_000)
+    await admit(s, await submit(client))
+    cluster = (await client.stats()).to_json_dict()["budget"]
+    assert cluster["deployment"]["budget"] == "$10.000000/month"
+    assert cluster["tenants"][TENANT]["day"]["spent_usd"] == "0.500000"
+    assert cluster["tenants"][TENANT]["left_usd"] == "0.200000"
+    own = (await client.stats(tenant=TENANT)).to_json_dict()["budget"]
+    assert own["tenant"]["day"]["reserved_usd"] == "0.300000"
+    assert "deployment" not in own
+    registry = CollectorRegistry()
+    registry.register(TenantCollector(settings, sync))
+    registry.register(ClusterCollector(settings, sync))
+    text = generate_latest(registry).decode()
+    assert 'genqueue_tenant_budget_usd{period="day",tenant="acme"} 1.0' in text
+    assert 'genqueue_tenant_budget_spent_usd{tenant="acme"} 0.5' in text
+    assert 'genqueue_tenant_budget_reserved_usd{tenant="acme"} 0.3' in text
+    assert 'genqueue_tenant_budget_used_ratio{tenant="acme"} 0.8' in text
+    assert 'genqueue_tenant_budget_used_ratio{tenant="default"}' not in text
+    assert 'genqueue_budget_usd{period="month"} 10.0' in text
+    assert "genqueue_budget_used_ratio 0.08" in text
