@@ -179,6 +179,40 @@ class PossiblyBilled(BaseModel):
     )
 
 
+class BudgetLedger(BaseModel):
+    """One period's figures (US dollars, decimal strings)."""
+
+    spent_usd: str = Field(description="Spent (unknown costs and possibly billed at estimate).")
+    reserved_usd: str = Field(description="Reserved for admitted videos not yet settled.")
+    estimated_usd: str = Field(description="The part of spent counted at an estimate.")
+    admitted: int = Field(description="Videos admitted (reserved) in the period.")
+
+
+class BudgetLineView(BaseModel):
+    """A spend budget (a tenant's, or the deployment's: `tenant` null) and its spend."""
+
+    tenant: str | None
+    budget: str | None = Field(description="e.g. `$20.000000/day`; null: no budget.")
+    budget_usd: str | None
+    period: Literal["day", "month"] | None
+    over_budget: Literal["hold", "fail"] | None
+    left_usd: str | None = Field(description="Budget minus spent and reserved, this period.")
+    day: BudgetLedger
+    month: BudgetLedger
+
+
+class BudgetSnapshot(BaseModel):
+    """Spend budgets in the current UTC day and month: a tenant's key sees its own (`tenant`);
+    an admin key the deployment's and every tenant's."""
+
+    day: str
+    month: str
+    tenant: BudgetLineView | None = None
+    deployment: BudgetLineView | None = None
+    tenants: dict[str, BudgetLineView] | None = None
+    cost_estimate_usd: str | None = None
+
+
 class StatsSnapshot(BaseModel):
     """Figures read from Redis (costs are decimal strings in US dollars): a tenant's key sees
     its tenant's own counts and totals (queue depth and pause are the cluster's); an admin
@@ -202,6 +236,9 @@ class StatsSnapshot(BaseModel):
     possibly_billed: PossiblyBilled
     cost_unknown: dict[str, int] = Field(
         description="Completed jobs whose cost was missing or unusable, by model."
+    )
+    budget: BudgetSnapshot | None = Field(
+        default=None, description="Spend budgets, spend and reservations (UTC day and month)."
     )
 
 
