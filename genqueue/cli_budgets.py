@@ -21,10 +21,10 @@ from genqueue.producer.budgets import (
     parse_budget,
     set_deployment_budget,
     set_tenant_budget,
+    short_usd,
     usd_to_micro_exact,
 )
 from genqueue.producer.keys import Keys
-from genqueue.producer.record import micro_to_usd
 from genqueue.producer.tenants import TenantError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,7 +80,7 @@ def apply_tenant_budget(
 
 
 def _usd(micro: int | None) -> str:
-    return "-" if micro is None else f"${micro_to_usd(micro)}"
+    return "-" if micro is None else short_usd(micro)
 
 
 def _row(table: Table, name: str, line: BudgetLine) -> None:

@@ -91,7 +91,14 @@ class Budget:
     period: Period
 
     def __str__(self) -> str:
-        return f"${micro_to_usd(self.micro_usd)}/{self.period}"
+        return f"{short_usd(self.micro_usd)}/{self.period}"
+
+
+def short_usd(micro: int) -> str:
+    """Micro-dollars as ``$20.00`` (cents) or ``$0.123456`` (only the digits needed)."""
+    text = f"{micro_to_usd(abs(micro)):f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"{'-' if micro < 0 else ''}${whole}.{frac.ljust(2, '0')}"
 
 
 def usd_to_micro_exact(text: str) -> int:

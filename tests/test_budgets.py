@@ -406,7 +406,7 @@ async def test_stats_and_metrics_show_spend_against_budget(
     await bought(s, await submit(client), 500_000)
     await admit(s, await submit(client))
     cluster = (await client.stats()).to_json_dict()["budget"]
-    assert cluster["deployment"]["budget"] == "$10.000000/month"
+    assert cluster["deployment"]["budget"] == "$10.00/month"
     assert cluster["tenants"][TENANT]["day"]["spent_usd"] == "0.500000"
     assert cluster["tenants"][TENANT]["left_usd"] == "0.200000"
     own = (await client.stats(tenant=TENANT)).to_json_dict()["budget"]
