@@ -48,6 +48,7 @@ from typing import Any, Final, Literal
 import redis
 import redis.asyncio
 
+from genqueue.producer.admission import admit_all_sync
 from genqueue.producer.keys import (
     DEFAULT_COST_ESTIMATE_MICRO_USD,
     DEFAULT_TENANT,
@@ -215,7 +216,8 @@ def set_tenant_budget(
     estimate_micro_usd: int | str | None = KEEP,
 ) -> TenantBudget:
     """Change a configured tenant's budget settings (``KEEP``: unchanged; None: removed),
-    keeping every other setting of its JSON (even ones this version does not know)."""
+    keeping every other setting of its JSON (even ones this version does not know), then run
+    admission (a raised budget admits at once)."""
     check_tenant_name(name)
     if over_budget is not None and over_budget not in OVER_BUDGET_POLICIES:
         raise BudgetError("over-budget policy is 'hold' or 'fail'")
@@ -242,17 +244,42 @@ def set_tenant_budget(
                 pipe.multi()
                 pipe.hset(keys.tenants, name, stored.to_json())
                 pipe.execute()
-                return new
+                break
             except redis.WatchError:
                 continue
+    budget_changed(conn, keys)
+    return new
 
 
-def set_deployment_budget(conn: redis.Redis, keys: Keys, budget: Budget | None) -> None:
-    """Set (or remove, None) the budget of the whole deployment."""
+def set_deployment_budget(conn: redis.Redis, keys: Keys, budget: Budget | None) -> int:
+    """Set (or remove, None) the budget of the whole deployment, then run admission (a raised
+    budget admits what it now covers); returns how many were admitted."""
     if budget is None:
         conn.hdel(keys.budget, "micro_usd", "period")
     else:
         conn.hset(keys.budget, mapping={"micro_usd": budget.micro_usd, "period": budget.period})
+    return budget_changed(conn, keys)
+
+
+def budget_changed(conn: redis.Redis, keys: Keys) -> int:
+    """After any budget changed: no tenant is held for budget until admission looks again
+    (it marks again the ones still held), and admission runs; returns how many it admitted."""
+    tenants: list[str] = conn.hkeys(keys.tenants)  # type: ignore[assignment]
+    names = {DEFAULT_TENANT, *tenants}
+    conn.delete(*(keys.budget_held(t) for t in names))
+    return admit_all_sync(conn, keys)
+
+
+def held_for_budget(conn: redis.Redis, keys: Keys, tenants: Sequence[str]) -> set[str]:
+    """The tenants among ``tenants`` held for budget now (their waiting requests wait for
+    budget, whatever reason they were queued with)."""
+    if not tenants:
+        return set()
+    with conn.pipeline(transaction=False) as pipe:
+        for t in tenants:
+            pipe.exists(keys.budget_held(t))
+        found = pipe.execute()
+    return {t for t, n in zip(tenants, found, strict=True) if n}
 
 
 def deployment_budget(raw: Mapping[str, str]) -> Budget | None:

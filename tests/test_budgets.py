@@ -25,6 +25,7 @@ from genqueue.producer.budgets import (
     set_deployment_budget,
     set_tenant_budget,
 )
+from genqueue.producer.admission import AsyncAdmission
 from genqueue.producer.client import AsyncClient
 from genqueue.producer.contracts import Cancel, SubmitRelease
 from genqueue.producer.keys import Field, Tag
@@ -60,8 +61,16 @@ async def submit(client: AsyncClient, tenant: str = TENANT) -> str:
 
 
 async def admit(s: Scripts, rid: str) -> Any:
-    """The step that admits a request (reserving its estimate) and takes its submit lease."""
+    """The submit step of an admitted request: takes its lease (``OK``)."""
     return await s.begin(rid)
+
+
+async def waiting(s: Scripts, rid: str) -> str | None:
+    """Why the request waits in its admission queue (None: admitted)."""
+    rec = await s.rec(rid)
+    if rec.get(Field.ADMITTED) == "1":
+        return None
+    return rec.get(Field.WAITING)
 
 
 async def ledger(s: Scripts, tenant: str | None = TENANT, period: str = "day") -> dict[str, int]:
@@ -172,30 +181,47 @@ async def test_admission_reserves_the_estimate_and_finish_settles_the_real_cost(
 async def test_held_until_the_budget_is_raised(
     client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
 ) -> None:
-    """A request the budget cannot cover is held (nothing reserved) and goes once raised."""
+    """A request the budget cannot cover waits with reason `budget` (nothing reserved, an
+    admit timer at the period's end) and is admitted as soon as the budget is raised."""
     tenant_budget(sync, settings, "0.5/day")
     first, second = await submit(client), await submit(client)
-    assert (await admit(s, first)).tag is Tag.OK
-    held = await admit(s, second)
-    assert held.tag is Tag.OVER_BUDGET
-    assert (await s.rec(second))[Field.STATUS] == "pending"
+    assert await waiting(s, first) is None
+    assert await waiting(s, second) == "budget"
+    rec = await s.rec(second)
+    assert rec[Field.STATUS] == "pending" and Field.BUDGET_RESERVED_MICRO_USD not in rec
     assert await ledger(s) == {"spent": 0, "reserved": EST, "estimated": 0}
+    now = int((await s.redis.time())[0]) * 1000
+    end = periods_at(now).day_end_ms
+    assert await s.redis.zscore(s.keys.queue, f"admit:budget:{end}") == end
+    assert await s.redis.exists(s.keys.budget_held(TENANT))
     tenant_budget(sync, settings, "0.6/day")
+    assert await waiting(s, second) is None
     assert (await admit(s, second)).tag is Tag.OK
     assert (await ledger(s))["reserved"] == 2 * EST
+    assert not await s.redis.exists(s.keys.budget_held(TENANT))
 
 
 async def test_over_budget_fail_policy_fails_at_once(
     client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
 ) -> None:
-    """With --over-budget fail, a request the budget cannot cover fails with a clear error."""
-    tenant_budget(sync, settings, "0.2/day", over_budget="fail")
-    rid = await submit(client)
-    assert (await admit(s, rid)).tag is Tag.FAILED
-    rec = await s.rec(rid)
-    assert rec[Field.STATUS] == "failed"
-    assert rec[Field.ERROR].startswith("over budget: tenant acme has 200000 of its 200000")
-    assert await ledger(s) == {"spent": 0, "reserved": 0, "estimated": 0}
+    """With --over-budget fail, a new request the budget cannot cover fails at once with a
+    clear error; ones already waiting for budget fail one after the other, never bought."""
+    tenant_budget(sync, settings, "0.3/day")
+    first, second, third = await submit(client), await submit(client), await submit(client)
+    assert [await waiting(s, r) for r in (first, second, third)] == [None, "budget", "budget"]
+    tenant_budget(sync, settings, "0.3/day", over_budget="fail")
+    assert await waiting(s, second) is None  # handed to its submit step, which fails it
+    assert (await s.begin(second)).tag is Tag.FAILED
+    assert (await s.begin(third)).tag is Tag.FAILED  # handed on by the one before
+    fresh = await submit(client)
+    for rid in (second, third, fresh):
+        rec = await s.rec(rid)
+        assert rec[Field.STATUS] == "failed", rid
+        assert rec[Field.ERROR] == (
+            "over budget: tenant acme has 0 of its 300000 micro-USD per day left, this "
+            "video is estimated at 300000"
+        )
+    assert await ledger(s) == {"spent": 0, "reserved": EST, "estimated": 0}
 
 
 async def test_deployment_budget_holds_every_tenant(
@@ -204,9 +230,7 @@ async def test_deployment_budget_holds_every_tenant(
     """The deployment's budget counts every tenant's videos; a tenant without one is held too."""
     set_deployment_budget(sync, settings.keys, Budget(2 * EST, "month"))
     a, b, c = await submit(client), await submit(client, "default"), await submit(client)
-    assert (await admit(s, a)).tag is Tag.OK
-    assert (await admit(s, b)).tag is Tag.OK
-    assert (await admit(s, c)).tag is Tag.OVER_BUDGET
+    assert [await waiting(s, r) for r in (a, b, c)] == [None, None, "budget"]
     assert (await ledger(s, None, "month"))["reserved"] == 2 * EST
     assert (await ledger(s, "default"))["reserved"] == EST
 
@@ -266,37 +290,32 @@ async def test_real_cost_above_estimate_overspends_by_exactly_the_excess(
     client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
 ) -> None:
     """Budget $0.90, estimate $0.30: three are admitted, the fourth held; each costs $0.50,
-    so spend ends at the documented bound: budget + the sum of (cost - reserved) = $1.50."""
+    so spend ends at the documented bound: budget + the sum of (cost - reserved) = $1.50,
+    and the fourth stays held."""
     tenant_budget(sync, settings, "0.9/day")
     rids = [await submit(client) for _ in range(4)]
-    oks = [await admit(s, rid) for rid in rids]
-    assert [o.tag for o in oks] == [Tag.OK, Tag.OK, Tag.OK, Tag.OVER_BUDGET]
-    for rid, ok in zip(rids[:3], oks, strict=False):
-        assert (await s.submitted(rid, ok.submit_seq, upstream_id=f"up-{rid}")).tag is Tag.OK
-        assert (await s.finish(rid, cost=500_000)).tag is Tag.OK
+    assert [await waiting(s, r) for r in rids] == [None, None, None, "budget"]
+    for rid in rids[:3]:
+        await bought(s, rid, 500_000)
     spent = (await ledger(s))["spent"]
     assert spent == 900_000 + 3 * (500_000 - EST) == 1_500_000
-    assert (await admit(s, rids[3])).tag is Tag.OVER_BUDGET
+    assert await waiting(s, rids[3]) == "budget"
 
 
 async def test_estimate_becomes_the_highest_recent_cost(
     client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
 ) -> None:
     """Once MIN_COSTS completions of a model are known, the estimate is their highest cost
-    (accepted model; the configured estimate before)."""
+    (the configured estimate before)."""
     tenant_budget(sync, settings, "100/day")
     costs = [100_000 + 1000 * i for i in range(MIN_COSTS)]
     costs[7] = 420_000
     for cost in costs[:-1]:
         await bought(s, await submit(client), cost)
     rid = await submit(client)
-    await admit(s, rid)
     assert (await s.rec(rid))[Field.BUDGET_ESTIMATE_MICRO_USD] == str(EST)
-    ok_seq = int((await s.rec(rid))[Field.SUBMIT_SEQ])
-    assert (await s.submitted(rid, ok_seq, upstream_id="up-last")).tag is Tag.OK
-    assert (await s.finish(rid, cost=costs[-1])).tag is Tag.OK
+    await bought(s, rid, costs[-1])
     nxt = await submit(client)
-    await admit(s, nxt)
     assert (await s.rec(nxt))[Field.BUDGET_ESTIMATE_MICRO_USD] == "420000"
     key = settings.keys.budget_costs(REQ["model"])
     assert await s.redis.llen(key) == MIN_COSTS  # type: ignore[misc]
@@ -305,17 +324,17 @@ async def test_estimate_becomes_the_highest_recent_cost(
 async def test_period_rollover_with_the_test_clock(
     client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
 ) -> None:
-    """A day's exhausted budget admits again the next UTC day, charged to the new day; the
-    old day keeps its own spend."""
+    """A day's exhausted budget admits again the next UTC day (admission at the period's
+    start), charged to the new day; the old day keeps its own reservation."""
     tenant_budget(sync, settings, "0.3/day")
     first, second = await submit(client), await submit(client)
-    assert (await admit(s, first)).tag is Tag.OK
-    assert (await admit(s, second)).tag is Tag.OVER_BUDGET
+    assert await waiting(s, second) == "budget"
     day1 = (await s.rec(first))[Field.BUDGET_DAY]
     now = int((await s.redis.time())[0]) * 1000
     to_next_day = periods_at(now).day_end_ms - now + 1000
     await s.redis.hset(s.keys.budget, TEST_CLOCK_FIELD, str(to_next_day))  # type: ignore[misc]
-    assert (await admit(s, second)).tag is Tag.OK
+    assert await AsyncAdmission(s.redis, s.keys).admit_all() == 1  # what the admit timer runs
+    assert await waiting(s, second) is None
     day2 = (await s.rec(second))[Field.BUDGET_DAY]
     assert day2 != day1 and periods_at(now + to_next_day).day == day2
     assert await ledger(s) == {"spent": 0, "reserved": EST, "estimated": 0}
@@ -332,7 +351,6 @@ async def test_record_admitted_before_budgets_settles_without_error(
     cost and all, without touching any ledger."""
     tenant_budget(sync, settings, "10/day")
     rid = await submit(client)
-    ok = await admit(s, rid)
     await s.redis.hdel(  # type: ignore[misc]
         s.keys.record(rid),
         Field.BUDGET_DAY,
@@ -341,52 +359,39 @@ async def test_record_admitted_before_budgets_settles_without_error(
     )
     day = (await budget_status_async(s.redis, s.keys)).periods.day
     await s.redis.delete(s.keys.budget_ledger("day", day), s.keys.budget_ledger("month", day[:7]))
-    assert (await s.submitted(rid, ok.submit_seq)).tag is Tag.OK
-    seq = int((await s.rec(rid))[Field.SEQ])
-    from tests.conftest import finish
-
-    f = dataclasses.replace(finish(rid, seq, "completed", None), cost_unknown=True)
-    assert (await s.run(f)).tag is Tag.OK
+    await bought(s, rid, None, unknown=True)
     assert await ledger(s) == {"spent": 0, "reserved": 0, "estimated": 0}
 
 
 async def test_concurrent_admissions_never_reserve_past_the_budget(
-    client: AsyncClient, settings: Settings, sync: redis.Redis
+    settings: Settings, sync: redis.Redis, s: Scripts
 ) -> None:
-    """Several workers' connections racing to admit 60 requests against a budget for 10
-    admit exactly 10; all settle to the exact spend."""
+    """Six clients racing to submit 60 requests against a budget for 10 admit exactly 10;
+    then six workers' connections racing to finish them below their estimate admit exactly
+    what the freed budget covers, and every figure settles exactly."""
     tenant_budget(sync, settings, "3/day")
-    rids = [await submit(client) for _ in range(60)]
+    clients = [AsyncClient(settings) for _ in range(6)]
     conns = [
         redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True) for _ in range(6)
     ]
     try:
-        await conns[0].hset(settings.keys.budget, "cost_estimate_micro_usd", str(EST))
+        rids = await asyncio.gather(*(submit(clients[i % 6]) for i in range(60)))
+        reasons = [await waiting(s, r) for r in rids]
+        admitted = [r for r, why in zip(rids, reasons, strict=True) if why is None]
+        assert len(admitted) == 10 and reasons.count("budget") == 50
         workers = [Scripts(settings, c) for c in conns]
-        replies = await asyncio.gather(
-            *(workers[i % 6].begin(rid, seq=0) for i, rid in enumerate(rids))
-        )
-        admitted = [rid for rid, r in zip(rids, replies, strict=True) if r.tag is Tag.OK]
-        assert len(admitted) == 10
-        assert sum(r.tag is Tag.OVER_BUDGET for r in replies) == 50
-        w = workers[0]
         await asyncio.gather(
-            *(
-                bought_after_admit(workers[i % 6], rid, 290_000 + i)
-                for i, rid in enumerate(admitted)
-            )
+            *(bought(workers[i % 6], rid, 100_000) for i, rid in enumerate(admitted))
         )
-        led = await ledger(w)
-        assert led == {"spent": sum(290_000 + i for i in range(10)), "reserved": 0, "estimated": 0}
+        # $1.00 spent: $2.00 left covers 6 more at $0.30 (the 7th would need $2.10).
+        reasons = [await waiting(s, r) for r in rids]
+        assert reasons.count(None) == 16 and reasons.count("budget") == 44
+        assert await ledger(s) == {"spent": 1_000_000, "reserved": 6 * EST, "estimated": 0}
     finally:
         for c in conns:
             await c.aclose()
-
-
-async def bought_after_admit(s: Scripts, rid: str, cost: int) -> None:
-    seq = int((await s.rec(rid))[Field.SUBMIT_SEQ])
-    assert (await s.submitted(rid, seq, upstream_id=f"up-{rid}")).tag is Tag.OK
-    assert (await s.finish(rid, cost=cost)).tag is Tag.OK
+        for cl in clients:
+            await cl.aclose()
 
 
 # --- seen -------------------------------------------------------------------------------------
@@ -404,7 +409,7 @@ async def test_stats_and_metrics_show_spend_against_budget(
     tenant_budget(sync, settings, "1/day")
     set_deployment_budget(sync, settings.keys, Budget(10_000_000, "month"))
     await bought(s, await submit(client), 500_000)
-    await admit(s, await submit(client))
+    await submit(client)
     cluster = (await client.stats()).to_json_dict()["budget"]
     assert cluster["deployment"]["budget"] == "$10.00/month"
     assert cluster["tenants"][TENANT]["day"]["spent_usd"] == "0.500000"
