@@ -25,10 +25,10 @@ import redis
 import redis.asyncio
 
 from genqueue.producer.keys import (
+    ADMIT_TASK,
     BUDGET_SUFFIX,
     COUNTS_SUFFIX,
     DEFAULT_COST_ESTIMATE_MICRO_USD,
-    ADMIT_TASK,
     DEFAULT_TENANT,
     HOLDING_SLOT,
     INLINE_ARM_MARKER,

@@ -12,6 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from genqueue.producer.admission import AsyncAdmission
 from genqueue.producer.budgets import (
     COST_SAMPLES,
     DAY_MS,
@@ -25,7 +26,6 @@ from genqueue.producer.budgets import (
     set_deployment_budget,
     set_tenant_budget,
 )
-from genqueue.producer.admission import AsyncAdmission
 from genqueue.producer.client import AsyncClient
 from genqueue.producer.contracts import Cancel, SubmitRelease
 from genqueue.producer.keys import Field, Tag
