@@ -211,6 +211,11 @@ class BudgetSnapshot(BaseModel):
     deployment: BudgetLineView | None = None
     tenants: dict[str, BudgetLineView] | None = None
     cost_estimate_usd: str | None = None
+    held_for_budget: list[str] = Field(
+        default_factory=list,
+        description="Tenants whose waiting requests wait for budget (the next one of each "
+        "cannot be covered until the period ends or a budget is raised).",
+    )
 
 
 class StatsSnapshot(BaseModel):

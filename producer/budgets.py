@@ -264,22 +264,34 @@ def set_deployment_budget(conn: redis.Redis, keys: Keys, budget: Budget | None) 
 def budget_changed(conn: redis.Redis, keys: Keys) -> int:
     """After any budget changed: no tenant is held for budget until admission looks again
     (it marks again the ones still held), and admission runs; returns how many it admitted."""
-    tenants: list[str] = conn.hkeys(keys.tenants)  # type: ignore[assignment]
-    names = {DEFAULT_TENANT, *tenants}
-    conn.delete(*(keys.budget_held(t) for t in names))
+    conn.delete(keys.budget_held)
     return admit_all_sync(conn, keys)
 
 
-def held_for_budget(conn: redis.Redis, keys: Keys, tenants: Sequence[str]) -> set[str]:
-    """The tenants among ``tenants`` held for budget now (their waiting requests wait for
-    budget, whatever reason they were queued with)."""
-    if not tenants:
-        return set()
-    with conn.pipeline(transaction=False) as pipe:
-        for t in tenants:
-            pipe.exists(keys.budget_held(t))
-        found = pipe.execute()
-    return {t for t, n in zip(tenants, found, strict=True) if n}
+def held_tenants(raw: Mapping[str, str], now_ms: int) -> frozenset[str]:
+    """The tenants held for budget at Redis time ``now_ms``, from the ``budget_held`` hash."""
+    return frozenset(t for t, until in raw.items() if int(until) > now_ms)
+
+
+def with_budget_holds(
+    waiting: Mapping[tuple[str, str], int], held: frozenset[str]
+) -> dict[tuple[str, str], int]:
+    """Waiting requests by (tenant, reason), a held tenant's all counted as ``budget``: they
+    queued for another reason, but none of them goes before its tenant's budget covers the
+    next one (admission keeps a tenant's order)."""
+    out: dict[tuple[str, str], int] = {}
+    for (tenant, reason), n in waiting.items():
+        key = (tenant, "budget" if tenant in held else reason)
+        out[key] = out.get(key, 0) + n
+        out.setdefault((tenant, reason), 0)
+    return out
+
+
+def waiting_reason(reason: str | None, tenant: str, held: frozenset[str]) -> str | None:
+    """What a waiting request waits for (None: it does not wait)."""
+    if reason and tenant in held:
+        return "budget"
+    return reason
 
 
 def deployment_budget(raw: Mapping[str, str]) -> Budget | None:
@@ -380,6 +392,8 @@ class BudgetStatus:
     cost_estimate_micro_usd: int | None = None
     #: Non-zero only in tests (``TEST_CLOCK_FIELD``).
     test_clock_offset_ms: int = 0
+    #: Tenants held for budget now: their waiting requests wait for budget.
+    held: frozenset[str] = frozenset()
 
     def to_json_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -387,6 +401,7 @@ class BudgetStatus:
             "month": self.periods.month,
             "deployment": self.deployment.to_json_dict(),
             "tenants": {t: line.to_json_dict() for t, line in self.tenants.items()},
+            "held_for_budget": sorted(self.held),
             "cost_estimate_usd": (
                 str(micro_to_usd(self.cost_estimate_micro_usd))
                 if self.cost_estimate_micro_usd is not None
@@ -417,6 +432,7 @@ def budget_commands(keys: Keys, clock_ms: int) -> list[tuple[str, ...]]:
         ("HGETALL", keys.tenants),
         ("HGETALL", keys.budget_ledger("day", p.day)),
         ("HGETALL", keys.budget_ledger("month", p.month)),
+        ("HGETALL", keys.budget_held),
     ]
 
 
@@ -426,9 +442,10 @@ def _ledger(raw: Mapping[str, str], tenant: str | None) -> Ledger:
     return Ledger(spent=vals[1], reserved=vals[0], estimated=vals[2], admitted=vals[3])
 
 
-def parse_budgets(replies: Sequence[Any], clock_ms: int) -> BudgetStatus:
-    """:class:`BudgetStatus` from the replies to :func:`budget_commands`."""
-    budget_raw, tenants_raw, day_raw, month_raw = (_pairs(r) for r in replies)
+def parse_budgets(replies: Sequence[Any], clock_ms: int, now_ms: int) -> BudgetStatus:
+    """:class:`BudgetStatus` from the replies to :func:`budget_commands` (``clock_ms``: the
+    budget clock they were sent for; ``now_ms``: Redis' time)."""
+    budget_raw, tenants_raw, day_raw, month_raw, held_raw = (_pairs(r) for r in replies)
     tenants: dict[str, BudgetLine] = {}
     names = [DEFAULT_TENANT, *sorted(set(tenants_raw) - {DEFAULT_TENANT})]
     for name in names:
@@ -445,6 +462,7 @@ def parse_budgets(replies: Sequence[Any], clock_ms: int) -> BudgetStatus:
         tenants=tenants,
         cost_estimate_micro_usd=int(est) if est is not None else None,
         test_clock_offset_ms=int(budget_raw.get("test_clock_offset_ms", "0") or 0),
+        held=held_tenants(held_raw, now_ms),
     )
 
 
@@ -454,12 +472,13 @@ def budget_status(conn: redis.Redis, keys: Keys) -> BudgetStatus:
         pipe.time()
         pipe.hget(keys.budget, TEST_CLOCK_FIELD)
         (secs, micros), offset = pipe.execute()
-    clock = int(secs) * 1000 + int(micros) // 1000 + int(offset or 0)
+    now = int(secs) * 1000 + int(micros) // 1000
+    clock = now + int(offset or 0)
     with conn.pipeline(transaction=False) as pipe:
         for cmd in budget_commands(keys, clock):
             pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
         replies = pipe.execute()
-    return parse_budgets(replies, clock)
+    return parse_budgets(replies, clock, now)
 
 
 async def budget_status_async(client: redis.asyncio.Redis, keys: Keys) -> BudgetStatus:
@@ -468,12 +487,13 @@ async def budget_status_async(client: redis.asyncio.Redis, keys: Keys) -> Budget
         pipe.time()
         pipe.hget(keys.budget, TEST_CLOCK_FIELD)
         (secs, micros), offset = await pipe.execute()
-    clock = int(secs) * 1000 + int(micros) // 1000 + int(offset or 0)
+    now = int(secs) * 1000 + int(micros) // 1000
+    clock = now + int(offset or 0)
     async with client.pipeline(transaction=False) as pipe:
         for cmd in budget_commands(keys, clock):
             pipe.execute_command(*cmd)
         replies = await pipe.execute()
-    return parse_budgets(replies, clock)
+    return parse_budgets(replies, clock, now)
 
 
 def describe(status: BudgetStatus) -> str:

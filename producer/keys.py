@@ -233,12 +233,13 @@ class Keys:
         little after the period (``lua/_budget.lua``)."""
         return f"{self.prefix}{BUDGET_SUFFIX}:{kind}:{period}"
 
-    def budget_held(self, tenant: str) -> str:
-        """String (expiring at the end of the period that held it): the tenant's next request
-        could not be covered by a budget, so every waiting request of the tenant waits for
-        budget (``lua/_admit.lua``); deleted when one of its requests is admitted or a budget
-        changes."""
-        return f"{self.prefix}{BUDGET_SUFFIX}:held:{tenant}"
+    @property
+    def budget_held(self) -> str:
+        """Hash: tenant -> until when (Redis ms, the end of the period that held it) its next
+        request cannot be covered by a budget: every waiting request of the tenant waits for
+        budget meanwhile (``lua/_admit.lua``). A field goes when one of the tenant's requests
+        is admitted; the hash when a budget changes."""
+        return f"{self.prefix}{BUDGET_SUFFIX}:held"
 
     def budget_costs(self, model: str) -> str:
         """List: the last costs (micro-USD) of a model's completed videos, newest first: the

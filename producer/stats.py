@@ -120,6 +120,7 @@ class Stats:
             "day": self.budget.periods.day,
             "month": self.budget.periods.month,
             "tenant": line.to_json_dict() if line else None,
+            "held_for_budget": [self.tenant] if self.tenant in self.budget.held else [],
         }
 
 
@@ -220,7 +221,7 @@ def parse_stats(
     the cluster's, or ``tenant``'s own."""
     counts, inflight, ready, deferred, totals, pause, oldest = replies[:7]
     budget = (
-        parse_budgets(replies[7:], budget_clock_ms)
+        parse_budgets(replies[7:], budget_clock_ms, now_ms)
         if budget_clock_ms is not None and len(replies) > 7
         else None
     )

@@ -198,9 +198,9 @@ local function candidate_model(rec, id)
   return f[1]
 end
 
-local function budget_held_key(tenant)
-  return ADM_PREFIX .. BUDGET_SUFFIX .. ':held:' .. tenant
-end
+-- Hash: tenant -> until when (Redis ms: the end of the period that held it) its waiting
+-- requests wait for budget (producer/keys.py Keys.budget_held).
+local K_BUDGET_HELD = ADM_PREFIX .. BUDGET_SUFFIX .. ':held'
 
 local function admission_gate(rec, id, tenant)
   local verdict = budget_gate(ADM_PREFIX, tenant, candidate_model(rec, id), ADM_NOW)
@@ -209,7 +209,7 @@ local function admission_gate(rec, id, tenant)
   -- Held until the period ends (or a budget changes, producer/budgets.py): every waiting
   -- request of the tenant waits for budget meanwhile (it goes only after this one).
   local at = verdict.resume_ms - verdict.offset
-  redis.call('SET', budget_held_key(tenant), '1', 'PXAT', istr(math.max(at, ADM_NOW + 1)))
+  redis.call('HSET', K_BUDGET_HELD, tenant, istr(at))
   -- The next period may cover it: admission runs at its start (one timer per period end).
   arm_job(ADMIT_TASK, 'budget', at, at)
   if verdict.policy == 'fail' and redis.call('HGET', rec, 'waiting') then
@@ -225,7 +225,7 @@ local function admission_gate(rec, id, tenant)
 end
 
 local function on_admit(rec, id, tenant)
-  redis.call('DEL', budget_held_key(tenant))
+  redis.call('HDEL', K_BUDGET_HELD, tenant)
   if redis.call('HEXISTS', rec, 'budget_reserved_micro_usd') == 1 then return end
   local verdict = budget_verdicts[id]
   if not verdict or not verdict.ok then
