@@ -27,7 +27,7 @@ from genqueue.producer.budgets import (
     set_tenant_budget,
 )
 from genqueue.producer.client import AsyncClient
-from genqueue.producer.contracts import Cancel, SubmitRelease
+from genqueue.producer.contracts import Cancel, ExpireWaiting, SubmitRelease
 from genqueue.producer.keys import Field, Tag
 from genqueue.producer.scripts import assemble, source
 from genqueue.producer.settings import Settings
@@ -434,3 +434,62 @@ async def test_stats_and_metrics_show_spend_against_budget(
     assert 'genqueue_tenant_budget_used_ratio{tenant="default"}' not in text
     assert 'genqueue_budget_usd{period="month"} 10.0' in text
     assert "genqueue_budget_used_ratio 0.08" in text
+
+
+# --- held requests, and the worker ------------------------------------------------------------
+
+
+async def test_a_request_held_for_budget_still_honours_cancel_and_deadline(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """A request waiting for budget is cancelled at once, and expires at its deadline; no
+    reservation is left behind by either."""
+    tenant_budget(sync, settings, "0.3/day")
+    await submit(client)
+    cancelled = await submit(client)
+    expiring = await client.submit(REQ, tenant=TENANT, deadline_s=0.05)
+    assert await waiting(s, cancelled) == "budget" and await waiting(s, expiring) == "budget"
+    assert await client.cancel(cancelled, tenant=TENANT) == "cancelled"
+    await asyncio.sleep(0.1)
+    expire = ExpireWaiting(request_id=expiring, tenant=TENANT)
+    assert (await s.run(expire)).tag is Tag.EXPIRED
+    for rid, status in ((cancelled, "cancelled"), (expiring, "expired")):
+        rec = await s.rec(rid)
+        assert rec[Field.STATUS] == status and Field.WAITING not in rec
+    assert await ledger(s) == {"spent": 0, "reserved": EST, "estimated": 0}
+
+
+async def test_workers_settle_real_costs_and_admit_at_the_next_period(
+    client: AsyncClient, settings: Settings, sync: redis.Redis, start_worker: Any
+) -> None:
+    """With real workers and the simulator: a $1/day budget at a $0.50 estimate buys two
+    videos, settles them at their real cost, holds the other two with reason `budget`, and
+    the admit timer armed for the next UTC day (3 s away on the test clock) buys them then,
+    charged to the new day."""
+    tenant_budget(sync, settings, "1/day", estimate_micro_usd=500_000)
+    await start_worker(budget_test_clock=True, cost_estimate_usd=0.5)
+    now = int(sync.time()[0]) * 1000
+    to_day_end = periods_at(now).day_end_ms - now
+    sync.hset(settings.keys.budget, TEST_CLOCK_FIELD, str(to_day_end - 3000))
+    rids = [await submit(client) for _ in range(4)]
+    s = Scripts(settings, client.redis)
+    assert [await waiting(s, r) for r in rids] == [None, None, "budget", "budget"]
+    first = [await client.wait(r, timeout_s=10, tenant=TENANT) for r in rids[:2]]
+    assert [v.status for v in first] == ["completed", "completed"]
+    real = 0
+    for r in rids[:2]:
+        real += int((await s.rec(r))[Field.COST_MICRO_USD])
+    assert real == 2 * 280_000
+    status = await budget_status_async(client.redis, settings.keys)
+    day1 = status.periods.day
+    assert status.tenants[TENANT].day.spent == real and status.tenants[TENANT].day.reserved == 0
+    assert [await waiting(s, r) for r in rids[2:]] == ["budget", "budget"]
+    assert TENANT in status.held
+    last = [await client.wait(r, timeout_s=15, tenant=TENANT) for r in rids[2:]]
+    assert [v.status for v in last] == ["completed", "completed"]
+    days = {(await s.rec(r))[Field.BUDGET_DAY] for r in rids[2:]}
+    assert len(days) == 1 and days != {day1}
+    new_day = await s.redis.hgetall(settings.keys.budget_ledger("day", days.pop()))
+    assert new_day[f"t|{TENANT}|spent_micro"] == str(2 * 280_000)
+    old_day = await s.redis.hgetall(settings.keys.budget_ledger("day", day1))
+    assert old_day[f"t|{TENANT}|spent_micro"] == str(real)
