@@ -462,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                     time_scale=0.005 if a.smoke else 0.02,
                     progress=say,
                 )
+                results["budget"]["meta"] = _meta(a, rv)  # a part may be run on its own
                 for tenant, row in results["budget"]["tenants"].items():
                     say(
                         f"  -> {tenant}: spent ${row['spent_usd']} of ${row['budget_usd']}, "
