@@ -79,12 +79,31 @@ def tenant() -> None:
     help="Stop signing with every webhook secret but the newest (end of a rotation).",
 )
 @tenant_budget_options
+@click.option(
+    "--weight",
+    type=float,
+    help="Share of admissions while tenants wait for upstream slots, relative to the other "
+    "tenants' (default 1).",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(min=0),
+    help="Most upstream slots this tenant holds at once (0: no cap of its own).",
+)
+@click.option(
+    "--max-waiting",
+    type=click.IntRange(min=0),
+    help="Most requests waiting for a slot; beyond, submits are refused (0: no bound).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def set_cmd(
     name: str,
     webhook_secret: str | None,
     generate_webhook_secret: bool,
     retire_old_secrets: bool,
+    weight: float | None,
+    max_inflight: int | None,
+    max_waiting: int | None,
     as_json: bool,
     budget_usd: str | None = None,
     over_budget: str | None = None,
@@ -93,7 +112,7 @@ def set_cmd(
     """Create or update the tenant NAME (no flag needed to create it).
 
     Without a webhook secret of its own, its webhooks are signed with
-    GENQUEUE_WEBHOOK_SECRET."""
+    GENQUEUE_WEBHOOK_SECRET. A raised weight or cap admits waiting requests at once."""
     if webhook_secret == "-":
         webhook_secret = sys.stdin.readline().strip()
     if webhook_secret:
@@ -107,6 +126,9 @@ def set_cmd(
             webhook_secret=webhook_secret,
             generate_webhook_secret=generate_webhook_secret,
             retire_old_secrets=retire_old_secrets,
+            weight=weight,
+            max_inflight=max_inflight,
+            max_waiting=max_waiting,
         )
         spend = apply_tenant_budget(conn, keys, name, budget_usd, over_budget, cost_estimate_usd)
         return result, spend
@@ -123,6 +145,10 @@ def set_cmd(
         return
     click.echo(f"tenant {name} {'created' if result.created else 'updated'}")
     click.echo(f"webhook secrets signing: {out['webhook_secrets'] or 'GENQUEUE_WEBHOOK_SECRET'}")
+    click.echo(
+        f"weight {out['weight']:g}, max in flight {out['max_inflight'] or 'none'}, "
+        f"max waiting {out['max_waiting'] or 'none'}"
+    )
     if spend is not None:
         click.echo(
             f"budget: {spend['budget'] or 'none'} (over budget: {spend['over_budget']}; "
@@ -141,15 +167,25 @@ def list_cmd(as_json: bool) -> None:
         for t in tenants:
             click.echo(json.dumps({**t.public_dict(), **TenantBudget.of(t).public_dict()}))
         return
-    table = Table("tenant", "own webhook secrets", "budget", "over budget", "cost estimate")
+    table = Table(
+        "tenant",
+        "own webhook secrets",
+        "weight",
+        "max in flight",
+        "max waiting",
+        "budget",
+        "over budget",
+    )
     for t in tenants:
         b = TenantBudget.of(t).public_dict()
         table.add_row(
             t.name,
             str(len(t.webhook_secrets)) if t.webhook_secrets else "-",
+            f"{t.weight:g}",
+            str(t.max_inflight or "-"),
+            str(t.max_waiting or "-"),
             b["budget"] or "-",
             b["over_budget"] if b["budget"] else "-",
-            f"${b['cost_estimate_usd']}" if b["cost_estimate_usd"] else "-",
         )
     Console().print(table)
 

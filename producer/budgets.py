@@ -37,6 +37,7 @@ started without ``budget_test_clock`` deletes it (no production input writes it)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -240,7 +241,7 @@ def set_tenant_budget(
                     else estimate_micro_usd,
                 )
                 other = {**config.other, TENANT_JSON_KEY: new.to_dict()}
-                stored = TenantConfig(config.name, config.webhook_secrets, other)
+                stored = dataclasses.replace(config, other=other)
                 pipe.multi()
                 pipe.hset(keys.tenants, name, stored.to_json())
                 pipe.execute()

@@ -37,15 +37,21 @@ def test_tenant_set_list_and_generated_secret_shown_once(env: dict[str, str]) ->
     list` shows default and the tenant, never a secret."""
     made = run(env, "tenant", "set", "acme", "--json")
     assert made.exit_code == 0, made.output
-    assert json.loads(made.stdout) == {"name": "acme", "webhook_secrets": 0, "created": True}
+    admission = {"weight": 1.0, "max_inflight": 0, "max_waiting": 0}
+    assert json.loads(made.stdout) == {
+        "name": "acme",
+        "webhook_secrets": 0,
+        **admission,
+        "created": True,
+    }
     gen = run(env, "tenant", "set", "acme", "--generate-webhook-secret", "--json")
     secret = json.loads(gen.stdout)["webhook_secret"]
     Webhook(secret)  # a usable Standard Webhooks secret
     listed = run(env, "tenant", "list", "--json")
     no_budget = {"budget": None, "over_budget": "hold", "cost_estimate_usd": None}
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [
-        {"name": "default", "webhook_secrets": 0, **no_budget},
-        {"name": "acme", "webhook_secrets": 1, **no_budget},
+        {"name": "default", "webhook_secrets": 0, **admission, **no_budget},
+        {"name": "acme", "webhook_secrets": 1, **admission, **no_budget},
     ]
     assert secret not in listed.stdout
     piped = CliRunner().invoke(
