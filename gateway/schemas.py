@@ -87,9 +87,7 @@ class CreateGeneration(GenerationRequest):
 
     def request_fields(self) -> dict[str, Any]:
         """The fields of the generation request itself (the options left out)."""
-        return self.model_dump(
-            exclude={"webhook_url", "deadline_s", "priority"}, exclude_none=True
-        )
+        return self.model_dump(exclude={"webhook_url", "deadline_s", "priority"}, exclude_none=True)
 
 
 class GenerationRecord(BaseModel):
@@ -152,10 +150,11 @@ class GenerationRecord(BaseModel):
     priority: Priority = Field(
         default="normal", description="Orders admission among the tenant's waiting requests."
     )
-    waiting: Literal["cap", "tenant_cap", "paused"] | None = Field(
+    waiting: Literal["cap", "tenant_cap", "paused", "budget"] | None = Field(
         default=None,
         description="While the generation waits for an upstream slot: why (the in-flight cap "
-        "is full, the tenant's own cap is, creates are paused).",
+        "is full, the tenant's own cap is, creates are paused, or its tenant's or the "
+        "deployment's spend budget cannot cover it until the next period or a raise).",
     )
 
 

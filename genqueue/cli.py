@@ -620,6 +620,7 @@ _WAITING_TEXT = {
     "cap": "yes: the in-flight cap is full",
     "tenant_cap": "yes: its tenant's own in-flight cap is full",
     "paused": "yes: creates are paused",
+    "budget": "yes: its spend budget cannot cover it (the next period, or a raised budget)",
 }
 
 

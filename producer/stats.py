@@ -220,6 +220,22 @@ def tenant_view(raw: dict[str, str], tenant: str | None) -> dict[str, int]:
     return own
 
 
+def _waiting(counts: dict[str, str], tenant: str | None, held: frozenset[str]) -> dict[str, int]:
+    """Waiting requests by reason; those of a tenant held for budget all wait for ``budget``
+    (none of them goes before its tenant's budget covers the next: admission keeps a tenant's
+    order), whatever reason they were queued with."""
+    own = tenant_view(counts, tenant)
+    out = {r: max(0, own.get(waiting_field(r), 0)) for r in WAIT_REASONS}
+    for t in held if tenant is None else held & {tenant}:
+        theirs = own if t == tenant else tenant_view(counts, t)
+        for r in WAIT_REASONS:
+            if r != "budget":
+                moved = min(out[r], max(0, theirs.get(waiting_field(r), 0)))
+                out[r] -= moved
+                out["budget"] += moved
+    return out
+
+
 def parse_stats(
     replies: Sequence[Any],
     now_ms: int,
@@ -254,7 +270,7 @@ def parse_stats(
         # Upstream jobs: the slots held but those reserved for creates not started yet.
         active_upstream=max(0, sum(c.get(s, 0) for s in HOLDING_SLOT if s != "admitted")),
         admitted=max(0, c.get("admitted", 0)),
-        waiting={r: max(0, c.get(waiting_field(r), 0)) for r in WAIT_REASONS},
+        waiting=_waiting(_pairs(counts), tenant, budget.held if budget else frozenset()),
         # The in-flight set is the cluster's; a tenant's are its live and tracked records.
         inflight=int(inflight) if tenant is None else sum(by_status.values()) + tracking,
         queue_ready=int(ready),

@@ -148,7 +148,9 @@ async def test_a_failed_create_admits_the_next(client: AsyncClient, s: Scripts) 
     retry = await s.run(submit_release(first, ok.submit_seq, "retry", 10, "HTTP 503"))
     assert retry.tag is Tag.RETRY and await waiting(s, second) == "cap"
     ok = await s.begin(first)
-    assert (await s.run(submit_release(first, ok.submit_seq, "fail", 0, "HTTP 400"))).tag is Tag.FAILED
+    assert (
+        await s.run(submit_release(first, ok.submit_seq, "fail", 0, "HTTP 400"))
+    ).tag is Tag.FAILED
     assert await admitted(s, second)
 
 
@@ -352,7 +354,9 @@ async def test_one_expiry_timer_at_the_earliest_waiting_deadline(
     at_early = int((await s.rec(early))[Field.DEADLINE_AT_MS])
     await sub(client, deadline_s=200)
     jobs = [j async for j in s.redis.scan_iter("arq:job:admit:*")]
-    assert sorted(jobs) == sorted([f"arq:job:admit:expire:{at_late}", f"arq:job:admit:expire:{at_early}"])
+    assert sorted(jobs) == sorted(
+        [f"arq:job:admit:expire:{at_late}", f"arq:job:admit:expire:{at_early}"]
+    )
     assert await s.redis.hget(s.keys.admission, "expiry_at") == str(at_early)
 
 
@@ -561,4 +565,3 @@ def test_tenant_settings_are_validated_stored_and_keep_unknown_ones(
         with pytest.raises(TenantError):
             set_tenant(conn, settings.keys, "acme", **bad)  # type: ignore[arg-type]
     assert TenantConfig.from_json("x", '{"webhook_secrets":[]}').weight == 1.0
-

@@ -493,3 +493,49 @@ async def test_workers_settle_real_costs_and_admit_at_the_next_period(
     assert new_day[f"t|{TENANT}|spent_micro"] == str(2 * 280_000)
     old_day = await s.redis.hgetall(settings.keys.budget_ledger("day", day1))
     assert old_day[f"t|{TENANT}|spent_micro"] == str(real)
+
+
+async def test_every_waiting_request_of_a_held_tenant_shows_budget(
+    settings: Settings, sync: redis.Redis, s: Scripts
+) -> None:
+    """Requests queued for the cap show `budget` (record view, gateway, stats, metrics) once
+    their tenant's budget holds the next of them, and what else holds them once it is
+    raised."""
+    import httpx
+    from asgi_lifespan import LifespanManager
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from genqueue.gateway.app import create_app
+    from genqueue.producer.api_keys import create_key
+    from genqueue.worker.tenant_metrics import TenantCollector
+
+    await s.redis.hset(s.keys.admission, "max_inflight", "1")  # type: ignore[misc]
+    tenant_budget(sync, settings, "0.6/day")
+    async with AsyncClient(settings) as client:
+        rids = [await submit(client) for _ in range(4)]
+        assert [await waiting(s, r) for r in rids] == [None, "cap", "cap", "cap"]
+        await bought(s, rids[0], 300_000)  # frees the slot: the next admitted ($0.60 used)
+        (nxt,) = [r for r in rids[1:] if await waiting(s, r) is None]  # same-ms ties: id order
+        await bought(s, nxt, 300_000)  # then the budget holds the next and all behind it
+        rest = [r for r in rids[1:] if r != nxt]
+        assert [await waiting(s, r) for r in rest] == ["cap", "cap"]  # as queued
+        assert [(await client.get(r)).waiting for r in rest] == ["budget", "budget"]
+        stats = await client.stats(tenant=TENANT)
+        assert stats.waiting["budget"] == 2 and stats.waiting["cap"] == 0
+        assert (await client.stats()).waiting["budget"] == 2
+        registry = CollectorRegistry()
+        registry.register(TenantCollector(settings, sync))
+        text = generate_latest(registry).decode()
+        assert 'genqueue_tenant_waiting{reason="budget",tenant="acme"} 2.0' in text
+        key, _ = create_key(sync, settings.keys, tenant=TENANT)
+        app = create_app(settings, api_keys=None)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                got = await http.get(
+                    f"/v1/generations/{rest[0]}", headers={"Authorization": f"Bearer {key}"}
+                )
+        assert got.status_code == 200, got.text
+        assert got.json()["waiting"] == "budget"
+        tenant_budget(sync, settings, "0.9/day")  # raised: the next goes, the last waits
+        assert sorted([(await client.get(r)).waiting for r in rest], key=str) == [None, "cap"]
