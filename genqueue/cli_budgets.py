@@ -149,3 +149,9 @@ def show_cmd(as_json: bool) -> None:
         click.echo(json.dumps(status.to_json_dict()))
         return
     Console().print(budget_table(status))
+    if status.test_clock_offset_ms:
+        click.echo(
+            f"warning: the budget test clock is set ({status.test_clock_offset_ms} ms ahead): "
+            "a worker started without GENQUEUE_BUDGET_TEST_CLOCK deletes it",
+            err=True,
+        )

@@ -218,7 +218,7 @@ local function repair_reservations(n, age_ms)
   return repaired
 end
 
--- Spend budgets (issue #26, lua/_budget.lua, rule 25). `admission_gate` answers nil (may
+-- Spend budgets (issue #26, lua/_budget.lua, rule 18). `admission_gate` answers nil (may
 -- go) or why the candidate must keep waiting (its tenant then leaves the ready set until an
 -- event puts it back); `on_admit` runs in the same step as each admission and reserves the
 -- estimate the gate let through, against the tenant's and the deployment's budgets at once.

@@ -155,7 +155,7 @@ end
 --   {ok = true, estimate, day, offset, periods} | {ok = false, reason = 'budget',
 --   policy = 'hold' | 'fail', error, resume_ms (budget clock: the earliest period start that
 --   may cover it)}. The tenant's budget and the deployment's are both checked: spent plus
--- reserved plus this estimate must stay within each (rule 25).
+-- reserved plus this estimate must stay within each (rule 18).
 local function budget_gate(prefix, tenant, model, now_ms)
   local offset = budget_offset_ms(prefix)
   local periods = budget_periods(now_ms + offset)
