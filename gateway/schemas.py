@@ -256,6 +256,16 @@ class StatsSnapshot(BaseModel):
     cost_unknown: dict[str, int] = Field(
         description="Completed jobs whose cost was missing or unusable, by model."
     )
+    admitted: int = Field(
+        default=0,
+        description="Upstream slots reserved for admitted generations whose create has not "
+        "started (counted against the in-flight cap with active_upstream).",
+    )
+    waiting: dict[str, int] = Field(
+        default_factory=dict,
+        description="Generations waiting for an upstream slot, by why: cap, tenant_cap, paused, "
+        "budget (every waiting one of a tenant held for budget).",
+    )
     budget: BudgetSnapshot | None = Field(
         default=None, description="Spend budgets, spend and reservations (UTC day and month)."
     )

@@ -300,7 +300,7 @@ def deployment_budget(raw: Mapping[str, str]) -> Budget | None:
     micro, period = raw.get("micro_usd"), raw.get("period")
     if micro is None or period not in PERIODS:
         return None
-    return Budget(int(micro), period)  # type: ignore[arg-type]
+    return Budget(int(micro), period)
 
 
 async def publish_worker_settings(

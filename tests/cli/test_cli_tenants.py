@@ -16,6 +16,7 @@ from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import new_webhook_secret
 
 MODEL = "minimax/video-01-director"
+ADMISSION_DEFAULTS = {"weight": 1.0, "max_inflight": 0, "max_waiting": 0}
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +38,11 @@ def test_tenant_set_list_and_generated_secret_shown_once(env: dict[str, str]) ->
     list` shows default and the tenant, never a secret."""
     made = run(env, "tenant", "set", "acme", "--json")
     assert made.exit_code == 0, made.output
-    admission = {"weight": 1.0, "max_inflight": 0, "max_waiting": 0}
     assert json.loads(made.stdout) == {
         "name": "acme",
         "webhook_secrets": 0,
-        **admission,
         "created": True,
+        **ADMISSION_DEFAULTS,
     }
     gen = run(env, "tenant", "set", "acme", "--generate-webhook-secret", "--json")
     secret = json.loads(gen.stdout)["webhook_secret"]
@@ -50,8 +50,8 @@ def test_tenant_set_list_and_generated_secret_shown_once(env: dict[str, str]) ->
     listed = run(env, "tenant", "list", "--json")
     no_budget = {"budget": None, "over_budget": "hold", "cost_estimate_usd": None}
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [
-        {"name": "default", "webhook_secrets": 0, **admission, **no_budget},
-        {"name": "acme", "webhook_secrets": 1, **admission, **no_budget},
+        {"name": "default", "webhook_secrets": 0, **ADMISSION_DEFAULTS, **no_budget},
+        {"name": "acme", "webhook_secrets": 1, **ADMISSION_DEFAULTS, **no_budget},
     ]
     assert secret not in listed.stdout
     piped = CliRunner().invoke(
@@ -138,3 +138,28 @@ def test_budgets_from_the_cli(env: dict[str, str]) -> None:
     assert run(env, "tenant", "set", "acme", "--budget-usd", "none").exit_code == 0
     shown = json.loads(run(env, "budget", "show", "--json").stdout)
     assert shown["tenants"]["acme"]["budget"] is None
+
+
+def test_tenant_admission_settings_and_submit_priority(
+    env: dict[str, str], settings: Settings
+) -> None:
+    """`tenant set --weight --max-inflight --max-waiting` stores and shows them (bad values
+    refused); `submit --priority` is stored and `status` says why a request waits."""
+    made = run(env, "tenant", "set", "acme", "--weight", "3", "--max-inflight", "1",
+               "--max-waiting", "5", "--json")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    got = json.loads(made.stdout)
+    assert (got["weight"], got["max_inflight"], got["max_waiting"]) == (3.0, 1, 5)
+    table = run(env, "tenant", "list").stdout
+    assert "weight" in table and "max in flight" in table
+    assert run(env, "tenant", "set", "acme", "--weight", "0").exit_code != 0
+    assert run(env, "tenant", "set", "acme", "--max-inflight", "-1").exit_code != 0
+    first = run(env, "submit", "--model", MODEL, "--prompt", "x", "--tenant", "acme")
+    second = run(env, "submit", "--model", MODEL, "--prompt", "y", "--tenant", "acme",
+                 "--priority", "high")  # fmt: skip
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    shown = run(env, "status", second.stdout.strip(), "--json")
+    view = json.loads(shown.stdout)
+    assert (view["priority"], view["waiting"]) == ("high", "tenant_cap")
+    text = run(env, "status", second.stdout.strip()).stdout
+    assert "tenant's own in-flight cap" in text
