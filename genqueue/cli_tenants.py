@@ -167,27 +167,27 @@ def list_cmd(as_json: bool) -> None:
         for t in tenants:
             click.echo(json.dumps({**t.public_dict(), **TenantBudget.of(t).public_dict()}))
         return
-    table = Table(
-        "tenant",
-        "own webhook secrets",
-        "weight",
-        "max in flight",
-        "max waiting",
-        "budget",
-        "over budget",
-    )
+    table = Table("tenant", "own webhook secrets", "weight", "max in flight", "max waiting")
+    budgets = Table("tenant", "budget", "over budget", "cost estimate")
     for t in tenants:
-        b = TenantBudget.of(t).public_dict()
         table.add_row(
             t.name,
             str(len(t.webhook_secrets)) if t.webhook_secrets else "-",
             f"{t.weight:g}",
             str(t.max_inflight or "-"),
             str(t.max_waiting or "-"),
-            b["budget"] or "-",
-            b["over_budget"] if b["budget"] else "-",
         )
+        b = TenantBudget.of(t).public_dict()
+        if b["budget"] or b["cost_estimate_usd"]:
+            budgets.add_row(
+                t.name,
+                b["budget"] or "-",
+                b["over_budget"],
+                f"${b['cost_estimate_usd']}" if b["cost_estimate_usd"] else "-",
+            )
     Console().print(table)
+    if budgets.row_count:
+        Console().print(budgets)
 
 
 @tenant.command(name="delete")

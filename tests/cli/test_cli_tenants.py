@@ -126,6 +126,8 @@ def test_budgets_from_the_cli(env: dict[str, str]) -> None:
         "fail",
         "0.350000",
     )
+    listed = run(env, "tenant", "list").stdout
+    assert "$20.00/day" in listed and "$0.35" in listed
     assert run(env, "budget", "set", "--usd", "500/month").exit_code == 0
     shown = json.loads(run(env, "budget", "show", "--json").stdout)
     assert shown["deployment"]["budget"] == "$500.00/month"
