@@ -25,6 +25,7 @@ from rich.table import Table
 
 from genqueue import __version__
 from genqueue.cli_budgets import budget as budget_group
+from genqueue.cli_budgets import budget_table
 from genqueue.cli_tenants import key as key_group
 from genqueue.cli_tenants import tenant as tenant_group
 from genqueue.cli_webhooks import webhooks
@@ -674,7 +675,10 @@ def stats_tables(stats: Stats) -> list[Table]:
         format_usd(stats.total_cost_micro_usd),
         style="bold",
     )
-    return [now, done, money_table(stats)]
+    tables = [now, done, money_table(stats)]
+    if stats.budget is not None:
+        tables.append(budget_table(stats.budget, only=stats.tenant))
+    return tables
 
 
 def money_table(stats: Stats) -> Table:

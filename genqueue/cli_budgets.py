@@ -98,17 +98,20 @@ def _row(table: Table, name: str, line: BudgetLine) -> None:
     )
 
 
-def budget_table(status: BudgetStatus) -> Table:
-    """Spend against budget: the deployment, then each tenant, in its budget's period."""
+def budget_table(status: BudgetStatus, only: str | None = None) -> Table:
+    """Spend against budget: the deployment, then each tenant, in its budget's period (with
+    ``only``: that tenant's line alone)."""
     table = Table(
         title=f"Budgets (UTC day {status.periods.day}, month {status.periods.month})",
         title_justify="left",
     )
     for col in ("scope", "budget", "spent", "reserved", "left", "used", "admitted", "over"):
         table.add_column(col, justify="left" if col in ("scope", "budget", "over") else "right")
-    _row(table, "(deployment)", status.deployment)
+    if only is None:
+        _row(table, "(all)", status.deployment)
     for name, line in status.tenants.items():
-        _row(table, name, line)
+        if only is None or name == only:
+            _row(table, name + (" (held)" if name in status.held else ""), line)
     return table
 
 

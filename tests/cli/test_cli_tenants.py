@@ -135,6 +135,10 @@ def test_budgets_from_the_cli(env: dict[str, str]) -> None:
     assert shown["tenants"]["acme"]["over_budget"] == "fail"
     table = run(env, "budget", "show").stdout
     assert "acme" in table and "fail" in table and "$20.00" in table
+    stats = run(env, "stats").stdout
+    assert "Budgets (UTC day" in stats and "(all)" in stats and "acme" in stats
+    own = run(env, "stats", "--tenant", "acme").stdout
+    assert "acme" in own and "(all)" not in own
     assert run(env, "tenant", "set", "acme", "--budget-usd", "20/week").exit_code != 0
     assert run(env, "budget", "set", "--usd", "-5/day").exit_code != 0
     assert run(env, "tenant", "set", "acme", "--budget-usd", "none").exit_code == 0
