@@ -83,16 +83,19 @@ local function tenant_part(tenant, field)
   return TENANT_FIELD_PREFIX .. SEP .. tenant .. SEP .. field
 end
 
--- Add `by` to `field` of a request's day and month ledgers, deployment-wide and for its tenant.
--- `open`: the ledgers of the current period (created if need be, their expiry set); else a
+-- Add each {field, by} of `changes` to a request's day and month ledgers, deployment-wide and
+-- for its tenant. `open`: the ledgers of the current period (created if need be); else a
 -- settlement, which never recreates a ledger that has expired (its period is long over).
-local function budget_ledger_add(prefix, day, tenant, field, by, open)
-  if by == 0 then return end
+local function budget_ledger_add(prefix, day, tenant, changes, open)
   for _, kind in ipairs({'day', 'month'}) do
     local key = budget_ledger(prefix, kind, day)
     if open or redis.call('EXISTS', key) == 1 then
-      redis.call('HINCRBY', key, field, by)
-      redis.call('HINCRBY', key, tenant_part(tenant, field), by)
+      for _, c in ipairs(changes) do
+        if c[2] ~= 0 then
+          redis.call('HINCRBY', key, c[1], c[2])
+          redis.call('HINCRBY', key, tenant_part(tenant, c[1]), c[2])
+        end
+      end
     end
   end
 end
@@ -197,8 +200,8 @@ local function budget_reserve(prefix, rec, tenant, verdict)
   redis.call('HSET', rec, 'budget_day', verdict.day,
     'budget_estimate_micro_usd', istr(verdict.estimate),
     'budget_reserved_micro_usd', istr(verdict.estimate))
-  budget_ledger_add(prefix, verdict.day, tenant, 'reserved_micro', verdict.estimate, true)
-  budget_ledger_add(prefix, verdict.day, tenant, 'admitted', 1, true)
+  budget_ledger_add(prefix, verdict.day, tenant,
+    {{'reserved_micro', verdict.estimate}, {'admitted', 1}}, true)
   budget_ledger_expiry(prefix, verdict.periods, verdict.offset)
 end
 
@@ -210,9 +213,8 @@ local function budget_settle(prefix, rec, tenant, spent, estimated)
   local day = redis.call('HGET', rec, 'budget_day')
   if not reserved or not day then return false end
   redis.call('HDEL', rec, 'budget_reserved_micro_usd')
-  budget_ledger_add(prefix, day, tenant, 'reserved_micro', -reserved, false)
-  budget_ledger_add(prefix, day, tenant, 'spent_micro', spent, false)
-  budget_ledger_add(prefix, day, tenant, 'estimated_micro', estimated, false)
+  budget_ledger_add(prefix, day, tenant,
+    {{'reserved_micro', -reserved}, {'spent_micro', spent}, {'estimated_micro', estimated}}, false)
   return true
 end
 
@@ -221,9 +223,9 @@ end
 -- as possibly billed turned out to have a known job.
 local function budget_charge(prefix, rec, tenant, spent, estimated)
   local day = redis.call('HGET', rec, 'budget_day')
-  if not day then return end
-  budget_ledger_add(prefix, day, tenant, 'spent_micro', spent, false)
-  budget_ledger_add(prefix, day, tenant, 'estimated_micro', estimated, false)
+  if not day or (spent == 0 and estimated == 0) then return end
+  budget_ledger_add(prefix, day, tenant,
+    {{'spent_micro', spent}, {'estimated_micro', estimated}}, false)
 end
 
 -- The estimate a request's unknown costs count at (0 for a record admitted before budgets).
