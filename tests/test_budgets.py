@@ -539,3 +539,74 @@ async def test_every_waiting_request_of_a_held_tenant_shows_budget(
         assert got.json()["waiting"] == "budget"
         tenant_budget(sync, settings, "0.9/day")  # raised: the next goes, the last waits
         assert sorted([(await client.get(r)).waiting for r in rest], key=str) == [None, "cap"]
+
+
+async def test_random_lives_keep_the_ledger_equal_to_the_records(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """Over 300 seeded random steps (checked every 5) (submits, creates that answer, fail or die mid-POST,
+    costs above and below the estimate or unknown, cancels at every stage), the ledger's
+    reserved equals the records' open reservations, its spent equals what the records were
+    charged, and spent + reserved never passes the budget plus the records' excess."""
+    import random
+
+    from tests.conftest import finish, submit_release
+
+    rng = random.Random(26)
+    budget = 3_000_000
+    tenant_budget(sync, settings, "3/day")
+    rids: list[str] = []
+
+    async def check() -> None:
+        recs = [await s.rec(r) for r in rids]
+        reserved = sum(int(x.get(Field.BUDGET_RESERVED_MICRO_USD) or 0) for x in recs)
+        charged, excess = 0, 0
+        for x in recs:
+            # Ended (nothing left to learn) or waiting: no reservation left open.
+            done = x[Field.STATUS] not in ("pending", "submitting", "queued", "in_progress")
+            if (done and x.get(Field.TRACKING) != "1") or x.get(Field.WAITING):
+                assert Field.BUDGET_RESERVED_MICRO_USD not in x, x
+            est = int(x.get(Field.BUDGET_ESTIMATE_MICRO_USD) or 0)
+            c = int(x.get(Field.COST_MICRO_USD) or 0)
+            c += est * (x.get(Field.COST_UNKNOWN) == "1")
+            c += est * int(x.get(Field.POSSIBLY_BILLED) or 0)
+            charged += c
+            excess += max(0, c - est)
+        led = await ledger(s)
+        assert (led["reserved"], led["spent"]) == (reserved, charged)
+        assert led["spent"] + led["reserved"] <= budget + excess
+
+    for step in range(300):
+        op = rng.random()
+        live = [r for r in rids if (await s.rec(r))[Field.STATUS] in ("pending", "submitting")]
+        polling = [r for r in rids if (await s.rec(r)).get(Field.TIMER) == "poll"]
+        if op < 0.3 or not (live or polling):
+            rids.append(await submit(client))
+        elif op < 0.55 and live:
+            rid = rng.choice(live)
+            rec = await s.rec(rid)
+            if rec.get(Field.TIMER) != "submit" or rec.get(Field.WAITING):
+                continue
+            crash = rng.random() < 0.15
+            ok = await s.begin(rid, lease_ms=1 if crash else 60_000)
+            if ok.tag is not Tag.OK or crash:
+                await asyncio.sleep(0.005)
+                continue
+            if rng.random() < 0.2:
+                await s.run(submit_release(rid, ok.submit_seq, "fail", 0, "400 bad request"))
+            else:
+                await s.submitted(rid, ok.submit_seq, upstream_id=f"up-{rid}-{ok.submit_seq}")
+        elif op < 0.85 and polling:
+            rid = rng.choice(polling)
+            seq = int((await s.rec(rid))[Field.SEQ])
+            unknown = rng.random() < 0.15
+            cost = None if unknown else rng.choice([150_000, 280_000, 300_000, 450_000])
+            f = dataclasses.replace(finish(rid, seq, "completed", cost), cost_unknown=unknown)
+            await s.run(f)
+        elif rids:
+            rid = rng.choice(rids)
+            await s.run(Cancel(request_id=rid, tenant=TENANT, tracking_limit_ms=60_000))
+        if step % 5 == 4:
+            await check()
+    led = await ledger(s)
+    assert led["spent"] > budget // 2 and sum([await waiting(s, r) == "budget" for r in rids])
