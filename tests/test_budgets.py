@@ -544,8 +544,9 @@ async def test_every_waiting_request_of_a_held_tenant_shows_budget(
 async def test_random_lives_keep_the_ledger_equal_to_the_records(
     client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
 ) -> None:
-    """Over 300 seeded random steps (checked every 5) (submits, creates that answer, fail or die mid-POST,
-    costs above and below the estimate or unknown, cancels at every stage), the ledger's
+    """Over 300 seeded random steps, checked every 5 (submits, creates that answer, fail or
+    die mid-POST, costs above and below the estimate or unknown, cancels at every stage), the
+    ledger's
     reserved equals the records' open reservations, its spent equals what the records were
     charged, and spent + reserved never passes the budget plus the records' excess."""
     import random
