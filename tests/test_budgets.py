@@ -611,3 +611,24 @@ async def test_random_lives_keep_the_ledger_equal_to_the_records(
             await check()
     led = await ledger(s)
     assert led["spent"] > budget // 2 and sum([await waiting(s, r) == "budget" for r in rids])
+
+
+async def test_a_request_sent_back_by_a_pause_gives_its_reservation_back(
+    client: AsyncClient, s: Scripts, settings: Settings, sync: redis.Redis
+) -> None:
+    """An admitted request whose submit step meets a pause returns to the queue without its
+    reservation; admitted again after the pause, it reserves again (once)."""
+    tenant_budget(sync, settings, "10/day")
+    rid = await submit(client)
+    assert (await ledger(s))["reserved"] == EST
+    now = int((await s.redis.time())[0]) * 1000
+    await s.redis.hset(s.keys.pause, mapping={"until_ms": now + 60_000, "reason": "402"})
+    assert (await s.begin(rid)).tag is Tag.WAITING
+    assert await waiting(s, rid) == "paused"
+    assert (await ledger(s))["reserved"] == 0
+    assert Field.BUDGET_RESERVED_MICRO_USD not in await s.rec(rid)
+    await s.redis.delete(s.keys.pause)
+    await AsyncAdmission(s.redis, s.keys).admit_all()
+    assert await waiting(s, rid) is None
+    assert (await ledger(s))["reserved"] == EST
+    assert (await admit(s, rid)).tag is Tag.OK
