@@ -630,3 +630,30 @@ async def test_a_request_sent_back_by_a_pause_gives_its_reservation_back(
     assert await waiting(s, rid) is None
     assert (await ledger(s))["reserved"] == EST
     assert (await admit(s, rid)).tag is Tag.OK
+
+
+async def test_gateway_create_over_budget_with_fail_policy_answers_the_failed_generation(
+    settings: Settings, sync: redis.Redis, s: Scripts
+) -> None:
+    """Over the gateway, a create its tenant's budget cannot cover under --over-budget fail
+    is answered with the generation already failed and the budget's reason; nothing reserved."""
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from genqueue.gateway.app import create_app
+    from genqueue.producer.api_keys import create_key
+
+    tenant_budget(sync, settings, "0.1/day", over_budget="fail")
+    key, _ = create_key(sync, settings.keys, tenant=TENANT)
+    app = create_app(settings, api_keys=None)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            got = await http.post(
+                "/v1/generations", json=REQ, headers={"Authorization": f"Bearer {key}"}
+            )
+    assert got.status_code == 201, got.text
+    body = got.json()
+    assert body["status"] == "failed" and body["waiting"] is None
+    assert body["error"].startswith("over budget: tenant acme has 100000 of its 100000")
+    assert await ledger(s) == {"spent": 0, "reserved": 0, "estimated": 0}
