@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.budget import run_budget
 from bench.ceiling import run_ceiling
 from bench.draws import draw_specs, summarize_draws
 from bench.floor import CLIENTS, measure_floor
@@ -46,6 +47,7 @@ PARTS = (
     "sweep",
     "memory",
     "ceiling",
+    "budget",
 )
 #: The sections of results.json the draw-like parts write.
 DRAW_KEYS = {
@@ -467,6 +469,23 @@ def main(argv: list[str] | None = None) -> int:
                     videos=a.ceiling_videos,
                     workers=a.workers,
                 )
+            if "budget" in parts:
+                say("budget: $20/day budgets against $100 of videos each, a tenant without")
+                results["budget"] = run_budget(
+                    server.url,
+                    log_dir,
+                    # Smoke: $10 of videos against $2/day, a faster clock.
+                    dollars_each=10 if a.smoke else 100,
+                    budget_scale=0.1 if a.smoke else 1.0,
+                    time_scale=0.005 if a.smoke else 0.02,
+                    progress=say,
+                )
+                results["budget"]["meta"] = _meta(a, rv)  # a part may be run on its own
+                for tenant, row in results["budget"]["tenants"].items():
+                    say(
+                        f"  -> {tenant}: spent ${row['spent_usd']} of ${row['budget_usd']}, "
+                        f"held {row['held']} ({row['held_reason_derived']})"
+                    )
             results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
     _write(a, results)
     say(f"wrote {a.out} and {a.md}")

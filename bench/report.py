@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from bench.budget import budget_section
 from bench.report_redis import ceiling_section, idle_section, issue22_targets
 
 METRICS = (
@@ -657,6 +658,7 @@ def render(results: dict[str, Any]) -> str:
                 "",
             ]
     out += idle_section(results)
+    out += budget_section(results)
     sweep = results.get("sweep")
     if sweep and sweep.get("steps"):
         out += [

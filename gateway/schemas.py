@@ -150,10 +150,11 @@ class GenerationRecord(BaseModel):
     priority: Priority = Field(
         default="normal", description="Orders admission among the tenant's waiting requests."
     )
-    waiting: Literal["cap", "tenant_cap", "paused"] | None = Field(
+    waiting: Literal["cap", "tenant_cap", "paused", "budget"] | None = Field(
         default=None,
         description="While the generation waits for an upstream slot: why (the in-flight cap "
-        "is full, the tenant's own cap is, creates are paused).",
+        "is full, the tenant's own cap is, creates are paused, or its tenant's or the "
+        "deployment's spend budget cannot cover it until the next period or a raise).",
     )
 
 
@@ -192,6 +193,45 @@ class PossiblyBilled(BaseModel):
     )
 
 
+class BudgetLedger(BaseModel):
+    """One period's figures (US dollars, decimal strings)."""
+
+    spent_usd: str = Field(description="Spent (unknown costs and possibly billed at estimate).")
+    reserved_usd: str = Field(description="Reserved for admitted videos not yet settled.")
+    estimated_usd: str = Field(description="The part of spent counted at an estimate.")
+    admitted: int = Field(description="Videos admitted (reserved) in the period.")
+
+
+class BudgetLineView(BaseModel):
+    """A spend budget (a tenant's, or the deployment's: `tenant` null) and its spend."""
+
+    tenant: str | None
+    budget: str | None = Field(description="e.g. `$20.000000/day`; null: no budget.")
+    budget_usd: str | None
+    period: Literal["day", "month"] | None
+    over_budget: Literal["hold", "fail"] | None
+    left_usd: str | None = Field(description="Budget minus spent and reserved, this period.")
+    day: BudgetLedger
+    month: BudgetLedger
+
+
+class BudgetSnapshot(BaseModel):
+    """Spend budgets in the current UTC day and month: a tenant's key sees its own (`tenant`);
+    an admin key the deployment's and every tenant's."""
+
+    day: str
+    month: str
+    tenant: BudgetLineView | None = None
+    deployment: BudgetLineView | None = None
+    tenants: dict[str, BudgetLineView] | None = None
+    cost_estimate_usd: str | None = None
+    held_for_budget: list[str] = Field(
+        default_factory=list,
+        description="Tenants whose waiting requests wait for budget (the next one of each "
+        "cannot be covered until the period ends or a budget is raised).",
+    )
+
+
 class StatsSnapshot(BaseModel):
     """Figures read from Redis (costs are decimal strings in US dollars): a tenant's key sees
     its tenant's own counts and totals (queue depth and pause are the cluster's); an admin
@@ -223,7 +263,11 @@ class StatsSnapshot(BaseModel):
     )
     waiting: dict[str, int] = Field(
         default_factory=dict,
-        description="Generations waiting for an upstream slot, by why: cap, tenant_cap, paused.",
+        description="Generations waiting for an upstream slot, by why: cap, tenant_cap, paused, "
+        "budget (every waiting one of a tenant held for budget).",
+    )
+    budget: BudgetSnapshot | None = Field(
+        default=None, description="Spend budgets, spend and reservations (UTC day and month)."
     )
 
 

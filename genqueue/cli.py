@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from genqueue import __version__
+from genqueue.cli_budgets import budget as budget_group
+from genqueue.cli_budgets import budget_table
 from genqueue.cli_tenants import key as key_group
 from genqueue.cli_tenants import tenant as tenant_group
 from genqueue.cli_webhooks import webhooks
@@ -619,6 +621,7 @@ _WAITING_TEXT = {
     "cap": "yes: the in-flight cap is full",
     "tenant_cap": "yes: its tenant's own in-flight cap is full",
     "paused": "yes: creates are paused",
+    "budget": "yes: its spend budget cannot cover it (the next period, or a raised budget)",
 }
 
 
@@ -672,7 +675,10 @@ def stats_tables(stats: Stats) -> list[Table]:
         format_usd(stats.total_cost_micro_usd),
         style="bold",
     )
-    return [now, done, money_table(stats)]
+    tables = [now, done, money_table(stats)]
+    if stats.budget is not None:
+        tables.append(budget_table(stats.budget, only=stats.tenant))
+    return tables
 
 
 def money_table(stats: Stats) -> Table:
@@ -879,6 +885,7 @@ def demo(
 
 main.add_command(webhooks)
 main.add_command(tenant_group)
+main.add_command(budget_group)
 main.add_command(key_group)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,8 +15,10 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from genqueue.cli_budgets import apply_tenant_budget, tenant_budget_options
 from genqueue.logs import register_secrets
 from genqueue.producer.api_keys import create_key, list_keys, revoke_key
+from genqueue.producer.budgets import TenantBudget
 from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import Keys
 from genqueue.producer.settings import Settings
@@ -76,6 +78,7 @@ def tenant() -> None:
     is_flag=True,
     help="Stop signing with every webhook secret but the newest (end of a rotation).",
 )
+@tenant_budget_options
 @click.option(
     "--weight",
     type=float,
@@ -102,6 +105,9 @@ def set_cmd(
     max_inflight: int | None,
     max_waiting: int | None,
     as_json: bool,
+    budget_usd: str | None = None,
+    over_budget: str | None = None,
+    cost_estimate_usd: str | None = None,
 ) -> None:
     """Create or update the tenant NAME (no flag needed to create it).
 
@@ -111,8 +117,9 @@ def set_cmd(
         webhook_secret = sys.stdin.readline().strip()
     if webhook_secret:
         register_secrets(webhook_secret)
-    result = _run(
-        lambda conn, keys: set_tenant(
+
+    def set_all(conn: redis.Redis, keys: Keys) -> tuple[Any, dict[str, Any] | None]:
+        result = set_tenant(
             conn,
             keys,
             name,
@@ -123,8 +130,13 @@ def set_cmd(
             max_inflight=max_inflight,
             max_waiting=max_waiting,
         )
-    )
+        spend = apply_tenant_budget(conn, keys, name, budget_usd, over_budget, cost_estimate_usd)
+        return result, spend
+
+    result, spend = _run(set_all)
     out: dict[str, Any] = {**result.config.public_dict(), "created": result.created}
+    if spend is not None:
+        out.update(spend)
     if result.generated_secret:
         register_secrets(result.generated_secret)
         out["webhook_secret"] = result.generated_secret  # shown once: stored for signing only
@@ -137,6 +149,11 @@ def set_cmd(
         f"weight {out['weight']:g}, max in flight {out['max_inflight'] or 'none'}, "
         f"max waiting {out['max_waiting'] or 'none'}"
     )
+    if spend is not None:
+        click.echo(
+            f"budget: {spend['budget'] or 'none'} (over budget: {spend['over_budget']}; "
+            f"cost estimate: {spend['cost_estimate_usd'] or 'GENQUEUE_COST_ESTIMATE_USD'})"
+        )
     if result.generated_secret:
         click.echo(f"webhook secret (shown once): {result.generated_secret}")
 
@@ -148,9 +165,10 @@ def list_cmd(as_json: bool) -> None:
     tenants = _run(list_tenants)
     if as_json:
         for t in tenants:
-            click.echo(json.dumps(t.public_dict()))
+            click.echo(json.dumps({**t.public_dict(), **TenantBudget.of(t).public_dict()}))
         return
     table = Table("tenant", "own webhook secrets", "weight", "max in flight", "max waiting")
+    budgets = Table("tenant", "budget", "over budget", "cost estimate")
     for t in tenants:
         table.add_row(
             t.name,
@@ -159,7 +177,17 @@ def list_cmd(as_json: bool) -> None:
             str(t.max_inflight or "-"),
             str(t.max_waiting or "-"),
         )
+        b = TenantBudget.of(t).public_dict()
+        if b["budget"] or b["cost_estimate_usd"]:
+            budgets.add_row(
+                t.name,
+                b["budget"] or "-",
+                b["over_budget"],
+                f"${b['cost_estimate_usd']}" if b["cost_estimate_usd"] else "-",
+            )
     Console().print(table)
+    if budgets.row_count:
+        Console().print(budgets)
 
 
 @tenant.command(name="delete")

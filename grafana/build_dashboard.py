@@ -353,6 +353,44 @@ ROWS: tuple[Row, ...] = (
                 unit="currencyUSD",
                 width=12,
             ),
+            PanelSpec(
+                "Spend against budget by tenant",
+                "Per tenant with a spend budget: spent plus reserved (admitted videos not yet "
+                "settled) as a share of its budget in the current UTC day or month. At 100 % "
+                "its requests wait for the next period (alert GenqueueTenantBudget80 at 80 %).",
+                (
+                    Target(
+                        _cluster("genqueue_tenant_budget_used_ratio", "tenant", TENANT),
+                        "{{tenant}}",
+                    ),
+                ),
+                kind="bargauge",
+                unit="percentunit",
+                width=12,
+            ),
+            PanelSpec(
+                "Budget, spent and reserved",
+                "The deployment's and each tenant's spend budget, spent and reserved in the "
+                "budget's current period (UTC day or month), in US dollars.",
+                (
+                    Target(_cluster("genqueue_budget_usd", "period"), "deployment budget"),
+                    Target("max(genqueue_budget_spent_usd)", "deployment spent"),
+                    Target(
+                        _cluster("genqueue_tenant_budget_usd", "tenant", TENANT),
+                        "{{tenant}} budget",
+                    ),
+                    Target(
+                        _cluster("genqueue_tenant_budget_spent_usd", "tenant", TENANT),
+                        "{{tenant}} spent",
+                    ),
+                    Target(
+                        _cluster("genqueue_tenant_budget_reserved_usd", "tenant", TENANT),
+                        "{{tenant}} reserved",
+                    ),
+                ),
+                unit="currencyUSD",
+                width=12,
+            ),
         ),
     ),
     Row(

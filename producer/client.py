@@ -19,7 +19,13 @@ from genqueue.producer.record import RequestView, read_full
 from genqueue.producer.replies import CancelReply, CreateReply
 from genqueue.producer.scripts import AsyncScripts, ms
 from genqueue.producer.settings import Settings
-from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from genqueue.producer.stats import (
+    Stats,
+    clock_commands,
+    parse_clock,
+    parse_stats,
+    stats_commands,
+)
 from genqueue.producer.submission import created_id, prepare, visible_to
 from genqueue.producer.waiters import AsyncDoneListener
 
@@ -180,12 +186,15 @@ class AsyncClient:
     async def stats(self, *, tenant: str | None = None) -> Stats:
         """A snapshot of queue depth, in-flight counts and totals: the cluster's, or one
         tenant's own (``tenant``, else the client's own) counts and totals."""
-        now = redis_time_ms(await self._redis.time())
         async with self._redis.pipeline(transaction=False) as pipe:
-            for cmd in stats_commands(self._keys, now):
+            for cmd in clock_commands(self._keys):
+                pipe.execute_command(*cmd)
+            now, clock = parse_clock(await pipe.execute())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cmd in stats_commands(self._keys, now, clock):
                 pipe.execute_command(*cmd)
             replies = await pipe.execute()
-        return parse_stats(replies, now, tenant=tenant or self.tenant)
+        return parse_stats(replies, now, tenant=tenant or self.tenant, budget_clock_ms=clock)
 
     @property
     def redis(self) -> redis.asyncio.Redis:

@@ -92,6 +92,17 @@ INLINE_ARM_MARKER: Final = "genqueue:arm"
 WAKE_SUFFIX: Final = ":wake"
 WAKE_AT_SUFFIX: Final = ":wake:at"
 
+#: The last part of ``Keys.counts``: a transition script finds the deployment's prefix (and so
+#: the budget keys, ``Keys.budget``) from the counts key it is given (``lua/_budget.lua``).
+COUNTS_SUFFIX: Final = ":counts"
+#: ``Keys.budget`` is the prefix + this; ledgers and cost samples are under it.
+BUDGET_SUFFIX: Final = ":budget"
+
+#: The estimate a budget reserves for a video when nothing better is known (no completions
+#: of its model yet, no ``GENQUEUE_COST_ESTIMATE_USD`` written by a worker, none for the
+#: tenant): one dollar, above any video price Together lists today (cents to tens of cents).
+DEFAULT_COST_ESTIMATE_MICRO_USD: Final = 1_000_000
+
 #: ``{prefix}{WAITING_INFIX}{tenant}``: a tenant's admission queue; ``{prefix}{RECORD_INFIX}{id}``:
 #: a record (both built by ``lua/_admit.lua`` for keys it cannot be given in advance).
 WAITING_INFIX: Final = ":waiting:"
@@ -110,9 +121,11 @@ TENANT_FIELD_PREFIX: Final = "t"
 
 
 #: Why a request waits in its admission queue (``Field.WAITING``; counts hash field
-#: ``waiting|{reason}``): the global in-flight cap, its tenant's own ``max_inflight``, or
-#: creates paused (circuit breaker).
-WAIT_REASONS: Final[tuple[str, ...]] = ("cap", "tenant_cap", "paused")
+#: ``waiting|{reason}``): the global in-flight cap, its tenant's own ``max_inflight``,
+#: creates paused (circuit breaker), or a spend budget that cannot cover its estimate
+#: (``producer/budgets.py``: while its tenant is held for budget, all its waiting requests
+#: are shown as waiting for ``budget``).
+WAIT_REASONS: Final[tuple[str, ...]] = ("cap", "tenant_cap", "paused", "budget")
 #: First part of the counts hash fields of waiting requests (``waiting|{reason}``).
 WAITING_FIELD: Final = "waiting"
 #: A request's priority orders admission within its tenant (then the earliest deadline):
@@ -205,7 +218,33 @@ class Keys:
     @property
     def counts(self) -> str:
         """Hash: non-terminal status -> number of records in it."""
-        return f"{self.prefix}:counts"
+        return f"{self.prefix}{COUNTS_SUFFIX}"
+
+    @property
+    def budget(self) -> str:
+        """Hash: the deployment's spend budget (``micro_usd``, ``period``), the default cost
+        estimate workers wrote (``cost_estimate_micro_usd``), and a test clock offset
+        (``producer/budgets.py``)."""
+        return f"{self.prefix}{BUDGET_SUFFIX}"
+
+    def budget_ledger(self, kind: str, period: str) -> str:
+        """Hash: reserved and spent micro-USD of one UTC ``day`` (``YYYY-MM-DD``) or ``month``
+        (``YYYY-MM``), deployment-wide and per tenant (``t|{tenant}|{field}``); expires a
+        little after the period (``lua/_budget.lua``)."""
+        return f"{self.prefix}{BUDGET_SUFFIX}:{kind}:{period}"
+
+    @property
+    def budget_held(self) -> str:
+        """Hash: tenant -> until when (Redis ms, the end of the period that held it) its next
+        request cannot be covered by a budget: every waiting request of the tenant waits for
+        budget meanwhile (``lua/_admit.lua``). A field goes when one of the tenant's requests
+        is admitted; the hash when a budget changes."""
+        return f"{self.prefix}{BUDGET_SUFFIX}:held"
+
+    def budget_costs(self, model: str) -> str:
+        """List: the last costs (micro-USD) of a model's completed videos, newest first: the
+        estimate a budget reserves is their highest (``lua/_budget.lua``)."""
+        return f"{self.prefix}{BUDGET_SUFFIX}:costs:{model}"
 
     @property
     def totals(self) -> str:
@@ -430,3 +469,10 @@ class Field:
     DOWNLOAD_SHA256: Final = "download_sha256"
     DOWNLOAD_BYTES: Final = "download_bytes"
     DOWNLOAD_ERROR: Final = "download_error"
+    #: Spend budgets (``producer/budgets.py``): the UTC day (``YYYY-MM-DD``) the request was
+    #: admitted in (its reservation and spend count in that day's and month's ledgers), the
+    #: estimate reserved for it (micro-USD: unknown and possibly billed costs count at it), and
+    #: the reservation still outstanding (absent once settled or released).
+    BUDGET_DAY: Final = "budget_day"
+    BUDGET_ESTIMATE_MICRO_USD: Final = "budget_estimate_micro_usd"
+    BUDGET_RESERVED_MICRO_USD: Final = "budget_reserved_micro_usd"

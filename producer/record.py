@@ -70,8 +70,10 @@ async def read_full(client: redis.asyncio.Redis, keys: Keys, request_id: str) ->
     async with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.record(request_id))
         pipe.get(keys.spec(request_id))
-        raw, spec = await pipe.execute()
-    return with_spec(with_id(request_id, raw), spec)
+        pipe.hgetall(keys.budget_held)
+        pipe.time()
+        raw, spec, held, now = await pipe.execute()
+    return with_spec(with_id(request_id, budget_hold(raw, held, now)), spec)
 
 
 def read_full_sync(client: redis.Redis, keys: Keys, request_id: str) -> dict[str, str]:
@@ -79,8 +81,21 @@ def read_full_sync(client: redis.Redis, keys: Keys, request_id: str) -> dict[str
     with client.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.record(request_id))
         pipe.get(keys.spec(request_id))
-        raw, spec = pipe.execute()
-    return with_spec(with_id(request_id, raw), spec)
+        pipe.hgetall(keys.budget_held)
+        pipe.time()
+        raw, spec, held, now = pipe.execute()
+    return with_spec(with_id(request_id, budget_hold(raw, held, now)), spec)
+
+
+def budget_hold(raw: dict[str, str], held: dict[str, str], now: Any) -> dict[str, str]:
+    """A waiting record of a tenant held for budget waits for ``budget``, whatever reason it
+    was queued with (``Keys.budget_held``: until when, Redis ms; ``now``: Redis ``TIME``)."""
+    if not raw or not raw.get(Field.WAITING):
+        return raw
+    until = held.get(tenant_of(raw))
+    if until is not None and int(until) > int(now[0]) * 1000 + int(now[1]) // 1000:
+        return {**raw, Field.WAITING: "budget"}
+    return raw
 
 
 MICRO = Decimal("0.000001")

@@ -26,6 +26,9 @@ import redis.asyncio
 
 from genqueue.producer.keys import (
     ADMIT_TASK,
+    BUDGET_SUFFIX,
+    COUNTS_SUFFIX,
+    DEFAULT_COST_ESTIMATE_MICRO_USD,
     DEFAULT_TENANT,
     HOLDING_SLOT,
     INLINE_ARM_MARKER,
@@ -107,6 +110,9 @@ def constants_lua() -> str:
         f"local WAKE_SUFFIX = {_lua_str(WAKE_SUFFIX)}\n"
         f"local WAKE_AT_SUFFIX = {_lua_str(WAKE_AT_SUFFIX)}\n"
         f"local DEFAULT_TENANT = {_lua_str(DEFAULT_TENANT)}\n"
+        f"local COUNTS_SUFFIX = {_lua_str(COUNTS_SUFFIX)}\n"
+        f"local BUDGET_SUFFIX = {_lua_str(BUDGET_SUFFIX)}\n"
+        f"local BUDGET_DEFAULT_ESTIMATE_MICRO_USD = {DEFAULT_COST_ESTIMATE_MICRO_USD:d}\n"
         f"local WAITING_INFIX = {_lua_str(WAITING_INFIX)}\n"
         f"local RECORD_INFIX = {_lua_str(RECORD_INFIX)}\n"
         f"local WAITING_FIELD = {_lua_str(WAITING_FIELD)}\n"

@@ -6,6 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from genqueue.producer.budgets import (
+    TEST_CLOCK_FIELD,
+    BudgetStatus,
+    budget_commands,
+    parse_budgets,
+)
 from genqueue.producer.keys import (
     DEFAULT_TENANT,
     HOLDING_SLOT,
@@ -52,6 +58,9 @@ class Stats:
     admitted: int = 0
     #: Requests waiting in admission queues, by why they joined (``WAIT_REASONS``).
     waiting: dict[str, int] = field(default_factory=dict)
+    #: Spend budgets, spend and reservations in the current UTC day and month (None: not
+    #: read). A tenant's snapshot shows its own budget only.
+    budget: BudgetStatus | None = None
 
     def mean_cost_micro_usd(self, model: str) -> int:
         """The model's mean recorded cost per job (0 before any was recorded)."""
@@ -107,6 +116,20 @@ class Stats:
             "admitted": self.admitted,
             "waiting": self.waiting,
             "tenant": self.tenant,
+            "budget": self._budget_json(),
+        }
+
+    def _budget_json(self) -> dict[str, Any] | None:
+        if self.budget is None:
+            return None
+        if self.tenant is None:
+            return self.budget.to_json_dict()
+        line = self.budget.tenants.get(self.tenant)
+        return {
+            "day": self.budget.periods.day,
+            "month": self.budget.periods.month,
+            "tenant": line.to_json_dict() if line else None,
+            "held_for_budget": [self.tenant] if self.tenant in self.budget.held else [],
         }
 
 
@@ -114,8 +137,28 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def stats_commands(keys: Keys, now_ms: int) -> list[tuple[str, ...]]:
-    """The read-only commands of one snapshot, to send in one pipeline."""
+def clock_commands(keys: Keys) -> list[tuple[str, ...]]:
+    """Read before a snapshot: Redis' clock, and the budgets' test clock offset."""
+    return [("TIME",), ("HGET", keys.budget, TEST_CLOCK_FIELD)]
+
+
+def parse_clock(replies: Sequence[Any]) -> tuple[int, int]:
+    """Redis' now (ms) and the budget clock's (ms) from the replies to ``clock_commands``."""
+    now = redis_time_ms(replies[0])
+    offset = replies[1]
+    return now, now + int(_s(offset)) if offset not in (None, b"", "") else now
+
+
+def stats_commands(
+    keys: Keys, now_ms: int, budget_clock_ms: int | None = None
+) -> list[tuple[str, ...]]:
+    """The read-only commands of one snapshot, to send in one pipeline (with the budgets'
+    when ``budget_clock_ms`` is given)."""
+    budget = budget_commands(keys, budget_clock_ms) if budget_clock_ms is not None else []
+    return [*_stats_commands(keys, now_ms), *budget]
+
+
+def _stats_commands(keys: Keys, now_ms: int) -> list[tuple[str, ...]]:
     return [
         ("HGETALL", keys.counts),
         ("ZCARD", keys.inflight),
@@ -177,10 +220,36 @@ def tenant_view(raw: dict[str, str], tenant: str | None) -> dict[str, int]:
     return own
 
 
-def parse_stats(replies: Sequence[Any], now_ms: int, tenant: str | None = None) -> Stats:
+def _waiting(counts: dict[str, str], tenant: str | None, held: frozenset[str]) -> dict[str, int]:
+    """Waiting requests by reason; those of a tenant held for budget all wait for ``budget``
+    (none of them goes before its tenant's budget covers the next: admission keeps a tenant's
+    order), whatever reason they were queued with."""
+    own = tenant_view(counts, tenant)
+    out = {r: max(0, own.get(waiting_field(r), 0)) for r in WAIT_REASONS}
+    for t in held if tenant is None else held & {tenant}:
+        theirs = own if t == tenant else tenant_view(counts, t)
+        for r in WAIT_REASONS:
+            if r != "budget":
+                moved = min(out[r], max(0, theirs.get(waiting_field(r), 0)))
+                out[r] -= moved
+                out["budget"] += moved
+    return out
+
+
+def parse_stats(
+    replies: Sequence[Any],
+    now_ms: int,
+    tenant: str | None = None,
+    budget_clock_ms: int | None = None,
+) -> Stats:
     """Build :class:`Stats` from the replies to :func:`stats_commands` sent at ``now_ms``:
     the cluster's, or ``tenant``'s own."""
-    counts, inflight, ready, deferred, totals, pause, oldest = replies
+    counts, inflight, ready, deferred, totals, pause, oldest = replies[:7]
+    budget = (
+        parse_budgets(replies[7:], budget_clock_ms, now_ms)
+        if budget_clock_ms is not None and len(replies) > 7
+        else None
+    )
     c = tenant_view(_pairs(counts), tenant)
     finished: dict[tuple[str, str], int] = {}
     cost: dict[str, int] = {}
@@ -201,7 +270,7 @@ def parse_stats(replies: Sequence[Any], now_ms: int, tenant: str | None = None) 
         # Upstream jobs: the slots held but those reserved for creates not started yet.
         active_upstream=max(0, sum(c.get(s, 0) for s in HOLDING_SLOT if s != "admitted")),
         admitted=max(0, c.get("admitted", 0)),
-        waiting={r: max(0, c.get(waiting_field(r), 0)) for r in WAIT_REASONS},
+        waiting=_waiting(_pairs(counts), tenant, budget.held if budget else frozenset()),
         # The in-flight set is the cluster's; a tenant's are its live and tracked records.
         inflight=int(inflight) if tenant is None else sum(by_status.values()) + tracking,
         queue_ready=int(ready),
@@ -216,6 +285,7 @@ def parse_stats(replies: Sequence[Any], now_ms: int, tenant: str | None = None) 
         cost_unknown=by_model["cost_unknown"],
         costed=by_model["costed"],
         tenant=tenant,
+        budget=budget,
     )
 
 

@@ -17,7 +17,14 @@ from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL
 from genqueue.producer.record import micro_to_usd
 from genqueue.producer.settings import Settings
-from genqueue.producer.stats import Stats, parse_stats, redis_time_ms, stats_commands
+from genqueue.producer.stats import (
+    Stats,
+    clock_commands,
+    parse_clock,
+    parse_stats,
+    stats_commands,
+)
+from genqueue.worker.budget_metrics import budget_metrics
 
 
 class StatsCollector(Collector):
@@ -31,12 +38,16 @@ class StatsCollector(Collector):
         )
         self._finished_hwm: dict[tuple[str, str], int] = {}
         self._cost_hwm: dict[str, int] = {}
+        self._budget_clock: int | None = None
 
     def _read(self, *extra: tuple[str, ...]) -> tuple[list[Any], list[Any], int]:
-        """The stats commands' replies, then ``extra`` commands' replies, and Redis' now (ms),
-        in one pipeline."""
-        now = redis_time_ms(self._redis.time())
-        commands = stats_commands(self._settings.keys, now)
+        """The stats commands' replies (budgets' included), then ``extra`` commands' replies,
+        and Redis' now (ms), in one pipeline after the clock's."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            for cmd in clock_commands(self._settings.keys):
+                pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
+            now, self._budget_clock = parse_clock(pipe.execute())
+        commands = stats_commands(self._settings.keys, now, self._budget_clock)
         with self._redis.pipeline(transaction=False) as pipe:
             for cmd in [*commands, *extra]:
                 pipe.execute_command(*cmd)  # type: ignore[no-untyped-call]
@@ -61,7 +72,7 @@ class ClusterCollector(StatsCollector):
         replies, _, now = self._read()
         prefix = self._settings.keys.prefix
         alive = sum(1 for _ in self._redis.scan_iter(f"{prefix}:health:*", count=1000))
-        return parse_stats(replies, now), alive
+        return parse_stats(replies, now, budget_clock_ms=self._budget_clock), alive
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("genqueue_redis_up", "1 if Redis answered this scrape.")
@@ -147,6 +158,11 @@ class ClusterCollector(StatsCollector):
         )
         workers.add_metric([], alive)
         yield workers
+
+        if stats.budget is not None:
+            yield from budget_metrics(
+                "genqueue_budget", "for the whole deployment", [((), stats.budget.deployment)], []
+            )
 
     def _uncertain_spend(self, stats: Stats) -> Iterator[Metric]:
         """Spend the recorded cost can't state: possibly billed attempts (and their

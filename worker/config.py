@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from genqueue.producer import envconfig
@@ -198,6 +199,13 @@ class WorkerConfig:
     #: own as the deployment's when it starts (the last one started wins); requests beyond it
     #: wait in their tenants' admission queues (``producer/admission.py``).
     max_inflight: int = 0
+    #: The cost a spend budget reserves for a video while its model's cost is not known yet
+    #: (fewer than 20 completions; then the highest of its last 50: ``producer/budgets.py``).
+    #: Set it to your most expensive model's price; a tenant may have its own.
+    cost_estimate_usd: float = 1.0
+    #: Tests only: honour the budget clock offset tests write in Redis (a worker started
+    #: without it deletes any; nothing in production writes one).
+    budget_test_clock: bool = False
     #: Shared limit on upstream calls (creates and polls) across all workers: requests/s
     #: sustained, plus a burst (0 = no limit).
     rate_limit_rps: float = 0.0
@@ -264,6 +272,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
             raise ValueError("time_scale must be positive")
+        if self.cost_estimate_usd <= 0:
+            raise ValueError("cost_estimate_usd must be positive")
         if self.ambiguous_policy not in ("resubmit", "fail"):
             raise ValueError("ambiguous_policy must be 'resubmit' or 'fail'")
         if self.durable_writes not in ("auto", "off"):
@@ -287,6 +297,11 @@ class WorkerConfig:
             self.reconcile_interval_s < 60 and 60 % self.reconcile_interval_s
         ):
             raise ValueError("reconcile_interval_s must divide 60 (or be a multiple of 60)")
+
+    @property
+    def cost_estimate_micro_usd(self) -> int:
+        """``cost_estimate_usd`` as integer micro-dollars (rounded to the micro-dollar)."""
+        return int((Decimal(repr(self.cost_estimate_usd)) * 1_000_000).to_integral_value())
 
     @property
     def downloads_on(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import redis.asyncio
 
+from genqueue.producer.budgets import publish_worker_settings
 from genqueue.producer.connections import async_redis
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import AsyncScripts
@@ -149,6 +150,12 @@ class Runtime:
         )
         try:
             await check_redis(client)
+            await publish_worker_settings(
+                client,
+                config.settings.keys,
+                config.cost_estimate_micro_usd,
+                test_clock=config.budget_test_clock,
+            )
         except BaseException:
             await client.aclose()
             raise

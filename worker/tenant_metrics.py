@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from genqueue.producer.keys import DEFAULT_TENANT, NON_TERMINAL
 from genqueue.producer.record import micro_to_usd
 from genqueue.producer.stats import Stats, parse_stats
+from genqueue.worker.budget_metrics import budget_metrics
 from genqueue.worker.cluster_metrics import StatsCollector
 
 
@@ -25,7 +26,8 @@ class TenantCollector(StatsCollector):
         """Each tenant's stats (``default`` first), read in one round trip."""
         replies, (configured,), now = self._read(("HKEYS", self._settings.keys.tenants))
         names = [DEFAULT_TENANT, *sorted(set(configured) - {DEFAULT_TENANT})]
-        return {t: parse_stats(replies, now, tenant=t) for t in names}
+        clock = self._budget_clock
+        return {t: parse_stats(replies, now, tenant=t, budget_clock_ms=clock) for t in names}
 
     def collect(self) -> Iterator[Metric]:
         try:
@@ -73,3 +75,11 @@ class TenantCollector(StatsCollector):
         yield waiting
         yield finished
         yield cost
+        first = next(iter(by_tenant.values()), None)
+        if first is not None and first.budget is not None:
+            yield from budget_metrics(
+                "genqueue_tenant_budget",
+                "by tenant",
+                [((t,), line) for t, line in first.budget.tenants.items()],
+                ["tenant"],
+            )

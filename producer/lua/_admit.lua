@@ -21,6 +21,7 @@
 --- @include "numbers"
 --- @include "wake"
 --- @include "job"
+--- @include "budget"
 
 local ADM_NOW = (function()
   local t = redis.call('TIME')
@@ -219,14 +220,55 @@ local function repair_reservations(n, age_ms)
   return repaired
 end
 
--- Seams for per-tenant budgets (issue #26): `admission_gate` answers nil (may go) or why the
--- candidate must keep waiting (its tenant then leaves the ready set until an event puts it
--- back); `on_admit` runs in the same step as each admission.
+-- Spend budgets (issue #26, lua/_budget.lua, rule 18). `admission_gate` answers nil (may
+-- go) or why the candidate must keep waiting (its tenant then leaves the ready set until an
+-- event puts it back); `on_admit` runs in the same step as each admission and reserves the
+-- estimate the gate let through, against the tenant's and the deployment's budgets at once.
+local budget_verdicts = {}
+-- The model label of a request create.lua is writing (its record has no fields yet).
+local budget_models = {}
+
+local function candidate_model(rec, id)
+  if budget_models[id] then return budget_models[id] end
+  local f = redis.call('HMGET', rec, 'model', 'model_unverified')
+  if f[2] == '1' or not f[1] then return 'other' end
+  return f[1]
+end
+
+-- Hash: tenant -> until when (Redis ms: the end of the period that held it) its waiting
+-- requests wait for budget (producer/keys.py Keys.budget_held).
+local K_BUDGET_HELD = ADM_PREFIX .. BUDGET_SUFFIX .. ':held'
+
 local function admission_gate(rec, id, tenant)
-  return nil
+  local verdict = budget_gate(ADM_PREFIX, tenant, candidate_model(rec, id), ADM_NOW)
+  budget_verdicts[id] = verdict
+  if verdict.ok then return nil end
+  -- Held until the period ends (or a budget changes, producer/budgets.py): every waiting
+  -- request of the tenant waits for budget meanwhile (it goes only after this one).
+  local at = verdict.resume_ms - verdict.offset
+  redis.call('HSET', K_BUDGET_HELD, tenant, istr(at))
+  -- The next period may cover it: admission runs at its start (one timer per period end).
+  arm_job(ADMIT_TASK, 'budget', at, at)
+  if verdict.policy == 'fail' and redis.call('HGET', rec, 'waiting') then
+    -- `--over-budget fail` and already waiting: out of the queue, to its own submit step,
+    -- which fails it (lua/begin_submit.lua; that step admits the next of its tenant).
+    leave_queue(rec, id, tenant)
+    local seq = redis.call('HINCRBY', rec, 'seq', 1)
+    redis.call('HSET', rec, 'timer', SUBMIT_TASK, 'next_check_at_ms', istr(ADM_NOW))
+    redis.call('ZADD', K_INFLIGHT, ADM_NOW, id)
+    arm_job(SUBMIT_TASK, id, seq, ADM_NOW)
+  end
+  return 'budget'
 end
 
 local function on_admit(rec, id, tenant)
+  redis.call('HDEL', K_BUDGET_HELD, tenant)
+  if redis.call('HEXISTS', rec, 'budget_reserved_micro_usd') == 1 then return end
+  local verdict = budget_verdicts[id]
+  if not verdict or not verdict.ok then
+    verdict = budget_gate(ADM_PREFIX, tenant, candidate_model(rec, id), ADM_NOW)
+  end
+  budget_reserve(ADM_PREFIX, rec, tenant, verdict)
 end
 
 -- Why a pending request of `tenant` cannot take a slot now (nil: it can). Nobody jumps the
@@ -237,6 +279,9 @@ local function blocked_reason(tenant, rec, id)
   if half_open and (tonumber(redis.call('HGET', K_COUNTS, 'admitted') or '0') or 0) > 0 then
     return 'paused'  -- the probe is admitted and on its way
   end
+  -- Over budget waits for budget whatever else would hold it (it is the longer wait).
+  local over = admission_gate(rec, id, tenant)
+  if over then return over end
   local cfg = tenant_cfg(tenant)
   if cfg.max_inflight > 0 and held_by(tenant) >= cfg.max_inflight then return 'tenant_cap' end
   local cap = global_cap()
@@ -244,7 +289,7 @@ local function blocked_reason(tenant, rec, id)
   if redis.call('ZCARD', K_ADM_READY) > 0 or redis.call('ZCARD', waiting_key(tenant)) > 0 then
     return 'cap'
   end
-  return admission_gate(rec, id, tenant)
+  return nil
 end
 
 -- Admit up to `max_n` waiting requests while the global cap and the picked tenant's own cap

@@ -41,6 +41,28 @@ local function num(field)
   return tonumber(redis.call('HGET', K_REC, field) or '0') or 0
 end
 
+--- @include "budget"
+-- The deployment's key prefix: the budget keys are derived from it (producer/keys.py).
+local PREFIX = string.sub(K_COUNTS, 1, #K_COUNTS - #COUNTS_SUFFIX)
+
+local function tenant_name()
+  local tenant = get('tenant')
+  if tenant and tenant ~= '' then return tenant end
+  return DEFAULT_TENANT
+end
+
+-- The request's reservation ends without a reported cost: released if no upstream job of its
+-- own was ever created, else counted at its estimate (a job that never said what it cost).
+local function budget_unreported()
+  if not get('budget_reserved_micro_usd') then return end
+  if get('upstream_id') then
+    local estimate = budget_estimate_of(K_REC)
+    budget_settle(PREFIX, K_REC, tenant_name(), estimate, estimate)
+  else
+    budget_settle(PREFIX, K_REC, tenant_name(), 0, 0)
+  end
+end
+
 -- A tenant's request names it (consumers can follow one tenant); `default`'s do not.
 local function emit(status, ...)
   local tenant = redis.call('HGET', K_REC, 'tenant')
@@ -126,6 +148,9 @@ end
 local function possibly_billed(n)
   redis.call('HINCRBY', K_REC, 'possibly_billed', n)
   count(K_TOTALS, 'possibly_billed' .. SEP .. model_label(), n)
+  -- Possible spend at once, in the period the request was admitted in (beside its reservation).
+  local estimate = n * budget_estimate_of(K_REC)
+  budget_charge(PREFIX, K_REC, tenant_name(), estimate, estimate)
 end
 
 -- What the user sees as the end: the status never changes after this.
@@ -187,6 +212,7 @@ end
 -- as `tracking=extra` (poll steps check them in turn, lua/track_extra.lua).
 -- `short_retention_ms` (optional): the retention of a request never created upstream.
 local function release(short_retention_ms)
+  budget_unreported()
   if get('tracking') == '1' then count(K_COUNTS, 'tracking', -1) end
   redis.call('HDEL', K_REC, 'lease_owner', 'lease_until_ms')
   local retention = RETENTION_MS

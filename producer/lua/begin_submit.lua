@@ -87,6 +87,8 @@ local admitted = get('admitted') == '1'
 -- Back to the admission queue: no timer, the reservation (if any) given back.
 local function wait(reason)
   unreserve(K_REC, tenant)
+  -- Its budget reservation too: admission reserves again when it admits it again.
+  budget_settle(PREFIX, K_REC, tenant, 0, 0)
   enter_queue(K_REC, ID, tenant, reason)
   emit('pending', 'waiting', reason)
   if reason ~= 'paused' then admit(ADM_MAX) end
@@ -112,11 +114,19 @@ if crashed and POLICY == 'fail' then
   return {'FAILED'}
 end
 if status == 'pending' and not admitted then
-  -- Written (or retried) by a version before admission: it goes only if admission would
-  -- let it, else it waits its turn like any other.
+  -- Written (or retried) by a version before admission, or handed here by admission to fail
+  -- over budget: it goes only if admission would let it, else it waits its turn like any
+  -- other.
   local reason = blocked_reason(tenant, K_REC, ID)
+  if reason == 'budget' and budget_verdicts[ID].policy == 'fail' then
+    visible_terminal(status, 'failed', budget_verdicts[ID].error)
+    release(SHORT_RETENTION_MS)
+    admit_for(tenant)  -- the next of its tenant (failed too, if it is over budget as well)
+    return {'FAILED'}
+  end
   if not reason and CAP > 0 and held_total() >= CAP then reason = 'cap' end
   if reason then return wait(reason) end
+  on_admit(K_REC, ID, tenant)  -- its budget reservation (its slot is the submit's below)
 end
 -- Last of the checks: a call slot is taken only by a create that will be made.
 if INTERVAL_US > 0 then

@@ -11,7 +11,8 @@
 --       'other' until the upstream accepts it: see model_label).
 -- KEYS 11..16, ARGV 9..12: the admission block (lua/_admit.lua).
 -- Returns {'CREATED', id, why it waits ('' if admitted)}, {'EXISTS', existing id},
--- {'NO_TENANT', tenant} or {'QUEUE_FULL', tenant}.
+-- {'NO_TENANT', tenant} or {'QUEUE_FULL', tenant}. A request its spend budget cannot cover
+-- waits with reason `budget`, or (its tenant's `--over-budget fail`) is written failed at once.
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
 -- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
@@ -42,8 +43,14 @@ if HAS_IDEM then
 end
 if redis.call('EXISTS', K_REC) == 1 then return {'EXISTS', ID} end
 local owner = tenant ~= '' and tenant or DEFAULT_TENANT
+-- The budget gate prices the request by its model's label before the record has fields.
+local model = fields['model'] or ''
+budget_models[ID] = redis.call('SISMEMBER', K_MODELS, model) == 1 and model or 'other'
 local reason = blocked_reason(owner, K_REC, ID)
-if reason then
+-- `--over-budget fail`: written, then failed at once with the budget's error (never queued).
+local over_budget = reason == 'budget' and budget_verdicts[ID].policy == 'fail'
+  and budget_verdicts[ID].error or nil
+if reason and not over_budget then
   local max_waiting = tenant_cfg(owner).max_waiting
   if max_waiting > 0 and redis.call('ZCARD', waiting_key(owner)) >= max_waiting then
     return {'QUEUE_FULL', owner}
@@ -63,6 +70,12 @@ redis.call('HSET', K_REC,
   'deadline_at_ms', istr(NOW + DEADLINE_MS))
 count(K_COUNTS, 'pending', 1)
 if HAS_IDEM then redis.call('SET', K_IDEM, ID) end
+if over_budget then
+  emit('pending')
+  visible_terminal('pending', 'failed', over_budget)
+  release()
+  return {'CREATED', ID, ''}
+end
 if reason then
   enter_queue(K_REC, ID, owner, reason)
   emit('pending', 'waiting', reason)
@@ -72,6 +85,7 @@ if reason then
 end
 redis.call('ZADD', K_INFLIGHT, NOW, ID)
 reserve(K_REC, owner)
+on_admit(K_REC, ID, owner)
 emit('pending')
 arm('submit:' .. ID .. ':0', NOW)
 return {'CREATED', ID, ''}

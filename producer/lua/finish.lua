@@ -50,6 +50,17 @@ elseif COST_UNKNOWN then
   redis.call('HSET', K_REC, 'cost_unknown', '1')
   count(K_TOTALS, 'cost_unknown' .. SEP .. model_label(), 1)
 end
+-- The reservation settles with the real cost (an unknown one counts at the estimate); a
+-- completed video's cost joins its model's sample, the next estimates' basis.
+local own_cost, estimated = 0, 0
+if COST ~= '' then
+  own_cost = tonumber(COST)
+elseif COST_UNKNOWN then
+  own_cost = budget_estimate_of(K_REC)
+  estimated = own_cost
+end
+budget_settle(PREFIX, K_REC, tenant_name(), own_cost, estimated)
+if COST ~= '' and outcome == 'completed' then budget_observe(PREFIX, model_label(), own_cost) end
 if OWE_DOWNLOAD and outcome == 'completed' and NON_TERMINAL[status] and (VIDEO_URL or '') ~= '' then
   owe('download')
 end

@@ -46,6 +46,7 @@ if found then
       redis.call('HINCRBY', K_REC, 'superseded_cost_micro_usd', COST)
       count(K_TOTALS, 'cost_micro' .. SEP .. label, COST)
       count(K_TOTALS, 'costed' .. SEP .. label, 1)
+      budget_charge(PREFIX, K_REC, tenant_name(), tonumber(COST), 0)
     end
     emit(get('status'), 'superseded_id', CHECKED_ID, 'superseded_outcome', ENDED)
   else
@@ -63,6 +64,9 @@ if #rest == 0 then
 end
 if NOW >= num('tracking_until_ms') then
   count(K_COUNTS, 'superseded', -#rest)
+  -- Never seen to end: each counts at the request's estimate.
+  local estimate = #rest * budget_estimate_of(K_REC)
+  budget_charge(PREFIX, K_REC, tenant_name(), estimate, estimate)
   redis.call('HSET', K_REC, 'upstream_error',
     'tracking abandoned: ' .. #rest .. ' superseded upstream job(s) never finished')
   stop_tracking()

@@ -131,3 +131,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for heading in headings:
         assert heading in text
     assert (tmp_path / "lag_polls.svg").read_text().startswith("<svg")
+
+    budget = results["budget"]["tenants"]  # tests/bench/test_budget_part.py checks it in full
+    assert budget["acme"]["within_budget"] and budget["hooli"]["within_bound"]
+    assert budget["globex"]["held"] == 0

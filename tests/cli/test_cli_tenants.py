@@ -48,9 +48,10 @@ def test_tenant_set_list_and_generated_secret_shown_once(env: dict[str, str]) ->
     secret = json.loads(gen.stdout)["webhook_secret"]
     Webhook(secret)  # a usable Standard Webhooks secret
     listed = run(env, "tenant", "list", "--json")
+    no_budget = {"budget": None, "over_budget": "hold", "cost_estimate_usd": None}
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [
-        {"name": "default", "webhook_secrets": 0, **ADMISSION_DEFAULTS},
-        {"name": "acme", "webhook_secrets": 1, **ADMISSION_DEFAULTS},
+        {"name": "default", "webhook_secrets": 0, **ADMISSION_DEFAULTS, **no_budget},
+        {"name": "acme", "webhook_secrets": 1, **ADMISSION_DEFAULTS, **no_budget},
     ]
     assert secret not in listed.stdout
     piped = CliRunner().invoke(
@@ -108,6 +109,41 @@ def test_tenant_flag_scopes_requests_and_delete_waits_for_them(env: dict[str, st
     assert gone.exit_code == 0 and "1 API key(s) revoked" in gone.stdout
     assert run(env, "key", "list", "--json").stdout == ""
     assert run(env, "tenant", "delete", "default").exit_code != 0
+
+
+def test_budgets_from_the_cli(env: dict[str, str]) -> None:
+    """`tenant set --budget-usd/--over-budget/--cost-estimate-usd` and `budget set/show`
+    store and show exact amounts; malformed amounts are refused."""
+    made = run(env, "tenant", "set", "acme", "--budget-usd", "20/day", "--json")
+    assert json.loads(made.stdout)["budget"] == "$20.00/day"
+    more = run(
+        env, "tenant", "set", "acme", "--over-budget", "fail", "--cost-estimate-usd", "0.35",
+        "--json",
+    )  # fmt: skip
+    out = json.loads(more.stdout)
+    assert (out["budget"], out["over_budget"], out["cost_estimate_usd"]) == (
+        "$20.00/day",
+        "fail",
+        "0.350000",
+    )
+    listed = run(env, "tenant", "list").stdout
+    assert "$20.00/day" in listed and "$0.35" in listed
+    assert run(env, "budget", "set", "--usd", "500/month").exit_code == 0
+    shown = json.loads(run(env, "budget", "show", "--json").stdout)
+    assert shown["deployment"]["budget"] == "$500.00/month"
+    assert shown["tenants"]["acme"]["left_usd"] == "20.000000"
+    assert shown["tenants"]["acme"]["over_budget"] == "fail"
+    table = run(env, "budget", "show").stdout
+    assert "acme" in table and "fail" in table and "$20.00" in table
+    stats = run(env, "stats").stdout
+    assert "Budgets (UTC day" in stats and "(all)" in stats and "acme" in stats
+    own = run(env, "stats", "--tenant", "acme").stdout
+    assert "acme" in own and "(all)" not in own
+    assert run(env, "tenant", "set", "acme", "--budget-usd", "20/week").exit_code != 0
+    assert run(env, "budget", "set", "--usd", "-5/day").exit_code != 0
+    assert run(env, "tenant", "set", "acme", "--budget-usd", "none").exit_code == 0
+    shown = json.loads(run(env, "budget", "show", "--json").stdout)
+    assert shown["tenants"]["acme"]["budget"] is None
 
 
 def test_tenant_admission_settings_and_submit_priority(

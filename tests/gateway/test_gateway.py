@@ -209,6 +209,11 @@ async def test_stats(gw: Gateway) -> None:
     assert body["requests_by_status"]["pending"] == 1
     assert body["queue"]["ready"] + body["queue"]["deferred"] >= 1
     assert body["total_cost_usd"] == "0.000000"
+    # The key's tenant's own budget line (no budget; the admitted one reserved), not the others'.
+    budget = body["budget"]
+    assert budget["tenant"]["tenant"] == "default" and budget["tenant"]["budget"] is None
+    assert budget["tenant"]["day"]["reserved_usd"] == "1.000000"  # the default estimate
+    assert budget["tenants"] is None and budget["deployment"] is None
 
 
 async def test_health_and_readiness_need_no_key(settings: Settings) -> None:

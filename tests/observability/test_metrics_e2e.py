@@ -27,6 +27,7 @@ import redis
 
 from genqueue.local_redis import free_port
 from genqueue.producer import Client, Settings
+from genqueue.producer.budgets import Budget, set_tenant_budget
 from genqueue.producer.keys import TERMINAL, Field, timer_job_id
 from genqueue.producer.record import micro_to_usd
 from tests.observability.stack import (
@@ -207,6 +208,8 @@ def test_dashboard_and_alerts_hold_on_a_real_prometheus(
         wait_until(all_scraped, 40, "Prometheus to scrape 2 workers and 2 exporters")
         wait_until(lambda: api.value("max(genqueue_workers_alive)") == 2, 20, "2 heartbeats")
 
+        # A budget far above the demo's spend: its panel and alert expression have a series.
+        set_tenant_budget(r, settings.keys, "default", budget=Budget(10**10, "day"))
         with Client(replace(settings, outbound_allow_nets="127.0.0.0/8")) as client:
 
             def all_done() -> bool:
