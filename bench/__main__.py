@@ -42,6 +42,8 @@ PARTS = (
     "draws-noqueued",
     "shift-up",
     "shift-down",
+    "shift-up-noqueued",
+    "shift-down-noqueued",
     "restart",
     "sweep",
     "ceiling",
@@ -53,6 +55,8 @@ DRAW_KEYS = {
     "draws-noqueued": "draws_noqueued",
     "shift-up": "shift_up",
     "shift-down": "shift_down",
+    "shift-up-noqueued": "shift_up_noqueued",
+    "shift-down-noqueued": "shift_down_noqueued",
 }
 
 
@@ -121,10 +125,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--noqueued-seeds", default="1", help="draws-noqueued: seeds, upstream never says queued"
     )
-    p.add_argument("--shift-seeds", default="1", help="shift-up/-down: one draw per seed")
-    p.add_argument("--shift-videos", type=int, default=900)
-    p.add_argument("--shift-window-s", type=float, default=1800.0, help="arrival window (sim s)")
-    p.add_argument("--shift-at-s", type=float, default=600.0, help="when the queue wait moves")
+    p.add_argument(
+        "--shift-seeds", default="1,2,3", help="shift parts: one draw per seed, pooled"
+    )
+    p.add_argument("--shift-videos", type=int, default=600)
+    p.add_argument("--shift-window-s", type=float, default=1500.0, help="arrival window (sim s)")
+    p.add_argument("--shift-at-s", type=float, default=500.0, help="when the queue wait moves")
     p.add_argument(
         "--shift-queue-median-s",
         type=float,
@@ -484,7 +490,8 @@ def _draws_part(
             "time_scale": a.shift_time_scale,
             "queue_median_s": a.shift_queue_median_s,
             "queue_shift_at_s": a.shift_at_s,
-            "queue_shift_factor": 2.0 if part == "shift-up" else 0.5,
+            "queue_shift_factor": 2.0 if part.startswith("shift-up") else 0.5,
+            "report_queued": not part.endswith("-noqueued"),
         }
     specs = draw_specs([int(x) for x in seeds.split(",") if x], sigma=sigma, **common, **kw)
     runs = []
