@@ -302,7 +302,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows += _draw_targets(results["draws_wide"], " (reported, no target)")
     if (results.get("draws_noqueued") or {}).get("draws"):
         rows += _draw_targets(results["draws_noqueued"], " (upstream never reports `queued`)")
-    for key, what in (("shift_up", "doubles"), ("shift_down", "halves")):
+    for key, what in SHIFT_PARTS:
         rows += _shift_targets(results.get(key), what)
     cmp_rows = (results.get("compare") or {}).get("summary") or []
     gq = next((r for r in cmp_rows if r["label"] == "genqueue" and r["sigma"] == 0.2), None)
@@ -388,6 +388,15 @@ def _draw_targets(draws: dict[str, Any], what: str = "") -> list[tuple[str, str,
             draws["lags_verdict"],
         ),
     ]
+
+
+#: The shift parts' sections of results.json and what their queue wait does.
+SHIFT_PARTS = (
+    ("shift_up", "doubles"),
+    ("shift_down", "halves"),
+    ("shift_up_noqueued", "doubles (upstream never reports `queued`)"),
+    ("shift_down_noqueued", "halves (upstream never reports `queued`)"),
+)
 
 
 def _shift_targets(shift: dict[str, Any] | None, what: str) -> list[tuple[str, str, str]]:
@@ -539,8 +548,8 @@ def render(results: dict[str, Any]) -> str:
     out += _draws_section(results.get("draws"))
     out += _draws_section(results.get("draws_wide"), " (reported)")
     out += _draws_section(results.get("draws_noqueued"), ", upstream never reports `queued`")
-    out += _shift_section(results.get("shift_up"), "Shift: the queue wait doubles")
-    out += _shift_section(results.get("shift_down"), "Shift: the queue wait halves")
+    for key, what in SHIFT_PARTS:
+        out += _shift_section(results.get(key), f"Shift: the queue wait {what}")
     floor = results.get("floor")
     if floor:
         f = floor["floor_ms"]
@@ -740,6 +749,12 @@ def _draws_section(draws: dict[str, Any] | None, what: str = "") -> list[str]:
     return out
 
 
+def _draw_count(part: dict[str, Any]) -> str:
+    """How many draws a part pooled, and their seeds."""
+    seeds = [d["seed"] for d in part["draws"]]
+    return f"{len(seeds)} draw{'s' if len(seeds) != 1 else ''} (seeds {', '.join(map(str, seeds))})"
+
+
 def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
     """A shift workload: the pooled figures and the p95 lag before, during and after."""
     if not shift or not shift.get("draws"):
@@ -752,9 +767,11 @@ def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
         f"{w['arrival_window_s']:g} simulated s (generation lognormal median "
         f"{w['median_s']:g} s, σ {w['sigma']:g}, {_queue_text(w)}); videos requested "
         f"{shift['shift_at_s']:g} s or more after the first wait {shift['shift_factor']:g}× as "
-        f"long in the queue (the same draws), at time scale {w['time_scale']:g}. *steady*: "
-        f"requested before the shift; *after*: requested {shift['recover_s']:g} s or more "
-        "after it; the ratio's interval (95 %) resamples videos.",
+        f"long in the queue (the same draws), at time scale {w['time_scale']:g}; "
+        f"{_draw_count(shift)}, genqueue and the seed loop on the same videos in each. "
+        "*steady*: requested before the shift; *after*: requested "
+        f"{shift['recover_s']:g} s or more after it. Pooled over the draws; the intervals "
+        "(95 %) resample videos within each draw.",
         "",
         _provenance(shift.get("meta")),
         "",
@@ -776,8 +793,24 @@ def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
         "",
         f"Polls per video over the whole run, genqueue over the seed loop: "
         f"{_interval(shift['polls_ratio'], 3)} (target ≤ 0.333: {shift['polls_verdict']}).",
-        "",
     ]
+    by_phase = shift.get("polls_by_phase")
+    if by_phase:
+        names = {
+            "steady": "before the shift",
+            "transition": f"the first {shift['recover_s']:g} s after",
+            "after": "later",
+        }
+        out.append(
+            "By when the video was requested (genqueue's polls per video ÷ the seed loop's): "
+            + "; ".join(
+                f"{names[k]} {v['polls_per_video']['genqueue']:.2f} ÷ "
+                f"{v['polls_per_video']['seed loop']:.2f} = {_interval(v['polls_ratio'], 3)}"
+                for k, v in by_phase.items()
+            )
+            + "."
+        )
+    out.append("")
     return out
 
 
