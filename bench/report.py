@@ -683,9 +683,19 @@ def _provenance(meta: dict[str, Any] | None) -> str:
     """Where a section's figures came from, when it was run on its own."""
     if not meta:
         return ""
+
+    def one(m: dict[str, Any]) -> str:
+        return (
+            f"`{m.get('command', '?')}` at git `{m.get('git', '?')}`, {m.get('when', '?')} "
+            f"(load average at start {m.get('load_avg_at_start', '?')})"
+        )
+
+    also = meta.get("also") or []
     return (
-        f"Run: `{meta.get('command', '?')}` at git `{meta.get('git', '?')}`, "
-        f"{meta.get('when', '?')} (load average at start {meta.get('load_avg_at_start', '?')})."
+        f"Run: {one(meta)}"
+        + "".join(f"; pooled with {one(m)}" for m in also)
+        + (" (`python -m bench.shift` pools them)" if also else "")
+        + "."
     )
 
 

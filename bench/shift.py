@@ -158,3 +158,56 @@ def summarize_shift(
         "phases": phases,
         "polls_by_phase": _phase_polls(runs, step_s, shift_at_s, recover_s, resamples),
     }
+
+
+def pool_invocations(
+    sources: Sequence[tuple[dict[str, Any], dict[str, Any]]], *, resamples: int = 2000
+) -> dict[str, Any]:
+    """One shift section from several invocations of the same part (more draws, other seeds):
+    ``sources`` pairs each invocation's section of results.json with its per-video log
+    (``<part>-per-video.json``); the figures are recomputed over every draw, and the section
+    keeps each invocation's provenance (the first as ``meta``, the others as ``meta.also``)."""
+    runs: list[dict[str, Any]] = []
+    for section, per_video in sources:
+        for r in section["runs"]:
+            v = per_video[r["run"]]
+            runs.append({**r, "lags_by_video": v["lags_s"], "polls_by_video": v["polls"]})
+    seeds = [int(r["workload"]["seed"]) for r in runs if r["label"] == GENQUEUE]
+    if len(seeds) != len(set(seeds)):
+        raise ValueError(f"a seed was drawn twice: {sorted(seeds)}")
+    first = sources[0][0]
+    summary = summarize_shift(runs, recover_s=first["recover_s"], resamples=resamples)
+    slim = [
+        {k: v for k, v in r.items() if k not in ("lags_by_video", "polls_by_video")} for r in runs
+    ]
+    meta = {**first["meta"], "also": [s["meta"] for s, _ in sources[1:]]}
+    return {"sigma": first["sigma"], "runs": slim, **summary, "meta": meta}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.shift --key shift_up --into bench/results.json A/results.json:A/logs
+    B/results.json:B/logs``: pool one shift part's draws from several invocations."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m bench.shift", description=pool_invocations.__doc__)
+    p.add_argument("--key", required=True, help="section of results.json, e.g. shift_up")
+    p.add_argument("--into", type=Path, required=True, help="results.json to write it into")
+    p.add_argument("sources", nargs="+", help="RESULTS_JSON:LOG_DIR of each invocation")
+    a = p.parse_args(argv)
+    part = a.key.replace("_", "-")
+    sources = []
+    for src in a.sources:
+        results_path, _, log_dir = src.partition(":")
+        section = json.loads(Path(results_path).read_text())[a.key]
+        per_video = json.loads((Path(log_dir) / f"{part}-per-video.json").read_text())
+        sources.append((section, per_video))
+    results = json.loads(a.into.read_text()) if a.into.exists() else {}
+    results[a.key] = pool_invocations(sources)
+    a.into.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

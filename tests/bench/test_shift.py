@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bench.draws import GENQUEUE, SEED_LOOP
-from bench.shift import summarize_shift
+from bench.shift import pool_invocations, summarize_shift
 
 VIDEOS, WINDOW_S, SHIFT_AT_S, RECOVER_S = 300, 300.0, 100.0, 100.0
 
@@ -85,3 +85,35 @@ def test_a_recovered_lag_and_a_third_of_the_polls_are_not_refused() -> None:
     assert out["polls_verdict"] == "met"
     assert out["phases"][GENQUEUE]["recovered_verdict"] in ("met", "within noise")
     assert out["phases"][GENQUEUE]["after_over_steady"]["high"] > 1.0
+
+
+def _section(runs: list[dict[str, Any]], command: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An invocation's slimmed section of results.json and its per-video log."""
+    per_video = {}
+    slim = []
+    for k, r in enumerate(runs):
+        name = f"{command}-{k}"
+        per_video[name] = {"lags_s": r["lags_by_video"], "polls": r["polls_by_video"]}
+        kept = {x: y for x, y in r.items() if x not in ("lags_by_video", "polls_by_video")}
+        slim.append({**kept, "run": name})
+    section = {"sigma": 0.2, "recover_s": RECOVER_S, "runs": slim, "meta": {"command": command}}
+    return section, per_video
+
+
+def test_invocations_are_pooled_over_every_draw() -> None:
+    """Draws from two invocations give the figures of one invocation that ran them all."""
+    runs = _runs(0.0, (9, 15, 11))
+    pooled = pool_invocations([_section(runs[:2], "a"), _section(runs[2:], "b")], resamples=200)
+    whole = summarize_shift(runs, recover_s=RECOVER_S, resamples=200)
+    assert [d["seed"] for d in pooled["draws"]] == [1, 2, 3]
+    assert pooled["polls_ratio"] == whole["polls_ratio"]
+    assert pooled["phases"] == whole["phases"]
+    assert pooled["meta"]["command"] == "a" and pooled["meta"]["also"] == [{"command": "b"}]
+    assert all("lags_by_video" not in r for r in pooled["runs"])
+
+
+def test_a_draw_pooled_twice_is_refused() -> None:
+    """The same seed from two invocations would count its videos twice."""
+    runs = _runs(0.0, (9, 9, 9))
+    with pytest.raises(ValueError, match="twice"):
+        pool_invocations([_section(runs[:2], "a"), _section(runs[:2], "b")], resamples=50)
