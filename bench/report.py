@@ -443,8 +443,8 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
         + ".",
         "",
-        "Reproduce: `make bench` (idle, floor, comparison, draws, restart, sweep, ceiling: "
-        "~50 min), "
+        "Reproduce: `make bench` (idle, floor, comparison, draws, shift, restart, sweep, "
+        "ceiling: ~2 h, the shift parts ~75 min of it), "
         "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
         "Raw figures: `bench/results.json`. Method: [below](#method).",
         "",
