@@ -475,6 +475,7 @@ def _draws_part(
     """One draw-like part: genqueue and the seed loop on the same videos, per seed, pooled
     (``bench/draws.py``); the shift parts add the before/after figures (``bench/shift.py``)."""
     resamples = 200 if a.smoke else 2000
+    meta = _meta(a, rv)  # when the part started, and the load then
     common: dict[str, Any] = {"workers": a.workers, "env": genv, "warmup": a.warm_history}
     draw = {"videos": a.draw_videos, "window_s": a.draw_window_s, "time_scale": a.draw_time_scale}
     if part == "draws":
@@ -517,7 +518,8 @@ def _draws_part(
     (log_dir / f"{name}-per-video.json").write_text(json.dumps(per_video))
     for res in runs:
         _slim(res)
-    out: dict[str, Any] = {"sigma": sigma, "runs": runs, **summary, "meta": _meta(a, rv)}
+    meta["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    out: dict[str, Any] = {"sigma": sigma, "runs": runs, **summary, "meta": meta}
     if part == "draws":
         seed_p95 = summary["lag_p95_s"]["seed loop"]["value"]
         out["ideal_at_seed_loop_lag"] = dataclasses.asdict(

@@ -687,7 +687,9 @@ def _provenance(meta: dict[str, Any] | None) -> str:
     def one(m: dict[str, Any]) -> str:
         return (
             f"`{m.get('command', '?')}` at git `{m.get('git', '?')}`, {m.get('when', '?')} "
-            f"(load average at start {m.get('load_avg_at_start', '?')})"
+            f"(load average at start {m.get('load_avg_at_start', '?')}"
+            + (f", at the end {m['load_avg_at_end']}" if m.get("load_avg_at_end") else "")
+            + ")"
         )
 
     also = meta.get("also") or []
