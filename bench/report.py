@@ -787,6 +787,7 @@ def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
         "",
         _provenance(shift.get("meta")),
         "",
+        *([f"> {shift['note']}", ""] if shift.get("note") else []),
         "| system | polls/video (whole run) | lag p95 steady (s) | lag p95 first "
         f"{shift['recover_s']:g} s after (s) | lag p95 after (s) | after / steady |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
