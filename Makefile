@@ -38,8 +38,10 @@ chaos: $(STAMP)
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 ## make bench: genqueue vs naive arq vs the seed loop (same simulator, workload, workers), the
-## floor of one poll, pooled sigma=0.2 draws, a scale sweep, an idle worker's cost, the ceiling of
-## one Redis -> bench/results.json + bench/RESULTS.md (~50 min)
+## floor of one poll, pooled sigma=0.2 draws, the shift workloads on both simulator profiles, a
+## scale sweep, an idle worker's cost, the ceiling of one Redis -> bench/results.json +
+## bench/RESULTS.md (~2 h, of which the four shift parts at three draws each take ~75 min;
+## BENCH_ARGS='--shift-seeds 1' makes them ~25 min)
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -367,7 +367,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows += _draw_targets(results["draws_wide"], " (reported, no target)")
     if (results.get("draws_noqueued") or {}).get("draws"):
         rows += _draw_targets(results["draws_noqueued"], " (upstream never reports `queued`)")
-    for key, what in (("shift_up", "doubles"), ("shift_down", "halves")):
+    for key, what in SHIFT_PARTS:
         rows += _shift_targets(results.get(key), what)
     cmp_rows = (results.get("compare") or {}).get("summary") or []
     gq = next((r for r in cmp_rows if r["label"] == "genqueue" and r["sigma"] == 0.2), None)
@@ -455,6 +455,15 @@ def _draw_targets(draws: dict[str, Any], what: str = "") -> list[tuple[str, str,
     ]
 
 
+#: The shift parts' sections of results.json and what their queue wait does.
+SHIFT_PARTS = (
+    ("shift_up", "doubles"),
+    ("shift_down", "halves"),
+    ("shift_up_noqueued", "doubles (upstream never reports `queued`)"),
+    ("shift_down_noqueued", "halves (upstream never reports `queued`)"),
+)
+
+
 def _shift_targets(shift: dict[str, Any] | None, what: str) -> list[tuple[str, str, str]]:
     """The shift workload's two target rows (genqueue)."""
     if not shift or not shift.get("phases"):
@@ -499,8 +508,8 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
         + ".",
         "",
-        "Reproduce: `make bench` (idle, floor, comparison, draws, restart, sweep, ceiling: "
-        "~50 min), "
+        "Reproduce: `make bench` (idle, floor, comparison, draws, shift, restart, sweep, "
+        "ceiling: ~2 h, the shift parts ~75 min of it), "
         "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
         "Raw figures: `bench/results.json`. Method: [below](#method).",
         "",
@@ -604,8 +613,8 @@ def render(results: dict[str, Any]) -> str:
     out += _draws_section(results.get("draws"))
     out += _draws_section(results.get("draws_wide"), " (reported)")
     out += _draws_section(results.get("draws_noqueued"), ", upstream never reports `queued`")
-    out += _shift_section(results.get("shift_up"), "Shift: the queue wait doubles")
-    out += _shift_section(results.get("shift_down"), "Shift: the queue wait halves")
+    for key, what in SHIFT_PARTS:
+        out += _shift_section(results.get(key), f"Shift: the queue wait {what}")
     floor = results.get("floor")
     if floor:
         f = floor["floor_ms"]
@@ -759,9 +768,21 @@ def _provenance(meta: dict[str, Any] | None) -> str:
     """Where a section's figures came from, when it was run on its own."""
     if not meta:
         return ""
+
+    def one(m: dict[str, Any]) -> str:
+        return (
+            f"`{m.get('command', '?')}` at git `{m.get('git', '?')}`, {m.get('when', '?')} "
+            f"(load average at start {m.get('load_avg_at_start', '?')}"
+            + (f", at the end {m['load_avg_at_end']}" if m.get("load_avg_at_end") else "")
+            + ")"
+        )
+
+    also = meta.get("also") or []
     return (
-        f"Run: `{meta.get('command', '?')}` at git `{meta.get('git', '?')}`, "
-        f"{meta.get('when', '?')} (load average at start {meta.get('load_avg_at_start', '?')})."
+        f"Run: {one(meta)}"
+        + "".join(f"; pooled with {one(m)}" for m in also)
+        + (" (`python -m bench.shift` pools them)" if also else "")
+        + "."
     )
 
 
@@ -825,6 +846,12 @@ def _draws_section(draws: dict[str, Any] | None, what: str = "") -> list[str]:
     return out
 
 
+def _draw_count(part: dict[str, Any]) -> str:
+    """How many draws a part pooled, and their seeds."""
+    seeds = [d["seed"] for d in part["draws"]]
+    return f"{len(seeds)} draw{'s' if len(seeds) != 1 else ''} (seeds {', '.join(map(str, seeds))})"
+
+
 def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
     """A shift workload: the pooled figures and the p95 lag before, during and after."""
     if not shift or not shift.get("draws"):
@@ -837,12 +864,15 @@ def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
         f"{w['arrival_window_s']:g} simulated s (generation lognormal median "
         f"{w['median_s']:g} s, σ {w['sigma']:g}, {_queue_text(w)}); videos requested "
         f"{shift['shift_at_s']:g} s or more after the first wait {shift['shift_factor']:g}× as "
-        f"long in the queue (the same draws), at time scale {w['time_scale']:g}. *steady*: "
-        f"requested before the shift; *after*: requested {shift['recover_s']:g} s or more "
-        "after it; the ratio's interval (95 %) resamples videos.",
+        f"long in the queue (the same draws), at time scale {w['time_scale']:g}; "
+        f"{_draw_count(shift)}, genqueue and the seed loop on the same videos in each. "
+        "*steady*: requested before the shift; *after*: requested "
+        f"{shift['recover_s']:g} s or more after it. Pooled over the draws; the intervals "
+        "(95 %) resample videos within each draw.",
         "",
         _provenance(shift.get("meta")),
         "",
+        *([f"> {shift['note']}", ""] if shift.get("note") else []),
         "| system | polls/video (whole run) | lag p95 steady (s) | lag p95 first "
         f"{shift['recover_s']:g} s after (s) | lag p95 after (s) | after / steady |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
@@ -861,8 +891,24 @@ def _shift_section(shift: dict[str, Any] | None, title: str) -> list[str]:
         "",
         f"Polls per video over the whole run, genqueue over the seed loop: "
         f"{_interval(shift['polls_ratio'], 3)} (target ≤ 0.333: {shift['polls_verdict']}).",
-        "",
     ]
+    by_phase = shift.get("polls_by_phase")
+    if by_phase:
+        names = {
+            "steady": "before the shift",
+            "transition": f"the first {shift['recover_s']:g} s after",
+            "after": "later",
+        }
+        out.append(
+            "By when the video was requested (genqueue's polls per video ÷ the seed loop's): "
+            + "; ".join(
+                f"{names[k]} {v['polls_per_video']['genqueue']:.2f} ÷ "
+                f"{v['polls_per_video']['seed loop']:.2f} = {_interval(v['polls_ratio'], 3)}"
+                for k, v in by_phase.items()
+            )
+            + "."
+        )
+    out.append("")
     return out
 
 

@@ -1,8 +1,16 @@
 """``python -m bench.shiftsim``: genqueue's schedule on the shift workloads, computed (not
 measured): the worker's own functions (``worker/window.py``, ``worker/drift.py``,
 ``worker/backoff.py``) on simulated videos, checks run up to 0.1 s late, the learned
-durations refreshed every 30 s. It compares how the long sample's quantiles follow a change:
-not at all, by the median's shift alone, or by the shift and stretch the worker uses.
+durations refreshed every 30 s, pooled over several draws. It compares how the long sample's
+quantiles follow a change: not at all, by the median's shift alone, by the shift and stretch
+the worker uses, and *instantly* (each video's window placed from a history of the platform it
+was requested on: what the best possible following reaches). The checks per video are split
+by phase (before the shift, the ``recover_s`` after it, later) to say where they go.
+
+A second table bounds any schedule that, like genqueue's on an upstream that never reports
+``queued``, knows only when a video was created and how long videos take: the ideal grid
+(``bench/frontier.py``) over the workload's durations (queue wait + generation), with its p95
+lag at most genqueue's floor (4.7 s), against the seed loop's ``ceil(duration / 5)``.
 
 Workload as ``bench/shift.py`` runs it: 600 videos over 1,500 s, generation lognormal
 (median 120 s, sigma 0.2) after a queue wait (lognormal, median 30 s, sigma 0.5) that is
@@ -12,11 +20,13 @@ more after the shift.
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import math
 import random
 from collections.abc import Callable
 
+from bench.frontier import _grid_cost
 from genqueue.worker.backoff import learned_delay_s
 from genqueue.worker.drift import NONE, Shift, location_shift
 from genqueue.worker.window import Seen, check_window, span
@@ -28,11 +38,19 @@ FOLLOW: dict[str, Callable[[list[float], list[tuple[float, float]]], Shift]] = {
     ),
     "shift and stretch": lambda long, recent: location_shift(long, recent, 3.0),
 }
+#: Each video's window from a history of the platform it was requested on.
+INSTANT = "instantly (bound)"
+PHASES = ("steady", "transition", "after")
+FLOOR_S = 4.7
 
 
 def _p95(xs: list[float]) -> float:
     xs = sorted(xs)
     return xs[math.ceil(0.95 * len(xs)) - 1]
+
+
+def _seed_loop_polls(duration_s: float) -> int:
+    return math.ceil(duration_s / 5.0)
 
 
 def run(
@@ -42,13 +60,14 @@ def run(
     videos: int = 600,
     window_s: float = 1500.0,
     shift_at_s: float = 500.0,
+    recover_s: float = 600.0,
     queue_median_s: float = 30.0,
     sigma: float = 0.2,
     recent: int = 100,
-    floor_s: float = 4.7,
+    floor_s: float = FLOOR_S,
     seed: int = 1,
-) -> dict[str, float]:
-    """Polls per video and p95 lags (steady, after) of one computed run."""
+) -> dict[str, dict[str, list[float]]]:
+    """One computed run: per phase, each video's genqueue checks, seed-loop checks and lag."""
     rng = random.Random(seed)
 
     def queue() -> float:
@@ -58,6 +77,7 @@ def run(
         return rng.lognormvariate(math.log(120.0), sigma)
 
     long = sorted(queue() + generation() for _ in range(10_000))
+    after_long = sorted(queue() * factor + generation() for _ in range(10_000))
     done_pairs: list[tuple[float, float]] = []
     mapping, refreshed = NONE, -math.inf
     jobs = []
@@ -72,7 +92,7 @@ def run(
     while events:
         t, checked, i, due = heapq.heappop(events)
         j = jobs[i]
-        if t - refreshed >= 30.0:
+        if follow != INSTANT and t - refreshed >= 30.0:
             mapping = FOLLOW[follow](long, done_pairs[-recent:])
             refreshed = t
         queued, started = seen.get(i, (None, None))
@@ -87,7 +107,8 @@ def run(
             elif started is None:
                 started = t
             seen[i] = (queued, started)
-        total = span(long, mapping, q=0.04, confidence=0.9, dense_q=0.999)
+        history = after_long if follow == INSTANT and j["c"] >= shift_at_s else long
+        total = span(history, mapping, q=0.04, confidence=0.9, dense_q=0.999)
         first, until = check_window(Seen(j["c"], queued, started), total, None, floor_s)
         delay = learned_delay_s(
             t - j["c"],
@@ -103,31 +124,79 @@ def run(
             delay += rng.uniform(-floor_s / 2, floor_s / 2)
         nxt = t + max(0.0, delay)
         heapq.heappush(events, (nxt + rng.uniform(0, 0.1), 1, i, nxt))
-    steady = [lag for i, lag in lags.items() if jobs[i]["c"] < shift_at_s]
-    after = [lag for i, lag in lags.items() if jobs[i]["c"] >= shift_at_s + 600.0]
-    seed_loop_polls = sum(math.ceil((j["done"] - j["c"]) / 5.0) for j in jobs) / videos
-    return {
-        "polls_per_video": sum(j["polls"] for j in jobs) / videos,
-        "seed_loop_polls_per_video": seed_loop_polls,
-        "lag_p95_steady_s": _p95(steady),
-        "lag_p95_after_s": _p95(after),
-    }
+    out: dict[str, dict[str, list[float]]] = {k: {"g": [], "s": [], "lag": []} for k in PHASES}
+    for i, j in enumerate(jobs):
+        at = j["c"]
+        ph = (
+            "steady"
+            if at < shift_at_s
+            else "after"
+            if at >= shift_at_s + recover_s
+            else "transition"
+        )
+        out[ph]["g"].append(j["polls"])
+        out[ph]["s"].append(_seed_loop_polls(j["done"] - j["c"]))
+        out[ph]["lag"].append(lags[i])
+    return out
+
+
+def pooled(factor: float, follow: str, seeds: list[int]) -> dict[str, float]:
+    """Polls over the seed loop's (whole run and per phase) and p95 lags, pooled over draws."""
+    phases: dict[str, dict[str, list[float]]] = {k: {"g": [], "s": [], "lag": []} for k in PHASES}
+    for seed in seeds:
+        for k, v in run(factor, follow, seed=seed).items():
+            for key in v:
+                phases[k][key] += v[key]
+    g = sum(sum(p["g"]) for p in phases.values())
+    s = sum(sum(p["s"]) for p in phases.values())
+    n = sum(len(p["g"]) for p in phases.values())
+    row = {"polls_per_video": g / n, "ratio": g / s}
+    for k, p in phases.items():
+        row[f"ratio_{k}"] = sum(p["g"]) / sum(p["s"])
+        row[f"lag_p95_{k}_s"] = _p95(p["lag"])
+    return row
+
+
+def ideal_ratio(queue_median_s: float, *, lag_s: float = FLOOR_S, samples: int = 20_000) -> float:
+    """The ideal creation-anchored grid's checks over the seed loop's (p95 lag <= ``lag_s``)."""
+    rng = random.Random(7)
+    durations = sorted(
+        rng.lognormvariate(math.log(queue_median_s), 0.5) + rng.lognormvariate(math.log(120), 0.2)
+        for _ in range(samples)
+    )
+    best = math.inf
+    for q_first in range(0, 81):  # first check at the 0th..20th percentile, 0.25 steps
+        first = durations[q_first * samples // 400]
+        for last in (durations[int(0.99 * samples)], durations[-1]):
+            polls, p95 = _grid_cost(durations, first, lag_s, last)
+            if p95 <= lag_s:
+                best = min(best, polls)
+    return best / (sum(_seed_loop_polls(d) for d in durations) / samples)
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.shiftsim", description=__doc__)
+    p.add_argument("--seeds", default="1,2,3,4,5", help="draws, pooled")
+    seeds = [int(x) for x in p.parse_args().seeds.split(",") if x]
     print(
-        "| queue wait | follows by | polls/video | ÷ seed loop (5 s) | p95 lag steady (s) "
-        "| p95 lag after (s) |"
+        "| queue wait | follows | polls/video | ÷ seed loop: whole run | before | first 600 s "
+        "after | later | p95 lag before (s) | first 600 s after (s) | later (s) |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for factor, what in ((2.0, "doubles"), (0.5, "halves")):
-        for follow in FOLLOW:
-            r = run(factor, follow)
+        for follow in (*FOLLOW, INSTANT):
+            r = pooled(factor, follow, seeds)
             print(
-                f"| {what} | {follow} | {r['polls_per_video']:.2f} | "
-                f"{r['polls_per_video'] / r['seed_loop_polls_per_video']:.3f} | "
-                f"{r['lag_p95_steady_s']:.2f} | {r['lag_p95_after_s']:.2f} |"
+                f"| {what} | {follow} | {r['polls_per_video']:.2f} | {r['ratio']:.3f} | "
+                f"{r['ratio_steady']:.3f} | {r['ratio_transition']:.3f} | "
+                f"{r['ratio_after']:.3f} | {r['lag_p95_steady_s']:.2f} | "
+                f"{r['lag_p95_transition_s']:.2f} | {r['lag_p95_after_s']:.2f} |"
             )
+    print()
+    print("| queue wait median (s) | ideal creation-anchored grid ÷ seed loop (p95 lag ≤ 4.7 s) |")
+    print("| ---: | ---: |")
+    for median in (15.0, 30.0, 60.0):
+        print(f"| {median:g} | {ideal_ratio(median):.3f} |")
 
 
 if __name__ == "__main__":

@@ -87,10 +87,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
     # sigma 0.4, the no-`queued` profile and the shift workloads: parts of the same harness.
     assert results["draws_wide"]["sigma"] == 0.4
     assert results["draws_noqueued"]["runs"][0]["workload"]["report_queued"] is False
-    for key, factor in (("shift_up", 2.0), ("shift_down", 0.5)):
+    shifts = (("shift_up", 2.0, True), ("shift_down", 0.5, True), ("shift_up_noqueued", 2.0, False))
+    for key, factor, queued in shifts:
         shift = results[key]
         assert shift["shift_factor"] == factor
         assert {r["workload"]["queue_shift_factor"] for r in shift["runs"]} == {factor}
+        assert {r["workload"]["report_queued"] for r in shift["runs"]} == {queued}
+        assert set(shift["polls_by_phase"]) <= {"steady", "transition", "after"}
         for label in ("genqueue", "seed loop"):
             ph = shift["phases"][label]
             assert ph["steady_videos"] + ph["transition_videos"] + ph["after_videos"] == 12
