@@ -19,11 +19,11 @@ import pytest
 
 from genqueue.producer import Client, Settings
 from genqueue.simulator import SimConfig, running_simulator
-from tests.integration.test_tenant_upgrade import env_for, procs, worker  # noqa: F401
+from tests.integration.previous import env_for, export_root, procs, worker  # noqa: F401
 from tests.processes import stop_process, wait_until
 
 OLD_COMMIT = "b56fbb7"
-REPO = Path(__file__).resolve().parents[2]
+SCALE = 0.02
 CAP = 4
 N_OLD = 24
 N_NEW = 8
@@ -43,23 +43,7 @@ print(json.dumps(ids))
 @pytest.fixture(scope="module")
 def old_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The version before admission as an import root."""
-    import shutil
-    import tarfile
-    from io import BytesIO
-
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", OLD_COMMIT,
-         "genqueue", "producer", "worker", "simulator", "gateway"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    src = tmp_path_factory.mktemp("old-src")
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(src, filter="data")
-    root = tmp_path_factory.mktemp("old-root")
-    shutil.copytree(src / "genqueue", root / "genqueue")
-    for sub in ("producer", "worker", "simulator", "gateway"):
-        shutil.copytree(src / sub, root / "genqueue" / sub)
-    return root
+    return export_root(OLD_COMMIT, tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -72,9 +56,10 @@ def test_requests_spinning_under_the_old_cap_wait_finish_after_the_upgrade(
 ) -> None:
     """Old requests re-arming at the cap are queued by the new worker and all complete with
     new ones; the counts end at zero, nothing reserved or waiting."""
-    with running_simulator(SimConfig(time_scale=0.02, seed=9, failure_share=0.0)) as sim:
-        old_env = {**env_for(settings, sim.base_url, old_root), "GENQUEUE_MAX_INFLIGHT": str(CAP)}
-        new_env = {**env_for(settings, sim.base_url, None), "GENQUEUE_MAX_INFLIGHT": str(CAP)}
+    with running_simulator(SimConfig(time_scale=SCALE, seed=9, failure_share=0.0)) as sim:
+        capped = {"GENQUEUE_MAX_INFLIGHT": str(CAP)}
+        old_env = {**env_for(settings, sim.base_url, old_root, time_scale=SCALE), **capped}
+        new_env = {**env_for(settings, sim.base_url, None, time_scale=SCALE), **capped}
         out = subprocess.run(
             [sys.executable, "-c", OLD_SUBMIT, REQ["model"], str(N_OLD)],
             env=old_env, check=True, capture_output=True, cwd=tmp_path,

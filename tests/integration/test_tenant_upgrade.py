@@ -14,14 +14,9 @@ configure tenants once every worker runs this version.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tarfile
-from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -30,11 +25,11 @@ import redis
 from genqueue.producer import Client, Settings
 from genqueue.producer.tenants import set_tenant
 from genqueue.simulator import SimConfig, running_simulator
+from tests.integration.previous import env_for, export_root, procs, worker  # noqa: F401
 from tests.processes import stop_process, wait_until
 
 #: main just before tenants (the last main merged into the tenants branch).
 OLD_COMMIT = "910d0fb0d9d51a2ffac554d35f5c02a19e5314df"
-REPO = Path(__file__).resolve().parents[2]
 SCALE = 0.02
 N_OLD = 24
 N_NEW = 8
@@ -54,56 +49,8 @@ print(json.dumps(ids))
 
 @pytest.fixture(scope="module")
 def old_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The previous version as an import root (``genqueue`` with its mapped subpackages)."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", OLD_COMMIT,
-         "genqueue", "producer", "worker", "simulator", "gateway"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    src = tmp_path_factory.mktemp("old-src")
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(src, filter="data")
-    root = tmp_path_factory.mktemp("old-root")
-    shutil.copytree(src / "genqueue", root / "genqueue")
-    for sub in ("producer", "worker", "simulator", "gateway"):
-        shutil.copytree(src / sub, root / "genqueue" / sub)
-    return root
-
-
-def env_for(settings: Settings, upstream: str, old_root: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    if old_root is not None:
-        env["PYTHONPATH"] = str(old_root)
-    env.update(
-        GENQUEUE_REDIS_URL=settings.redis_url,
-        GENQUEUE_KEY_PREFIX=settings.key_prefix,
-        GENQUEUE_UPSTREAM_URL=upstream,
-        TOGETHER_API_KEY="test-key",
-        GENQUEUE_TIME_SCALE=str(SCALE),
-        GENQUEUE_POLL_DELAY_S="0.02",
-        GENQUEUE_RECONCILE_INTERVAL_S="2",
-        GENQUEUE_LOG_FORMAT="json",
-        GENQUEUE_LOG_LEVEL="WARNING",
-    )
-    return env
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        stop_process(p)
-
-
-def worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    # Run from the log's folder: the checkout's own ``genqueue/`` must not shadow the import.
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "genqueue", "worker"],
-            env=env, stdout=out, stderr=out, cwd=log.parent,
-        )  # fmt: skip
+    """The previous version as an import root."""
+    return export_root(OLD_COMMIT, tmp_path_factory)
 
 
 @pytest.mark.slow
@@ -112,13 +59,13 @@ def test_old_and_new_workers_side_by_side_with_requests_in_flight(
     settings: Settings,
     old_root: Path,
     tmp_path: Path,
-    procs: list[subprocess.Popen[bytes]],
+    procs: list[subprocess.Popen[bytes]],  # noqa: F811
 ) -> None:
     """Requests written by the previous version finish under old and new workers, read as
     ``default``'s, keep their idempotency keys, and count in ``default``'s figures."""
     with running_simulator(SimConfig(time_scale=SCALE, seed=5, failure_share=0.0)) as sim:
-        old_env = env_for(settings, sim.base_url, old_root)
-        new_env = env_for(settings, sim.base_url, None)
+        old_env = env_for(settings, sim.base_url, old_root, time_scale=SCALE)
+        new_env = env_for(settings, sim.base_url, None, time_scale=SCALE)
         out = subprocess.run(
             [sys.executable, "-c", OLD_SUBMIT, REQ["model"], str(N_OLD)],
             env=old_env, check=True, capture_output=True, cwd=tmp_path,
