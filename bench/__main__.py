@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.admission import AdmissionConfig, run_admission
 from bench.ceiling import run_ceiling
 from bench.draws import draw_specs, summarize_draws
 from bench.floor import CLIENTS, measure_floor
@@ -45,6 +46,7 @@ PARTS = (
     "restart",
     "sweep",
     "ceiling",
+    "admission",
 )
 #: The sections of results.json the draw-like parts write.
 DRAW_KEYS = {
@@ -142,6 +144,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--idle-window-s", type=float, default=120.0, help="idle: measured window")
     p.add_argument("--ceiling-videos", type=int, default=1000, help="ceiling: videos created")
+    p.add_argument(
+        "--adm-sides", default="fcfs,fair", help="admission: fcfs (the baseline), fair, or both"
+    )
+    p.add_argument("--adm-time-scale", type=float, default=None, help="admission: time scale")
+    p.add_argument(
+        "--adm-window-s", type=float, default=None, help="admission: each run's window (sim s)"
+    )
     p.add_argument("--appendfsync", default="everysec", choices=("always", "everysec", "no"))
     p.add_argument("--log-dir", type=Path, default=None)
     # tenk
@@ -449,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                     videos=a.ceiling_videos,
                     workers=a.workers,
                 )
+            if "admission" in parts:
+                results["admission"] = _admission_part(a, server.url, log_dir, rv, say)
             results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
     _write(a, results)
     say(f"wrote {a.out} and {a.md}")
@@ -520,6 +531,31 @@ def _draws_part(
         f"lag p95 {summary['lag_p95_s']}, difference {summary['lag_p95_difference_s']}"
         + (f", phases {summary['phases']}" if "phases" in summary else "")
     )
+    return out
+
+
+def _admission_part(
+    a: argparse.Namespace, redis_url: str, log_dir: Path, rv: str, say: Any
+) -> dict[str, Any]:
+    """First come, first served (the code before admission) against fair admission
+    (``bench/admission.py``)."""
+    kw: dict[str, Any] = {
+        "workers": a.workers,
+        "sides": tuple(s.strip() for s in a.adm_sides.split(",") if s.strip()),
+    }
+    if a.adm_time_scale is not None:
+        kw["time_scale"] = a.adm_time_scale
+    if a.adm_window_s is not None:
+        kw["window_s"] = a.adm_window_s
+    cfg = AdmissionConfig.smoke_size(**kw) if a.smoke else AdmissionConfig.full(**kw)
+    say(
+        f"admission: sides {list(cfg.sides)}, cap {cfg.cap}, time scale {cfg.time_scale:g}, "
+        f"{cfg.window_s:g} simulated s per run"
+    )
+    started = time.monotonic()
+    out = run_admission(redis_url, log_dir, cfg, progress=say)
+    out["meta"] = {**_meta(a, rv), "wall_s": round(time.monotonic() - started, 1)}
+    out["smoke"] = a.smoke
     return out
 
 
