@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from bench.report_admission import admission_section, issue25_targets
 from bench.report_redis import ceiling_section, idle_section, issue22_targets
 
 METRICS = (
@@ -663,8 +664,9 @@ def render(results: dict[str, Any]) -> str:
         title = "## The 10k run" if key == "tenk" else f"### 10k variant `{key}`"
         out += _tenk_section(results[key], title)
     out += ceiling_section(results)
+    out += admission_section(results)
     out += ["## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
-    for t, m, v in [*targets(results), *issue22_targets(results)]:
+    for t, m, v in [*targets(results), *issue22_targets(results), *issue25_targets(results)]:
         out.append(f"| {t} | {m} | **{v}** |")
     out += ["", METHOD]
     return "\n".join(out) + "\n"
