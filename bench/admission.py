@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -279,26 +280,18 @@ class Harness:
         args = [sys.executable, str(SUBMITTER), str(plan), str(out)]
         return Child(f"{name}-submitter", args, env, self.log_dir, self.log_dir), out
 
-    async def _finish_submitter(self, child: Child, out: Path, timeout_s: float) -> tuple[
-        list[tuple[str, str]], str
-    ]:
-        deadline = time.monotonic() + timeout_s
-        while child.alive and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if child.alive:
+    async def _finish_submitter(
+        self, child: Child, out: Path, timeout_s: float
+    ) -> tuple[list[tuple[str, str]], str]:
+        try:
+            await asyncio.to_thread(child.proc.wait, timeout_s)
+        except subprocess.TimeoutExpired:
             child.kill()
-            raise TimeoutError(f"{child.name} still submitting after {timeout_s:g} s")
+            raise TimeoutError(f"{child.name} still submitting after {timeout_s:g} s") from None
         child.stop()
         if child.proc.returncode != 0:
             raise RuntimeError(f"{child.name} failed:\n{child.tail()}")
-        ids, path = [], ""
-        for line in out.read_text().splitlines():
-            row = json.loads(line)
-            if "done" in row:
-                path = row["genqueue"]
-            else:
-                ids.append((row["tenant"], row["id"]))
-        return ids, path
+        return _read_ids(out)
 
     async def timed_run(
         self,
@@ -465,6 +458,18 @@ class Harness:
         return {"side": side.key, "cap": cfg.cap, "tenant": tenant, "steps": steps}
 
 
+def _read_ids(out: Path) -> tuple[list[tuple[str, str]], str]:
+    """The submitter's output: (tenant, id) per request, and the genqueue it imported."""
+    ids, path = [], ""
+    for line in out.read_text().splitlines():
+        row = json.loads(line)
+        if "done" in row:
+            path = row["genqueue"]
+        else:
+            ids.append((row["tenant"], row["id"]))
+    return ids, path
+
+
 def _check_side(side: Side, path: str) -> None:
     """The side's processes imported the version meant for it (never this tree by mistake)."""
     if not path:
@@ -573,12 +578,15 @@ def waits(data: RunData, tenants: Iterable[str]) -> dict[str, Any]:
             created.append((q.submitted_ms - q.enqueued_ms) / 1000 / scale)
         else:
             open_.append(max(0, data.end_ms - q.enqueued_ms) / 1000 / scale)
-    values = created + open_
+    values = sorted(created + open_)
     floor = min(open_) if open_ else None
 
     def pct(q: float) -> dict[str, Any]:
         v = percentile(values, q)
-        return {"s": rnd(v, 2), "lower_bound": floor is not None and v is not None and v >= floor}
+        # Interpolated: it rests on an open wait when its upper neighbour is one (or later).
+        upper = values[math.ceil((len(values) - 1) * q / 100)] if values else None
+        bound = floor is not None and upper is not None and upper >= floor
+        return {"s": rnd(v, 2), "lower_bound": bound}
 
     return {
         "requests": len(values),
@@ -731,9 +739,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
     for side in out["sides"]:
         s: dict[str, Any] = {}
         for wname in ("1:1:1", "3:1:1"):
-            src = out["shares"].get(wname, {}).get(side) or out["shares"].get("1:1:1", {}).get(
-                side
-            )
+            src = out["shares"].get(wname, {}).get(side) or out["shares"].get("1:1:1", {}).get(side)
             if src and wname in src["by_weights"]:
                 dev = src["by_weights"][wname]["max_abs_deviation_pct"]
                 s[f"shares_{wname}_max_deviation_pct"] = dev

@@ -36,7 +36,9 @@ async def run(plan: dict[str, Any], out: Path) -> int:
                 tenant, count, prefix = entry["tenant"], int(entry["count"]), entry["prefix"]
                 sem = asyncio.Semaphore(CONCURRENCY)
 
-                async def one(i: int, tenant: str = tenant, prefix: str = prefix) -> str:
+                async def one(
+                    i: int, tenant: str = tenant, prefix: str = prefix, sem: Any = sem
+                ) -> str:
                     async with sem:
                         req = {"model": plan["model"], "prompt": f"{prefix} {i}: a paper boat"}
                         rid: str = await client.submit(req, tenant=tenant)

@@ -435,8 +435,8 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
         + ".",
         "",
-        "Reproduce: `make bench` (idle, floor, comparison, draws, restart, sweep, ceiling: "
-        "~50 min), "
+        "Reproduce: `make bench` (idle, floor, comparison, draws, restart, sweep, ceiling, "
+        "admission: ~65 min; one part: `make bench BENCH_ARGS='--only admission'`, ~15 min), "
         "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
         "Raw figures: `bench/results.json`. Method: [below](#method).",
         "",

@@ -52,8 +52,8 @@ def admission_section(results: dict[str, Any]) -> list[str]:
         f"scale {cfg['time_scale']:g}; every run is measured for {cfg['window_s']:g} simulated "
         "s; times are simulated seconds.",
         "",
-        f"**Slot turnover** = the mean hold time of the run's finished videos (upstream create "
-        f"to the end seen) ÷ the cap: the mean time between slot frees with the cap full.",
+        "**Slot turnover** = the mean hold time of the run's finished videos (upstream create "
+        "to the end seen) ÷ the cap: the mean time between slot frees with the cap full.",
         "",
     ]
     # Shares
