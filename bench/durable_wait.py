@@ -71,7 +71,6 @@ async def _submits(settings: Settings, ids: list[str], mode: str) -> list[float]
                     lease_ms=60_000,
                     lease_owner="w",
                     ambiguous_policy="resubmit",
-                    cap_wait_ms=10,
                     limit_keys=limit_keys,
                 ).call(settings)
             )

@@ -1,5 +1,6 @@
 """genqueue's producer side: what a backend imports to enqueue generations and hear back."""
 
+from genqueue.producer.admission import QueueFull
 from genqueue.producer.client import AsyncClient, CancelOutcome
 from genqueue.producer.errors import (
     FieldError,
@@ -23,6 +24,7 @@ __all__ = [
     "GenerationRequest",
     "GenqueueError",
     "InvalidRequest",
+    "QueueFull",
     "RequestNotFound",
     "RequestView",
     "Settings",

@@ -13,7 +13,7 @@ from genqueue.producer.contracts import Cancel
 from genqueue.producer.durability import AsyncDurableWriter, DurableReply, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout, WriteNotDurable
 from genqueue.producer.keys import DEFAULT_TENANT, Tag
-from genqueue.producer.models import GenerationRequest
+from genqueue.producer.models import GenerationRequest, Priority
 from genqueue.producer.record import RequestView, read_full
 from genqueue.producer.replies import CancelReply, CreateReply
 from genqueue.producer.scripts import AsyncScripts, ms
@@ -96,11 +96,14 @@ class AsyncClient:
         webhook_url: str | None = None,
         deadline_s: float | None = None,
         tenant: str | None = None,
+        priority: Priority = "normal",
     ) -> str:
         """Validate and enqueue a request; return its id (the same id again for a known key).
 
-        Raises ``InvalidRequest`` (nothing written) for bad input, ``UnknownTenant`` for a
-        tenant that is not configured (``tenant``: else the client's, else ``default``),
+        ``priority`` orders admission among the tenant's waiting requests (then the earliest
+        deadline). Raises ``InvalidRequest`` (nothing written) for bad input, ``UnknownTenant``
+        for a tenant that is not configured (``tenant``: else the client's, else ``default``),
+        ``QueueFull`` when the tenant's admission queue holds its ``max_waiting``,
         ``WriteNotDurable`` when the deployment has replicas and none acknowledged the
         creation in time.
         """
@@ -111,6 +114,7 @@ class AsyncClient:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
             tenant=tenant or self.tenant or DEFAULT_TENANT,
+            priority=priority,
         )
         return checked_create(await self._durable.write(sub.create))
 

@@ -17,12 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
+from genqueue.producer.admission import admission_args, admission_keys
 from genqueue.producer.keys import DEFAULT_TENANT
 from genqueue.producer.replies import (
     BeginPollReply,
     BeginSubmitReply,
     CancelReply,
     CreateReply,
+    ExpireWaitingReply,
     FinishReply,
     SideAttemptReply,
     SideEffectReply,
@@ -32,6 +34,7 @@ from genqueue.producer.replies import (
     parse_begin_submit,
     parse_cancel,
     parse_create,
+    parse_expire_waiting,
     parse_finish,
     parse_poll_update,
     parse_side_attempt,
@@ -96,16 +99,23 @@ def _build(
     parse: Callable[[list[str]], R],
     args: tuple[str | int | bool, ...],
     keys: tuple[str, ...] = (),
+    *,
+    admits: bool = False,
 ) -> ScriptCall[R]:
+    """``admits``: the script may admit waiting requests (the admission block of KEYS and
+    ARGV follows its own, ``producer/admission.py``)."""
     arm_keys, arm_args = (
         inline_arm(settings.keys.queue, base.arm) if base.arm is not None else ([], [])
     )
+    adm_keys = admission_keys(settings.keys) if admits else []
+    adm_args = admission_args(settings.keys) if admits else []
     return ScriptCall(
         name,
         common_keys(settings, base.request_id, base.idempotency_key, base.tenant)
         + list(keys)
+        + adm_keys
         + arm_keys,
-        common_args(settings, base.request_id) + [_arg(a) for a in args] + arm_args,
+        common_args(settings, base.request_id) + [_arg(a) for a in args] + adm_args + arm_args,
         parse,
     )
 
@@ -136,20 +146,22 @@ class Create(_Transition):
     def call(self, settings: Settings) -> ScriptCall[CreateReply]:
         args = (json.dumps(dict(self.fields)), self.deadline_ms, bool(self.idempotency_key))
         keys = (settings.keys.tenants, settings.keys.accepted_models)
-        return _build(settings, "create", self, parse_create, (*args, self.spec), keys)
+        return _build(
+            settings, "create", self, parse_create, (*args, self.spec), keys, admits=True
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BeginSubmit(_Transition):
     """``begin_submit``: take the submit lease of timer step ``expected_seq`` if the pause,
-    the in-flight cap (``max_inflight``, 0 = none) and the shared rate limit admit it."""
+    admission (the in-flight cap: ``max_inflight``, 0 = none, unless the deployment's is
+    known) and the shared rate limit admit it."""
 
     expected_seq: int
     max_inflight: int
     lease_ms: int
     lease_owner: str
     ambiguous_policy: AmbiguousPolicy | str
-    cap_wait_ms: int
     #: The shared rate limit's two keys and (interval, tolerance) in µs; interval 0 = none.
     limit_keys: tuple[str, str]
     limit_us: tuple[int, int] = NO_LIMIT_US
@@ -162,13 +174,14 @@ class BeginSubmit(_Transition):
             self.lease_ms,
             self.lease_owner,
             self.ambiguous_policy,
-            self.cap_wait_ms,
             interval_us,
             tolerance_us,
             ms(settings.unsubmitted_retention_s),
         )
         keys = (settings.keys.pause, *self.limit_keys)
-        return _build(settings, "begin_submit", self, parse_begin_submit, args, keys)
+        return _build(
+            settings, "begin_submit", self, parse_begin_submit, args, keys, admits=True
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,7 +224,7 @@ class Submitted(_Transition):
             settings.max_models,
         )
         keys = (settings.keys.pause_streak, settings.keys.accepted_models)
-        return _build(settings, "submitted", self, parse_submitted, args, keys)
+        return _build(settings, "submitted", self, parse_submitted, args, keys, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,7 +248,7 @@ class SubmitRelease(_Transition):
             self.ambiguous_policy,
             ms(settings.unsubmitted_retention_s),
         )
-        return _build(settings, "submit_release", self, parse_submit_release, args)
+        return _build(settings, "submit_release", self, parse_submit_release, args, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,7 +276,7 @@ class PollUpdate(_Transition):
             self.poll_error,
             self.not_found,
         )
-        return _build(settings, "poll_update", self, parse_poll_update, args)
+        return _build(settings, "poll_update", self, parse_poll_update, args, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,7 +308,7 @@ class Finish(_Transition):
             self.owe_download,
             self.cost_unknown,
         )
-        return _build(settings, "finish", self, parse_finish, args)
+        return _build(settings, "finish", self, parse_finish, args, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -306,7 +319,18 @@ class Cancel(_Transition):
 
     def call(self, settings: Settings) -> ScriptCall[CancelReply]:
         args = (self.tracking_limit_ms, ms(settings.unsubmitted_retention_s))
-        return _build(settings, "cancel", self, parse_cancel, args)
+        return _build(settings, "cancel", self, parse_cancel, args, admits=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpireWaiting(_Transition):
+    """``expire_waiting``: end a request whose deadline passed while it waited for admission."""
+
+    def call(self, settings: Settings) -> ScriptCall[ExpireWaitingReply]:
+        args = (ms(settings.unsubmitted_retention_s),)
+        return _build(
+            settings, "expire_waiting", self, parse_expire_waiting, args, admits=True
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -331,7 +355,7 @@ class TrackExtra(_Transition):
             self.next_delay_ms,
             self.tracking_limit_ms,
         )
-        return _build(settings, "track_extra", self, parse_track_extra, args)
+        return _build(settings, "track_extra", self, parse_track_extra, args, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

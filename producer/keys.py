@@ -24,7 +24,10 @@ ALL_STATUSES: Final[tuple[str, ...]] = NON_TERMINAL + TERMINAL
 #: limits (``tracking``: a cancelled or expired request whose billed job is still watched).
 #: ``superseded``: upstream jobs created by an attempt whose answer came after another attempt
 #: went out, until they are seen to end (``lua/track_extra.lua``).
+#: ``admitted``: pending requests admission has given a slot to (their submit timer is armed;
+#: ``producer/admission.py``): reserved, so nobody else takes it.
 HOLDING_SLOT: Final[tuple[str, ...]] = (
+    "admitted",
     "submitting",
     "queued",
     "in_progress",
@@ -41,7 +44,6 @@ class Tag(StrEnum):
     EXISTS = "EXISTS"
     OK = "OK"
     GO = "GO"
-    CAP_FULL = "CAP_FULL"
     LEASED = "LEASED"
     PAUSED = "PAUSED"
     LIMITED = "LIMITED"
@@ -63,10 +65,18 @@ class Tag(StrEnum):
     NO_TENANT = "NO_TENANT"
     #: ``tenant_delete``: the tenant still has requests in flight.
     BUSY = "BUSY"
+    #: ``create`` / ``begin_submit``: the request waits in its tenant's admission queue (no
+    #: timer); a freed slot admits it (``producer/admission.py``).
+    WAITING = "WAITING"
+    #: ``create``: the tenant's admission queue is full (``max_waiting``): nothing written.
+    QUEUE_FULL = "QUEUE_FULL"
 
 
 TimerKind = Literal["submit", "poll"]
 SUBMIT_TASK: Final = "submit"
+#: Deployment-wide admission timers (``admit:{what}:{at_ms}``): a pause's end, the earliest
+#: waiting deadline (``producer/admission.py``).
+ADMIT_TASK: Final = "admit"
 POLL_TASK: Final = "poll"
 RECONCILE_TASK: Final = "reconcile"
 SIDE_TASK: Final = "side"
@@ -82,6 +92,11 @@ INLINE_ARM_MARKER: Final = "genqueue:arm"
 WAKE_SUFFIX: Final = ":wake"
 WAKE_AT_SUFFIX: Final = ":wake:at"
 
+#: ``{prefix}{WAITING_INFIX}{tenant}``: a tenant's admission queue; ``{prefix}{RECORD_INFIX}{id}``:
+#: a record (both built by ``lua/_admit.lua`` for keys it cannot be given in advance).
+WAITING_INFIX: Final = ":waiting:"
+RECORD_INFIX: Final = ":req:"
+
 #: Separator inside fields of the totals hash: model ids contain "/" and ":" but never "|".
 TOTALS_SEP: Final = "|"
 
@@ -92,6 +107,24 @@ DEFAULT_TENANT: Final = "default"
 #: ``t|{tenant}|{field}`` beside the cluster-wide ``{field}`` (``default`` has none: its
 #: figures are the cluster's minus every other tenant's, exact for records of any version).
 TENANT_FIELD_PREFIX: Final = "t"
+
+
+#: Why a request waits in its admission queue (``Field.WAITING``; counts hash field
+#: ``waiting|{reason}``): the global in-flight cap, its tenant's own ``max_inflight``, or
+#: creates paused (circuit breaker).
+WAIT_REASONS: Final[tuple[str, ...]] = ("cap", "tenant_cap", "paused")
+#: First part of the counts hash fields of waiting requests (``waiting|{reason}``).
+WAITING_FIELD: Final = "waiting"
+#: A request's priority orders admission within its tenant (then the earliest deadline):
+#: band of the admission queue's score (``band * PRIORITY_BAND + deadline_at_ms``).
+PRIORITIES: Final[tuple[str, ...]] = ("high", "normal", "low")
+DEFAULT_PRIORITY: Final = "normal"
+PRIORITY_BAND: Final = 10**13
+
+
+def waiting_field(reason: str) -> str:
+    """The counts hash field of requests waiting for ``reason`` (``WAIT_REASONS``)."""
+    return f"{WAITING_FIELD}{TOTALS_SEP}{reason}"
 
 
 def tenant_field(tenant: str, name: str) -> str:
@@ -128,7 +161,7 @@ class Keys:
     prefix: str = "genqueue"
 
     def record(self, request_id: str) -> str:
-        return f"{self.prefix}:req:{request_id}"
+        return f"{self.prefix}{RECORD_INFIX}{request_id}"
 
     def spec(self, request_id: str) -> str:
         """String: the request as submitted (JSON: body, metadata, webhook URL), written once.
@@ -255,6 +288,30 @@ class Keys:
         """The arq queue (a sorted set of job ids scored by run time)."""
         return f"{self.prefix}:queue"
 
+    # --- admission (producer/admission.py, lua/_admit.lua) ---
+
+    @property
+    def admission(self) -> str:
+        """Hash: admission state: ``max_inflight`` (the global cap, written by each worker at
+        start), ``vtime`` (the virtual time of the last admission), ``pass|{tenant}`` (each
+        tenant's virtual time), ``expiry_at`` (when the expiry timer is armed)."""
+        return f"{self.prefix}:admission"
+
+    @property
+    def admission_ready(self) -> str:
+        """Sorted set: tenants with waiting requests that may be admitted, by virtual time."""
+        return f"{self.prefix}:admission:ready"
+
+    @property
+    def admission_deadlines(self) -> str:
+        """Sorted set: waiting request id -> its deadline (Redis ms), for the expiry timer."""
+        return f"{self.prefix}:admission:deadlines"
+
+    def waiting(self, tenant: str) -> str:
+        """Sorted set: a tenant's waiting request ids by ``priority band * 1e13 + deadline``
+        (``lua/_admit.lua`` builds the same name from the prefix: ``WAITING_INFIX``)."""
+        return f"{self.prefix}{WAITING_INFIX}{tenant}"
+
     def script_keys(
         self, request_id: str, idempotency_key: str | None, tenant: str = DEFAULT_TENANT
     ) -> list[str]:
@@ -295,6 +352,13 @@ class Field:
     HAS_WEBHOOK: Final = "has_webhook"
     IDEMPOTENCY_KEY: Final = "idempotency_key"
     SEQ: Final = "seq"
+    #: ``high`` | ``low`` (absent: ``normal``): orders admission within the tenant.
+    PRIORITY: Final = "priority"
+    #: Why the request waits in its tenant's admission queue (``WAIT_REASONS``), while it does
+    #: (it then has no timer and is not in the in-flight index).
+    WAITING: Final = "waiting"
+    #: "1" while a pending request holds a slot admission gave it (counted as ``admitted``).
+    ADMITTED: Final = "admitted"
     TIMER: Final = "timer"
     NEXT_CHECK_AT_MS: Final = "next_check_at_ms"
     DEADLINE_AT_MS: Final = "deadline_at_ms"

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from genqueue.producer.addresses import Network, url_refusal
 from genqueue.producer.errors import FieldError, InvalidRequest
+from genqueue.producer.keys import PRIORITIES
 
 MAX_PROMPT_CHARS = 32_000
 """Together's own limit on ``prompt`` (``CreateVideoBody``: 1-32,000 characters)."""
@@ -35,7 +36,12 @@ PROMPT_OR_MEDIA = "prompt_or_media"
 
 #: Options genqueue keeps beside a request: never sent upstream, so never allowed in
 #: ``extra_body`` (a misplaced one would silently reach Together instead of being refused).
-GENQUEUE_OPTIONS = frozenset({"metadata", "webhook_url", "deadline_s", "idempotency_key"})
+GENQUEUE_OPTIONS = frozenset(
+    {"metadata", "webhook_url", "deadline_s", "idempotency_key", "priority"}
+)
+
+#: Orders admission within a tenant (then the earliest deadline): ``producer/admission.py``.
+Priority = Literal["high", "normal", "low"]
 
 
 def _depth(value: object, limit: int) -> int:
@@ -273,6 +279,7 @@ def validate_options(
     deadline_s: float | None,
     max_deadline_s: float,
     allow_nets: tuple[Network, ...] = (),
+    priority: str = "normal",
 ) -> None:
     """Check the options that travel beside a request; raise :class:`InvalidRequest`.
 
@@ -302,5 +309,7 @@ def validate_options(
             errors.append(FieldError("webhook_url", why))
     if deadline_s is not None and not (0 < deadline_s <= max_deadline_s):
         errors.append(FieldError("deadline_s", f"must be > 0 and <= {max_deadline_s:g} seconds"))
+    if priority not in PRIORITIES:
+        errors.append(FieldError("priority", "must be one of: " + ", ".join(PRIORITIES)))
     if errors:
         raise InvalidRequest(errors)

@@ -35,17 +35,19 @@ def _step(raw: list[str]) -> NextStep:
     return NextStep(int(raw[1]), int(raw[2]))
 
 
-CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS, Tag.NO_TENANT})
+CREATE_TAGS: Final = frozenset({Tag.CREATED, Tag.EXISTS, Tag.NO_TENANT, Tag.QUEUE_FULL})
 
 
 @dataclass(frozen=True, slots=True)
 class CreateReply:
-    """``CREATED`` a new record, or ``EXISTS``: ``request_id`` names the one already there;
-    ``NO_TENANT``: the request's tenant is not configured (``request_id``: that tenant's name),
-    nothing written."""
+    """``CREATED`` a new record (``waiting``: why it waits for admission, '' if it has a slot),
+    or ``EXISTS``: ``request_id`` names the one already there; ``NO_TENANT``: the request's
+    tenant is not configured, ``QUEUE_FULL``: its admission queue holds its ``max_waiting``
+    (``request_id``: that tenant's name), nothing written."""
 
     tag: Tag
     request_id: str
+    waiting: str = ""
 
     @property
     def created(self) -> bool:
@@ -53,15 +55,16 @@ class CreateReply:
 
 
 def parse_create(raw: list[str]) -> CreateReply:
-    return CreateReply(_tag("create", raw, CREATE_TAGS), raw[1])
+    tag = _tag("create", raw, CREATE_TAGS)
+    return CreateReply(tag, raw[1], raw[2] if tag is Tag.CREATED and len(raw) > 2 else "")
 
 
 #: Tags of a ``begin_submit`` that put the step off to a later time.
-DEFERRED_TAGS: Final = frozenset({Tag.CAP_FULL, Tag.LEASED, Tag.PAUSED, Tag.LIMITED})
+DEFERRED_TAGS: Final = frozenset({Tag.LEASED, Tag.PAUSED, Tag.LIMITED})
 #: Tags of a ``begin_submit`` that ended the request.
 SUBMIT_ENDED_TAGS: Final = frozenset({Tag.CANCELLED, Tag.EXPIRED, Tag.FAILED})
 BEGIN_SUBMIT_TAGS: Final = (
-    frozenset({Tag.OK, Tag.STALE, Tag.MISSING}) | DEFERRED_TAGS | SUBMIT_ENDED_TAGS
+    frozenset({Tag.OK, Tag.STALE, Tag.MISSING, Tag.WAITING}) | DEFERRED_TAGS | SUBMIT_ENDED_TAGS
 )
 
 
@@ -69,13 +72,16 @@ BEGIN_SUBMIT_TAGS: Final = (
 class BeginSubmitReply:
     """``OK``: the lease is taken (``submit_seq``; ``ambiguous``: an earlier attempt died
     mid-create; ``probe``: this create tests a half-open pause). A ``DEFERRED_TAGS`` tag:
-    the step moved to ``step``. Else the request ended, is gone, or the step is stale."""
+    the step moved to ``step``. ``WAITING``: the request joined its tenant's admission queue
+    (``waiting``: why; no timer: admission arms it). Else the request ended, is gone, or the
+    step is stale."""
 
     tag: Tag
     submit_seq: int = 0
     ambiguous: bool = False
     probe: bool = False
     step: NextStep | None = None
+    waiting: str = ""
 
 
 def parse_begin_submit(raw: list[str]) -> BeginSubmitReply:
@@ -84,6 +90,8 @@ def parse_begin_submit(raw: list[str]) -> BeginSubmitReply:
         return BeginSubmitReply(tag, int(raw[1]), raw[2] == "1", raw[3] == "1")
     if tag in DEFERRED_TAGS:
         return BeginSubmitReply(tag, step=_step(raw))
+    if tag is Tag.WAITING:
+        return BeginSubmitReply(tag, waiting=raw[1])
     return BeginSubmitReply(tag)
 
 
@@ -193,6 +201,20 @@ def parse_cancel(raw: list[str]) -> CancelReply:
     return CancelReply(tag, raw[1]) if tag is Tag.ALREADY else CancelReply(tag)
 
 
+EXPIRE_WAITING_TAGS: Final = frozenset({Tag.EXPIRED, Tag.STALE, Tag.MISSING})
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireWaitingReply:
+    """``EXPIRED`` now, ``STALE`` (not waiting, or its deadline not passed) or ``MISSING``."""
+
+    tag: Tag
+
+
+def parse_expire_waiting(raw: list[str]) -> ExpireWaitingReply:
+    return ExpireWaitingReply(_tag("expire_waiting", raw, EXPIRE_WAITING_TAGS))
+
+
 SIDE_EFFECT_TAGS: Final = frozenset({Tag.NEXT, Tag.CLEAR, Tag.STALE, Tag.MISSING})
 
 
@@ -266,4 +288,5 @@ TAGS_BY_SCRIPT: Final[dict[str, frozenset[Tag]]] = {
     "side_attempt": SIDE_ATTEMPT_TAGS,
     "webhook_replay": WEBHOOK_REPLAY_TAGS,
     "track_extra": TRACK_EXTRA_TAGS,
+    "expire_waiting": EXPIRE_WAITING_TAGS,
 }

@@ -25,11 +25,19 @@ import redis
 import redis.asyncio
 
 from genqueue.producer.keys import (
+    ADMIT_TASK,
+    DEFAULT_TENANT,
     HOLDING_SLOT,
     INLINE_ARM_MARKER,
     NON_TERMINAL,
+    PRIORITY_BAND,
+    RECORD_INFIX,
+    SCHEMA_VERSION,
+    SUBMIT_TASK,
     TENANT_FIELD_PREFIX,
     TOTALS_SEP,
+    WAITING_FIELD,
+    WAITING_INFIX,
     WAKE_AT_SUFFIX,
     WAKE_SUFFIX,
 )
@@ -47,6 +55,7 @@ ScriptName = Literal[
     "side_attempt",
     "webhook_replay",
     "track_extra",
+    "expire_waiting",
 ]
 #: The transition scripts (the ones that change a record); registered by ``AsyncScripts``.
 SCRIPT_NAMES: tuple[ScriptName, ...] = (
@@ -62,6 +71,7 @@ SCRIPT_NAMES: tuple[ScriptName, ...] = (
     "side_attempt",
     "webhook_replay",
     "track_extra",
+    "expire_waiting",
 )
 #: The other scripts, each registered by the one module that runs it.
 OTHER_SCRIPT_NAMES: tuple[str, ...] = (
@@ -71,6 +81,7 @@ OTHER_SCRIPT_NAMES: tuple[str, ...] = (
     "pause",
     "pause_streak",
     "tenant_delete",
+    "admit",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"[ \t]*$', re.MULTILINE)
@@ -95,6 +106,14 @@ def constants_lua() -> str:
         f"local INLINE_ARM_MARKER = {_lua_str(INLINE_ARM_MARKER)}\n"
         f"local WAKE_SUFFIX = {_lua_str(WAKE_SUFFIX)}\n"
         f"local WAKE_AT_SUFFIX = {_lua_str(WAKE_AT_SUFFIX)}\n"
+        f"local DEFAULT_TENANT = {_lua_str(DEFAULT_TENANT)}\n"
+        f"local WAITING_INFIX = {_lua_str(WAITING_INFIX)}\n"
+        f"local RECORD_INFIX = {_lua_str(RECORD_INFIX)}\n"
+        f"local WAITING_FIELD = {_lua_str(WAITING_FIELD)}\n"
+        f"local SUBMIT_TASK = {_lua_str(SUBMIT_TASK)}\n"
+        f"local ADMIT_TASK = {_lua_str(ADMIT_TASK)}\n"
+        f"local SCHEMA_VERSION = {int(SCHEMA_VERSION)}\n"
+        f"local PRIORITY_BAND = {int(PRIORITY_BAND)}\n"
     )
 
 

@@ -8,7 +8,15 @@ from typing import Any
 
 from genqueue.producer.contracts import Create
 from genqueue.producer.errors import FieldError, InvalidRequest
-from genqueue.producer.keys import DEFAULT_TENANT, SCHEMA_VERSION, SUBMIT_TASK, Field, Tag
+from genqueue.producer.admission import QueueFull
+from genqueue.producer.keys import (
+    DEFAULT_PRIORITY,
+    DEFAULT_TENANT,
+    SCHEMA_VERSION,
+    SUBMIT_TASK,
+    Field,
+    Tag,
+)
 from genqueue.producer.models import GenerationRequest, parse_request, validate_options
 from genqueue.producer.record import RequestView, encode_spec
 from genqueue.producer.replies import CreateReply
@@ -35,6 +43,7 @@ def prepare(
     webhook_url: str | None,
     deadline_s: float | None,
     tenant: str = DEFAULT_TENANT,
+    priority: str = DEFAULT_PRIORITY,
 ) -> Submission:
     """Validate everything (raising ``InvalidRequest`` or ``TenantError`` before any write)
     and build the writes (the create script refuses a tenant that is not configured)."""
@@ -46,6 +55,7 @@ def prepare(
         deadline_s=deadline_s,
         max_deadline_s=settings.max_deadline_s,
         allow_nets=settings.allow_nets,
+        priority=priority,
     )
     request_id = str(uuid.uuid4())
     fields = {
@@ -55,6 +65,8 @@ def prepare(
         Field.TENANT: "" if tenant == DEFAULT_TENANT else tenant,
         Field.IDEMPOTENCY_KEY: idempotency_key or "",
         Field.HAS_WEBHOOK: "1" if webhook_url else "",
+        # Absent for normal: the common case costs no memory.
+        Field.PRIORITY: "" if priority == DEFAULT_PRIORITY else priority,
     }
     deadline = settings.default_deadline_s if deadline_s is None else deadline_s
     spec = encode_spec(req.upstream_body(), req.metadata, webhook_url)
@@ -83,9 +95,11 @@ def prepare(
 
 def created_id(reply: CreateReply) -> str:
     """The request id a create answered (new or the idempotency key's); ``UnknownTenant``
-    when the tenant is not configured."""
+    when the tenant is not configured, ``QueueFull`` when its admission queue is."""
     if reply.tag is Tag.NO_TENANT:
         raise UnknownTenant(reply.request_id)
+    if reply.tag is Tag.QUEUE_FULL:
+        raise QueueFull(reply.request_id)
     return reply.request_id
 
 

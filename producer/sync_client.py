@@ -14,7 +14,7 @@ from genqueue.producer.contracts import Cancel
 from genqueue.producer.durability import SyncDurableWriter, create_policy
 from genqueue.producer.errors import RequestNotFound, WaitTimeout
 from genqueue.producer.keys import DEFAULT_TENANT
-from genqueue.producer.models import GenerationRequest
+from genqueue.producer.models import GenerationRequest, Priority
 from genqueue.producer.record import RequestView, read_full_sync
 from genqueue.producer.scripts import SyncScripts, ms
 from genqueue.producer.settings import Settings
@@ -68,6 +68,7 @@ class Client:
         webhook_url: str | None = None,
         deadline_s: float | None = None,
         tenant: str | None = None,
+        priority: Priority = "normal",
     ) -> str:
         """Validate and enqueue a request; return its id (see ``AsyncClient.submit``)."""
         sub = prepare(
@@ -77,6 +78,7 @@ class Client:
             webhook_url=webhook_url,
             deadline_s=deadline_s,
             tenant=tenant or self.tenant or DEFAULT_TENANT,
+            priority=priority,
         )
         return checked_create(self._durable.write(sub.create))
 

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import redis
 import redis.asyncio
@@ -21,6 +21,11 @@ from arq.jobs import serialize_job
 
 from genqueue.producer.keys import INLINE_ARM_MARKER, SCHEMA_VERSION, WakeKeys, timer_job_id
 from genqueue.producer.scripts import source
+
+#: arq's job key prefix and how long a job key outlives its run time (ms): scripts that arm a
+#: job the caller could not pass ready-made (``lua/_job.lua``) are given them.
+JOB_KEY_PREFIX: Final = job_key_prefix
+JOB_EXTRA_MS: Final = expires_extra_ms
 
 
 def dumps(obj: Any) -> bytes:

@@ -85,7 +85,6 @@ def begin_submit(
     lease_ms: int = 60_000,
     owner: str = "w",
     policy: str = "resubmit",
-    cap_wait_ms: int = 10,
     limit: RateLimit | None = None,
 ) -> BeginSubmit:
     """``begin_submit`` of timer step ``seq`` as a worker sends it (by default no cap, a 60 s
@@ -98,7 +97,6 @@ def begin_submit(
         lease_ms=lease_ms,
         lease_owner=owner,
         ambiguous_policy=policy,
-        cap_wait_ms=cap_wait_ms,
         limit_keys=limit.keys if limit else (keys.rate_limit("none"), keys.rate_turns("none")),
         limit_us=limit.args if limit else NO_LIMIT_US,
     )

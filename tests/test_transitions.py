@@ -68,7 +68,6 @@ class Scripts:
                 lease_ms=lease_ms,
                 owner="w1",
                 policy=policy,
-                cap_wait_ms=1000,
             )
         )
 

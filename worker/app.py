@@ -26,6 +26,7 @@ from arq.worker import Function, Worker, func
 from prometheus_client import start_http_server
 
 from genqueue.producer.keys import (
+    ADMIT_TASK,
     DISPATCH_TASK,
     POLL_TASK,
     RECONCILE_TASK,
@@ -34,6 +35,7 @@ from genqueue.producer.keys import (
     SUBMIT_TASK,
 )
 from genqueue.producer.timers import dumps, loads
+from genqueue.worker.admission import announce_cap, run_admit
 from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
@@ -79,6 +81,13 @@ async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> No
         await run_poll(_runtime(ctx), request_id, seq)
 
 
+async def admit(ctx: dict[str, Any], what: str, at_ms: int, v: int = 1) -> None:
+    """arq task: a deployment-wide admission timer (a pause's end, the earliest waiting
+    deadline; see ``genqueue.worker.admission.run_admit``)."""
+    if _version_ok(v):
+        await run_admit(_runtime(ctx), what)
+
+
 async def side(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
     """arq task: one owed side effect (see ``genqueue.worker.side_effects.run_side``)."""
     if _version_ok(v):
@@ -105,6 +114,7 @@ def functions(config: WorkerConfig) -> list[Function]:
     return [
         func(submit, name=SUBMIT_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0),
         func(poll, name=POLL_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0),
+        func(admit, name=ADMIT_TASK, timeout=timeout, max_tries=MAX_TRIES, keep_result=0),
     ]
 
 
@@ -121,16 +131,19 @@ def _worker(
     burst: bool,
     health_suffix: str,
     resolver: Resolver | None = None,
+    announce: bool = False,
     **waiting: Any,
 ) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx[CTX_KEY] = await Runtime.start(
+        ctx[CTX_KEY] = rt = await Runtime.start(
             config,
             transport=transport,
             side_transport=side_transport,
             metrics=metrics,
             resolver=resolver,
         )
+        if announce:
+            await announce_cap(rt)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         rt = ctx.pop(CTX_KEY, None)
@@ -189,6 +202,7 @@ def build_worker(
         burst=burst,
         health_suffix="",
         resolver=resolver,
+        announce=True,
         wake=config.settings.keys.queue_wake,
         periodic=[
             Periodic(

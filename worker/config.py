@@ -194,10 +194,10 @@ class WorkerConfig:
     #: Retry delays of a create that did not happen (scaled), backoff base and cap.
     submit_retry_s: float = 2.0
     submit_retry_cap_s: float = 60.0
-    #: Cap on upstream jobs in flight across all workers (0 = no cap).
+    #: Cap on upstream jobs in flight across all workers (0 = no cap). Each worker writes its
+    #: own as the deployment's when it starts (the last one started wins); requests beyond it
+    #: wait in their tenants' admission queues (``producer/admission.py``).
     max_inflight: int = 0
-    #: How long a request waits before asking again when the cap is full (scaled).
-    cap_wait_s: float = 2.0
     #: Shared limit on upstream calls (creates and polls) across all workers: requests/s
     #: sustained, plus a burst (0 = no limit).
     rate_limit_rps: float = 0.0

@@ -63,6 +63,17 @@ class WorkerMetrics:
         self.timers_rearmed = Counter(
             "genqueue_timers_rearmed", "Lost timers re-armed by the reconciler.", registry=r
         )
+        self.waiting_expired = Counter(
+            "genqueue_waiting_expired",
+            "Requests that reached their deadline while waiting for admission.",
+            registry=r,
+        )
+        self.admitted_by_safety_net = Counter(
+            "genqueue_admitted_by_safety_net",
+            "Requests admitted by the reconciler's periodic pass rather than by the event "
+            "that freed their slot (should stay 0).",
+            registry=r,
+        )
         self.ambiguous_submits = Counter(
             "genqueue_ambiguous_submits",
             "Creates that may have happened upstream without genqueue learning the id.",

@@ -13,6 +13,7 @@ import redis.asyncio
 
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
+from genqueue.producer.timers import JOB_EXTRA_MS, JOB_KEY_PREFIX
 
 
 class CreatePause:
@@ -25,10 +26,11 @@ class CreatePause:
         self._keys = keys
 
     async def pause(self, *, reason: str, code: int | str, duration_ms: int) -> int:
-        """Pause creates for ``duration_ms`` (then half-open); returns the end (Redis ms)."""
-        return int(
-            await self._pause(keys=[self._keys.pause], args=[reason[:300], str(code), duration_ms])
-        )
+        """Pause creates for ``duration_ms`` (then half-open; an ``admit`` timer at its end
+        admits the requests waiting meanwhile); returns the end (Redis ms)."""
+        keys = [self._keys.pause, self._keys.queue]
+        args = [reason[:300], str(code), duration_ms, JOB_KEY_PREFIX, JOB_EXTRA_MS]
+        return int(await self._pause(keys=keys, args=args))
 
     async def resume(self) -> bool:
         """End a pause now; True if one was in force."""

@@ -233,7 +233,8 @@ async def _poll_wait_s(
 
 
 async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
-    """Create the upstream job for a pending request, or re-arm when it can't be done yet."""
+    """Create the upstream job for a pending request, or re-arm when it can't be done yet
+    (or leave it in its admission queue, where a freed slot admits it)."""
     with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
         raw = await read_full(rt.redis, rt.keys, request_id)  # the body is in the spec
         if not raw:
@@ -252,7 +253,6 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             lease_ms=ms(cfg.lease_s),
             lease_owner=cfg.worker_name,
             ambiguous_policy=cfg.ambiguous_policy,
-            cap_wait_ms=_scaled_ms(rt, cfg.cap_wait_s),
             limit_keys=limit_keys,
             limit_us=limit_args,
             arm=(deferred := _next(SUBMIT_TASK, raw, seq)),
@@ -265,6 +265,10 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
             delay_ms = reply.step.delay_ms if reply.step else 0
             log.debug("submit_deferred", reason=tag.lower(), delay_ms=delay_ms)
             await _arm_next(rt, SUBMIT_TASK, request_id, reply.step, deferred)
+            return
+        if tag is Tag.WAITING:
+            # In its tenant's admission queue: no timer, a freed slot admits it.
+            log.debug("submit_waiting", reason=reply.waiting)
             return
         if tag is Tag.STALE:
             await arm_current(rt, request_id)

@@ -4,6 +4,7 @@
 --       8 video url, 9 error, 10 upstream created_at, 11 started_at, 12 done_at,
 --       13 '1' to owe a download of the video (completed only), 14 '1' if the job completed
 --       but its cost is missing or unusable (recorded as unknown, never as zero).
+-- KEYS 9..14, ARGV 15..18: the admission block (lua/_admit.lua).
 -- Returns {'OK', final status, now ms, '1' if the visible status ended now} | {'STALE'} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -17,7 +18,12 @@ local EXPECTED_SEQ, OUTCOME, COST = ARGV[5], ARGV[6], ARGV[7]
 local VIDEO_URL, ERROR = ARGV[8], ARGV[9]
 local CREATED_AT, STARTED_AT, DONE_AT = ARGV[10], ARGV[11], ARGV[12]
 local OWE_DOWNLOAD, COST_UNKNOWN = ARGV[13] == '1', ARGV[14] == '1'
+local K_ADM_STATE, K_ADM_READY, K_ADM_DEADLINES = KEYS[9], KEYS[10], KEYS[11]
+local K_ADM_TENANTS, K_ADM_PAUSE, K_ADM_QUEUE = KEYS[12], KEYS[13], KEYS[14]
+local ADM_PREFIX, ADM_JOB_PREFIX = ARGV[15], ARGV[16]
+local ADM_JOB_EXTRA_MS, ADM_MAX = tonumber(ARGV[17]), tonumber(ARGV[18])
 --- @include "transition"
+--- @include "admit"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
@@ -57,4 +63,5 @@ else
   emit(status, 'tracked_outcome', outcome)
 end
 release()
+admit_for(tenant_of(K_REC))
 return {'OK', status, istr(NOW), ended_now}

@@ -2,6 +2,7 @@
 -- ARGV: 5 expected timer seq, 6 upstream status ('' when the poll failed), 7 upstream started_at,
 --       8 next delay (ms), 9 tracking poll delay (ms), 10 tracking limit (ms), 11 poll error ('' if none),
 --       12 '1' if the upstream answered 404 (the job may be gone).
+-- KEYS 9..14, ARGV 13..16: the admission block (lua/_admit.lua).
 -- Returns {'OK', seq, delay_ms} | {'ABANDONED'} | {'DONE'} | {'STALE'} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -15,7 +16,12 @@ local EXPECTED_SEQ, UPSTREAM_STATUS, STARTED_AT = ARGV[5], ARGV[6], ARGV[7]
 local NEXT_DELAY_MS, TRACKING_DELAY_MS = tonumber(ARGV[8]), tonumber(ARGV[9])
 local TRACKING_LIMIT_MS, POLL_ERROR = tonumber(ARGV[10]), ARGV[11]
 local NOT_FOUND = ARGV[12] == '1'
+local K_ADM_STATE, K_ADM_READY, K_ADM_DEADLINES = KEYS[9], KEYS[10], KEYS[11]
+local K_ADM_TENANTS, K_ADM_PAUSE, K_ADM_QUEUE = KEYS[12], KEYS[13], KEYS[14]
+local ADM_PREFIX, ADM_JOB_PREFIX = ARGV[13], ARGV[14]
+local ADM_JOB_EXTRA_MS, ADM_MAX = tonumber(ARGV[15]), tonumber(ARGV[16])
 --- @include "transition"
+--- @include "admit"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
@@ -60,6 +66,7 @@ if get('tracking') == '1' then
   if NOW >= num('tracking_until_ms') then
     redis.call('HSET', K_REC, 'error', (get('error') or '') .. ' (tracking abandoned: the upstream job never finished)')
     release()
+    admit_for(tenant_of(K_REC))
     return {'ABANDONED'}
   end
   delay = math.max(delay, TRACKING_DELAY_MS)

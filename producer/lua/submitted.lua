@@ -4,6 +4,7 @@
 -- ARGV: 5 submit seq, 6 upstream id, 7 upstream status, 8 upstream created_at, 9 started_at,
 --       10 first poll delay (ms), 11 tracking limit (ms), 12 tracking poll delay (ms),
 --       13 most models the accepted set may hold (a bound on the totals' labels).
+-- KEYS 11..16, ARGV 14..17: the admission block (lua/_admit.lua).
 -- Returns {'OK', seq, delay_ms} | {'STALE'} | {'MISSING'}. Every upstream id is kept; a stale
 -- one (a superseded job: its attempt answered after another went out) is checked until it
 -- ends, after the request's own job (lua/track_extra.lua).
@@ -20,7 +21,12 @@ local SUBMIT_SEQ, UPSTREAM_ID, UPSTREAM_STATUS = ARGV[5], ARGV[6], ARGV[7]
 local CREATED_AT, STARTED_AT = ARGV[8], ARGV[9]
 local FIRST_DELAY_MS, TRACKING_LIMIT_MS = tonumber(ARGV[10]), tonumber(ARGV[11])
 local TRACKING_DELAY_MS, MAX_MODELS = tonumber(ARGV[12]), tonumber(ARGV[13])
+local K_ADM_STATE, K_ADM_READY, K_ADM_DEADLINES = KEYS[11], KEYS[12], KEYS[13]
+local K_ADM_TENANTS, K_ADM_PAUSE, K_ADM_QUEUE = KEYS[14], KEYS[15], KEYS[16]
+local ADM_PREFIX, ADM_JOB_PREFIX = ARGV[14], ARGV[15]
+local ADM_JOB_EXTRA_MS, ADM_MAX = tonumber(ARGV[16]), tonumber(ARGV[17])
 --- @include "transition"
+--- @include "admit"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
 redis.call('DEL', K_PAUSE_STREAK)
@@ -31,7 +37,8 @@ if status ~= 'submitting' or get('submit_seq') ~= SUBMIT_SEQ then
   -- The attempt counted as possibly billed when its lease expired has a known job now.
   if num('possibly_billed') > 0 then possibly_billed(-1) end
   -- Already ended and out of every index: the chain starts again to check this job.
-  if (get('timer') or '') == '' then release() end
+  -- (Not one waiting for admission: its chain starts when it is admitted.)
+  if (get('timer') or '') == '' and not get('waiting') then release() end
   return {'STALE'}
 end
 -- The upstream accepted this model: count it under its own name from now on (bounded: the
@@ -76,4 +83,7 @@ else
   set_status(status, new)
   emit(new, 'upstream_id', UPSTREAM_ID)
 end
+-- A create went through: if it was a half-open pause's probe, the pause is over (deleted
+-- just before this call, worker/tasks.py) and the waiting requests are admitted.
+admit(ADM_MAX)
 return {'OK', next_step('poll', delay), delay}

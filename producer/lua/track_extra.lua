@@ -6,6 +6,7 @@
 -- ARGV: 5 expected timer seq, 6 the upstream id checked, 7 its end ('' still running |
 --       completed | failed | cancelled | gone: the upstream no longer knows it), 8 its cost
 --       (micro-USD, '' if none), 9 next check delay (ms), 10 tracking limit (ms).
+-- KEYS 9..14, ARGV 11..14: the admission block (lua/_admit.lua).
 -- Returns {'OK', seq, delay_ms} | {'DONE'} | {'ABANDONED'} | {'STALE'} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -17,7 +18,12 @@ local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local EXPECTED_SEQ, CHECKED_ID, ENDED, COST = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local NEXT_DELAY_MS, TRACKING_LIMIT_MS = tonumber(ARGV[9]), tonumber(ARGV[10])
+local K_ADM_STATE, K_ADM_READY, K_ADM_DEADLINES = KEYS[9], KEYS[10], KEYS[11]
+local K_ADM_TENANTS, K_ADM_PAUSE, K_ADM_QUEUE = KEYS[12], KEYS[13], KEYS[14]
+local ADM_PREFIX, ADM_JOB_PREFIX = ARGV[11], ARGV[12]
+local ADM_JOB_EXTRA_MS, ADM_MAX = tonumber(ARGV[13]), tonumber(ARGV[14])
 --- @include "transition"
+--- @include "admit"
 local refused = idempotency_key_not_passed()
 if refused then return refused end
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
@@ -52,6 +58,7 @@ local function stop_tracking()
 end
 if #rest == 0 then
   stop_tracking()
+  if found and ENDED ~= '' then admit_for(tenant_of(K_REC)) end
   return {'DONE'}
 end
 if NOW >= num('tracking_until_ms') then
@@ -59,8 +66,11 @@ if NOW >= num('tracking_until_ms') then
   redis.call('HSET', K_REC, 'upstream_error',
     'tracking abandoned: ' .. #rest .. ' superseded upstream job(s) never finished')
   stop_tracking()
+  admit_for(tenant_of(K_REC))
   return {'ABANDONED'}
 end
+-- An ended superseded job freed its slot.
+if found and ENDED ~= '' then admit_for(tenant_of(K_REC)) end
 redis.call('HSET', K_REC, 'extra_ids', encode_ids(rest))
 local delay = NEXT_DELAY_MS
 if ENDED ~= '' then delay = 0 end  -- the next one's turn at once

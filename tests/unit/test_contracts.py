@@ -36,7 +36,8 @@ def _common(rid: str) -> list[str]:
 
 
 def test_begin_submit_layout() -> None:
-    """begin_submit: shared KEYS then pause and the limit's keys; ARGV 5..12 in order."""
+    """begin_submit: shared KEYS then pause and the limit's keys, then the admission block;
+    ARGV 5..12 in order, then the admission block."""
     c = BeginSubmit(
         request_id="r",
         idempotency_key="k",
@@ -45,17 +46,22 @@ def test_begin_submit_layout() -> None:
         lease_ms=60_000,
         lease_owner="w",
         ambiguous_policy="resubmit",
-        cap_wait_ms=10,
         limit_keys=("gq:rl", "gq:rl:turn"),
         limit_us=(100, 200),
     ).call(SETTINGS)
     assert c.name == "begin_submit"
-    assert c.keys == [*SETTINGS.keys.script_keys("r", "k"), "gq:pause", "gq:rl", "gq:rl:turn"]
+    assert c.keys == [
+        *SETTINGS.keys.script_keys("r", "k"),
+        *("gq:pause", "gq:rl", "gq:rl:turn"),
+        *("gq:admission", "gq:admission:ready", "gq:admission:deadlines"),
+        *("gq:tenants", "gq:pause", "gq:queue"),
+    ]
     assert c.keys[5] == "gq:idem:k"
     assert c.args == [
         *_common("r"),
-        *("3", "5", "60000", "w", "resubmit", "10", "100", "200"),
+        *("3", "5", "60000", "w", "resubmit", "100", "200"),
         str(int(SETTINGS.unsubmitted_retention_s * 1000)),
+        *("gq", "arq:job:", "86400000", "8"),
     ]
 
 
@@ -73,9 +79,9 @@ def test_finish_layout_and_inline_arm() -> None:
         arm=Timer("poll", "r", 8),
     ).call(SETTINGS)
     assert c.args[4:14] == ["7", "completed", "", "", "", "", "", "3.5", "1", "0"]
-    assert len(c.keys) == 8 + 5
+    assert len(c.keys) == 8 + 6 + 5
     assert c.keys[-3:] == ["gq:queue", "gq:queue:wake", "gq:queue:wake:at"]
-    assert len(c.args) == 14 + 4 and c.args[-1] == INLINE_ARM_MARKER
+    assert len(c.args) == 14 + 4 + 4 and c.args[-1] == INLINE_ARM_MARKER
     assert c.args[-2] == "poll:r:8"
 
 
@@ -130,7 +136,8 @@ def test_a_float_argument_is_a_unit_bug() -> None:
 def test_replies_are_parsed_per_script() -> None:
     ok = parse_begin_submit(["OK", "2", "1", "0"])
     assert (ok.tag, ok.submit_seq, ok.ambiguous, ok.probe) == (Tag.OK, 2, True, False)
-    assert parse_begin_submit(["CAP_FULL", "4", "10"]).step == NextStep(4, 10)
+    assert parse_begin_submit(["PAUSED", "4", "10"]).step == NextStep(4, 10)
+    assert parse_begin_submit(["WAITING", "tenant_cap"]).waiting == "tenant_cap"
     go = parse_begin_poll(["GO", "status", "queued", "seq", "3"])
     assert go.tag is Tag.GO and go.record == {"status": "queued", "seq": "3"}
     done = parse_finish(["OK", "cancelled", "1700000000000", "0"])

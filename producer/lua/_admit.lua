@@ -1,0 +1,276 @@
+-- Admission (producer/admission.py; docs/architecture.md "Admission"): a request that cannot
+-- have an upstream slot yet waits in its tenant's admission queue with no timer; the step that
+-- frees a slot admits the next one (weighted fair share between tenants, then priority, then
+-- the earliest deadline) and arms its submit timer right there.
+-- `--- @include "admit"` after the script has named the admission block of its KEYS and ARGV
+-- (producer/admission.py `admission_keys` / `admission_args`):
+--   K_ADM_STATE (hash: max_inflight, vtime, pass|{tenant}, expiry_at), K_ADM_READY (zset:
+--   tenants that may be admitted, by virtual time), K_ADM_DEADLINES (zset: waiting id ->
+--   deadline), K_ADM_TENANTS (the tenants hash), K_ADM_PAUSE (the pause hash), K_ADM_QUEUE
+--   (the arq queue); ADM_PREFIX (the key prefix), ADM_JOB_PREFIX (arq's job key prefix),
+--   ADM_JOB_EXTRA_MS (how long a job may wait past its run time), ADM_MAX (most admissions
+--   per call);
+-- and the shared K_INFLIGHT and K_COUNTS.
+-- Keys it cannot be given in advance: a tenant's queue `{prefix}:waiting:{tenant}`, the
+-- record `{prefix}:req:{id}` of the request it admits and that request's arq job key. All are
+-- built from the passed prefixes, so under a Redis Cluster hash tag in the prefix (`{gq}`,
+-- docs/scaling.md) they hash to the script's one slot like every declared key.
+--- @include "constants"
+--- @include "numbers"
+--- @include "wake"
+--- @include "job"
+
+local ADM_NOW = (function()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end)()
+-- Stale entries (ended records still listed) and tenants leaving the ready set cost one turn
+-- each: a call never does more than its admissions plus this, whatever the backlog.
+local ADM_EXTRA_TURNS = 64
+local PRIORITY_BANDS = {high = 0, normal = 1, low = 2}
+
+local function waiting_key(tenant)
+  return ADM_PREFIX .. WAITING_INFIX .. tenant
+end
+
+local function record_key(id)
+  return ADM_PREFIX .. RECORD_INFIX .. id
+end
+
+local function tenant_of(rec)
+  local t = redis.call('HGET', rec, 'tenant')
+  if not t or t == '' then return DEFAULT_TENANT end
+  return t
+end
+
+-- A count of another record than the script's own (`count` in _transition.lua is K_REC's).
+local function count_for(tenant, field, by)
+  redis.call('HINCRBY', K_COUNTS, field, by)
+  if tenant ~= DEFAULT_TENANT then
+    redis.call('HINCRBY', K_COUNTS, TENANT_FIELD_PREFIX .. SEP .. tenant .. SEP .. field, by)
+  end
+end
+
+local function sum(values)
+  local total = 0
+  for _, n in ipairs(values) do total = total + (tonumber(n) or 0) end
+  return total
+end
+
+local function held_total()
+  return sum(redis.call('HMGET', K_COUNTS, unpack(HOLDING_SLOT)))
+end
+
+local function held_fields(tenant)
+  local fields = {}
+  for i, f in ipairs(HOLDING_SLOT) do fields[i] = TENANT_FIELD_PREFIX .. SEP .. tenant .. SEP .. f end
+  return fields
+end
+
+-- Slots a tenant holds. `default` has no fields of its own (records written before tenants
+-- count as its): the cluster's minus every other tenant's, O(tenants), never O(requests); only
+-- read when `default` has a `max_inflight` of its own.
+local function held_by(tenant)
+  if tenant ~= DEFAULT_TENANT then return sum(redis.call('HMGET', K_COUNTS, unpack(held_fields(tenant)))) end
+  local total = held_total()
+  for _, other in ipairs(redis.call('HKEYS', K_ADM_TENANTS)) do
+    if other ~= DEFAULT_TENANT then
+      total = total - sum(redis.call('HMGET', K_COUNTS, unpack(held_fields(other))))
+    end
+  end
+  return total
+end
+
+local function global_cap()
+  return tonumber(redis.call('HGET', K_ADM_STATE, 'max_inflight') or '0') or 0
+end
+
+local tenant_cache = {}
+-- A tenant's admission settings (JSON in the tenants hash; producer/tenants.py TenantConfig).
+local function tenant_cfg(tenant)
+  local cfg = tenant_cache[tenant]
+  if cfg then return cfg end
+  local raw = redis.call('HGET', K_ADM_TENANTS, tenant)
+  local ok, data = pcall(cjson.decode, raw or '{}')
+  if not ok or type(data) ~= 'table' then data = {} end
+  local weight = tonumber(data['weight']) or 1
+  if weight <= 0 then weight = 1 end
+  cfg = {weight = weight, max_inflight = tonumber(data['max_inflight']) or 0,
+    max_waiting = tonumber(data['max_waiting']) or 0}
+  tenant_cache[tenant] = cfg
+  return cfg
+end
+
+-- Creates paused (lua/pause.lua): true while the pause runs or its half-open probe is out;
+-- else whether it is half-open (then one request at a time may go, as the probe).
+local function creates_held()
+  local p = redis.call('HMGET', K_ADM_PAUSE, 'until_ms', 'probe_until_ms')
+  local untilms = tonumber(p[1] or '0') or 0
+  if untilms == 0 then return false, false end
+  if ADM_NOW < untilms or ADM_NOW < (tonumber(p[2] or '0') or 0) then return true, false end
+  return false, true
+end
+
+local function arm_job(kind, first, second, at)
+  return arm_arq_job(ADM_JOB_PREFIX, K_ADM_QUEUE, ADM_JOB_EXTRA_MS, ADM_NOW, kind, first, second, at)
+end
+
+-- The one expiry timer of every waiting request: armed at `at` unless it already fires
+-- earlier (a time in the future, so it never collides with the run that is going on).
+local function arm_expiry(at, force)
+  at = math.max(at, ADM_NOW + 1)
+  local armed = tonumber(redis.call('HGET', K_ADM_STATE, 'expiry_at') or '')
+  if not force and armed and armed <= at and armed >= ADM_NOW then return end
+  redis.call('HSET', K_ADM_STATE, 'expiry_at', istr(at))
+  arm_job(ADMIT_TASK, 'expire', at, at)
+end
+
+-- A tenant with waiting requests joins the ready set at its own virtual time, or the
+-- current one if that is later: time spent idle (or at its own cap) banks no credit.
+local function join_ready(tenant)
+  if redis.call('ZSCORE', K_ADM_READY, tenant) then return end
+  if redis.call('ZCARD', waiting_key(tenant)) == 0 then return end
+  local own = tonumber(redis.call('HGET', K_ADM_STATE, 'pass' .. SEP .. tenant) or '0') or 0
+  local now = tonumber(redis.call('HGET', K_ADM_STATE, 'vtime') or '0') or 0
+  redis.call('ZADD', K_ADM_READY, math.max(own, now), tenant)
+end
+
+local function leave_ready(tenant, pass)
+  redis.call('ZREM', K_ADM_READY, tenant)
+  redis.call('HSET', K_ADM_STATE, 'pass' .. SEP .. tenant, pass)
+end
+
+-- Put a pending request in its tenant's admission queue (`reason`: WAIT_REASONS): no timer,
+-- out of the in-flight index (the reconciler looks for lost timers only there).
+local function enter_queue(rec, id, tenant, reason)
+  local f = redis.call('HMGET', rec, 'priority', 'deadline_at_ms', 'waiting')
+  if f[3] then return end
+  local deadline = tonumber(f[2] or '0') or 0
+  local band = PRIORITY_BANDS[f[1] or 'normal'] or PRIORITY_BANDS['normal']
+  redis.call('ZADD', waiting_key(tenant), band * PRIORITY_BAND + deadline, id)
+  redis.call('ZADD', K_ADM_DEADLINES, deadline, id)
+  redis.call('HSET', rec, 'waiting', reason, 'timer', '')
+  redis.call('ZREM', K_INFLIGHT, id)
+  count_for(tenant, WAITING_FIELD .. SEP .. reason, 1)
+  join_ready(tenant)
+  arm_expiry(deadline, false)
+end
+
+-- Take a request out of its admission queue (admitted, cancelled, expired); false if it was
+-- not waiting.
+local function leave_queue(rec, id, tenant)
+  local reason = redis.call('HGET', rec, 'waiting')
+  if not reason then return false end
+  redis.call('ZREM', waiting_key(tenant), id)
+  redis.call('ZREM', K_ADM_DEADLINES, id)
+  redis.call('HDEL', rec, 'waiting')
+  count_for(tenant, WAITING_FIELD .. SEP .. reason, -1)
+  return true
+end
+
+-- Give back the slot admission reserved for a pending request; false if it held none.
+local function unreserve(rec, tenant)
+  if redis.call('HGET', rec, 'admitted') ~= '1' then return false end
+  redis.call('HDEL', rec, 'admitted')
+  count_for(tenant, 'admitted', -1)
+  return true
+end
+
+-- Reserve a slot for a pending request (counted as `admitted`, part of HOLDING_SLOT).
+local function reserve(rec, tenant)
+  redis.call('HSET', rec, 'admitted', '1')
+  count_for(tenant, 'admitted', 1)
+end
+
+-- Seams for per-tenant budgets (issue #26): `admission_gate` answers nil (may go) or why the
+-- candidate must keep waiting (its tenant then leaves the ready set until an event puts it
+-- back); `on_admit` runs in the same step as each admission.
+local function admission_gate(rec, id, tenant)
+  return nil
+end
+
+local function on_admit(rec, id, tenant)
+end
+
+-- Why a pending request of `tenant` cannot take a slot now (nil: it can). Nobody jumps the
+-- queue: with anyone ready to be admitted, a newcomer waits its turn.
+local function blocked_reason(tenant, rec, id)
+  local held, half_open = creates_held()
+  if held then return 'paused' end
+  if half_open and (tonumber(redis.call('HGET', K_COUNTS, 'admitted') or '0') or 0) > 0 then
+    return 'paused'  -- the probe is admitted and on its way
+  end
+  local cfg = tenant_cfg(tenant)
+  if cfg.max_inflight > 0 and held_by(tenant) >= cfg.max_inflight then return 'tenant_cap' end
+  local cap = global_cap()
+  if cap > 0 and held_total() >= cap then return 'cap' end
+  if redis.call('ZCARD', K_ADM_READY) > 0 or redis.call('ZCARD', waiting_key(tenant)) > 0 then
+    return 'cap'
+  end
+  return admission_gate(rec, id, tenant)
+end
+
+-- Admit up to `max_n` waiting requests while the global cap and the picked tenant's own cap
+-- allow: the tenant with the lowest virtual time, its best request (priority, then the
+-- earliest deadline); each admission reserves the slot, arms the submit timer, and moves the
+-- tenant's virtual time on by 1/weight. Returns how many were admitted.
+local function admit(max_n)
+  if redis.call('ZCARD', K_ADM_READY) == 0 then return 0 end
+  local held, half_open = creates_held()
+  if held then return 0 end
+  if half_open then
+    if (tonumber(redis.call('HGET', K_COUNTS, 'admitted') or '0') or 0) > 0 then return 0 end
+    max_n = math.min(max_n, 1)
+  end
+  local cap = global_cap()
+  local n, turns = 0, max_n + ADM_EXTRA_TURNS
+  while n < max_n and turns > 0 do
+    turns = turns - 1
+    if cap > 0 and held_total() >= cap then break end
+    local top = redis.call('ZRANGE', K_ADM_READY, 0, 0, 'WITHSCORES')
+    if #top == 0 then break end
+    local tenant, pass = top[1], tonumber(top[2])
+    local queue = waiting_key(tenant)
+    local cfg = tenant_cfg(tenant)
+    local head = redis.call('ZRANGE', queue, 0, 0)
+    if #head == 0 then
+      leave_ready(tenant, pass)
+    elseif cfg.max_inflight > 0 and held_by(tenant) >= cfg.max_inflight then
+      leave_ready(tenant, pass)  -- back when one of its slots frees (admit_for)
+    else
+      local id = head[1]
+      local rec = record_key(id)
+      local f = redis.call('HMGET', rec, 'waiting', 'status')
+      if not f[1] or f[2] ~= 'pending' then
+        -- Listed but no longer waiting (ended, or its record expired): dropped.
+        redis.call('ZREM', queue, id)
+        redis.call('ZREM', K_ADM_DEADLINES, id)
+      elseif admission_gate(rec, id, tenant) then
+        leave_ready(tenant, pass)
+      else
+        leave_queue(rec, id, tenant)
+        reserve(rec, tenant)
+        local seq = redis.call('HINCRBY', rec, 'seq', 1)
+        redis.call('HSET', rec, 'timer', SUBMIT_TASK, 'next_check_at_ms', istr(ADM_NOW))
+        redis.call('ZADD', K_INFLIGHT, ADM_NOW, id)
+        arm_job(SUBMIT_TASK, id, seq, ADM_NOW)
+        on_admit(rec, id, tenant)
+        redis.call('HSET', K_ADM_STATE, 'vtime', pass)
+        local next_pass = pass + 1 / cfg.weight
+        if redis.call('ZCARD', queue) > 0 then
+          redis.call('ZADD', K_ADM_READY, next_pass, tenant)
+        else
+          leave_ready(tenant, next_pass)
+        end
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
+-- After one of `tenant`'s slots freed: it may be admitted again, then whoever is next.
+local function admit_for(tenant)
+  join_ready(tenant)
+  return admit(ADM_MAX)
+end
