@@ -12,7 +12,9 @@ from genqueue.producer.keys import (
     NON_TERMINAL,
     TENANT_FIELD_PREFIX,
     TOTALS_SEP,
+    WAIT_REASONS,
     Keys,
+    waiting_field,
 )
 from genqueue.producer.record import micro_to_usd
 
@@ -45,6 +47,11 @@ class Stats:
     cost_unknown: dict[str, int] = field(default_factory=dict)
     #: Jobs whose cost was recorded, by model (the denominator of the mean cost).
     costed: dict[str, int] = field(default_factory=dict)
+    #: Slots admission reserved for pending requests whose create has not started (they
+    #: count against the in-flight cap with ``active_upstream``).
+    admitted: int = 0
+    #: Requests waiting in admission queues, by why they joined (``WAIT_REASONS``).
+    waiting: dict[str, int] = field(default_factory=dict)
 
     def mean_cost_micro_usd(self, model: str) -> int:
         """The model's mean recorded cost per job (0 before any was recorded)."""
@@ -97,6 +104,8 @@ class Stats:
                 },
             },
             "cost_unknown": self.cost_unknown,
+            "admitted": self.admitted,
+            "waiting": self.waiting,
             "tenant": self.tenant,
         }
 
@@ -189,7 +198,10 @@ def parse_stats(replies: Sequence[Any], now_ms: int, tenant: str | None = None) 
     return Stats(
         requests_by_status=by_status,
         tracking=tracking,
-        active_upstream=max(0, sum(c.get(s, 0) for s in HOLDING_SLOT)),
+        # Upstream jobs: the slots held but those reserved for creates not started yet.
+        active_upstream=max(0, sum(c.get(s, 0) for s in HOLDING_SLOT if s != "admitted")),
+        admitted=max(0, c.get("admitted", 0)),
+        waiting={r: max(0, c.get(waiting_field(r), 0)) for r in WAIT_REASONS},
         # The in-flight set is the cluster's; a tenant's are its live and tracked records.
         inflight=int(inflight) if tenant is None else sum(by_status.values()) + tracking,
         queue_ready=int(ready),

@@ -9,7 +9,7 @@ import httpx
 import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
-from genqueue.producer.keys import Tag
+from genqueue.producer.keys import Field, Tag
 from genqueue.producer.settings import Settings
 from genqueue.worker.pause import CreatePause
 from tests.conftest import StartWorker
@@ -22,17 +22,22 @@ REQ = {"model": "minimax/video-01-director", "prompt": "rain on a tin roof"}
 async def test_expired_pause_lets_exactly_one_probe_through(
     client: AsyncClient, settings: Settings, aredis: redis.asyncio.Redis
 ) -> None:
-    """After a pause's time, one request goes through as a probe and the rest keep waiting."""
+    """After a pause's time, one request goes through as a probe and the rest wait in their
+    admission queue until the probe's success admits them."""
     s = Scripts(settings, aredis)
     pause = CreatePause(aredis, settings.keys)
     await pause.pause(reason="test", code=402, duration_ms=1)
     await asyncio.sleep(0.01)
     a, b = await client.submit(REQ), await client.submit(REQ)
+    assert ((await s.rec(a)).get(Field.ADMITTED), (await s.rec(b)).get(Field.WAITING)) == (
+        "1",
+        "paused",
+    )
     first = await s.begin(a, seq=0)
-    second = await s.begin(b, seq=0)
     assert first.tag is Tag.OK and first.probe
-    assert second.tag is Tag.PAUSED and second.step and second.step.delay_ms > 0
+    assert (await s.begin(b, seq=0)).tag is Tag.STALE  # waiting: no submit step
     assert await pause.resume()
+    assert (await s.submitted(a, first.submit_seq)).tag is Tag.OK
     assert (await s.begin(b)).tag is Tag.OK
 
 

@@ -178,11 +178,14 @@ async def test_late_answer_after_the_request_ended_restarts_its_chain(
     assert (rec[Field.TRACKING], rec[Field.TIMER]) == ("extra", "poll")
     assert await s.redis.zscore(s.keys.inflight, rid) is not None
     assert (await client.stats()).active_upstream == 1
+    await s.redis.hset(s.keys.admission, "max_inflight", "1")  # type: ignore[misc]
     other = await new(client)
-    assert (await s.begin(other, seq=0, cap=1)).tag is Tag.CAP_FULL
+    assert (await s.rec(other))[Field.WAITING] == "cap"
+    # The superseded job's end frees its slot: that step admits the waiting request.
     assert (await track_extra(s, rid, "up-late", "cancelled", None)).tag is Tag.DONE
     assert (await client.get(rid)).status == "cancelled"
-    assert (await s.begin(other, seq=int((await s.rec(other))[Field.SEQ]), cap=1)).tag is Tag.OK
+    assert (await s.rec(other))[Field.ADMITTED] == "1"
+    assert (await s.begin(other)).tag is Tag.OK
 
 
 async def test_record_of_the_previous_version_gets_its_extra_ids_tracked(

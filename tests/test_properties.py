@@ -1,5 +1,6 @@
 """Property test: any interleaving of transitions keeps the record, indexes and totals
-consistent, and a terminal status never changes (e.g. a cancel racing a completion)."""
+consistent, and a terminal status never changes (e.g. a cancel racing a completion); with an
+in-flight cap changing underneath, admission wastes no slot while anyone waits."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from genqueue.producer.contracts import Finish
-from genqueue.producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field
+from genqueue.producer.admission import admit_all_sync
+from genqueue.producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field, waiting_field
 from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings
 from genqueue.producer.sync_client import Client
@@ -30,14 +32,16 @@ def bare_finish(rid: str, seq: int, outcome: str, cost: int | None) -> Finish:
 
 def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
     class Transitions(RuleBasedStateMachine):
-        @initialize()
-        def setup(self) -> None:
+        @initialize(cap=st.sampled_from([0, 1, 1, 2]))
+        def setup(self, cap: int) -> None:
             self.settings = Settings(redis_url=redis_url, key_prefix=f"p{uuid.uuid4().hex[:8]}")
             self.r = redis.Redis.from_url(redis_url, decode_responses=True)
             self.client = Client(self.settings, client=self.r)
             self.scripts = SyncScripts(self.r)
             self.ids: list[str] = []
             self.terminal_seen: dict[str, str] = {}
+            # The cap the first worker announced (0: none).
+            self.r.hset(self.settings.keys.admission, "max_inflight", str(cap))
 
         def teardown(self) -> None:
             keys = list(self.r.scan_iter(f"{self.settings.key_prefix}:*"))
@@ -58,8 +62,14 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
 
         @rule()
         def submit(self) -> None:
-            if len(self.ids) < 4:
+            if len(self.ids) < 6:
                 self.ids.append(self.client.submit({"model": MODEL, "prompt": "x"}))
+
+        @rule(cap=st.sampled_from([0, 1, 2, 3]))
+        def set_cap(self, cap: int) -> None:
+            """A worker starts with another cap: it becomes the deployment's, then admits."""
+            self.r.hset(self.settings.keys.admission, "max_inflight", str(cap))
+            admit_all_sync(self.r, self.settings.keys)
 
         @rule(i=st.integers(0, 3), cap=st.sampled_from([0, 1, 2]))
         def begin(self, i: int, cap: int) -> None:
@@ -106,6 +116,23 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 seq = int(self.rec(rid).get(Field.SEQ, "0"))
                 self.run(bare_finish(rid, seq, outcome, cost))
 
+        @rule(i=st.integers(0, 5))
+        def drive(self, i: int) -> None:
+            """One request's next step on the happy path (creates, then completes): frees
+            slots often, so admission's events come up in short sequences."""
+            rid = self.pick(i)
+            if rid is None:
+                return
+            rec = self.rec(rid)
+            seq = int(rec.get(Field.SEQ, "0"))
+            if rec[Field.STATUS] == "submitting":
+                ss = int(rec.get(Field.SUBMIT_SEQ, "0"))
+                self.run(submitted(rid, ss, f"up-{rid[:6]}", "queued", first_poll_delay_ms=10))
+            elif rec.get(Field.TIMER) == "submit":
+                self.run(begin_submit(self.settings, rid, seq=seq))
+            elif rec.get(Field.TIMER) == "poll":
+                self.run(bare_finish(rid, seq, "completed", 100_000))
+
         @rule(i=st.integers(0, 3), name=st.sampled_from(["begin_submit", "poll_update", "finish"]))
         def stale_timer(self, i: int, name: str) -> None:
             """A duplicate/superseded timer: an old seq must change nothing."""
@@ -137,14 +164,22 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             by_status: dict[str, int] = {}
             live: set[str] = set()
             tracking = 0
+            waiting: dict[str, int] = {}
             for rid, rec in recs.items():
                 status = rec[Field.STATUS]
+                if rec.get(Field.WAITING):
+                    # Waiting: pending, no timer, no reservation, out of the in-flight index.
+                    assert status == "pending" and rec[Field.TIMER] == ""
+                    assert rec.get(Field.ADMITTED) is None
+                    waiting[rec[Field.WAITING]] = waiting.get(rec[Field.WAITING], 0) + 1
                 if rid in self.terminal_seen:
                     assert status == self.terminal_seen[rid], "a terminal status changed"
                 elif status in TERMINAL:
                     self.terminal_seen[rid] = status
                 by_status[status] = by_status.get(status, 0) + 1
-                if status in NON_TERMINAL or rec.get(Field.TRACKING) in ("1", "extra"):
+                if (status in NON_TERMINAL and not rec.get(Field.WAITING)) or rec.get(
+                    Field.TRACKING
+                ) in ("1", "extra"):
                     live.add(rid)
                 tracking += rec.get(Field.TRACKING) == "1"
             counts = {k: int(v) for k, v in self.r.hgetall(keys.counts).items()}  # type: ignore[union-attr]
@@ -157,10 +192,19 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 for rec in recs.values()
                 if rec[Field.STATUS] in ("submitting", "queued", "in_progress")
                 or rec.get(Field.TRACKING) == "1"
+                or rec.get(Field.ADMITTED) == "1"
             )
             # Each superseded job not yet seen to end holds a slot of its own.
             holding += sum(len(json.loads(r.get(Field.EXTRA_IDS) or "[]")) for r in recs.values())
             assert sum(counts.get(s, 0) for s in HOLDING_SLOT) == holding
+            for reason in ("cap", "tenant_cap", "paused"):
+                assert counts.get(waiting_field(reason), 0) == waiting.get(reason, 0), reason
+            queued = self.r.zrange(keys.waiting("default"), 0, -1)
+            assert set(queued) == {r for r, rec in recs.items() if rec.get(Field.WAITING)}  # type: ignore[arg-type]
+            # Work-conserving: nobody waits while the cap leaves a slot free.
+            cap = int(self.r.hget(keys.admission, "max_inflight") or 0)  # type: ignore[arg-type]
+            if waiting:
+                assert cap > 0 and holding >= cap, (cap, holding, waiting)
             totals = self.r.hgetall(keys.totals)
             finished = sum(int(v) for k, v in totals.items() if k.startswith("finished|"))  # type: ignore[union-attr]
             assert finished == sum(by_status.get(s, 0) for s in TERMINAL)

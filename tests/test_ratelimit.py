@@ -18,7 +18,7 @@ from genqueue.worker.ratelimit import RateLimit
 from genqueue.worker.runtime import Runtime
 from genqueue.worker.tasks import run_poll, run_submit
 from genqueue.worker.upstream import UpstreamClient
-from tests.conftest import begin_submit_call, worker_config
+from tests.conftest import begin_submit_call, submitted, worker_config
 from tests.faults import FaultTransport, FirstAnswers, error, is_create
 
 TakeSlot = Callable[..., Awaitable[int]]
@@ -227,18 +227,27 @@ async def test_refusals_are_counted_by_source_and_operation(
     }
 
 
-async def test_while_a_probe_is_out_others_ask_again_after_cap_wait(
+async def test_while_a_probe_is_out_others_wait_and_its_success_admits_them(
     settings: Settings, aredis: redis.asyncio.Redis, client: AsyncClient
 ) -> None:
-    """During a half-open pause's probe, another create is put off by the cap wait (10 ms
-    here), not until the probe's lease ends, so it goes soon after the probe succeeds."""
-    rid = await client.submit({"model": "m/x", "prompt": "p"})
-    sec, _ = await aredis.time()
-    probe_until = str((int(sec) + 60) * 1000)
-    await aredis.hset(settings.keys.pause, mapping={"until_ms": "1", "probe_until_ms": probe_until})
-    reply = await AsyncScripts(aredis).run(begin_submit_call(settings, rid))
-    assert reply.tag is Tag.PAUSED and reply.step and 1 <= reply.step.delay_ms <= 10
-    assert await aredis.hget(settings.keys.record(rid), Field.STATUS) == "pending"
+    """During a half-open pause's probe, another create waits in its admission queue with no
+    timer (not until the probe's lease ends), and the probe's success admits it at once."""
+    probe = await client.submit({"model": "m/x", "prompt": "p"})
+    other = await client.submit({"model": "m/x", "prompt": "p"})
+    await aredis.hset(settings.keys.pause, mapping={"until_ms": "1", "probe_until_ms": "0"})
+    scripts = AsyncScripts(aredis)
+    went = await scripts.run(begin_submit_call(settings, probe))
+    assert went.tag is Tag.OK and went.probe
+    reply = await scripts.run(begin_submit_call(settings, other))
+    assert reply.tag is Tag.WAITING and reply.waiting == "paused"
+    rec = await aredis.hgetall(settings.keys.record(other))  # type: ignore[misc]
+    assert (rec[Field.STATUS], rec[Field.TIMER], rec.get(Field.ADMITTED)) == ("pending", "", None)
+    # The worker ends the pause, then records the probe's job: that step admits the rest.
+    await aredis.delete(settings.keys.pause)
+    assert (await scripts.run(submitted(probe, went.submit_seq).call(settings))).tag is Tag.OK
+    rec = await aredis.hgetall(settings.keys.record(other))  # type: ignore[misc]
+    assert (rec[Field.TIMER], rec[Field.ADMITTED], rec[Field.SEQ]) == ("submit", "1", "1")
+    assert await aredis.zscore(settings.keys.queue, f"submit:{other}:1") is not None
 
 
 async def test_a_create_gives_way_to_checks_waiting_for_their_turns(

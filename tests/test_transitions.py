@@ -192,31 +192,40 @@ async def test_stale_timer_does_nothing(client: AsyncClient, s: Scripts) -> None
 
 
 async def test_cap_admits_only_up_to_cap_under_concurrency(client: AsyncClient, s: Scripts) -> None:
-    """Concurrent submits never put more than the cap in flight (rule 5)."""
-    ids = [await new(client) for _ in range(20)]
-    replies = await asyncio.gather(*(s.begin(r, seq=0, cap=5) for r in ids))
-    assert sum(r.tag is Tag.OK for r in replies) == 5
-    assert sum(r.tag is Tag.CAP_FULL for r in replies) == 15
+    """Concurrent submits never hold more than the cap (rule 5): the rest wait without a
+    timer, and a finish admits exactly the next one."""
+    await s.redis.hset(s.keys.admission, "max_inflight", "5")  # type: ignore[misc]
+    ids = list(await asyncio.gather(*(new(client) for _ in range(20))))
+    recs = [await s.rec(r) for r in ids]
+    admitted = [r for r, rec in zip(ids, recs, strict=True) if rec.get(Field.ADMITTED) == "1"]
+    waiting = [r for r, rec in zip(ids, recs, strict=True) if rec.get(Field.WAITING) == "cap"]
+    assert (len(admitted), len(waiting)) == (5, 15)
+    assert all(rec[Field.TIMER] == "" for rec in recs if rec.get(Field.WAITING))
+    replies = await asyncio.gather(*(s.begin(r, seq=0) for r in ids))
+    assert sum(r.tag is Tag.OK for r in replies) == 5  # a waiting one has no submit step
     assert (await client.stats()).active_upstream == 5
-    admitted = [r for r, rep in zip(ids, replies, strict=True) if rep.tag is Tag.OK]
     await s.submitted(admitted[0], 1)
     await s.finish(admitted[0])
-    waiting = [r for r, rep in zip(ids, replies, strict=True) if rep.tag is Tag.CAP_FULL]
-    assert (await s.begin(waiting[0], cap=5)).tag is Tag.OK
-    assert (await s.begin(waiting[1], cap=5)).tag is Tag.CAP_FULL
+    now = [await s.rec(r) for r in waiting]
+    assert sum(rec.get(Field.ADMITTED) == "1" for rec in now) == 1
+    stats = await client.stats()
+    assert (stats.active_upstream, stats.admitted, stats.waiting["cap"]) == (4, 1, 14)
 
 
 async def test_create_failure_releases_the_slot_and_retries(
     client: AsyncClient, s: Scripts
 ) -> None:
-    """A create that did not happen gives the slot back and re-arms the submit."""
+    """A create that did not happen re-arms the submit, its slot kept reserved for the retry
+    (no upstream job in flight)."""
     rid = await new(client)
     ok = await s.begin(rid, seq=0)
     reply = await s.run(submit_release(rid, ok.submit_seq, "retry", 500, "HTTP 429"))
     assert reply.tag is Tag.RETRY and reply.step.delay_ms == 500
     rec = await s.rec(rid)
     assert rec[Field.STATUS] == "pending" and rec[Field.TIMER] == "submit"
-    assert (await client.stats()).active_upstream == 0
+    assert rec[Field.ADMITTED] == "1"
+    stats = await client.stats()
+    assert (stats.active_upstream, stats.admitted) == (0, 1)
 
 
 async def test_bad_request_fails_once(client: AsyncClient, s: Scripts) -> None:
