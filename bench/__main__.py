@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--adm-sides", default="fcfs,fair", help="admission: fcfs (the baseline), fair, or both"
     )
+    p.add_argument(
+        "--adm-weightings", default="1:1:1,3:1:1", help="admission: fair side's A:B:C weights"
+    )
     p.add_argument("--adm-time-scale", type=float, default=None, help="admission: time scale")
     p.add_argument(
         "--adm-window-s", type=float, default=None, help="admission: each run's window (sim s)"
@@ -542,6 +545,7 @@ def _admission_part(
     kw: dict[str, Any] = {
         "workers": a.workers,
         "sides": tuple(s.strip() for s in a.adm_sides.split(",") if s.strip()),
+        "weightings": tuple(s.strip() for s in a.adm_weightings.split(",") if s.strip()),
     }
     if a.adm_time_scale is not None:
         kw["time_scale"] = a.adm_time_scale

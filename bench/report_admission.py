@@ -8,6 +8,7 @@ from typing import Any
 
 from bench.admission import (
     COST_SAME_FACTOR,
+    COST_SLACK,
     SATURATED_CPU_S_PER_S,
     SHARE_TOLERANCE_PCT,
     UTILISATION_TARGET,
@@ -144,7 +145,9 @@ def admission_section(results: dict[str, Any]) -> list[str]:
         "as Redis counts them), worker CPU and Redis' main-thread CPU, per second; at the "
         "window's end, the timers past due and the oldest one's age (the status checks of "
         f"paid videos wait behind them). Target: the same at {sizes[-1]:,} as at "
-        f"{sizes[0]:,}: script calls and worker CPU within ×{COST_SAME_FACTOR:g}, and nothing "
+        f"{sizes[0]:,}: script calls and worker CPU within ×{COST_SAME_FACTOR:g} (or "
+        f"{COST_SLACK['script_calls_per_s']:g} calls/s, {COST_SLACK['worker_cpu_s_per_s']:g} "
+        "CPU-s/s, near zero), and nothing "
         f"saturated (Redis or a worker at ≥ {SATURATED_CPU_S_PER_S:g} CPU-s/s: a flat rate "
         "there only means the work queues up).",
         "",
