@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genqueue.gateway.schemas import ErrorDetail, ErrorResponse, ErrorType, FieldProblem
-from genqueue.producer import InvalidRequest, RequestNotFound, WriteNotDurable
+from genqueue.producer import InvalidRequest, QueueFull, RequestNotFound, WriteNotDurable
 from genqueue.producer.tenants import TenantError
 
 #: The header with which an admin key acts for one tenant.
@@ -151,6 +151,14 @@ async def handle(request: Request, exc: Exception) -> JSONResponse:
             f"generation {exc.request_id} was written but no replica confirmed it in time; "
             "retry with the same Idempotency-Key"
         )
+    if isinstance(exc, QueueFull):
+        # The tenant's bounded backlog is full: nothing was written; it drains as slots free.
+        return error_response(
+            429,
+            f"too many generations waiting for an upstream slot for tenant {exc.tenant!r} "
+            "(its max_waiting): retry later",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     if isinstance(exc, TooManyWaiters):
         return error_response(
             429,
@@ -172,6 +180,7 @@ def install(app: FastAPI) -> None:
         RequestNotFound,
         TenantError,
         WriteNotDurable,
+        QueueFull,
         StarletteHTTPException,
         TooManyWaiters,
         redis.RedisError,

@@ -153,6 +153,7 @@ def build_v1_router(max_wait_s: float, waiters: WaiterCap) -> APIRouter:
             webhook_url=body.webhook_url,
             deadline_s=body.deadline_s,
             tenant=tenant or DEFAULT_TENANT,
+            priority=body.priority,
         )
         structlog.contextvars.bind_contextvars(request_id=request_id)
         log.info("generation_submitted", model=body.model)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genqueue.producer.keys import Status
-from genqueue.producer.models import MAX_WEBHOOK_URL_CHARS, GenerationRequest
+from genqueue.producer.models import MAX_WEBHOOK_URL_CHARS, GenerationRequest, Priority
 
 #: Deepest nesting accepted inside ``media`` (deeper JSON could exhaust the stack later on).
 MAX_MEDIA_DEPTH = 32
@@ -71,6 +71,11 @@ class CreateGeneration(GenerationRequest):
         description="Seconds from now after which the request expires "
         "(server default when absent; the server's maximum applies).",
     )
+    priority: Priority = Field(
+        default="normal",
+        description="Orders admission among the tenant's requests waiting for an upstream "
+        "slot (then the earliest deadline first).",
+    )
 
     @field_validator("media", mode="before")
     @classmethod
@@ -82,7 +87,9 @@ class CreateGeneration(GenerationRequest):
 
     def request_fields(self) -> dict[str, Any]:
         """The fields of the generation request itself (the options left out)."""
-        return self.model_dump(exclude={"webhook_url", "deadline_s"}, exclude_none=True)
+        return self.model_dump(
+            exclude={"webhook_url", "deadline_s", "priority"}, exclude_none=True
+        )
 
 
 class GenerationRecord(BaseModel):
@@ -141,6 +148,14 @@ class GenerationRecord(BaseModel):
     cost_unknown: bool = Field(
         default=False,
         description="The job completed but its cost was missing or unusable: unknown, not zero.",
+    )
+    priority: Priority = Field(
+        default="normal", description="Orders admission among the tenant's waiting requests."
+    )
+    waiting: Literal["cap", "tenant_cap", "paused"] | None = Field(
+        default=None,
+        description="While the generation waits for an upstream slot: why (the in-flight cap "
+        "is full, the tenant's own cap is, creates are paused).",
     )
 
 

@@ -50,7 +50,7 @@ from genqueue.producer import (
 )
 from genqueue.producer.connections import sync_redis
 from genqueue.producer.keys import NON_TERMINAL, TERMINAL
-from genqueue.producer.models import GenerationRequest
+from genqueue.producer.models import GenerationRequest, Priority
 from genqueue.producer.settings import redact_url
 from genqueue.producer.tenants import TenantError, check_tenant_name
 from genqueue.terminal import escape_controls, inert, inert_markup
@@ -436,6 +436,11 @@ def record_table(view: RequestView) -> Table:
         ("enqueued at", _ts(view.enqueued_at)),
         ("finished at", _ts(view.finished_at)),
         ("queue wait", _dur(view.queue_wait_s)),
+        (
+            "waiting for a slot",
+            _WAITING_TEXT.get(view.waiting, view.waiting) if view.waiting else None,
+        ),
+        ("priority", view.priority if view.priority != "normal" else None),
         ("upstream generation", _dur(view.upstream_duration_s)),
         ("end to end", _dur(view.total_duration_s)),
         ("detection lag", _dur(view.detection_lag_s)),
@@ -501,6 +506,13 @@ _TENANT = click.option(
 @click.option("--idempotency-key", help="The same key returns the same request id.")
 @click.option("--webhook-url", help="Called when the request finishes.")
 @click.option("--deadline-s", type=float, help="Give up after this many seconds.")
+@click.option(
+    "--priority",
+    type=click.Choice(["high", "normal", "low"]),
+    default="normal",
+    show_default=True,
+    help="Orders admission among the tenant's requests waiting for a slot.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the request to finish and print it.")
 @_TIMEOUT
 @_JSON
@@ -515,6 +527,7 @@ def submit(
     idempotency_key: str | None,
     webhook_url: str | None,
     deadline_s: float | None,
+    priority: Priority,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -539,6 +552,7 @@ def submit(
             idempotency_key=idempotency_key,
             webhook_url=webhook_url,
             deadline_s=deadline_s,
+            priority=priority,
         )
         if not wait:
             if as_json:
@@ -600,6 +614,14 @@ def cancel(request_id: str, as_json: bool, tenant: str | None) -> None:
         click.echo(f"{escape_controls(request_id)}: {_CANCEL_TEXT.get(outcome, outcome)}")
 
 
+#: Why a request waits in its admission queue, as ``status`` says it.
+_WAITING_TEXT = {
+    "cap": "yes: the in-flight cap is full",
+    "tenant_cap": "yes: its tenant's own in-flight cap is full",
+    "paused": "yes: creates are paused",
+}
+
+
 def stats_tables(stats: Stats) -> list[Table]:
     """``Stats`` as rich tables: the queue now, then finished requests and cost by model."""
     title = "Queue" if stats.tenant is None else f"Queue (tenant {stats.tenant})"
@@ -610,6 +632,9 @@ def stats_tables(stats: Stats) -> list[Table]:
         now.add_row(f"requests {s}", str(stats.requests_by_status.get(s, 0)))
     now.add_row("tracking (billed job after cancel/deadline)", str(stats.tracking))
     now.add_row("active upstream jobs", str(stats.active_upstream))
+    now.add_row("slots reserved (admitted, create not started)", str(stats.admitted))
+    for reason, n in stats.waiting.items():
+        now.add_row(f"waiting for a slot ({reason})", str(n))
     now.add_row("in flight (index)", str(stats.inflight))
     now.add_row("timers ready (due or running)", str(stats.queue_ready))
     now.add_row("timers deferred", str(stats.queue_deferred))

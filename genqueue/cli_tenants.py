@@ -76,18 +76,37 @@ def tenant() -> None:
     is_flag=True,
     help="Stop signing with every webhook secret but the newest (end of a rotation).",
 )
+@click.option(
+    "--weight",
+    type=float,
+    help="Share of admissions while tenants wait for upstream slots, relative to the other "
+    "tenants' (default 1).",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(min=0),
+    help="Most upstream slots this tenant holds at once (0: no cap of its own).",
+)
+@click.option(
+    "--max-waiting",
+    type=click.IntRange(min=0),
+    help="Most requests waiting for a slot; beyond, submits are refused (0: no bound).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def set_cmd(
     name: str,
     webhook_secret: str | None,
     generate_webhook_secret: bool,
     retire_old_secrets: bool,
+    weight: float | None,
+    max_inflight: int | None,
+    max_waiting: int | None,
     as_json: bool,
 ) -> None:
     """Create or update the tenant NAME (no flag needed to create it).
 
     Without a webhook secret of its own, its webhooks are signed with
-    GENQUEUE_WEBHOOK_SECRET."""
+    GENQUEUE_WEBHOOK_SECRET. A raised weight or cap admits waiting requests at once."""
     if webhook_secret == "-":
         webhook_secret = sys.stdin.readline().strip()
     if webhook_secret:
@@ -100,6 +119,9 @@ def set_cmd(
             webhook_secret=webhook_secret,
             generate_webhook_secret=generate_webhook_secret,
             retire_old_secrets=retire_old_secrets,
+            weight=weight,
+            max_inflight=max_inflight,
+            max_waiting=max_waiting,
         )
     )
     out: dict[str, Any] = {**result.config.public_dict(), "created": result.created}
@@ -111,6 +133,10 @@ def set_cmd(
         return
     click.echo(f"tenant {name} {'created' if result.created else 'updated'}")
     click.echo(f"webhook secrets signing: {out['webhook_secrets'] or 'GENQUEUE_WEBHOOK_SECRET'}")
+    click.echo(
+        f"weight {out['weight']:g}, max in flight {out['max_inflight'] or 'none'}, "
+        f"max waiting {out['max_waiting'] or 'none'}"
+    )
     if result.generated_secret:
         click.echo(f"webhook secret (shown once): {result.generated_secret}")
 
@@ -124,9 +150,15 @@ def list_cmd(as_json: bool) -> None:
         for t in tenants:
             click.echo(json.dumps(t.public_dict()))
         return
-    table = Table("tenant", "own webhook secrets")
+    table = Table("tenant", "own webhook secrets", "weight", "max in flight", "max waiting")
     for t in tenants:
-        table.add_row(t.name, str(len(t.webhook_secrets)) if t.webhook_secrets else "-")
+        table.add_row(
+            t.name,
+            str(len(t.webhook_secrets)) if t.webhook_secrets else "-",
+            f"{t.weight:g}",
+            str(t.max_inflight or "-"),
+            str(t.max_waiting or "-"),
+        )
     Console().print(table)
 
 

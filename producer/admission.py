@@ -15,7 +15,6 @@ settings changed, and the reconciler's safety net), and reads what waits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,14 +22,7 @@ import redis
 import redis.asyncio
 
 from genqueue.producer.errors import GenqueueError
-from genqueue.producer.keys import (
-    DEFAULT_TENANT,
-    TENANT_FIELD_PREFIX,
-    TOTALS_SEP,
-    WAIT_REASONS,
-    Keys,
-    waiting_field,
-)
+from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import decode_reply, source
 from genqueue.producer.timers import JOB_EXTRA_MS, JOB_KEY_PREFIX
 
@@ -44,6 +36,11 @@ ADMIT_BATCH: Final = 200
 EXPIRE_BATCH: Final = 200
 #: Calls of one standalone admission run at most (``ADMIT_BATCH`` each).
 MAX_ADMIT_CALLS: Final = 100
+#: Reservations older than this (ms) are checked by a standalone admission, at most
+#: ``REPAIR_BATCH`` per call: one a worker of the version before admission left behind (it
+#: took the request on without giving the slot back) is given back.
+REPAIR_AGE_MS: Final = 60_000
+REPAIR_BATCH: Final = 100
 
 
 class QueueFull(GenqueueError):
@@ -84,16 +81,23 @@ class AdmitReply:
 
     admitted: int
     earliest_deadline_ms: int | None
+    #: Reservations left behind by a step of the version before admission, given back.
+    repaired: int = 0
 
 
 def _admit_call(keys: Keys, *, expired_run: bool) -> tuple[list[str], list[str]]:
     k = [keys.inflight, keys.counts, *admission_keys(keys)]
-    a = [*admission_args(keys, ADMIT_BATCH), "1" if expired_run else "0"]
+    a = [
+        *admission_args(keys, ADMIT_BATCH),
+        "1" if expired_run else "0",
+        str(REPAIR_BATCH),
+        str(REPAIR_AGE_MS),
+    ]
     return k, a
 
 
 def _parse(raw: list[str]) -> AdmitReply:
-    return AdmitReply(int(raw[1]), int(raw[2]) if raw[2] else None)
+    return AdmitReply(int(raw[1]), int(raw[2]) if raw[2] else None, int(raw[3]))
 
 
 class AsyncAdmission:
@@ -139,21 +143,3 @@ def admit_all_sync(conn: redis.Redis, keys: Keys) -> int:
         if reply.admitted < ADMIT_BATCH:
             break
     return total
-
-
-def waiting_by_tenant(counts: Mapping[str, str], tenants: list[str]) -> dict[tuple[str, str], int]:
-    """Waiting requests per (tenant, reason) from the counts hash; ``default``'s are the
-    cluster's minus the other tenants' (as every count of the hash)."""
-    out: dict[tuple[str, str], int] = {}
-    for reason in WAIT_REASONS:
-        field = waiting_field(reason)
-        total = int(counts.get(field) or 0)
-        others = 0
-        for tenant in tenants:
-            if tenant == DEFAULT_TENANT:
-                continue
-            n = int(counts.get(f"{TENANT_FIELD_PREFIX}{TOTALS_SEP}{tenant}{TOTALS_SEP}{field}") or 0)
-            out[(tenant, reason)] = max(0, n)
-            others += n
-        out[(DEFAULT_TENANT, reason)] = max(0, total - others)
-    return out

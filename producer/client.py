@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import redis.asyncio
 
+from genqueue.producer.admission import AsyncAdmission
 from genqueue.producer.connections import async_redis
 from genqueue.producer.contracts import Cancel
 from genqueue.producer.durability import AsyncDurableWriter, DurableReply, create_policy
@@ -170,9 +171,11 @@ class AsyncClient:
         return cancel_outcome(await self._scripts.run(c), request_id)
 
     async def resume_creates(self) -> bool:
-        """End a pause of upstream creates now (after fixing the key or credits); True if
-        creates were paused."""
-        return bool(await self._redis.delete(self._keys.pause))
+        """End a pause of upstream creates now (after fixing the key or credits) and admit the
+        requests that waited for it; True if creates were paused."""
+        was_paused = bool(await self._redis.delete(self._keys.pause))
+        await AsyncAdmission(self._redis, self._keys).admit_all()
+        return was_paused
 
     async def stats(self, *, tenant: str | None = None) -> Stats:
         """A snapshot of queue depth, in-flight counts and totals: the cluster's, or one

@@ -298,6 +298,12 @@ class Keys:
         return f"{self.prefix}:admission"
 
     @property
+    def admission_reserved(self) -> str:
+        """Sorted set: ``{tenant}|{id}`` of each slot reserved for an admitted request, by when
+        (``lua/_admit.lua`` builds the name from ``admission``'s)."""
+        return f"{self.admission}:admitted"
+
+    @property
     def admission_ready(self) -> str:
         """Sorted set: tenants with waiting requests that may be admitted, by virtual time."""
         return f"{self.prefix}:admission:ready"

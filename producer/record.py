@@ -10,7 +10,14 @@ from typing import Any, Final
 import redis
 import redis.asyncio
 
-from genqueue.producer.keys import NON_TERMINAL, SCHEMA_VERSION, Field, Keys, tenant_of
+from genqueue.producer.keys import (
+    DEFAULT_PRIORITY,
+    NON_TERMINAL,
+    SCHEMA_VERSION,
+    Field,
+    Keys,
+    tenant_of,
+)
 
 
 def encode_spec(request: dict[str, Any], metadata: dict[str, str], webhook_url: str | None) -> str:
@@ -151,6 +158,11 @@ class RequestView:
     possibly_billed: int = 0
     #: The job completed but its cost was missing or unusable: unknown, not zero.
     cost_unknown: bool = False
+    #: ``high`` | ``normal`` | ``low``: orders admission within the tenant.
+    priority: str = DEFAULT_PRIORITY
+    #: While the request waits in its tenant's admission queue: why (``cap``,
+    #: ``tenant_cap``, ``paused``); None otherwise.
+    waiting: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -224,6 +236,8 @@ class RequestView:
             superseded_pending=tuple(json.loads(raw.get(Field.EXTRA_IDS) or "[]")),
             possibly_billed=_int(raw, Field.POSSIBLY_BILLED) or 0,
             cost_unknown=raw.get(Field.COST_UNKNOWN) == "1",
+            priority=raw.get(Field.PRIORITY) or DEFAULT_PRIORITY,
+            waiting=raw.get(Field.WAITING) or None,
         )
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from genqueue.producer.admission import admit_all_sync
 from genqueue.producer.client import CancelOutcome, cancel_outcome, checked_create
 from genqueue.producer.connections import sync_redis
 from genqueue.producer.contracts import Cancel
@@ -128,9 +129,11 @@ class Client:
         return cancel_outcome(self._scripts.run(c), request_id)
 
     def resume_creates(self) -> bool:
-        """End a pause of upstream creates now (after fixing the key or credits); True if
-        creates were paused."""
-        return bool(self._redis.delete(self._keys.pause))
+        """End a pause of upstream creates now (after fixing the key or credits) and admit the
+        requests that waited for it; True if creates were paused."""
+        was_paused = bool(self._redis.delete(self._keys.pause))
+        admit_all_sync(self._redis, self._keys)
+        return was_paused
 
     def stats(self, *, tenant: str | None = None) -> Stats:
         """A snapshot of queue depth, in-flight counts and totals: the cluster's, or one

@@ -4,7 +4,8 @@ A tenant is a backend (a team, a product, a platform's customer) sharing the dep
 ``default`` always exists (it owns every request that names no tenant, and every record
 written before tenants existed); any other tenant exists only once configured, so tenant
 names stay a bounded set (they are metric labels). Settings are one JSON value per tenant in
-the ``tenants`` hash; later settings (weights, caps, budgets) join ``TenantConfig``.
+the ``tenants`` hash (``lua/_admit.lua`` reads the admission ones: ``weight``,
+``max_inflight``, ``max_waiting``); later settings (budgets) join ``TenantConfig``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import redis
 import redis.asyncio
 from standardwebhooks import Webhook
 
+from genqueue.producer.admission import admit_all_sync
 from genqueue.producer.errors import GenqueueError
 from genqueue.producer.keys import DEFAULT_TENANT, Keys, Tag
 from genqueue.producer.scripts import decode_reply, source
@@ -85,23 +87,48 @@ class TenantConfig:
     #: Newest first: the first signs new webhooks and so do the others, until retired, so a
     #: receiver verifying with either the old or the new secret accepts during a rotation.
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Share of admissions while tenants wait for slots (relative to the others' weights).
+    weight: float = 1.0
+    #: Most upstream slots the tenant holds at once (0: no cap of its own).
+    max_inflight: int = 0
+    #: Most requests waiting in its admission queue; beyond, submits are refused (0: no bound).
+    max_waiting: int = 0
     #: Settings this version does not know (written by a newer one), kept as they are when
     #: this version rewrites the tenant.
     other: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> str:
-        data = {**self.other, "webhook_secrets": list(self.webhook_secrets)}
+        data = {
+            **self.other,
+            "webhook_secrets": list(self.webhook_secrets),
+            "weight": self.weight,
+            "max_inflight": self.max_inflight,
+            "max_waiting": self.max_waiting,
+        }
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, name: str, raw: str | None) -> TenantConfig:
         data: dict[str, Any] = json.loads(raw) if raw else {}
         secrets_ = tuple(str(s) for s in data.pop("webhook_secrets", ()))
-        return cls(name, secrets_, data)
+        return cls(
+            name,
+            secrets_,
+            weight=float(data.pop("weight", 1.0)),
+            max_inflight=int(data.pop("max_inflight", 0)),
+            max_waiting=int(data.pop("max_waiting", 0)),
+            other=data,
+        )
 
     def public_dict(self) -> dict[str, Any]:
         """What ``tenant list`` shows: never a secret, only how many there are."""
-        return {"name": self.name, "webhook_secrets": len(self.webhook_secrets)}
+        return {
+            "name": self.name,
+            "webhook_secrets": len(self.webhook_secrets),
+            "weight": self.weight,
+            "max_inflight": self.max_inflight,
+            "max_waiting": self.max_waiting,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +149,22 @@ def set_tenant(
     webhook_secret: str | None = None,
     generate_webhook_secret: bool = False,
     retire_old_secrets: bool = False,
+    weight: float | None = None,
+    max_inflight: int | None = None,
+    max_waiting: int | None = None,
 ) -> SetResult:
     """Create or update a tenant. A new webhook secret (given or generated) becomes the one
     that signs first; older ones keep signing (up to ``MAX_WEBHOOK_SECRETS``) until
-    ``retire_old_secrets`` drops all but the newest."""
+    ``retire_old_secrets`` drops all but the newest. ``weight`` (> 0), ``max_inflight`` and
+    ``max_waiting`` (>= 0, 0 = none) change admission (``producer/admission.py``): waiting
+    requests a raised weight or cap lets through are admitted at once."""
     check_tenant_name(name)
+    if weight is not None and not (0 < weight < float("inf")):
+        raise TenantError("a weight is a number > 0")
+    if max_inflight is not None and max_inflight < 0:
+        raise TenantError("max_inflight is >= 0 (0: no cap of its own)")
+    if max_waiting is not None and max_waiting < 0:
+        raise TenantError("max_waiting is >= 0 (0: no bound)")
     if webhook_secret is not None and generate_webhook_secret:
         raise TenantError("give a webhook secret or ask for a generated one, not both")
     fresh = new_webhook_secret() if generate_webhook_secret else webhook_secret
@@ -144,13 +182,21 @@ def set_tenant(
                     held = (fresh, *(s for s in held if s != fresh))[:MAX_WEBHOOK_SECRETS]
                 if retire_old_secrets:
                     held = held[:1]
-                config = replace(config, webhook_secrets=held)
+                config = replace(
+                    config,
+                    webhook_secrets=held,
+                    weight=config.weight if weight is None else float(weight),
+                    max_inflight=config.max_inflight if max_inflight is None else max_inflight,
+                    max_waiting=config.max_waiting if max_waiting is None else max_waiting,
+                )
                 pipe.multi()
                 pipe.hset(keys.tenants, name, config.to_json())
                 pipe.execute()
                 break
             except redis.WatchError:
                 continue
+    if weight is not None or max_inflight is not None:
+        admit_all_sync(conn, keys)
     return SetResult(config, created, fresh if generate_webhook_secret else None)
 
 

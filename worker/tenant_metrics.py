@@ -39,6 +39,13 @@ class TenantCollector(StatsCollector):
             "followed after a cancel or deadline).",
             labels=["tenant", "status"],
         )
+        waiting = GaugeMetricFamily(
+            "genqueue_tenant_waiting",
+            "Requests waiting in a tenant's admission queue for an upstream slot (no timer, "
+            "no cost per second), by why they joined it: cap (the in-flight cap is full), "
+            "tenant_cap (the tenant's own), paused (creates paused).",
+            labels=["tenant", "reason"],
+        )
         finished = CounterMetricFamily(
             "genqueue_tenant_requests_finished",
             "Requests that reached a terminal status, by tenant and outcome.",
@@ -53,6 +60,8 @@ class TenantCollector(StatsCollector):
             for status in NON_TERMINAL:
                 requests.add_metric([tenant, status], stats.requests_by_status.get(status, 0))
             requests.add_metric([tenant, "tracking"], stats.tracking)
+            for reason, n in stats.waiting.items():
+                waiting.add_metric([tenant, reason], n)
             for outcome, n in stats.finished_by_outcome.items():
                 self._finished_high((tenant, outcome), n)
             self._cost_high(tenant, stats.total_cost_micro_usd)
@@ -61,5 +70,6 @@ class TenantCollector(StatsCollector):
         for tenant, micro in sorted(self._cost_hwm.items()):
             cost.add_metric([tenant], float(micro_to_usd(micro)))
         yield requests
+        yield waiting
         yield finished
         yield cost

@@ -168,11 +168,19 @@ local function leave_queue(rec, id, tenant)
   return true
 end
 
+-- The reservations, `{tenant}|{id}` by when they were made or last seen (K_ADM_STATE's
+-- companion `{prefix}:admission:admitted`): lets the safety net give back one a step of a
+-- version before admission left behind (repair_reservations).
+local function reserved_key()
+  return K_ADM_STATE .. ':admitted'
+end
+
 -- Give back the slot admission reserved for a pending request; false if it held none.
 local function unreserve(rec, tenant)
   if redis.call('HGET', rec, 'admitted') ~= '1' then return false end
   redis.call('HDEL', rec, 'admitted')
   count_for(tenant, 'admitted', -1)
+  redis.call('ZREM', reserved_key(), tenant .. SEP .. string.sub(rec, #ADM_PREFIX + #RECORD_INFIX + 1))
   return true
 end
 
@@ -180,6 +188,33 @@ end
 local function reserve(rec, tenant)
   redis.call('HSET', rec, 'admitted', '1')
   count_for(tenant, 'admitted', 1)
+  redis.call('ZADD', reserved_key(), ADM_NOW,
+    tenant .. SEP .. string.sub(rec, #ADM_PREFIX + #RECORD_INFIX + 1))
+end
+
+-- A reservation whose request is no longer pending with it (a worker of the version before
+-- admission took the request on without giving the slot back) is given back; one still held
+-- is looked at again later. At most `n` reservations older than `age_ms` per call.
+local function repair_reservations(n, age_ms)
+  local repaired = 0
+  local old = redis.call('ZRANGEBYSCORE', reserved_key(), '-inf', ADM_NOW - age_ms, 'LIMIT', 0, n)
+  for _, member in ipairs(old) do
+    local cut = string.find(member, SEP, 1, true)
+    local tenant, id = string.sub(member, 1, cut - 1), string.sub(member, cut + 1)
+    local rec = record_key(id)
+    local f = redis.call('HMGET', rec, 'admitted', 'status')
+    if f[1] == '1' and f[2] == 'pending' then
+      redis.call('ZADD', reserved_key(), ADM_NOW, member)
+    elseif f[1] == '1' or not f[2] then  -- left behind (or gone with its record)
+      redis.call('ZREM', reserved_key(), member)
+      if f[1] == '1' then redis.call('HDEL', rec, 'admitted') end
+      count_for(tenant, 'admitted', -1)
+      repaired = repaired + 1
+    else
+      redis.call('ZREM', reserved_key(), member)
+    end
+  end
+  return repaired
 end
 
 -- Seams for per-tenant budgets (issue #26): `admission_gate` answers nil (may go) or why the
