@@ -315,12 +315,26 @@ class Harness:
     def _submitter(
         self, side: Side, env: Mapping[str, str], name: str, model: str, entries: list[Any]
     ) -> tuple[Child, Path]:
+        """Start the side's submitter for ``entries`` (``at``: wall s after the start that
+        ``_go`` gives it)."""
         plan = self.log_dir / f"{name}-plan.json"
         out = self.log_dir / f"{name}-ids.jsonl"
         plan.write_text(json.dumps({"model": model, "entries": entries}))
-        out.unlink(missing_ok=True)
+        for path in (out, Path(f"{out}.ready"), Path(f"{out}.start")):
+            path.unlink(missing_ok=True)
         args = [sys.executable, str(SUBMITTER), str(plan), str(out)]
         return Child(f"{name}-submitter", args, env, self.log_dir, self.log_dir), out
+
+    async def _go(self, child: Child, out: Path, lead_s: float = 0.2) -> float:
+        """Once the submitter is connected, start its plan ``lead_s`` from now; the start."""
+        deadline = time.monotonic() + 60
+        while not _exists(f"{out}.ready"):
+            if not child.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} did not start:\n{child.tail()}")
+            await asyncio.sleep(0.01)
+        t0 = time.time() + lead_s
+        _write_start(out, t0)
+        return t0
 
     async def _finish_submitter(
         self, child: Child, out: Path, timeout_s: float
@@ -360,6 +374,11 @@ class Harness:
         submitter: Child | None = None
         try:
             tenants = self._tenants(side, env, weights)
+            entries = [
+                {"at": at * scale, "tenant": t, "count": n, "prefix": f"{t} {k}"}
+                for k, (at, t, n) in enumerate(plan)
+            ]
+            submitter, out = self._submitter(side, env, run, w.model, entries)
             names = [f"{run}-w{k}" for k in range(cfg.workers)]
             workers = await start_genqueue_workers(
                 names, env, self.log_dir, r, prefix, cwd=self.log_dir
@@ -368,12 +387,7 @@ class Harness:
             await asyncio.sleep(0.3)
             for c in workers:
                 c.mark()
-            t0 = time.time() + 0.5
-            entries = [
-                {"at": t0 + at * scale, "tenant": t, "count": n, "prefix": f"{t} {k}"}
-                for k, (at, t, n) in enumerate(plan)
-            ]
-            submitter, out = self._submitter(side, env, run, w.model, entries)
+            t0 = await self._go(submitter, out)
             fields = [*HOLDING_SLOT, PENDING, ADMITTED]
             samples: list[tuple[float, int, int]] = []
             end = t0 + cfg.window_s * scale
@@ -450,6 +464,7 @@ class Harness:
                     count = cfg.cap if k == 0 else size - waiting
                     entry = {"at": 0, "tenant": tenant, "count": count, "prefix": f"c{k}"}
                     child, out = self._submitter(side, env, f"{run}-{k}", w.model, [entry])
+                    await self._go(child, out, 0.0)
                     t_sub = time.monotonic()
                     _, path = await self._finish_submitter(child, out, 600.0)
                     submit_s = time.monotonic() - t_sub
@@ -510,6 +525,16 @@ class Harness:
                 c.kill()
             await r.aclose()
         return {"side": side.key, "cap": cfg.cap, "tenant": tenant, "steps": steps}
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def _write_start(out: Path, t0: float) -> None:
+    tmp = Path(f"{out}.tmp")
+    tmp.write_text(repr(t0))
+    tmp.rename(f"{out}.start")  # atomic: the submitter never reads half of it
 
 
 def _read_ids(out: Path) -> tuple[list[tuple[str, str]], str]:

@@ -4,8 +4,10 @@ Run as a script (``python bench/admission_submitter.py PLAN OUT``), never as ``-
 it must import whichever ``genqueue`` its side puts first on ``PYTHONPATH`` (the first come,
 first served baseline is an older commit), so it uses only that package's public producer API
 and the standard library. The plan is JSON ``{"model", "entries": [{"at", "tenant", "count",
-"prefix"}]}`` with ``at`` an absolute wall time; each line written to OUT is ``{"tenant",
-"id"}``, and a last line ``{"done": n, "genqueue": <its path>}`` says it finished.
+"prefix"}]}`` with ``at`` in seconds after the start. Once imported it writes ``OUT.ready``
+and waits for ``OUT.start`` (the start as a Unix time: its own start-up never delays the plan);
+each line written to OUT is ``{"tenant", "id"}``, and a last line ``{"done": n, "genqueue":
+<its path>}`` says it finished.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ from genqueue.producer import AsyncClient, Settings
 CONCURRENCY = 64
 
 
-async def run(plan: dict[str, Any], out: Path) -> int:
+async def run(plan: dict[str, Any], out: Path, t0: float) -> int:
     client = AsyncClient(Settings.from_env())
     done = 0
     try:
         with out.open("a") as f:
             for entry in sorted(plan["entries"], key=lambda e: float(e["at"])):
-                delay = float(entry["at"]) - time.time()
+                delay = t0 + float(entry["at"]) - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 tenant, count, prefix = entry["tenant"], int(entry["count"]), entry["prefix"]
@@ -54,9 +56,18 @@ async def run(plan: dict[str, Any], out: Path) -> int:
     return done
 
 
+def wait_for_start(out: Path) -> float:
+    """Say the imports are done, then wait for the harness to give the start."""
+    Path(f"{out}.ready").write_text("1")
+    start = Path(f"{out}.start")
+    while not start.exists():
+        time.sleep(0.005)
+    return float(start.read_text())
+
+
 def main(argv: list[str]) -> int:
-    plan = json.loads(Path(argv[0]).read_text())
-    asyncio.run(run(plan, Path(argv[1])))
+    plan, out = json.loads(Path(argv[0]).read_text()), Path(argv[1])
+    asyncio.run(run(plan, out, wait_for_start(out)))
     return 0
 
 
