@@ -42,6 +42,7 @@ with the cap full.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import math
@@ -677,6 +678,39 @@ def waits(data: RunData, tenants: Iterable[str]) -> dict[str, Any]:
     }
 
 
+def next_slot(data: RunData, tenants: Iterable[str]) -> dict[str, Any]:
+    """Whether ``tenants``' created requests took the first slots that freed after they
+    arrived: per request, the creates of other tenants between its arrival and its own create
+    (``ahead``: 0 = nobody went before it), and its wait for the first create of anyone after
+    its arrival (the wait for a slot to free, which no work-conserving admission can beat
+    while the cap is full)."""
+    want = set(tenants)
+    creates = sorted(
+        (q.submitted_ms, q.tenant)
+        for q in data.requests
+        if q.submitted_ms is not None and q.submitted_ms <= data.end_ms
+    )
+    times = [t for t, _ in creates]
+    ahead: list[int] = []
+    first: list[float] = []
+    for q in data.requests:
+        if q.tenant not in want or q.submitted_ms is None or q.submitted_ms > data.end_ms:
+            continue
+        lo = bisect.bisect_left(times, q.enqueued_ms)
+        hi = bisect.bisect_left(times, q.submitted_ms)
+        ahead.append(sum(1 for _, t in creates[lo:hi] if t not in want))
+        first.append((times[lo] - q.enqueued_ms) / 1000 / data.time_scale)
+    n = len(ahead)
+    return {
+        "requests": n,
+        "first_free_share": rnd(sum(1 for a in ahead if a == 0) / n, 4) if n else None,
+        "ahead_p95": rnd(percentile(ahead, 95), 1),
+        "ahead_max": max(ahead, default=None),
+        "first_create_wait_p50_s": rnd(percentile(first, 50), 2),
+        "first_create_wait_p95_s": rnd(percentile(first, 95), 2),
+    }
+
+
 def utilisation(data: RunData) -> dict[str, Any]:
     """Of the samples with someone waiting (from the first at the cap on), the share with
     every slot held."""
@@ -790,6 +824,7 @@ async def _run(
                 fig["by_tenant"] = {t: waits(data, (t,)) for t in (b, c)}
                 if kind == "latency":
                     fig["heavy"] = waits(data, (a,))
+                    fig["light_next_slot"] = next_slot(data, (b, c))
                 out["latency"].setdefault(side.key, {})[kind] = fig
                 lt = fig["light"]
                 progress(

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.admission import TENANTS, Request, RunData, hold, shares, utilisation, waits
+from bench.admission import (
+    TENANTS,
+    Request,
+    RunData,
+    hold,
+    next_slot,
+    shares,
+    utilisation,
+    waits,
+)
 
 A, B, C = TENANTS
 SCALE = 0.1
@@ -71,6 +80,22 @@ def test_waits_flag_a_percentile_reaching_an_uncreated_request_as_a_lower_bound(
     assert stuck["not_created"] == 1 and stuck["max_s"] == pytest.approx(60.0)
     assert stuck["p95"]["lower_bound"] and not stuck["p50"]["lower_bound"]
     assert waits(_run(created), (C,))["requests"] == 0
+
+
+def test_next_slot_counts_other_tenants_creates_that_went_first() -> None:
+    """A light request's ``ahead`` counts other tenants' creates between its arrival and its
+    own create; its first-create wait ends at the first create of anyone after it arrived."""
+    reqs = [
+        Request(A, 0, 1200, None),
+        Request(B, 1000, 1500, None),  # A's create at 1200 went first
+        Request(A, 0, 1600, None),
+        Request(C, 1700, 1800, None),  # the first create after it arrived: its own
+        Request(B, 9000, None, None),  # never created: left out
+    ]
+    out = next_slot(_run(reqs), (B, C))
+    assert out["requests"] == 2 and out["first_free_share"] == 0.5
+    assert out["ahead_max"] == 1
+    assert out["first_create_wait_p50_s"] == pytest.approx((0.2 + 0.1) / 2 / SCALE)
 
 
 def test_utilisation_counts_waiting_samples_from_the_first_full_cap() -> None:
@@ -133,6 +158,10 @@ def test_admission_part_smoke(tmp_path: Path) -> None:
     )  # fmt: skip
     for side, runs in adm["latency"].items():
         assert runs["latency"]["heavy"]["requests"] == cfg["heavy"]
+        nxt = runs["latency"]["light_next_slot"]
+        assert nxt["requests"] == runs["latency"]["light"]["created"]
+        if nxt["requests"]:
+            assert 0 <= nxt["first_free_share"] <= 1 and nxt["ahead_max"] >= 0
         for kind in ("latency", "alone"):
             fig = runs[kind]
             assert fig["light"]["requests"] == light, (side, kind)
