@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.admission import AdmissionConfig, run_admission
+from bench.admission import summarize as summarize_admission
 from bench.ceiling import run_ceiling
 from bench.draws import draw_specs, summarize_draws
 from bench.floor import CLIENTS, measure_floor
@@ -329,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         if results.get("compare"):
             results["compare"]["summary"] = summarize_compare(results["compare"]["runs"])
             _add_ideal(results["compare"], samples=2000 if results["meta"].get("smoke") else 20_000)
+        if results.get("admission"):
+            results["admission"]["summary"] = summarize_admission(results["admission"])
         _write(a, results)
         return 0
     if a.smoke:

@@ -864,6 +864,9 @@ UTILISATION_TARGET = 0.98
 COST_SAME_FACTOR = 1.25
 #: ...or within this much of it, for figures near zero (script calls/s, worker CPU-s/s).
 COST_SLACK = {"script_calls_per_s": 5.0, "worker_cpu_s_per_s": 0.02}
+#: Timers this late at a window's end: the side is falling behind (on a machine shared with
+#: other work its processes may be starved of CPU before they show saturation).
+BEHIND_S = 1.0
 #: CPU seconds per second (of one core: Redis' main thread, or per worker) past which a side
 #: is saturated.
 SATURATED_CPU_S_PER_S = 0.9
@@ -916,6 +919,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
             s["cost_saturated"] = any(
                 st.get("redis_cpu_s_per_s", 0) >= SATURATED_CPU_S_PER_S
                 or st["worker_cpu_s_per_s"] >= SATURATED_CPU_S_PER_S * out["config"]["workers"]
+                or st.get("oldest_due_age_s", 0) > BEHIND_S
                 for st in cost
             )
             s["cost_timers_due"] = [st.get("timers_due") for st in cost]

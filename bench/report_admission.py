@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.admission import (
+    BEHIND_S,
     COST_SAME_FACTOR,
     COST_SLACK,
     SATURATED_CPU_S_PER_S,
@@ -180,8 +181,9 @@ def admission_section(results: dict[str, Any]) -> list[str]:
         f"{sizes[0]:,}: script calls and worker CPU within ×{COST_SAME_FACTOR:g} (or "
         f"{COST_SLACK['script_calls_per_s']:g} calls/s, {COST_SLACK['worker_cpu_s_per_s']:g} "
         "CPU-s/s, near zero), and nothing "
-        f"saturated (Redis or a worker at ≥ {SATURATED_CPU_S_PER_S:g} CPU-s/s: a flat rate "
-        "there only means the work queues up).",
+        f"saturated (Redis or a worker at ≥ {SATURATED_CPU_S_PER_S:g} CPU-s/s, or timers more "
+        f"than {BEHIND_S:g} s late at the window's end: a flat rate there only means the work "
+        "queues up).",
         "",
         "| side | waiting | script calls/s | commands/s | worker CPU-s/s | Redis CPU-s/s | "
         "timers due (oldest, s) | largest commands |",
@@ -248,7 +250,7 @@ def issue25_targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"×{_f(fair['cost_worker_cpu_s_per_s_ratio'], 2)} (first come, first served: "
                 f"×{_f(base.get('cost_script_calls_per_s_ratio'), 2)}, "
                 f"×{_f(base.get('cost_worker_cpu_s_per_s_ratio'), 2)}"
-                + (", saturated" if base.get("cost_saturated") else "")
+                + (", saturated or falling behind" if base.get("cost_saturated") else "")
                 + f"; timers due {base.get('cost_timers_due')})",
                 _verdict(fair.get("cost_met")),
             )
