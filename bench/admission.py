@@ -404,6 +404,8 @@ class Harness:
                 await asyncio.sleep(max(0.0, min(nxt, end) - time.time()))
             end_ms = int(time.time() * 1000)
             cpu = sum(c.sample() for c in workers)
+            for c in workers:
+                c.kill()  # frozen from here: the records and the simulator are read after
             ids, path = await self._finish_submitter(submitter, out, 120.0)
             requests = await _read_requests(r, keys, ids)
             async with httpx.AsyncClient(timeout=60) as h:

@@ -141,8 +141,9 @@ def test_admission_part_smoke(tmp_path: Path) -> None:
     for wname, by_side in adm["shares"].items():
         for side, fig in by_side.items():
             assert fig["requests"] == 3 * cfg["backlog_per_tenant"], (wname, side)
-            # Never more upstream jobs than requests created, never past the cap at the end.
-            assert fig["created"] == fig["upstream_created"] > 0
+            # Every create seen upstream; at most a cap's worth were mid-create when the
+            # workers stopped (created upstream, not yet written to their records).
+            assert 0 < fig["created"] <= fig["upstream_created"] <= fig["created"] + cap
             for sh in fig["by_weights"].values():
                 rows = sh["tenants"].values()
                 assert sh["creates"] == sum(r["creates"] for r in rows) > 0
@@ -177,7 +178,10 @@ def test_admission_part_smoke(tmp_path: Path) -> None:
             # The cap stayed full of videos that did not end: nobody was admitted meanwhile.
             assert st["upstream_created"] == cap, (side, st)
             assert st["pending_after"] == st["waiting"], (side, st)
-            assert st["commands_per_s"] > 0 and st["worker_cpu_s_per_s"] >= 0
+            assert st["commands_per_s"] >= st["script_calls_per_s"] >= 0
+            assert st["worker_cpu_s_per_s"] >= 0 and st["redis_cpu_s_per_s"] >= 0
+            if side == "fcfs":  # every waiting request asks again every cap_wait_s
+                assert st["script_calls_per_s"] > 0, st
     assert set(adm["summary"]) == {"fcfs", "fair"}
     text = md.read_text()
     for heading in (
