@@ -87,9 +87,7 @@ class CreateGeneration(GenerationRequest):
 
     def request_fields(self) -> dict[str, Any]:
         """The fields of the generation request itself (the options left out)."""
-        return self.model_dump(
-            exclude={"webhook_url", "deadline_s", "priority"}, exclude_none=True
-        )
+        return self.model_dump(exclude={"webhook_url", "deadline_s", "priority"}, exclude_none=True)
 
 
 class GenerationRecord(BaseModel):
@@ -217,6 +215,15 @@ class StatsSnapshot(BaseModel):
     possibly_billed: PossiblyBilled
     cost_unknown: dict[str, int] = Field(
         description="Completed jobs whose cost was missing or unusable, by model."
+    )
+    admitted: int = Field(
+        default=0,
+        description="Upstream slots reserved for admitted generations whose create has not "
+        "started (counted against the in-flight cap with active_upstream).",
+    )
+    waiting: dict[str, int] = Field(
+        default_factory=dict,
+        description="Generations waiting for an upstream slot, by why: cap, tenant_cap, paused.",
     )
 
 

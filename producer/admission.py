@@ -38,8 +38,9 @@ EXPIRE_BATCH: Final = 200
 MAX_ADMIT_CALLS: Final = 100
 #: Reservations older than this (ms) are checked by a standalone admission, at most
 #: ``REPAIR_BATCH`` per call: one a worker of the version before admission left behind (it
-#: took the request on without giving the slot back) is given back.
-REPAIR_AGE_MS: Final = 60_000
+#: took the request on without giving the slot back) is given back. Any age would be safe
+#: (a request still pending with its reservation keeps it); this one spares the fresh ones.
+REPAIR_AGE_MS: Final = 1_000
 REPAIR_BATCH: Final = 100
 
 

@@ -146,9 +146,7 @@ class Create(_Transition):
     def call(self, settings: Settings) -> ScriptCall[CreateReply]:
         args = (json.dumps(dict(self.fields)), self.deadline_ms, bool(self.idempotency_key))
         keys = (settings.keys.tenants, settings.keys.accepted_models)
-        return _build(
-            settings, "create", self, parse_create, (*args, self.spec), keys, admits=True
-        )
+        return _build(settings, "create", self, parse_create, (*args, self.spec), keys, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,9 +177,7 @@ class BeginSubmit(_Transition):
             ms(settings.unsubmitted_retention_s),
         )
         keys = (settings.keys.pause, *self.limit_keys)
-        return _build(
-            settings, "begin_submit", self, parse_begin_submit, args, keys, admits=True
-        )
+        return _build(settings, "begin_submit", self, parse_begin_submit, args, keys, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -328,9 +324,7 @@ class ExpireWaiting(_Transition):
 
     def call(self, settings: Settings) -> ScriptCall[ExpireWaitingReply]:
         args = (ms(settings.unsubmitted_retention_s),)
-        return _build(
-            settings, "expire_waiting", self, parse_expire_waiting, args, admits=True
-        )
+        return _build(settings, "expire_waiting", self, parse_expire_waiting, args, admits=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

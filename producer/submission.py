@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from genqueue.producer.admission import QueueFull
 from genqueue.producer.contracts import Create
 from genqueue.producer.errors import FieldError, InvalidRequest
-from genqueue.producer.admission import QueueFull
 from genqueue.producer.keys import (
     DEFAULT_PRIORITY,
     DEFAULT_TENANT,

@@ -14,8 +14,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from genqueue.producer.contracts import Finish
 from genqueue.producer.admission import admit_all_sync
+from genqueue.producer.contracts import Finish
 from genqueue.producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field, waiting_field
 from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings

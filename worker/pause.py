@@ -29,7 +29,7 @@ class CreatePause:
         """Pause creates for ``duration_ms`` (then half-open; an ``admit`` timer at its end
         admits the requests waiting meanwhile); returns the end (Redis ms)."""
         keys = [self._keys.pause, self._keys.queue]
-        args = [reason[:300], str(code), duration_ms, JOB_KEY_PREFIX, JOB_EXTRA_MS]
+        args = [reason[:300], str(code), str(duration_ms), JOB_KEY_PREFIX, str(JOB_EXTRA_MS)]
         return int(await self._pause(keys=keys, args=args))
 
     async def resume(self) -> bool:

@@ -16,6 +16,7 @@ from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import new_webhook_secret
 
 MODEL = "minimax/video-01-director"
+ADMISSION_DEFAULTS = {"weight": 1.0, "max_inflight": 0, "max_waiting": 0}
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +38,19 @@ def test_tenant_set_list_and_generated_secret_shown_once(env: dict[str, str]) ->
     list` shows default and the tenant, never a secret."""
     made = run(env, "tenant", "set", "acme", "--json")
     assert made.exit_code == 0, made.output
-    assert json.loads(made.stdout) == {"name": "acme", "webhook_secrets": 0, "created": True}
+    assert json.loads(made.stdout) == {
+        "name": "acme",
+        "webhook_secrets": 0,
+        "created": True,
+        **ADMISSION_DEFAULTS,
+    }
     gen = run(env, "tenant", "set", "acme", "--generate-webhook-secret", "--json")
     secret = json.loads(gen.stdout)["webhook_secret"]
     Webhook(secret)  # a usable Standard Webhooks secret
     listed = run(env, "tenant", "list", "--json")
     assert [json.loads(line) for line in listed.stdout.splitlines()] == [
-        {"name": "default", "webhook_secrets": 0},
-        {"name": "acme", "webhook_secrets": 1},
+        {"name": "default", "webhook_secrets": 0, **ADMISSION_DEFAULTS},
+        {"name": "acme", "webhook_secrets": 1, **ADMISSION_DEFAULTS},
     ]
     assert secret not in listed.stdout
     piped = CliRunner().invoke(
@@ -102,3 +108,28 @@ def test_tenant_flag_scopes_requests_and_delete_waits_for_them(env: dict[str, st
     assert gone.exit_code == 0 and "1 API key(s) revoked" in gone.stdout
     assert run(env, "key", "list", "--json").stdout == ""
     assert run(env, "tenant", "delete", "default").exit_code != 0
+
+
+def test_tenant_admission_settings_and_submit_priority(
+    env: dict[str, str], settings: Settings
+) -> None:
+    """`tenant set --weight --max-inflight --max-waiting` stores and shows them (bad values
+    refused); `submit --priority` is stored and `status` says why a request waits."""
+    made = run(env, "tenant", "set", "acme", "--weight", "3", "--max-inflight", "1",
+               "--max-waiting", "5", "--json")  # fmt: skip
+    assert made.exit_code == 0, made.output
+    got = json.loads(made.stdout)
+    assert (got["weight"], got["max_inflight"], got["max_waiting"]) == (3.0, 1, 5)
+    table = run(env, "tenant", "list").stdout
+    assert "weight" in table and "max in flight" in table
+    assert run(env, "tenant", "set", "acme", "--weight", "0").exit_code != 0
+    assert run(env, "tenant", "set", "acme", "--max-inflight", "-1").exit_code != 0
+    first = run(env, "submit", "--model", MODEL, "--prompt", "x", "--tenant", "acme")
+    second = run(env, "submit", "--model", MODEL, "--prompt", "y", "--tenant", "acme",
+                 "--priority", "high")  # fmt: skip
+    assert first.exit_code == 0 and second.exit_code == 0, second.output
+    shown = run(env, "status", second.stdout.strip(), "--json")
+    view = json.loads(shown.stdout)
+    assert (view["priority"], view["waiting"]) == ("high", "tenant_cap")
+    text = run(env, "status", second.stdout.strip()).stdout
+    assert "tenant's own in-flight cap" in text

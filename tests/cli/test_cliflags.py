@@ -32,7 +32,10 @@ from genqueue.worker.config import WorkerConfig
 
 #: ``genqueue --help``'s variables before the settings were grouped (collected at 99f51b3).
 BEFORE = (Path(__file__).parent / "fixtures" / "env_names_before_grouping.txt").read_text()
-NAMES_BEFORE = BEFORE.split()
+#: Settings retired since, on purpose: ``GENQUEUE_CAP_WAIT_S`` (how often a request at the cap
+#: asked again; admission replaced the asking: a set variable is now ignored).
+RETIRED = {"GENQUEUE_CAP_WAIT_S"}
+NAMES_BEFORE = [n for n in BEFORE.split() if n not in RETIRED]
 
 
 @pytest.fixture(autouse=True)

@@ -275,3 +275,27 @@ async def test_env_keys_are_defaults_and_anonymous_is_default(world: World) -> N
                 assert read.status_code == 404
                 wrong = await http.get("/v1/stats", headers=as_("not-a-key-0123456789"))
                 assert wrong.status_code == 403
+
+
+async def test_a_full_admission_queue_is_a_429_and_priority_is_kept(
+    http: httpx.AsyncClient, world: World
+) -> None:
+    """Beyond a tenant's max_waiting the gateway answers 429 with a clear body (nothing
+    written); a generation's priority and why it waits show in its record."""
+    set_tenant(world.conn, world.settings.keys, "acme", max_waiting=1)
+    world.conn.hset(world.settings.keys.admission, "max_inflight", "1")
+    first = await create(http, world.acme, REQ)
+    queued = await create(http, world.acme, {**REQ, "priority": "high"})
+    assert (first.status_code, queued.status_code) == (201, 201)
+    assert queued.json()["priority"] == "high" and queued.json()["waiting"] == "cap"
+    assert first.json()["waiting"] is None
+    before = world.conn.dbsize()
+    refused = await create(http, world.acme, REQ, **{"Idempotency-Key": "one-too-many"})
+    assert refused.status_code == 429 and refused.headers["Retry-After"]
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limited" and "max_waiting" in error["message"]
+    assert world.conn.dbsize() == before
+    # Another tenant's queue is its own.
+    assert (await create(http, world.globex, OTHER_REQ)).status_code == 201
+    bad = await create(http, world.acme, {**REQ, "priority": "urgent"})
+    assert bad.status_code == 422
