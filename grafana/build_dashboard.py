@@ -293,18 +293,13 @@ ROWS: tuple[Row, ...] = (
         (
             PanelSpec(
                 "Waiting and in flight by tenant",
-                "Per tenant: requests waiting for an upstream slot (pending) and in flight "
-                "(submitting, queued, in progress).",
+                "Per tenant: requests waiting in its admission queue for an upstream slot, by "
+                "why (cap: the in-flight cap is full; tenant_cap: its own; paused: creates "
+                "paused), and in flight (submitting, queued, in progress).",
                 (
                     Target(
-                        "sum by (tenant) ("
-                        + _cluster(
-                            "genqueue_tenant_requests",
-                            "tenant, status",
-                            TENANT + ', status="pending"',
-                        )
-                        + ")",
-                        "{{tenant}} waiting",
+                        _cluster("genqueue_tenant_waiting", "tenant, reason", TENANT),
+                        "{{tenant}} waiting ({{reason}})",
                     ),
                     Target(
                         "sum by (tenant) ("

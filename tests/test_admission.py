@@ -21,10 +21,11 @@ from genqueue.producer.contracts import Cancel
 from genqueue.producer.keys import SCHEMA_VERSION, Field, Tag
 from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import TenantConfig, TenantError, list_tenants, set_tenant
-from genqueue.worker.admission import expire_due, run_admit
+from genqueue.worker import admission as worker_admission
+from genqueue.worker.admission import run_admit
+from genqueue.worker.app import reconcile
 from genqueue.worker.pause import CreatePause
-from genqueue.worker.reconciler import reconcile_once
-from genqueue.worker.runtime import Runtime
+from genqueue.worker.runtime import CTX_KEY, Runtime
 from genqueue.worker.upstream import UpstreamClient
 from tests.conftest import submit_release, worker_config
 from tests.test_every_dollar import track_extra
@@ -300,7 +301,7 @@ async def test_the_reconciler_admits_what_an_old_workers_step_left(
     await s.redis.hincrby(s.keys.counts, "admitted", -1)
     await s.redis.zadd(s.keys.waiting("default"), {second: 1})
     await s.redis.zadd(s.keys.admission_ready, {"default": 0})
-    await reconcile_once(runtime)
+    await reconcile({CTX_KEY: runtime})
     assert await admitted(s, second)
 
 
@@ -317,7 +318,7 @@ async def test_a_reservation_an_old_worker_left_behind_is_given_back(
     await s.redis.hincrby(s.keys.counts, "submitting", 1)
     # Old enough to be looked at.
     await s.redis.zadd(s.keys.admission_reserved, {f"default|{first}": 1})
-    await reconcile_once(runtime)
+    await reconcile({CTX_KEY: runtime})
     assert (await client.stats()).admitted == 0
     assert Field.ADMITTED not in await s.rec(first)
     assert await waiting(s, second) == "cap"  # the submitting one holds the only slot
@@ -390,28 +391,26 @@ async def test_the_reconciler_expires_waiting_requests_if_the_timer_was_lost(
         await s.redis.delete(key)
     await s.redis.delete(s.keys.queue)
     await asyncio.sleep(0.05)
-    await reconcile_once(runtime)
+    await reconcile({CTX_KEY: runtime})
     assert (await client.get(rid)).status == "expired"
 
 
-async def test_expiry_is_bounded_per_run(client: AsyncClient, s: Scripts, runtime: Runtime) -> None:
-    """One run ends a bounded batch of due requests; the expiry timer is re-armed due at once
+async def test_expiry_is_bounded_per_run(
+    client: AsyncClient, s: Scripts, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One run ends a bounded batch of due requests and re-arms the expiry timer due at once
     for the rest."""
-    from genqueue.producer import admission
-
+    monkeypatch.setattr(worker_admission, "EXPIRE_BATCH", 2)
     await set_cap(s, 1)
     await sub(client)
     ids = [await sub(client, deadline_s=0.02) for _ in range(5)]
     await asyncio.sleep(0.05)
-    original = admission.EXPIRE_BATCH
-    try:
-        import genqueue.worker.admission as wa
-
-        wa.EXPIRE_BATCH = 2  # type: ignore[misc]
-        assert await expire_due(runtime) == 2
-    finally:
-        wa.EXPIRE_BATCH = original  # type: ignore[misc]
+    await run_admit(runtime, "expire")
     assert sum([(await client.get(r)).status == "expired" for r in ids]) == 2
+    sec, usec = await s.redis.time()
+    at = int(await s.redis.hget(s.keys.admission, "expiry_at"))  # type: ignore[arg-type]
+    assert at <= int(sec) * 1000 + int(usec) // 1000 + 1  # due now: the rest go next
+    assert await s.redis.exists(f"arq:job:admit:expire:{at}") == 1
 
 
 # --- fair share, caps, priorities -------------------------------------------------------------

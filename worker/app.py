@@ -35,7 +35,7 @@ from genqueue.producer.keys import (
     SUBMIT_TASK,
 )
 from genqueue.producer.timers import dumps, loads
-from genqueue.worker.admission import announce_cap, run_admit
+from genqueue.worker.admission import announce_cap, run_admit, safety_net
 from genqueue.worker.arq_redis import arq_redis_settings
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
@@ -95,9 +95,14 @@ async def side(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> No
 
 
 async def reconcile(ctx: dict[str, Any]) -> int:
-    """Re-arm lost timers (periodic work of the main worker; also an arq function, so a cron
-    job the previous version enqueued still runs)."""
-    return await reconcile_once(_runtime(ctx))
+    """Re-arm lost timers, then admission's safety net (waiting requests have no timer to
+    lose: what could be lost for them is an admission or the expiry timer). Periodic work of
+    the main worker; also an arq function, so a cron job the previous version enqueued still
+    runs."""
+    rt = _runtime(ctx)
+    rearmed = await reconcile_once(rt)
+    await safety_net(rt)
+    return rearmed
 
 
 def _dispatcher(config: WorkerConfig, lease_s: float) -> Any:

@@ -1,6 +1,6 @@
 """The reconciler: re-arms timers that were lost (a crash between two writes, a Redis that
-lost its last second of AOF). It only *arms*; the tasks themselves decide what to do. It is
-also admission's safety net (``worker/admission.py``: ``safety_net``)."""
+lost its last second of AOF). It only *arms*; the tasks themselves decide what to do. Its
+periodic run is also admission's safety net (``worker/app.py`` ``reconcile``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import structlog
 
 from genqueue.producer.scripts import ms
 from genqueue.producer.stats import oldest_due_age_ms, redis_time_ms
-from genqueue.worker.admission import safety_net
 from genqueue.worker.runtime import Runtime
 from genqueue.worker.tasks import current_timer
 
@@ -69,7 +68,4 @@ async def reconcile_once(rt: Runtime) -> int:
     if rearmed:
         rt.metrics.timers_rearmed.inc(rearmed)
         log.warning("timers_rearmed", count=rearmed, queue_lag_ms=lag)
-    # Waiting requests have no timer (they are not in the in-flight index): what could be
-    # lost for them is an admission or the expiry timer.
-    await safety_net(rt)
     return rearmed

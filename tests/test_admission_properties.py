@@ -1,0 +1,180 @@
+"""Property test of admission: after any sequence of submits (three tenants, priorities),
+creates, finishes, failed creates, cancels, and cap or tenant settings changing, no slot is
+free while a request that could take it waits, the caps hold, and the admission keys match the
+records."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import redis
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from genqueue.producer.admission import admit_all_sync
+from genqueue.producer.contracts import Finish
+from genqueue.producer.keys import HOLDING_SLOT, Field, tenant_field, waiting_field
+from genqueue.producer.scripts import SyncScripts
+from genqueue.producer.settings import Settings
+from genqueue.producer.sync_client import Client
+from genqueue.producer.tenants import set_tenant
+from tests.conftest import begin_submit, submit_release, submitted
+
+TENANTS = ("default", "a", "b")
+MODEL = "minimax/video-01-director"
+
+
+def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
+    class Admission(RuleBasedStateMachine):
+        @initialize(cap=st.sampled_from([1, 2, 3]))
+        def setup(self, cap: int) -> None:
+            self.settings = Settings(redis_url=redis_url, key_prefix=f"a{uuid.uuid4().hex[:8]}")
+            self.r = redis.Redis.from_url(redis_url, decode_responses=True)
+            self.client = Client(self.settings, client=self.r)
+            self.scripts = SyncScripts(self.r)
+            self.ids: list[str] = []
+            for t in TENANTS[1:]:
+                set_tenant(self.r, self.settings.keys, t)
+            self.r.hset(self.settings.keys.admission, "max_inflight", str(cap))
+
+        def teardown(self) -> None:
+            if hasattr(self, "r"):
+                keys = list(self.r.scan_iter(f"{self.settings.key_prefix}:*"))
+                if keys:
+                    self.r.delete(*keys)
+                self.r.close()
+
+        def run(self, builder: Any) -> Any:
+            return self.scripts.run(builder.call(self.settings))
+
+        def rec(self, rid: str) -> dict[str, str]:
+            return self.r.hgetall(self.settings.keys.record(rid))  # type: ignore[return-value]
+
+        def pick(self, i: int) -> str | None:
+            return self.ids[i % len(self.ids)] if self.ids else None
+
+        @rule(
+            t=st.sampled_from(TENANTS),
+            priority=st.sampled_from(["high", "normal", "low"]),
+        )
+        def submit(self, t: str, priority: str) -> None:
+            if len(self.ids) < 10:
+                self.ids.append(
+                    self.client.submit({"model": MODEL, "prompt": "x"}, tenant=t, priority=priority)  # type: ignore[arg-type]
+                )
+
+        def active(self, i: int) -> str | None:
+            """The i-th (mod) request that has a step to take (admitted, creating, polled)."""
+            pool = [
+                r
+                for r in self.ids
+                if self.rec(r).get(Field.TIMER) in ("submit", "poll")
+                or self.rec(r)[Field.STATUS] == "submitting"
+            ]
+            return pool[i % len(pool)] if pool else None
+
+        @rule(i=st.integers(0, 3))
+        def drive(self, i: int) -> None:
+            """One request's next step on the happy path: its create, then its finish."""
+            rid = self.active(i)
+            if rid is None:
+                return
+            rec = self.rec(rid)
+            seq = int(rec.get(Field.SEQ, "0"))
+            if rec[Field.STATUS] == "submitting":
+                ss = int(rec.get(Field.SUBMIT_SEQ, "0"))
+                self.run(submitted(rid, ss, f"up-{rid[:6]}", "queued", first_poll_delay_ms=10))
+            elif rec.get(Field.TIMER) == "submit":
+                self.run(begin_submit(self.settings, rid, seq=seq))
+            elif rec.get(Field.TIMER) == "poll":
+                self.run(
+                    Finish(request_id=rid, expected_seq=seq, outcome="completed", cost_micro_usd=1)
+                )
+
+        @rule(i=st.integers(0, 3))
+        def fail_create(self, i: int) -> None:
+            """A create that fails for good (its slot freed)."""
+            rid = self.active(i)
+            if rid is not None and self.rec(rid)[Field.STATUS] == "submitting":
+                ss = int(self.rec(rid).get(Field.SUBMIT_SEQ, "0"))
+                self.run(submit_release(rid, ss, "fail", 0, "HTTP 400"))
+
+        @rule(i=st.integers(0, 9))
+        def cancel(self, i: int) -> None:
+            rid = self.pick(i)
+            if rid is not None:
+                self.client.cancel(rid)
+
+        @rule(cap=st.sampled_from([1, 2, 3, 4]))
+        def set_cap(self, cap: int) -> None:
+            """A worker starts with another cap: it becomes the deployment's, then admits."""
+            self.r.hset(self.settings.keys.admission, "max_inflight", str(cap))
+            admit_all_sync(self.r, self.settings.keys)
+
+        @rule(t=st.sampled_from(TENANTS), n=st.sampled_from([0, 1, 2]), w=st.sampled_from([1, 3]))
+        def tenant_settings(self, t: str, n: int, w: int) -> None:
+            set_tenant(self.r, self.settings.keys, t, max_inflight=n, weight=float(w))
+
+        @invariant()
+        def no_free_slot_while_an_admissible_request_waits(self) -> None:
+            if not hasattr(self, "ids"):
+                return
+            keys = self.settings.keys
+            recs = {rid: self.rec(rid) for rid in self.ids}
+            counts = {k: int(v) for k, v in self.r.hgetall(keys.counts).items()}  # type: ignore[union-attr]
+
+            def holds(rec: dict[str, str]) -> bool:
+                return (
+                    rec[Field.STATUS] in ("submitting", "queued", "in_progress")
+                    or rec.get(Field.TRACKING) == "1"
+                    or rec.get(Field.ADMITTED) == "1"
+                )
+
+            held: dict[str, int] = dict.fromkeys(TENANTS, 0)
+            waiting: dict[str, list[str]] = {t: [] for t in TENANTS}
+            for rid, rec in recs.items():
+                t = rec.get(Field.TENANT) or "default"
+                held[t] += holds(rec)
+                if rec.get(Field.WAITING):
+                    assert rec[Field.STATUS] == "pending" and rec[Field.TIMER] == ""
+                    waiting[t].append(rid)
+            assert sum(counts.get(s, 0) for s in HOLDING_SLOT) == sum(held.values())
+            for t in TENANTS[1:]:
+                own = sum(counts.get(tenant_field(t, s), 0) for s in HOLDING_SLOT)
+                assert own == held[t], t
+                queued = self.r.zrange(keys.waiting(t), 0, -1)
+                assert sorted(queued) == sorted(waiting[t]), t  # type: ignore[arg-type]
+            total_waiting = sum(
+                counts.get(waiting_field(r), 0) for r in ("cap", "tenant_cap", "paused")
+            )
+            assert total_waiting == sum(len(w) for w in waiting.values())
+            cap = int(self.r.hget(keys.admission, "max_inflight") or 0)  # type: ignore[arg-type]
+            configs = {
+                t: int(
+                    __import__("json")
+                    .loads(self.r.hget(keys.tenants, t) or "{}")
+                    .get(  # type: ignore[arg-type]
+                        "max_inflight", 0
+                    )
+                )
+                for t in TENANTS
+            }
+            for t, ids in waiting.items():
+                if not ids:
+                    continue
+                tenant_full = configs[t] > 0 and held[t] >= configs[t]
+                assert tenant_full or sum(held.values()) >= cap, (t, held, cap, configs)
+
+    return Admission
+
+
+def test_admission_never_leaves_a_slot_free_while_an_admissible_request_waits(
+    redis_url: str,
+) -> None:
+    """Random sequences over three tenants keep admission work-conserving, within the global
+    and the tenants' caps, its keys matching the records."""
+    machine = make_machine(redis_url)
+    machine.TestCase.settings = hsettings(max_examples=150, stateful_step_count=30, deadline=None)
+    machine.TestCase().runTest()
