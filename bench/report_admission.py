@@ -144,7 +144,9 @@ def admission_section(results: dict[str, Any]) -> list[str]:
             "request: the creates of other tenants between its arrival and its own create "
             "(0 = nobody went before it), and the wait until the first create of anyone after "
             "its arrival: the wait for a slot to free, which no admission that keeps every slot "
-            "busy can shorten while the cap is full (its mean is about one slot turnover).",
+            "busy can shorten while the cap is full (its mean is about one slot turnover). A "
+            "create counted ahead may have been admitted just before the request arrived (the "
+            "records keep when a create ended, not when its slot was given).",
             "",
             "| side | took the first free slot | others ahead p95 (max) | first create after "
             "arrival p50 / p95 (s) |",
@@ -152,6 +154,9 @@ def admission_section(results: dict[str, Any]) -> list[str]:
         ]
         for side, nxt in nxt_rows:
             share = nxt["first_free_share"]
+            if not nxt["requests"]:
+                out.append(f"| {labels[side]} | none created | – | – |")
+                continue
             out.append(
                 f"| {labels[side]} | {_f(share * 100 if share is not None else None)} % of "
                 f"{nxt['requests']} | {_f(nxt['ahead_p95'])} ({_f(nxt['ahead_max'])}) | "
