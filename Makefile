@@ -39,8 +39,8 @@ chaos: $(STAMP)
 
 ## make bench: genqueue vs naive arq vs the seed loop (same simulator, workload, workers), the
 ## floor of one poll, pooled sigma=0.2 draws, a scale sweep, an idle worker's cost, the ceiling of
-## one Redis, admission (first come, first served vs fair shares, ~15 min)
-## -> bench/results.json + bench/RESULTS.md (~65 min; one part: BENCH_ARGS="--only admission")
+## one Redis, admission (first come, first served vs fair shares, ~12 min)
+## -> bench/results.json + bench/RESULTS.md (~62 min; one part: BENCH_ARGS="--only admission")
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
 

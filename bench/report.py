@@ -436,7 +436,7 @@ def render(results: dict[str, Any]) -> str:
         + ".",
         "",
         "Reproduce: `make bench` (idle, floor, comparison, draws, restart, sweep, ceiling, "
-        "admission: ~65 min; one part: `make bench BENCH_ARGS='--only admission'`, ~15 min), "
+        "admission: ~62 min; one part: `make bench BENCH_ARGS='--only admission'`, ~12 min), "
         "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
         "Raw figures: `bench/results.json`. Method: [below](#method).",
         "",
