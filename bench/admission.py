@@ -14,7 +14,8 @@ Every process of a side (workers, the ``genqueue tenant set`` calls, the submitt
 ``bench/admission_submitter.py``) runs that side's code; the harness only reads Redis (record
 fields and the counts hash, which both versions write alike) and the simulator.
 
-Runs (each with a fresh simulator, fresh workers and an empty Redis):
+Runs (each with fresh workers and an empty Redis, on one simulator per workload reset to the
+same seed before each run; scenario by scenario, the sides in turn):
 
 * ``shares``: three tenants each submit a backlog of ``backlog_per_tenant`` (>= 10x the cap),
   one batch after the other (A, B, C); weights 1:1:1, and 3:1:1 on the fair side (the baseline
@@ -25,14 +26,17 @@ Runs (each with a fresh simulator, fresh workers and an empty Redis):
   ``light_every_s`` (staggered; below their fair share); ``alone``: B and C on the same
   schedule without A. Admission wait = ``submitted_at_ms - enqueued_at_ms`` (created upstream
   minus submitted; Redis clock), in simulated seconds; a request not created by the run's end
-  counts with its wait so far (a lower bound, flagged).
+  counts with its wait so far (a lower bound, flagged). Beside it (``next_slot``): whether
+  each light request took the first slot that freed after it arrived, and the wait for that
+  first create, which bounds any admission that keeps every slot busy.
 * utilisation, sampled every simulated second in the runs above: the share of samples with
   someone waiting in which the held slots (``HOLDING_SLOT`` in the counts hash) equal the cap,
   counted from the first sample at the cap (the start-up fill is not admission).
 * ``cost``: at time scale 1, the cap filled with videos that never end within the run, then
   ``cost_sizes[0]`` and later ``cost_sizes[1]`` requests waiting: over a fixed window after a
   settling time, Redis script calls (``INFO commandstats`` eval/evalsha/fcall calls) and
-  every command per second, and worker CPU seconds per second.
+  every command per second, worker and Redis CPU seconds per second, and the timers past due
+  at the window's end (a side that falls behind shows a flat rate: its work queues up).
 
 Slot turnover (the latency target's unit) = the mean hold time of the run's finished videos
 (``finished_at_ms - submitted_at_ms``) divided by the cap: the mean time between slot frees
