@@ -65,8 +65,8 @@ class Tag(StrEnum):
     NO_TENANT = "NO_TENANT"
     #: ``tenant_delete``: the tenant still has requests in flight.
     BUSY = "BUSY"
-    #: ``create`` / ``begin_submit``: the request waits in its tenant's admission queue (no
-    #: timer); a freed slot admits it (``producer/admission.py``).
+    #: ``begin_submit``: the request joined its tenant's admission queue (no timer); a freed
+    #: slot admits it (``producer/admission.py``).
     WAITING = "WAITING"
     #: ``create``: the tenant's admission queue is full (``max_waiting``): nothing written.
     QUEUE_FULL = "QUEUE_FULL"

@@ -564,3 +564,28 @@ def test_tenant_settings_are_validated_stored_and_keep_unknown_ones(
         with pytest.raises(TenantError):
             set_tenant(conn, settings.keys, "acme", **bad)  # type: ignore[arg-type]
     assert TenantConfig.from_json("x", '{"webhook_secrets":[]}').weight == 1.0
+
+
+def test_the_exporter_counts_waiting_requests_by_tenant_and_reason(
+    settings: Settings, conn: redis.Redis
+) -> None:
+    """`genqueue_tenant_waiting{tenant,reason}` counts each tenant's waiting requests
+    (`default`'s: the cluster's minus the others')."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from genqueue.producer.sync_client import Client
+    from genqueue.worker.tenant_metrics import TenantCollector
+
+    set_tenant(conn, settings.keys, "acme", max_inflight=1)
+    conn.hset(settings.keys.admission, "max_inflight", "2")
+    with Client(settings) as client:
+        for _ in range(3):
+            client.submit(REQ, tenant="acme")  # one slot, two wait for acme's own cap
+        for _ in range(3):
+            client.submit(REQ)  # the second slot, two wait for the global cap
+    registry = CollectorRegistry()
+    registry.register(TenantCollector(settings, conn))
+    text = generate_latest(registry).decode()
+    assert 'genqueue_tenant_waiting{reason="tenant_cap",tenant="acme"} 2.0' in text
+    assert 'genqueue_tenant_waiting{reason="cap",tenant="default"} 2.0' in text
+    assert 'genqueue_tenant_waiting{reason="cap",tenant="acme"} 0.0' in text

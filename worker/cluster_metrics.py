@@ -106,7 +106,8 @@ class ClusterCollector(StatsCollector):
 
         inflight = GaugeMetricFamily(
             "genqueue_upstream_inflight",
-            "Upstream jobs in flight (the in-flight cap counts these).",
+            "Upstream jobs in flight (the in-flight cap counts these, and the slots admission "
+            "reserved for creates not started yet).",
         )
         inflight.add_metric([], stats.active_upstream)
         yield inflight

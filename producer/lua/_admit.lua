@@ -12,9 +12,11 @@
 --   per call);
 -- and the shared K_INFLIGHT and K_COUNTS.
 -- Keys it cannot be given in advance: a tenant's queue `{prefix}:waiting:{tenant}`, the
--- record `{prefix}:req:{id}` of the request it admits and that request's arq job key. All are
--- built from the passed prefixes, so under a Redis Cluster hash tag in the prefix (`{gq}`,
--- docs/scaling.md) they hash to the script's one slot like every declared key.
+-- record `{prefix}:req:{id}` of the request it admits, that request's arq job key, and the
+-- reservations `{prefix}:admission:admitted`. All are built from the passed prefixes, so
+-- under a Redis Cluster hash tag in the prefixes (`{gq}`, and arq's job prefix carrying it
+-- too, as docs/scaling.md plans for every job key) they hash to the script's one slot like
+-- every declared key.
 --- @include "constants"
 --- @include "numbers"
 --- @include "wake"
