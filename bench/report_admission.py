@@ -55,7 +55,8 @@ def admission_section(results: dict[str, Any]) -> list[str]:
         "archive`; a request meeting the full cap re-arms its own timer every `cap_wait_s`, "
         "2 s); *fair* is this tree (`bench/admission.py`). Each side's workers, tenant set-up "
         "and submitter run its own code. Videos: generation lognormal (median "
-        f"{cfg['median_s']:g} s, σ 0.2) after the upstream's queue wait (median 5 s); time "
+        f"{cfg['median_s']:g} s, σ 0.2) after the upstream's queue wait (median 5 s), no upstream "
+        "failures (`bench/simserver.py`, as every part); time "
         f"scale {cfg['time_scale']:g}; every run is measured for {cfg['window_s']:g} simulated "
         "s; times are simulated seconds.",
         "",
