@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.admission import AdmissionConfig, run_admission
+from bench.admission import summarize as summarize_admission
 from bench.budget import run_budget
 from bench.ceiling import run_ceiling
 from bench.draws import draw_specs, summarize_draws
@@ -50,6 +52,7 @@ PARTS = (
     "memory",
     "ceiling",
     "budget",
+    "admission",
 )
 #: The sections of results.json the draw-like parts write.
 DRAW_KEYS = {
@@ -151,6 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--idle-window-s", type=float, default=120.0, help="idle: measured window")
     p.add_argument("--ceiling-videos", type=int, default=1000, help="ceiling: videos created")
+    p.add_argument(
+        "--adm-sides", default="fcfs,fair", help="admission: fcfs (the baseline), fair, or both"
+    )
+    p.add_argument(
+        "--adm-weightings", default="1:1:1,3:1:1", help="admission: fair side's A:B:C weights"
+    )
+    p.add_argument("--adm-time-scale", type=float, default=None, help="admission: time scale")
+    p.add_argument(
+        "--adm-window-s", type=float, default=None, help="admission: each run's window (sim s)"
+    )
     p.add_argument("--appendfsync", default="everysec", choices=("always", "everysec", "no"))
     p.add_argument("--log-dir", type=Path, default=None)
     # tenk
@@ -326,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         if results.get("compare"):
             results["compare"]["summary"] = summarize_compare(results["compare"]["runs"])
             _add_ideal(results["compare"], samples=2000 if results["meta"].get("smoke") else 20_000)
+        if results.get("admission"):
+            results["admission"]["summary"] = summarize_admission(results["admission"])
         _write(a, results)
         return 0
     if a.smoke:
@@ -383,8 +398,12 @@ def main(argv: list[str] | None = None) -> int:
             results[a.tenk_key]["meta"] = _meta(a, rv)
             results[a.tenk_key]["smoke"] = a.smoke
         else:
-            results["meta"] = _meta(a, rv)
-            results["meta"]["smoke"] = a.smoke
+            # The admission part alone keeps the file's run details (its section has its own):
+            # they describe the other parts' figures.
+            own_meta = parts != {"admission"} or "meta" not in results
+            if own_meta:
+                results["meta"] = _meta(a, rv)
+                results["meta"]["smoke"] = a.smoke
             if "idle" in parts:
                 say(f"idle: one worker process with nothing to do, {a.idle_window_s:g} s")
                 results["idle"] = run_idle(
@@ -493,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"  -> {tenant}: spent ${row['spent_usd']} of ${row['budget_usd']}, "
                         f"held {row['held']} ({row['held_reason_derived']})"
                     )
-            results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
+            if "admission" in parts:
+                results["admission"] = _admission_part(a, server.url, log_dir, rv, say)
+            if own_meta:
+                results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
     _write(a, results)
     say(f"wrote {a.out} and {a.md}")
     return 0
@@ -567,6 +589,32 @@ def _draws_part(
         f"lag p95 {summary['lag_p95_s']}, difference {summary['lag_p95_difference_s']}"
         + (f", phases {summary['phases']}" if "phases" in summary else "")
     )
+    return out
+
+
+def _admission_part(
+    a: argparse.Namespace, redis_url: str, log_dir: Path, rv: str, say: Any
+) -> dict[str, Any]:
+    """First come, first served (the code before admission) against fair admission
+    (``bench/admission.py``)."""
+    kw: dict[str, Any] = {
+        "workers": a.workers,
+        "sides": tuple(s.strip() for s in a.adm_sides.split(",") if s.strip()),
+        "weightings": tuple(s.strip() for s in a.adm_weightings.split(",") if s.strip()),
+    }
+    if a.adm_time_scale is not None:
+        kw["time_scale"] = a.adm_time_scale
+    if a.adm_window_s is not None:
+        kw["window_s"] = a.adm_window_s
+    cfg = AdmissionConfig.smoke_size(**kw) if a.smoke else AdmissionConfig.full(**kw)
+    say(
+        f"admission: sides {list(cfg.sides)}, cap {cfg.cap}, time scale {cfg.time_scale:g}, "
+        f"{cfg.window_s:g} simulated s per run"
+    )
+    started = time.monotonic()
+    out = run_admission(redis_url, log_dir, cfg, progress=say)
+    out["meta"] = {**_meta(a, rv), "wall_s": round(time.monotonic() - started, 1)}
+    out["smoke"] = a.smoke
     return out
 
 

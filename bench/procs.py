@@ -58,6 +58,7 @@ class Child:
         args: Sequence[str],
         env: Mapping[str, str],
         log_dir: Path,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
@@ -68,6 +69,7 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=dict(env),
+            cwd=cwd,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.cpu_mark = 0.0
@@ -126,10 +128,15 @@ class Child:
 
 
 def python_child(
-    name: str, module_args: Sequence[str], env: Mapping[str, str], log_dir: Path
+    name: str,
+    module_args: Sequence[str],
+    env: Mapping[str, str],
+    log_dir: Path,
+    cwd: Path | None = None,
 ) -> Child:
-    """``python -m <module_args>`` with this interpreter."""
-    return Child(name, [sys.executable, "-m", *module_args], env, log_dir)
+    """``python -m <module_args>`` with this interpreter (in ``cwd``: away from the checkout,
+    whose ``genqueue/`` folder would shadow a ``PYTHONPATH`` copy of another version)."""
+    return Child(name, [sys.executable, "-m", *module_args], env, log_dir, cwd)
 
 
 async def start_genqueue_workers(
@@ -140,6 +147,7 @@ async def start_genqueue_workers(
     prefix: str,
     timeout_s: float = 60.0,
     env_by_name: Mapping[str, Mapping[str, str]] | None = None,
+    cwd: Path | None = None,
 ) -> list[Child]:
     """Spawn one ``genqueue worker`` per name (``GENQUEUE_WORKER_NAME``, plus its own
     ``env_by_name`` entries) and wait until each has written its arq health key (it is then
@@ -147,7 +155,11 @@ async def start_genqueue_workers(
     own = env_by_name or {}
     children = [
         python_child(
-            n, ["genqueue", "worker"], {**env, **own.get(n, {}), "GENQUEUE_WORKER_NAME": n}, log_dir
+            n,
+            ["genqueue", "worker"],
+            {**env, **own.get(n, {}), "GENQUEUE_WORKER_NAME": n},
+            log_dir,
+            cwd,
         )
         for n in names
     ]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.budget import budget_section
+from bench.report_admission import admission_section, issue25_targets
 from bench.report_redis import ceiling_section, idle_section, issue22_targets
 
 METRICS = (
@@ -509,7 +510,8 @@ def render(results: dict[str, Any]) -> str:
         + ".",
         "",
         "Reproduce: `make bench` (idle, floor, comparison, draws, shift, restart, sweep, "
-        "ceiling: ~2 h, the shift parts ~75 min of it), "
+        "ceiling, budget, admission: ~2 h 15 min, the shift parts ~75 min of it; one part: "
+        "`make bench BENCH_ARGS='--only admission'`, ~12 min), "
         "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
         "Raw figures: `bench/results.json`. Method: [below](#method).",
         "",
@@ -757,8 +759,9 @@ def render(results: dict[str, Any]) -> str:
         title = "## The 10k run" if key == "tenk" else f"### 10k variant `{key}`"
         out += _tenk_section(results[key], title)
     out += ceiling_section(results)
+    out += admission_section(results)
     out += ["## Targets", "", "| target | measured | |", "| --- | --- | --- |"]
-    for t, m, v in [*targets(results), *issue22_targets(results)]:
+    for t, m, v in [*targets(results), *issue22_targets(results), *issue25_targets(results)]:
         out.append(f"| {t} | {m} | **{v}** |")
     out += ["", METHOD]
     return "\n".join(out) + "\n"
