@@ -350,7 +350,7 @@ async def test_a_job_that_ends_is_retired_by_the_next_look_not_one_of_its_own(
 ) -> None:
     """Jobs due one after another cost one look each (the look for the next job retires the
     one before), not a look to claim and another to retire; the last one's keys are retired
-    by a look of its own within ``RETIRE_WITHIN_LOOKS * poll_delay_s``."""
+    by a look of its own within ``RETIRE_WITHIN_LOOKS`` × ``poll_delay_s``."""
     from genqueue.worker.claim import RETIRE_WITHIN_LOOKS
 
     ran: list[str] = []
@@ -380,7 +380,7 @@ async def test_a_job_that_ends_is_retired_by_the_next_look_not_one_of_its_own(
         assert await aredis.zcard(QUEUE) == 0
         assert await aredis.keys("arq:*") == []
         # The first look, one per job and the last one's retirement (a look per claim and
-        # one per retirement would be 2 * 5 + 1).
+        # one per retirement would be 2 × 5 + 1).
         assert w.looks <= n + 2
     finally:
         await stop_worker(w)

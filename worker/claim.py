@@ -26,7 +26,7 @@ instead of looking every ``poll_delay_s``; without them it polls as arq does
 (``poll_delay_s``, used by burst runs).
 
 A job that ended is retired at the worker's next look, not at once: the look it makes for its
-next due job anyway, or one of its own at most ``RETIRE_WITHIN_LOOKS * poll_delay_s``
+next due job anyway, or one of its own at most ``RETIRE_WITHIN_LOOKS`` × ``poll_delay_s``
 later. Meanwhile its in-progress key keeps other workers off it (a look skips it), and if the
 worker dies first the key expires and the job runs again, as after a crash just before arq's
 own ``finish_job`` — a timer re-run is harmless (its seq has moved on).

@@ -14,7 +14,7 @@ second per queue, busy or not). Now it looks when there is a reason to:
   waiting request) can wake a worker the same way: push through ``wake_one`` in its script;
 * **a job of its own ended while every slot was taken**: a due job may be waiting for the
   slot. Any other job that ends is retired at the worker's next look (for its next due time,
-  a token...), or by a look of its own ``RETIRE_WITHIN_LOOKS * poll_delay_s`` later
+  a token...), or by a look of its own ``RETIRE_WITHIN_LOOKS`` × ``poll_delay_s`` later
   (``worker/claim.py``): a job no longer costs a look to claim it and another to retire it.
   A busy worker's looks stay spaced at least ``poll_delay_s`` apart;
 * **its own schedule**: the health key, periodic work (``Periodic``: the reconciler) and a
