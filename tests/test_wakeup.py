@@ -4,7 +4,6 @@ due time, Redis-time claims, the reconciler as periodic work, the outbox dispatc
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -320,100 +319,3 @@ async def test_due_jobs_left_behind_wake_another_worker(aredis: redis.asyncio.Re
     claimed, _ = await _look(aredis, want=5)
     assert len(claimed) == 1
     assert await aredis.llen(WAKE.wake) == 0
-
-
-def _waiting_worker(redis_url: str, poll: Any, *, poll_delay: float) -> TimerWorker:
-    return TimerWorker(
-        functions=[func(poll, name="poll")],
-        queue_name=QUEUE,
-        redis_settings=RedisSettings.from_dsn(redis_url),
-        poll_delay=poll_delay,
-        keep_result=0,
-        handle_signals=False,
-        job_serializer=dumps,
-        job_deserializer=loads,
-        wake=WAKE,
-        max_wait_s=60.0,
-    )
-
-
-async def _started(w: TimerWorker) -> None:
-    for _ in range(1000):  # its first look made
-        if w.looks:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the worker made no look")
-
-
-async def test_a_job_that_ends_is_retired_by_the_next_look_not_one_of_its_own(
-    redis_url: str, aredis: redis.asyncio.Redis
-) -> None:
-    """Jobs due one after another cost one look each (the look for the next job retires the
-    one before), not a look to claim and another to retire; the last one's keys are retired
-    by a look of its own within ``RETIRE_WITHIN_LOOKS`` × ``poll_delay_s``."""
-    from genqueue.worker.claim import RETIRE_WITHIN_LOOKS
-
-    ran: list[str] = []
-
-    async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
-        ran.append(request_id)
-
-    n = 5
-    now = redis_time_ms(await aredis.time())
-    timers = AsyncTimers(aredis, QUEUE)
-    for k in range(n):
-        await timers.arm(Timer("poll", f"r{k}", 1), at_ms=now + 500 + 150 * k)
-    await aredis.delete(WAKE.wake)  # the worker's first look finds them all
-    w = _waiting_worker(redis_url, poll, poll_delay=0.05)
-    assert RETIRE_WITHIN_LOOKS * w.poll_delay_s > 0.3  # jobs come sooner than the bound
-    task = asyncio.create_task(w.async_run())
-    try:
-        for _ in range(1000):
-            if len(ran) == n:
-                break
-            await asyncio.sleep(0.01)
-        assert ran == [f"r{k}" for k in range(n)]
-        for _ in range(1000):  # the last job's keys: retired by a look of its own
-            if not await aredis.exists(QUEUE):
-                break
-            await asyncio.sleep(0.01)
-        assert await aredis.zcard(QUEUE) == 0
-        assert await aredis.keys("arq:*") == []
-        # The first look, one per job and the last one's retirement (a look per claim and
-        # one per retirement would be 2 × 5 + 1).
-        assert w.looks <= n + 2
-    finally:
-        await stop_worker(w)
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_a_busy_look_times_the_next_job_itself_even_if_its_jobs_ended(
-    redis_url: str,
-) -> None:
-    """A look made while a job ran (or that claimed one) gives the worker no watch; if the
-    job has ended by the time the worker waits, it still looks at the next due time itself
-    (no token comes for a job due after a watched time), not at the cap."""
-
-    class NoToken:
-        def __init__(self) -> None:
-            self.blpop: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        def task(self) -> asyncio.Future[Any]:
-            return self.blpop
-
-        def take(self) -> bool:
-            return False
-
-    async def poll(ctx: dict[str, Any], request_id: str, seq: int, v: int = 1) -> None:
-        pass
-
-    w = _waiting_worker(redis_url, poll, poll_delay=0.01)
-    w._last_look_at = time.monotonic()
-    w._busy_at_look = True  # the look ran with a job still running; it has ended since
-    look = LookResult(next_in_s=0.2, watched_due=False, watcher=False)
-    w._last_health_check = time.time()  # its own schedule is not due either
-    assert w.job_counter == 0
-    listener = NoToken()
-    # At the cap (60 s) this would time out.
-    assert await asyncio.wait_for(w._wait(listener, look), timeout=10) is True  # type: ignore[arg-type]
-    listener.blpop.cancel()

@@ -21,15 +21,12 @@ it to arq's behaviour. Not carried over, because genqueue uses neither: arq's jo
 its own next step); a function that raises is failed and dropped, as in arq.
 
 Between looks a worker given wake keys waits (``worker/wakeup.py``: until its next due time,
-a wake token, a job of its own ending while every slot was taken, or its own schedule)
-instead of looking every ``poll_delay_s``; without them it polls as arq does
-(``poll_delay_s``, used by burst runs).
+a wake token, one of its jobs ending, or its own schedule) instead of looking every
+``poll_delay_s``; without them it polls as arq does (``poll_delay_s``, used by burst runs).
 
-A job that ended is retired at the worker's next look, not at once: the look it makes for its
-next due job anyway, or one of its own at most ``RETIRE_WITHIN_LOOKS`` × ``poll_delay_s``
-later. Meanwhile its in-progress key keeps other workers off it (a look skips it), and if the
-worker dies first the key expires and the job runs again, as after a crash just before arq's
-own ``finish_job`` — a timer re-run is harmless (its seq has moved on).
+A job that ended is retired at the next look (``poll_delay_s`` later), not at once: if the
+worker dies in between, its in-progress key expires and the job runs again, as after a crash
+just before arq's own ``finish_job`` — a timer re-run is harmless (its seq has moved on).
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -70,10 +66,6 @@ logger = logging.getLogger("arq.worker")
 
 #: How a retired job's keys are left (ARGV of ``lua/claim_due.lua``).
 ENDED, RELEASED, ENDED_CRON = "e", "r", "c"
-#: The keys of a job that ended wait for the worker's next look (which retires them with its
-#: claims) at most this many ``poll_delay_s``; only then does the worker look for them alone.
-#: A look of its own per job was half of a busy worker's looks (``make bench``, comparison).
-RETIRE_WITHIN_LOOKS = 20
 
 
 def claim_due_args(
@@ -169,23 +161,15 @@ class TimerWorker(Worker):
         self.max_wait_s = max_wait_s
         self._last_look: LookResult | None = None
         self._last_look_at = 0.0
-        #: Set when the worker must look now: a job ended while every slot was taken (due
-        #: jobs may be waiting for the slot), or ``wake()``.
+        #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
         self._ended = asyncio.Event()
-        #: Set when a job ends (and with ``_ended``): a wait recomputes its deadline (the
-        #: ended job's keys must be retired by ``_retire_by``, monotonic).
-        self._job_done = asyncio.Event()
-        self._retire_by = 0.0
-        #: Jobs ran or were claimed at the last look (it then gave this worker no watch).
-        self._busy_at_look = False
         self._watcher_id = uuid.uuid4().hex[:16]
         #: Looks made (a figure for tests and the bench).
         self.looks = 0
 
     def wake(self) -> None:
-        """End the current wait now (a stop)."""
+        """End the current wait now (a stop, or a job of this worker ended)."""
         self._ended.set()
-        self._job_done.set()
 
     async def main(self) -> None:
         try:
@@ -264,47 +248,32 @@ class TimerWorker(Worker):
         health_in_s = self._last_health_check + self.health_check_interval - time.time()
         return min([health_in_s, *(p.due_in_s() for p in self._periodic)])
 
-    def _retire_in_s(self) -> float:
-        """Until the keys of the jobs that ended must be retired (inf: none waits)."""
-        return self._retire_by - time.monotonic() if self._retired else math.inf
-
     async def _wait(self, listener: WakeListener, look: LookResult | None) -> bool:
         """Wait for a reason to act; True if it is a reason to look (else only the worker's
         own schedule is due)."""
         # The look's answer, and the cap, count from when it was made.
-        started = time.monotonic()
-        elapsed_s = started - self._last_look_at
+        elapsed_s = time.monotonic() - self._last_look_at
         if look is not None and look.next_in_s is not None:
             look = dataclasses.replace(look, next_in_s=look.next_in_s - elapsed_s)
-        look_at = started + wait_s(
+        look_in_s = wait_s(
             look,
-            # Busy at the look (so not given the watch): it times its next due job itself,
-            # even if the jobs have ended since.
-            running=self.job_counter or int(self._busy_at_look),
+            running=self.job_counter,
             cap_s=self.max_wait_s - elapsed_s,
             # An outbox entry is due but the last dispatch was too recent.
             other_deadlines_s=(self._watched_in_s(),) if look and look.watched_due else (),
         )
-        schedule_at = started + self._schedule_in_s()
-        # A job that ends only moves the deadline (its keys wait for the next look, at most
-        # until _retire_by): the wait goes on unless every slot was taken (then _ended is set).
-        while not self._ended.is_set():
-            look_at = min(look_at, time.monotonic() + self._retire_in_s())
-            timeout_s = min(look_at, schedule_at) - time.monotonic()
-            if timeout_s <= 0:
-                break
-            self._job_done.clear()
-            job_done = asyncio.ensure_future(self._job_done.wait())
+        schedule_in_s = self._schedule_in_s()
+        timeout_s = max(0.0, min(look_in_s, schedule_in_s))
+        if timeout_s > 0 and not self._ended.is_set():
+            ended = asyncio.ensure_future(self._ended.wait())
             try:
-                await wait_for_any(listener.task(), job_done, timeout_s=timeout_s)
+                await wait_for_any(listener.task(), ended, timeout_s=timeout_s)
             finally:
-                job_done.cancel()
-            if listener.task().done() or not self._job_done.is_set():
-                break
+                ended.cancel()
         token = listener.take()
         if token and self.job_counter >= self.max_jobs:
             await listener.give_back()  # no free slot here: let a waiting worker take it
-        if not token and not self._ended.is_set() and schedule_at < look_at:
+        if not token and not self._ended.is_set() and schedule_in_s < look_in_s:
             return False
         if self.job_counter > 0 or self._retired:
             # Busy: look no more often than poll_delay_s (as before), whatever woke it.
@@ -323,7 +292,7 @@ class TimerWorker(Worker):
             want = min(want, self.max_burst_jobs - self._jobs_started())
         if not self.allow_pick_jobs:
             want = 0
-        self._ended.clear()  # from here on a job ending with every slot taken ends the wait
+        self._ended.clear()  # a job ending from here on ends the next wait
         if want > 0 or self._retired:
             for job_id, score, payload, job_try in await self._look(want=max(0, want)):
                 self._start(job_id, score, payload, job_try)
@@ -339,7 +308,6 @@ class TimerWorker(Worker):
         if self._claim_due is None:
             self._claim_due = self.pool.register_script(source("claim_due"))
         retired, self._retired = self._retired, []
-        running = self.job_counter
         keys = [self.queue_name]
         if self._wake is not None:
             keys += [self._wake.wake, self._wake.wake_at, self._watched or self.queue_name]
@@ -352,7 +320,7 @@ class TimerWorker(Worker):
             look=self.queue_read_limit,
             cron_keep_ms=int(keep_cronjob_progress * 1000),
             retired=retired,
-            running=running,
+            running=self.job_counter,
             max_wait_ms=int(self.max_wait_s * 1000),
             watcher_id=self._watcher_id,
         )
@@ -364,7 +332,6 @@ class TimerWorker(Worker):
         self.looks += 1
         self._last_look_at = time.monotonic()
         claimed, self._last_look = parse_look(reply)
-        self._busy_at_look = running > 0 or bool(claimed)
         return claimed
 
     def _start(self, job_id: str, score: int, payload: bytes | None, job_try: int) -> None:
@@ -376,22 +343,14 @@ class TimerWorker(Worker):
         self.tasks[job_id] = t
 
     def _job_ended(self, _: asyncio.Task[None]) -> None:
-        if self.job_counter >= self.max_jobs:
-            self._ended.set()  # a slot is free: due jobs left behind may be waiting for it
         self.job_counter -= 1
-        self._job_done.set()
-
-    def _retire(self, job_id: str, how: str) -> None:
-        """Leave the keys of a job that ended to the next look (retired by ``_retire_by``)."""
-        if not self._retired:
-            self._retire_by = time.monotonic() + RETIRE_WITHIN_LOOKS * self.poll_delay_s
-        self._retired.append((job_id, how))
+        self._ended.set()
 
     def _drop(self, job_id: str) -> None:
         """A job that cannot run (expired, unreadable, unknown, out of tries): failed, and
         retired at the next look."""
         self.jobs_failed += 1
-        self._retire(job_id, ENDED)
+        self._retired.append((job_id, ENDED))
 
     async def _run_claimed(
         self, job_id: str, score: int, payload: bytes | None, job_try: int
@@ -446,4 +405,4 @@ class TimerWorker(Worker):
             self.jobs_complete += 1
         finally:
             del self.job_tasks[job_id]
-        self._retire(job_id, how)
+        self._retired.append((job_id, how))

@@ -12,11 +12,9 @@ second per queue, busy or not). Now it looks when there is a reason to:
   worker keeps one ``BLPOP`` on it outstanding (``WakeListener``); Redis hands a token to
   exactly one of them, so one arm wakes one worker. Admission (a freed slot admitting a
   waiting request) can wake a worker the same way: push through ``wake_one`` in its script;
-* **a job of its own ended while every slot was taken**: a due job may be waiting for the
-  slot. Any other job that ends is retired at the worker's next look (for its next due time,
-  a token...), or by a look of its own ``RETIRE_WITHIN_LOOKS`` × ``poll_delay_s`` later
-  (``worker/claim.py``): a job no longer costs a look to claim it and another to retire it.
-  A busy worker's looks stay spaced at least ``poll_delay_s`` apart;
+* **a job of its own ended**: its keys are retired at the next look, spaced at least
+  ``poll_delay_s`` after the previous one (under load a worker looks as often as before, and
+  no more);
 * **its own schedule**: the health key, periodic work (``Periodic``: the reconciler) and a
   cap (``max_wait_s``) that bounds how long a lost token or a dead watcher can delay a job.
 
