@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"  -> lost {res['unfinished_at_cutoff']}, re-created {res['recreated']}, "
                         f"orphaned {res['orphaned_upstream_jobs']}, lag p95 {res['lag_p95_s']} s"
                     )
-                results["restart"] = {"runs": runs}
+                results["restart"] = {"runs": runs, "meta": _meta(a, rv)}
             if "sweep" in parts:
                 sizes = [int(x) for x in a.sweep_sizes.split(",") if x]
                 say(f"sweep: N = {sizes}")

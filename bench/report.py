@@ -569,6 +569,12 @@ def render(results: dict[str, Any]) -> str:
                     f"| {_fmt(r['orphaned_billed_usd'], 2)} |"
                 )
             out.append("")
+            if cmp.get("meta") and not restart.get("meta"):
+                out += [
+                    "The restart runs are from an earlier run than the comparison above (their "
+                    "git is not recorded): re-run them with `--only restart`.",
+                    "",
+                ]
         by_history = cmp.get("schedule_by_history")
         if by_history:
             out += [

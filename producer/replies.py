@@ -100,18 +100,25 @@ BEGIN_POLL_TAGS: Final = frozenset({Tag.GO, Tag.LIMITED, Tag.STALE, Tag.DONE, Ta
 
 @dataclass(frozen=True, slots=True)
 class BeginPollReply:
-    """``GO`` with the ``record`` (its hash, without the id), ``LIMITED`` with the ``step``
-    put off to its turn, or ``STALE`` / ``DONE`` / ``MISSING``."""
+    """``GO`` with the ``record`` (its hash, without the id) and Redis' clock when the check
+    began (``now_ms``), ``LIMITED`` with the ``step`` put off to its turn, or ``STALE`` /
+    ``DONE`` / ``MISSING``."""
 
     tag: Tag
     record: dict[str, str] = field(default_factory=dict)
     step: NextStep | None = None
+    #: Redis ``TIME`` (ms) of a ``GO``: the schedule's "now" without a ``TIME`` round trip.
+    now_ms: int | None = None
 
 
 def parse_begin_poll(raw: list[str]) -> BeginPollReply:
     tag = _tag("begin_poll", raw, BEGIN_POLL_TAGS)
     if tag is Tag.GO:
-        return BeginPollReply(tag, dict(zip(raw[1::2], raw[2::2], strict=True)))
+        # The clock follows the field/value pairs (an odd tail); a reply without it has none.
+        now_ms = int(raw[-1]) if len(raw) % 2 == 0 else None
+        end = len(raw) - 1 if now_ms is not None else len(raw)
+        record = dict(zip(raw[1:end:2], raw[2:end:2], strict=True))
+        return BeginPollReply(tag, record, now_ms=now_ms)
     if tag is Tag.LIMITED:
         return BeginPollReply(tag, step=_step(raw))
     return BeginPollReply(tag)

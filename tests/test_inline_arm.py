@@ -163,3 +163,60 @@ async def test_a_wrong_guess_is_armed_by_the_task(
     score, _ = await queued_job(aredis, settings, Timer(POLL_TASK, rid, 3))
     assert score == int(rec[Field.NEXT_CHECK_AT_MS])
     assert await aredis.zscore(settings.keys.queue, Timer(POLL_TASK, rid, 1).job_id) is None
+
+
+async def test_a_learned_check_reads_redis_clock_from_begin_poll(
+    client: AsyncClient,
+    settings: Settings,
+    aredis: redis.asyncio.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With learned durations the next check is placed on Redis' clock, which ``begin_poll``
+    answers with the record: the check is still two script calls, with no ``TIME`` call of
+    its own."""
+    from genqueue.simulator import SimConfig, create_app
+    from genqueue.worker import tasks
+
+    sim = create_app(SimConfig(time_scale=1.0, seed=7, failure_share=0.0))  # still running
+    rt = Runtime(
+        config=worker_config(settings, time_scale=1.0),
+        redis=aredis,
+        upstream=UpstreamClient(
+            base_url="http://sim", api_key="k", transport=httpx.ASGITransport(app=sim)
+        ),
+    )
+    learned: list[float | None] = []
+    real = tasks._learned_wait_s
+
+    async def spy(*args: Any, **kw: Any) -> float | None:
+        learned.append(await real(*args, **kw))
+        return learned[-1]
+
+    clock_reads: list[int] = []
+    real_now = tasks._redis_now_s
+
+    async def time_command(rt: Runtime) -> float:
+        clock_reads.append(1)
+        return await real_now(rt)
+
+    monkeypatch.setattr(tasks, "_learned_wait_s", spy)
+    monkeypatch.setattr(tasks, "_redis_now_s", time_command)
+    try:
+        for d in range(100, 160):
+            await rt.durations.record(MODEL, 0.0, float(d), generation_s=d - 20.0)
+        rid = await client.submit(REQ)
+        await run_submit(rt, rid, 0)
+        seq = int(await aredis.hget(settings.keys.record(rid), Field.SEQ) or 0)
+        assert await rt.durations.get(MODEL) is not None  # cached: no refresh in the check
+        await load_scripts(aredis)
+        await aredis.config_resetstat()
+        learned.clear()
+        clock_reads.clear()
+        await run_poll(rt, rid, seq)
+        calls = await command_calls(aredis)
+        assert len(learned) == 1 and learned[0] is not None  # the learned schedule placed it
+        assert calls.get("evalsha") == 2 and not clock_reads, (calls, clock_reads)
+        rec = await aredis.hgetall(settings.keys.record(rid))
+        assert int(rec[Field.SEQ]) == seq + 1
+    finally:
+        await rt.close()

@@ -299,6 +299,17 @@ async def stop_worker(worker: Worker, grace_s: float = 0.0) -> None:
             await worker.on_shutdown(worker.ctx)
     finally:
         await pool.aclose(close_connection_pool=True)
+        await _close_sentinels(pool)
+
+
+async def _close_sentinels(client: Any) -> None:
+    """Close the connections to the sentinels of arq's pool for a Sentinel URL: arq builds
+    it on a ``Sentinel`` client it never closes (each restart of a worker's loop, as after a
+    failover, left them open)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        with contextlib.suppress(Exception):
+            await sentinel.aclose()
 
 
 async def run_worker(

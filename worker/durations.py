@@ -173,17 +173,18 @@ class DurationModel:
             for key in (total_k, gen_k, recent_total_k, recent_gen_k, offset_k):
                 pipe.lrange(key, 0, -1)
             total_raw, gen_raw, rt_raw, rg_raw, off_raw = await pipe.execute()
-        total = sorted(float(x) for x in total_raw)
+        # map, not a generator: a refresh parses ~20,000 floats (half its CPU).
+        total = sorted(map(float, total_raw))
         value = None
         if len(total) >= self._min:
-            gen = sorted(float(x) for x in gen_raw)
+            gen = sorted(map(float, gen_raw))
             recent_total, recent_gen = [_pair(x) for x in rt_raw], [_pair(x) for x in rg_raw]
             value = ModelDurations(
                 total,
                 gen,
                 recent_total,
                 recent_gen,
-                [float(x) for x in off_raw],
+                list(map(float, off_raw)),
                 location_shift(total, recent_total, self._shift_z),
                 location_shift(gen, recent_gen, self._shift_z),
             )

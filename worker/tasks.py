@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 import redis.exceptions
@@ -142,17 +143,35 @@ async def _redis_now_s(rt: Runtime) -> float:
     return float(sec) + float(usec) / 1e6
 
 
+@dataclass(frozen=True, slots=True)
+class RedisInstant:
+    """An instant of Redis' clock a script reported (``now_ms``) and this host's monotonic
+    clock when the reply arrived: Redis' clock later on without a ``TIME`` round trip (the
+    host's clock may be off, but not its monotonic rate over a call's seconds)."""
+
+    now_ms: int
+    at_monotonic: float
+
+    @classmethod
+    def of(cls, now_ms: int | None) -> RedisInstant | None:
+        return None if now_ms is None else cls(now_ms, time.monotonic())
+
+    def now_s(self) -> float:
+        return self.now_ms / 1000 + (time.monotonic() - self.at_monotonic)
+
+
 async def _learned_wait_s(
     rt: Runtime,
     raw: dict[str, str],
     job: UpstreamJob,
     polls_done: int,
     due_ms: int | None,
+    clock: RedisInstant | None = None,
 ) -> float | None:
     """Delay before the next check by the model's recent durations (``learned_delay_s`` on
     the window ``worker/window.py`` places), or None when the schedule is fixed or the model
     is not known yet. Reads only the job's status and spec timestamps and what the checks
-    saw (``worker/observed.py``), on Redis' clock."""
+    saw (``worker/observed.py``), on Redis' clock (read from ``clock`` when given)."""
     cfg = rt.config
     sched = cfg.schedule
     if sched.mode != "adaptive":
@@ -160,7 +179,7 @@ async def _learned_wait_s(
     learned = await rt.durations.get(raw.get(Field.MODEL, ""))
     if learned is None or job.created_at is None:
         return None
-    now = await _redis_now_s(rt)
+    now = clock.now_s() if clock is not None else await _redis_now_s(rt)
     own = offset_bound_s(raw, job, now, fresh=polls_done == 0)
     bounds = [b for b in (learned.offset_s, own) if b is not None]
     view = seen(raw, job, now, min(bounds) if bounds else 0.0)
@@ -219,11 +238,15 @@ async def _poll_wait_s(
     polls_done: int,
     retry_after_s: float | None,
     due_ms: int | None = None,
+    clock: RedisInstant | None = None,
 ) -> float:
     """Delay before the next check: by the model's learned durations when known, else the
     configured backoff; an upstream ``Retry-After`` is never undercut. ``due_ms``: when the
-    check that is running now was due (wall ms), so a late run doesn't delay the next."""
-    learned = None if job is None else await _learned_wait_s(rt, raw, job, polls_done, due_ms)
+    check that is running now was due (wall ms), so a late run doesn't delay the next;
+    ``clock``: Redis' clock as the check's first script saw it (else ``TIME`` is read)."""
+    learned = (
+        None if job is None else await _learned_wait_s(rt, raw, job, polls_done, due_ms, clock)
+    )
     if learned is None:
         return _next_poll_s(rt, polls_done, retry_after_s)
     return learned if retry_after_s is None else max(learned, retry_after_s)
@@ -464,6 +487,7 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             return
         if tag is not Tag.GO:
             return  # DONE: the request ended and nothing is tracked
+        clock = RedisInstant.of(reply.now_ms)
         raw = with_id(request_id, reply.record)
         if raw.get(Field.TRACKING) == "extra":
             await check_superseded(rt, raw, seq, lambda: arm_current(rt, request_id))
@@ -480,7 +504,7 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             if job.is_terminal:
                 await _finish(rt, raw, seq, job)
             else:
-                await _poll_update(rt, raw, seq, job=job)
+                await _poll_update(rt, raw, seq, job=job, clock=clock)
 
 
 async def _finish(rt: Runtime, raw: dict[str, str], seq: int, job: UpstreamJob) -> None:
@@ -568,6 +592,7 @@ async def _poll_update(
     error: str = "",
     retry_after_s: float | None = None,
     not_found: bool = False,
+    clock: RedisInstant | None = None,
 ) -> None:
     cfg = rt.config
     if job is not None and job.status == "unknown":
@@ -577,7 +602,7 @@ async def _poll_update(
             log.warning("unknown_upstream_status", raw_status=job.raw_status[:64])
     polls_done = int(raw.get(Field.POLLS, "0")) + 1
     due_ms = int(raw.get(Field.NEXT_CHECK_AT_MS) or 0) or None
-    delay = await _poll_wait_s(rt, raw, job, polls_done, retry_after_s, due_ms)
+    delay = await _poll_wait_s(rt, raw, job, polls_done, retry_after_s, due_ms, clock)
     status = job.status if job is not None and job.status != "unknown" else ""
     c = PollUpdate(
         request_id=raw[Field.ID],

@@ -4,7 +4,7 @@
 -- in one round trip.
 -- KEYS: 9 the rate limit, 10 its turns (see take_call_slot).
 -- ARGV: 5 expected timer seq, 6 rate limit interval (µs; 0 = no limit), 7 burst tolerance (µs).
--- Returns {'GO', field, value, ...} | {'LIMITED', seq, delay_ms} | {'STALE'} | {'DONE'} | {'MISSING'}
+-- Returns {'GO', field, value, ..., now ms (Redis TIME: the schedule's clock)} | {'LIMITED', seq, delay_ms} | {'STALE'} | {'DONE'} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
 -- idempotency mapping (the record key if none), outbox, spec; request id, event stream max
@@ -35,4 +35,5 @@ if INTERVAL_US > 0 then
 end
 local record = redis.call('HGETALL', K_REC)
 table.insert(record, 1, 'GO')
+record[#record + 1] = NOW
 return record

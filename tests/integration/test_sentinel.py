@@ -4,8 +4,11 @@ runtime; and the clients follow the primary across a failover (real ``redis-serv
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -131,3 +134,78 @@ async def test_clients_follow_the_primary_across_a_failover(
         assert (await client.get(after)).status == "pending"
     with redis.Redis(port=new, decode_responses=True) as r:
         assert r.info("replication")["role"] == "master"
+
+
+async def _left_pending(client: AsyncClient, rid: str, within_s: float) -> float | None:
+    """Seconds until the request is no longer ``pending`` (its submit timer ran), or None."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < within_s:
+        try:
+            if (await client.get(rid)).status != "pending":
+                return loop.time() - start
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def _submit(client: AsyncClient, key: str) -> str:
+    for attempt in range(40):  # a connection dropped by the failover is retried
+        try:
+            return await client.submit(REQ, idempotency_key=key)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if attempt == 39:
+                raise
+            await asyncio.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
+async def _close_abandoned_connections() -> None:
+    """arq's ``create_pool`` retries a failed connect with a new Sentinel client each time and
+    never closes the ones it gave up on (their connections to the sentinels stay open): close
+    them here, or their finalizers warn in whichever test runs next."""
+    from redis.asyncio.connection import AbstractConnection
+
+    gc.collect()
+    for obj in gc.get_objects():
+        if isinstance(obj, AbstractConnection) and obj.is_connected:
+            await obj.disconnect()
+
+
+async def test_the_wake_listener_works_across_a_failover(
+    cluster: LocalSentinelCluster, settings: Settings
+) -> None:
+    """A worker process's loop (``run_worker``) waiting on its wake list through the sentinels
+    is woken by a create on the new primary after a failover: its listener's lost connection
+    ends the loop, the supervisor starts it again, and the new ``BLPOP`` follows the primary
+    (an idle worker that missed the token would look only after ``idle_wait_max_s``)."""
+    from genqueue.simulator import SimConfig, create_app
+    from genqueue.worker.app import run_worker
+    from tests.conftest import FAST_SCALE, worker_config
+
+    cap_s = 300.0
+    cfg = worker_config(settings, idle_wait_max_s=cap_s)
+    sim = create_app(SimConfig(time_scale=FAST_SCALE, seed=7, failure_share=0.0))
+    worker = asyncio.create_task(run_worker(cfg, transport=httpx.ASGITransport(app=sim)))
+    try:
+        async with AsyncClient(settings) as client:
+            # Before: the first look may find the request; the second one needs the token.
+            for key in ("before-1", "before-2"):
+                rid = await _submit(client, key)
+                assert await _left_pending(client, rid, 60) is not None
+                await asyncio.sleep(0.5)  # the worker is waiting again
+            await asyncio.to_thread(cluster.fail_over)
+            # The restarted loop's first look takes whatever is due, and proves it runs.
+            rid = await _submit(client, "after-1")
+            assert await _left_pending(client, rid, 60) is not None
+            await asyncio.sleep(0.5)
+            rid = await _submit(client, "after-2")
+            took = await _left_pending(client, rid, 30)
+            assert took is not None, "the create's wake token reached no waiting worker"
+            assert took < cap_s
+    finally:
+        if not worker.done():
+            os.kill(os.getpid(), signal.SIGTERM)  # run_worker's own handler: a clean stop
+        await asyncio.wait_for(worker, timeout=60)
+        await _close_abandoned_connections()

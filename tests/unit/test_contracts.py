@@ -150,3 +150,11 @@ def test_a_tag_the_script_never_answers_is_refused() -> None:
         parse_cancel(["GO"])
     with pytest.raises(ScriptReplyError):
         parse_finish([])
+
+
+def test_begin_poll_answers_redis_clock_after_the_record() -> None:
+    """``GO`` ends with Redis' clock (ms) after the field/value pairs; a reply without it (an
+    older script) parses with none."""
+    go = parse_begin_poll(["GO", "status", "queued", "seq", "3", 1_700_000_000_123])
+    assert go.record == {"status": "queued", "seq": "3"} and go.now_ms == 1_700_000_000_123
+    assert parse_begin_poll(["GO", "status", "queued"]).now_ms is None
