@@ -296,7 +296,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 f"… variant `{key}` ("
                 + ", ".join(
-                    [f"{k}={x}" for k, x in v["env"].items() if "RATE_LIMIT" in k]
+                    [
+                        f"{k}={x}"
+                        for k, x in v["env"].items()
+                        # the rate limit, and whatever else the variant changed
+                        if "RATE_LIMIT" in k or k not in results.get("tenk", {}).get("env", {})
+                    ]
                     + ([f"ramp {v['ramp_s']:g} s"] if v.get("ramp_s") else [])
                     + [f"{v['minutes']:g} min"]
                 )
