@@ -632,6 +632,22 @@ def _panel(spec: PanelSpec, panel_id: int) -> Any:
     return p
 
 
+def _all_or_some(label: str, title: str, metric: str) -> dash.QueryVariable:
+    """A multi-select variable over the values of ``label`` on ``metric``, All by default."""
+    return (
+        dash.QueryVariable(label)
+        .label(title)
+        .datasource(DATASOURCE)
+        .query(f"label_values({metric}, {label})")
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
 def build() -> dict[str, Any]:
     """The dashboard as a JSON-ready dict."""
     d = (
@@ -660,30 +676,8 @@ def build() -> dict[str, Any]:
         .with_variable(
             dash.DatasourceVariable(DATASOURCE_VARIABLE).label("Data source").type("prometheus")
         )
-        .with_variable(
-            dash.QueryVariable("model")
-            .label("Model")
-            .datasource(DATASOURCE)
-            .query("label_values(genqueue_requests_finished_total, model)")
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
-            .current(model.VariableOption(selected=True, text="All", value="$__all"))
-        )
-        .with_variable(
-            dash.QueryVariable("tenant")
-            .label("Tenant")
-            .datasource(DATASOURCE)
-            .query("label_values(genqueue_tenant_requests, tenant)")
-            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
-            .sort(model.VariableSort.ALPHABETICAL_ASC)
-            .multi(True)
-            .include_all(True)
-            .all_value(".*")
-            .current(model.VariableOption(selected=True, text="All", value="$__all"))
-        )
+        .with_variable(_all_or_some("model", "Model", "genqueue_requests_finished_total"))
+        .with_variable(_all_or_some("tenant", "Tenant", "genqueue_tenant_requests"))
     )
     panel_id = 1
     for row in ROWS:
