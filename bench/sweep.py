@@ -306,7 +306,9 @@ class Sweep:
             # of used_memory): it does not grow with requests.
             events_bytes = full.events_bytes - base.events_bytes
             scripts_bytes = polling["script_cache_bytes"]
-            active_state_bytes = round((used_growth - events_bytes - scripts_bytes) / self.active_n)
+            # Without client and AOF buffers too: they move with the connections, not the
+            # requests, and on a small active set their swing can exceed the records' growth.
+            active_state_bytes = polling["bytes_per_request_whole_set"]
             active_body_bytes = round(
                 sum([len(await self._body(r, i)) for i in self.active]) / self.active_n
             )
