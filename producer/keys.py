@@ -290,10 +290,12 @@ class Keys:
 
     def durations(self, model: str, kind: str) -> str:
         """List: a sample of one model's recent upstream durations (seconds), ``total``
-        (created to done) or ``generation`` (observed start to done); ``recent_total`` /
-        ``recent_generation``: the last few of them, newest first; ``offset``: recent upper
-        bounds of Redis' clock minus the upstream's; ``kind="count"``: a counter of the
-        completions offered to the sample (see ``worker/durations.py``)."""
+        (created to done) or ``generation`` (observed start to done); ``recent_total_by_done``
+        / ``recent_generation_by_done``: sorted sets of the latest-done of them as
+        ``start:done`` scored by ``done``; ``offset``: recent upper bounds of Redis' clock
+        minus the upstream's; ``kind="count"``: a counter of the completions offered to the
+        sample (see ``worker/durations.py``). ``recent_total`` / ``recent_generation``: lists
+        the previous version kept (last seen first), no longer read."""
         return f"{self.prefix}:durations:{kind}:{model}"
 
     @property

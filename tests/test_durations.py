@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -120,3 +121,47 @@ async def test_durations_written_by_the_previous_version_are_read(
     assert learned is not None and len(learned.total) == 30 and learned.generation == [1.5, 2.5]
     assert learned.recent_total == [] and learned.offset_s is None
     assert learned.total_shift.shift_s == 0.0 and learned.total_shift.stretch == 0.0
+
+
+def _seen_in_order(
+    rate_per_s: float, until_s: float, seed: int
+) -> list[tuple[float, float, float]]:
+    """A steady stream's completions ``(seen, created, done)`` in the order a worker sees
+    them: checks every 4.7 s from a first check at the 4 % quantile, so the fastest videos,
+    done before their first check, are seen up to ~25 s after they ended."""
+    rng = random.Random(seed)
+
+    def duration() -> float:
+        return rng.lognormvariate(math.log(5), 0.5) + rng.lognormvariate(math.log(120), 0.2)
+
+    q04 = sorted(duration() for _ in range(5000))[200]
+    jobs = []
+    for i in range(int(rate_per_s * until_s)):
+        created = i / rate_per_s
+        done = created + duration()
+        first = created + q04 + 4.7 + rng.uniform(-2.35, 2.35)
+        seen = first if done <= first else first + math.ceil((done - first) / 4.7) * 4.7
+        if seen <= until_s:
+            jobs.append((seen, created, done))
+    return sorted(jobs)
+
+
+async def test_many_completions_a_second_of_a_steady_model_are_not_read_as_a_shift(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """At 40 completions a second the last ones *seen* span seconds of checks but the early
+    videos seen late stretch their completion times back ~25 s: chosen by completion time,
+    with every neighbour seen, they leave a steady model's schedule where it is."""
+    model = DurationModel(
+        aredis, settings.keys, samples=2000, recent=100, recent_kept=4000, settle_s=34.7,
+        min_samples=10, cache_s=0, rng=random.Random(7),
+    )  # fmt: skip
+    checked = 0
+    for seen, created, done in _seen_in_order(40.0, 280.0, seed=3):
+        await model.record(MODEL, created, done)
+        if seen >= 200.0 + 40.0 * checked:  # at 200, 240 and 280 s
+            learned = await model.get(MODEL)
+            assert learned is not None and len(learned.recent_total) == 100
+            assert learned.total_shift.shift_s == 0.0, (seen, learned.total_shift)
+            checked += 1
+    assert checked == 2

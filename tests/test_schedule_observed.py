@@ -80,16 +80,16 @@ async def test_extra_upstream_fields_never_change_the_schedule(
         Field.SEEN_STARTED_BY_MS: _ms(now - 35),
     }
     learned = []
+    recent = [
+        rt.keys.durations(MODEL, k) for k in ("recent_total_by_done", "recent_generation_by_done")
+    ]
+    offsets = rt.keys.durations(MODEL, "offset")
     for payload in (done, {**done, **extra}):
-        await aredis.delete(
-            *[rt.keys.durations(MODEL, k) for k in ("recent_total", "recent_generation", "offset")]
-        )
+        await aredis.delete(*recent, offsets)
         await _learn(rt, raw, parse_job(payload), now + 1.0)
         learned.append(
-            [
-                await aredis.lrange(rt.keys.durations(MODEL, k), 0, -1)
-                for k in ("recent_total", "recent_generation", "offset")
-            ]
+            [*[await aredis.zrange(k, 0, -1, withscores=True) for k in recent]]
+            + [await aredis.lrange(offsets, 0, -1)]
         )
     assert learned[0] == learned[1] and all(learned[0])
     await rt.upstream.aclose()

@@ -53,6 +53,12 @@ class ScheduleSettings:
     #: upstream queue), the whole window moves by that much (``worker/drift.py``). Fewer
     #: follow a change sooner but notice only larger ones.
     adaptive_recent_samples: int = 100
+    #: Latest-done completions kept per model (Redis) to choose those recent ones from: only
+    #: completions done a check interval at the cap before the newest are used (all their
+    #: neighbours have been seen), so following a change needs fewer than about
+    #: ``adaptive_recent_kept / (poll_cap_s + poll_floor_s)`` completions per second of one
+    #: model (4,000 / 34.7 s: 115 per second); above that the schedule is not moved at all.
+    adaptive_recent_kept: int = 4_000
     #: How many standard errors of the recent median a shift must exceed to be followed
     #: (0: never follow; a steady model is left exactly as its long sample places it).
     adaptive_shift_z: float = 3.0
@@ -87,6 +93,8 @@ class ScheduleSettings:
             raise ValueError("adaptive_confidence must be in [0.5, 1)")
         if not 0 <= self.adaptive_dense_until_quantile <= 1:
             raise ValueError("adaptive_dense_until_quantile must be in [0, 1]")
+        if self.adaptive_recent_kept < self.adaptive_recent_samples:
+            raise ValueError("adaptive_recent_kept must be >= adaptive_recent_samples")
         if self.adaptive_recent_samples < 0 or self.adaptive_shift_z < 0:
             raise ValueError("adaptive_recent_samples and adaptive_shift_z must be >= 0")
 

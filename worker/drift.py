@@ -16,6 +16,18 @@ conditional rank ``(F(d) - F(t0 - c)) / (F(t1 - c) - F(t0 - c))`` is uniform on 
 whatever the arrival pattern (a steady stream, a batch). The mean of n such ranks is 1/2 with
 standard error ``sqrt(1 / 12n)``; the shift is the one that brings it back to 1/2 (bisection).
 
+Which completions are "recent" matters as much. genqueue learns of a completion when a check
+sees it, up to a check interval later, so the last completions *seen* are not the last
+completions *made*: at 80 completions a second the last 100 seen span a second of checks but
+five of completion times, and inside that window the latest-done are over-represented (the
+earliest-done were mostly seen before it). Their ranks pile towards 1 and read as "slower than
+the long sample" though nothing changed; the window then opens later, the checks come later
+still, and the lag runs away (the 10k run: p95 63 s at minute 6). So the recent completions are
+chosen by completion time, not by when they were seen (:func:`settled`): kept in Redis by
+completion time, and only those done at least ``settle_s`` (a check interval at the cap, more
+than any check's lag) before the newest one seen are used, where every completion of the
+window has been seen.
+
 What is given up for speed: a shift smaller than about ``z`` standard errors is not followed
 (with 100 recent completions of a sigma 0.2, 125 s model, z = 3: about 6 s), the estimate
 rests on 200 completions rather than 10,000 while a shift is followed, and a change of
@@ -31,6 +43,21 @@ from dataclasses import dataclass
 
 #: Recent completions needed before a shift is looked for.
 MIN_RECENT = 20
+
+
+def settled(
+    by_done: list[tuple[float, float]], *, full: bool, settle_s: float, used: int
+) -> list[tuple[float, float]]:
+    """The newest ``used`` of the recent ``(start, done)`` completions (ascending ``done``)
+    whose window is complete: done at least ``settle_s`` before the newest (every completion
+    that early has been seen) and, when the kept set is ``full`` (its oldest were dropped),
+    after its oldest (a set that drops its lowest ``done`` holds every completion after it)."""
+    if not by_done or used <= 0:
+        return []
+    floor = by_done[0][1] if full else -math.inf
+    cutoff = by_done[-1][1] - settle_s
+    complete = [e for e in by_done if floor < e[1] <= cutoff]
+    return complete[-used:]
 
 
 def cdf(sorted_values: list[float], x: float) -> float:

@@ -30,7 +30,7 @@ import redis.asyncio
 
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
-from genqueue.worker.drift import NONE, Shift, location_shift
+from genqueue.worker.drift import NONE, Shift, location_shift, settled
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -70,10 +70,10 @@ def _pair(entry: str | bytes) -> tuple[float, float]:
 class ModelDurations:
     """One model's learned durations (seconds, upstream clock): ``total`` (created to
     completed) and ``generation`` (the observed start of generation to completed), each a
-    sorted reservoir of about the last ``horizon`` completions, plus the last few as
-    ``(start, done)`` pairs (``recent_*``, newest first: ``worker/drift.py``) that let the
-    schedule follow a change; ``offset_bounds``: recent upper bounds of Redis' clock minus the
-    upstream's (seconds)."""
+    sorted reservoir of about the last ``horizon`` completions, plus the latest-done few
+    whose every neighbour has been seen, as ``(start, done)`` pairs (``recent_*``, by
+    completion time: ``worker/drift.py``) that let the schedule follow a change;
+    ``offset_bounds``: recent upper bounds of Redis' clock minus the upstream's (seconds)."""
 
     total: list[float]
     generation: list[float]
@@ -109,6 +109,8 @@ class DurationModel:
         horizon: int = 10_000,
         min_samples: int = 10,
         recent: int = 100,
+        recent_kept: int = 4_000,
+        settle_s: float = 35.0,
         shift_z: float = 3.0,
         cache_s: float = 30.0,
         rng: random.Random | None = None,
@@ -118,6 +120,8 @@ class DurationModel:
         self._samples = samples
         self._horizon = max(horizon, samples)
         self._recent = recent
+        self._recent_kept = max(recent_kept, recent)
+        self._settle_s = settle_s
         self._shift_z = shift_z
         self._record = client.register_script(source("record_duration"))
         self._rng = rng or random.Random()
@@ -127,7 +131,10 @@ class DurationModel:
 
     def _keys_of(self, model: str) -> list[str]:
         k = self._keys
-        kinds = ("total", "generation", "count", "recent_total", "recent_generation", "offset")
+        kinds = (
+            *("total", "generation", "count"),
+            *("recent_total_by_done", "recent_generation_by_done", "offset"),
+        )
         return [k.durations(model, kind) for kind in kinds]
 
     async def record(
@@ -158,8 +165,18 @@ class DurationModel:
             keys=self._keys_of(model),
             args=[
                 *(total, gen, self._samples, self._horizon, repr(self._rng.random())),
-                *(self._recent, offset, OFFSET_BOUNDS_KEPT, recent_total, recent_gen),
+                *(self._recent_kept, offset, OFFSET_BOUNDS_KEPT, recent_total, recent_gen),
+                f"{done_at:.3f}",
             ],
+        )
+
+    def _settled(self, by_done: list[str]) -> list[tuple[float, float]]:
+        """The recent completions (ascending completion time) the shift is measured on."""
+        return settled(
+            [_pair(x) for x in by_done],
+            full=len(by_done) >= self._recent_kept,
+            settle_s=self._settle_s,
+            used=self._recent,
         )
 
     async def get(self, model: str) -> ModelDurations | None:
@@ -170,15 +187,18 @@ class DurationModel:
             return cached[1]
         total_k, gen_k, _, recent_total_k, recent_gen_k, offset_k = self._keys_of(model)
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key in (total_k, gen_k, recent_total_k, recent_gen_k, offset_k):
-                pipe.lrange(key, 0, -1)
+            pipe.lrange(total_k, 0, -1)
+            pipe.lrange(gen_k, 0, -1)
+            pipe.zrange(recent_total_k, 0, -1)
+            pipe.zrange(recent_gen_k, 0, -1)
+            pipe.lrange(offset_k, 0, -1)
             total_raw, gen_raw, rt_raw, rg_raw, off_raw = await pipe.execute()
         # map, not a generator: a refresh parses ~20,000 floats (half its CPU).
         total = sorted(map(float, total_raw))
         value = None
         if len(total) >= self._min:
             gen = sorted(map(float, gen_raw))
-            recent_total, recent_gen = [_pair(x) for x in rt_raw], [_pair(x) for x in rg_raw]
+            recent_total, recent_gen = self._settled(rt_raw), self._settled(rg_raw)
             value = ModelDurations(
                 total,
                 gen,

@@ -74,6 +74,10 @@ class Runtime:
             samples=cfg.schedule.adaptive_samples,
             min_samples=cfg.schedule.adaptive_min_samples,
             recent=cfg.schedule.adaptive_recent_samples,
+            recent_kept=cfg.schedule.adaptive_recent_kept,
+            # Every completion done this long before the newest seen has been seen: a check
+            # interval at the cap, plus one at the floor for a late timer.
+            settle_s=cfg.scaled(cfg.schedule.poll_cap_s + cfg.schedule.poll_floor_s),
             shift_z=cfg.schedule.adaptive_shift_z,
             # Scaled like every schedule duration: at a benchmark's time scale a change is
             # seen as soon (in simulated time) as in production.

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from genqueue.worker.drift import location_shift, location_shift_s
+from genqueue.worker.drift import location_shift, location_shift_s, settled
 from genqueue.worker.durations import quantile
 from genqueue.worker.window import Seen, Span, check_window
 
@@ -108,3 +108,15 @@ def test_a_doubled_queue_wait_moves_the_median_more_than_the_low_quantile(
         assert abs(m.apply(q04) - quantile(new, 0.04)) < 8.0, m
     else:
         assert m.apply(q04) <= quantile(new, 0.04), m  # errs early, not late
+
+
+def test_recent_completions_are_those_whose_every_neighbour_was_seen() -> None:
+    """Only completions done ``settle_s`` before the newest are used, and in a full set only
+    those after its oldest (earlier ones may have been dropped): the newest ``used`` of them."""
+    by_done = [(0.0, float(d)) for d in range(10, 110)]  # done at 10 .. 109 s
+    assert settled(by_done, full=False, settle_s=30.0, used=5) == [
+        (0.0, float(d)) for d in range(75, 80)
+    ]
+    assert settled(by_done, full=False, settle_s=30.0, used=500)[0] == (0.0, 10.0)
+    assert settled(by_done, full=True, settle_s=30.0, used=500)[0] == (0.0, 11.0)
+    assert settled(by_done, full=True, settle_s=200.0, used=5) == []
