@@ -21,6 +21,7 @@ more after the shift.
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import math
 import random
@@ -28,7 +29,7 @@ from collections.abc import Callable
 
 from bench.frontier import _grid_cost
 from genqueue.worker.backoff import learned_delay_s
-from genqueue.worker.drift import NONE, Shift, location_shift
+from genqueue.worker.drift import NONE, Shift, location_shift, settled
 from genqueue.worker.window import Seen, check_window, span
 
 FOLLOW: dict[str, Callable[[list[float], list[tuple[float, float]]], Shift]] = {
@@ -42,6 +43,8 @@ FOLLOW: dict[str, Callable[[list[float], list[tuple[float, float]]], Shift]] = {
 INSTANT = "instantly (bound)"
 PHASES = ("steady", "transition", "after")
 FLOOR_S = 4.7
+#: Completions are used once every neighbour has been seen (``worker/durations.py``): cap + floor.
+SETTLE_S = 30.0 + FLOOR_S
 
 
 def _p95(xs: list[float]) -> float:
@@ -93,14 +96,15 @@ def run(
         t, checked, i, due = heapq.heappop(events)
         j = jobs[i]
         if follow != INSTANT and t - refreshed >= 30.0:
-            mapping = FOLLOW[follow](long, done_pairs[-recent:])
+            recent_pairs = settled(done_pairs, full=False, settle_s=SETTLE_S, used=recent)
+            mapping = FOLLOW[follow](long, recent_pairs)
             refreshed = t
         queued, started = seen.get(i, (None, None))
         if checked:
             j["polls"] += 1
             if t >= j["done"]:
                 lags[i] = t - j["done"]
-                done_pairs.append((j["c"], j["done"]))
+                bisect.insort(done_pairs, (j["c"], j["done"]), key=lambda e: e[1])
                 continue
             if t < j["start"]:
                 queued = t
