@@ -123,6 +123,23 @@ async def test_durations_written_by_the_previous_version_are_read(
     assert learned.total_shift.shift_s == 0.0 and learned.total_shift.stretch == 0.0
 
 
+async def test_the_previous_versions_recent_lists_neither_break_nor_steer_the_new_one(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """The last-seen lists an older worker keeps beside the new sets (same model, a rolling
+    deploy) are left to it: the new worker records into its own sets and reads only them."""
+    old_recent = [f"{i}.000:{i + 300}.000" for i in range(100)]  # 300 s: far off the sample
+    await aredis.lpush(settings.keys.durations(MODEL, "recent_total"), *old_recent)
+    model = DurationModel(aredis, settings.keys, min_samples=10, cache_s=0, settle_s=0.0)
+    for i in range(30):
+        await model.record(MODEL, float(i), i + 100.0 + i % 7)
+    learned = await model.get(MODEL)
+    assert learned is not None and len(learned.recent_total) == 30
+    assert all(done - start < 110 for start, done in learned.recent_total)
+    assert learned.total_shift.shift_s == 0.0
+    assert await aredis.llen(settings.keys.durations(MODEL, "recent_total")) == 100
+
+
 def _seen_in_order(
     rate_per_s: float, until_s: float, seed: int
 ) -> list[tuple[float, float, float]]:
