@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import redis
 import redis.asyncio
@@ -61,21 +61,7 @@ ScriptName = Literal[
     "expire_waiting",
 ]
 #: The transition scripts (the ones that change a record); registered by ``AsyncScripts``.
-SCRIPT_NAMES: tuple[ScriptName, ...] = (
-    "create",
-    "begin_submit",
-    "begin_poll",
-    "submitted",
-    "submit_release",
-    "poll_update",
-    "finish",
-    "cancel",
-    "side_effect",
-    "side_attempt",
-    "webhook_replay",
-    "track_extra",
-    "expire_waiting",
-)
+SCRIPT_NAMES: tuple[ScriptName, ...] = get_args(ScriptName)
 #: The other scripts, each registered by the one module that runs it.
 OTHER_SCRIPT_NAMES: tuple[str, ...] = (
     "arm",
