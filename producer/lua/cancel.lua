@@ -32,13 +32,7 @@ if status == 'pending' then
   local held = unreserve(K_REC, tenant)
   visible_terminal(status, 'cancelled', '')
   release(SHORT_RETENTION_MS)
-  if held then
-    admit_for(tenant)
-  else
-    -- A tenant whose last waiting request leaves may stop taking part: the others' shares
-    -- grow, and one of them may now take a slot the reserve kept (rule 19).
-    admit(ADM_MAX)
-  end
+  if held then admit_for(tenant) end
   return {'CANCELLED'}
 end
 if status == 'submitting' then return {'REQUESTED'} end
