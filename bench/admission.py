@@ -11,7 +11,7 @@ Sides:
 * ``fair``: this tree (weighted fair admission queues) with no reserve
   (``GENQUEUE_ADMISSION_RESERVE_SLOTS=0``): strictly work-conserving, as admission was built.
 * ``reserve``: this tree with ``reserve_slots`` (its default, 1) kept for tenants below their
-  weighted share (docs/architecture.md rule 19).
+  weighted share (docs/architecture.md rule 20).
 
 Every process of a side (workers, the ``genqueue tenant set`` calls, the submitter
 ``bench/admission_submitter.py``) runs that side's code; the harness only reads Redis (record

@@ -67,7 +67,7 @@ def admission_section(results: dict[str, Any]) -> list[str]:
         "2 s); *fair* is this tree (`bench/admission.py`), with no reserve "
         "(`GENQUEUE_ADMISSION_RESERVE_SLOTS=0`: strictly work-conserving) and with the "
         f"default reserve of {cfg.get('reserve_slots', 1)} slot kept for tenants below their "
-        "weighted share (docs/architecture.md rule 19). Each side's workers, tenant set-up "
+        "weighted share (docs/architecture.md rule 20). Each side's workers, tenant set-up "
         "and submitter run its own code. Videos: generation lognormal (median "
         f"{cfg['median_s']:g} s, σ 0.2) after the upstream's queue wait (median 5 s), no upstream "
         "failures (`bench/simserver.py`, as every part); time "

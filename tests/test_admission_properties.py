@@ -1,6 +1,6 @@
 """Property test of admission: after any sequence of submits (three tenants, priorities),
 creates, finishes, failed creates, cancels, and cap or tenant settings changing, no slot is
-free while a request that could take it waits (but the reserve, rule 19, kept from a tenant at
+free while a request that could take it waits (but the reserve, rule 20, kept from a tenant at
 or above its weighted share), the caps hold, and the admission keys match the records."""
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             def full(t: str) -> bool:
                 return configs[t] > 0 and held[t] >= configs[t]
 
-            # Taking part: holding a slot or waiting, unless at its own cap (rule 19).
+            # Taking part: holding a slot or waiting, unless at its own cap (rule 20).
             wsum = sum(weights[t] for t in TENANTS if not full(t) and (held[t] or waiting[t]))
             free = cap - sum(held.values())
             for t, ids in waiting.items():

@@ -1,4 +1,4 @@
-"""The admission reserve (docs/architecture.md rule 19): the last ``reserve_slots`` free
+"""The admission reserve (docs/architecture.md rule 20): the last ``reserve_slots`` free
 slots of the global cap go only to a tenant holding fewer slots than its weighted share, so a
 light tenant beside a heavy one is admitted at once; under full contention the slot that
 frees goes to a tenant below its share, and a tenant alone uses every slot."""

@@ -208,7 +208,7 @@ class WorkerConfig:
     #: wait in their tenants' admission queues (``producer/admission.py``).
     max_inflight: int = 0
     #: The last free slots of that cap kept for tenants holding fewer slots than their
-    #: weighted share (docs/architecture.md rule 19): a light tenant beside a heavy one is
+    #: weighted share (docs/architecture.md rule 20): a light tenant beside a heavy one is
     #: admitted at once instead of after a slot turnover. Announced with the cap (the last
     #: worker started wins); no effect without a cap, under a cap of 1, or with one tenant.
     admission_reserve_slots: int = 1

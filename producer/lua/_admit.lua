@@ -105,7 +105,7 @@ local function tenant_cfg(tenant)
   return cfg
 end
 
--- The reserve (docs/architecture.md rule 19): the last `reserve_slots` free slots of the
+-- The reserve (docs/architecture.md rule 20): the last `reserve_slots` free slots of the
 -- global cap go only to a tenant holding fewer slots than its weighted share of the cap, so a
 -- light tenant arriving while a heavy one holds more than its share finds a slot at once
 -- instead of waiting a slot turnover. Written by each worker at its start beside the cap
