@@ -40,7 +40,7 @@ chaos: $(STAMP)
 ## make bench: genqueue vs naive arq vs the seed loop (same simulator, workload, workers), the
 ## floor of one poll, pooled sigma=0.2 draws, the shift workloads on both simulator profiles, a
 ## scale sweep, an idle worker's cost, the ceiling of one Redis, budgets, admission (first come,
-## first served vs fair shares, ~12 min) -> bench/results.json + bench/RESULTS.md (~2 h 15 min,
+## first served vs fair shares, ~16 min) -> bench/results.json + bench/RESULTS.md (~2 h 20 min,
 ## of which the four shift parts at three draws each take ~75 min; BENCH_ARGS='--shift-seeds 1'
 ## makes them ~25 min; one part: BENCH_ARGS='--only admission')
 bench: $(STAMP)

@@ -155,7 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-window-s", type=float, default=120.0, help="idle: measured window")
     p.add_argument("--ceiling-videos", type=int, default=1000, help="ceiling: videos created")
     p.add_argument(
-        "--adm-sides", default="fcfs,fair", help="admission: fcfs (the baseline), fair, or both"
+        "--adm-sides",
+        default="fcfs,fair,reserve",
+        help="admission: fcfs (the baseline), fair (no reserve), reserve (fair + the reserve)",
     )
     p.add_argument(
         "--adm-weightings", default="1:1:1,3:1:1", help="admission: fair side's A:B:C weights"

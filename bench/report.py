@@ -515,8 +515,8 @@ def render(results: dict[str, Any]) -> str:
         + ".",
         "",
         "Reproduce: `make bench` (idle, floor, comparison, draws, shift, restart, sweep, "
-        "ceiling, budget, admission: ~2 h 15 min, the shift parts ~75 min of it; one part: "
-        "`make bench BENCH_ARGS='--only admission'`, ~12 min), "
+        "ceiling, budget, admission: ~2 h 20 min, the shift parts ~75 min of it; one part: "
+        "`make bench BENCH_ARGS='--only admission'`, ~16 min), "
         "`make bench-10k` (the 10k target run, ~8 min), `make bench-smoke` (toy size, CI). "
         "Raw figures: `bench/results.json`. Method: [below](#method).",
         "",

@@ -125,10 +125,18 @@ class AsyncAdmission:
                 break
         return total
 
-    async def announce_cap(self, max_inflight: int) -> int:
-        """Write this worker's in-flight cap (0: none) as the deployment's (the last worker
-        started wins) and admit what it lets through; returns how many were admitted."""
-        await self._client.hset(self._keys.admission, "max_inflight", str(max(0, max_inflight)))  # type: ignore[misc]
+    async def announce_cap(self, max_inflight: int, reserve_slots: int = 0) -> int:
+        """Write this worker's in-flight cap (0: none) and its reserve for tenants below
+        their share (``lua/_admit.lua`` ``reserve_slots``) as the deployment's (the last
+        worker started wins) and admit what they let through; returns how many were
+        admitted."""
+        await self._client.hset(  # type: ignore[misc]
+            self._keys.admission,
+            mapping={
+                "max_inflight": str(max(0, max_inflight)),
+                "reserve_slots": str(max(0, reserve_slots)),
+            },
+        )
         return await self.admit_all()
 
 

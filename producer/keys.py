@@ -333,8 +333,9 @@ class Keys:
 
     @property
     def admission(self) -> str:
-        """Hash: admission state: ``max_inflight`` (the global cap, written by each worker at
-        start), ``vtime`` (the virtual time of the last admission), ``pass|{tenant}`` (each
+        """Hash: admission state: ``max_inflight`` (the global cap) and ``reserve_slots`` (its
+        last slots kept for tenants below their share; absent: 0), both written by each worker
+        at start, ``vtime`` (the virtual time of the last admission), ``pass|{tenant}`` (each
         tenant's virtual time), ``expiry_at`` (when the expiry timer is armed)."""
         return f"{self.prefix}:admission"
 

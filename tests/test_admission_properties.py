@@ -1,10 +1,11 @@
 """Property test of admission: after any sequence of submits (three tenants, priorities),
 creates, finishes, failed creates, cancels, and cap or tenant settings changing, no slot is
-free while a request that could take it waits, the caps hold, and the admission keys match the
-records."""
+free while a request that could take it waits (but the reserve, rule 20, kept from a tenant at
+or above its weighted share), the caps hold, and the admission keys match the records."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -28,8 +29,8 @@ MODEL = "minimax/video-01-director"
 
 def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
     class Admission(RuleBasedStateMachine):
-        @initialize(cap=st.sampled_from([1, 2, 3]))
-        def setup(self, cap: int) -> None:
+        @initialize(cap=st.sampled_from([1, 2, 3]), reserve=st.sampled_from([0, 0, 1, 2]))
+        def setup(self, cap: int, reserve: int) -> None:
             self.settings = Settings(redis_url=redis_url, key_prefix=f"a{uuid.uuid4().hex[:8]}")
             self.r = redis.Redis.from_url(redis_url, decode_responses=True)
             self.client = Client(self.settings, client=self.r)
@@ -37,7 +38,10 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self.ids: list[str] = []
             for t in TENANTS[1:]:
                 set_tenant(self.r, self.settings.keys, t)
-            self.r.hset(self.settings.keys.admission, "max_inflight", str(cap))
+            self.r.hset(
+                self.settings.keys.admission,
+                mapping={"max_inflight": str(cap), "reserve_slots": str(reserve)},
+            )
 
         def teardown(self) -> None:
             if hasattr(self, "r"):
@@ -152,20 +156,28 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             assert total_waiting == sum(len(w) for w in waiting.values())
             cap = int(self.r.hget(keys.admission, "max_inflight") or 0)  # type: ignore[arg-type]
             configs = {
-                t: int(
-                    __import__("json")
-                    .loads(self.r.hget(keys.tenants, t) or "{}")
-                    .get(  # type: ignore[arg-type]
-                        "max_inflight", 0
-                    )
-                )
+                t: int(json.loads(self.r.hget(keys.tenants, t) or "{}").get("max_inflight", 0))  # type: ignore[arg-type]
                 for t in TENANTS
             }
+            weights = {
+                t: float(json.loads(self.r.hget(keys.tenants, t) or "{}").get("weight", 1))  # type: ignore[arg-type]
+                for t in TENANTS
+            }
+            reserve = int(self.r.hget(keys.admission, "reserve_slots") or 0)  # type: ignore[arg-type]
+            reserve = min(reserve, cap - 1) if cap > 1 else 0
+
+            def full(t: str) -> bool:
+                return configs[t] > 0 and held[t] >= configs[t]
+
+            # Taking part: holding a slot or waiting, unless at its own cap (rule 20).
+            wsum = sum(weights[t] for t in TENANTS if not full(t) and (held[t] or waiting[t]))
+            free = cap - sum(held.values())
             for t, ids in waiting.items():
-                if not ids:
+                if not ids or full(t):
                     continue
-                tenant_full = configs[t] > 0 and held[t] >= configs[t]
-                assert tenant_full or sum(held.values()) >= cap, (t, held, cap, configs)
+                # A free slot only within the reserve, and the tenant at or above its share.
+                kept = 0 < free <= reserve and held[t] >= cap * weights[t] / wsum
+                assert cap == 0 or free <= 0 or kept, (t, held, cap, reserve, configs, weights)
 
     return Admission
 
@@ -173,8 +185,9 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
 def test_admission_never_leaves_a_slot_free_while_an_admissible_request_waits(
     redis_url: str,
 ) -> None:
-    """Random sequences over three tenants keep admission work-conserving, within the global
-    and the tenants' caps, its keys matching the records."""
+    """Random sequences over three tenants keep admission work-conserving (but the reserve kept
+    from tenants at their share), within the global and the tenants' caps, its keys matching
+    the records."""
     machine = make_machine(redis_url)
     machine.TestCase.settings = hsettings(max_examples=150, stateful_step_count=30, deadline=None)
     machine.TestCase().runTest()

@@ -83,7 +83,13 @@ async def safety_net(rt: Runtime) -> int:
 
 
 async def announce_cap(rt: Runtime) -> None:
-    """At a worker's start: its ``max_inflight`` becomes the deployment's (a cap raised
-    admits at once)."""
-    admitted = await admission(rt).announce_cap(rt.config.max_inflight)
-    log.info("inflight_cap_announced", max_inflight=rt.config.max_inflight, admitted=admitted)
+    """At a worker's start: its ``max_inflight`` and ``admission_reserve_slots`` become the
+    deployment's (a cap raised admits at once)."""
+    cfg = rt.config
+    admitted = await admission(rt).announce_cap(cfg.max_inflight, cfg.admission_reserve_slots)
+    log.info(
+        "inflight_cap_announced",
+        max_inflight=cfg.max_inflight,
+        reserve_slots=cfg.admission_reserve_slots,
+        admitted=admitted,
+    )

@@ -207,6 +207,11 @@ class WorkerConfig:
     #: own as the deployment's when it starts (the last one started wins); requests beyond it
     #: wait in their tenants' admission queues (``producer/admission.py``).
     max_inflight: int = 0
+    #: The last free slots of that cap kept for tenants holding fewer slots than their
+    #: weighted share (docs/architecture.md rule 20): a light tenant beside a heavy one is
+    #: admitted at once instead of after a slot turnover. Announced with the cap (the last
+    #: worker started wins); no effect without a cap, under a cap of 1, or with one tenant.
+    admission_reserve_slots: int = 1
     #: The cost a spend budget reserves for a video while its model's cost is not known yet
     #: (fewer than 20 completions; then the highest of its last 50: ``producer/budgets.py``).
     #: Set it to your most expensive model's price; a tenant may have its own.
@@ -280,6 +285,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.time_scale <= 0:
             raise ValueError("time_scale must be positive")
+        if self.admission_reserve_slots < 0:
+            raise ValueError("admission_reserve_slots must be >= 0")
         if self.cost_estimate_usd <= 0:
             raise ValueError("cost_estimate_usd must be positive")
         if self.ambiguous_policy not in ("resubmit", "fail"):

@@ -4,7 +4,8 @@
 -- the earliest deadline) and arms its submit timer right there.
 -- `--- @include "admit"` after the script has named the admission block of its KEYS and ARGV
 -- (producer/admission.py `admission_keys` / `admission_args`):
---   K_ADM_STATE (hash: max_inflight, vtime, pass|{tenant}, expiry_at), K_ADM_READY (zset:
+--   K_ADM_STATE (hash: max_inflight, reserve_slots, vtime, pass|{tenant}, expiry_at),
+--   K_ADM_READY (zset:
 --   tenants that may be admitted, by virtual time), K_ADM_DEADLINES (zset: waiting id ->
 --   deadline), K_ADM_TENANTS (the tenants hash), K_ADM_PAUSE (the pause hash), K_ADM_QUEUE
 --   (the arq queue); ADM_PREFIX (the key prefix), ADM_JOB_PREFIX (arq's job key prefix),
@@ -102,6 +103,67 @@ local function tenant_cfg(tenant)
     max_waiting = tonumber(data['max_waiting']) or 0}
   tenant_cache[tenant] = cfg
   return cfg
+end
+
+-- The reserve (docs/architecture.md rule 20): the last `reserve_slots` free slots of the
+-- global cap go only to a tenant holding fewer slots than its weighted share of the cap, so a
+-- light tenant arriving while a heavy one holds more than its share finds a slot at once
+-- instead of waiting a slot turnover. Written by each worker at its start beside the cap
+-- (absent: 0, as before the reserve). Never more than cap - 1, none under a cap of 1.
+local function reserve_slots(cap)
+  if cap <= 1 then return 0 end
+  local r = tonumber(redis.call('HGET', K_ADM_STATE, 'reserve_slots') or '0') or 0
+  return math.max(0, math.min(math.floor(r), cap - 1))
+end
+
+-- Slots held by every configured tenant (and `default`: the rest), and the sum of the
+-- weights of the tenants taking part: those holding a slot or ready to be admitted, unless
+-- at their own `max_inflight` (they could not use a free slot). O(tenants), read only while
+-- the free slots are within the reserve.
+local function share_snapshot()
+  local held, active, wsum = {}, {}, 0
+  local rest = held_total()
+  local names = redis.call('HKEYS', K_ADM_TENANTS)
+  local has_default = false
+  for _, name in ipairs(names) do
+    if name == DEFAULT_TENANT then
+      has_default = true
+    else
+      held[name] = sum(redis.call('HMGET', K_COUNTS, unpack(held_fields(name))))
+      rest = rest - held[name]
+    end
+  end
+  held[DEFAULT_TENANT] = math.max(rest, 0)
+  if not has_default then names[#names + 1] = DEFAULT_TENANT end
+  for _, name in ipairs(names) do
+    local cfg = tenant_cfg(name)
+    local h = held[name]
+    local at_own_cap = cfg.max_inflight > 0 and h >= cfg.max_inflight
+    if not at_own_cap and (h > 0 or redis.call('ZSCORE', K_ADM_READY, name)) then
+      active[name] = true
+      wsum = wsum + cfg.weight
+    end
+  end
+  return {held = held, active = active, wsum = wsum}
+end
+
+-- Whether `tenant` holds fewer slots than its weighted share of `cap` (it counts as taking
+-- part, whatever the snapshot says: it is the one asking).
+local function below_share(snap, tenant, cap)
+  local w = tenant_cfg(tenant).weight
+  local wsum = snap.wsum
+  if not snap.active[tenant] then wsum = wsum + w end
+  local h = snap.held[tenant]
+  if h == nil then h = held_by(tenant) end
+  return h < cap * w / wsum
+end
+
+-- Whether `tenant` may take a free slot of `cap`: yes while more than the reserve is free,
+-- else only below its share.
+local function may_take_slot(tenant, cap)
+  local r = reserve_slots(cap)
+  if r == 0 or cap - held_total() > r then return true end
+  return below_share(share_snapshot(), tenant, cap)
 end
 
 -- Creates paused (lua/pause.lua): true while the pause runs or its half-open probe is out;
@@ -286,6 +348,8 @@ local function blocked_reason(tenant, rec, id)
   if cfg.max_inflight > 0 and held_by(tenant) >= cfg.max_inflight then return 'tenant_cap' end
   local cap = global_cap()
   if cap > 0 and held_total() >= cap then return 'cap' end
+  -- Within the reserve and above its share: it waits, as if the cap were full.
+  if cap > 0 and not may_take_slot(tenant, cap) then return 'cap' end
   if redis.call('ZCARD', K_ADM_READY) > 0 or redis.call('ZCARD', waiting_key(tenant)) > 0 then
     return 'cap'
   end
@@ -305,13 +369,28 @@ local function admit(max_n)
     max_n = math.min(max_n, 1)
   end
   local cap = global_cap()
+  local kept = cap > 0 and reserve_slots(cap) or 0
   local n, turns = 0, max_n + ADM_EXTRA_TURNS
   while n < max_n and turns > 0 do
     turns = turns - 1
     if cap > 0 and held_total() >= cap then break end
-    local top = redis.call('ZRANGE', K_ADM_READY, 0, 0, 'WITHSCORES')
-    if #top == 0 then break end
-    local tenant, pass = top[1], tonumber(top[2])
+    local tenant, pass
+    if kept > 0 and cap - held_total() <= kept then
+      -- Within the reserve: the first ready tenant (by virtual time) below its share; the
+      -- ones passed over keep their place. Nobody below its share ready: the slot stays free.
+      local snap = share_snapshot()
+      local ready = redis.call('ZRANGE', K_ADM_READY, 0, -1, 'WITHSCORES')
+      for i = 1, #ready, 2 do
+        if below_share(snap, ready[i], cap) then
+          tenant, pass = ready[i], tonumber(ready[i + 1])
+          break
+        end
+      end
+    else
+      local top = redis.call('ZRANGE', K_ADM_READY, 0, 0, 'WITHSCORES')
+      if #top > 0 then tenant, pass = top[1], tonumber(top[2]) end
+    end
+    if not tenant then break end
     local queue = waiting_key(tenant)
     local cfg = tenant_cfg(tenant)
     local head = redis.call('ZRANGE', queue, 0, 0)
@@ -337,7 +416,10 @@ local function admit(max_n)
         redis.call('ZADD', K_INFLIGHT, ADM_NOW, id)
         arm_job(SUBMIT_TASK, id, seq, ADM_NOW)
         on_admit(rec, id, tenant)
-        redis.call('HSET', K_ADM_STATE, 'vtime', pass)
+        -- Never back: a tenant admitted from within the reserve may be ahead of one passed
+        -- over.
+        local vtime = tonumber(redis.call('HGET', K_ADM_STATE, 'vtime') or '0') or 0
+        if pass > vtime then redis.call('HSET', K_ADM_STATE, 'vtime', pass) end
         local next_pass = pass + 1 / cfg.weight
         if redis.call('ZCARD', queue) > 0 then
           redis.call('ZADD', K_ADM_READY, next_pass, tenant)

@@ -12,15 +12,19 @@ from pathlib import Path
 import pytest
 
 from bench.admission import (
+    RESERVE_ENV,
     TENANTS,
+    AdmissionConfig,
     Request,
     RunData,
     hold,
+    make_sides,
     next_slot,
     shares,
     utilisation,
     waits,
 )
+from genqueue.worker.config import WorkerConfig
 
 A, B, C = TENANTS
 SCALE = 0.1
@@ -99,12 +103,22 @@ def test_next_slot_counts_other_tenants_creates_that_went_first() -> None:
 
 
 def test_utilisation_counts_waiting_samples_from_the_first_full_cap() -> None:
-    """Utilisation is the share of samples with someone waiting (after the cap first filled)
-    in which every slot is held."""
+    """Over the samples with someone waiting (after the cap first filled): the mean share of
+    the cap held, and the share of samples in which every slot is held."""
     samples = [(0, 1, 5), (1, 2, 5), (2, 1, 5), (3, 2, 0), (4, 1, 0), (5, 2, 3)]
     out = utilisation(_run([], samples))
-    assert out == {"samples_waiting": 3, "samples_at_cap": 2, "fraction": 0.6667}
+    assert out == {"samples_waiting": 3, "samples_at_cap": 2, "fraction": 0.6667, "slots": 0.8333}
     assert utilisation(_run([], [(0, 1, 5)]))["fraction"] is None
+
+
+def test_the_fair_sides_differ_only_by_the_reserve() -> None:
+    """``fair`` runs this tree with no reserve and ``reserve`` with the configured one, each
+    through the variable its workers read."""
+    fair, reserve = make_sides(AdmissionConfig(sides=("fair", "reserve"), reserve_slots=2))
+    assert fair.git == reserve.git and fair.root is None and reserve.root is None
+    assert fair.env({RESERVE_ENV: "9", "PYTHONPATH": "x"}) == {RESERVE_ENV: "0"}
+    assert reserve.env({})[RESERVE_ENV] == "2"
+    assert WorkerConfig.from_env(reserve.env({})).admission_reserve_slots == 2
 
 
 def test_slot_turnover_is_the_mean_hold_over_the_cap() -> None:
@@ -116,7 +130,7 @@ def test_slot_turnover_is_the_mean_hold_over_the_cap() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_admission_part_smoke(tmp_path: Path) -> None:
-    """The admission part runs end to end at toy size on both sides, each side's processes on
+    """The admission part runs end to end at toy size on every side, each side's processes on
     its own code, and writes every figure and the RESULTS.md section."""
     out, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
     proc = subprocess.run(
@@ -133,11 +147,12 @@ def test_admission_part_smoke(tmp_path: Path) -> None:
     assert adm["smoke"] is True
     cfg = adm["config"]
     cap = cfg["cap"]
-    assert set(adm["sides"]) == {"fcfs", "fair"}
+    assert set(adm["sides"]) == {"fcfs", "fair", "reserve"}
     assert adm["sides"]["fcfs"]["git"] != adm["sides"]["fair"]["git"]
+    assert adm["sides"]["reserve"]["git"] == adm["sides"]["fair"]["git"]
     assert set(adm["shares"]) == {"1:1:1", "3:1:1"}
-    assert set(adm["shares"]["1:1:1"]) == {"fcfs", "fair"}
-    assert set(adm["shares"]["3:1:1"]) == {"fair"}  # the baseline has no weights
+    assert set(adm["shares"]["1:1:1"]) == {"fcfs", "fair", "reserve"}
+    assert set(adm["shares"]["3:1:1"]) == {"fair", "reserve"}  # the baseline has no weights
     for wname, by_side in adm["shares"].items():
         for side, fig in by_side.items():
             assert fig["requests"] == 3 * cfg["backlog_per_tenant"], (wname, side)
@@ -151,7 +166,7 @@ def test_admission_part_smoke(tmp_path: Path) -> None:
                 assert sum(r["target"] for r in rows) == pytest.approx(1.0, abs=1e-3)
                 assert 0 < sh["window_s"] <= cfg["window_s"]
             u = fig["utilisation"]
-            assert u["samples_waiting"] > 0 and 0 <= u["fraction"] <= 1
+            assert u["samples_waiting"] > 0 and 0 <= u["fraction"] <= u["slots"] <= 1
     assert adm["shares"]["3:1:1"]["fair"]["by_weights"]["3:1:1"]["tenants"][A]["target"] == 0.6
     light = 2 * len(
         range(int(cfg["light_start_s"]), int(cfg["window_s"] - cfg["light_tail_s"]) + 1,
@@ -182,7 +197,7 @@ def test_admission_part_smoke(tmp_path: Path) -> None:
             assert st["worker_cpu_s_per_s"] >= 0 and st["redis_cpu_s_per_s"] >= 0
             if side == "fcfs":  # every waiting request asks again every cap_wait_s
                 assert st["script_calls_per_s"] > 0, st
-    assert set(adm["summary"]) == {"fcfs", "fair"}
+    assert set(adm["summary"]) == {"fcfs", "fair", "reserve"}
     text = md.read_text()
     for heading in (
         "## Admission",
