@@ -121,7 +121,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
             sum(s["worker_cpu_ms_per_poll_windows"]) / 2, abs=1e-3
         )
     assert {"redis_bytes_per_request", "worker_cpu_ms_per_poll"} <= sweep["fits"].keys()
-    assert sweep["redis_bytes_per_inflight_polling_without_event_stream"] > 0
+    # The figure is the slope over the active set's second half (bench/memstate.py). The
+    # average over the whole set is only reported: on the smoke's 50 requests Redis' own
+    # bookkeeping after the previous parts (~100 kB freed after the sweep's FLUSHALL) can
+    # outweigh them, and it went negative on CI.
+    assert sweep["polling_memory"]["bytes_per_request"] > 0
+    assert isinstance(sweep["redis_bytes_per_inflight_polling_without_event_stream"], int)
     # Every value of a polling record is short: Redis keeps it as a compact listpack.
     assert sweep["steps"][-1]["memory_breakdown_bytes"]["record_encoding"] == "listpack"
 
