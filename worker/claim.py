@@ -163,7 +163,8 @@ class TimerWorker(Worker):
         self._last_look_at = 0.0
         #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
         self._ended = asyncio.Event()
-        self._watcher_id = uuid.uuid4().hex[:16]
+        # '+': this worker renews or gives up its watch at every look (lua/_wake.lua).
+        self._watcher_id = "+" + uuid.uuid4().hex[:15]
         #: Looks made (a figure for tests and the bench).
         self.looks = 0
 
