@@ -281,6 +281,14 @@ class TimerWorker(Worker):
             await sleep_until_spaced(self._last_look_at, self.poll_delay_s)
         return True
 
+    async def heart_beat(self) -> None:
+        # arq's heart_beat also reads the clock and walks the cron jobs after every look;
+        # genqueue schedules none (the reconciler is periodic work), so only the health key.
+        if self.cron_jobs:
+            await super().heart_beat()
+        else:
+            await self.record_health()
+
     async def flush_retired(self) -> None:
         """Retire the jobs that ended since the last look (also run when the worker stops)."""
         if self._retired:
