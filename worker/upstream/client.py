@@ -454,16 +454,19 @@ class UpstreamClient:
         passes (see ``transport.py``): no redirects, no compression either way, its timeouts."""
         deadline = asyncio.timeout(self._timeouts.total_s)
         try:
-            async with deadline, session.request(
-                method,
-                url,
-                data=content or None,
-                headers={**self._headers, **headers} if headers else self._headers,
-                allow_redirects=False,
-                auto_decompress=False,
-                compress=False,
-                timeout=self._aiohttp_timeout,
-            ) as response:
+            async with (
+                deadline,
+                session.request(
+                    method,
+                    url,
+                    data=content or None,
+                    headers={**self._headers, **headers} if headers else self._headers,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    compress=False,
+                    timeout=self._aiohttp_timeout,
+                ) as response,
+            ):
                 body, problem = await _read_aiohttp_body(response)
                 status, raw_headers = response.status, response.raw_headers
         except Exception as exc:
