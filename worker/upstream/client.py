@@ -248,7 +248,11 @@ class UpstreamClient:
 
     Requests go straight to the transport (``handle_async_request``), not through an
     ``httpx.AsyncClient``: this API needs none of the client's layers (cookies, redirects, auth
-    flows, event hooks), and they cost about as much CPU as the transport itself (bench/).
+    flows, event hooks), and they cost about as much CPU as the transport itself (bench/). On
+    the production transport (``DirectAiohttpTransport``) they go to its aiohttp session
+    itself, with the options httpx-aiohttp would pass: the httpx request and response built
+    around each exchange were a tenth of a worker's CPU per check. Any other transport (the
+    tests' ``MockTransport``, httpx's own) is driven through the httpx API.
     Create it on the event loop that will use it; it owns (and closes) ``transport``.
     Raises only ``UpstreamError`` subclasses for anything that happened on the wire, and
     ``ValueError``/``TypeError`` for invalid arguments (then nothing was sent).

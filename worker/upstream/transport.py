@@ -3,8 +3,11 @@ figures are in bench/RESULTS.md).
 
 httpx's default transport costs several times the CPU of a whole arq job per call; the
 ``httpx-aiohttp`` transport (aiohttp underneath, httpx API on top) costs a fraction of it, so
-it is the default.
-Tests keep using ``httpx.MockTransport``/``ASGITransport`` through the same httpx API.
+it is the default. ``UpstreamClient`` uses its aiohttp session directly
+(``DirectAiohttpTransport.session``) with the same options, skipping the httpx objects around
+each call; bodies in a content coding are still decoded by httpx, as here.
+Tests keep using ``httpx.MockTransport``/``ASGITransport`` through the same httpx API, and
+``tests/upstream/test_client.py`` runs its real-server cases on both transports.
 
 What httpx-aiohttp 0.2 does, read from its source (``httpx_aiohttp/transport.py``):
 - httpx's per-request timeouts arrive as ``request.extensions["timeout"]`` and become
