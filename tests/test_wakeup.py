@@ -81,7 +81,8 @@ async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(
     aredis: redis.asyncio.Redis,
 ) -> None:
     """A look compares with Redis TIME and says how long until the next job is due; the first
-    idle worker becomes its watcher, a second idle one does not, a busy one times it itself
+    worker with a free slot left becomes its watcher (busy or not: a worker with jobs running
+    looks at its next due time anyway), a second one does not and a busy one times it itself
     without taking it over, the watcher's own next look renews its watch (it may have been
     woken early), and an earlier job takes the watch over."""
     now = redis_time_ms(await aredis.time())
@@ -89,7 +90,7 @@ async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(
     await aredis.set(job_key_prefix + "poll:due:1", "payload")
     claimed, look = await _look(aredis)
     assert [c[0] for c in claimed] == ["poll:due:1"]
-    assert look is not None and not look.watcher  # it claimed a job: busy, not the watcher
+    assert look is not None and look.watcher  # it claimed a job and has slots to spare
     assert look.next_in_s is not None and 25 < look.next_in_s <= 30
     claimed, first = await _look(aredis)
     assert claimed == [] and first is not None and first.watcher
@@ -104,6 +105,43 @@ async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(
     _, earlier = await _look(aredis, me="w2")
     assert earlier is not None and earlier.watcher
     assert await aredis.get(WAKE.wake_at) == f"{now + 10_000}:w2"
+
+
+async def test_a_watch_is_given_up_by_a_full_look_and_covers_arms_until_its_watcher_looks(
+    aredis: redis.asyncio.Redis,
+) -> None:
+    """A watched time covers every job due at or after it even once it has passed (its
+    watcher is about to look, and that look sees the job): an arm then pushes no token. The
+    watcher's look renews its watch, or deletes it when it leaves no free slot (it will not
+    look at the next due time) or nothing is due before the cap, so any arm wakes a worker
+    again; the key outlives the watched time by a second (a dead watcher)."""
+    timers = AsyncTimers(aredis, QUEUE)
+    now = redis_time_ms(await aredis.time())
+    await aredis.set(WAKE.wake_at, f"{now - 100}:w0", px=900)  # the previous version's
+    assert await timers.arm(Timer("poll", "old", 1), at_ms=now + 5_000)
+    assert await aredis.llen(WAKE.wake) == 1  # it may have looked already: a token
+    await aredis.delete(WAKE.wake)
+    await aredis.set(WAKE.wake_at, f"{now - 100}:+w1", px=900)  # passed, not looked at yet
+    assert await timers.arm(Timer("poll", "later", 1), at_ms=now + 5_000)
+    assert await aredis.llen(WAKE.wake) == 0
+    for k in range(2):
+        await aredis.zadd(QUEUE, {f"poll:d:{k}": now - 10 - k})
+        await aredis.set(job_key_prefix + f"poll:d:{k}", "payload")
+    # The watcher's look, every slot taken.
+    claimed, full = await _look(aredis, want=2, me="+w1")
+    assert len(claimed) == 2 and full is not None and not full.watcher
+    assert await aredis.get(WAKE.wake_at) is None
+    assert await aredis.llen(WAKE.wake) == 0  # no due job was left behind
+    assert await timers.arm(Timer("poll", "again", 1), at_ms=now + 6_000)
+    assert await aredis.llen(WAKE.wake) == 1
+    await aredis.delete(WAKE.wake)
+    await aredis.zrem(QUEUE, "poll:old:1", "poll:later:1", "poll:again:1")
+    _, look = await _look(aredis, me="+w2")
+    assert look is not None and look.watcher
+    await aredis.zrem(QUEUE, *await aredis.zrange(QUEUE, 0, -1))
+    _, empty = await _look(aredis, me="+w2")  # nothing due before the cap: nothing to watch
+    assert empty is not None and not empty.watcher and empty.next_in_s is None
+    assert await aredis.get(WAKE.wake_at) is None
 
 
 async def test_a_due_entry_of_the_watched_set_is_reported(aredis: redis.asyncio.Redis) -> None:

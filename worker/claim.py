@@ -163,7 +163,8 @@ class TimerWorker(Worker):
         self._last_look_at = 0.0
         #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
         self._ended = asyncio.Event()
-        self._watcher_id = uuid.uuid4().hex[:16]
+        # '+': this worker renews or gives up its watch at every look (lua/_wake.lua).
+        self._watcher_id = "+" + uuid.uuid4().hex[:15]
         #: Looks made (a figure for tests and the bench).
         self.looks = 0
 
@@ -279,6 +280,14 @@ class TimerWorker(Worker):
             # Busy: look no more often than poll_delay_s (as before), whatever woke it.
             await sleep_until_spaced(self._last_look_at, self.poll_delay_s)
         return True
+
+    async def heart_beat(self) -> None:
+        # arq's heart_beat also reads the clock and walks the cron jobs after every look;
+        # genqueue schedules none (the reconciler is periodic work), so only the health key.
+        if self.cron_jobs:
+            await super().heart_beat()
+        else:
+            await self.record_health()
 
     async def flush_retired(self) -> None:
         """Retire the jobs that ended since the last look (also run when the worker stops)."""

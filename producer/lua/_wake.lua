@@ -6,10 +6,15 @@
 -- effect (and, later, admitting a waiting request when a slot frees).
 local function wake_one(k_wake, k_wake_at, at)
   -- The wake-at key holds '<due ms>:<watcher id>' (lua/claim_due.lua).
-  local watched = tonumber(string.match(redis.call('GET', k_wake_at) or '', '^(%d+):'))
-  -- A watched time that has passed no longer covers anything (its watcher may have looked
-  -- already; the key outlives it by a second): a token is pushed then.
+  local watched, who = string.match(redis.call('GET', k_wake_at) or '', '^(%d+):(.*)$')
+  watched = tonumber(watched)
   if watched and at >= watched then
+    -- A watcher whose id starts with '+' renews or gives up its watch at every look, so a
+    -- time it watches that has passed still covers the job: it has not looked yet, and its
+    -- look sees the job (the key outlives the time by a second: a dead watcher). One of the
+    -- previous version may have looked already without either: its passed time covers
+    -- nothing, and a token is pushed.
+    if string.sub(who, 1, 1) == '+' then return end
     local t = redis.call('TIME')
     if watched > tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then return end
   end

@@ -79,12 +79,12 @@ while claimed < want and offset < look do
   offset = offset + #ids / 2
 end
 if not K_WAKE then return out end
---- @include "wake"
 
 -- Due jobs left behind (no free slot here): wake another worker for them, or an idle one
--- that is not the watcher would sleep while this one is overloaded.
+-- that is not the watcher would sleep while this one is overloaded. Whatever the watched
+-- time: this worker may be the watcher, and it gives its watch up below.
 if claimed >= want and redis.call('ZCOUNT', queue, '-inf', now) > examined then
-  wake_one(K_WAKE, K_WAKE_AT, now)
+  if redis.call('LLEN', K_WAKE) == 0 then redis.call('RPUSH', K_WAKE, '1') end
 end
 
 -- When to look next: the first job due after now, a due job whose in-progress key expires
@@ -101,20 +101,26 @@ if K_WATCHED ~= queue then
     next_at = math.min(next_at, math.max(tonumber(head[2]), now))
   end
 end
--- One idle worker waits for that time (the wake-at key says which time is watched); the
--- others wait for the wake list only, so a due time wakes one worker, not all of them. A
--- watched time that has passed, or is later than this one, is taken over; the watcher's
--- own (it was woken early, or ran a job meanwhile) is renewed.
+-- One worker watches that time (the wake-at key says which time is watched): an idle worker
+-- waits for it, a busy one looks then anyway; other idle workers wait for the wake list only,
+-- so a due time wakes one worker, not all of them. Any worker left with a free slot may
+-- watch (busy or not): then an arm due after its time needs no token. A watched time that
+-- has passed, or is later than this one, is taken over; the watcher's own (it was woken
+-- early, or ran a job meanwhile) is renewed, and given up (deleted) by a look of its watcher
+-- that leaves no free slot or has nothing to watch: a watch of this version ('+' id) that is
+-- still there is one whose watcher has not looked yet (lua/_wake.lua).
 local wakes = 0
+local cur_at, cur_who = string.match(redis.call('GET', K_WAKE_AT) or '', '^(%d+):(.*)$')
+cur_at = tonumber(cur_at)
 -- (Nothing due before the most a worker waits: nothing to watch, and no key to write.)
-if RUNNING == 0 and claimed == 0 and watched_due == 0 and next_at < now + MAX_WAIT_MS then
-  local cur_at, cur_who = string.match(redis.call('GET', K_WAKE_AT) or '', '^(%d+):(.*)$')
-  cur_at = tonumber(cur_at)
+if claimed < want and watched_due == 0 and next_at < now + MAX_WAIT_MS then
   if not cur_at or cur_at <= now or next_at < cur_at or cur_who == ME then
     redis.call('SET', K_WAKE_AT, string.format('%d', next_at) .. ':' .. ME, 'PX',
       next_at - now + 1000)
     wakes = 1
   end
+elseif cur_who == ME then
+  redis.call('DEL', K_WAKE_AT)
 end
 local in_ms = next_at - now
 if in_ms >= MAX_WAIT_MS then in_ms = -1 end

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import socket
@@ -33,6 +34,7 @@ from genqueue.worker.upstream import (
     make_transport,
     parse_retry_after,
 )
+from genqueue.worker.upstream.client import MAX_BODY_BYTES
 
 API_KEY = "sk-test-0123456789abcdef-SECRET"
 BASE = "https://api.example.test"
@@ -796,6 +798,57 @@ async def test_real_round_trip(kind: TransportKind) -> None:
     assert get.startswith(b"GET /v2/videos/job-1 HTTP/1.1\r\n")
     assert f"authorization: bearer {API_KEY.lower()}".encode() in get.lower()
     assert server.connections == 1
+
+
+def _serving(
+    head: bytes, body: bytes
+) -> Callable[[RawServer, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def serve(
+        server: RawServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+
+    return serve
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_real_bodies_in_a_content_coding_are_decoded(kind: TransportKind) -> None:
+    """A gzip body is decoded (the aiohttp path leaves it to httpx's decoders, as the
+    httpx-aiohttp transport did); one that does not decode is a protocol error."""
+    ok = _serving(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n",
+        gzip.compress(json.dumps(JOB).encode()),
+    )
+    async with RawServer(ok) as server, _client_for(kind, server.url) as client:
+        job = await client.retrieve("job-1")
+    assert job.id == "job-1"
+    bad = _serving(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n", b"not gzip at all")
+    async with RawServer(bad) as server, _client_for(kind, server.url) as client:
+        with pytest.raises(UpstreamProtocolError, match="undecodable body"):
+            await client.retrieve("job-1")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_real_oversized_body_and_error_headers(kind: TransportKind) -> None:
+    """A body over the limit is a protocol error (not read further); an error status keeps
+    its headers (Retry-After) and message."""
+    big = _serving(b"HTTP/1.1 200 OK\r\n", b" " * (MAX_BODY_BYTES + 1))
+    async with RawServer(big) as server, _client_for(kind, server.url) as client:
+        with pytest.raises(UpstreamProtocolError, match="body larger than"):
+            await client.retrieve("job-1")
+    limited = _serving(
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Type: application/json\r\n",
+        b'{"error": {"message": "slow down", "type": "rate_limit"}}',
+    )
+    async with RawServer(limited) as server, _client_for(kind, server.url) as client:
+        with pytest.raises(UpstreamHTTPError) as info:
+            await client.retrieve("job-1")
+    assert info.value.status_code == 429
+    assert info.value.retry_after_s == 7
+    assert "slow down" in str(info.value)
 
 
 def test_unknown_transport_kind() -> None:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import aiohttp
 import httpx
 import structlog
+from httpx_aiohttp.transport import AiohttpResponseStream
 
 from genqueue.worker.upstream.errors import (
     Operation,
@@ -37,7 +38,7 @@ from genqueue.worker.upstream.errors import (
     truncate,
 )
 from genqueue.worker.upstream.jobs import MAX_ID_CHARS, UpstreamJob, describe_error, parse_job
-from genqueue.worker.upstream.transport import make_transport
+from genqueue.worker.upstream.transport import DirectAiohttpTransport, make_transport
 
 log = structlog.get_logger(__name__)
 
@@ -95,9 +96,15 @@ class CallRecord:
 @dataclass(frozen=True, slots=True)
 class _Answer:
     status_code: int
-    headers: httpx.Headers
+    #: httpx's headers, or aiohttp's raw ones (made httpx's only when an error needs them).
+    raw_headers: httpx.Headers | tuple[tuple[bytes, bytes], ...]
     body: bytes
     problem: str | None  # why the body is unusable ("too large", "undecodable"), if it is
+
+    @property
+    def headers(self) -> httpx.Headers:
+        h = self.raw_headers
+        return h if isinstance(h, httpx.Headers) else httpx.Headers(list(h))
 
 
 def _outcome(exc: BaseException) -> str:
@@ -194,6 +201,33 @@ async def _read_body(response: httpx.Response) -> tuple[bytes, str | None]:
     return b"".join(chunks), None
 
 
+#: Content codings a body arrives in as it is (anything else is decoded by httpx, as the
+#: httpx-aiohttp transport has it decoded: ``auto_decompress=False`` on both paths).
+_PLAIN_CODINGS: Final = frozenset(("", "identity"))
+
+
+async def _read_aiohttp_body(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
+    """``_read_body`` for an aiohttp response: a body in a content coding goes through httpx's
+    decoding (exactly as through the httpx-aiohttp transport), a plain one is read here."""
+    coding = response.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in _PLAIN_CODINGS:
+        return await _read_body(
+            httpx.Response(
+                response.status,
+                headers=response.raw_headers,
+                stream=AiohttpResponseStream(response),
+            )
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(AiohttpResponseStream.CHUNK_SIZE):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return b"".join(chunks), f"body larger than {MAX_BODY_BYTES} bytes"
+        chunks.append(chunk)
+    return b"".join(chunks), None
+
+
 def _validate_base_url(base_url: str) -> str:
     base = base_url.strip().rstrip("/")
     try:
@@ -214,7 +248,11 @@ class UpstreamClient:
 
     Requests go straight to the transport (``handle_async_request``), not through an
     ``httpx.AsyncClient``: this API needs none of the client's layers (cookies, redirects, auth
-    flows, event hooks), and they cost about as much CPU as the transport itself (bench/).
+    flows, event hooks), and they cost about as much CPU as the transport itself (bench/). On
+    the production transport (``DirectAiohttpTransport``) they go to its aiohttp session
+    itself, with the options httpx-aiohttp would pass: the httpx request and response built
+    around each exchange were a tenth of a worker's CPU per check. Any other transport (the
+    tests' ``MockTransport``, httpx's own) is driven through the httpx API.
     Create it on the event loop that will use it; it owns (and closes) ``transport``.
     Raises only ``UpstreamError`` subclasses for anything that happened on the wire, and
     ``ValueError``/``TypeError`` for invalid arguments (then nothing was sent).
@@ -248,6 +286,14 @@ class UpstreamClient:
             "Accept": "application/json",
         }
         self._extensions = {"timeout": timeouts.as_httpx().as_dict()}
+        # The production transport's session is used directly (the same request options as
+        # httpx-aiohttp sends; its exceptions are aiohttp's own, which _translate decides on).
+        self._direct = (
+            self._transport if isinstance(self._transport, DirectAiohttpTransport) else None
+        )
+        self._aiohttp_timeout = aiohttp.ClientTimeout(
+            sock_connect=timeouts.connect_s, sock_read=timeouts.read_s, connect=timeouts.pool_s
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -372,6 +418,10 @@ class UpstreamClient:
         content: bytes | None,
         headers: Mapping[str, str] | None,
     ) -> _Answer:
+        if self._direct is not None:
+            return await self._exchange_aiohttp(
+                self._direct.session(), operation, method, url, content, headers
+            )
         deadline = asyncio.timeout(self._timeouts.total_s)
         try:
             async with deadline:
@@ -394,6 +444,42 @@ class UpstreamClient:
         if self._secret_bytes in body:  # some APIs echo what they got: never pass the key on
             body = body.replace(self._secret_bytes, b"[redacted]")
         return _Answer(response.status_code, response.headers, body, problem)
+
+    async def _exchange_aiohttp(
+        self,
+        session: aiohttp.ClientSession,
+        operation: Operation,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+    ) -> _Answer:
+        """``_exchange`` on the aiohttp session itself, with the options httpx-aiohttp 0.2
+        passes (see ``transport.py``): no redirects, no compression either way, its timeouts."""
+        deadline = asyncio.timeout(self._timeouts.total_s)
+        try:
+            async with (
+                deadline,
+                session.request(
+                    method,
+                    url,
+                    data=content or None,
+                    headers={**self._headers, **headers} if headers else self._headers,
+                    allow_redirects=False,
+                    auto_decompress=False,
+                    compress=False,
+                    timeout=self._aiohttp_timeout,
+                ) as response,
+            ):
+                body, problem = await _read_aiohttp_body(response)
+                status, raw_headers = response.status, response.raw_headers
+        except Exception as exc:
+            raise _translate(
+                exc, operation, total_expired=deadline.expired(), redact=self._redact
+            ) from None
+        if self._secret_bytes in body:  # some APIs echo what they got: never pass the key on
+            body = body.replace(self._secret_bytes, b"[redacted]")
+        return _Answer(status, raw_headers, body, problem)
 
     def _interpret(
         self, operation: Operation, answer: _Answer, expect_id: str | None

@@ -3,8 +3,11 @@ figures are in bench/RESULTS.md).
 
 httpx's default transport costs several times the CPU of a whole arq job per call; the
 ``httpx-aiohttp`` transport (aiohttp underneath, httpx API on top) costs a fraction of it, so
-it is the default.
-Tests keep using ``httpx.MockTransport``/``ASGITransport`` through the same httpx API.
+it is the default. ``UpstreamClient`` uses its aiohttp session directly
+(``DirectAiohttpTransport.session``) with the same options, skipping the httpx objects around
+each call; bodies in a content coding are still decoded by httpx, as here.
+Tests keep using ``httpx.MockTransport``/``ASGITransport`` through the same httpx API, and
+``tests/upstream/test_client.py`` runs its real-server cases on both transports.
 
 What httpx-aiohttp 0.2 does, read from its source (``httpx_aiohttp/transport.py``):
 - httpx's per-request timeouts arrive as ``request.extensions["timeout"]`` and become
@@ -58,6 +61,20 @@ def _aiohttp_session_factory(
     return session
 
 
+class DirectAiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, whose aiohttp session ``UpstreamClient`` may also use
+    directly (``session``): its own calls then skip the httpx request and response objects
+    built around every aiohttp exchange, a tenth of a worker's CPU per status check in the
+    comparison (bench/RESULTS.md). Through ``handle_async_request`` it is httpx-aiohttp's."""
+
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session (created on first use, on the running event loop, as
+        ``handle_async_request`` does)."""
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        return self.client
+
+
 def make_transport(
     kind: TransportKind = "aiohttp", *, max_connections: int = 100
 ) -> httpx.AsyncBaseTransport:
@@ -76,7 +93,7 @@ def make_transport(
     if kind == "httpx":
         return httpx.AsyncHTTPTransport(limits=limits, retries=0)
     if kind == "aiohttp":
-        transport = AiohttpTransport(limits=limits)
+        transport = DirectAiohttpTransport(limits=limits)
         transport.client = lambda: _aiohttp_session_factory(limits, transport)
         return transport
     raise ValueError(f"unknown transport kind: {kind!r}")
