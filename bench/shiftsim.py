@@ -30,7 +30,7 @@ from collections.abc import Callable
 from bench.frontier import _grid_cost
 from genqueue.worker.backoff import learned_delay_s
 from genqueue.worker.drift import NONE, Shift, location_shift, settled
-from genqueue.worker.window import Seen, check_window, span
+from genqueue.worker.window import Seen, check_window, plan_probes, probe_due, span
 
 FOLLOW: dict[str, Callable[[list[float], list[tuple[float, float]]], Shift]] = {
     "not followed": lambda long, recent: NONE,
@@ -43,6 +43,8 @@ FOLLOW: dict[str, Callable[[list[float], list[tuple[float, float]]], Shift]] = {
 INSTANT = "instantly (bound)"
 PHASES = ("steady", "transition", "after")
 FLOOR_S = 4.7
+#: Generation times a deployment past its bootstrap holds (``bench/runs.py``'s warm history).
+WARM_GENERATIONS = 150
 #: Completions are used once every neighbour has been seen (``worker/durations.py``): cap + floor.
 SETTLE_S = 30.0 + FLOOR_S
 
@@ -69,8 +71,14 @@ def run(
     recent: int = 100,
     floor_s: float = FLOOR_S,
     seed: int = 1,
+    probe_gain: float | None = None,
+    generations: int = WARM_GENERATIONS,
+    generation_min: int = 100,
 ) -> dict[str, dict[str, list[float]]]:
-    """One computed run: per phase, each video's genqueue checks, seed-loop checks and lag."""
+    """One computed run: per phase, each video's genqueue checks, seed-loop checks and lag.
+    ``probe_gain``: checks during the queue wait where they save that many (``probes``),
+    the start then bracketed by ``queued``/``in_progress`` (the worker's rules); the history
+    holds ``generations`` generation times, and every start this run brackets is added."""
     rng = random.Random(seed)
 
     def queue() -> float:
@@ -81,8 +89,19 @@ def run(
 
     long = sorted(queue() + generation() for _ in range(10_000))
     after_long = sorted(queue() * factor + generation() for _ in range(10_000))
+    # Its own draws: the videos stay those of the rows without probes.
+    grng = random.Random(f"generation:{seed}")
+    gen_long = (
+        sorted(grng.lognormvariate(math.log(120.0), sigma) for _ in range(generations))
+        if probe_gain is not None
+        else []
+    )
+    gen_pairs: list[tuple[float, float]] = []
     done_pairs: list[tuple[float, float]] = []
     mapping, refreshed = NONE, -math.inf
+    gen_mapping = NONE
+    means = {id(long): sum(long) / len(long), id(after_long): sum(after_long) / len(after_long)}
+    gen_mean = sum(gen_long) / len(gen_long) if gen_long else 0.0
     jobs = []
     events: list[tuple[float, int, int, float]] = []
     for i in range(videos):
@@ -95,9 +114,14 @@ def run(
     while events:
         t, checked, i, due = heapq.heappop(events)
         j = jobs[i]
-        if follow != INSTANT and t - refreshed >= 30.0:
+        if t - refreshed >= 30.0 and (follow != INSTANT or probe_gain is not None):
             recent_pairs = settled(done_pairs, full=False, settle_s=SETTLE_S, used=recent)
-            mapping = FOLLOW[follow](long, recent_pairs)
+            if follow != INSTANT:
+                mapping = FOLLOW[follow](long, recent_pairs)
+            if probe_gain is not None:
+                gen_recent = settled(gen_pairs, full=False, settle_s=SETTLE_S, used=recent)
+                gen_mapping = FOLLOW[follow](gen_long, gen_recent) if gen_long and follow in FOLLOW else NONE
+                gen_mean = sum(gen_long) / len(gen_long) if gen_long else 0.0
             refreshed = t
         queued, started = seen.get(i, (None, None))
         if checked:
@@ -105,6 +129,11 @@ def run(
             if t >= j["done"]:
                 lags[i] = t - j["done"]
                 bisect.insort(done_pairs, (j["c"], j["done"]), key=lambda e: e[1])
+                lo, hi = j["c"] if queued is None else queued, t if started is None else started
+                if probe_gain is not None and hi - lo <= 2 * floor_s:
+                    # The worker's rule (``observed.generation_s``): a bracket two floors wide.
+                    bisect.insort(gen_long, j["done"] - (lo + hi) / 2)
+                    bisect.insort(gen_pairs, ((lo + hi) / 2, j["done"]), key=lambda e: e[1])
                 continue
             if t < j["start"]:
                 queued = t
@@ -113,7 +142,25 @@ def run(
             seen[i] = (queued, started)
         history = after_long if follow == INSTANT and j["c"] >= shift_at_s else long
         total = span(history, mapping, q=0.04, confidence=0.9, dense_q=0.999)
-        first, until = check_window(Seen(j["c"], queued, started), total, None, floor_s)
+        gen = (
+            span(gen_long, gen_mapping, q=0.04, confidence=0.9, dense_q=0.999)
+            if probe_gain is not None and len(gen_long) >= generation_min
+            else None
+        )
+        view = Seen(j["c"], queued, started)
+        first, until = check_window(view, total, gen, floor_s)
+        plan = None
+        if probe_gain is not None and gen_long:
+            queue_mean = mapping.apply(means[id(history)]) - gen_mapping.apply(gen_mean)
+            plan = plan_probes(
+                total,
+                gen,
+                queue_mean,
+                floor_s,
+                min_gain=probe_gain,
+                bootstrap=len(gen_long) < generation_min,
+            )
+        probe = probe_due(view, plan)
         delay = learned_delay_s(
             t - j["c"],
             checked=bool(checked),
@@ -124,6 +171,8 @@ def run(
             cap_s=30.0,
             factor=1.5,
         )
+        if probe is not None and probe < first and t + delay > probe:
+            delay = probe - t
         if not checked:
             delay += rng.uniform(-floor_s / 2, floor_s / 2)
         nxt = t + max(0.0, delay)
