@@ -120,7 +120,8 @@ def run(
                 mapping = FOLLOW[follow](long, recent_pairs)
             if probe_gain is not None:
                 gen_recent = settled(gen_pairs, full=False, settle_s=SETTLE_S, used=recent)
-                gen_mapping = FOLLOW[follow](gen_long, gen_recent) if gen_long and follow in FOLLOW else NONE
+                following = FOLLOW.get(follow)
+                gen_mapping = following(gen_long, gen_recent) if gen_long and following else NONE
                 gen_mean = sum(gen_long) / len(gen_long) if gen_long else 0.0
             refreshed = t
         queued, started = seen.get(i, (None, None))

@@ -105,8 +105,8 @@ def probes(
     sees ``queued`` moves the window by ``every_s`` (``step / every_s`` checks saved), the
     one that sees the start costs one check and leaves the start up to a step before the
     window's anchor (half a step on average). With ``m`` the mean queue wait past
-    ``from_s`` (the means add up: total − generation), that is ``m (1/every − 1/step) − 1
-    − step / 2 every`` checks per video, best at ``step = sqrt(2 m every)``. Probes are
+    ``from_s`` (the means add up: total - generation), that is ``m (1/every - 1/step) - 1
+    - step / 2 every`` checks per video, best at ``step = sqrt(2 m every)``. Probes are
     planned only when that saves at least ``min_gain`` checks; a short queue wait (the
     steady platform's 5 s, a 30 s one) does not pay for them.
     """
