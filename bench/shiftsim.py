@@ -28,6 +28,7 @@ import random
 from collections.abc import Callable
 
 from bench.frontier import _grid_cost
+from bench.workload import WARM_GENERATIONS
 from genqueue.worker.backoff import learned_delay_s
 from genqueue.worker.drift import NONE, Shift, location_shift, settled
 from genqueue.worker.window import Seen, check_window, plan_probes, probe_due, span
@@ -43,8 +44,6 @@ FOLLOW: dict[str, Callable[[list[float], list[tuple[float, float]]], Shift]] = {
 INSTANT = "instantly (bound)"
 PHASES = ("steady", "transition", "after")
 FLOOR_S = 4.7
-#: Generation times a deployment past its bootstrap holds (``bench/runs.py``'s warm history).
-WARM_GENERATIONS = 150
 #: Completions are used once every neighbour has been seen (``worker/durations.py``): cap + floor.
 SETTLE_S = 30.0 + FLOOR_S
 

@@ -224,9 +224,7 @@ async def test_no_probes_where_no_start_was_ever_bracketed(
     on, off = _runtime(settings, aredis), _runtime(settings, aredis, adaptive_probes=False)
     await _learn_long_queue(on, generations=False)
     for age in (0.0, 30.0, 70.0, 150.0):
-        assert await _delays(on, monkeypatch, now, age) == await _delays(
-            off, monkeypatch, now, age
-        )
+        assert await _delays(on, monkeypatch, now, age) == await _delays(off, monkeypatch, now, age)
     await on.upstream.aclose()
     await off.upstream.aclose()
 
