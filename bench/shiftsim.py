@@ -7,6 +7,15 @@ the worker uses, and *instantly* (each video's window placed from a history of t
 was requested on: what the best possible following reaches). The checks per video are split
 by phase (before the shift, the ``recover_s`` after it, later) to say where they go.
 
+*+ probes*: the upstream reports ``queued`` and the worker probes jobs during their queue wait
+when the learned means say it saves checks (``worker/window.py: plan_probes``): a check that
+sees ``queued`` / ``in_progress`` is kept as the worker keeps it, the window placed from the
+bracketed start (``check_window`` with the generation sample), a start bracketed within two
+floors added to that sample. The history holds ``WARM_GENERATIONS`` generation times (a
+deployment past its bootstrap, as ``bench/runs.py`` warms it); *cold*: none, so the run pays
+its own bootstrap (every job probed once a start was seen, until 100 are known). *stays*: no
+shift (factor 1), at the shift workloads' 30 s and the steady draws' 5 s median queue wait.
+
 A second table bounds any schedule that, like genqueue's on an upstream that never reports
 ``queued``, knows only when a video was created and how long videos take: the ideal grid
 (``bench/frontier.py``) over the workload's durations (queue wait + generation), with its p95
@@ -26,6 +35,7 @@ import heapq
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 from bench.frontier import _grid_cost
 from bench.workload import WARM_GENERATIONS
@@ -193,11 +203,11 @@ def run(
     return out
 
 
-def pooled(factor: float, follow: str, seeds: list[int]) -> dict[str, float]:
+def pooled(factor: float, follow: str, seeds: list[int], **kw: Any) -> dict[str, float]:
     """Polls over the seed loop's (whole run and per phase) and p95 lags, pooled over draws."""
     phases: dict[str, dict[str, list[float]]] = {k: {"g": [], "s": [], "lag": []} for k in PHASES}
     for seed in seeds:
-        for k, v in run(factor, follow, seed=seed).items():
+        for k, v in run(factor, follow, seed=seed, **kw).items():
             for key in v:
                 phases[k][key] += v[key]
     g = sum(sum(p["g"]) for p in phases.values())
@@ -236,15 +246,28 @@ def main() -> None:
         "after | later | p95 lag before (s) | first 600 s after (s) | later (s) |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    probed: dict[str, Any] = {"probe_gain": 0.0}
+    rows: list[tuple[float, str, str, dict[str, Any]]] = []
     for factor, what in ((2.0, "doubles"), (0.5, "halves")):
-        for follow in (*FOLLOW, INSTANT):
-            r = pooled(factor, follow, seeds)
-            print(
-                f"| {what} | {follow} | {r['polls_per_video']:.2f} | {r['ratio']:.3f} | "
-                f"{r['ratio_steady']:.3f} | {r['ratio_transition']:.3f} | "
-                f"{r['ratio_after']:.3f} | {r['lag_p95_steady_s']:.2f} | "
-                f"{r['lag_p95_transition_s']:.2f} | {r['lag_p95_after_s']:.2f} |"
-            )
+        rows += [(factor, what, follow, {}) for follow in (*FOLLOW, INSTANT)]
+        rows += [
+            (factor, what, "shift and stretch + probes", probed),
+            (factor, what, f"{INSTANT} + probes", probed),
+            (factor, what, "shift and stretch + probes, cold", {**probed, "generations": 0}),
+        ]
+    for median in (30.0, 5.0):
+        for label, kw in (("shift and stretch", {}), ("shift and stretch + probes", probed)):
+            rows.append((1.0, f"stays ({median:g} s)", label, {**kw, "queue_median_s": median}))
+    for factor, what, label, kw in rows:
+        follow = INSTANT if label.startswith(INSTANT) else "shift and stretch"
+        follow = label if label in FOLLOW else follow
+        r = pooled(factor, follow, seeds, **kw)
+        print(
+            f"| {what} | {label} | {r['polls_per_video']:.2f} | {r['ratio']:.3f} | "
+            f"{r['ratio_steady']:.3f} | {r['ratio_transition']:.3f} | "
+            f"{r['ratio_after']:.3f} | {r['lag_p95_steady_s']:.2f} | "
+            f"{r['lag_p95_transition_s']:.2f} | {r['lag_p95_after_s']:.2f} |"
+        )
     print()
     print("| queue wait median (s) | ideal creation-anchored grid ÷ seed loop (p95 lag ≤ 4.7 s) |")
     print("| ---: | ---: |")
