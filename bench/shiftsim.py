@@ -15,6 +15,8 @@ floors added to that sample. The history holds ``WARM_GENERATIONS`` generation t
 deployment past its bootstrap, as ``bench/runs.py`` warms it); *cold*: none, so the run pays
 its own bootstrap (every job probed once a start was seen, until 100 are known). *stays*: no
 shift (factor 1), at the shift workloads' 30 s and the steady draws' 5 s median queue wait.
+*+ generation times*: the same history and brackets, no probe planned (``probe_gain`` infinite):
+what the generation sample alone gives, through the checks made anyway.
 
 A second table bounds any schedule that, like genqueue's on an upstream that never reports
 ``queued``, knows only when a video was created and how long videos take: the ideal grid
@@ -247,10 +249,14 @@ def main() -> None:
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     probed: dict[str, Any] = {"probe_gain": 0.0}
+    # The generation sample without planned probes: only the checks made anyway bracket.
+    unplanned: dict[str, Any] = {"probe_gain": math.inf}
     rows: list[tuple[float, str, str, dict[str, Any]]] = []
     for factor, what in ((2.0, "doubles"), (0.5, "halves")):
         rows += [(factor, what, follow, {}) for follow in (*FOLLOW, INSTANT)]
         rows += [
+            (factor, what, "shift and stretch + generation times", unplanned),
+            (factor, what, f"{INSTANT} + generation times", unplanned),
             (factor, what, "shift and stretch + probes", probed),
             (factor, what, f"{INSTANT} + probes", probed),
             (factor, what, "shift and stretch + probes, cold", {**probed, "generations": 0}),
