@@ -7,6 +7,17 @@ the worker uses, and *instantly* (each video's window placed from a history of t
 was requested on: what the best possible following reaches). The checks per video are split
 by phase (before the shift, the ``recover_s`` after it, later) to say where they go.
 
+*+ probes*: the upstream reports ``queued`` and the worker probes jobs during their queue wait
+when the learned means say it saves checks (``worker/window.py: plan_probes``): a check that
+sees ``queued`` / ``in_progress`` is kept as the worker keeps it, the window placed from the
+bracketed start (``check_window`` with the generation sample), a start bracketed within two
+floors added to that sample. The history holds ``WARM_GENERATIONS`` generation times (a
+deployment past its bootstrap, as ``bench/runs.py`` warms it); *cold*: none, so the run pays
+its own bootstrap (every job probed once a start was seen, until 100 are known). *stays*: no
+shift (factor 1), at the shift workloads' 30 s and the steady draws' 5 s median queue wait.
+*+ generation times*: the same history and brackets, no probe planned (``probe_gain`` infinite):
+what the generation sample alone gives, through the checks made anyway.
+
 A second table bounds any schedule that, like genqueue's on an upstream that never reports
 ``queued``, knows only when a video was created and how long videos take: the ideal grid
 (``bench/frontier.py``) over the workload's durations (queue wait + generation), with its p95
@@ -26,11 +37,13 @@ import heapq
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 from bench.frontier import _grid_cost
+from bench.workload import WARM_GENERATIONS
 from genqueue.worker.backoff import learned_delay_s
 from genqueue.worker.drift import NONE, Shift, location_shift, settled
-from genqueue.worker.window import Seen, check_window, span
+from genqueue.worker.window import Seen, check_window, plan_probes, probe_due, span
 
 FOLLOW: dict[str, Callable[[list[float], list[tuple[float, float]]], Shift]] = {
     "not followed": lambda long, recent: NONE,
@@ -69,8 +82,14 @@ def run(
     recent: int = 100,
     floor_s: float = FLOOR_S,
     seed: int = 1,
+    probe_gain: float | None = None,
+    generations: int = WARM_GENERATIONS,
+    generation_min: int = 100,
 ) -> dict[str, dict[str, list[float]]]:
-    """One computed run: per phase, each video's genqueue checks, seed-loop checks and lag."""
+    """One computed run: per phase, each video's genqueue checks, seed-loop checks and lag.
+    ``probe_gain``: checks during the queue wait where they save that many (``probes``),
+    the start then bracketed by ``queued``/``in_progress`` (the worker's rules); the history
+    holds ``generations`` generation times, and every start this run brackets is added."""
     rng = random.Random(seed)
 
     def queue() -> float:
@@ -81,8 +100,19 @@ def run(
 
     long = sorted(queue() + generation() for _ in range(10_000))
     after_long = sorted(queue() * factor + generation() for _ in range(10_000))
+    # Its own draws: the videos stay those of the rows without probes.
+    grng = random.Random(f"generation:{seed}")
+    gen_long = (
+        sorted(grng.lognormvariate(math.log(120.0), sigma) for _ in range(generations))
+        if probe_gain is not None
+        else []
+    )
+    gen_pairs: list[tuple[float, float]] = []
     done_pairs: list[tuple[float, float]] = []
     mapping, refreshed = NONE, -math.inf
+    gen_mapping = NONE
+    means = {id(long): sum(long) / len(long), id(after_long): sum(after_long) / len(after_long)}
+    gen_mean = sum(gen_long) / len(gen_long) if gen_long else 0.0
     jobs = []
     events: list[tuple[float, int, int, float]] = []
     for i in range(videos):
@@ -95,9 +125,15 @@ def run(
     while events:
         t, checked, i, due = heapq.heappop(events)
         j = jobs[i]
-        if follow != INSTANT and t - refreshed >= 30.0:
+        if t - refreshed >= 30.0 and (follow != INSTANT or probe_gain is not None):
             recent_pairs = settled(done_pairs, full=False, settle_s=SETTLE_S, used=recent)
-            mapping = FOLLOW[follow](long, recent_pairs)
+            if follow != INSTANT:
+                mapping = FOLLOW[follow](long, recent_pairs)
+            if probe_gain is not None:
+                gen_recent = settled(gen_pairs, full=False, settle_s=SETTLE_S, used=recent)
+                following = FOLLOW.get(follow)
+                gen_mapping = following(gen_long, gen_recent) if gen_long and following else NONE
+                gen_mean = sum(gen_long) / len(gen_long) if gen_long else 0.0
             refreshed = t
         queued, started = seen.get(i, (None, None))
         if checked:
@@ -105,6 +141,11 @@ def run(
             if t >= j["done"]:
                 lags[i] = t - j["done"]
                 bisect.insort(done_pairs, (j["c"], j["done"]), key=lambda e: e[1])
+                lo, hi = j["c"] if queued is None else queued, t if started is None else started
+                if probe_gain is not None and hi - lo <= 2 * floor_s:
+                    # The worker's rule (``observed.generation_s``): a bracket two floors wide.
+                    bisect.insort(gen_long, j["done"] - (lo + hi) / 2)
+                    bisect.insort(gen_pairs, ((lo + hi) / 2, j["done"]), key=lambda e: e[1])
                 continue
             if t < j["start"]:
                 queued = t
@@ -113,7 +154,25 @@ def run(
             seen[i] = (queued, started)
         history = after_long if follow == INSTANT and j["c"] >= shift_at_s else long
         total = span(history, mapping, q=0.04, confidence=0.9, dense_q=0.999)
-        first, until = check_window(Seen(j["c"], queued, started), total, None, floor_s)
+        gen = (
+            span(gen_long, gen_mapping, q=0.04, confidence=0.9, dense_q=0.999)
+            if probe_gain is not None and len(gen_long) >= generation_min
+            else None
+        )
+        view = Seen(j["c"], queued, started)
+        first, until = check_window(view, total, gen, floor_s)
+        plan = None
+        if probe_gain is not None and gen_long:
+            queue_mean = mapping.apply(means[id(history)]) - gen_mapping.apply(gen_mean)
+            plan = plan_probes(
+                total,
+                gen,
+                queue_mean,
+                floor_s,
+                min_gain=probe_gain,
+                bootstrap=len(gen_long) < generation_min,
+            )
+        probe = probe_due(view, plan)
         delay = learned_delay_s(
             t - j["c"],
             checked=bool(checked),
@@ -124,6 +183,8 @@ def run(
             cap_s=30.0,
             factor=1.5,
         )
+        if probe is not None and probe < first and t + delay > probe:
+            delay = probe - t
         if not checked:
             delay += rng.uniform(-floor_s / 2, floor_s / 2)
         nxt = t + max(0.0, delay)
@@ -144,11 +205,11 @@ def run(
     return out
 
 
-def pooled(factor: float, follow: str, seeds: list[int]) -> dict[str, float]:
+def pooled(factor: float, follow: str, seeds: list[int], **kw: Any) -> dict[str, float]:
     """Polls over the seed loop's (whole run and per phase) and p95 lags, pooled over draws."""
     phases: dict[str, dict[str, list[float]]] = {k: {"g": [], "s": [], "lag": []} for k in PHASES}
     for seed in seeds:
-        for k, v in run(factor, follow, seed=seed).items():
+        for k, v in run(factor, follow, seed=seed, **kw).items():
             for key in v:
                 phases[k][key] += v[key]
     g = sum(sum(p["g"]) for p in phases.values())
@@ -187,15 +248,32 @@ def main() -> None:
         "after | later | p95 lag before (s) | first 600 s after (s) | later (s) |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    probed: dict[str, Any] = {"probe_gain": 0.0}
+    # The generation sample without planned probes: only the checks made anyway bracket.
+    unplanned: dict[str, Any] = {"probe_gain": math.inf}
+    rows: list[tuple[float, str, str, dict[str, Any]]] = []
     for factor, what in ((2.0, "doubles"), (0.5, "halves")):
-        for follow in (*FOLLOW, INSTANT):
-            r = pooled(factor, follow, seeds)
-            print(
-                f"| {what} | {follow} | {r['polls_per_video']:.2f} | {r['ratio']:.3f} | "
-                f"{r['ratio_steady']:.3f} | {r['ratio_transition']:.3f} | "
-                f"{r['ratio_after']:.3f} | {r['lag_p95_steady_s']:.2f} | "
-                f"{r['lag_p95_transition_s']:.2f} | {r['lag_p95_after_s']:.2f} |"
-            )
+        rows += [(factor, what, follow, {}) for follow in (*FOLLOW, INSTANT)]
+        rows += [
+            (factor, what, "shift and stretch + generation times", unplanned),
+            (factor, what, f"{INSTANT} + generation times", unplanned),
+            (factor, what, "shift and stretch + probes", probed),
+            (factor, what, f"{INSTANT} + probes", probed),
+            (factor, what, "shift and stretch + probes, cold", {**probed, "generations": 0}),
+        ]
+    for median in (30.0, 5.0):
+        for label, kw in (("shift and stretch", {}), ("shift and stretch + probes", probed)):
+            rows.append((1.0, f"stays ({median:g} s)", label, {**kw, "queue_median_s": median}))
+    for factor, what, label, kw in rows:
+        follow = INSTANT if label.startswith(INSTANT) else "shift and stretch"
+        follow = label if label in FOLLOW else follow
+        r = pooled(factor, follow, seeds, **kw)
+        print(
+            f"| {what} | {label} | {r['polls_per_video']:.2f} | {r['ratio']:.3f} | "
+            f"{r['ratio_steady']:.3f} | {r['ratio_transition']:.3f} | "
+            f"{r['ratio_after']:.3f} | {r['lag_p95_steady_s']:.2f} | "
+            f"{r['lag_p95_transition_s']:.2f} | {r['lag_p95_after_s']:.2f} |"
+        )
     print()
     print("| queue wait median (s) | ideal creation-anchored grid ÷ seed loop (p95 lag ≤ 4.7 s) |")
     print("| ---: | ---: |")

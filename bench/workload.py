@@ -19,6 +19,10 @@ API_KEY = "bench-key"
 #: The upstream's own queue wait before generation starts (the simulator's default).
 QUEUE_MEDIAN_S = 5.0
 QUEUE_SIGMA = 0.5
+#: Generation times (start bracketed by genqueue's checks) in the warm history of an upstream
+#: that reports ``queued``: what a deployment holds once its bootstrap probes learned the
+#: ``adaptive_generation_min_samples`` (100) it needs, plus the jobs in flight meanwhile.
+WARM_GENERATIONS = 150
 
 
 @dataclass(frozen=True)

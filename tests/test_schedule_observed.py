@@ -29,10 +29,12 @@ def _runtime(settings: Settings, aredis: redis.asyncio.Redis, **overrides: Any) 
     return Runtime(
         config=worker_config(
             settings,
-            time_scale=1.0,
-            poll_jitter=0.0,
-            adaptive_generation_min_samples=10,
-            **overrides,
+            **{
+                "time_scale": 1.0,
+                "poll_jitter": 0.0,
+                "adaptive_generation_min_samples": 10,
+                **overrides,
+            },
         ),
         redis=aredis,
         upstream=UpstreamClient(base_url="http://sim", api_key="k"),
@@ -161,3 +163,89 @@ async def test_a_long_upstream_queue_is_learned_from_the_checks(
     assert 1.05 < statistics.median(gen) < 1.35, gen
     assert statistics.median(total) > statistics.median(gen) + 0.45, (total, gen)
     assert Field.UPSTREAM_STARTED_AT not in rec  # nothing but the checks told it
+
+
+async def _delays(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, now: float, created_ago_s: float
+) -> list[float]:
+    """The delays a job created ``created_ago_s`` before ``now`` gets: freshly created, then
+    checked (``polls`` 1) and seen ``queued`` now, once seen ``queued`` 10 s ago and
+    ``in_progress`` now, and ``in_progress`` now (an upstream that never reports ``queued``)."""
+
+    async def frozen(_: Runtime) -> float:
+        return now
+
+    monkeypatch.setattr(tasks, "_redis_now_s", frozen)
+    spec = {"id": "v1", "model": MODEL, "object": "video", "created_at": now - created_ago_s}
+    plain = {Field.MODEL: MODEL}
+    was_queued = {Field.MODEL: MODEL, Field.SEEN_QUEUED_AT_MS: _ms(now - 10)}
+    return [
+        await _poll_wait_s(rt, plain, parse_job({**spec, "status": "queued"}), 0, None),
+        await _poll_wait_s(rt, plain, parse_job({**spec, "status": "queued"}), 1, None),
+        await _poll_wait_s(rt, was_queued, parse_job({**spec, "status": "in_progress"}), 2, None),
+        await _poll_wait_s(rt, plain, parse_job({**spec, "status": "in_progress"}), 1, None),
+    ]
+
+
+async def _learn_long_queue(rt: Runtime, generations: bool) -> None:
+    """60 completions: a queue wait spread over 20-120 s before a 100-159 s generation."""
+    for i in range(60):
+        queue, gen = 20.0 + (i * 37) % 100, 100.0 + i
+        await rt.durations.record(
+            MODEL, 0.0, queue + gen, generation_s=gen if generations else None
+        )
+
+
+async def test_a_long_queue_wait_is_probed(
+    settings: Settings, aredis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With generation times learned and a queue wait long enough to pay, a job is checked
+    while it waits (from ``total.lo - generation.lo`` after creation, then one step after
+    the last check that saw it ``queued``), earlier than the window from creation; once seen
+    ``in_progress`` it gets the window it had without probes."""
+    now = time.time()
+    on, off = _runtime(settings, aredis), _runtime(settings, aredis, adaptive_probes=False)
+    await _learn_long_queue(on, generations=True)
+    learned = await on.durations.get(MODEL)
+    assert learned is not None and len(learned.generation) == 60
+    with_probes = await _delays(on, monkeypatch, now, 70.0)
+    without = await _delays(off, monkeypatch, now, 70.0)
+    assert with_probes[0] < without[0], (with_probes, without)
+    assert with_probes[1] < without[1], (with_probes, without)
+    # the next probe: one step after this check saw it queued, the same step whatever the age
+    assert with_probes[1] == pytest.approx((await _delays(on, monkeypatch, now, 80.0))[1])
+    assert with_probes[2:] == without[2:]
+    await on.upstream.aclose()
+    await off.upstream.aclose()
+
+
+async def test_no_probes_where_no_start_was_ever_bracketed(
+    settings: Settings, aredis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream that never reports ``queued`` (no generation time is ever learned): the
+    delays are exactly those without probes, whatever the queue wait's length."""
+    now = time.time()
+    on, off = _runtime(settings, aredis), _runtime(settings, aredis, adaptive_probes=False)
+    await _learn_long_queue(on, generations=False)
+    for age in (0.0, 30.0, 70.0, 150.0):
+        assert await _delays(on, monkeypatch, now, age) == await _delays(off, monkeypatch, now, age)
+    await on.upstream.aclose()
+    await off.upstream.aclose()
+
+
+async def test_few_generation_times_probe_every_job_to_learn_them(
+    settings: Settings, aredis: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen ``queued`` before but fewer than ``adaptive_generation_min_samples`` starts
+    bracketed: every job is checked every 1.5 intervals from creation until seen in progress
+    (a bracket ``observed.generation_s`` accepts), then as without probes."""
+    now = time.time()
+    rt = _runtime(settings, aredis, poll_floor_s=4.0, adaptive_generation_min_samples=100)
+    await _learn_long_queue(rt, generations=True)
+    fresh, queued, started, _ = await _delays(rt, monkeypatch, now, 0.0)
+    assert fresh == pytest.approx(6.0)
+    assert queued == pytest.approx(6.0)
+    off = _runtime(settings, aredis, poll_floor_s=4.0, adaptive_probes=False)
+    assert started == (await _delays(off, monkeypatch, now, 0.0))[2]
+    await rt.upstream.aclose()
+    await off.upstream.aclose()

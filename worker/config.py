@@ -65,6 +65,17 @@ class ScheduleSettings:
     #: Observed generation times (start bracketed by the checks, to completion) needed before
     #: a check that saw the job ``queued`` or ``in_progress`` moves its window.
     adaptive_generation_min_samples: int = 100
+    #: Probes: checks spent while a job waits in the upstream's queue, so its window is
+    #: placed from the bracketed start of generation instead of from creation, planned when
+    #: the learned durations say they save at least this many checks per video
+    #: (``worker/window.py: probes``; a long queue wait). Only on an upstream seen reporting
+    #: ``queued``; while fewer than ``adaptive_generation_min_samples`` generation times are
+    #: known there, every job is probed to learn them. Negative: probe whatever the gain;
+    #: ``off``: set ``adaptive_probes`` false.
+    adaptive_probe_min_gain: float = 0.0
+    #: Whether probes are planned at all (false: the schedule of session 9, from creation
+    #: and the checks it makes anyway).
+    adaptive_probes: bool = True
     #: First check after create (scaled) while a model's durations are unknown.
     first_poll_s: float = 20.0
     #: Backoff between checks after the first (scaled): floor * factor**n, at most cap.

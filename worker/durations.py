@@ -84,6 +84,9 @@ class ModelDurations:
     #: computed once per refresh, not per check.
     total_shift: Shift = NONE
     generation_shift: Shift = NONE
+    #: The long samples' means, once per refresh: the mean queue wait is their difference.
+    total_mean_s: float = 0.0
+    generation_mean_s: float = 0.0
 
     @property
     def offset_s(self) -> float | None:
@@ -207,6 +210,8 @@ class DurationModel:
                 list(map(float, off_raw)),
                 location_shift(total, recent_total, self._shift_z),
                 location_shift(gen, recent_gen, self._shift_z),
+                sum(total) / len(total),
+                sum(gen) / len(gen) if gen else 0.0,
             )
         self._cache[model] = (now, value)
         return value

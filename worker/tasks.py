@@ -30,7 +30,9 @@ from genqueue.producer.replies import DEFERRED_TAGS, NextStep
 from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
+from genqueue.worker.config import ScheduleSettings
 from genqueue.worker.drift import Shift
+from genqueue.worker.durations import ModelDurations
 from genqueue.worker.observed import generation_s, offset_bound_s, seen
 from genqueue.worker.ratelimit import NO_LIMIT_ARGS
 from genqueue.worker.runtime import Runtime
@@ -42,7 +44,7 @@ from genqueue.worker.upstream import (
     UpstreamJob,
     classify,
 )
-from genqueue.worker.window import Span, check_window, span
+from genqueue.worker.window import Probes, Span, check_window, plan_probes, probe_due, span
 
 log = structlog.get_logger(__name__)
 
@@ -160,6 +162,30 @@ class RedisInstant:
         return self.now_ms / 1000 + (time.monotonic() - self.at_monotonic)
 
 
+def _probes(
+    sched: ScheduleSettings,
+    learned: ModelDurations,
+    total: Span,
+    generation: Span | None,
+    every_s: float,
+) -> Probes | None:
+    """The model's probes (``worker/window.py: plan_probes``): none where no start was ever
+    bracketed (an upstream that never reports ``queued``: a probe would say nothing)."""
+    if not sched.adaptive_probes or not learned.generation:
+        return None
+    queue_mean_s = learned.total_shift.apply(learned.total_mean_s) - (
+        learned.generation_shift.apply(learned.generation_mean_s)
+    )
+    return plan_probes(
+        total,
+        generation,
+        queue_mean_s,
+        every_s,
+        min_gain=sched.adaptive_probe_min_gain,
+        bootstrap=len(learned.generation) < sched.adaptive_generation_min_samples,
+    )
+
+
 async def _learned_wait_s(
     rt: Runtime,
     raw: dict[str, str],
@@ -204,9 +230,9 @@ async def _learned_wait_s(
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    first_at, until_at = check_window(
-        view, span_of(learned.total, learned.total_shift), generation, every
-    )
+    total = span_of(learned.total, learned.total_shift)
+    first_at, until_at = check_window(view, total, generation, every)
+    probe_at = probe_due(view, _probes(sched, learned, total, generation, every))
     elapsed = max(0.0, now - view.created_s)
     dense_until_s = until_at - view.created_s
     delay = learned_delay_s(
@@ -219,6 +245,8 @@ async def _learned_wait_s(
         cap_s=cfg.scaled(sched.poll_cap_s),
         factor=sched.poll_factor,
     )
+    if probe_at is not None and probe_at < first_at:
+        delay = min(delay, max(0.0, probe_at - now))
     if polls_done == 0:
         # Spread the first checks of a batch created at once over one interval (not by a
         # share of the delay: a first check later than planned lets more videos end long
