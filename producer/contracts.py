@@ -331,7 +331,8 @@ class ExpireWaiting(_Transition):
 class TrackExtra(_Transition):
     """``track_extra``: one check of superseded job ``upstream_id`` at timer step
     ``expected_seq`` (``ended``: '' while it runs, else its end: completed, failed,
-    cancelled, or gone when the upstream no longer knows it)."""
+    cancelled, or gone when the upstream no longer knows it; ``not_found_streak``: its 404s in
+    a row after this check, 0 once an answer found it: while above 0 it keeps its turn)."""
 
     expected_seq: int
     upstream_id: str
@@ -339,6 +340,7 @@ class TrackExtra(_Transition):
     cost_micro_usd: int | None
     next_delay_ms: int
     tracking_limit_ms: int
+    not_found_streak: int = 0
 
     def call(self, settings: Settings) -> ScriptCall[StepReply]:
         args = (
@@ -348,6 +350,7 @@ class TrackExtra(_Transition):
             "" if self.cost_micro_usd is None else self.cost_micro_usd,
             self.next_delay_ms,
             self.tracking_limit_ms,
+            self.not_found_streak,
         )
         return _build(settings, "track_extra", self, parse_track_extra, args, admits=True)
 

@@ -441,6 +441,9 @@ class Field:
     TRACKING: Final = "tracking"
     #: JSON list of superseded upstream ids not yet seen to end (``UPSTREAM_IDS`` keeps all).
     EXTRA_IDS: Final = "extra_ids"
+    #: 404s in a row for the superseded job at the head of ``EXTRA_IDS`` (it keeps its turn
+    #: until an answer finds it or the streak reaches the limit: one 404 is not "gone").
+    EXTRA_NOT_FOUND_STREAK: Final = "extra_not_found_streak"
     #: Cost of the superseded jobs that ended (micro-USD), beside the request's own.
     SUPERSEDED_COST_MICRO_USD: Final = "superseded_cost_micro_usd"
     #: Attempts that may have created an upstream job genqueue will never learn of.

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
@@ -16,6 +17,7 @@ from genqueue.producer.scripts import AsyncScripts
 from genqueue.producer.settings import Settings
 from genqueue.simulator import SimConfig, create_app
 from tests.conftest import StartWorker, begin_submit, submitted
+from tests.faults import FaultTransport, FirstAnswers, error, is_retrieve
 
 MODEL = "minimax/video-01-director"
 
@@ -52,12 +54,16 @@ async def test_completed_video_with_an_odd_cost_is_completed_with_cost_unknown(
     assert st.cost_unknown == {MODEL: 1} and st.total_cost_micro_usd == 0
 
 
-async def test_superseded_job_is_checked_by_the_worker_and_its_cost_recorded(
-    client: AsyncClient, start_worker: StartWorker, settings: Settings, aredis: redis.asyncio.Redis
-) -> None:
-    """A job created by an attempt whose answer came after another attempt went out is
-    checked by the record's poll chain once its own job ended, and its cost recorded once:
-    the records then hold every dollar the simulator billed."""
+async def _superseded_run(
+    client: AsyncClient,
+    start_worker: StartWorker,
+    settings: Settings,
+    aredis: redis.asyncio.Redis,
+    not_founds: int = 0,
+) -> tuple[Any, Any, dict[str, Any], Any]:
+    """A request whose first attempt's answer came late (its job exists upstream, superseded),
+    run by a worker whose first ``not_founds`` checks of that job answer 404.
+    Returns the request's view, the late job, the simulator's ground truth and the stats."""
     app = create_app(SimConfig(time_scale=0.001, seed=5, failure_share=0.0))
     scripts = AsyncScripts(aredis)
     rid = await client.submit({"model": MODEL, "prompt": "x"})
@@ -75,18 +81,48 @@ async def test_superseded_job_is_checked_by_the_worker_and_its_cost_recorded(
         late = (await http.post("/v2/videos", json={"model": MODEL, "prompt": "x"})).json()
     reply = await scripts.run(submitted(rid, 1, late["id"]).call(settings))
     assert reply.tag is Tag.STALE
-    await start_worker(transport=httpx.ASGITransport(app=app))
+    of_late = FirstAnswers(
+        lambda r: is_retrieve(r) and r.url.path.endswith(late["id"]),
+        *[error(404) for _ in range(not_founds)],
+    )
+    await start_worker(transport=FaultTransport(app, of_late), not_found_limit=3)
     await client.wait(rid, timeout_s=30)
     for _ in range(300):
         st = await client.stats()
         if st.inflight == 0 and st.superseded_running == 0:
             break
         await asyncio.sleep(0.05)
-    view = await client.get(rid)
-    truth = app.state.sim.stats()
+    return await client.get(rid), late, app.state.sim.stats(), st
+
+
+@pytest.mark.parametrize("not_founds", [0, 2], ids=["answered", "two-404s-first"])
+async def test_superseded_job_is_checked_by_the_worker_and_its_cost_recorded(
+    client: AsyncClient,
+    start_worker: StartWorker,
+    settings: Settings,
+    aredis: redis.asyncio.Redis,
+    not_founds: int,
+) -> None:
+    """A job created by an attempt whose answer came after another attempt went out is
+    checked by the record's poll chain once its own job ended, and its cost recorded once,
+    even when 404s short of the limit came first: the records hold every billed dollar."""
+    view, late, truth, st = await _superseded_run(
+        client, start_worker, settings, aredis, not_founds
+    )
     assert view.status == "completed" and view.upstream_id != late["id"]
     assert view.superseded_pending == () and view.superseded_cost_micro_usd
     assert truth["jobs_created"] == 2
     recorded = (view.cost_micro_usd or 0) + view.superseded_cost_micro_usd
     assert recorded == truth["billed_micro_usd"] == st.total_cost_micro_usd
     assert st.active_upstream == 0
+
+
+async def test_superseded_job_404_to_the_limit_is_gone_without_a_cost(
+    client: AsyncClient, start_worker: StartWorker, settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A superseded job the upstream answers 404 for ``not_found_limit`` times in a row is
+    taken as gone: it leaves the list and frees its slot, with no cost recorded for it."""
+    view, late, truth, st = await _superseded_run(client, start_worker, settings, aredis, 3)
+    assert view.superseded_pending == () and view.superseded_cost_micro_usd is None
+    assert late["id"] in view.upstream_ids and truth["jobs_created"] == 2
+    assert st.superseded_running == 0 and st.active_upstream == 0

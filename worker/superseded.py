@@ -43,16 +43,22 @@ async def check_superseded(
     cfg = rt.config
     upstream_id = next_superseded(raw) or ""
     ended, cost = "", None
+    streak = int(raw.get(Field.EXTRA_NOT_FOUND_STREAK) or "0")
     with structlog.contextvars.bound_contextvars(superseded_id=upstream_id):
         if upstream_id:
             try:
                 job = await rt.upstream.retrieve(upstream_id)
             except UpstreamError as exc:
-                # 404: the upstream no longer knows it; anything else: ask again later.
+                # 404s in a row up to the limit: the upstream no longer knows it (one 404 is
+                # not enough: a billed job dropped on a spurious one is a dollar unrecorded);
+                # anything else: ask again later.
                 if classify(exc) is Disposition.NOT_FOUND:
-                    ended = "gone"
-                log.info("superseded_poll_failed", error=str(exc)[:200])
+                    streak += 1
+                    if streak >= cfg.not_found_limit:
+                        ended, streak = "gone", 0
+                log.info("superseded_poll_failed", error=str(exc)[:200], not_found_streak=streak)
             else:
+                streak = 0
                 if job.is_terminal:
                     ended, cost = job.status, job.cost_micro_usd
                     if job.cost_unknown:
@@ -66,6 +72,7 @@ async def check_superseded(
             cost_micro_usd=cost,
             next_delay_ms=ms(cfg.scaled(cfg.schedule.poll_cap_s)),
             tracking_limit_ms=ms(cfg.settings.tracking_limit_s),
+            not_found_streak=streak,
             arm=(step := Timer(POLL_TASK, raw[Field.ID], seq + 1)),
         ).call(cfg.settings)
         reply = await rt.scripts.run(c)

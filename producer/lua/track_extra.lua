@@ -5,8 +5,10 @@
 -- limit passes, the record leaves every index.
 -- ARGV: 5 expected timer seq, 6 the upstream id checked, 7 its end ('' still running |
 --       completed | failed | cancelled | gone: the upstream no longer knows it), 8 its cost
---       (micro-USD, '' if none), 9 next check delay (ms), 10 tracking limit (ms).
--- KEYS 9..14, ARGV 11..14: the admission block (lua/_admit.lua).
+--       (micro-USD, '' if none), 9 next check delay (ms), 10 tracking limit (ms),
+--       11 its 404s in a row after this check (0: an answer found it); while above 0 and short
+--       of the limit it keeps its turn (one 404 is not "gone": spurious ones happen).
+-- KEYS 9..14, ARGV 12..15: the admission block (lua/_admit.lua).
 -- Returns {'OK', seq, delay_ms} | {'DONE'} | {'ABANDONED'} | {'STALE'} | {'MISSING'}
 -- KEYS 1..8 and ARGV 1..4: shared by every transition script (producer/contracts.py
 -- `common_keys`/`common_args`): record, in-flight zset, status counts, totals, event stream,
@@ -18,10 +20,11 @@ local K_EVENTS, K_IDEM, K_OUTBOX, K_SPEC = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local ID, EVENTS_MAXLEN, CHANNEL, RETENTION_MS = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local EXPECTED_SEQ, CHECKED_ID, ENDED, COST = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local NEXT_DELAY_MS, TRACKING_LIMIT_MS = tonumber(ARGV[9]), tonumber(ARGV[10])
+local NOT_FOUND_STREAK = tonumber(ARGV[11]) or 0
 local K_ADM_STATE, K_ADM_READY, K_ADM_DEADLINES = KEYS[9], KEYS[10], KEYS[11]
 local K_ADM_TENANTS, K_ADM_PAUSE, K_ADM_QUEUE = KEYS[12], KEYS[13], KEYS[14]
-local ADM_PREFIX, ADM_JOB_PREFIX = ARGV[11], ARGV[12]
-local ADM_JOB_EXTRA_MS, ADM_MAX = tonumber(ARGV[13]), tonumber(ARGV[14])
+local ADM_PREFIX, ADM_JOB_PREFIX = ARGV[12], ARGV[13]
+local ADM_JOB_EXTRA_MS, ADM_MAX = tonumber(ARGV[14]), tonumber(ARGV[15])
 --- @include "transition"
 --- @include "admit"
 local refused = idempotency_key_not_passed()
@@ -38,7 +41,12 @@ local found = false
 for _, v in ipairs(extras) do
   if v == CHECKED_ID and not found then found = true else rest[#rest + 1] = v end
 end
-if found then
+if found and ENDED == '' and NOT_FOUND_STREAK > 0 then
+  -- 404s short of the limit: the same job is asked again next.
+  redis.call('HSET', K_REC, 'extra_not_found_streak', NOT_FOUND_STREAK)
+  table.insert(rest, 1, CHECKED_ID)
+elseif found then
+  redis.call('HDEL', K_REC, 'extra_not_found_streak')
   if ENDED ~= '' then
     count(K_COUNTS, 'superseded', -1)
     if COST ~= '' then
