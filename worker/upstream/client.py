@@ -418,68 +418,69 @@ class UpstreamClient:
         content: bytes | None,
         headers: Mapping[str, str] | None,
     ) -> _Answer:
-        if self._direct is not None:
-            return await self._exchange_aiohttp(
-                self._direct.session(), operation, method, url, content, headers
-            )
         deadline = asyncio.timeout(self._timeouts.total_s)
         try:
             async with deadline:
-                request = httpx.Request(
-                    method,
-                    url,
-                    content=content,
-                    headers={**self._headers, **headers} if headers else self._headers,
-                    extensions=self._extensions,
-                )
-                response = await self._transport.handle_async_request(request)
-                try:
-                    body, problem = await _read_body(response)
-                finally:
-                    await response.aclose()
+                if self._direct is not None:
+                    answer = await self._over_aiohttp(
+                        self._direct.session(), method, url, content, headers
+                    )
+                else:
+                    answer = await self._over_httpx(method, url, content, headers)
         except Exception as exc:
             raise _translate(
                 exc, operation, total_expired=deadline.expired(), redact=self._redact
             ) from None
-        if self._secret_bytes in body:  # some APIs echo what they got: never pass the key on
-            body = body.replace(self._secret_bytes, b"[redacted]")
+        if self._secret_bytes in answer.body:  # some APIs echo what they got: never pass it on
+            body = answer.body.replace(self._secret_bytes, b"[redacted]")
+            return _Answer(answer.status_code, answer.raw_headers, body, answer.problem)
+        return answer
+
+    def _sent_headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
+        """The client's headers (the API key's among them) with a call's own on top. Never
+        bound to a local of ``_exchange``: its frame is in every error's traceback."""
+        return {**self._headers, **headers} if headers else self._headers
+
+    async def _over_httpx(
+        self, method: str, url: str, content: bytes | None, headers: Mapping[str, str] | None
+    ) -> _Answer:
+        """One exchange through the httpx transport API (tests' and httpx's transports)."""
+        request = httpx.Request(
+            method,
+            url,
+            content=content,
+            headers=self._sent_headers(headers),
+            extensions=self._extensions,
+        )
+        response = await self._transport.handle_async_request(request)
+        try:
+            body, problem = await _read_body(response)
+        finally:
+            await response.aclose()
         return _Answer(response.status_code, response.headers, body, problem)
 
-    async def _exchange_aiohttp(
+    async def _over_aiohttp(
         self,
         session: aiohttp.ClientSession,
-        operation: Operation,
         method: str,
         url: str,
         content: bytes | None,
         headers: Mapping[str, str] | None,
     ) -> _Answer:
-        """``_exchange`` on the aiohttp session itself, with the options httpx-aiohttp 0.2
+        """One exchange on the aiohttp session itself, with the options httpx-aiohttp 0.2
         passes (see ``transport.py``): no redirects, no compression either way, its timeouts."""
-        deadline = asyncio.timeout(self._timeouts.total_s)
-        try:
-            async with (
-                deadline,
-                session.request(
-                    method,
-                    url,
-                    data=content or None,
-                    headers={**self._headers, **headers} if headers else self._headers,
-                    allow_redirects=False,
-                    auto_decompress=False,
-                    compress=False,
-                    timeout=self._aiohttp_timeout,
-                ) as response,
-            ):
-                body, problem = await _read_aiohttp_body(response)
-                status, raw_headers = response.status, response.raw_headers
-        except Exception as exc:
-            raise _translate(
-                exc, operation, total_expired=deadline.expired(), redact=self._redact
-            ) from None
-        if self._secret_bytes in body:  # some APIs echo what they got: never pass the key on
-            body = body.replace(self._secret_bytes, b"[redacted]")
-        return _Answer(status, raw_headers, body, problem)
+        async with session.request(
+            method,
+            url,
+            data=content or None,
+            headers=self._sent_headers(headers),
+            allow_redirects=False,
+            auto_decompress=False,
+            compress=False,
+            timeout=self._aiohttp_timeout,
+        ) as response:
+            body, problem = await _read_aiohttp_body(response)
+            return _Answer(response.status, response.raw_headers, body, problem)
 
     def _interpret(
         self, operation: Operation, answer: _Answer, expect_id: str | None
