@@ -202,7 +202,7 @@ def _smoke(a: argparse.Namespace) -> None:
     a.floor_repeats, a.floor_rate = 1, 100.0
     a.sweep_sizes, a.sweep_active, a.sweep_window_s = "100,200", 50, 1.0
     a.sweep_cpu_repeats = 2
-    a.idle_window_s, a.ceiling_videos = 5.0, 20
+    a.idle_window_s, a.ceiling_videos = 2.0, 20
     a.inflight, a.minutes, a.tenk_time_scale = 50, 3.0, 0.05
     # A SIGKILLed task is re-run after the task timeout + 10 s: short, so the restart fits.
     a.env = [
@@ -352,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown parts: {sorted(unknown)}")
     if a.smoke:
-        # The same code as shift-up-noqueued with the other factor: the toy size stays short.
-        parts.discard("shift-down-noqueued")
+        # The same code as another part with another setting (draw_part_plan, unit-tested in
+        # tests/bench/test_draws.py): the toy size stays short.
+        parts -= {"shift-down-noqueued", "shift-down", "draws-wide"}
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server not found on PATH (apt-get install redis-server)")
     sigmas = [float(x) for x in a.sigmas.split(",") if x]
@@ -409,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
             if "idle" in parts:
                 say(f"idle: one worker process with nothing to do, {a.idle_window_s:g} s")
                 results["idle"] = run_idle(
-                    server.url, log_dir, window_s=a.idle_window_s, progress=say
+                    server.url,
+                    log_dir,
+                    window_s=a.idle_window_s,
+                    warmup_s=2.0 if a.smoke else 10.0,
+                    progress=say,
                 )
             if "floor" in parts:
                 say("floor: arq no-op job, GET clients, at a steady rate")
@@ -496,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
                     window_s=a.sweep_window_s,
                     videos=a.ceiling_videos,
                     workers=a.workers,
+                    video_time_scale=0.1 if a.smoke else 1.0,
                 )
             if "budget" in parts:
                 say("budget: $20/day budgets against $100 of videos each, a tenant without")
@@ -523,22 +529,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _draws_part(
-    a: argparse.Namespace,
-    part: str,
-    bench: Bench,
-    genv: dict[str, str],
-    sigmas: list[float],
-    log_dir: Path,
-    rv: str,
-    say: Any,
-) -> dict[str, Any]:
-    """One draw-like part: genqueue and the seed loop on the same videos, per seed, pooled
-    (``bench/draws.py``); the shift parts add the before/after figures (``bench/shift.py``)."""
-    resamples = 200 if a.smoke else 2000
-    meta = _meta(a, rv)  # when the part started, and the load then
-    common: dict[str, Any] = {"workers": a.workers, "env": genv, "warmup": a.warm_history}
+def draw_part_plan(
+    a: argparse.Namespace, part: str, sigmas: list[float]
+) -> tuple[float, str, dict[str, Any]]:
+    """What a draw-like part runs: its sigma, its seeds and its workload's settings."""
     draw = {"videos": a.draw_videos, "window_s": a.draw_window_s, "time_scale": a.draw_time_scale}
+    kw: dict[str, Any]
     if part == "draws":
         sigma, seeds, kw = sigmas[0], a.draw_seeds, draw
     elif part == "draws-wide":
@@ -556,6 +552,25 @@ def _draws_part(
             "queue_shift_factor": 2.0 if part.startswith("shift-up") else 0.5,
             "report_queued": not part.endswith("-noqueued"),
         }
+    return sigma, seeds, kw
+
+
+def _draws_part(
+    a: argparse.Namespace,
+    part: str,
+    bench: Bench,
+    genv: dict[str, str],
+    sigmas: list[float],
+    log_dir: Path,
+    rv: str,
+    say: Any,
+) -> dict[str, Any]:
+    """One draw-like part: genqueue and the seed loop on the same videos, per seed, pooled
+    (``bench/draws.py``); the shift parts add the before/after figures (``bench/shift.py``)."""
+    resamples = 200 if a.smoke else 2000
+    meta = _meta(a, rv)  # when the part started, and the load then
+    common: dict[str, Any] = {"workers": a.workers, "env": genv, "warmup": a.warm_history}
+    sigma, seeds, kw = draw_part_plan(a, part, sigmas)
     specs = draw_specs([int(x) for x in seeds.split(",") if x], sigma=sigma, **common, **kw)
     runs = []
     for k, spec in enumerate(specs, 1):

@@ -152,9 +152,10 @@ async def _video_phases(
     poll_cpu_us: float | None,
     poll_commands: float | None,
     timeout_s: float,
+    time_scale: float = 1.0,
 ) -> dict[str, Any]:
     # Videos that end within seconds (queue wait 5 s median, generation 10 s median).
-    w = Workload(videos=videos, median_s=10.0, time_scale=1.0)
+    w = Workload(videos=videos, median_s=10.0, time_scale=time_scale)
     sim, sim_url = start_simulator(w, log_dir, "ceiling-video-sim")
     settings = Settings(redis_url=_url(r), key_prefix=VIDEO_PREFIX)
     client = AsyncClient(settings)
@@ -172,7 +173,7 @@ async def _video_phases(
         cpu_c, calls_c = await meter.stop()
         g0 = await _gets(sim_url)
         await meter.start()
-        env = _env(_url(r), sim_url, VIDEO_PREFIX, {})
+        env = _env(_url(r), sim_url, VIDEO_PREFIX, {"GENQUEUE_TIME_SCALE": str(time_scale)})
         names = [f"ceiling-v{i}" for i in range(workers)]
         children = await start_genqueue_workers(names, env, log_dir, r, VIDEO_PREFIX)
         deadline = time.monotonic() + timeout_s
@@ -240,8 +241,10 @@ async def measure_ceiling(
     window_s: float = 15.0,
     videos: int = 1000,
     workers: int = 2,
+    video_time_scale: float = 1.0,
     progress: Any = print,
 ) -> dict[str, Any]:
+    """``video_time_scale`` below 1 only to make the videos phase short (the smoke run)."""
     r = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
     try:
         poll = await _poll_phase(
@@ -259,6 +262,7 @@ async def measure_ceiling(
             poll_cpu_us=poll["redis_cpu_us"],
             poll_commands=poll["commands"],
             timeout_s=max(120.0, videos / 5),
+            time_scale=video_time_scale,
         )
     finally:
         await r.aclose()

@@ -95,8 +95,15 @@ async def measure_idle(
     }
 
 
-def run_idle(redis_url: str, log_dir: Path, *, window_s: float, progress: Any = print) -> Any:
-    res = asyncio.run(measure_idle(redis_url, log_dir, window_s=window_s))
+def run_idle(
+    redis_url: str,
+    log_dir: Path,
+    *,
+    window_s: float,
+    warmup_s: float = 10.0,
+    progress: Any = print,
+) -> Any:
+    res = asyncio.run(measure_idle(redis_url, log_dir, window_s=window_s, warmup_s=warmup_s))
     progress(
         f"  idle worker: {res['commands_per_s']} Redis commands/s, "
         f"{res['cpu_pct_of_core']} % of a core ({res['by_command']})"

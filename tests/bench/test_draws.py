@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bench.__main__ import PARTS, _parser, _smoke, draw_part_plan
 from bench.draws import GENQUEUE, SEED_LOOP, draw_specs, paired_p95, summarize_draws
 
 
@@ -95,3 +96,24 @@ def test_every_draw_runs_both_systems_on_its_own_seed() -> None:
         (SEED_LOOP, 4),
     ]
     assert specs[0].warmup == 7 and specs[1].warmup == 0
+
+
+@pytest.mark.parametrize("smoke", [False, True], ids=["full", "smoke"])
+def test_each_draw_like_part_runs_its_own_setting(smoke: bool) -> None:
+    """Every draw-like part gets its sigma, queue profile and shift factor (the smoke run
+    leaves out the parts that differ from another only by these)."""
+    a = _parser().parse_args(["--smoke"] if smoke else [])
+    if smoke:
+        _smoke(a)
+    sigmas = [float(x) for x in a.sigmas.split(",") if x]
+    plan = {p: draw_part_plan(a, p, sigmas) for p in PARTS if p.startswith(("draws", "shift"))}
+    assert plan["draws"][0] == sigmas[0] and plan["draws-wide"][0] == 0.4
+    assert plan["draws-wide"][2] == plan["draws"][2]
+    assert plan["draws-noqueued"][2] == {**plan["draws"][2], "report_queued": False}
+    for part, (sigma, seeds, kw) in plan.items():
+        if not part.startswith("shift"):
+            continue
+        assert sigma == sigmas[0] and seeds == a.shift_seeds
+        assert kw["queue_shift_factor"] == (2.0 if part.startswith("shift-up") else 0.5)
+        assert kw["report_queued"] is not part.endswith("-noqueued")
+        assert kw["queue_shift_at_s"] == a.shift_at_s and kw["videos"] == a.shift_videos
