@@ -65,6 +65,7 @@ from genqueue.producer.contracts import (  # noqa: E402
     SubmitRelease,
     Submitted,
 )
+from genqueue.producer.keys import Field  # noqa: E402
 from genqueue.producer.replies import BeginSubmitReply  # noqa: E402
 from genqueue.producer.scripts import ScriptCall  # noqa: E402
 from genqueue.simulator import SimConfig, create_app  # noqa: E402
@@ -181,6 +182,25 @@ def finish(rid: str, seq: int, outcome: str, cost: int | None) -> Finish:
         upstream_started_at=2.0,
         upstream_done_at=3.0,
     )
+
+
+def bare_finish(rid: str, seq: int, outcome: str, cost: int | None) -> Finish:
+    """``finish`` with no video URL and no upstream times."""
+    return Finish(request_id=rid, expected_seq=seq, outcome=outcome, cost_micro_usd=cost)
+
+
+def happy_step(settings: Settings, rid: str, rec: dict[str, str], cost: int) -> Any:
+    """The builder of a request's next step on the happy path (its create answered, its
+    submit step taken, its job completed at ``cost``), or None when it has no step."""
+    seq = int(rec.get(Field.SEQ, "0"))
+    if rec[Field.STATUS] == "submitting":
+        ss = int(rec.get(Field.SUBMIT_SEQ, "0"))
+        return submitted(rid, ss, f"up-{rid[:6]}", "queued", first_poll_delay_ms=10)
+    if rec.get(Field.TIMER) == "submit":
+        return begin_submit(settings, rid, seq=seq)
+    if rec.get(Field.TIMER) == "poll":
+        return bare_finish(rid, seq, "completed", cost)
+    return None
 
 
 def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:

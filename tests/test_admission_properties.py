@@ -15,13 +15,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from genqueue.producer.admission import admit_all_sync
-from genqueue.producer.contracts import Finish
 from genqueue.producer.keys import HOLDING_SLOT, Field, tenant_field, waiting_field
 from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings
 from genqueue.producer.sync_client import Client
 from genqueue.producer.tenants import set_tenant
-from tests.conftest import begin_submit, submit_release, submitted
+from tests.conftest import happy_step, submit_release
 
 TENANTS = ("default", "a", "b")
 MODEL = "minimax/video-01-director"
@@ -83,19 +82,9 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         def drive(self, i: int) -> None:
             """One request's next step on the happy path: its create, then its finish."""
             rid = self.active(i)
-            if rid is None:
-                return
-            rec = self.rec(rid)
-            seq = int(rec.get(Field.SEQ, "0"))
-            if rec[Field.STATUS] == "submitting":
-                ss = int(rec.get(Field.SUBMIT_SEQ, "0"))
-                self.run(submitted(rid, ss, f"up-{rid[:6]}", "queued", first_poll_delay_ms=10))
-            elif rec.get(Field.TIMER) == "submit":
-                self.run(begin_submit(self.settings, rid, seq=seq))
-            elif rec.get(Field.TIMER) == "poll":
-                self.run(
-                    Finish(request_id=rid, expected_seq=seq, outcome="completed", cost_micro_usd=1)
-                )
+            step = None if rid is None else happy_step(self.settings, rid, self.rec(rid), 1)
+            if step is not None:
+                self.run(step)
 
         @rule(i=st.integers(0, 3))
         def fail_create(self, i: int) -> None:

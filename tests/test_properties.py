@@ -15,19 +15,20 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from genqueue.producer.admission import admit_all_sync
-from genqueue.producer.contracts import Finish
 from genqueue.producer.keys import HOLDING_SLOT, NON_TERMINAL, TERMINAL, Field, waiting_field
 from genqueue.producer.scripts import SyncScripts
 from genqueue.producer.settings import Settings
 from genqueue.producer.sync_client import Client
-from tests.conftest import begin_submit, poll_update, submit_release, submitted
+from tests.conftest import (
+    bare_finish,
+    begin_submit,
+    happy_step,
+    poll_update,
+    submit_release,
+    submitted,
+)
 
 MODEL = "minimax/video-01-director"
-
-
-def bare_finish(rid: str, seq: int, outcome: str, cost: int | None) -> Finish:
-    """``finish`` with no video URL and no upstream times."""
-    return Finish(request_id=rid, expected_seq=seq, outcome=outcome, cost_micro_usd=cost)
 
 
 def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
@@ -121,17 +122,9 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             """One request's next step on the happy path (creates, then completes): frees
             slots often, so admission's events come up in short sequences."""
             rid = self.pick(i)
-            if rid is None:
-                return
-            rec = self.rec(rid)
-            seq = int(rec.get(Field.SEQ, "0"))
-            if rec[Field.STATUS] == "submitting":
-                ss = int(rec.get(Field.SUBMIT_SEQ, "0"))
-                self.run(submitted(rid, ss, f"up-{rid[:6]}", "queued", first_poll_delay_ms=10))
-            elif rec.get(Field.TIMER) == "submit":
-                self.run(begin_submit(self.settings, rid, seq=seq))
-            elif rec.get(Field.TIMER) == "poll":
-                self.run(bare_finish(rid, seq, "completed", 100_000))
+            step = None if rid is None else happy_step(self.settings, rid, self.rec(rid), 100_000)
+            if step is not None:
+                self.run(step)
 
         @rule(i=st.integers(0, 3), name=st.sampled_from(["begin_submit", "poll_update", "finish"]))
         def stale_timer(self, i: int, name: str) -> None:
