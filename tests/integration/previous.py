@@ -3,6 +3,7 @@ from git as an import root, the environment that points a process at it, and its
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -79,3 +80,31 @@ def worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             [sys.executable, "-m", "genqueue", "worker"],
             env=env, stdout=out, stderr=out, cwd=log.parent,
         )  # fmt: skip
+
+
+_OLD_SUBMIT = """
+import json, sys
+import genqueue.producer.keys as keys
+from genqueue.producer import Client, Settings
+model, n, absent, keyed = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+assert not hasattr(keys.Field, absent), "not the previous version"
+with Client(Settings.from_env()) as c:
+    ids = [c.submit({"model": model, "prompt": f"old {i}"},
+                    **({"idempotency_key": f"old-{i}"} if keyed else {}))
+           for i in range(n)]
+print(json.dumps(ids))
+"""
+
+
+def submit_old(
+    env: dict[str, str], cwd: Path, model: str, n: int, *, absent: str, keyed: bool = False
+) -> list[str]:
+    """Submit ``n`` requests with the producer of the version ``env`` points at (checked to be
+    the previous one: its ``Field`` has no ``absent``); ``keyed``: idempotency keys old-0, ...
+    Returns their ids."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OLD_SUBMIT, model, str(n), absent, "1" if keyed else "0"],
+        env=env, check=True, capture_output=True, cwd=cwd,
+    )  # fmt: skip
+    ids: list[str] = json.loads(out.stdout)
+    return ids

@@ -10,16 +10,20 @@ reconciler's safety net does) and it does not count reserved slots against its c
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from genqueue.producer import Client, Settings
 from genqueue.simulator import SimConfig, running_simulator
-from tests.integration.previous import env_for, export_root, procs, worker  # noqa: F401
+from tests.integration.previous import (  # noqa: F401
+    env_for,
+    export_root,
+    procs,
+    submit_old,
+    worker,
+)
 from tests.processes import stop_process, wait_until
 
 OLD_COMMIT = "b56fbb7"
@@ -28,16 +32,6 @@ CAP = 4
 N_OLD = 24
 N_NEW = 8
 REQ = {"model": "minimax/video-01-director", "prompt": "a slow glacier"}
-
-OLD_SUBMIT = """
-import json, sys
-import genqueue.producer.keys as keys
-from genqueue.producer import Client, Settings
-assert not hasattr(keys.Field, "WAITING"), "not the previous version"
-with Client(Settings.from_env()) as c:
-    ids = [c.submit({"model": sys.argv[1], "prompt": f"old {i}"}) for i in range(int(sys.argv[2]))]
-print(json.dumps(ids))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +54,7 @@ def test_requests_spinning_under_the_old_cap_wait_finish_after_the_upgrade(
         capped = {"GENQUEUE_MAX_INFLIGHT": str(CAP)}
         old_env = {**env_for(settings, sim.base_url, old_root, time_scale=SCALE), **capped}
         new_env = {**env_for(settings, sim.base_url, None, time_scale=SCALE), **capped}
-        out = subprocess.run(
-            [sys.executable, "-c", OLD_SUBMIT, REQ["model"], str(N_OLD)],
-            env=old_env, check=True, capture_output=True, cwd=tmp_path,
-        )  # fmt: skip
-        old_ids: list[str] = json.loads(out.stdout)
+        old_ids = submit_old(old_env, tmp_path, REQ["model"], N_OLD, absent="WAITING")
         procs.append(worker(old_env, tmp_path / "old-worker.log"))
         with Client(settings) as client:
             # The old worker holds the cap; the rest spin (their submit timers re-arming).

@@ -3,7 +3,6 @@ nothing is bought twice except where the record itself shows an ambiguous submit
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from genqueue.producer import Client, RequestView, Settings
 from genqueue.simulator import SimConfig, running_simulator
+from tests.integration.previous import env_for
 from tests.processes import wait_until
 
 SCALE = 0.02
@@ -23,21 +23,13 @@ MODELS = ["minimax/video-01-director", "google/veo-3.0-fast", "openai/sora-2"]
 
 
 def worker_env(settings: Settings, upstream: str) -> dict[str, str]:
-    env = dict(os.environ)
+    """This version's worker environment, with short task timeouts: arq re-runs a SIGKILLed
+    task after timeout + 10 s."""
+    env = env_for(settings, upstream, None, time_scale=SCALE)
     env.update(
-        GENQUEUE_REDIS_URL=settings.redis_url,
-        GENQUEUE_KEY_PREFIX=settings.key_prefix,
-        GENQUEUE_UPSTREAM_URL=upstream,
-        TOGETHER_API_KEY="test-key",
-        GENQUEUE_TIME_SCALE=str(SCALE),
-        # Short task timeouts: arq re-runs a SIGKILLed task after timeout + 10 s.
         GENQUEUE_TASK_TIMEOUT_S="6",
         GENQUEUE_CONNECT_TIMEOUT_S="2",
         GENQUEUE_READ_TIMEOUT_S="3",
-        GENQUEUE_POLL_DELAY_S="0.02",
-        GENQUEUE_RECONCILE_INTERVAL_S="2",
-        GENQUEUE_LOG_FORMAT="json",
-        GENQUEUE_LOG_LEVEL="WARNING",
     )
     return env
 

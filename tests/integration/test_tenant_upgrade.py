@@ -13,10 +13,8 @@ configure tenants once every worker runs this version.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,13 @@ import redis
 from genqueue.producer import Client, Settings
 from genqueue.producer.tenants import set_tenant
 from genqueue.simulator import SimConfig, running_simulator
-from tests.integration.previous import env_for, export_root, procs, worker  # noqa: F401
+from tests.integration.previous import (  # noqa: F401
+    env_for,
+    export_root,
+    procs,
+    submit_old,
+    worker,
+)
 from tests.processes import stop_process, wait_until
 
 #: main just before tenants (the last main merged into the tenants branch).
@@ -34,17 +38,6 @@ SCALE = 0.02
 N_OLD = 24
 N_NEW = 8
 REQ = {"model": "minimax/video-01-director", "prompt": "an old lighthouse"}
-
-OLD_SUBMIT = """
-import json, sys
-import genqueue.producer.keys as keys
-from genqueue.producer import Client, Settings
-assert not hasattr(keys.Field, "TENANT"), "not the previous version"
-with Client(Settings.from_env()) as c:
-    ids = [c.submit({"model": sys.argv[1], "prompt": f"old {i}"}, idempotency_key=f"old-{i}")
-           for i in range(int(sys.argv[2]))]
-print(json.dumps(ids))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +59,7 @@ def test_old_and_new_workers_side_by_side_with_requests_in_flight(
     with running_simulator(SimConfig(time_scale=SCALE, seed=5, failure_share=0.0)) as sim:
         old_env = env_for(settings, sim.base_url, old_root, time_scale=SCALE)
         new_env = env_for(settings, sim.base_url, None, time_scale=SCALE)
-        out = subprocess.run(
-            [sys.executable, "-c", OLD_SUBMIT, REQ["model"], str(N_OLD)],
-            env=old_env, check=True, capture_output=True, cwd=tmp_path,
-        )  # fmt: skip
-        old_ids: list[str] = json.loads(out.stdout)
+        old_ids = submit_old(old_env, tmp_path, REQ["model"], N_OLD, absent="TENANT", keyed=True)
         assert len(set(old_ids)) == N_OLD
 
         procs.append(worker(old_env, tmp_path / "old-worker.log"))
