@@ -18,7 +18,9 @@ from genqueue.gateway.auth import (
     api_keys_from_env,
     parse_api_keys,
 )
-from genqueue.gateway.limits import RateLimit, TokenBuckets, WaiterCap
+from genqueue.gateway.auth_limit import AuthFailures
+from genqueue.gateway.gcra import LimitScript
+from genqueue.gateway.limits import RateLimit, WaiterCap
 from genqueue.gateway.middleware import BodyLimit, RequestContext
 from genqueue.gateway.resources import Resources
 from genqueue.gateway.routes import build_health_router, build_v1_router
@@ -54,8 +56,11 @@ and acts for one with the header `X-Genqueue-Tenant: NAME` (creates, stats); wit
 admin key creates as `default` and sees the cluster's stats.
 
 **Limits.** Each key may make `GENQUEUE_GATEWAY_RATE_BURST` requests at once, refilled at
-`GENQUEUE_GATEWAY_RATE_RPS` per second; beyond that, and beyond
-`GENQUEUE_GATEWAY_MAX_WAITERS` concurrent long-polls, **429** with `Retry-After`.
+`GENQUEUE_GATEWAY_RATE_RPS` per second, counted across every gateway process; beyond that,
+and beyond `GENQUEUE_GATEWAY_MAX_WAITERS` concurrent long-polls, **429** with `Retry-After`.
+A client address may fail authentication (401/403) `GENQUEUE_GATEWAY_AUTH_FAIL_BURST` times
+at once, refilled at `GENQUEUE_GATEWAY_AUTH_FAIL_PER_MIN` per minute; beyond, *every* request
+from it (a right key's too) gets **429** with `Retry-After` until it has a failure left.
 
 **Idempotency.** `POST /v1/generations` honours an `Idempotency-Key` header: the same key
 always names the same generation. A repeat creates nothing and answers **201** again with the
@@ -151,6 +156,9 @@ def create_app(
             keys=len(keys or ()),
             rate_rps=caps.gateway_rate_rps,
             rate_burst=caps.gateway_rate_burst,
+            auth_fail_per_min=caps.gateway_auth_fail_per_min,
+            auth_fail_burst=caps.gateway_auth_fail_burst,
+            trusted_proxies=caps.gateway_trusted_proxies,
             max_waiters=caps.gateway_max_waiters,
             redis_max_connections=caps.gateway_redis_max_connections,
         )
@@ -173,13 +181,33 @@ def create_app(
     errors.install(app)
     # Added last = outermost: request id, then auth, then the rate limit, then the body cap.
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    # Both limits are counted in Redis, for every gateway process on it together.
+    script = LimitScript(lambda: resources.client.redis)
+    failures = AuthFailures(
+        script,
+        resolved.keys,
+        per_min=caps.gateway_auth_fail_per_min,
+        burst=caps.gateway_auth_fail_burst,
+    )
     app.add_middleware(
-        RateLimit, buckets=TokenBuckets(caps.gateway_rate_rps, caps.gateway_rate_burst)
+        RateLimit,
+        script=script,
+        keys=resolved.keys,
+        rate_rps=caps.gateway_rate_rps,
+        burst=caps.gateway_rate_burst,
+        failures=failures,
     )
 
     async def lookup(token: bytes) -> KeyOwner | None:
         return await lookup_key(resources.client.redis, resolved.keys, token)
 
-    app.add_middleware(AuthMiddleware, keys=keys, lookup=lookup, anonymous=allow_anonymous)
+    app.add_middleware(
+        AuthMiddleware,
+        keys=keys,
+        lookup=lookup,
+        anonymous=allow_anonymous,
+        failures=failures,
+        trusted_proxies=caps.trusted_proxies,
+    )
     app.add_middleware(RequestContext)
     return app

@@ -19,8 +19,10 @@ import redis
 import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from genqueue.gateway.auth_limit import AuthFailures
+from genqueue.gateway.client_address import client_ip, limit_address
 from genqueue.gateway.errors import error_response, unavailable
-from genqueue.gateway.limits import CALLER_SCOPE_KEY
+from genqueue.gateway.limits import ADDRESS_SCOPE_KEY, BLOCKED_MESSAGE, CALLER_SCOPE_KEY, too_many
 from genqueue.gateway.principals import (
     ANONYMOUS_CALLER,
     ENV_KEY,
@@ -28,6 +30,7 @@ from genqueue.gateway.principals import (
     Lookup,
     Principal,
 )
+from genqueue.producer.addresses import Network
 
 log = structlog.get_logger(__name__)
 
@@ -133,6 +136,12 @@ class AuthMiddleware:
     without a key through as the ``default`` tenant's (a wrong key is still refused); with
     neither ``keys`` nor ``lookup`` every request is. WebSocket connections are refused: the
     gateway has none.
+
+    With ``failures``, each 401/403 spends one of the client address's failed
+    authentications (``gateway/auth_limit.py``); an address out of them gets 429 instead, and
+    an address this process knows to be out gets 429 before its key is looked up. The address
+    is the peer's, or the client's as ``X-Forwarded-For`` names it when the peer is one of
+    ``trusted_proxies`` (``gateway/client_address.py``).
     """
 
     app: ASGIApp
@@ -140,6 +149,8 @@ class AuthMiddleware:
     public: frozenset[str] = PUBLIC_PATHS
     lookup: Lookup | None = None
     anonymous: bool = False
+    failures: AuthFailures | None = None
+    trusted_proxies: tuple[Network, ...] = ()
 
     async def _identify(self, token: bytes) -> tuple[bytes, Principal] | None:
         digest = None if self.keys is None else self.keys.identify(token)
@@ -160,8 +171,14 @@ class AuthMiddleware:
         if route_path(scope) in self.public:
             await self.app(scope, receive, send)
             return
+        scope = {**scope, ADDRESS_SCOPE_KEY: limit_address(client_ip(scope, self.trusted_proxies))}
         if self.keys is None and self.lookup is None:  # no keys anywhere: all anonymous
             await self._call(scope, receive, send, ANONYMOUS, ANONYMOUS_CALLER)
+            return
+        address = scope[ADDRESS_SCOPE_KEY]
+        refused_s = 0.0 if self.failures is None else self.failures.refused_for(address)
+        if refused_s > 0:
+            await too_many(BLOCKED_MESSAGE, refused_s)(scope, receive, send)
             return
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
         token = bearer_token(header)
@@ -171,12 +188,20 @@ class AuthMiddleware:
         try:
             found = None if token is None else await self._identify(token)
         except (redis.RedisError, OSError, TimeoutError) as exc:
-            log.warning("redis_unavailable", error=type(exc).__name__, during="key_lookup")
-            await unavailable()(scope, receive, send)
+            await _unavailable(scope, receive, send, exc, "key_lookup")
             return
         if found is not None:
             await self._call(scope, receive, send, *found)
             return
+        if self.failures is not None:
+            try:
+                refused_s = await self.failures.failed(address)
+            except (redis.RedisError, OSError, TimeoutError) as exc:
+                await _unavailable(scope, receive, send, exc, "auth_limit")
+                return
+            if refused_s > 0:
+                await too_many(BLOCKED_MESSAGE, refused_s)(scope, receive, send)
+                return
         if token is None:
             response = error_response(
                 401,
@@ -195,3 +220,10 @@ class AuthMiddleware:
         )
         inner = {**scope, CALLER_SCOPE_KEY: caller, PRINCIPAL_SCOPE_KEY: who}
         await self.app(inner, receive, send)
+
+
+async def _unavailable(
+    scope: Scope, receive: Receive, send: Send, exc: BaseException, during: str
+) -> None:
+    log.warning("redis_unavailable", error=type(exc).__name__, during=during)
+    await unavailable()(scope, receive, send)

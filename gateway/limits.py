@@ -1,54 +1,39 @@
-"""Load limits: a per-key token bucket (429 over the rate) and a cap on concurrent long-polls.
+"""Load limits: a per-key request rate shared by every gateway process (429 over it) and a
+cap on concurrent long-polls in this process.
 
-Both count in this process only: N gateway processes allow N times the numbers.
+The rate is a GCRA in Redis (``gateway/gcra.py``): one script call per authenticated request,
+which also refuses an address out of failed authentications (``gateway/auth_limit.py``). No
+in-process fallback: if Redis cannot be asked the request gets 503, as every ``/v1`` route
+needs Redis anyway (a fallback would only ration the 503s).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import redis
+import structlog
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from genqueue.gateway.errors import TooManyWaiters, error_response
+from genqueue.gateway.auth_limit import AuthFailures
+from genqueue.gateway.client_address import UNKNOWN
+from genqueue.gateway.errors import TooManyWaiters, error_response, unavailable
+from genqueue.gateway.gcra import Gcra, LimitScript, caller_name
+from genqueue.producer.keys import Keys
+
+log = structlog.get_logger(__name__)
 
 #: The ASGI scope entry where :class:`~genqueue.gateway.auth.AuthMiddleware` leaves the
 #: caller's identity (a digest of its key, never the key) for the rate limit.
 CALLER_SCOPE_KEY = "genqueue.caller"
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at_s: float
-
-
-@dataclass(slots=True)
-class TokenBuckets:
-    """One token bucket per caller: ``burst`` tokens, refilled at ``rate_rps``."""
-
-    rate_rps: float
-    burst: int
-    clock: Callable[[], float] = time.monotonic
-    _buckets: dict[bytes, _Bucket] = field(default_factory=dict)
-
-    def take(self, caller: bytes) -> float:
-        """Spend one token of ``caller``: 0.0 if allowed, else seconds until one is available."""
-        now = self.clock()
-        bucket = self._buckets.get(caller)
-        if bucket is None:
-            # Callers are authenticated keys, so the map is bounded by the number of keys.
-            bucket = self._buckets[caller] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at_s) * self.rate_rps)
-        bucket.at_s = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate_rps
+#: The ASGI scope entry with the caller's address as the failed-authentication limit names it.
+ADDRESS_SCOPE_KEY = "genqueue.address"
+#: The answer to a request from an address out of failed authentications.
+BLOCKED_MESSAGE = "too many failed authentications from this address"
 
 
 @dataclass(slots=True)
@@ -78,21 +63,40 @@ def too_many(message: str, retry_after_s: float) -> JSONResponse:
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """ASGI middleware: callers identified by auth spend one token per request; 429 when out."""
+    """ASGI middleware: a caller identified by auth spends one of its key's requests, shared
+    by every gateway process; 429 when out, or when its address is out of failures."""
 
     app: ASGIApp
-    buckets: TokenBuckets
+    script: LimitScript
+    keys: Keys
+    rate_rps: float
+    burst: int
+    failures: AuthFailures
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         caller: bytes | None = scope.get(CALLER_SCOPE_KEY)
         if scope["type"] != "http" or caller is None:
             await self.app(scope, receive, send)
             return
-        wait_s = self.buckets.take(caller)
-        if wait_s == 0.0:
+        address: str = scope.get(ADDRESS_SCOPE_KEY, UNKNOWN)
+        try:
+            verdict = await self.script.run(
+                self.keys.gateway_rate(caller_name(caller)),
+                Gcra.of(per_s=self.rate_rps, burst=self.burst),
+                (self.failures.key(address), self.failures.limit),
+            )
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis_unavailable", error=type(exc).__name__, during="rate_limit")
+            await unavailable()(scope, receive, send)
+            return
+        if verdict.outcome == "OK":
             await self.app(scope, receive, send)
             return
-        response = too_many(
-            f"over {self.buckets.rate_rps:g} requests per second for this API key", wait_s
-        )
+        if verdict.outcome == "BLOCKED":
+            self.failures.remember(address, verdict.wait_s)
+            response = too_many(BLOCKED_MESSAGE, verdict.wait_s)
+        else:
+            response = too_many(
+                f"over {self.rate_rps:g} requests per second for this API key", verdict.wait_s
+            )
         await response(scope, receive, send)

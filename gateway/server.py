@@ -34,7 +34,8 @@ def serve(
     uvicorn's lines go through the caller's logging (so through genqueue's secret scrubber)
     instead of uvicorn's own handlers. ``root_path``: the prefix a proxy strips in front of
     the gateway (``Location`` headers and the OpenAPI document name it). ``limits`` None
-    reads ``GENQUEUE_GATEWAY_*``.
+    reads ``GENQUEUE_GATEWAY_*``. uvicorn's own ``X-Forwarded-For`` handling is off: the
+    client's address comes from ``GENQUEUE_GATEWAY_TRUSTED_PROXIES`` only.
     """
     logging.getLogger("uvicorn").setLevel(logging.INFO)
     app = create_app(settings, api_keys, allow_anonymous=allow_anonymous, limits=limits)
@@ -46,6 +47,10 @@ def serve(
         access_log=False,
         log_config=None,
         root_path=root_path,
+        # uvicorn would otherwise take X-Forwarded-For from loopback peers as the client:
+        # the gateway reads it only from GENQUEUE_GATEWAY_TRUSTED_PROXIES
+        # (gateway/client_address.py).
+        proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

@@ -9,17 +9,15 @@ new connection, so they follow it across a failover. The user and password are t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.asyncio
 import redis.asyncio.sentinel
 import redis.sentinel
-
-if TYPE_CHECKING:
-    from arq.connections import RedisSettings
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
@@ -104,10 +102,12 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _sentinel_kwargs(target: SentinelTarget, options: dict[str, Any]) -> dict[str, Any]:
-    """Options for the connections to the sentinels: the timeouts, and TLS if asked."""
+    """Options for the connections to the sentinels: the timeouts, and TLS if asked (with the
+    same ``ssl_*`` options, e.g. a CA, as the data nodes: one deployment, one PKI)."""
     out = {k: v for k, v in options.items() if k.startswith("socket_")}
     if target.ssl:
         out["ssl"] = True
+        out.update({k: v for k, v in options.items() if k.startswith("ssl_")})
     return out
 
 
@@ -137,6 +137,14 @@ class SentinelRedis(redis.Redis):
                 s.close()
 
 
+@functools.cache
+def _sentinel_class(client_class: type[redis.asyncio.Redis]) -> type[SentinelAsyncRedis]:
+    """``client_class`` that also closes its sentinels (e.g. arq's ``ArqRedis``)."""
+    if client_class is redis.asyncio.Redis:
+        return SentinelAsyncRedis
+    return type(f"Sentinel{client_class.__name__}", (SentinelAsyncRedis, client_class), {})
+
+
 class BlockingSentinelConnectionPool(
     redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
 ):
@@ -150,21 +158,23 @@ def async_redis(
     *,
     max_connections: int | None = None,
     pool_timeout_s: float | None = None,
+    client_class: type[redis.asyncio.Redis] = redis.asyncio.Redis,
     **options: Any,
 ) -> redis.asyncio.Redis:
     """An asyncio client for ``url`` (plain or Sentinel); ``options`` as for ``Redis()``.
 
     With ``max_connections`` the pool is bounded and blocking: a caller finding every
-    connection busy waits up to ``pool_timeout_s`` (None: forever) for one.
+    connection busy waits up to ``pool_timeout_s`` (None: forever) for one. ``client_class``:
+    a subclass of ``Redis`` to build (the worker's arq pool is an ``ArqRedis``).
     """
     if not is_sentinel_url(url):
         if max_connections is None:
-            plain: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, **options)
+            plain: redis.asyncio.Redis = client_class.from_url(url, **options)
             return plain
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=pool_timeout_s, **options
         )
-        bounded: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)
+        bounded: redis.asyncio.Redis = client_class.from_pool(pool)
         return bounded
     target = parse_sentinel_url(url)
     sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
@@ -179,7 +189,7 @@ def async_redis(
         }
     client: SentinelAsyncRedis = sentinel.master_for(
         target.service,
-        redis_class=SentinelAsyncRedis,
+        redis_class=_sentinel_class(client_class),
         **target.data_kwargs(),
         **pool_options,
         **options,
@@ -201,33 +211,3 @@ def sync_redis(url: str, **options: Any) -> redis.Redis:
     )
     client.sentinel_manager = sentinel
     return client
-
-
-def arq_settings(url: str) -> RedisSettings:
-    """arq's connection settings for ``url`` (arq builds its own Sentinel client from them),
-    credentials included wherever the URL holds them (userinfo or query string).
-
-    arq passes ``ssl`` to the data nodes only: with ``rediss+sentinel://`` its connections to
-    the sentinels themselves are plain TCP (genqueue's own clients use TLS for both).
-    """
-    from arq.connections import RedisSettings  # only workers need arq
-
-    if not is_sentinel_url(url):
-        # ``from_dsn`` reads the password only from the userinfo; redis-py also accepts
-        # ``?username=`` and ``?password=``, so a URL the producer connects with must
-        # connect arq's pool too.
-        base = RedisSettings.from_dsn(url)
-        query = parse_qs(urlsplit(url).query)
-        username = query.get("username", [None])[-1] or base.username
-        password = query.get("password", [None])[-1] or base.password
-        return replace(base, username=username, password=password)
-    target = parse_sentinel_url(url)
-    return RedisSettings(
-        host=list(target.sentinels),
-        sentinel=True,
-        sentinel_master=target.service,
-        database=target.db,
-        username=target.username,
-        password=target.password,
-        ssl=target.ssl,
-    )

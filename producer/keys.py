@@ -312,6 +312,16 @@ class Keys:
         """String: the next free turn (Redis ms) of a call the rate limit refused."""
         return f"{self.prefix}:ratelimit:{identity}:turn"
 
+    def gateway_rate(self, caller: str) -> str:
+        """String: the gateway's request rate of one API key (GCRA TAT, Redis µs; ``caller``:
+        a hash of the key's digest, never the key); TTL at most the burst's refill time."""
+        return f"{self.prefix}:gw:rate:{caller}"
+
+    def gateway_auth_failures(self, address: str) -> str:
+        """String: the gateway's failed authentications of one client address (an IPv4
+        address or an IPv6 /64; GCRA TAT, Redis µs); TTL at most the burst's refill time."""
+        return f"{self.prefix}:gw:authfail:{address}"
+
     @property
     def accepted_models(self) -> str:
         """Set: models the upstream has accepted (bounded by ``Settings.max_models``); a

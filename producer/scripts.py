@@ -71,6 +71,7 @@ OTHER_SCRIPT_NAMES: tuple[str, ...] = (
     "pause_streak",
     "tenant_delete",
     "admit",
+    "gateway_limit",
 )
 
 _INCLUDE = re.compile(r'^--- @include "([a-z_]+)"[ \t]*$', re.MULTILINE)

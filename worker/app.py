@@ -36,7 +36,7 @@ from genqueue.producer.keys import (
 )
 from genqueue.producer.timers import dumps, loads
 from genqueue.worker.admission import announce_cap, run_admit, safety_net
-from genqueue.worker.arq_redis import arq_redis_settings
+from genqueue.worker.arq_redis import arq_pool
 from genqueue.worker.claim import TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
@@ -159,7 +159,13 @@ def _worker(
     return TimerWorker(
         functions=functions,
         queue_name=queue,
-        redis_settings=arq_redis_settings(config.settings.redis_url),
+        # Our own pool, not arq's create_pool: TLS to the sentinels too (worker/arq_redis.py).
+        redis_pool=arq_pool(
+            config.settings.redis_url,
+            queue_name=queue,
+            job_serializer=dumps,
+            job_deserializer=loads,
+        ),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=handle_signals,
@@ -298,18 +304,8 @@ async def stop_worker(worker: Worker, grace_s: float = 0.0) -> None:
         if worker.on_shutdown is not None:
             await worker.on_shutdown(worker.ctx)
     finally:
+        # Our pool's aclose also closes its sentinels (producer/connections.py).
         await pool.aclose(close_connection_pool=True)
-        await _close_sentinels(pool)
-
-
-async def _close_sentinels(client: Any) -> None:
-    """Close the connections to the sentinels of arq's pool for a Sentinel URL: arq builds
-    it on a ``Sentinel`` client it never closes (each restart of a worker's loop, as after a
-    failover, left them open)."""
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
-    for sentinel in getattr(manager, "sentinels", ()):
-        with contextlib.suppress(Exception):
-            await sentinel.aclose()
 
 
 async def run_worker(

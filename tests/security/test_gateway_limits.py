@@ -1,6 +1,6 @@
-"""The gateway under load: a per-key request rate, a cap on concurrent long-polls (both 429
-with Retry-After), defaults that let a backend's burst of a few hundred through, and a
-bounded Redis pool."""
+"""The gateway under load: a per-key request rate shared by every gateway process, a cap on
+concurrent long-polls (both 429 with Retry-After), defaults that let a backend's burst of a
+few hundred through, and a bounded Redis pool."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from click.testing import CliRunner
 import genqueue.cli
 from genqueue.cli import main
 from genqueue.gateway import create_app
-from genqueue.gateway.limits import TokenBuckets, WaiterCap
+from genqueue.gateway.auth_limit import AuthFailures
+from genqueue.gateway.gcra import Gcra, LimitScript
+from genqueue.gateway.limits import WaiterCap
 from genqueue.gateway.settings import GatewaySettings
 from genqueue.producer import AsyncClient, Settings
 from tests.security.conftest import KEY, OTHER_KEY, REQ
@@ -94,21 +96,41 @@ async def test_over_the_waiter_cap_a_long_poll_gets_429(
 
 
 def test_default_rate_lets_a_burst_of_a_few_hundred_through() -> None:
-    """With the defaults a key may send 500 requests at once before any is refused."""
+    """With the defaults a key may send 500 requests at once before any is refused (GCRA:
+    tolerance / interval + 1 at once)."""
     defaults = GatewaySettings()
-    buckets = TokenBuckets(defaults.gateway_rate_rps, defaults.gateway_rate_burst, lambda: 0.0)
-    assert all(buckets.take(b"k") == 0.0 for _ in range(500))
-    assert buckets.take(b"k") > 0.0
+    limit = Gcra.of(per_s=defaults.gateway_rate_rps, burst=defaults.gateway_rate_burst)
+    assert limit.tolerance_us // limit.interval_us + 1 == 500
 
 
-def test_tokens_refill_at_the_rate() -> None:
-    """An empty bucket says how long until the next token, and grants it once that passed."""
-    now = [0.0]
-    buckets = TokenBuckets(rate_rps=2.0, burst=1, clock=lambda: now[0])
-    assert buckets.take(b"k") == 0.0
-    assert buckets.take(b"k") == pytest.approx(0.5)
-    now[0] = 0.5
-    assert buckets.take(b"k") == 0.0
+async def test_a_burst_goes_through_then_the_limit_refuses(settings: Settings) -> None:
+    """The script lets exactly ``burst`` requests through at once, then refuses."""
+    client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+    script = LimitScript(lambda: client)
+    limit = Gcra.of(per_s=0.01, burst=5)
+    try:
+        for _ in range(5):
+            assert (await script.run("gqt:burst", limit)).outcome == "OK"
+        refused = await script.run("gqt:burst", limit)
+        assert refused.outcome == "RATE" and refused.wait_s > 90
+    finally:
+        await client.aclose()
+
+
+async def test_a_refused_request_is_told_when_the_next_one_is_free(settings: Settings) -> None:
+    """An exhausted limit answers the wait until its next request (at most one interval),
+    and grants that request once the wait has passed."""
+    client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+    script = LimitScript(lambda: client)
+    limit = Gcra.of(per_s=20.0, burst=1)
+    try:
+        assert (await script.run("gqt:refill", limit)).outcome == "OK"
+        refused = await script.run("gqt:refill", limit)
+        assert refused.outcome == "RATE" and 0 < refused.wait_s <= 0.05
+        await asyncio.sleep(refused.wait_s)
+        assert (await script.run("gqt:refill", limit)).outcome == "OK"
+    finally:
+        await client.aclose()
 
 
 def test_limits_read_from_the_environment() -> None:
@@ -119,11 +141,19 @@ def test_limits_read_from_the_environment() -> None:
             "GENQUEUE_GATEWAY_RATE_BURST": "40",
             "GENQUEUE_GATEWAY_MAX_WAITERS": "9",
             "GENQUEUE_GATEWAY_REDIS_MAX_CONNECTIONS": "12",
+            "GENQUEUE_GATEWAY_AUTH_FAIL_PER_MIN": "6",
+            "GENQUEUE_GATEWAY_AUTH_FAIL_BURST": "8",
+            "GENQUEUE_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, 2001:db8::1",
         }
     )
-    assert limits == GatewaySettings(7.5, 40, 9, 12)
+    assert limits == GatewaySettings(7.5, 40, 9, 12, 6.0, 8, "10.0.0.0/8, 2001:db8::1")
+    assert [str(n) for n in limits.trusted_proxies] == ["10.0.0.0/8", "2001:db8::1/128"]
     with pytest.raises(ValueError, match="gateway_rate_burst"):
         GatewaySettings(gateway_rate_burst=0)
+    with pytest.raises(ValueError, match="gateway_auth_fail_per_min"):
+        GatewaySettings(gateway_auth_fail_per_min=0)
+    with pytest.raises(ValueError, match="gateway_trusted_proxies"):
+        GatewaySettings(gateway_trusted_proxies="10.0.0.0/8,proxy.local")
 
 
 async def test_redis_connections_are_bounded(settings: Settings) -> None:
@@ -138,9 +168,11 @@ async def test_redis_connections_are_bounded(settings: Settings) -> None:
         await app.state.resources.aclose()
 
 
-def test_the_limiter_uses_a_monotonic_clock() -> None:
-    """The limiter measures with a monotonic clock (a wall-clock step cannot refill it)."""
-    assert TokenBuckets(1.0, 1).clock is time.monotonic
+def test_remembered_refusals_use_a_monotonic_clock() -> None:
+    """A process remembers refused addresses by a monotonic clock (a wall-clock step cannot
+    end a refusal early); the shared limits use Redis's clock."""
+    failures = AuthFailures(LimitScript(lambda: redis.asyncio.Redis()), Settings().keys, 1, 1)
+    assert failures.clock is time.monotonic
 
 
 def test_gateway_command_refuses_a_bad_limit(

@@ -25,7 +25,7 @@ from genqueue.logs import scrub
 from genqueue.producer import Client, InvalidRequest
 from genqueue.producer.keys import Field
 from genqueue.producer.settings import Settings, redact_url
-from genqueue.worker.arq_redis import arq_redis_settings
+from genqueue.worker.arq_redis import arq_pool
 from tests.processes import stop_process, wait_until
 from tests.security.conftest import KEY, OTHER_KEY, REQ, RedisUser
 
@@ -57,11 +57,19 @@ def test_settings_repr_shows_no_redis_url() -> None:
     assert "s3cret" not in repr(Settings(redis_url="redis://h/0?password=s3cret"))
 
 
-def test_worker_arq_pool_reads_the_password_from_the_query() -> None:
+async def test_worker_arq_pool_reads_the_password_from_the_query() -> None:
     """The worker's arq pool authenticates with a query-string password as redis-py does."""
-    rs = arq_redis_settings("redis://h:6380/2?username=u&password=pw")
-    assert (rs.host, rs.port, rs.database, rs.username, rs.password) == ("h", 6380, 2, "u", "pw")
-    assert arq_redis_settings("redis://u:pw@h/0").password == "pw"
+    query = arq_pool("redis://h:6380/2?username=u&password=pw", queue_name="q")
+    userinfo = arq_pool("redis://u:pw@h/0", queue_name="q")
+    try:
+        kw = query.connection_pool.connection_kwargs
+        assert (kw["host"], kw["port"], kw["db"], kw["username"], kw["password"]) == (
+            "h", 6380, 2, "u", "pw",
+        )  # fmt: skip
+        assert userinfo.connection_pool.connection_kwargs["password"] == "pw"
+    finally:
+        await query.aclose()
+        await userinfo.aclose()
 
 
 @pytest.mark.parametrize("where", ["userinfo", "query"])

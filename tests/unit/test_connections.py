@@ -1,4 +1,4 @@
-"""Redis URLs (plain and ``redis+sentinel://``), their redaction, arq's settings, and the
+"""Redis URLs (plain and ``redis+sentinel://``), their redaction, arq's pool, and the
 choice of wait after a critical write: no Redis needed."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from genqueue.logs import secrets_in_env
 from genqueue.producer.connections import (
     BlockingSentinelConnectionPool,
     SentinelTarget,
-    arq_settings,
     async_redis,
     is_sentinel_url,
     parse_sentinel_url,
@@ -109,16 +108,41 @@ async def test_bounded_async_clients_keep_their_bound_for_both_url_forms() -> No
         await sentinel.aclose()
 
 
-def test_arq_settings_name_the_sentinels_and_the_service() -> None:
-    """arq is handed the sentinel list, the service and the data nodes' credentials."""
-    s = arq_settings(URL)
-    assert s.sentinel is True and s.sentinel_master == "genqueue"
-    assert s.host == [("h1", 26379), ("h2", 26380)]
-    assert (s.database, s.username, s.password) == (2, "app", "s3cret")
-    plain = arq_settings("redis://:pw@h:6390/3")
-    assert plain.sentinel is False and (plain.host, plain.port, plain.database) == ("h", 6390, 3)
-    query = arq_settings("redis://h:6390/3?username=u&password=qpw")
-    assert (query.username, query.password) == ("u", "qpw")
+async def test_arq_pool_names_the_sentinels_and_the_service() -> None:
+    """arq's pool asks the URL's sentinels for its service, with the data nodes' credentials
+    from the userinfo or the query string; it is an ``ArqRedis`` closing its sentinels."""
+    from arq.connections import ArqRedis
+
+    from genqueue.worker.arq_redis import arq_pool
+
+    pool = arq_pool(URL, queue_name="q")
+    plain = arq_pool("redis://:pw@h:6390/3", queue_name="q")
+    query = arq_pool("redis://h:6390/3?username=u&password=qpw", queue_name="q")
+    try:
+        assert isinstance(pool, ArqRedis) and pool.default_queue_name == "q"
+        manager = pool.connection_pool.sentinel_manager  # type: ignore[attr-defined]
+        assert [
+            (
+                s.connection_pool.connection_kwargs["host"],
+                s.connection_pool.connection_kwargs["port"],
+            )
+            for s in manager.sentinels
+        ] == [("h1", 26379), ("h2", 26380)]
+        assert pool.connection_pool.service_name == "genqueue"  # type: ignore[attr-defined]
+        kwargs = pool.connection_pool.connection_kwargs
+        assert (kwargs["db"], kwargs["username"], kwargs["password"]) == (2, "app", "s3cret")
+        kwargs = plain.connection_pool.connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"]) == (
+            "h",
+            6390,
+            3,
+            "pw",
+        )
+        kwargs = query.connection_pool.connection_kwargs
+        assert (kwargs["username"], kwargs["password"]) == ("u", "qpw")
+    finally:
+        for client in (pool, plain, query):
+            await client.aclose()
 
 
 INFO_70 = {"redis_version": "7.0.15", "aof_enabled": 1, "connected_slaves": 0}
