@@ -5,7 +5,6 @@ runtime; and the clients follow the primary across a failover (real ``redis-serv
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import signal
@@ -161,18 +160,6 @@ async def _submit(client: AsyncClient, key: str) -> str:
     raise AssertionError("unreachable")
 
 
-async def _close_abandoned_connections() -> None:
-    """arq's ``create_pool`` retries a failed connect with a new Sentinel client each time and
-    never closes the ones it gave up on (their connections to the sentinels stay open): close
-    them here, or their finalizers warn in whichever test runs next."""
-    from redis.asyncio.connection import AbstractConnection
-
-    gc.collect()
-    for obj in gc.get_objects():
-        if isinstance(obj, AbstractConnection) and obj.is_connected:
-            await obj.disconnect()
-
-
 async def test_the_wake_listener_works_across_a_failover(
     cluster: LocalSentinelCluster, settings: Settings
 ) -> None:
@@ -208,4 +195,3 @@ async def test_the_wake_listener_works_across_a_failover(
         if not worker.done():
             os.kill(os.getpid(), signal.SIGTERM)  # run_worker's own handler: a clean stop
         await asyncio.wait_for(worker, timeout=60)
-        await _close_abandoned_connections()
