@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -19,21 +18,16 @@ from tests.integration.test_restart import wait_until, worker_env
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("honour_idempotency", [True, False], ids=["idem", "no-idem"])
-def test_worker_survives_redis_restart_and_nothing_is_lost(
-    tmp_path: Path, honour_idempotency: bool
-) -> None:
+def test_worker_survives_redis_restart_and_nothing_is_lost(tmp_path: Path) -> None:
     """Redis killed mid-run and restarted: the same worker process reconnects and every video
-    finishes, each created once, with its cost recorded."""
+    finishes, each created once, with its cost recorded, though the upstream ignores
+    idempotency keys (as Together does): creates in flight are neither lost nor re-bought."""
     with LocalRedis(appendfsync="always") as server:
         settings = Settings(redis_url=server.url, key_prefix="gq-redis-restart")
-        cfg = SimConfig(
-            time_scale=0.02, seed=5, failure_share=0.0, honour_idempotency=honour_idempotency
-        )
+        cfg = SimConfig(time_scale=0.02, seed=5, failure_share=0.0, honour_idempotency=False)
         with running_simulator(cfg) as sim, Client(settings) as client:
             log_path = tmp_path / "worker.log"
             env = worker_env(settings, sim.base_url)
-            env["GENQUEUE_LOG_LEVEL"] = os.environ.get("GQ_TEST_LOG_LEVEL", "WARNING")
             with log_path.open("wb") as log:
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "genqueue", "worker"],
@@ -60,8 +54,6 @@ def test_worker_survives_redis_restart_and_nothing_is_lost(
                 worker.send_signal(signal.SIGTERM)
                 code = worker.wait(timeout=60)
     log_text = log_path.read_text(errors="replace")
-    if os.environ.get("GQ_TEST_KEEP_LOG"):
-        Path(os.environ["GQ_TEST_KEEP_LOG"]).write_text(log_text)
     assert code == 0, log_text[-3000:]
     assert {v.status for v in views} == {"completed"}
     assert truth["jobs_created"] == 100 and truth["duplicate_creations"] == 0

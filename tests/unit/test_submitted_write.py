@@ -1,4 +1,5 @@
-"""A created job's id is written even when Redis is briefly unreachable (until the lease ends)."""
+"""A created job's id is written even when Redis is briefly unreachable (through the lease and
+one more: tasks.py ``_record_submitted``)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,7 @@ async def test_write_is_retried_while_redis_is_unreachable(exc: Exception) -> No
 
 
 async def test_write_gives_up_at_the_deadline() -> None:
-    """Past the deadline (the lease's end, when another attempt may take over) the error is
-    raised, never retried forever."""
+    """Past the deadline the error is raised, never retried forever."""
     durability = FlakyDurability(10**6, redis.exceptions.ConnectionError("down"))
     with pytest.raises(redis.exceptions.ConnectionError):
         await _run_until(_rt(durability), None, time.monotonic() + 0.2)  # type: ignore[arg-type]
