@@ -426,9 +426,10 @@ async def _record_submitted(
         if reply.tag is Tag.OK:
             log.info("upstream_job_created", upstream_status=job.status)
             await _arm_next(rt, POLL_TASK, request_id, reply.step, step)
-        elif reply.tag is Tag.STALE and (now := await _load(rt, request_id)).get(
-            Field.UPSTREAM_ID
-        ) == job.id:
+        elif (
+            reply.tag is Tag.STALE
+            and (now := await _load(rt, request_id)).get(Field.UPSTREAM_ID) == job.id
+        ):
             # Written by an earlier try whose reply was lost with the connection.
             log.info("upstream_job_created", upstream_status=job.status, reply_lost=True)
             await arm_current(rt, request_id, now)
