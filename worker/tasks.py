@@ -378,7 +378,10 @@ async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
     delay_s = 0.05
     while True:
         try:
-            return await rt.durability.run(rt.redis, rt.scripts, c)
+            # Bounded: a command on a connection a partition left half-open would otherwise
+            # hang past the deadline (the runtime's close waits for this write).
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await rt.durability.run(rt.redis, rt.scripts, c)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             if time.monotonic() + delay_s >= deadline:
                 raise
@@ -398,8 +401,9 @@ async def _record_submitted(
     with structlog.contextvars.bound_contextvars(upstream_id=job.id):
         cfg = rt.config
         try:
-            first = 0.0 if job.is_terminal else await _poll_wait_s(rt, raw, job, 0, None)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            async with asyncio.timeout(cfg.lease_s):  # the id first: see _run_until
+                first = 0.0 if job.is_terminal else await _poll_wait_s(rt, raw, job, 0, None)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError):
             first = _next_poll_s(rt, 0)  # no learned durations now; the id must still be kept
         # begin_submit left the timer seq as it was: the first poll is the next step.
         step = _next(POLL_TASK, raw, raw.get(Field.SEQ, "0"))

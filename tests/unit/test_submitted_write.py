@@ -3,6 +3,7 @@ one more: tasks.py ``_record_submitted``)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -56,3 +57,20 @@ async def test_other_errors_are_not_retried() -> None:
     with pytest.raises(redis.exceptions.ResponseError):
         await _run_until(_rt(durability), None, time.monotonic() + 30)  # type: ignore[arg-type]
     assert durability.calls == 1
+
+
+class HangingDurability:
+    """Never answers, as a command on a connection a network partition left half-open."""
+
+    async def run(self, client: Any, scripts: Any, c: Any) -> list[str]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.timeout(10)
+async def test_a_hanging_write_ends_at_the_deadline() -> None:
+    """A write that never answers ends at the deadline: the runtime's close, which waits for
+    it, is never held forever."""
+    with pytest.raises(TimeoutError):
+        rt: Any = SimpleNamespace(durability=HangingDurability(), redis=None, scripts=None)
+        await _run_until(rt, None, time.monotonic() + 0.2)  # type: ignore[arg-type]
