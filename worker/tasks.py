@@ -366,6 +366,10 @@ async def _create(
     await _record_submitted(rt, raw, submit_seq, job, lease_ends)
 
 
+#: The least time one try of a critical write gets, whatever its deadline.
+WRITE_TRY_S = 5.0
+
+
 async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
     """Run a critical write, retrying while Redis is unreachable until ``deadline``
     (monotonic seconds).
@@ -379,8 +383,9 @@ async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
     while True:
         try:
             # Bounded: a command on a connection a partition left half-open would otherwise
-            # hang past the deadline (the runtime's close waits for this write).
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            # hang past the deadline (the runtime's close waits for this write). An answer
+            # that came late (a stalled process) still gets a full try.
+            async with asyncio.timeout(max(WRITE_TRY_S, deadline - time.monotonic())):
                 return await rt.durability.run(rt.redis, rt.scripts, c)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             if time.monotonic() + delay_s >= deadline:
