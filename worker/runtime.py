@@ -15,6 +15,7 @@ from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import AsyncScripts
 from genqueue.producer.timers import AsyncTimers
 from genqueue.worker.config import WorkerConfig
+from genqueue.worker.critical import CriticalSections
 from genqueue.worker.durability import Durability, policy_for
 from genqueue.worker.durations import DurationModel
 from genqueue.worker.metrics import WorkerMetrics
@@ -55,6 +56,8 @@ class Runtime:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     rng: random.Random = field(default_factory=random.Random)
     unknown_statuses_seen: set[str] = field(default_factory=set)
+    #: Creates in flight with the write of their answer: they outlive their task (close waits).
+    creates: CriticalSections = field(default_factory=CriticalSections)
 
     side_transport: httpx.AsyncBaseTransport | None = None
     rate_limit: RateLimit | None = None
@@ -182,6 +185,8 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        # A create answered while its task was being cancelled still needs both clients.
+        await self.creates.drain()
         await self.webhook_http.aclose()
         await self.download_http.aclose()
         await self.upstream.aclose()

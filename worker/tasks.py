@@ -338,25 +338,36 @@ async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
         if reply.ambiguous:
             rt.metrics.ambiguous_submits.inc()
             log.warning("ambiguous_submit", policy=cfg.ambiguous_policy)
-        body = json.loads(raw[Field.REQUEST])
         # The lease taken above runs from about now: the id must be written before it ends.
         lease_ends = time.monotonic() + cfg.lease_s
+        # From the POST on, cancelling this task (a lost Redis stops arq, which cancels its
+        # jobs) would throw away an answer whose job exists: the next attempt would buy it again.
+        await rt.creates.run(_create(rt, raw, submit_seq, is_probe, lease_ends))
+
+
+async def _create(
+    rt: Runtime, raw: dict[str, str], submit_seq: int, is_probe: bool, lease_ends: float
+) -> None:
+    """POST the create for lease ``submit_seq`` and record its answer (not cancellable)."""
+    body = json.loads(raw[Field.REQUEST])
+    try:
+        job = await rt.upstream.create(body, idempotency_key=idempotency_header(raw[Field.ID]))
+    except UpstreamError as exc:
+        await _submit_failed(rt, raw, submit_seq, exc)
+        return
+    if is_probe:
         try:
-            job = await rt.upstream.create(body, idempotency_key=idempotency_header(request_id))
-        except UpstreamError as exc:
-            await _submit_failed(rt, raw, submit_seq, exc)
-            return
-        if is_probe and await rt.pause.resume():
-            log.warning("creates_resumed")
-        # Shielded: once the upstream has answered, the id must reach Redis even if this
-        # task is cancelled (timeout, shutdown) — an unrecorded job is billed and lost.
-        # `submitted` also ends the create failure streak (the upstream answered).
-        await asyncio.shield(_record_submitted(rt, raw, submit_seq, job, lease_ends))
+            if await rt.pause.resume():
+                log.warning("creates_resumed")
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            # The id comes first; the pause's probe window ends on its own.
+            log.warning("creates_resume_unrecorded")
+    # `submitted` also ends the create failure streak (the upstream answered).
+    await _record_submitted(rt, raw, submit_seq, job, lease_ends)
 
 
-#: Seconds before the lease ends when writing a created job's id stops being retried: after
-#: that another attempt may take the request over (an ambiguous submit).
-SUBMITTED_RETRY_MARGIN_S = 2.0
+#: The least time one try of a critical write gets, whatever its deadline.
+WRITE_TRY_S = 5.0
 
 
 async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
@@ -366,11 +377,16 @@ async def _run_until(rt: Runtime, c: ScriptCall[R], deadline: float) -> R:
     The upstream ignores idempotency keys: a created job whose id is not written before the
     lease ends is created again by the next attempt (a paid duplicate). A Redis restart or
     failover during a burst of creates would otherwise turn every create in flight into one.
+    The script checks the lease's ``submit_seq``, not its time, so a late write is safe.
     """
     delay_s = 0.05
     while True:
         try:
-            return await rt.durability.run(rt.redis, rt.scripts, c)
+            # Bounded: a command on a connection a partition left half-open would otherwise
+            # hang past the deadline (the runtime's close waits for this write). An answer
+            # that came late (a stalled process) still gets a full try.
+            async with asyncio.timeout(max(WRITE_TRY_S, deadline - time.monotonic())):
+                return await rt.durability.run(rt.redis, rt.scripts, c)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             if time.monotonic() + delay_s >= deadline:
                 raise
@@ -390,8 +406,9 @@ async def _record_submitted(
     with structlog.contextvars.bound_contextvars(upstream_id=job.id):
         cfg = rt.config
         try:
-            first = 0.0 if job.is_terminal else await _poll_wait_s(rt, raw, job, 0, None)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            async with asyncio.timeout(cfg.lease_s):  # the id first: see _run_until
+                first = 0.0 if job.is_terminal else await _poll_wait_s(rt, raw, job, 0, None)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError):
             first = _next_poll_s(rt, 0)  # no learned durations now; the id must still be kept
         # begin_submit left the timer seq as it was: the first poll is the next step.
         step = _next(POLL_TASK, raw, raw.get(Field.SEQ, "0"))
@@ -409,11 +426,22 @@ async def _record_submitted(
             tracking_poll_delay_ms=_scaled_ms(rt, cfg.schedule.poll_cap_s),
             arm=step,
         ).call(cfg.settings)
-        deadline = (lease_ends or time.monotonic()) - SUBMITTED_RETRY_MARGIN_S
+        # Within the lease the write wins: nobody else may create meanwhile. For one lease
+        # more it is still worth making: if another attempt took over after the lease, this
+        # job is kept as a superseded one (tracked, its cost counted) rather than only
+        # counted as possibly billed. Past that the runtime's close stops waiting for it.
+        deadline = (lease_ends or time.monotonic()) + cfg.lease_s
         reply = await _run_until(rt, c, deadline)
         if reply.tag is Tag.OK:
             log.info("upstream_job_created", upstream_status=job.status)
             await _arm_next(rt, POLL_TASK, request_id, reply.step, step)
+        elif (
+            reply.tag is Tag.STALE
+            and (now := await _load(rt, request_id)).get(Field.UPSTREAM_ID) == job.id
+        ):
+            # Written by an earlier try whose reply was lost with the connection.
+            log.info("upstream_job_created", upstream_status=job.status, reply_lost=True)
+            await arm_current(rt, request_id, now)
         elif reply.tag is Tag.STALE:
             # A newer attempt owns the request (or it ended): this job is checked until it
             # ends, after the request's own (the script restarts an ended record's chain).

@@ -33,9 +33,12 @@ redis.call('DEL', K_PAUSE_STREAK)
 if redis.call('EXISTS', K_REC) == 0 then return {'MISSING'} end
 local status = get('status')
 if status ~= 'submitting' or get('submit_seq') ~= SUBMIT_SEQ then
+  -- Known already: this write went through before and its reply was lost (a retried write).
+  local known = get('upstream_id') == UPSTREAM_ID
+    or string.find(get('upstream_ids') or '', UPSTREAM_ID, 1, true) ~= nil
   add_upstream_id(UPSTREAM_ID, false)
   -- The attempt counted as possibly billed when its lease expired has a known job now.
-  if num('possibly_billed') > 0 then possibly_billed(-1) end
+  if not known and num('possibly_billed') > 0 then possibly_billed(-1) end
   -- Already ended and out of every index: the chain starts again to check this job.
   -- (Not one waiting for admission: its chain starts when it is admitted.)
   if (get('timer') or '') == '' and not get('waiting') then release() end
