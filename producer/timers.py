@@ -19,6 +19,7 @@ import redis.asyncio
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
+from genqueue.producer.evalsha import script_caller
 from genqueue.producer.keys import INLINE_ARM_MARKER, SCHEMA_VERSION, WakeKeys, timer_job_id
 from genqueue.producer.scripts import source
 
@@ -106,6 +107,7 @@ class AsyncTimers:
     ) -> None:
         self._client = client
         self._script = client.register_script(source("arm"))
+        self._call = script_caller(client)
         self._queue = queue
         self._wake = wake or WakeKeys.of(queue)
 
@@ -119,7 +121,7 @@ class AsyncTimers:
             now_ms=int(time.time() * 1000),
             wake=self._wake,
         )
-        return bool(await self._script(keys=keys, args=args))
+        return bool(await self._call(self._script, keys, args))
 
     async def arm_many(self, items: Sequence[tuple[Timer, int]]) -> list[bool]:
         """Schedule each (timer, run at in Redis ms) in one pipeline; per item, as ``arm``:

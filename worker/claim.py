@@ -51,6 +51,7 @@ from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, Worker
 
+from genqueue.producer.evalsha import ScriptCaller, script_caller
 from genqueue.producer.keys import WakeKeys
 from genqueue.producer.scripts import source
 from genqueue.worker.wakeup import (
@@ -151,6 +152,7 @@ class TimerWorker(Worker):
     ) -> None:
         super().__init__(*args, **kwargs)
         self._claim_due: Any = None
+        self._call_script: ScriptCaller | None = None
         self._retired: list[tuple[str, str]] = []
         self._wake = wake
         self._watched = watched
@@ -314,8 +316,9 @@ class TimerWorker(Worker):
         await self.heart_beat()
 
     async def _look(self, *, want: int) -> list[Claimed]:
-        if self._claim_due is None:
+        if self._claim_due is None or self._call_script is None:
             self._claim_due = self.pool.register_script(source("claim_due"))
+            self._call_script = script_caller(self.pool)
         retired, self._retired = self._retired, []
         keys = [self.queue_name]
         if self._wake is not None:
@@ -334,7 +337,7 @@ class TimerWorker(Worker):
             watcher_id=self._watcher_id,
         )
         try:
-            reply = await self._claim_due(keys=keys, args=args)
+            reply = await self._call_script(self._claim_due, keys, args)
         except BaseException:
             self._retired[:0] = retired  # not sent: retried at the next look
             raise

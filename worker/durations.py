@@ -28,6 +28,7 @@ from statistics import NormalDist
 
 import redis.asyncio
 
+from genqueue.producer.evalsha import script_caller
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
 from genqueue.worker.drift import NONE, Shift, location_shift, settled
@@ -127,6 +128,7 @@ class DurationModel:
         self._settle_s = settle_s
         self._shift_z = shift_z
         self._record = client.register_script(source("record_duration"))
+        self._call = script_caller(client)
         self._rng = rng or random.Random()
         self._min = min_samples
         self._cache_s = cache_s
@@ -164,9 +166,10 @@ class DurationModel:
         recent_gen = f"{done_at - float(gen):.3f}:{done_at:.3f}" if gen else ""
         if not total and not gen and not offset:
             return
-        await self._record(
-            keys=self._keys_of(model),
-            args=[
+        await self._call(
+            self._record,
+            self._keys_of(model),
+            [
                 *(total, gen, self._samples, self._horizon, repr(self._rng.random())),
                 *(self._recent_kept, offset, OFFSET_BOUNDS_KEPT, recent_total, recent_gen),
                 f"{done_at:.3f}",
