@@ -400,10 +400,13 @@ class TimerWorker(Worker):
         }
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         how = ENDED_CRON if is_cron else ENDED
-        task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
-        self.job_tasks[job_id] = task
+        # In this task (arq runs the function in a task of its own under ``wait_for``): a
+        # task and a timer handle fewer per check. Its shutdown (this task cancelled) and
+        # its timeout (``TimeoutError``, a failure) end it as arq's would; arq's job abort,
+        # the only other user of ``job_tasks``, is not used.
         try:
-            await asyncio.wait_for(task, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await function.coroutine(ctx, *args, **kwargs)
         except asyncio.CancelledError:
             if self.retry_jobs:
                 self.jobs_retried += 1
@@ -415,6 +418,4 @@ class TimerWorker(Worker):
             self.jobs_failed += 1
         else:
             self.jobs_complete += 1
-        finally:
-            del self.job_tasks[job_id]
         self._retired.append((job_id, how))

@@ -25,6 +25,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 import redis.asyncio
 
@@ -88,6 +89,9 @@ class ModelDurations:
     #: The long samples' means, once per refresh: the mean queue wait is their difference.
     total_mean_s: float = 0.0
     generation_mean_s: float = 0.0
+    #: What the schedule derives from the samples alone (``worker/tasks.py: _span``), kept
+    #: until the next refresh replaces this object: every check used to recompute it.
+    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def offset_s(self) -> float | None:

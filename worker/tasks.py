@@ -31,7 +31,6 @@ from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 from genqueue.worker.config import ScheduleSettings
-from genqueue.worker.drift import Shift
 from genqueue.worker.durations import ModelDurations
 from genqueue.worker.observed import generation_s, offset_bound_s, seen
 from genqueue.worker.ratelimit import NO_LIMIT_ARGS
@@ -186,6 +185,27 @@ def _probes(
     )
 
 
+def _span(learned: ModelDurations, sched: ScheduleSettings, *, generation: bool) -> Span:
+    """The learned sample's span (``worker/window.py: span``), computed once per refresh."""
+    q, confidence, dense_q = (
+        sched.adaptive_quantile,
+        sched.adaptive_confidence,
+        sched.adaptive_dense_until_quantile,
+    )
+    key = ("span", generation, q, confidence, dense_q)
+    cached: Span | None = learned.derived.get(key)
+    if cached is None:
+        values, shift = (
+            (learned.generation, learned.generation_shift)
+            if generation
+            else (learned.total, learned.total_shift)
+        )
+        cached = learned.derived[key] = span(
+            values, shift, q=q, confidence=confidence, dense_q=dense_q
+        )
+    return cached
+
+
 async def _learned_wait_s(
     rt: Runtime,
     raw: dict[str, str],
@@ -212,25 +232,15 @@ async def _learned_wait_s(
     if view is None:
         return None
     every = cfg.scaled(sched.poll_floor_s)
-
-    def span_of(values: list[float], shift: Shift) -> Span:
-        return span(
-            values,
-            shift,
-            q=sched.adaptive_quantile,
-            confidence=sched.adaptive_confidence,
-            dense_q=sched.adaptive_dense_until_quantile,
-        )
-
     generation = (
-        span_of(learned.generation, learned.generation_shift)
+        _span(learned, sched, generation=True)
         if len(learned.generation) >= sched.adaptive_generation_min_samples
         else None
     )
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    total = span_of(learned.total, learned.total_shift)
+    total = _span(learned, sched, generation=False)
     first_at, until_at = check_window(view, total, generation, every)
     probe_at = probe_due(view, _probes(sched, learned, total, generation, every))
     elapsed = max(0.0, now - view.created_s)
