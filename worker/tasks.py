@@ -16,6 +16,7 @@ from typing import Literal
 import redis.exceptions
 import structlog
 
+from genqueue.logs import bound_context
 from genqueue.producer.contracts import (
     BeginPoll,
     BeginSubmit,
@@ -296,7 +297,7 @@ async def _poll_wait_s(
 async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
     """Create the upstream job for a pending request, or re-arm when it can't be done yet
     (or leave it in its admission queue, where a freed slot admits it)."""
-    with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
+    with bound_context(request_id=request_id, timer_seq=seq):
         raw = await read_full(rt.redis, rt.keys, request_id)  # the body is in the spec
         if not raw:
             log.info("record_missing")
@@ -397,7 +398,7 @@ async def _record_submitted(
     lease_ends: float | None = None,
 ) -> None:
     request_id = raw[Field.ID]
-    with structlog.contextvars.bound_contextvars(upstream_id=job.id):
+    with bound_context(upstream_id=job.id):
         cfg = rt.config
         try:
             first = 0.0 if job.is_terminal else await _poll_wait_s(rt, raw, job, 0, None)
@@ -501,7 +502,7 @@ async def _submit_failed(
 
 async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
     """Check the upstream job once; finish the request or arm the next check."""
-    with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
+    with bound_context(request_id=request_id, timer_seq=seq):
         limit_keys, limit_args = _limit(rt)
         step = Timer(POLL_TASK, request_id, seq + 1)
         begin = BeginPoll(
@@ -531,9 +532,7 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             await check_superseded(rt, raw, seq, lambda: arm_current(rt, request_id))
             return
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
-        with structlog.contextvars.bound_contextvars(
-            upstream_id=upstream_id, tenant=tenant_of(raw)
-        ):
+        with bound_context(upstream_id=upstream_id, tenant=tenant_of(raw)):
             try:
                 job = await rt.upstream.retrieve(upstream_id)
             except UpstreamError as exc:
