@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import redis
@@ -29,9 +30,13 @@ JOB_KEY_PREFIX: Final = job_key_prefix
 JOB_EXTRA_MS: Final = expires_extra_ms
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(obj: Any) -> bytes:
-    """arq job serializer: JSON (a shared Redis must not be a code-execution channel)."""
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """arq job serializer: JSON (a shared Redis must not be a code-execution channel); one
+    encoder for every call (``json.dumps`` with options builds one per call)."""
+    return _ENCODER.encode(obj).encode()
 
 
 def loads(data: bytes) -> Any:
@@ -81,6 +86,11 @@ def _arm_call(
     return keys, args
 
 
+@lru_cache(maxsize=16)
+def _wake_keys(queue: str) -> WakeKeys:
+    return WakeKeys.of(queue)
+
+
 def inline_arm(queue: str, timer: Timer) -> tuple[list[str], list[str]]:
     """The KEYS and ARGV a transition script takes at the end to enqueue ``timer`` itself
     when it is the step the script moves to (``arm`` in ``lua/_transition.lua``): one round
@@ -91,7 +101,7 @@ def inline_arm(queue: str, timer: Timer) -> tuple[list[str], list[str]]:
         at_ms=0,
         delay_ms=0,
         now_ms=int(time.time() * 1000),
-        wake=WakeKeys.of(queue),
+        wake=_wake_keys(queue),
     )
     payload = args[0]
     assert isinstance(payload, bytes)
