@@ -214,3 +214,21 @@ def test_settled_entries_are_drifts_settled_of_the_whole_set(settings: Settings)
 
 def _order(entry: str) -> tuple[float, str]:
     return float(entry.partition(":")[2]), entry
+
+
+def test_incremental_sort_equals_a_full_sort(settings: Settings) -> None:
+    """Refresh after refresh, the sample's sorted values are those of a full sort, whether a
+    few slots changed (updated in place), many did, or the sample grew."""
+    rng = random.Random(11)
+    client = redis.asyncio.Redis.from_url(settings.redis_url)  # never used: no Redis call
+    model = DurationModel(client, settings.keys)
+    raw = [f"{rng.uniform(1, 300):.3f}" for _ in range(500)]
+    for refresh in range(60):
+        raw = list(raw)  # each refresh reads a new list from Redis
+        for _ in range(rng.choice([0, 1, 5, 20, 200])):
+            raw[rng.randrange(len(raw))] = f"{rng.uniform(1, 300):.3f}"
+        if refresh % 17 == 0:
+            raw.append(f"{rng.choice([1.0, 5.5, 299.0]):.3f}")
+        if refresh % 5 == 0:  # duplicates of values already there
+            raw[rng.randrange(len(raw))] = raw[rng.randrange(len(raw))]
+        assert model._sorted(("m", "total"), raw) == sorted(map(float, raw)), refresh
