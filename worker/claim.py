@@ -59,7 +59,6 @@ from genqueue.worker.wakeup import (
     Periodic,
     WakeListener,
     sleep_until_spaced,
-    wait_for_any,
     wait_s,
 )
 
@@ -165,6 +164,8 @@ class TimerWorker(Worker):
         self._last_look_at = 0.0
         #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
         self._ended = asyncio.Event()
+        #: The current wait's future (``_wait``), resolved by whatever ends it.
+        self._waiter: asyncio.Future[None] | None = None
         # '+': this worker renews or gives up its watch at every look (lua/_wake.lua).
         self._watcher_id = "+" + uuid.uuid4().hex[:15]
         #: Looks made (a figure for tests and the bench).
@@ -173,6 +174,9 @@ class TimerWorker(Worker):
     def wake(self) -> None:
         """End the current wait now (a stop, or a job of this worker ended)."""
         self._ended.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def main(self) -> None:
         try:
@@ -268,11 +272,7 @@ class TimerWorker(Worker):
         schedule_in_s = self._schedule_in_s()
         timeout_s = max(0.0, min(look_in_s, schedule_in_s))
         if timeout_s > 0 and not self._ended.is_set():
-            ended = asyncio.ensure_future(self._ended.wait())
-            try:
-                await wait_for_any(listener.task(), ended, timeout_s=timeout_s)
-            finally:
-                ended.cancel()
+            await self._wait_for_reason(listener.task(), timeout_s)
         token = listener.take()
         if token and self.job_counter >= self.max_jobs:
             await listener.give_back()  # no free slot here: let a waiting worker take it
@@ -282,6 +282,27 @@ class TimerWorker(Worker):
             # Busy: look no more often than poll_delay_s (as before), whatever woke it.
             await sleep_until_spaced(self._last_look_at, self.poll_delay_s)
         return True
+
+    async def _wait_for_reason(self, blpop: asyncio.Task[Any], timeout_s: float) -> None:
+        """Until the ``BLPOP`` ends, one of this worker's jobs ends (``wake``) or ``timeout_s``
+        passed: one future and a timer (``asyncio.wait`` on a task waiting for an event,
+        cancelled after every wait, took three times the event loop's work, at a wait per
+        look)."""
+        waiter = self.loop.create_future()
+
+        def done(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        self._waiter = waiter
+        blpop.add_done_callback(done)
+        timer = self.loop.call_later(timeout_s, done)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            blpop.remove_done_callback(done)
+            self._waiter = None
 
     async def heart_beat(self) -> None:
         # arq's heart_beat also reads the clock and walks the cron jobs after every look;
@@ -356,7 +377,7 @@ class TimerWorker(Worker):
 
     def _job_ended(self, _: asyncio.Task[None]) -> None:
         self.job_counter -= 1
-        self._ended.set()
+        self.wake()
 
     def _drop(self, job_id: str) -> None:
         """A job that cannot run (expired, unreadable, unknown, out of tries): failed, and
