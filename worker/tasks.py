@@ -604,17 +604,19 @@ def _observe_finish(
 ) -> None:
     m = rt.metrics
     model = model_label(raw)
-    m.polls.labels(model).inc()
+    m.child(m.polls, model).inc()
     if job.created_at is not None and job.done_at is not None:
-        m.request_duration.labels(model, "upstream").observe(max(0.0, job.done_at - job.created_at))
+        m.child(m.request_duration, model, "upstream").observe(
+            max(0.0, job.done_at - job.created_at)
+        )
     if not ended_now:
         return  # cancelled/expired earlier: its latency was not this job's completion
     enqueued = int(raw.get(Field.ENQUEUED_AT_MS) or 0)
     submitted = int(raw.get(Field.SUBMITTED_AT_MS) or 0)
     if enqueued and submitted:
-        m.request_duration.labels(model, "queue").observe(max(0, submitted - enqueued) / 1000)
+        m.child(m.request_duration, model, "queue").observe(max(0, submitted - enqueued) / 1000)
     if enqueued:
-        m.request_duration.labels(model, "total").observe(max(0, now_ms - enqueued) / 1000)
+        m.child(m.request_duration, model, "total").observe(max(0, now_ms - enqueued) / 1000)
     if job.done_at is not None:
         # Clamped at 0: the upstream's clock is not ours.
         m.detection_lag.observe(max(0.0, now_ms / 1000 - job.done_at))
@@ -657,7 +659,7 @@ async def _poll_update(
     ).call(cfg.settings)
     reply = await rt.scripts.run(c)
     if reply.tag is Tag.OK or reply.tag is Tag.ABANDONED:
-        rt.metrics.polls.labels(model_label(raw)).inc()
+        rt.metrics.child(rt.metrics.polls, model_label(raw)).inc()
     if reply.tag is Tag.OK:
         await _arm_next(rt, POLL_TASK, raw[Field.ID], reply.step, step)
     elif reply.tag is Tag.STALE:
