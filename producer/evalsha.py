@@ -11,7 +11,8 @@ Here a script call packs its command in one pass and runs on a connection this m
 for good (taken from the client's own pool, so closing the client closes it): no lock, no
 check for a stray reply, because a connection is never left holding one — redis-py's
 ``send_packed_command`` and ``read_response`` disconnect on any exception, a cancellation
-included, and a disconnected connection reconnects on its next command. Replies are read and
+included, and a disconnected connection reconnects on its next command; one Redis closed
+while it was held (a restart) is reconnected before use, as the pool would. Replies are read and
 decoded by the connection's own parser (hiredis), as before; ``NOSCRIPT`` (Redis restarted and
 forgot its scripts) loads the script and sends it again, as redis-py's ``Script`` does
 (architecture rule 6). A bounded pool (``BlockingConnectionPool``) is left to redis-py: a
@@ -73,6 +74,14 @@ def fast_path_for(client: Any) -> bool:
     )
 
 
+def _closed_by_peer(conn: AbstractConnection) -> bool:
+    """The server's end of the connection has closed (its end of stream has arrived)."""
+    reader, writer = getattr(conn, "_reader", None), getattr(conn, "_writer", None)
+    if reader is None or writer is None:
+        return False  # not connected: the send connects it
+    return bool(writer.transport.is_closing() or reader.at_eof())
+
+
 class ScriptRunner:
     """Runs registered scripts of one asyncio client on connections it keeps."""
 
@@ -82,7 +91,13 @@ class ScriptRunner:
 
     async def _connection(self) -> AbstractConnection:
         if self._idle:
-            return self._idle.pop()
+            conn = self._idle.pop()
+            if _closed_by_peer(conn):
+                # Redis closed it while it was held (a restart, a kill): reconnected by the
+                # send, as redis-py's pool checks before handing one out, rather than
+                # failing the call.
+                await conn.disconnect(nowait=True)
+            return conn
         # From the client's pool (counted there as in use), so closing the client closes it.
         conn: AbstractConnection = await self._client.connection_pool.get_connection()
         return conn

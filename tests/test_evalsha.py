@@ -94,3 +94,20 @@ async def test_one_runner_per_client_and_bounded_pools_left_alone(redis_url: str
     finally:
         await plain.aclose()
         await bounded.aclose()
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_use(
+    aredis: redis.asyncio.Redis, redis_url: str
+) -> None:
+    """A held connection that Redis closed meanwhile (a restart, a kill) is reconnected
+    before the call, as redis-py's pool does: the call does not fail."""
+    script = aredis.register_script(ECHO)
+    runner = ScriptRunner(aredis)
+    await runner.run(script, ["k"], ["before"])
+    admin = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await admin.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        await admin.aclose()
+    await asyncio.sleep(0.1)  # the close reaches this side
+    assert (await runner.run(script, ["k"], ["after"]))[:2] == ["k", "after"]
