@@ -99,8 +99,8 @@ class ScriptRunner:
                 await conn.disconnect(nowait=True)
             return conn
         # From the client's pool (counted there as in use), so closing the client closes it.
-        conn: AbstractConnection = await self._client.connection_pool.get_connection()
-        return conn
+        fresh: AbstractConnection = await self._client.connection_pool.get_connection()
+        return fresh
 
     async def _exchange(self, packed: bytes) -> Any:
         conn = await self._connection()
