@@ -147,3 +147,22 @@ def configure_logging(level: str | None = None, fmt: LogFormat | None = None) ->
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("arq").setLevel(logging.WARNING)
+
+
+class bound_context:
+    """``structlog.contextvars.bound_contextvars`` for the hot path: binds ``kw`` for the
+    block and restores each key's previous value (or none) by its ``contextvars`` token.
+    structlog's copies the whole context first to save the keys it overwrites, through a
+    generator context manager: ~3 % of a worker's CPU at two blocks per status check."""
+
+    __slots__ = ("_kw", "_tokens")
+
+    def __init__(self, **kw: Any) -> None:
+        self._kw = kw
+        self._tokens: Mapping[str, Any] = {}
+
+    def __enter__(self) -> None:
+        self._tokens = structlog.contextvars.bind_contextvars(**self._kw)
+
+    def __exit__(self, *exc: object) -> None:
+        structlog.contextvars.reset_contextvars(**self._tokens)

@@ -20,6 +20,7 @@ import redis.asyncio
 import structlog
 
 from genqueue.producer.connections import is_sentinel_url
+from genqueue.producer.evalsha import script_caller
 from genqueue.producer.scripts import R, ScriptCall, decode_reply, source
 from genqueue.producer.settings import Settings
 
@@ -151,6 +152,7 @@ class AsyncDurableWriter:
 
     def __init__(self, client: redis.asyncio.Redis, policy: DurabilityPolicy) -> None:
         self._client = client
+        self._call = script_caller(client)
         self.policy = policy
         self._scripts: dict[str, Any] = {}
 
@@ -167,11 +169,16 @@ class AsyncDurableWriter:
         self._scripts[c.name] = script
         try:
             plan = await self.plan()
-            async with self._client.pipeline(transaction=False) as pipe:
-                await script(keys=c.keys, args=c.args, client=pipe)
-                for cmd in plan.commands:
-                    pipe.execute_command(*cmd)
-                results = await pipe.execute(raise_on_error=False)
+            if not plan.commands:
+                # Nothing to wait for: the script alone, one round trip (a pipeline holding
+                # only the script first asked Redis whether it knows the script).
+                results = [await self._call(script, c.keys, c.args)]
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    await script(keys=c.keys, args=c.args, client=pipe)
+                    for cmd in plan.commands:
+                        pipe.execute_command(*cmd)
+                    results = await pipe.execute(raise_on_error=False)
         except redis.RedisError:
             self.policy.invalidate()  # maybe a failover: look at the new primary first
             raise

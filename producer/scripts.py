@@ -24,6 +24,7 @@ from typing import Any, Generic, Literal, TypeVar, get_args
 import redis
 import redis.asyncio
 
+from genqueue.producer.evalsha import script_caller
 from genqueue.producer.keys import (
     ADMIT_TASK,
     BUDGET_SUFFIX,
@@ -170,9 +171,10 @@ class AsyncScripts:
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._scripts = {n: client.register_script(source(n)) for n in SCRIPT_NAMES}
+        self._call = script_caller(client)
 
     async def run(self, c: ScriptCall[R]) -> R:
-        return c.parse(decode_reply(await self._scripts[c.name](keys=c.keys, args=c.args)))
+        return c.parse(decode_reply(await self._call(self._scripts[c.name], c.keys, c.args)))
 
     async def queue(self, pipe: redis.asyncio.client.Pipeline, c: ScriptCall[Any]) -> None:
         """Queue the script on a pipeline (the pipeline loads it if Redis forgot it)."""

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import redis
@@ -19,6 +20,7 @@ import redis.asyncio
 from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 
+from genqueue.producer.evalsha import script_caller
 from genqueue.producer.keys import INLINE_ARM_MARKER, SCHEMA_VERSION, WakeKeys, timer_job_id
 from genqueue.producer.scripts import source
 
@@ -28,9 +30,15 @@ JOB_KEY_PREFIX: Final = job_key_prefix
 JOB_EXTRA_MS: Final = expires_extra_ms
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
+#: How ``json.dumps`` writes a string (its default ``ensure_ascii``).
+_json_str: Final = json.encoder.encode_basestring_ascii
+
+
 def dumps(obj: Any) -> bytes:
-    """arq job serializer: JSON (a shared Redis must not be a code-execution channel)."""
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """arq job serializer: JSON (a shared Redis must not be a code-execution channel); one
+    encoder for every call (``json.dumps`` with options builds one per call)."""
+    return _ENCODER.encode(obj).encode()
 
 
 def loads(data: bytes) -> Any:
@@ -55,17 +63,11 @@ def _arm_call(
     queue: str, timer: Timer, *, at_ms: int, delay_ms: int, now_ms: int, wake: WakeKeys
 ) -> tuple[list[str], list[str | bytes]]:
     # Task arguments carry the schema version: timers outlive rolling deploys.
-    payload = serialize_job(
-        timer.kind,
-        (timer.request_id, timer.seq, SCHEMA_VERSION),
-        {},
-        None,
-        now_ms,
-        serializer=dumps,
-    )
+    payload = timer_payload(timer, now_ms)
+    job_id = timer.job_id
     keys = [
-        job_key_prefix + timer.job_id,
-        result_key_prefix + timer.job_id,
+        job_key_prefix + job_id,
+        result_key_prefix + job_id,
         queue,
         wake.wake,
         wake.wake_at,
@@ -75,9 +77,33 @@ def _arm_call(
         str(at_ms),
         str(max(0, delay_ms)),
         str(expires_extra_ms),
-        timer.job_id,
+        job_id,
     ]
     return keys, args
+
+
+def timer_payload(timer: Timer, now_ms: int) -> bytes:
+    """arq's job payload of a timer: the bytes ``serialize_job`` gives with ``dumps`` (arq's
+    field order, compact JSON), written directly (arq's dict and a JSON encoder pass were a
+    few % of a worker's CPU, one per status check)."""
+    if type(timer.seq) is not int or type(now_ms) is not int:
+        return serialize_job(
+            timer.kind,
+            (timer.request_id, timer.seq, SCHEMA_VERSION),
+            {},
+            None,
+            now_ms,
+            serializer=dumps,
+        )
+    kind, rid = _json_str(timer.kind), _json_str(timer.request_id)
+    return (
+        f'{{"t":null,"f":{kind},"a":[{rid},{timer.seq},{SCHEMA_VERSION:d}],"k":{{}},"et":{now_ms}}}'
+    ).encode()
+
+
+@lru_cache(maxsize=16)
+def _wake_keys(queue: str) -> WakeKeys:
+    return WakeKeys.of(queue)
 
 
 def inline_arm(queue: str, timer: Timer) -> tuple[list[str], list[str]]:
@@ -90,7 +116,7 @@ def inline_arm(queue: str, timer: Timer) -> tuple[list[str], list[str]]:
         at_ms=0,
         delay_ms=0,
         now_ms=int(time.time() * 1000),
-        wake=WakeKeys.of(queue),
+        wake=_wake_keys(queue),
     )
     payload = args[0]
     assert isinstance(payload, bytes)
@@ -106,6 +132,7 @@ class AsyncTimers:
     ) -> None:
         self._client = client
         self._script = client.register_script(source("arm"))
+        self._call = script_caller(client)
         self._queue = queue
         self._wake = wake or WakeKeys.of(queue)
 
@@ -119,7 +146,7 @@ class AsyncTimers:
             now_ms=int(time.time() * 1000),
             wake=self._wake,
         )
-        return bool(await self._script(keys=keys, args=args))
+        return bool(await self._call(self._script, keys, args))
 
     async def arm_many(self, items: Sequence[tuple[Timer, int]]) -> list[bool]:
         """Schedule each (timer, run at in Redis ms) in one pipeline; per item, as ``arm``:

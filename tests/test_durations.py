@@ -9,7 +9,8 @@ import statistics
 import redis.asyncio
 
 from genqueue.producer.settings import Settings
-from genqueue.worker.durations import DurationModel
+from genqueue.worker.drift import settled
+from genqueue.worker.durations import DurationModel, _pair
 
 MODEL = "m/x"
 
@@ -182,3 +183,52 @@ async def test_many_completions_a_second_of_a_steady_model_are_not_read_as_a_shi
             assert learned.total_shift.shift_s == 0.0, (seen, learned.total_shift)
             checked += 1
     assert checked == 2
+
+
+def test_settled_entries_are_drifts_settled_of_the_whole_set(settings: Settings) -> None:
+    """The refresh's newest-first scan keeps exactly what ``drift.settled`` keeps of the
+    whole recent set (ties, a full set's floor and a short set included)."""
+    rng = random.Random(7)
+    client = redis.asyncio.Redis.from_url(settings.redis_url)  # never used: no Redis call
+    for case in range(300):
+        kept_max = rng.choice([5, 50, 400])
+        model = DurationModel(
+            client,
+            settings.keys,
+            recent=rng.choice([1, 3, 20, 100]),
+            recent_kept=kept_max,
+            settle_s=rng.choice([0.0, 0.5, 3.0, 40.0]),
+        )
+        n = rng.randint(0, kept_max)
+        dones = [round(rng.uniform(0, 30), rng.choice([0, 1, 3])) for _ in range(n)]
+        # A sorted set's order: by score (the completion time), then by member.
+        by_done = sorted((f"{d - rng.uniform(1, 9):.3f}:{d:.3f}" for d in dones), key=_order)
+        expected = settled(
+            [_pair(x) for x in by_done],
+            full=len(by_done) >= model._recent_kept,
+            settle_s=model._settle_s,
+            used=model._recent,
+        )
+        assert model._settled(by_done) == expected, case
+
+
+def _order(entry: str) -> tuple[float, str]:
+    return float(entry.partition(":")[2]), entry
+
+
+def test_incremental_sort_equals_a_full_sort(settings: Settings) -> None:
+    """Refresh after refresh, the sample's sorted values are those of a full sort, whether a
+    few slots changed (updated in place), many did, or the sample grew."""
+    rng = random.Random(11)
+    client = redis.asyncio.Redis.from_url(settings.redis_url)  # never used: no Redis call
+    model = DurationModel(client, settings.keys)
+    raw = [f"{rng.uniform(1, 300):.3f}" for _ in range(500)]
+    for refresh in range(60):
+        raw = list(raw)  # each refresh reads a new list from Redis
+        for _ in range(rng.choice([0, 1, 5, 20, 200])):
+            raw[rng.randrange(len(raw))] = f"{rng.uniform(1, 300):.3f}"
+        if refresh % 17 == 0:
+            raw.append(f"{rng.choice([1.0, 5.5, 299.0]):.3f}")
+        if refresh % 5 == 0:  # duplicates of values already there
+            raw[rng.randrange(len(raw))] = raw[rng.randrange(len(raw))]
+        assert model._sorted(("m", "total"), raw) == sorted(map(float, raw)), refresh

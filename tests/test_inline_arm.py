@@ -220,3 +220,21 @@ async def test_a_learned_check_reads_redis_clock_from_begin_poll(
         assert int(rec[Field.SEQ]) == seq + 1
     finally:
         await rt.close()
+
+
+def test_timer_payload_is_arqs_serialize_job() -> None:
+    """A timer's payload is byte for byte what arq's ``serialize_job`` writes with our
+    serializer, whatever the request id holds."""
+    from arq.jobs import serialize_job
+
+    from genqueue.producer.keys import SCHEMA_VERSION
+    from genqueue.producer.timers import Timer, dumps, timer_payload
+
+    for rid in ("r1", "abc-0123", 'q"uote\\back', "ünï✓", "tab\tnl\n\x00", ""):
+        for kind in ("poll", "submit", "admit"):
+            for seq, now_ms in ((0, 1), (7, 1733371234567), (10**12, 0)):
+                t = Timer(kind, rid, seq)
+                expected = serialize_job(
+                    kind, (rid, seq, SCHEMA_VERSION), {}, None, now_ms, serializer=dumps
+                )
+                assert timer_payload(t, now_ms) == expected

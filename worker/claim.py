@@ -51,6 +51,7 @@ from arq.jobs import SerializationError, deserialize_job_raw
 from arq.utils import ms_to_datetime, timestamp_ms
 from arq.worker import Function, Worker
 
+from genqueue.producer.evalsha import ScriptCaller, script_caller
 from genqueue.producer.keys import WakeKeys
 from genqueue.producer.scripts import source
 from genqueue.worker.wakeup import (
@@ -58,7 +59,6 @@ from genqueue.worker.wakeup import (
     Periodic,
     WakeListener,
     sleep_until_spaced,
-    wait_for_any,
     wait_s,
 )
 
@@ -151,6 +151,7 @@ class TimerWorker(Worker):
     ) -> None:
         super().__init__(*args, **kwargs)
         self._claim_due: Any = None
+        self._call_script: ScriptCaller | None = None
         self._retired: list[tuple[str, str]] = []
         self._wake = wake
         self._watched = watched
@@ -163,6 +164,8 @@ class TimerWorker(Worker):
         self._last_look_at = 0.0
         #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
         self._ended = asyncio.Event()
+        #: The current wait's future (``_wait``), resolved by whatever ends it.
+        self._waiter: asyncio.Future[None] | None = None
         # '+': this worker renews or gives up its watch at every look (lua/_wake.lua).
         self._watcher_id = "+" + uuid.uuid4().hex[:15]
         #: Looks made (a figure for tests and the bench).
@@ -171,6 +174,9 @@ class TimerWorker(Worker):
     def wake(self) -> None:
         """End the current wait now (a stop, or a job of this worker ended)."""
         self._ended.set()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def main(self) -> None:
         try:
@@ -266,11 +272,7 @@ class TimerWorker(Worker):
         schedule_in_s = self._schedule_in_s()
         timeout_s = max(0.0, min(look_in_s, schedule_in_s))
         if timeout_s > 0 and not self._ended.is_set():
-            ended = asyncio.ensure_future(self._ended.wait())
-            try:
-                await wait_for_any(listener.task(), ended, timeout_s=timeout_s)
-            finally:
-                ended.cancel()
+            await self._wait_for_reason(listener.task(), timeout_s)
         token = listener.take()
         if token and self.job_counter >= self.max_jobs:
             await listener.give_back()  # no free slot here: let a waiting worker take it
@@ -280,6 +282,27 @@ class TimerWorker(Worker):
             # Busy: look no more often than poll_delay_s (as before), whatever woke it.
             await sleep_until_spaced(self._last_look_at, self.poll_delay_s)
         return True
+
+    async def _wait_for_reason(self, blpop: asyncio.Task[Any], timeout_s: float) -> None:
+        """Until the ``BLPOP`` ends, one of this worker's jobs ends (``wake``) or ``timeout_s``
+        passed: one future and a timer (``asyncio.wait`` on a task waiting for an event,
+        cancelled after every wait, took three times the event loop's work, at a wait per
+        look)."""
+        waiter = self.loop.create_future()
+
+        def done(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        self._waiter = waiter
+        blpop.add_done_callback(done)
+        timer = self.loop.call_later(timeout_s, done)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            blpop.remove_done_callback(done)
+            self._waiter = None
 
     async def heart_beat(self) -> None:
         # arq's heart_beat also reads the clock and walks the cron jobs after every look;
@@ -314,8 +337,9 @@ class TimerWorker(Worker):
         await self.heart_beat()
 
     async def _look(self, *, want: int) -> list[Claimed]:
-        if self._claim_due is None:
+        if self._claim_due is None or self._call_script is None:
             self._claim_due = self.pool.register_script(source("claim_due"))
+            self._call_script = script_caller(self.pool)
         retired, self._retired = self._retired, []
         keys = [self.queue_name]
         if self._wake is not None:
@@ -334,7 +358,7 @@ class TimerWorker(Worker):
             watcher_id=self._watcher_id,
         )
         try:
-            reply = await self._claim_due(keys=keys, args=args)
+            reply = await self._call_script(self._claim_due, keys, args)
         except BaseException:
             self._retired[:0] = retired  # not sent: retried at the next look
             raise
@@ -353,7 +377,7 @@ class TimerWorker(Worker):
 
     def _job_ended(self, _: asyncio.Task[None]) -> None:
         self.job_counter -= 1
-        self._ended.set()
+        self.wake()
 
     def _drop(self, job_id: str) -> None:
         """A job that cannot run (expired, unreadable, unknown, out of tries): failed, and
@@ -397,10 +421,13 @@ class TimerWorker(Worker):
         }
         timeout_s = self.job_timeout_s if function.timeout_s is None else function.timeout_s
         how = ENDED_CRON if is_cron else ENDED
-        task = self.loop.create_task(function.coroutine(ctx, *args, **kwargs))
-        self.job_tasks[job_id] = task
+        # In this task (arq runs the function in a task of its own under ``wait_for``): a
+        # task and a timer handle fewer per check. Its shutdown (this task cancelled) and
+        # its timeout (``TimeoutError``, a failure) end it as arq's would; arq's job abort,
+        # the only other user of ``job_tasks``, is not used.
         try:
-            await asyncio.wait_for(task, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await function.coroutine(ctx, *args, **kwargs)
         except asyncio.CancelledError:
             if self.retry_jobs:
                 self.jobs_retried += 1
@@ -412,6 +439,4 @@ class TimerWorker(Worker):
             self.jobs_failed += 1
         else:
             self.jobs_complete += 1
-        finally:
-            del self.job_tasks[job_id]
         self._retired.append((job_id, how))

@@ -20,17 +20,20 @@ completions and converges on the quantile for many.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 import redis.asyncio
 
+from genqueue.producer.evalsha import script_caller
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
-from genqueue.worker.drift import NONE, Shift, location_shift, settled
+from genqueue.worker.drift import NONE, Shift, location_shift
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -87,6 +90,9 @@ class ModelDurations:
     #: The long samples' means, once per refresh: the mean queue wait is their difference.
     total_mean_s: float = 0.0
     generation_mean_s: float = 0.0
+    #: What the schedule derives from the samples alone (``worker/tasks.py: _span``), kept
+    #: until the next refresh replaces this object: every check used to recompute it.
+    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def offset_s(self) -> float | None:
@@ -127,10 +133,13 @@ class DurationModel:
         self._settle_s = settle_s
         self._shift_z = shift_z
         self._record = client.register_script(source("record_duration"))
+        self._call = script_caller(client)
         self._rng = rng or random.Random()
         self._min = min_samples
         self._cache_s = cache_s
         self._cache: dict[str, tuple[float, ModelDurations | None]] = {}
+        #: Per (model, sample): the last refresh's raw list and its parsed, sorted values.
+        self._parsed: dict[tuple[str, str], tuple[list[str], list[float]]] = {}
 
     def _keys_of(self, model: str) -> list[str]:
         k = self._keys
@@ -164,9 +173,10 @@ class DurationModel:
         recent_gen = f"{done_at - float(gen):.3f}:{done_at:.3f}" if gen else ""
         if not total and not gen and not offset:
             return
-        await self._record(
-            keys=self._keys_of(model),
-            args=[
+        await self._call(
+            self._record,
+            self._keys_of(model),
+            [
                 *(total, gen, self._samples, self._horizon, repr(self._rng.random())),
                 *(self._recent_kept, offset, OFFSET_BOUNDS_KEPT, recent_total, recent_gen),
                 f"{done_at:.3f}",
@@ -174,13 +184,43 @@ class DurationModel:
         )
 
     def _settled(self, by_done: list[str]) -> list[tuple[float, float]]:
-        """The recent completions (ascending completion time) the shift is measured on."""
-        return settled(
-            [_pair(x) for x in by_done],
-            full=len(by_done) >= self._recent_kept,
-            settle_s=self._settle_s,
-            used=self._recent,
-        )
+        """The recent completions (ascending completion time) the shift is measured on:
+        ``worker/drift.py: settled`` of the whole set (ascending by completion time, its
+        score), but parsing only the entries it keeps, from the newest back (a refresh used
+        to parse all ~8,000 of both sets: a tenth of a worker's CPU at the comparison's
+        scale)."""
+        if not by_done or self._recent <= 0:
+            return []
+        floor = _pair(by_done[0])[1] if len(by_done) >= self._recent_kept else -math.inf
+        cutoff = _pair(by_done[-1])[1] - self._settle_s
+        kept: list[tuple[float, float]] = []
+        for entry in reversed(by_done):
+            pair = _pair(entry)
+            if floor < pair[1] <= cutoff:
+                kept.append(pair)
+                if len(kept) == self._recent:
+                    break
+        kept.reverse()
+        return kept
+
+    def _sorted(self, key: tuple[str, str], raw: list[str]) -> list[float]:
+        """``sorted(map(float, raw))``, from the previous refresh's when only a few slots of
+        the sample changed since (a full sort of ~10,000 parsed floats per list was half a
+        refresh's CPU; between refreshes a few dozen completions replace a slot each)."""
+        prev = self._parsed.get(key)
+        values: list[float] | None = None
+        if prev is not None and len(prev[0]) == len(raw):
+            old_raw, old_sorted = prev
+            changed = [i for i, (a, b) in enumerate(zip(old_raw, raw, strict=True)) if a != b]
+            if len(changed) <= len(raw) // 16:
+                values = old_sorted.copy()  # the previous ModelDurations may still be in use
+                for i in changed:
+                    del values[bisect.bisect_left(values, float(old_raw[i]))]
+                    bisect.insort(values, float(raw[i]))
+        if values is None:
+            values = sorted(map(float, raw))  # map, not a generator: ~10,000 floats
+        self._parsed[key] = (raw, values)
+        return values
 
     async def get(self, model: str) -> ModelDurations | None:
         """The model's recent durations, or None until enough completions were seen."""
@@ -196,11 +236,10 @@ class DurationModel:
             pipe.zrange(recent_gen_k, 0, -1)
             pipe.lrange(offset_k, 0, -1)
             total_raw, gen_raw, rt_raw, rg_raw, off_raw = await pipe.execute()
-        # map, not a generator: a refresh parses ~20,000 floats (half its CPU).
-        total = sorted(map(float, total_raw))
+        total = self._sorted((model, "total"), total_raw)
         value = None
         if len(total) >= self._min:
-            gen = sorted(map(float, gen_raw))
+            gen = self._sorted((model, "generation"), gen_raw)
             recent_total, recent_gen = self._settled(rt_raw), self._settled(rg_raw)
             value = ModelDurations(
                 total,

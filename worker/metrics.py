@@ -7,7 +7,10 @@ with replicas nor reset with restarts. Labels stay bounded: no ids, no prompts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from genqueue.worker.upstream import CallRecord
 
@@ -24,6 +27,7 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self.upstream_requests = Counter(
             "genqueue_upstream_requests",
             "Upstream HTTP calls by operation and status code (or transport outcome).",
@@ -137,10 +141,20 @@ class WorkerMetrics:
         for code in ("401", "402", "403", "outage"):
             self.creates_paused.labels(code)
 
+    def child(self, metric: MetricWrapperBase, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once per label set: prometheus_client takes a
+        lock and rebuilds its key on every call, and the hot path asks a few times a check.
+        (No metric here ever removes a label set, which would orphan a kept child.)"""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def observe_call(self, record: CallRecord) -> None:
         """``UpstreamClient`` ``on_call`` hook."""
         code = str(record.status_code) if record.status_code is not None else record.outcome
-        self.upstream_requests.labels(record.operation, code).inc()
-        self.upstream_duration.labels(record.operation).observe(record.duration_s)
+        self.child(self.upstream_requests, record.operation, code).inc()
+        self.child(self.upstream_duration, record.operation).observe(record.duration_s)
         if record.status_code == 429:
             self.rate_limited.labels("upstream", record.operation).inc()

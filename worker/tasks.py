@@ -16,6 +16,7 @@ from typing import Literal
 import redis.exceptions
 import structlog
 
+from genqueue.logs import bound_context
 from genqueue.producer.contracts import (
     BeginPoll,
     BeginSubmit,
@@ -31,7 +32,6 @@ from genqueue.producer.scripts import R, ScriptCall, ms
 from genqueue.producer.timers import Timer
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
 from genqueue.worker.config import ScheduleSettings
-from genqueue.worker.drift import Shift
 from genqueue.worker.durations import ModelDurations
 from genqueue.worker.observed import generation_s, offset_bound_s, seen
 from genqueue.worker.ratelimit import NO_LIMIT_ARGS
@@ -186,6 +186,27 @@ def _probes(
     )
 
 
+def _span(learned: ModelDurations, sched: ScheduleSettings, *, generation: bool) -> Span:
+    """The learned sample's span (``worker/window.py: span``), computed once per refresh."""
+    q, confidence, dense_q = (
+        sched.adaptive_quantile,
+        sched.adaptive_confidence,
+        sched.adaptive_dense_until_quantile,
+    )
+    key = ("span", generation, q, confidence, dense_q)
+    cached: Span | None = learned.derived.get(key)
+    if cached is None:
+        values, shift = (
+            (learned.generation, learned.generation_shift)
+            if generation
+            else (learned.total, learned.total_shift)
+        )
+        cached = learned.derived[key] = span(
+            values, shift, q=q, confidence=confidence, dense_q=dense_q
+        )
+    return cached
+
+
 async def _learned_wait_s(
     rt: Runtime,
     raw: dict[str, str],
@@ -212,25 +233,15 @@ async def _learned_wait_s(
     if view is None:
         return None
     every = cfg.scaled(sched.poll_floor_s)
-
-    def span_of(values: list[float], shift: Shift) -> Span:
-        return span(
-            values,
-            shift,
-            q=sched.adaptive_quantile,
-            confidence=sched.adaptive_confidence,
-            dense_q=sched.adaptive_dense_until_quantile,
-        )
-
     generation = (
-        span_of(learned.generation, learned.generation_shift)
+        _span(learned, sched, generation=True)
         if len(learned.generation) >= sched.adaptive_generation_min_samples
         else None
     )
     # One interval after the low quantile: only that share of videos ends more than one
     # interval before the first check (the p95 lag's budget is spent there, where skipping
     # checks saves them for every video, not on a sparser grid).
-    total = span_of(learned.total, learned.total_shift)
+    total = _span(learned, sched, generation=False)
     first_at, until_at = check_window(view, total, generation, every)
     probe_at = probe_due(view, _probes(sched, learned, total, generation, every))
     elapsed = max(0.0, now - view.created_s)
@@ -286,7 +297,7 @@ async def _poll_wait_s(
 async def run_submit(rt: Runtime, request_id: str, seq: int) -> None:
     """Create the upstream job for a pending request, or re-arm when it can't be done yet
     (or leave it in its admission queue, where a freed slot admits it)."""
-    with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
+    with bound_context(request_id=request_id, timer_seq=seq):
         raw = await read_full(rt.redis, rt.keys, request_id)  # the body is in the spec
         if not raw:
             log.info("record_missing")
@@ -403,7 +414,7 @@ async def _record_submitted(
     lease_ends: float | None = None,
 ) -> None:
     request_id = raw[Field.ID]
-    with structlog.contextvars.bound_contextvars(upstream_id=job.id):
+    with bound_context(upstream_id=job.id):
         cfg = rt.config
         try:
             async with asyncio.timeout(cfg.lease_s):  # the id first: see _run_until
@@ -519,7 +530,7 @@ async def _submit_failed(
 
 async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
     """Check the upstream job once; finish the request or arm the next check."""
-    with structlog.contextvars.bound_contextvars(request_id=request_id, timer_seq=seq):
+    with bound_context(request_id=request_id, timer_seq=seq):
         limit_keys, limit_args = _limit(rt)
         step = Timer(POLL_TASK, request_id, seq + 1)
         begin = BeginPoll(
@@ -549,9 +560,7 @@ async def run_poll(rt: Runtime, request_id: str, seq: int) -> None:
             await check_superseded(rt, raw, seq, lambda: arm_current(rt, request_id))
             return
         upstream_id = raw.get(Field.UPSTREAM_ID, "")
-        with structlog.contextvars.bound_contextvars(
-            upstream_id=upstream_id, tenant=tenant_of(raw)
-        ):
+        with bound_context(upstream_id=upstream_id, tenant=tenant_of(raw)):
             try:
                 job = await rt.upstream.retrieve(upstream_id)
             except UpstreamError as exc:
@@ -623,17 +632,19 @@ def _observe_finish(
 ) -> None:
     m = rt.metrics
     model = model_label(raw)
-    m.polls.labels(model).inc()
+    m.child(m.polls, model).inc()
     if job.created_at is not None and job.done_at is not None:
-        m.request_duration.labels(model, "upstream").observe(max(0.0, job.done_at - job.created_at))
+        m.child(m.request_duration, model, "upstream").observe(
+            max(0.0, job.done_at - job.created_at)
+        )
     if not ended_now:
         return  # cancelled/expired earlier: its latency was not this job's completion
     enqueued = int(raw.get(Field.ENQUEUED_AT_MS) or 0)
     submitted = int(raw.get(Field.SUBMITTED_AT_MS) or 0)
     if enqueued and submitted:
-        m.request_duration.labels(model, "queue").observe(max(0, submitted - enqueued) / 1000)
+        m.child(m.request_duration, model, "queue").observe(max(0, submitted - enqueued) / 1000)
     if enqueued:
-        m.request_duration.labels(model, "total").observe(max(0, now_ms - enqueued) / 1000)
+        m.child(m.request_duration, model, "total").observe(max(0, now_ms - enqueued) / 1000)
     if job.done_at is not None:
         # Clamped at 0: the upstream's clock is not ours.
         m.detection_lag.observe(max(0.0, now_ms / 1000 - job.done_at))
@@ -676,7 +687,7 @@ async def _poll_update(
     ).call(cfg.settings)
     reply = await rt.scripts.run(c)
     if reply.tag is Tag.OK or reply.tag is Tag.ABANDONED:
-        rt.metrics.polls.labels(model_label(raw)).inc()
+        rt.metrics.child(rt.metrics.polls, model_label(raw)).inc()
     if reply.tag is Tag.OK:
         await _arm_next(rt, POLL_TASK, raw[Field.ID], reply.step, step)
     elif reply.tag is Tag.STALE:

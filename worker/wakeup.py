@@ -161,9 +161,3 @@ async def sleep_until_spaced(last_look_at: float, spacing_s: float) -> None:
     delay = last_look_at + spacing_s - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
-
-
-async def wait_for_any(*aws: asyncio.Future[Any] | asyncio.Task[Any], timeout_s: float) -> None:
-    """Wait until one of ``aws`` is done or ``timeout_s`` passed (none is cancelled)."""
-    if timeout_s > 0:
-        await asyncio.wait(aws, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)

@@ -218,6 +218,11 @@ async def _read_aiohttp_body(response: aiohttp.ClientResponse) -> tuple[bytes, s
                 stream=AiohttpResponseStream(response),
             )
         )
+    length = response.content_length
+    if length is not None and length <= MAX_BODY_BYTES:
+        # Its declared length is within the limit (aiohttp reads no more than that): one
+        # read, not an async iteration per chunk (a job object is one chunk anyway).
+        return await response.read(), None
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(AiohttpResponseStream.CHUNK_SIZE):
