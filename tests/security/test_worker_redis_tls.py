@@ -27,11 +27,6 @@ from tests.conftest import worker_config
 from tests.security.conftest import REQ
 from tests.security.tls_sentinel import TlsSentinel
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None or shutil.which("redis-server") is None,
-    reason="needs openssl and redis-server",
-)
-
 TLS_URL = "rediss+sentinel://s1.example:26379,s2.example:26380/svc/3"
 
 
