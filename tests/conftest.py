@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -12,6 +13,9 @@ import redis.asyncio
 
 from genqueue.local_redis import LocalRedis
 from genqueue.producer.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.test_transitions import Scripts
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +79,22 @@ from genqueue.worker.ratelimit import RateLimit  # noqa: E402
 
 #: One time scale for simulator and worker in fast tests: a 150 s video takes 0.15 s.
 FAST_SCALE = 0.001
+
+
+@pytest.fixture
+async def s(settings: Settings, aredis: redis.asyncio.Redis) -> Scripts:
+    """The transition scripts as a worker calls them (``tests/test_transitions.Scripts``)."""
+    from tests.test_transitions import Scripts
+
+    return Scripts(settings, aredis)
+
+
+@pytest.fixture
+def conn(settings: Settings) -> Iterator[redis.Redis]:
+    """A synchronous client on the test's Redis."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    yield client
+    client.close()
 
 
 def begin_submit(

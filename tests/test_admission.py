@@ -44,16 +44,6 @@ async def sub(client: AsyncClient, **kw: Any) -> str:
 
 
 @pytest.fixture
-async def s(settings: Settings, aredis: redis.asyncio.Redis) -> Scripts:
-    return Scripts(settings, aredis)
-
-
-@pytest.fixture
-def conn(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
-
-
-@pytest.fixture
 async def runtime(settings: Settings, aredis: redis.asyncio.Redis) -> AsyncIterator[Runtime]:
     """A worker runtime (nothing upstream is called)."""
     rt = Runtime(

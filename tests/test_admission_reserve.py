@@ -17,7 +17,6 @@ from genqueue.producer.admission import AsyncAdmission, _admit_call
 from genqueue.producer.client import AsyncClient
 from genqueue.producer.keys import HOLDING_SLOT, Tag, tenant_field
 from genqueue.producer.scripts import constants_lua, decode_reply
-from genqueue.producer.settings import Settings
 from genqueue.producer.tenants import set_tenant
 from genqueue.worker.admission import announce_cap
 from genqueue.worker.runtime import Runtime
@@ -29,16 +28,6 @@ from tests.test_transitions import Scripts
 REPO = Path(__file__).resolve().parents[1]
 #: The last commit before the reserve (main when it was built): its admission fills every slot.
 PREVIOUS = "e25de32"
-
-
-@pytest.fixture
-async def s(settings: Settings, aredis: redis.asyncio.Redis) -> Scripts:
-    return Scripts(settings, aredis)
-
-
-@pytest.fixture
-def conn(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
 
 
 async def announce(s: Scripts, cap: int, reserve: int) -> None:

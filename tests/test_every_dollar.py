@@ -28,11 +28,6 @@ from tests.test_transitions import MODEL, Scripts, new
 MAY_EXIST = "may have been created upstream"
 
 
-@pytest.fixture
-async def s(settings: Settings, aredis: redis.asyncio.Redis) -> Scripts:
-    return Scripts(settings, aredis)
-
-
 async def crash_a_create(s: Scripts, rid: str) -> None:
     """Take the submit lease and let it expire, as when a worker died during its POST."""
     assert (await s.begin(rid, seq=0, lease_ms=1)).tag is Tag.OK

@@ -31,11 +31,6 @@ from genqueue.worker.side_effects import signature_header
 REQ = {"model": "minimax/video-01-director", "prompt": "a red balloon"}
 
 
-@pytest.fixture
-def conn(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
-
-
 async def test_unknown_tenant_is_refused_and_nothing_written(
     client: AsyncClient, aredis: redis.asyncio.Redis, settings: Settings
 ) -> None:

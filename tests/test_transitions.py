@@ -98,11 +98,6 @@ class Scripts:
         assert (await self.submitted(rid, ok.submit_seq, upstream_id)).tag is Tag.OK
 
 
-@pytest.fixture
-async def s(settings: Settings, aredis: redis.asyncio.Redis) -> Scripts:
-    return Scripts(settings, aredis)
-
-
 async def new(client: AsyncClient, **kw: Any) -> str:
     return await client.submit(REQ, **kw)
 
