@@ -161,6 +161,23 @@ class LocalSentinelCluster:
                 client.close()
         raise RuntimeError("no sentinel answered")
 
+    def promotions(self) -> int:
+        """How many failovers the sentinels have made (the service's highest config epoch):
+        more than the test asked for means a spurious one (a primary too slow to answer
+        within ``down_after_ms``)."""
+        epochs = [0]
+        for port in self.sentinel_ports:
+            client = _connect(port)
+            try:
+                master = client.execute_command("SENTINEL", "MASTER", self.service)
+                fields = dict(zip(master[::2], master[1::2], strict=False))
+                epochs.append(int(fields.get("config-epoch", 0)))
+            except (redis.RedisError, OSError, ValueError):
+                continue
+            finally:
+                client.close()
+        return max(epochs)
+
     def _is_primary(self, port: int) -> bool:
         client = _connect(port)
         try:
