@@ -200,12 +200,22 @@ def set_tenant(
     return SetResult(config, created, fresh if generate_webhook_secret else None)
 
 
-def list_tenants(conn: redis.Redis, keys: Keys) -> list[TenantConfig]:
-    """Every tenant, ``default`` first (configured or not), then by name."""
-    raw: dict[str, str] = conn.hgetall(keys.tenants)  # type: ignore[assignment]
+def _tenants(raw: Mapping[str, str]) -> list[TenantConfig]:
     found = {n: TenantConfig.from_json(n, v) for n, v in raw.items()}
     default = found.pop(DEFAULT_TENANT, TenantConfig(DEFAULT_TENANT))
     return [default, *(found[n] for n in sorted(found))]
+
+
+def list_tenants(conn: redis.Redis, keys: Keys) -> list[TenantConfig]:
+    """Every tenant, ``default`` first (configured or not), then by name."""
+    raw: dict[str, str] = conn.hgetall(keys.tenants)  # type: ignore[assignment]
+    return _tenants(raw)
+
+
+async def list_tenants_async(client: redis.asyncio.Redis, keys: Keys) -> list[TenantConfig]:
+    """``list_tenants`` on an async client (decoding responses)."""
+    raw: dict[str, str] = await client.hgetall(keys.tenants)  # type: ignore[misc]
+    return _tenants(raw)
 
 
 def delete_tenant(conn: redis.Redis, keys: Keys, name: str) -> int:

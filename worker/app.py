@@ -44,6 +44,7 @@ from genqueue.worker.outbound.resolver import Resolver
 from genqueue.worker.reconciler import reconcile_once
 from genqueue.worker.runtime import CTX_KEY, Runtime, UnsafeRedis
 from genqueue.worker.side_effects import dispatch_outbox, run_side
+from genqueue.worker.signing import warn_unsigned_webhooks
 from genqueue.worker.tasks import run_poll, run_submit
 from genqueue.worker.wakeup import Periodic
 
@@ -149,6 +150,8 @@ def _worker(
         )
         if announce:
             await announce_cap(rt)
+            # Here, not before the loop: the tenants' own secrets are in Redis.
+            await warn_unsigned_webhooks(rt.redis, rt.keys, config.webhooks.secret)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         rt = ctx.pop(CTX_KEY, None)
@@ -321,8 +324,6 @@ async def run_worker(
     with it): the supervisor logs one line and starts over with backoff.
     """
     logging.getLogger("arq").setLevel(logging.WARNING)
-    if not config.webhooks.secret:
-        log.warning("webhook_secret_missing", hint="set GENQUEUE_WEBHOOK_SECRET to sign webhooks")
     metrics = WorkerMetrics()
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=metrics.registry)

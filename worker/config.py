@@ -124,8 +124,8 @@ class UpstreamTimeoutSettings:
 class WebhookSettings:
     """Signed webhook calls (variables ``GENQUEUE_WEBHOOK_*``)."""
 
-    #: Standard Webhooks signing secret (``whsec_...``); required when requests carry
-    #: webhook URLs.
+    #: Standard Webhooks signing secret (``whsec_...``); required when requests of a tenant
+    #: without its own secret carry webhook URLs.
     secret: str = field(default="", repr=False, metadata=meta(secret=True))
     #: Total deadline of one webhook POST (connect, send, answer), whatever the receiver
     #: trickles; the answer's body is never read.
