@@ -796,17 +796,13 @@ def exporter(
     per-process metrics with GENQUEUE_METRICS_PORT."""
     import threading
 
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import start_http_server
 
-    from genqueue.worker.cluster_metrics import ClusterCollector
-    from genqueue.worker.tenant_metrics import TenantCollector
+    from genqueue.worker.exporter_metrics import exporter_registry
 
     configure_logging(log_level, log_format)
     _register_flag_secrets(settings)
-    registry = CollectorRegistry()
-    registry.register(ClusterCollector(settings))
-    registry.register(TenantCollector(settings))
-    start_http_server(port, addr=host, registry=registry)
+    start_http_server(port, addr=host, registry=exporter_registry(settings))
     _err(f"exporter on http://{host}:{port}/metrics for {settings.redis_url_redacted}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     threading.Event().wait()

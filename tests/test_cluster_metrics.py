@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+import redis
 import redis.asyncio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from genqueue.producer import AsyncClient, Settings
 from genqueue.producer.stats import oldest_due_age_ms, redis_time_ms
 from genqueue.worker.cluster_metrics import ClusterCollector
+from genqueue.worker.exporter_metrics import exporter_registry
 from tests.test_producer import REQ, finish_directly
 
 
@@ -88,3 +90,25 @@ def test_redis_down_reports_up_zero(settings: Settings) -> None:
     collector = ClusterCollector(down)
     assert "genqueue_redis_up 0.0" in scrape(collector)
     collector.close()
+
+
+def _calls(conn: redis.Redis) -> dict[str, int]:
+    """Commands served by the test Redis since its last ``CONFIG RESETSTAT``, by name."""
+    stats: dict[str, dict[str, int]] = conn.info("commandstats")  # type: ignore[assignment]
+    return {name.removeprefix("cmdstat_"): int(s["calls"]) for name, s in stats.items()}
+
+
+async def test_one_scrape_reads_the_snapshot_once(
+    client: AsyncClient, settings: Settings, conn: redis.Redis
+) -> None:
+    """One scrape of the exporter's registry sends each stats command once, though it serves
+    both the cluster's and the tenants' metrics from it."""
+    await client.submit(REQ)
+    conn.config_resetstat()
+    text = generate_latest(exporter_registry(settings, conn)).decode()
+    calls = _calls(conn)
+    assert 'genqueue_requests{status="pending"} 1.0' in text
+    assert 'genqueue_tenant_requests{status="pending",tenant="default"} 1.0' in text
+    assert calls["time"] == 1
+    assert calls["zcard"] == 1
+    assert calls["hkeys"] == 1

@@ -64,26 +64,41 @@ class StatsCollector(Collector):
         self._redis.close()
 
 
+def redis_up(answered: bool) -> Metric:
+    """``genqueue_redis_up``: whether Redis answered this scrape."""
+    up = GaugeMetricFamily("genqueue_redis_up", "1 if Redis answered this scrape.")
+    up.add_metric([], 1 if answered else 0)
+    return up
+
+
 class ClusterCollector(StatsCollector):
     """A Prometheus collector over one Redis snapshot per scrape."""
 
     def snapshot(self) -> tuple[Stats, int]:
         """The stats and the number of live workers, read in two round trips."""
         replies, _, now = self._read()
+        return self.parse(replies, now), self.alive()
+
+    def parse(self, replies: list[Any], now: int) -> Stats:
+        """The cluster's stats from the replies of ``_read``."""
+        return parse_stats(replies, now, budget_clock_ms=self._budget_clock)
+
+    def alive(self) -> int:
+        """Worker processes with a live health key."""
         prefix = self._settings.keys.prefix
-        alive = sum(1 for _ in self._redis.scan_iter(f"{prefix}:health:*", count=1000))
-        return parse_stats(replies, now, budget_clock_ms=self._budget_clock), alive
+        return sum(1 for _ in self._redis.scan_iter(f"{prefix}:health:*", count=1000))
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("genqueue_redis_up", "1 if Redis answered this scrape.")
         try:
             stats, alive = self.snapshot()
         except (redis.RedisError, OSError):
-            up.add_metric([], 0)
-            yield up
+            yield redis_up(False)
             return
-        up.add_metric([], 1)
-        yield up
+        yield from self.metrics(stats, alive)
+
+    def metrics(self, stats: Stats, alive: int) -> Iterator[Metric]:
+        """The cluster's metrics from one snapshot (``genqueue_redis_up`` 1 first)."""
+        yield redis_up(True)
 
         depth = GaugeMetricFamily(
             "genqueue_queue_depth",

@@ -8,6 +8,7 @@ request for an unknown tenant is refused), so it is safe as a label.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,9 +25,19 @@ class TenantCollector(StatsCollector):
 
     def snapshot(self) -> dict[str, Stats]:
         """Each tenant's stats (``default`` first), read in one round trip."""
-        replies, (configured,), now = self._read(("HKEYS", self._settings.keys.tenants))
+        replies, (configured,), now = self._read(self.tenants_command())
+        return self.parse(replies, configured, now, self._budget_clock)
+
+    def tenants_command(self) -> tuple[str, ...]:
+        """The command whose reply ``parse`` takes as ``configured``, read with the stats."""
+        return ("HKEYS", self._settings.keys.tenants)
+
+    @staticmethod
+    def parse(
+        replies: list[Any], configured: list[str], now: int, clock: int | None
+    ) -> dict[str, Stats]:
+        """Each tenant's stats from the replies of ``_read`` (``clock``: the budgets')."""
         names = [DEFAULT_TENANT, *sorted(set(configured) - {DEFAULT_TENANT})]
-        clock = self._budget_clock
         return {t: parse_stats(replies, now, tenant=t, budget_clock_ms=clock) for t in names}
 
     def collect(self) -> Iterator[Metric]:
@@ -34,6 +45,10 @@ class TenantCollector(StatsCollector):
             by_tenant = self.snapshot()
         except (redis.RedisError, OSError):
             return  # genqueue_redis_up (ClusterCollector) says why
+        yield from self.metrics(by_tenant)
+
+    def metrics(self, by_tenant: dict[str, Stats]) -> Iterator[Metric]:
+        """The per-tenant metrics from one snapshot."""
         requests = GaugeMetricFamily(
             "genqueue_tenant_requests",
             "Requests per tenant and non-terminal status (pending: waiting for an upstream "

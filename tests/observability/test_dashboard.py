@@ -16,9 +16,8 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 from prometheus_client import CollectorRegistry, Metric
 
 from genqueue.producer.settings import Settings
-from genqueue.worker.cluster_metrics import ClusterCollector
+from genqueue.worker.exporter_metrics import ExporterCollector
 from genqueue.worker.metrics import WorkerMetrics
-from genqueue.worker.tenant_metrics import TenantCollector
 from tests.observability.tools import (
     COMPOSE,
     DASHBOARD,
@@ -79,13 +78,11 @@ def _samples(family: Metric) -> set[str]:
 def exported(settings: Settings) -> Iterator[tuple[set[str], set[str]]]:
     """(per-process sample names, cluster sample names) as genqueue exports them."""
     per_process = {n for f in WorkerMetrics().registry.collect() for n in _samples(f)}
-    collector, tenants = ClusterCollector(settings), TenantCollector(settings)
+    collector = ExporterCollector(settings)
     registry = CollectorRegistry()
     registry.register(collector)
-    registry.register(tenants)
     cluster = {n for f in registry.collect() for n in _samples(f)}
     collector.close()
-    tenants.close()
     yield per_process, cluster
 
 
