@@ -98,6 +98,17 @@ def _runtime(
     )
 
 
+async def _rerun_submit(settings: Settings, transport: HeldAnswers, sim_app: Any, rid: str) -> None:
+    """arq's re-run of the cancelled submit (at once, on a fresh client and runtime): the
+    lease is held, so nothing is posted: one POST in all, no duplicate creation."""
+    client = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+    rt = _runtime(settings, client, transport)
+    await run_submit(rt, rid, 0)
+    await rt.close()
+    assert transport.posts == 1
+    assert sim_app.state.sim.stats()["duplicate_creations"] == 0
+
+
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -124,13 +135,7 @@ async def test_create_cancelled_mid_post_is_recorded_and_not_bought_again(
         view = await producer.get(rid)
         assert view.upstream_id == sim_app.state.sim.jobs()[0]["id"]
         assert view.status in ("queued", "in_progress")
-        # arq runs the cancelled job again at once: the lease is held, nothing is posted.
-        client = redis.asyncio.Redis.from_url(server.url, decode_responses=True)
-        rt = _runtime(settings, client, transport)
-        await run_submit(rt, rid, 0)
-        await rt.close()
-    assert transport.posts == 1
-    assert sim_app.state.sim.stats()["duplicate_creations"] == 0
+    await _rerun_submit(settings, transport, sim_app, rid)
 
 
 async def test_answer_held_through_a_redis_restart_is_recorded(
@@ -157,12 +162,7 @@ async def test_answer_held_through_a_redis_restart_is_recorded(
         view = await producer.get(rid)
         assert view.upstream_id == sim_app.state.sim.jobs()[0]["id"]
         assert view.status in ("queued", "in_progress") and view.ambiguous_submits == 0
-        client = redis.asyncio.Redis.from_url(server.url, decode_responses=True)
-        rt = _runtime(settings, client, transport)
-        await run_submit(rt, rid, 0)  # arq's re-run of the cancelled job
-        await rt.close()
-    assert transport.posts == 1
-    assert sim_app.state.sim.stats()["duplicate_creations"] == 0
+    await _rerun_submit(settings, transport, sim_app, rid)
 
 
 async def test_a_retried_write_that_had_landed_is_not_a_superseded_job(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,22 +33,33 @@ LOCAL = "127.0.0.0/8"
 RESOLVER = {h: ["127.0.0.1"] for h in ("slow.test", "fast.test", "hooks.test")}
 
 
-async def start_outbound_worker(
-    start_worker: StartWorker,
-    settings: Settings,
-    routes: dict[str, httpx.AsyncBaseTransport],
-    **overrides: Any,
-) -> None:
-    """A worker with a side worker whose outbound calls go to ``routes`` (hosts resolved to
-    127.0.0.1, loopback allowed) and sign webhooks with ``SECRET``."""
-    await start_worker(
-        side_transport=RouterTransport(routes),
-        with_side=True,
-        resolver=StaticResolver(RESOLVER),
-        settings=replace(settings, outbound_allow_nets=LOCAL),
-        webhook_secret=SECRET,
-        **overrides,
-    )
+StartOutbound = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def start_outbound(start_worker: StartWorker, settings: Settings, sim_app: Any) -> StartOutbound:
+    """``await start_outbound(receivers, **overrides)``: a worker with a side worker whose
+    outbound calls go to ``receivers`` (host: transport; ``sim``, the simulator, unless
+    given), hosts resolved to 127.0.0.1, loopback allowed, webhooks signed with ``SECRET``."""
+
+    async def start(receivers: dict[str, httpx.AsyncBaseTransport], **overrides: Any) -> None:
+        routes = {"sim": httpx.ASGITransport(app=sim_app), **receivers}
+        await start_worker(
+            side_transport=RouterTransport(routes),
+            with_side=True,
+            resolver=StaticResolver(RESOLVER),
+            settings=replace(settings, outbound_allow_nets=LOCAL),
+            webhook_secret=SECRET,
+            **overrides,
+        )
+
+    return start
+
+
+async def _start_gone(start_outbound: StartOutbound, **overrides: Any) -> None:
+    """A worker whose webhooks go to ``hooks.test``, a receiver answering 410 (gone: the
+    delivery is dead-lettered at once)."""
+    await start_outbound({"hooks.test": Receiver([410] * 10).transport}, **overrides)
 
 
 class Hanging(httpx.AsyncBaseTransport):
@@ -153,8 +164,7 @@ async def test_a_trickling_receiver_is_cut_at_the_total_deadline(
 
 async def test_a_hanging_host_is_capped_counted_and_dead_lettered(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_outbound: StartOutbound,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
@@ -162,12 +172,8 @@ async def test_a_hanging_host_is_capped_counted_and_dead_lettered(
     the total deadline and is counted, and they are dead-lettered after their retries (the
     requests stay completed), while another host's deliveries go through."""
     hanging, fast = Hanging(), Receiver()
-    routes = {"sim": httpx.ASGITransport(app=sim_app), "slow.test": hanging,
-              "fast.test": fast.transport}  # fmt: skip
-    await start_outbound_worker(
-        start_worker,
-        settings,
-        routes,
+    await start_outbound(
+        {"slow.test": hanging, "fast.test": fast.transport},
         webhook_timeout_s=0.3,
         webhook_retry_s=0.05,
         webhook_retry_cap_s=0.1,
@@ -286,7 +292,7 @@ class SlowVideo(httpx.AsyncBaseTransport):
 
 async def test_a_download_slower_than_its_deadline_is_retried_then_given_up(
     client: AsyncClient,
-    start_worker: StartWorker,
+    start_outbound: StartOutbound,
     sim_app: Any,
     aredis: redis.asyncio.Redis,
     settings: Settings,
@@ -296,11 +302,8 @@ async def test_a_download_slower_than_its_deadline_is_retried_then_given_up(
     retries with no partial file left, and the webhook then goes out."""
     video = SlowVideo(httpx.ASGITransport(app=sim_app))
     hook = Receiver()
-    routes = {"sim": video, "hooks.test": hook.transport}
-    await start_outbound_worker(
-        start_worker,
-        settings,
-        routes,
+    await start_outbound(
+        {"sim": video, "hooks.test": hook.transport},
         download_dir=str(tmp_path),
         download_timeout_s=0.3,
         download_retries=2,
@@ -316,20 +319,12 @@ async def test_a_download_slower_than_its_deadline_is_retried_then_given_up(
 
 async def test_dead_letters_are_bounded_by_count_and_age(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_outbound: StartOutbound,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
     """The dead-letter set keeps at most webhook_dead_max entries, the newest."""
-    gone = Receiver([410] * 10)
-    routes = {"sim": httpx.ASGITransport(app=sim_app), "hooks.test": gone.transport}
-    await start_outbound_worker(
-        start_worker,
-        settings,
-        routes,
-        webhook_dead_max=2,
-    )
+    await _start_gone(start_outbound, webhook_dead_max=2)
     ids = []
     for _ in range(3):
         ids.append(await client.submit(REQ, webhook_url="http://hooks.test/h"))
@@ -340,20 +335,12 @@ async def test_dead_letters_are_bounded_by_count_and_age(
 
 async def test_dead_letters_older_than_their_age_are_dropped(
     client: AsyncClient,
-    start_worker: StartWorker,
-    sim_app: Any,
+    start_outbound: StartOutbound,
     aredis: redis.asyncio.Redis,
     settings: Settings,
 ) -> None:
     """A dead letter older than webhook_dead_max_age_s is dropped when the next is added."""
-    gone = Receiver([410] * 10)
-    routes = {"sim": httpx.ASGITransport(app=sim_app), "hooks.test": gone.transport}
-    await start_outbound_worker(
-        start_worker,
-        settings,
-        routes,
-        webhook_dead_max_age_s=0.05,
-    )
+    await _start_gone(start_outbound, webhook_dead_max_age_s=0.05)
     first = await client.submit(REQ, webhook_url="http://hooks.test/h")
     await until_webhook(aredis, settings, first, "dead", 30)
     await asyncio.sleep(0.1)
