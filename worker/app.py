@@ -43,6 +43,7 @@ from genqueue.worker.metrics import WorkerMetrics
 from genqueue.worker.outbound.resolver import Resolver
 from genqueue.worker.reconciler import reconcile_once
 from genqueue.worker.runtime import CTX_KEY, Runtime, UnsafeRedis
+from genqueue.worker.shutdown import stop_bound_s
 from genqueue.worker.side_effects import dispatch_outbox, run_side
 from genqueue.worker.signing import warn_unsigned_webhooks
 from genqueue.worker.tasks import run_poll, run_submit
@@ -333,7 +334,12 @@ async def run_worker(
 
     def on_signal(sig: signal.Signals) -> None:
         if not stopping.is_set():
-            log.info("worker_stopping", signal=sig.name, grace_s=config.job_completion_wait_s)
+            log.info(
+                "worker_stopping",
+                signal=sig.name,
+                grace_s=config.job_completion_wait_s,
+                at_most_s=stop_bound_s(config),  # creates in flight included, Redis down too
+            )
         stopping.set()
         for w in current:
             w.handle_sig_wait_for_completion(sig)
