@@ -295,7 +295,8 @@ class Keys:
         ``start:done`` scored by ``done``; ``offset``: recent upper bounds of Redis' clock
         minus the upstream's; ``kind="count"``: a counter of the completions offered to the
         sample (see ``worker/durations.py``). ``recent_total`` / ``recent_generation``: lists
-        the previous version kept (last seen first), no longer read."""
+        the previous version kept (last seen first), no longer read; a durations refresh
+        deletes one untouched for an hour (``worker/durations.py: LEFTOVER_IDLE_S``)."""
         return f"{self.prefix}:durations:{kind}:{model}"
 
     @property

@@ -10,7 +10,7 @@ import redis.asyncio
 
 from genqueue.producer.settings import Settings
 from genqueue.worker.drift import settled
-from genqueue.worker.durations import DurationModel, _pair
+from genqueue.worker.durations import LEFTOVER_IDLE_S, DurationModel, _pair
 
 MODEL = "m/x"
 
@@ -232,3 +232,22 @@ def test_incremental_sort_equals_a_full_sort(settings: Settings) -> None:
         if refresh % 5 == 0:  # duplicates of values already there
             raw[rng.randrange(len(raw))] = raw[rng.randrange(len(raw))]
         assert model._sorted(("m", "total"), raw) == sorted(map(float, raw)), refresh
+
+
+async def test_the_previous_versions_idle_recent_lists_are_deleted(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """A refresh deletes a previous version's recent list untouched for LEFTOVER_IDLE_S (no
+    worker of that version left), and keeps one a worker of it touched since."""
+    idle_k = settings.keys.durations(MODEL, "recent_total")
+    busy_k = settings.keys.durations(MODEL, "recent_generation")
+    await aredis.lpush(idle_k, "1.000:301.000")
+    dumped = await aredis.dump(idle_k)
+    await aredis.execute_command(
+        "RESTORE", idle_k, 0, dumped, "REPLACE", "IDLETIME", LEFTOVER_IDLE_S + 60
+    )
+    await aredis.lpush(busy_k, "1.000:301.000")
+    model = DurationModel(aredis, settings.keys, min_samples=10, cache_s=0)
+    await model.get(MODEL)
+    assert await aredis.exists(idle_k) == 0
+    assert await aredis.llen(busy_k) == 1

@@ -28,12 +28,16 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
+import redis
 import redis.asyncio
+import structlog
 
 from genqueue.producer.evalsha import script_caller
 from genqueue.producer.keys import Keys
 from genqueue.producer.scripts import source
 from genqueue.worker.drift import NONE, Shift, location_shift
+
+log = structlog.get_logger(__name__)
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -104,6 +108,12 @@ class ModelDurations:
 #: Clock offset bounds kept per model: the estimate follows a clock step within this many
 #: completions.
 OFFSET_BOUNDS_KEPT = 64
+#: The previous version's last-seen lists (``recent_total`` / ``recent_generation``, no longer
+#: read): one untouched this long has no worker of that version using it (each read its
+#: model's lists at every refresh, every ``cache_s``), so a refresh deletes it. Younger, it
+#: is left to a worker still running that version (a rolling deploy).
+LEFTOVER_IDLE_S = 3600
+LEFTOVER_KINDS = ("recent_total", "recent_generation")
 
 
 class DurationModel:
@@ -140,6 +150,8 @@ class DurationModel:
         self._cache: dict[str, tuple[float, ModelDurations | None]] = {}
         #: Per (model, sample): the last refresh's raw list and its parsed, sorted values.
         self._parsed: dict[tuple[str, str], tuple[list[str], list[float]]] = {}
+        #: Per model: when this process last looked for the previous version's lists.
+        self._leftovers_seen: dict[str, float] = {}
 
     def _keys_of(self, model: str) -> list[str]:
         k = self._keys
@@ -222,6 +234,24 @@ class DurationModel:
         self._parsed[key] = (raw, values)
         return values
 
+    async def _drop_leftovers(self, model: str) -> None:
+        """Delete the previous version's lists of ``model`` that no worker has touched for
+        ``LEFTOVER_IDLE_S`` (one round trip, a second only to delete)."""
+        keys = [self._keys.durations(model, kind) for kind in LEFTOVER_KINDS]
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.object("IDLETIME", key)  # leaves the key's idle time as it is
+                idle = await pipe.execute()
+        except redis.ResponseError:
+            return  # an LFU eviction policy tracks no idle time: leave them
+        stale = [
+            k for k, t in zip(keys, idle, strict=True) if t is not None and t >= LEFTOVER_IDLE_S
+        ]
+        if stale:
+            await self._redis.unlink(*stale)
+            log.info("duration_leftovers_deleted", keys=len(stale))
+
     async def get(self, model: str) -> ModelDurations | None:
         """The model's recent durations, or None until enough completions were seen."""
         now = time.monotonic()
@@ -229,6 +259,10 @@ class DurationModel:
         if cached is not None and now - cached[0] < self._cache_s:
             return cached[1]
         total_k, gen_k, _, recent_total_k, recent_gen_k, offset_k = self._keys_of(model)
+        last = self._leftovers_seen.get(model)
+        if last is None or now - last >= LEFTOVER_IDLE_S:  # once an idle period per model
+            self._leftovers_seen[model] = now
+            await self._drop_leftovers(model)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.lrange(total_k, 0, -1)
             pipe.lrange(gen_k, 0, -1)
