@@ -18,7 +18,7 @@ from genqueue.producer.settings import Settings
 from genqueue.producer.stats import redis_time_ms
 from genqueue.producer.timers import AsyncTimers, Timer, dumps, loads
 from genqueue.worker.app import build_side_worker, build_worker, stop_worker
-from genqueue.worker.claim import TimerWorker, claim_due_args, parse_look
+from genqueue.worker.claim import Slack, TimerWorker, claim_due_args, parse_look
 from genqueue.worker.wakeup import LookResult, Periodic, WakeListener, wait_s
 from tests.conftest import worker_config
 
@@ -33,6 +33,7 @@ async def _look(
     running: int = 0,
     watched: str = QUEUE,
     me: str = "w1",
+    slack: Slack | None = None,
 ) -> tuple[list[Any], LookResult | None]:
     raw = redis.asyncio.Redis(
         connection_pool=r.connection_pool.__class__(
@@ -50,6 +51,7 @@ async def _look(
         running=running,
         max_wait_ms=60_000,
         watcher_id=me,
+        slack=slack,
     )
     try:
         reply = await claim(keys=[QUEUE, WAKE.wake, WAKE.wake_at, watched], args=args)
@@ -75,6 +77,40 @@ async def test_an_arm_wakes_one_waiting_worker_only_if_due_before_the_watched_ti
     await aredis.delete(WAKE.wake)
     assert await timers.arm(Timer("poll", "later", 1), at_ms=now + 60_000)
     assert await aredis.llen(WAKE.wake) == 1
+
+
+async def test_status_checks_due_within_the_slack_run_with_the_due_ones(
+    aredis: redis.asyncio.Redis,
+) -> None:
+    """A look with timer slack also claims the status checks due within it, but not a check
+    holding a rate-limit turn, a create, or a check due after the slack; it looks again when
+    the first job it left within the slack is due."""
+    now = redis_time_ms(await aredis.time())
+    due = {
+        "poll:due:1": now - 50,
+        "poll:soon:3": now + 2_000,
+        "poll:turn:2": now + 1_000,
+        "submit:create:1": now + 1_500,
+        "poll:late:1": now + 30_000,
+    }
+    await aredis.zadd(QUEUE, due)
+    for job_id in due:
+        await aredis.set(job_key_prefix + job_id, "payload")
+    await aredis.hset("t:req:turn", "call_turn", "1")
+    await aredis.hset("t:req:soon", "status", "in_progress")
+    slack = Slack(ms=5_000, id_prefix="poll:", record_prefix="t:req:")
+    claimed, look = await _look(aredis, slack=slack)
+    assert sorted(c[0] for c in claimed) == ["poll:due:1", "poll:soon:3"]
+    assert look is not None and look.next_in_s is not None
+    assert 0.5 < look.next_in_s <= 1.0  # the turn's time, not the create's or the late check's
+    assert await aredis.exists(in_progress_key_prefix + "poll:turn:2") == 0
+    assert await aredis.exists(in_progress_key_prefix + "submit:create:1") == 0
+    # Without slack only what is due now is claimed.
+    await aredis.zadd(QUEUE, {"poll:next:1": now + 2_000})
+    await aredis.set(job_key_prefix + "poll:next:1", "payload")
+    claimed, look = await _look(aredis)
+    assert claimed == []
+    assert look is not None and look.next_in_s is not None and look.next_in_s <= 1.0
 
 
 async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(

@@ -37,7 +37,7 @@ from genqueue.producer.keys import (
 from genqueue.producer.timers import dumps, loads
 from genqueue.worker.admission import announce_cap, run_admit, safety_net
 from genqueue.worker.arq_redis import arq_pool
-from genqueue.worker.claim import TimerWorker
+from genqueue.worker.claim import Slack, TimerWorker
 from genqueue.worker.config import WorkerConfig
 from genqueue.worker.metrics import WorkerMetrics
 from genqueue.worker.outbound.resolver import Resolver
@@ -219,6 +219,11 @@ def build_worker(
         resolver=resolver,
         announce=True,
         wake=config.settings.keys.queue_wake,
+        slack=Slack(
+            ms=round(config.scaled(config.schedule.poll_slack_s) * 1000),
+            id_prefix=f"{POLL_TASK}:",
+            record_prefix=config.settings.keys.record(""),
+        ),
         periodic=[
             Periodic(
                 RECONCILE_TASK,

@@ -24,6 +24,14 @@ Between looks a worker given wake keys waits (``worker/wakeup.py``: until its ne
 a wake token, one of its jobs ending, or its own schedule) instead of looking every
 ``poll_delay_s``; without them it polls as arq does (``poll_delay_s``, used by burst runs).
 
+**Timer slack.** A look also claims the status checks due within the next ``Slack.ms``
+(``poll_slack_s``, scaled; 0.5 s by default, a tenth of the dense checks' spacing): checks due
+close together then run together, on one wake-up of the worker, where each used to cost its
+own wake-up, look and event-loop turns (at the comparison's load, a third of a worker's CPU
+per video: bench/RESULTS.md). Only checks run early, never a create or an admission timer, and
+not a check holding a rate-limit turn (the limit chose that time; asked earlier it would refuse
+and queue the check again at the back).
+
 A job that ended is retired at the next look (``poll_delay_s`` later), not at once: if the
 worker dies in between, its in-progress key expires and the job runs again, as after a crash
 just before arq's own ``finish_job`` — a timer re-run is harmless (its seq has moved on).
@@ -37,6 +45,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import create_pool, log_redis_info
@@ -79,13 +88,14 @@ def claim_due_args(
     running: int = 0,
     max_wait_ms: int = 0,
     watcher_id: str = "",
+    slack: Slack | None = None,
 ) -> list[Any]:
     """ARGV of ``lua/claim_due.lua`` (KEYS: the queue, and optionally its wake keys and a
     watched set): claim up to ``want`` of the first ``look`` due ids at ``now_ms`` (None:
     Redis ``TIME``), after retiring each (job id, ``ENDED`` | ``RELEASED`` | ``ENDED_CRON``)
     of ``retired``; with the wake keys, ``running`` jobs of this worker are still running, the
     next look is at most ``max_wait_ms`` away, and ``watcher_id`` names this worker in the
-    wake-at key."""
+    wake-at key; with ``slack``, its jobs due within ``slack.ms`` are claimed too."""
     args: list[Any] = [
         "" if now_ms is None else now_ms,
         in_progress_ms,
@@ -99,7 +109,21 @@ def claim_due_args(
     ]
     for job_id, how in retired:
         args += [job_id, how]
-    return args + [running, max_wait_ms, watcher_id]
+    args += [running, max_wait_ms, watcher_id]
+    if slack is not None:
+        args += [slack.ms, slack.id_prefix, slack.record_prefix]
+    return args
+
+
+@dataclass(frozen=True, slots=True)
+class Slack:
+    """Timer slack: jobs whose ids start with ``id_prefix`` (status checks) are claimed up to
+    ``ms`` before they are due (Redis time), unless their record (``record_prefix`` + the
+    request id) holds a rate-limit turn (``call_turn``): that time is the limit's."""
+
+    ms: int
+    id_prefix: str
+    record_prefix: str
 
 
 Claimed = tuple[str, int, bytes | None, int]
@@ -136,7 +160,8 @@ class TimerWorker(Worker):
     With ``wake`` (the queue's wake keys) it waits between looks (``worker/wakeup.py``):
     ``watched`` is a sorted set of due times also watched (the outbox), whose due entries
     ``on_watched_due`` handles, at most once per ``watched_spacing_s``; ``periodic`` work
-    runs from the same loop; ``max_wait_s`` bounds a wait."""
+    runs from the same loop; ``max_wait_s`` bounds a wait; ``slack``: jobs claimed early
+    (the module's *timer slack*)."""
 
     def __init__(
         self,
@@ -147,6 +172,7 @@ class TimerWorker(Worker):
         watched_spacing_s: float = 0.0,
         periodic: Sequence[Periodic] = (),
         max_wait_s: float = 60.0,
+        slack: Slack | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -160,6 +186,7 @@ class TimerWorker(Worker):
         self._watched_at = -watched_spacing_s
         self._periodic = list(periodic)
         self.max_wait_s = max_wait_s
+        self._slack = slack
         self._last_look: LookResult | None = None
         self._last_look_at = 0.0
         #: Set when one of this worker's jobs ends (or ``wake()``): its keys wait for a look.
@@ -356,6 +383,7 @@ class TimerWorker(Worker):
             running=self.job_counter,
             max_wait_ms=int(self.max_wait_s * 1000),
             watcher_id=self._watcher_id,
+            slack=self._slack,
         )
         try:
             reply = await self._call_script(self._claim_due, keys, args)

@@ -86,6 +86,10 @@ class ScheduleSettings:
     poll_factor: float = 1.5
     #: Jitter as a fraction of each delay (0 turns it off).
     poll_jitter: float = 0.1
+    #: Timer slack (scaled): a check due within this is run with the ones due now, so checks
+    #: due close together share one wake-up of the worker (``worker/claim.py``). At most a
+    #: quarter of ``poll_floor_s``; 0 runs every check at its time.
+    poll_slack_s: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.poll_floor_s <= self.poll_cap_s:
@@ -94,6 +98,8 @@ class ScheduleSettings:
             raise ValueError("poll_factor must be >= 1")
         if not 0 <= self.poll_jitter < 1:
             raise ValueError("poll_jitter must be in [0, 1)")
+        if not 0 <= self.poll_slack_s <= self.poll_floor_s / 4:
+            raise ValueError("poll_slack_s must be in [0, poll_floor_s / 4]")
         if self.mode not in ("adaptive", "fixed"):
             raise ValueError("poll_schedule must be 'adaptive' or 'fixed'")
         if not 0 <= self.adaptive_quantile < 1:

@@ -9,7 +9,10 @@
 -- leave the queue; 'r' released: only the in-progress key goes, it runs again; 'c' an ended
 -- cron job: as 'e' but the in-progress key expires later); then, with the wake keys: jobs
 -- still running in this worker after the look, most ms a waiting worker sleeps, this
--- worker's id (the wake-at key holds '<due ms>:<id>' of the worker watching that time).
+-- worker's id (the wake-at key holds '<due ms>:<id>' of the worker watching that time);
+-- then, optional (timer slack): how many ms early a job may be claimed, the id prefix of the
+-- jobs that may (status checks: 'poll:'), and the record key prefix (a check holding a
+-- rate-limit turn, its record's `call_turn`, waits for its time: the limit gave it that time).
 -- Key names are built from the prefixes because the ids are only known here (arq's layout;
 -- a single Redis, as arq requires).
 -- Returns per claimed job: id, score, payload (false if the job key expired), try; with the
@@ -45,6 +48,19 @@ end
 local RUNNING = tonumber(ARGV[10 + 2 * n_retire])
 local MAX_WAIT_MS = tonumber(ARGV[11 + 2 * n_retire])
 local ME = ARGV[12 + 2 * n_retire]
+local SLACK_MS = tonumber(ARGV[13 + 2 * n_retire]) or 0
+local EARLY_PREFIX = ARGV[14 + 2 * n_retire] or ''
+local REC_PREFIX = ARGV[15 + 2 * n_retire] or ''
+-- Timer slack: status checks due within SLACK_MS run now, with the ones due now, so checks
+-- due close together share one wake-up of the worker instead of one each (worker/claim.py).
+local due_until = now + SLACK_MS
+local function may_run_early(id)
+  if EARLY_PREFIX == '' or string.sub(id, 1, #EARLY_PREFIX) ~= EARLY_PREFIX then return false end
+  local rid = string.match(string.sub(id, #EARLY_PREFIX + 1), '^(.*):%d+$')
+  return rid ~= nil and redis.call('HGET', REC_PREFIX .. rid, 'call_turn') ~= '1'
+end
+-- The first job within the slack that must wait for its own time.
+local held_at = nil
 local out = {}
 local claimed, offset = 0, 0
 local free_in_ms = nil
@@ -52,13 +68,19 @@ local examined = 0
 -- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
 local page = math.min(look, want + 100)
 while claimed < want and offset < look do
-  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset,
-    math.min(page, look - offset))
+  local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', due_until, 'WITHSCORES', 'LIMIT',
+    offset, math.min(page, look - offset))
   if #ids == 0 then break end
   for i = 1, #ids, 2 do
     local id = ids[i]
     examined = examined + 1
-    local running_ms = redis.call('PTTL', ip .. id)
+    local running_ms = -1
+    local score = tonumber(ids[i + 1])
+    if score > now and not may_run_early(id) then
+      if not held_at or score < held_at then held_at = score end
+    else
+      running_ms = redis.call('PTTL', ip .. id)
+    end
     if running_ms > 0 then
       -- Running elsewhere; claimable when its in-progress key expires (its worker died).
       if not free_in_ms or running_ms < free_in_ms then free_in_ms = running_ms end
@@ -91,7 +113,9 @@ end
 -- first, or the watched set's first entry.
 local next_at = now + MAX_WAIT_MS
 if free_in_ms then next_at = math.min(next_at, now + free_in_ms) end
-local first = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if held_at then next_at = math.min(next_at, held_at) end
+local first = redis.call('ZRANGEBYSCORE', queue, '(' .. due_until, '+inf', 'WITHSCORES', 'LIMIT',
+  0, 1)
 if #first > 0 then next_at = math.min(next_at, tonumber(first[2])) end
 local watched_due = 0
 if K_WATCHED ~= queue then
