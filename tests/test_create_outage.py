@@ -190,3 +190,35 @@ async def test_a_retried_write_that_had_landed_is_not_a_superseded_job(
         assert rt.metrics.superseded_jobs._value.get() == 0
         assert (await producer.stats()).requests_by_status.get("submitting", 0) == 0
         await rt.close()
+
+
+async def test_a_probe_whose_resume_hangs_still_records_its_job(
+    server: LocalRedis, sim_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe create's resume of a pause is bounded: a Redis call that never answers (a
+    half-open connection) does not hold the write of the job's id, nor the worker's shutdown."""
+    settings = Settings(redis_url=server.url, key_prefix="gq-outage-probe")
+    transport = HeldAnswers(sim_app)
+    transport.release.set()
+    monkeypatch.setattr("genqueue.worker.tasks.WRITE_TRY_S", 0.2)
+    async with AsyncClient(settings) as producer:
+        rid = await producer.submit({"model": MODEL, "prompt": "a heron"})
+        client = redis.asyncio.Redis.from_url(server.url, decode_responses=True)
+        rt = _runtime(settings, client, transport)
+        await rt.pause.pause(reason="test", code=503, duration_ms=1)
+        await asyncio.sleep(0.05)  # past the pause: half-open, the next create is its probe
+        resumes = 0
+
+        async def never_answers() -> bool:
+            nonlocal resumes
+            resumes += 1
+            await asyncio.Event().wait()
+            return True
+
+        monkeypatch.setattr(rt.pause, "resume", never_answers)
+        await asyncio.wait_for(run_submit(rt, rid, 0), 30)  # a bound for a broken build
+        await rt.close()
+        view = await producer.get(rid)
+        assert resumes == 1
+        assert view.upstream_id == sim_app.state.sim.jobs()[0]["id"]
+        assert transport.posts == 1

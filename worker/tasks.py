@@ -368,9 +368,13 @@ async def _create(
         return
     if is_probe:
         try:
-            if await rt.pause.resume():
+            # Bounded: this runs where cancellation does not reach (a half-open connection
+            # would hold the id's write, and a worker's shutdown, for ever).
+            async with asyncio.timeout(WRITE_TRY_S):
+                resumed = await rt.pause.resume()
+            if resumed:
                 log.warning("creates_resumed")
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError):
             # The id comes first; the pause's probe window ends on its own.
             log.warning("creates_resume_unrecorded")
     # `submitted` also ends the create failure streak (the upstream answered).
