@@ -69,12 +69,14 @@ def learned_delay_s(
     """Delay before the next check of a job ``elapsed_s`` after its anchor (created or started),
     when its model's durations are known: ``first_s`` and ``dense_until_s`` are a low and a
     high quantile of them. ``checked``: the job was checked before (this is not the first);
-    ``late_s``: how long after its due time this check ran.
+    ``late_s``: how long after its due time this check ran (negative: before it, as a check
+    claimed within the timer slack is).
 
     Before ``first_s``: wait for it. Up to ``dense_until_s``: one
     ``dense_every_s`` after this check's *due* time, which bounds the detection lag of the
-    videos that end where most of them do (a late check does not push the later ones back;
-    one more than half an interval late starts afresh). After: back off geometrically in
+    videos that end where most of them do (a late check does not push the later ones back,
+    one more than half an interval late starts afresh; an early one does not pull them
+    forward, or every check run early would add to the checks of the window). After: back off geometrically in
     time (``(factor - 1)`` times the time since the window closed) from ``dense_every_s`` up
     to ``cap_s``. A window with ``dense_until_s <= first_s`` is none.
     """
@@ -83,6 +85,7 @@ def learned_delay_s(
     if elapsed_s < first_s - (dense_every_s if checked else 0.0):
         return first_s - elapsed_s
     if elapsed_s < dense_until_s:
-        return dense_every_s - late_s if 0 <= late_s < dense_every_s / 2 else dense_every_s
+        anchored = -dense_every_s / 2 < late_s < dense_every_s / 2
+        return dense_every_s - late_s if anchored else dense_every_s
     late = (elapsed_s - max(first_s, dense_until_s)) * (factor - 1)
     return min(cap_s, max(dense_every_s, late))

@@ -249,7 +249,7 @@ async def _learned_wait_s(
     delay = learned_delay_s(
         elapsed,
         checked=polls_done > 0,
-        late_s=0.0 if due_ms is None else max(0.0, now - due_ms / 1000),
+        late_s=0.0 if due_ms is None else now - due_ms / 1000,
         first_s=first_at - view.created_s,
         dense_until_s=dense_until_s,
         dense_every_s=every,

@@ -104,6 +104,13 @@ def test_learned_schedule_absorbs_a_late_check() -> None:
     assert learned_delay_s(120.0, checked=True, late_s=3.0, factor=1.5, **LEARNED) == 5.0
 
 
+def test_learned_schedule_keeps_its_grid_after_an_early_check() -> None:
+    """A check run before its due time (claimed within the timer slack) keeps the next one
+    an interval after that due time, so early checks add no checks to the dense window."""
+    assert learned_delay_s(120.0, checked=True, late_s=-0.5, factor=1.5, **LEARNED) == 5.5
+    assert learned_delay_s(120.0, checked=True, late_s=-3.0, factor=1.5, **LEARNED) == 5.0
+
+
 def test_learned_schedule_backs_off_in_time_after_the_window() -> None:
     """After the window the delay grows with the time since it closed, from the floor to
     the cap."""
