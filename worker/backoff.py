@@ -76,9 +76,9 @@ def learned_delay_s(
     ``dense_every_s`` after this check's *due* time, which bounds the detection lag of the
     videos that end where most of them do (a late check does not push the later ones back,
     one more than half an interval late starts afresh; an early one does not pull them
-    forward, or every check run early would add to the checks of the window). After: back off geometrically in
-    time (``(factor - 1)`` times the time since the window closed) from ``dense_every_s`` up
-    to ``cap_s``. A window with ``dense_until_s <= first_s`` is none.
+    forward, or every check run early would add to the checks of the window). After: back
+    off geometrically in time (``(factor - 1)`` times the time since the window closed) from
+    ``dense_every_s`` up to ``cap_s``. A window with ``dense_until_s <= first_s`` is none.
     """
     # A check within one interval before the low quantile (a first check jittered early) is
     # already in the window; one well before it (a long upstream queue) waits for it.
