@@ -13,10 +13,11 @@ import redis.asyncio
 
 from genqueue.producer.client import AsyncClient
 from genqueue.producer.settings import Settings
+from genqueue.producer.stats import redis_time_ms
 from genqueue.simulator import SimConfig, create_app
 from genqueue.worker.app import stop_worker
 from genqueue.worker.runtime import Runtime
-from genqueue.worker.tasks import _poll_wait_s
+from genqueue.worker.tasks import RedisInstant, _poll_wait_s
 from genqueue.worker.upstream import UpstreamClient, UpstreamJob
 from tests.conftest import StartWorker, worker_config
 
@@ -128,12 +129,41 @@ async def test_checks_inside_the_learned_window_come_every_floor(
     due_ms = int((time.time() - 1.0) * 1000)  # this check ran 1 s late: the next is on time
     late = await _poll_wait_s(rt, raw, started(120.0), 4, None, due_ms)
     assert late == pytest.approx(floor - 1, abs=0.05)
+    due_ms = int((time.time() + 0.4) * 1000)  # ran 0.4 s early (timer slack): the grid holds
+    early = await _poll_wait_s(rt, raw, started(120.0), 4, None, due_ms)
+    assert early == pytest.approx(floor + 0.4, abs=0.05)
     late = [await _poll_wait_s(rt, raw, started(210.0), 9, None) for _ in range(20)]
     assert all(0.8 * 15 <= d <= 1.2 * 15 for d in late) and len(set(late)) > 1
     cap = rt.config.scaled(rt.config.schedule.poll_cap_s)
     for _ in range(20):
         assert await _poll_wait_s(rt, raw, started(900.0), 30, None) <= cap
     assert await _poll_wait_s(rt, raw, started(120.0), 4, retry_after_s=12.0) == 12.0
+    await rt.upstream.aclose()
+
+
+async def test_fixed_schedule_counts_an_early_check_from_its_due_time(
+    settings: Settings, aredis: redis.asyncio.Redis
+) -> None:
+    """With the fixed schedule, a check run before its due time (within the timer slack)
+    waits its backoff from that due time; one run on time or late waits it from now."""
+    rt = Runtime(
+        config=worker_config(
+            settings, time_scale=1.0, poll_schedule="fixed", poll_jitter=0.0, poll_slack_s=0.5
+        ),
+        redis=aredis,
+        upstream=UpstreamClient(base_url="http://sim", api_key="k"),
+    )
+    floor = rt.config.scaled(rt.config.schedule.poll_floor_s)
+    now_ms = redis_time_ms(await aredis.time())
+    clock = RedisInstant.of(now_ms)
+    job = UpstreamJob(id="u", status="in_progress", raw_status="in_progress", created_at=0.0)
+    early = await _poll_wait_s(rt, RAW, job, 1, None, now_ms + 300, clock)
+    assert early == pytest.approx(floor + 0.3, abs=0.05)
+    # Never more than the slack, and nothing for a check on time or late.
+    assert await _poll_wait_s(rt, RAW, job, 1, None, now_ms + 3_000, clock) == pytest.approx(
+        floor + 0.5, abs=0.05
+    )
+    assert await _poll_wait_s(rt, RAW, job, 1, None, now_ms - 800, clock) == floor
     await rt.upstream.aclose()
 
 

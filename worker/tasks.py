@@ -287,8 +287,18 @@ async def _poll_wait_s(
         None if job is None else await _learned_wait_s(rt, raw, job, polls_done, due_ms, clock)
     )
     if learned is None:
-        return _next_poll_s(rt, polls_done, retry_after_s)
+        return _next_poll_s(rt, polls_done, retry_after_s) + _early_s(rt, due_ms, clock)
     return learned if retry_after_s is None else max(learned, retry_after_s)
+
+
+def _early_s(rt: Runtime, due_ms: int | None, clock: RedisInstant | None) -> float:
+    """How long before its due time the running check ran (claimed within the timer slack,
+    at most that): the configured backoff counts from the due time, so early checks do not
+    pull every later one forward. 0 without Redis' clock at hand (no round trip for it)."""
+    if due_ms is None or clock is None:
+        return 0.0
+    slack_s = rt.config.scaled(rt.config.schedule.poll_slack_s)
+    return min(slack_s, max(0.0, due_ms / 1000 - clock.now_s()))
 
 
 # --- submit -------------------------------------------------------------------------------
