@@ -105,12 +105,28 @@ async def test_status_checks_due_within_the_slack_run_with_the_due_ones(
     assert 0.5 < look.next_in_s <= 1.0  # the turn's time, not the create's or the late check's
     assert await aredis.exists(in_progress_key_prefix + "poll:turn:2") == 0
     assert await aredis.exists(in_progress_key_prefix + "submit:create:1") == 0
+    # A look fills up to `most` jobs with early ones, and none once as many are due.
+    await aredis.zadd(
+        QUEUE, {"poll:due:2": now - 40, "poll:e1:1": now + 100, "poll:e2:1": now + 200}
+    )
+    for job_id in ("poll:due:2", "poll:e1:1", "poll:e2:1"):
+        await aredis.set(job_key_prefix + job_id, "payload")
+    most2 = Slack(ms=5_000, id_prefix="poll:", record_prefix="t:req:", most=2)
+    claimed, look = await _look(aredis, slack=most2)
+    assert [c[0] for c in claimed] == ["poll:due:2", "poll:e1:1"]
+    assert look is not None and look.next_in_s is not None and look.next_in_s <= 0.2
+    await aredis.zadd(QUEUE, {"poll:due:3": now - 30, "poll:due:4": now - 20})
+    for job_id in ("poll:due:3", "poll:due:4"):
+        await aredis.set(job_key_prefix + job_id, "payload")
+    claimed, _ = await _look(aredis, slack=most2)
+    assert [c[0] for c in claimed] == ["poll:due:3", "poll:due:4"]
+    await aredis.delete(QUEUE)
     # Without slack only what is due now is claimed.
     await aredis.zadd(QUEUE, {"poll:next:1": now + 2_000})
     await aredis.set(job_key_prefix + "poll:next:1", "payload")
     claimed, look = await _look(aredis)
     assert claimed == []
-    assert look is not None and look.next_in_s is not None and look.next_in_s <= 1.0
+    assert look is not None and look.next_in_s is not None and 1.5 < look.next_in_s <= 2.0
 
 
 async def test_one_idle_worker_watches_the_next_due_time_on_redis_clock(

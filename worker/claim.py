@@ -25,12 +25,14 @@ a wake token, one of its jobs ending, or its own schedule) instead of looking ev
 ``poll_delay_s``; without them it polls as arq does (``poll_delay_s``, used by burst runs).
 
 **Timer slack.** A look also claims the status checks due within the next ``Slack.ms``
-(``poll_slack_s``, scaled; 0.5 s by default, a tenth of the dense checks' spacing): checks due
-close together then run together, on one wake-up of the worker, where each used to cost its
-own wake-up, look and event-loop turns (at the comparison's load, a third of a worker's CPU
-per video: bench/RESULTS.md). Only checks run early, never a create or an admission timer, and
-not a check holding a rate-limit turn (the limit chose that time; asked earlier it would refuse
-and queue the check again at the back).
+(``poll_slack_s``, scaled; 0.5 s by default, a tenth of the dense checks' spacing), up to
+``Slack.most`` jobs a look: checks due close together then run together, on one wake-up of
+the worker, where each used to cost its own wake-up, look and event-loop turns (at the
+comparison's load, a quarter of a worker's CPU per video: bench/RESULTS.md). Where checks are
+dense a look has that many due already and claims none early (claiming the next half second's
+made bursts of a hundred checks at 200 a second, and cost CPU per check). Only checks run
+early, never a create or an admission timer, and not a check holding a rate-limit turn (the
+limit chose that time; asked earlier it would refuse and queue the check again at the back).
 
 A job that ended is retired at the next look (``poll_delay_s`` later), not at once: if the
 worker dies in between, its in-progress key expires and the job runs again, as after a crash
@@ -111,7 +113,7 @@ def claim_due_args(
         args += [job_id, how]
     args += [running, max_wait_ms, watcher_id]
     if slack is not None:
-        args += [slack.ms, slack.id_prefix, slack.record_prefix]
+        args += [slack.ms, slack.id_prefix, slack.record_prefix, slack.most]
     return args
 
 
@@ -119,11 +121,14 @@ def claim_due_args(
 class Slack:
     """Timer slack: jobs whose ids start with ``id_prefix`` (status checks) are claimed up to
     ``ms`` before they are due (Redis time), unless their record (``record_prefix`` + the
-    request id) holds a rate-limit turn (``call_turn``): that time is the limit's."""
+    request id) holds a rate-limit turn (``call_turn``): that time is the limit's. A look
+    fills up to ``most`` jobs with early ones, and claims none early once it has as many due
+    ones (dense checks share wake-ups already; early ones would only make bursts)."""
 
     ms: int
     id_prefix: str
     record_prefix: str
+    most: int = 8
 
 
 Claimed = tuple[str, int, bytes | None, int]

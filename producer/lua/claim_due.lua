@@ -11,8 +11,11 @@
 -- still running in this worker after the look, most ms a waiting worker sleeps, this
 -- worker's id (the wake-at key holds '<due ms>:<id>' of the worker watching that time);
 -- then, optional (timer slack): how many ms early a job may be claimed, the id prefix of the
--- jobs that may (status checks: 'poll:'), and the record key prefix (a check holding a
--- rate-limit turn, its record's `call_turn`, waits for its time: the limit gave it that time).
+-- jobs that may (status checks: 'poll:'), the record key prefix (a check holding a
+-- rate-limit turn, its record's `call_turn`, waits for its time: the limit gave it that time),
+-- and the most jobs a look fills up to with early ones (a look that claims as many due ones
+-- claims none early: where checks are dense they already share wake-ups, and claiming the
+-- next half second's would only make bursts).
 -- Key names are built from the prefixes because the ids are only known here (arq's layout;
 -- a single Redis, as arq requires).
 -- Returns per claimed job: id, score, payload (false if the job key expired), try; with the
@@ -51,6 +54,7 @@ local ME = ARGV[12 + 2 * n_retire]
 local SLACK_MS = tonumber(ARGV[13 + 2 * n_retire]) or 0
 local EARLY_PREFIX = ARGV[14 + 2 * n_retire] or ''
 local REC_PREFIX = ARGV[15 + 2 * n_retire] or ''
+local SLACK_MOST = tonumber(ARGV[16 + 2 * n_retire]) or 0
 -- Timer slack: status checks due within SLACK_MS run now, with the ones due now, so checks
 -- due close together share one wake-up of the worker instead of one each (worker/claim.py).
 local due_until = now + SLACK_MS
@@ -76,7 +80,7 @@ while claimed < want and offset < look do
     examined = examined + 1
     local running_ms = -1
     local score = tonumber(ids[i + 1])
-    if score > now and not may_run_early(id) then
+    if score > now and (claimed >= SLACK_MOST or not may_run_early(id)) then
       if not held_at or score < held_at then held_at = score end
     else
       running_ms = redis.call('PTTL', ip .. id)
