@@ -71,16 +71,23 @@ local free_in_ms = nil
 local examined = 0
 -- In pages: most due ids at the front are usually claimable, so a look rarely reads far.
 local page = math.min(look, want + 100)
-while claimed < want and offset < look do
+-- Set once the look is full of early ones: every id after is later still, none is read.
+local early_full = false
+while claimed < want and offset < look and not early_full do
   local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', due_until, 'WITHSCORES', 'LIMIT',
     offset, math.min(page, look - offset))
   if #ids == 0 then break end
   for i = 1, #ids, 2 do
     local id = ids[i]
+    local score = tonumber(ids[i + 1])
+    if score > now and claimed >= SLACK_MOST then
+      if not held_at or score < held_at then held_at = score end
+      early_full = true
+      break
+    end
     examined = examined + 1
     local running_ms = -1
-    local score = tonumber(ids[i + 1])
-    if score > now and (claimed >= SLACK_MOST or not may_run_early(id)) then
+    if score > now and not may_run_early(id) then
       if not held_at or score < held_at then held_at = score end
     else
       running_ms = redis.call('PTTL', ip .. id)
