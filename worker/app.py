@@ -220,7 +220,7 @@ def build_worker(
         announce=True,
         wake=config.settings.keys.queue_wake,
         slack=Slack(
-            ms=round(config.scaled(config.schedule.poll_slack_s) * 1000),
+            ms=round(config.scaled(config.schedule.slack_s) * 1000),
             id_prefix=f"{POLL_TASK}:",
             record_prefix=config.settings.keys.record(""),
         ),

@@ -297,7 +297,7 @@ def _early_s(rt: Runtime, due_ms: int | None, clock: RedisInstant | None) -> flo
     pull every later one forward. 0 without Redis' clock at hand (no round trip for it)."""
     if due_ms is None or clock is None:
         return 0.0
-    slack_s = rt.config.scaled(rt.config.schedule.poll_slack_s)
+    slack_s = rt.config.scaled(rt.config.schedule.slack_s)
     return min(slack_s, max(0.0, due_ms / 1000 - clock.now_s()))
 
 

@@ -5,6 +5,7 @@ import random
 import pytest
 
 from genqueue.worker.backoff import jittered, learned_delay_s, poll_delay_s, retry_delay_s
+from genqueue.worker.config import ScheduleSettings
 
 SCHEDULE = {"first_s": 20.0, "floor_s": 5.0, "cap_s": 30.0, "factor": 1.5}
 
@@ -127,3 +128,13 @@ def test_learned_schedule_without_window_backs_off_from_the_first_check() -> Non
     no_window = {**LEARNED, "dense_until_s": 60.0}
     assert learned_delay_s(90.0, checked=True, late_s=0.0, factor=2.0, **no_window) == 5.0
     assert learned_delay_s(110.0, checked=True, late_s=0.0, factor=2.0, **no_window) == 20.0
+
+
+def test_timer_slack_counts_as_at_most_a_quarter_of_the_floor() -> None:
+    """A small poll floor keeps the default slack valid, counted as a quarter of the floor;
+    a negative slack is refused."""
+    assert ScheduleSettings().slack_s == 0.5
+    assert ScheduleSettings(poll_floor_s=1.0).slack_s == 0.25
+    assert ScheduleSettings(poll_slack_s=0.0).slack_s == 0.0
+    with pytest.raises(ValueError, match="poll_slack_s"):
+        ScheduleSettings(poll_slack_s=-1.0)
